@@ -1,0 +1,1 @@
+//! Shared helpers of the tenancy benches; the benches themselves live in `benches/benches/`.

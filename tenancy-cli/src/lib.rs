@@ -1,0 +1,2 @@
+//! tenancy-cli: the `tenancy` command-line tool for admins and tenant teams.
+//! Filled by issue 6.

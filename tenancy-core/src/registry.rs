@@ -1,0 +1,332 @@
+//! The `TenantRegistry` trait and its request types.
+//!
+//! The implementation stored on any `StateBackend` lives in
+//! [`crate::store_registry`]; see ARCHITECTURE.md for its layout.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::credentials::Secret;
+use crate::error::{Error, Result};
+use crate::keys::TenantId;
+use crate::tenant::{LimitOverrides, Plan, Resource, Tenant, TenantStatus, Usage};
+
+/// The longest display name.
+pub const MAX_DISPLAY_NAME: usize = 200;
+
+/// What `create` needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewTenant {
+    /// The id (from the `--name`).
+    pub id: Option<TenantId>,
+    /// Display name; defaults to the id.
+    pub display_name: Option<String>,
+    /// Contact e-mail.
+    pub email: Option<String>,
+    /// Plan; defaults to free.
+    pub plan: Plan,
+    /// Secret prefix; defaults to [`crate::credentials::DEFAULT_SECRET_PREFIX`].
+    pub secret_prefix: Option<String>,
+    /// Limit overrides.
+    pub limits: LimitOverrides,
+    /// Free-form metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Expiry time.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl NewTenant {
+    /// A request for tenant `id` with defaults.
+    pub fn new(id: TenantId) -> Self {
+        NewTenant {
+            id: Some(id),
+            ..Default::default()
+        }
+    }
+}
+
+/// A partial update; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    /// New display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// New e-mail.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// New plan.
+    #[serde(default)]
+    pub plan: Option<Plan>,
+    /// Limit overrides, merged over the current ones.
+    #[serde(default)]
+    pub limits: Option<LimitOverrides>,
+    /// Metadata entries to set.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// New expiry time.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Refuse with `Precondition` unless the tenant is still at this revision.
+    #[serde(default)]
+    pub expected_revision: Option<u64>,
+}
+
+/// A filter for `list`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantFilter {
+    /// Only tenants with this (effective) status.
+    pub status: Option<TenantStatus>,
+    /// Only tenants on this plan.
+    pub plan: Option<Plan>,
+}
+
+impl TenantFilter {
+    /// True when `t` (with effective status `status`) passes.
+    pub fn matches(&self, t: &Tenant, status: TenantStatus) -> bool {
+        self.status.is_none_or(|s| s == status) && self.plan.is_none_or(|p| p == t.plan)
+    }
+}
+
+/// A new tenant or a rotated secret: the secret is shown here once.
+#[derive(Debug, Clone)]
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// The secret; never stored.
+    pub secret: Secret,
+}
+
+/// Capacity taken by `reserve`, to be committed or released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The reservation id.
+    pub id: Uuid,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The resource.
+    pub resource: Resource,
+    /// How much.
+    pub amount: u64,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A usage event that is not a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageEvent {
+    /// A job completed.
+    JobCompleted,
+    /// A job failed.
+    JobFailed,
+    /// Cost incurred, in whole currency units.
+    Cost(u64),
+}
+
+/// Checks an e-mail address: one `@`, non-empty local part, a dotted domain, no spaces.
+pub fn validate_email(email: &str) -> Result<()> {
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            }
+            None => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "email \"{}\" is not a valid address",
+            email.escape_debug()
+        )))
+    }
+}
+
+/// Checks a display name: 1 to [`MAX_DISPLAY_NAME`] characters, no control characters.
+pub fn validate_display_name(name: &str) -> Result<()> {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_DISPLAY_NAME
+        || name.chars().any(char::is_control)
+    {
+        Err(Error::invalid(format!(
+            "display name must be 1 to {MAX_DISPLAY_NAME} characters without control characters"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The tenant registry: lifecycle, credentials and quotas.
+#[async_trait]
+pub trait TenantRegistry: Send + Sync + Debug {
+    /// True once `bootstrap` has written the manifest.
+    async fn is_bootstrapped(&self) -> Result<bool>;
+
+    /// Writes the manifest with the admin credential's hash. Refuses
+    /// (`AlreadyExists`) if a registry already exists.
+    async fn bootstrap(&self, admin_password: &Secret) -> Result<()>;
+
+    /// Checks the admin credential; `Unauthorized` if wrong.
+    async fn verify_admin(&self, password: &Secret) -> Result<()>;
+
+    /// Creates a tenant and returns its secret, once.
+    async fn create(&self, new: NewTenant) -> Result<CreatedTenant>;
+
+    /// Reads a tenant; its status reads as `expired` once `expires_at` has passed.
+    async fn get(&self, id: &TenantId) -> Result<Tenant>;
+
+    /// Streams the tenants that pass `filter`, in no particular order.
+    fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>>;
+
+    /// Applies an update (optimistic on `expected_revision` when given).
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<Tenant>;
+
+    /// Suspends a tenant.
+    async fn suspend(&self, id: &TenantId, reason: Option<String>) -> Result<Tenant>;
+
+    /// Activates a suspended or expired tenant.
+    async fn activate(&self, id: &TenantId) -> Result<Tenant>;
+
+    /// Issues a new secret; the old one and every session of the old generation stop working.
+    async fn rotate(&self, id: &TenantId) -> Result<CreatedTenant>;
+
+    /// Soft-deletes a tenant and moves its state to `archive/<id>/<timestamp>/`.
+    async fn delete(&self, id: &TenantId) -> Result<Tenant>;
+
+    /// Removes archived state of a deleted tenant older than `grace`; returns
+    /// the number of objects removed.
+    async fn purge(&self, id: &TenantId, grace: Duration) -> Result<u64>;
+
+    /// Checks a tenant's secret. `Unauthorized` for an unknown id or a wrong
+    /// secret (indistinguishable, same cost), `Forbidden` for a suspended,
+    /// expired or deleted tenant.
+    async fn authenticate(&self, id: &TenantId, secret: &Secret) -> Result<Tenant>;
+
+    /// Finds the tenant of a presented secret without an id, without scanning
+    /// tenants, and authenticates it.
+    async fn authenticate_key(&self, secret: &Secret) -> Result<Tenant>;
+
+    /// The tenant's usage counters.
+    async fn usage(&self, id: &TenantId) -> Result<Usage>;
+
+    /// Atomically takes `amount` of `resource`, or `QuotaExceeded` without taking anything.
+    async fn reserve(&self, id: &TenantId, resource: Resource, amount: u64) -> Result<Reservation>;
+
+    /// Confirms a reservation: the capacity stays in use until released.
+    async fn commit(&self, reservation: &Reservation) -> Result<()>;
+
+    /// Gives a reservation's capacity back (windowed resources keep their count).
+    async fn release(&self, reservation: &Reservation) -> Result<()>;
+
+    /// Records a usage event (job outcome, cost).
+    async fn record_usage(&self, id: &TenantId, event: UsageEvent) -> Result<Usage>;
+}
+
+macro_rules! forward_registry {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: TenantRegistry + ?Sized> TenantRegistry for $ty {
+            async fn is_bootstrapped(&self) -> Result<bool> {
+                (**self).is_bootstrapped().await
+            }
+            async fn bootstrap(&self, p: &Secret) -> Result<()> {
+                (**self).bootstrap(p).await
+            }
+            async fn verify_admin(&self, p: &Secret) -> Result<()> {
+                (**self).verify_admin(p).await
+            }
+            async fn create(&self, new: NewTenant) -> Result<CreatedTenant> {
+                (**self).create(new).await
+            }
+            async fn get(&self, id: &TenantId) -> Result<Tenant> {
+                (**self).get(id).await
+            }
+            fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
+                (**self).list(filter)
+            }
+            async fn update(&self, id: &TenantId, u: TenantUpdate) -> Result<Tenant> {
+                (**self).update(id, u).await
+            }
+            async fn suspend(&self, id: &TenantId, r: Option<String>) -> Result<Tenant> {
+                (**self).suspend(id, r).await
+            }
+            async fn activate(&self, id: &TenantId) -> Result<Tenant> {
+                (**self).activate(id).await
+            }
+            async fn rotate(&self, id: &TenantId) -> Result<CreatedTenant> {
+                (**self).rotate(id).await
+            }
+            async fn delete(&self, id: &TenantId) -> Result<Tenant> {
+                (**self).delete(id).await
+            }
+            async fn purge(&self, id: &TenantId, grace: Duration) -> Result<u64> {
+                (**self).purge(id, grace).await
+            }
+            async fn authenticate(&self, id: &TenantId, s: &Secret) -> Result<Tenant> {
+                (**self).authenticate(id, s).await
+            }
+            async fn authenticate_key(&self, s: &Secret) -> Result<Tenant> {
+                (**self).authenticate_key(s).await
+            }
+            async fn usage(&self, id: &TenantId) -> Result<Usage> {
+                (**self).usage(id).await
+            }
+            async fn reserve(&self, id: &TenantId, r: Resource, n: u64) -> Result<Reservation> {
+                (**self).reserve(id, r, n).await
+            }
+            async fn commit(&self, r: &Reservation) -> Result<()> {
+                (**self).commit(r).await
+            }
+            async fn release(&self, r: &Reservation) -> Result<()> {
+                (**self).release(r).await
+            }
+            async fn record_usage(&self, id: &TenantId, e: UsageEvent) -> Result<Usage> {
+                (**self).record_usage(id, e).await
+            }
+        }
+    };
+}
+
+forward_registry!(Arc<T>);
+forward_registry!(Box<T>);
+
+/// Convenience methods for every [`TenantRegistry`].
+#[async_trait]
+pub trait TenantRegistryExt: TenantRegistry {
+    /// Collects `list(filter)` into a vector sorted by id.
+    async fn list_all(&self, filter: TenantFilter) -> Result<Vec<Tenant>> {
+        use futures::TryStreamExt;
+        let mut all: Vec<Tenant> = self.list(filter).try_collect().await?;
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    /// Reserves and commits in one step.
+    async fn reserve_committed(
+        &self,
+        id: &TenantId,
+        resource: Resource,
+        amount: u64,
+    ) -> Result<Reservation> {
+        let r = self.reserve(id, resource, amount).await?;
+        self.commit(&r).await?;
+        Ok(r)
+    }
+}
+
+impl<R: TenantRegistry + ?Sized> TenantRegistryExt for R {}

@@ -1,0 +1,424 @@
+//! The `StateBackend` conformance suite.
+
+use bytes::Bytes;
+use futures::future::join_all;
+use futures::TryStreamExt;
+
+use super::{unique_prefix, SuiteReport};
+use crate::error::Error;
+use crate::keys::{StateKey, MAX_KEY_LEN};
+use crate::state::{DeleteMode, PutMode, StateBackend, StateBackendExt, Version};
+
+/// Sizes of the suite; the defaults are what the issue asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct StateSuiteOptions {
+    /// Rounds of each race.
+    pub race_rounds: usize,
+    /// Contenders per race round.
+    pub contenders: usize,
+    /// Keys written for the list test.
+    pub list_keys: usize,
+}
+
+impl Default for StateSuiteOptions {
+    fn default() -> Self {
+        StateSuiteOptions {
+            race_rounds: 50,
+            contenders: 16,
+            list_keys: 2_000,
+        }
+    }
+}
+
+/// Runs the whole state suite with default sizes.
+pub async fn conformance(backend: &dyn StateBackend) -> SuiteReport {
+    conformance_with(backend, StateSuiteOptions::default()).await
+}
+
+/// Runs the whole state suite on `backend`, under a fresh unique prefix,
+/// and deletes what it wrote.
+pub async fn conformance_with(backend: &dyn StateBackend, opts: StateSuiteOptions) -> SuiteReport {
+    let mut report = SuiteReport::new(&format!("state[{}]", backend.name()));
+    let root = unique_prefix();
+    let caps = backend.capabilities();
+
+    round_trip(backend, &root).await;
+    report.pass("round_trip");
+    overwrite(backend, &root).await;
+    report.pass("overwrite");
+    delete(backend, &root).await;
+    report.pass("delete");
+    key_charset(backend, &root).await;
+    report.pass("key_charset");
+
+    if caps.conditional_create {
+        create_conflict(backend, &root).await;
+        report.pass("create_conflict");
+        create_race(backend, &root, opts).await;
+        report.pass("create_race");
+    } else {
+        refuses(backend, &root, PutMode::Create).await;
+        report.skip("create_conflict", "backend reports no conditional create");
+        report.skip("create_race", "backend reports no conditional create");
+    }
+    if caps.conditional_update {
+        update(backend, &root).await;
+        report.pass("update");
+        update_race(backend, &root, opts).await;
+        report.pass("update_race");
+    } else {
+        refuses(backend, &root, PutMode::Update(Version("1".into()))).await;
+        report.skip("update", "backend reports no conditional update");
+        report.skip("update_race", "backend reports no conditional update");
+    }
+    if caps.conditional_delete {
+        conditional_delete(backend, &root).await;
+        report.pass("conditional_delete");
+    } else {
+        report.skip(
+            "conditional_delete",
+            "backend reports no conditional delete",
+        );
+    }
+    if caps.list {
+        list(backend, &root, opts).await;
+        report.pass("list");
+    } else {
+        report.skip("list", "backend reports no list");
+    }
+
+    cleanup(backend, &root).await;
+    report
+}
+
+async fn refuses(b: &dyn StateBackend, root: &StateKey, mode: PutMode) {
+    let k = root.child("unsupported/x").expect("valid");
+    let err = b
+        .put(&k, Bytes::from_static(b"x"), mode.clone())
+        .await
+        .expect_err("a mode the backend does not support must be refused, not faked");
+    assert!(
+        matches!(err, Error::NotImplemented { .. }),
+        "unsupported {mode:?} must give NotImplemented, got {err}"
+    );
+}
+
+async fn round_trip(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("rt/obj.json").expect("valid");
+    assert!(
+        b.get(&k).await.expect("get missing").is_none(),
+        "missing key must read as None"
+    );
+    let v = b
+        .put(&k, Bytes::from_static(b"{\"a\":1}"), PutMode::Overwrite)
+        .await
+        .expect("put");
+    let obj = b.get(&k).await.expect("get").expect("present after put");
+    assert_eq!(&obj.bytes[..], b"{\"a\":1}", "round trip content");
+    assert_eq!(obj.version, v, "get returns the version put returned");
+
+    let empty = root.child("rt/empty").expect("valid");
+    b.put(&empty, Bytes::new(), PutMode::Overwrite)
+        .await
+        .expect("put empty");
+    let obj = b
+        .get(&empty)
+        .await
+        .expect("get")
+        .expect("empty object exists");
+    assert!(obj.bytes.is_empty(), "empty object round trip");
+
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let bigk = root.child("rt/big.bin").expect("valid");
+    b.put(&bigk, Bytes::from(big.clone()), PutMode::Overwrite)
+        .await
+        .expect("put big");
+    let obj = b.get(&bigk).await.expect("get").expect("big exists");
+    assert_eq!(&obj.bytes[..], &big[..], "256 KiB round trip");
+}
+
+async fn overwrite(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("ow/obj").expect("valid");
+    let v1 = b
+        .put(&k, Bytes::from_static(b"one"), PutMode::Overwrite)
+        .await
+        .expect("put 1");
+    let v2 = b
+        .put(&k, Bytes::from_static(b"two"), PutMode::Overwrite)
+        .await
+        .expect("put 2");
+    assert_ne!(v1, v2, "overwrite must change the version");
+    let obj = b.get(&k).await.expect("get").expect("present");
+    assert_eq!(&obj.bytes[..], b"two", "overwrite wins");
+    assert_eq!(obj.version, v2);
+}
+
+async fn delete(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("del/obj").expect("valid");
+    b.put(&k, Bytes::from_static(b"x"), PutMode::Overwrite)
+        .await
+        .expect("put");
+    b.delete(&k, DeleteMode::Any).await.expect("delete");
+    assert!(
+        b.get(&k).await.expect("get").is_none(),
+        "deleted key reads as None"
+    );
+    b.delete(&k, DeleteMode::Any)
+        .await
+        .expect("deleting a missing key is not an error");
+}
+
+async fn key_charset(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("chars/A-z_0.9:x=y@z/v1.json").expect("valid");
+    b.put(&k, Bytes::from_static(b"c"), PutMode::Overwrite)
+        .await
+        .expect("put charset key");
+    assert_eq!(
+        &b.get(&k).await.expect("get").expect("present").bytes[..],
+        b"c"
+    );
+    // the longest key the type allows must work too
+    let base = root.child("long").expect("valid");
+    let mut s = base.as_str().to_string();
+    while s.len() + 101 <= MAX_KEY_LEN {
+        s.push('/');
+        s.push_str(&"k".repeat(100));
+    }
+    let long = StateKey::new(s).expect("long key is valid");
+    b.put(&long, Bytes::from_static(b"l"), PutMode::Overwrite)
+        .await
+        .expect("put long key");
+    assert!(
+        b.get(&long).await.expect("get").is_some(),
+        "long key round trip"
+    );
+    let listed = b.list_keys(Some(&base)).await.expect("list long");
+    assert_eq!(listed, vec![long], "long key lists back exactly");
+}
+
+async fn create_conflict(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("create/obj").expect("valid");
+    b.put(&k, Bytes::from_static(b"first"), PutMode::Create)
+        .await
+        .expect("create new");
+    let err = b
+        .put(&k, Bytes::from_static(b"second"), PutMode::Create)
+        .await
+        .expect_err("create on an existing key must fail");
+    assert!(
+        matches!(err, Error::AlreadyExists { .. }),
+        "want AlreadyExists, got {err}"
+    );
+    let obj = b.get(&k).await.expect("get").expect("present");
+    assert_eq!(
+        &obj.bytes[..],
+        b"first",
+        "a refused create leaves the object unchanged"
+    );
+}
+
+async fn update(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("update/obj").expect("valid");
+    let v1 = b
+        .put(&k, Bytes::from_static(b"v1"), PutMode::Overwrite)
+        .await
+        .expect("put");
+    let v2 = b
+        .put(&k, Bytes::from_static(b"v2"), PutMode::Update(v1.clone()))
+        .await
+        .expect("update with the current version");
+    assert_ne!(v1, v2);
+    let err = b
+        .put(&k, Bytes::from_static(b"stale"), PutMode::Update(v1))
+        .await
+        .expect_err("update with a stale version must fail");
+    assert!(
+        matches!(err, Error::Precondition { .. }),
+        "want Precondition, got {err}"
+    );
+    let obj = b.get(&k).await.expect("get").expect("present");
+    assert_eq!(
+        &obj.bytes[..],
+        b"v2",
+        "a refused update leaves the object unchanged"
+    );
+    assert_eq!(obj.version, v2);
+
+    let missing = root.child("update/missing").expect("valid");
+    let err = b
+        .put(&missing, Bytes::from_static(b"x"), PutMode::Update(v2))
+        .await
+        .expect_err("update of a missing key must fail");
+    assert!(
+        matches!(err, Error::Precondition { .. }),
+        "want Precondition, got {err}"
+    );
+    assert!(
+        b.get(&missing).await.expect("get").is_none(),
+        "nothing written"
+    );
+}
+
+async fn conditional_delete(b: &dyn StateBackend, root: &StateKey) {
+    let k = root.child("cdel/obj").expect("valid");
+    let v1 = b
+        .put(&k, Bytes::from_static(b"1"), PutMode::Overwrite)
+        .await
+        .expect("put");
+    let v2 = b
+        .put(&k, Bytes::from_static(b"2"), PutMode::Overwrite)
+        .await
+        .expect("put");
+    let err = b
+        .delete(&k, DeleteMode::IfVersion(v1))
+        .await
+        .expect_err("stale conditional delete must fail");
+    assert!(
+        matches!(err, Error::Precondition { .. }),
+        "want Precondition, got {err}"
+    );
+    assert!(
+        b.get(&k).await.expect("get").is_some(),
+        "refused delete keeps the object"
+    );
+    b.delete(&k, DeleteMode::IfVersion(v2))
+        .await
+        .expect("conditional delete");
+    assert!(b.get(&k).await.expect("get").is_none());
+}
+
+async fn list(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
+    let many = root.child("list/many").expect("valid");
+    let mut want = Vec::with_capacity(opts.list_keys);
+    for chunk in (0..opts.list_keys).collect::<Vec<_>>().chunks(64) {
+        let puts = chunk.iter().map(|i| {
+            let k = many.child(&format!("d{}/k{i:06}", i % 7)).expect("valid");
+            want.push(k.clone());
+            async move {
+                b.put(&k, Bytes::from_static(b"x"), PutMode::Overwrite)
+                    .await
+            }
+        });
+        let puts: Vec<_> = puts.collect();
+        for r in join_all(puts).await {
+            r.expect("put for list");
+        }
+    }
+    // neighbours that must not show up under `many`
+    for n in ["list/many-sibling", "list/manyx/k", "list/other/k"] {
+        b.put(
+            &root.child(n).expect("valid"),
+            Bytes::from_static(b"n"),
+            PutMode::Overwrite,
+        )
+        .await
+        .expect("put neighbour");
+    }
+    want.sort();
+    let got = b.list_keys(Some(&many)).await.expect("list");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "list returns every key under the prefix, no more"
+    );
+    assert_eq!(got, want, "list returns exactly the keys under the prefix");
+
+    let sub = many.child("d3").expect("valid");
+    let got_sub = b.list_keys(Some(&sub)).await.expect("list sub");
+    let want_sub: Vec<_> = want.iter().filter(|k| k.is_under(&sub)).cloned().collect();
+    assert_eq!(got_sub, want_sub, "nested prefix");
+
+    let entries: Vec<_> = b
+        .list(Some(&many))
+        .try_collect()
+        .await
+        .expect("list entries");
+    assert!(entries.iter().all(|e| e.size == 1), "list reports sizes");
+
+    let none = root.child("list/nothing-here").expect("valid");
+    assert!(b
+        .list_keys(Some(&none))
+        .await
+        .expect("list empty")
+        .is_empty());
+}
+
+async fn create_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
+    for round in 0..opts.race_rounds {
+        let k = root.child(&format!("race-create/r{round}")).expect("valid");
+        let attempts = (0..opts.contenders).map(|c| {
+            let k = k.clone();
+            async move {
+                b.put(&k, Bytes::from(format!("c{c}")), PutMode::Create)
+                    .await
+                    .map(|_| c)
+            }
+        });
+        let results = join_all(attempts).await;
+        let mut winners = Vec::new();
+        for r in results {
+            match r {
+                Ok(c) => winners.push(c),
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => panic!("create race round {round}: unexpected error {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "create race round {round}: winners {winners:?}"
+        );
+        let obj = b.get(&k).await.expect("get").expect("present");
+        assert_eq!(
+            &obj.bytes[..],
+            format!("c{}", winners[0]).as_bytes(),
+            "create race round {round}: the stored value is the winner's"
+        );
+    }
+}
+
+async fn update_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
+    let k = root.child("race-update/obj").expect("valid");
+    let mut v = b
+        .put(&k, Bytes::from_static(b"start"), PutMode::Overwrite)
+        .await
+        .expect("put");
+    for round in 0..opts.race_rounds {
+        let attempts = (0..opts.contenders).map(|c| {
+            let k = k.clone();
+            let v = v.clone();
+            async move {
+                b.put(&k, Bytes::from(format!("r{round}c{c}")), PutMode::Update(v))
+                    .await
+                    .map(|nv| (c, nv))
+            }
+        });
+        let results = join_all(attempts).await;
+        let mut winners = Vec::new();
+        for r in results {
+            match r {
+                Ok(w) => winners.push(w),
+                Err(Error::Precondition { .. }) => {}
+                Err(e) => panic!("update race round {round}: unexpected error {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "update race round {round}: {} winners",
+            winners.len()
+        );
+        let (c, nv) = winners.pop().expect("one winner");
+        let obj = b.get(&k).await.expect("get").expect("present");
+        assert_eq!(&obj.bytes[..], format!("r{round}c{c}").as_bytes());
+        assert_eq!(obj.version, nv);
+        v = nv;
+    }
+}
+
+async fn cleanup(b: &dyn StateBackend, root: &StateKey) {
+    let keys = b.list_keys(Some(root)).await.unwrap_or_default();
+    for chunk in keys.chunks(64) {
+        join_all(chunk.iter().map(|k| b.delete(k, DeleteMode::Any))).await;
+    }
+}

@@ -1,0 +1,1 @@
+//! tenancy-server: an example multi-tenant axum server. Filled by issue 7.
