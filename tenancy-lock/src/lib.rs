@@ -1,3 +1,43 @@
 //! tenancy-lock: leased locks with fencing tokens, in memory and on any
-//! `StateBackend`'s compare-and-swap, plus the tenant-namespacing wrapper.
-//! Filled by issue 4.
+//! `StateBackend`'s compare-and-swap, plus the tenant-namespacing wrapper
+//! and a heartbeat guard for long operations.
+//!
+//! - [`MemoryLockManager`]: in-process locks.
+//! - [`StoreLockManager`]: one object per lock at `locks/<key>` on any
+//!   [`StateBackend`](tenancy_core::StateBackend) with compare-and-swap
+//!   (memory, local files, S3), shared safely by many processes.
+//! - [`TenantLocks`]: wraps any manager so a tenant only sees and touches
+//!   keys under `tenant:<id>:`.
+//! - [`HeartbeatGuard`]: renews a lease every ttl/3 and reports its loss.
+//! - [`Backoff`]: the retry schedule of `acquire(req, wait)`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tenancy_core::Result<()> {
+//! use std::time::Duration;
+//! use tenancy_core::{LockKey, LockManager, LockRequest, MemoryBackend};
+//! use tenancy_lock::StoreLockManager;
+//!
+//! let locks = StoreLockManager::new(MemoryBackend::new());
+//! let key = LockKey::stack_env("web", "prod")?;
+//! let lease = locks
+//!     .try_acquire(&LockRequest::new(key.clone(), Duration::from_secs(60)).operation("apply"))
+//!     .await?;
+//! assert!(locks.try_acquire(&LockRequest::new(key.clone(), Duration::from_secs(60))).await.is_err());
+//! locks.release(&key, lease.lock_id).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod backoff;
+mod heartbeat;
+mod lease;
+mod memory;
+mod store;
+mod tenant;
+
+pub use backoff::{acquire_with_backoff, Backoff};
+pub use heartbeat::{HeartbeatGuard, HeartbeatState};
+pub use memory::MemoryLockManager;
+pub use store::{Freed, LockRecord, StoreLockManager, LOCKS_PREFIX, LOCK_RECORD_FORMAT};
+pub use tenant::TenantLocks;

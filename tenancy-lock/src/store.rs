@@ -1,0 +1,490 @@
+//! `StoreLockManager`: leased locks stored as one object per lock on any
+//! `StateBackend`, written only with compare-and-swap.
+//!
+//! # Layout
+//!
+//! The lock `k` lives at `locks/<k>` (lock keys are valid state-key segments).
+//! A key longer than one segment allows (255 bytes) lives at
+//! `locks/=sha256-<hex of the key>`; `=` cannot start a lock key, so the two
+//! forms never collide, and the record inside names the full key.
+//!
+//! The object is a small JSON [`LockRecord`]: the key, the last fencing token
+//! handed out, and the holder (`null` when free). It is **never deleted**:
+//! release and force-unlock write a free record that keeps the token, so the
+//! fencing token strictly increases for a key for as long as the store lives.
+//!
+//! # Protocol
+//!
+//! - acquire: read; if free or expired, `Update(version)` (or `Create` for a
+//!   key never locked) with `token + 1`. Of several contenders on the same
+//!   version exactly one write succeeds; the others re-read and see the
+//!   winner (`LockHeld`).
+//! - renew / release / force-unlock: read, check the holder's lock id, write
+//!   with `Update(version)`; a lost CAS re-reads and decides again.
+//!
+//! The manager remembers the version it last wrote or read for each key, so
+//! an uncontended re-acquire, renew or release is one conditional write. A
+//! stale memory only costs a failed CAS and a fallback read: it can never
+//! make a write succeed that the store would refuse.
+//!
+//! Expiry compares the stored `expires` with this manager's clock, so the
+//! clocks of processes sharing a store should agree to well within a TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tenancy_core::keys::MAX_SEGMENT_LEN;
+use tenancy_core::lock::validate_ttl;
+use tenancy_core::{
+    Clock, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, PutMode, Result,
+    StateBackend, StateKey, SystemClock, Version,
+};
+
+use crate::backoff::{acquire_with_backoff, Backoff};
+use crate::lease::{classify, expired, expiry, foreign, new_lease, not_held, Holder};
+
+/// The folder of the lock objects.
+pub const LOCKS_PREFIX: &str = "locks";
+
+/// The current [`LockRecord::format`].
+pub const LOCK_RECORD_FORMAT: u32 = 1;
+
+/// How often one call re-reads after losing a compare-and-swap before giving up.
+const MAX_CAS_ROUNDS: usize = 32;
+
+/// How many keys the version memory keeps before it starts over.
+const CACHE_CAP: usize = 4096;
+
+/// How many lock objects `list` reads at once.
+const LIST_CONCURRENCY: usize = 16;
+
+/// The stored form of one lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// The record format, [`LOCK_RECORD_FORMAT`].
+    pub format: u32,
+    /// The full lock key.
+    pub key: LockKey,
+    /// The last fencing token handed out for this key (0 if none yet).
+    pub fencing_token: u64,
+    /// The current lease, or `None` when the lock is free.
+    pub holder: Option<LockInfo>,
+    /// How the last lease ended, when it was released or force-unlocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freed: Option<Freed>,
+}
+
+/// How a lease ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freed {
+    /// The lease that ended.
+    pub lock_id: LockId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `release` or `force-unlock`.
+    pub by: String,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    version: Version,
+    record: LockRecord,
+}
+
+/// Leased locks on any [`StateBackend`] that supports compare-and-swap
+/// (memory, local files, S3, ...). See the [module docs](self) for the
+/// layout and the protocol.
+#[derive(Debug)]
+pub struct StoreLockManager<B: StateBackend> {
+    backend: B,
+    clock: Arc<dyn Clock>,
+    backoff: Backoff,
+    cache: Mutex<HashMap<LockKey, Cached>>,
+}
+
+impl<B: StateBackend> StoreLockManager<B> {
+    /// A manager storing its locks on `backend`, on the system clock with the
+    /// default backoff.
+    ///
+    /// A backend without compare-and-swap is accepted here, but every lock
+    /// call then fails with [`Error::NotImplemented`]; use
+    /// [`StoreLockManager::try_new`] to refuse it up front.
+    pub fn new(backend: B) -> Self {
+        StoreLockManager {
+            backend,
+            clock: Arc::new(SystemClock),
+            backoff: Backoff::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Like [`StoreLockManager::new`], but refuses a backend whose
+    /// capabilities lack compare-and-swap with [`Error::NotImplemented`].
+    pub fn try_new(backend: B) -> Result<Self> {
+        let m = Self::new(backend);
+        m.check_cas()?;
+        Ok(m)
+    }
+
+    /// Reads time (expiry, backoff sleeps) from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses `backoff` between the retries of `acquire`.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The backend the locks live on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The object key of the lock `key`: `locks/<key>`, or
+    /// `locks/=sha256-<hex>` for a key longer than one state-key segment.
+    pub fn object_key(key: &LockKey) -> Result<StateKey> {
+        let k = key.as_str();
+        if k.len() <= MAX_SEGMENT_LEN {
+            StateKey::new(format!("{LOCKS_PREFIX}/{k}"))
+        } else {
+            let digest = Sha256::digest(k.as_bytes());
+            StateKey::new(format!("{LOCKS_PREFIX}/=sha256-{digest:x}"))
+        }
+    }
+
+    /// Reads the stored record of `key` (free or held, expired or not), for
+    /// admins and debugging.
+    pub async fn record(&self, key: &LockKey) -> Result<Option<LockRecord>> {
+        self.check_cas()?;
+        let obj = Self::object_key(key)?;
+        Ok(self.read(key, &obj).await?.map(|(r, _)| r))
+    }
+
+    fn check_cas(&self) -> Result<()> {
+        if self.backend.capabilities().supports_cas() {
+            Ok(())
+        } else {
+            Err(Error::not_implemented(format!(
+                "locks on the {} backend: it cannot do compare-and-swap writes",
+                self.backend.name()
+            )))
+        }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<LockKey, Cached>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, key: &LockKey) -> Option<Cached> {
+        self.cache().get(key).cloned()
+    }
+
+    fn remember(&self, key: &LockKey, version: Version, record: LockRecord) {
+        let mut cache = self.cache();
+        if cache.len() >= CACHE_CAP && !cache.contains_key(key) {
+            cache.clear();
+        }
+        cache.insert(key.clone(), Cached { version, record });
+    }
+
+    fn forget(&self, key: &LockKey) {
+        self.cache().remove(key);
+    }
+
+    fn decode(key: &LockKey, obj: &StateKey, bytes: &[u8]) -> Result<LockRecord> {
+        let record: LockRecord = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            what: format!("lock object {obj}"),
+            message: e.to_string(),
+        })?;
+        if record.key != *key {
+            return Err(Error::Corrupt {
+                what: format!("lock object {obj}"),
+                message: format!("it holds lock {} instead of {key}", record.key),
+            });
+        }
+        if record.format != LOCK_RECORD_FORMAT {
+            return Err(Error::Corrupt {
+                what: format!("lock object {obj}"),
+                message: format!(
+                    "record format {} is not the supported {LOCK_RECORD_FORMAT}",
+                    record.format
+                ),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Reads and remembers the record of `key`.
+    async fn read(&self, key: &LockKey, obj: &StateKey) -> Result<Option<(LockRecord, Version)>> {
+        match self.backend.get(obj).await? {
+            None => {
+                self.forget(key);
+                Ok(None)
+            }
+            Some(o) => {
+                let record = Self::decode(key, obj, &o.bytes)?;
+                self.remember(key, o.version.clone(), record.clone());
+                Ok(Some((record, o.version)))
+            }
+        }
+    }
+
+    /// Writes `record` with `mode`, remembering the new version on success
+    /// and forgetting the key on any failure.
+    async fn write(
+        &self,
+        key: &LockKey,
+        obj: &StateKey,
+        record: LockRecord,
+        mode: PutMode,
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| Error::invalid(format!("cannot encode lock {key}: {e}")))?;
+        match self.backend.put(obj, Bytes::from(bytes), mode).await {
+            Ok(version) => {
+                self.remember(key, version, record);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the lock over from `prev` (free or expired) with `Update(version)`,
+    /// or creates it when `prev` is `None`.
+    async fn take(
+        &self,
+        req: &LockRequest,
+        obj: &StateKey,
+        prev: Option<(LockRecord, Version)>,
+        now: DateTime<Utc>,
+    ) -> Result<LockInfo> {
+        let (last_token, mode) = match prev {
+            None => (0, PutMode::Create),
+            Some((r, v)) => (r.fencing_token, PutMode::Update(v)),
+        };
+        let token = last_token.checked_add(1).ok_or_else(|| {
+            Error::invalid(format!("fencing token of lock {} overflowed", req.key))
+        })?;
+        let lease = new_lease(req, now, token);
+        let record = LockRecord {
+            format: LOCK_RECORD_FORMAT,
+            key: req.key.clone(),
+            fencing_token: token,
+            holder: Some(lease.clone()),
+            freed: None,
+        };
+        self.write(&req.key, obj, record, mode).await?;
+        Ok(lease)
+    }
+
+    /// Renews (`Some(ttl)`) or frees (`None`) the lease `lock_id` on `key`.
+    async fn change(
+        &self,
+        key: &LockKey,
+        lock_id: LockId,
+        ttl: Option<Duration>,
+        action: &str,
+    ) -> Result<Option<LockInfo>> {
+        self.check_cas()?;
+        if let Some(ttl) = ttl {
+            validate_ttl(ttl)?;
+        }
+        let obj = Self::object_key(key)?;
+        let mut known = self.cached(key).map(|c| (c.record, c.version));
+        let mut from_cache = known.is_some();
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (record, version) = match known.take() {
+                Some(rv) => rv,
+                None => match self.read(key, &obj).await? {
+                    None => return Err(not_held(key, lock_id, action)),
+                    Some(rv) => rv,
+                },
+            };
+            let now = self.clock.now();
+            let holder = match classify(record.holder.as_ref(), lock_id) {
+                Holder::Mine(h) if ttl.is_some() && h.is_expired(now) => {
+                    if from_cache {
+                        from_cache = false;
+                        continue;
+                    }
+                    return Err(expired(key, h));
+                }
+                Holder::Mine(h) => h.clone(),
+                Holder::Free | Holder::Other(_) if from_cache => {
+                    // What we remember may be old: decide on a fresh read.
+                    from_cache = false;
+                    continue;
+                }
+                Holder::Free => return Err(not_held(key, lock_id, action)),
+                Holder::Other(h) => return Err(foreign(key, lock_id, h, action)),
+            };
+            let (next, result) = match ttl {
+                Some(ttl) => {
+                    let mut h = holder;
+                    h.expires = expiry(now, ttl);
+                    h.last_heartbeat = now;
+                    (
+                        LockRecord {
+                            holder: Some(h.clone()),
+                            ..record
+                        },
+                        Some(h),
+                    )
+                }
+                None => (
+                    LockRecord {
+                        holder: None,
+                        freed: Some(Freed {
+                            lock_id,
+                            at: now,
+                            by: action.to_string(),
+                        }),
+                        ..record
+                    },
+                    None,
+                ),
+            };
+            match self.write(key, &obj, next, PutMode::Update(version)).await {
+                Ok(()) => return Ok(result),
+                Err(e) if e.is_conflict() => from_cache = false,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(too_busy(key))
+    }
+}
+
+fn too_busy(key: &LockKey) -> Error {
+    Error::precondition(format!(
+        "lock {key} changed {MAX_CAS_ROUNDS} times while this call tried to write it; try again"
+    ))
+}
+
+#[async_trait]
+impl<B: StateBackend> LockManager for StoreLockManager<B> {
+    async fn try_acquire(&self, req: &LockRequest) -> Result<LockInfo> {
+        req.validate()?;
+        self.check_cas()?;
+        let key = &req.key;
+        let obj = Self::object_key(key)?;
+
+        // Fast path: the version we last saw is free or expired: one CAS.
+        if let Some(c) = self.cached(key) {
+            let now = self.clock.now();
+            if c.record.holder.as_ref().is_none_or(|h| h.is_expired(now)) {
+                match self.take(req, &obj, Some((c.record, c.version)), now).await {
+                    Ok(lease) => return Ok(lease),
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        for _ in 0..MAX_CAS_ROUNDS {
+            let current = self.read(key, &obj).await?;
+            let now = self.clock.now();
+            if let Some((r, _)) = &current {
+                if let Some(h) = r.holder.as_ref().filter(|h| !h.is_expired(now)) {
+                    return Err(Error::LockHeld {
+                        holder: Box::new(h.clone()),
+                    });
+                }
+            }
+            match self.take(req, &obj, current, now).await {
+                Ok(lease) => return Ok(lease),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(too_busy(key))
+    }
+
+    async fn acquire(&self, req: &LockRequest, wait: Duration) -> Result<LockInfo> {
+        acquire_with_backoff(self, self.clock.as_ref(), &self.backoff, req, wait).await
+    }
+
+    async fn renew(&self, key: &LockKey, lock_id: LockId, ttl: Duration) -> Result<LockInfo> {
+        self.change(key, lock_id, Some(ttl), "renew")
+            .await?
+            .ok_or_else(|| not_held(key, lock_id, "renew"))
+    }
+
+    async fn release(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
+        self.change(key, lock_id, None, "release").await.map(|_| ())
+    }
+
+    async fn inspect(&self, key: &LockKey) -> Result<Option<LockInfo>> {
+        self.check_cas()?;
+        let obj = Self::object_key(key)?;
+        let now = self.clock.now();
+        Ok(self
+            .read(key, &obj)
+            .await?
+            .and_then(|(r, _)| r.holder)
+            .filter(|h| !h.is_expired(now)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        self.check_cas()?;
+        let root = StateKey::new(LOCKS_PREFIX)?;
+        let entries: Vec<StateKey> = self
+            .backend
+            .list(Some(&root))
+            .map_ok(|e| e.key)
+            .try_collect()
+            .await?;
+        // Names tell the key, except for long keys stored under their hash.
+        let candidates: Vec<StateKey> = entries
+            .into_iter()
+            .filter(|obj| {
+                obj.strip_prefix(&root).is_some_and(|name| {
+                    let name = name.as_str();
+                    !name.contains('/') && (name.starts_with('=') || name.starts_with(prefix))
+                })
+            })
+            .collect();
+        let now = self.clock.now();
+        let backend = &self.backend;
+        let mut held: Vec<LockInfo> = stream::iter(candidates)
+            .map(|obj| async move {
+                let Some(o) = backend.get(&obj).await? else {
+                    return Ok(None);
+                };
+                let record: LockRecord =
+                    serde_json::from_slice(&o.bytes).map_err(|e| Error::Corrupt {
+                        what: format!("lock object {obj}"),
+                        message: e.to_string(),
+                    })?;
+                Ok::<_, Error>(
+                    record
+                        .holder
+                        .filter(|h| !h.is_expired(now) && h.key.as_str().starts_with(prefix)),
+                )
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_filter_map(|h| async move { Ok(h) })
+            .try_collect()
+            .await?;
+        held.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(held)
+    }
+
+    async fn force_unlock(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
+        self.change(key, lock_id, None, "force-unlock")
+            .await
+            .map(|_| ())
+    }
+}
