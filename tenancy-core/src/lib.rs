@@ -20,9 +20,12 @@ pub mod error;
 pub mod keys;
 pub mod lock;
 pub mod memory;
+pub mod migrate;
+pub mod quota;
 pub mod registry;
 pub mod session;
 pub mod state;
+pub mod store_registry;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -41,6 +44,7 @@ pub use session::{Session, SessionKind};
 pub use state::{
     Capabilities, DeleteMode, ListEntry, Object, PutMode, StateBackend, StateBackendExt, Version,
 };
+pub use store_registry::StoreRegistry;
 pub use tenant::{
     LimitOverrides, Limits, Plan, Resource, StorageInfo, Tenant, TenantStatus, Usage,
 };

@@ -171,6 +171,75 @@ pub fn validate_display_name(name: &str) -> Result<()> {
     }
 }
 
+/// The most metadata entries a tenant may carry.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// The longest metadata key, in characters.
+pub const MAX_METADATA_KEY: usize = 128;
+/// The longest metadata value, in characters.
+pub const MAX_METADATA_VALUE: usize = 1024;
+
+/// Checks tenant metadata: at most [`MAX_METADATA_ENTRIES`] entries, keys of 1 to
+/// [`MAX_METADATA_KEY`] characters of `A-Z a-z 0-9 . _ - /`, values up to
+/// [`MAX_METADATA_VALUE`] characters without control characters.
+pub fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::invalid(format!(
+            "{} metadata entries; at most {MAX_METADATA_ENTRIES} are allowed",
+            metadata.len()
+        )));
+    }
+    for (k, v) in metadata {
+        let key_ok = !k.is_empty()
+            && k.chars().count() <= MAX_METADATA_KEY
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !key_ok {
+            return Err(Error::invalid(format!(
+                "metadata key \"{}\" must be 1 to {MAX_METADATA_KEY} characters of A-Z a-z 0-9 . _ - /",
+                k.chars().take(64).collect::<String>().escape_debug()
+            )));
+        }
+        if v.chars().count() > MAX_METADATA_VALUE || v.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "metadata value of \"{}\" must be at most {MAX_METADATA_VALUE} characters without control characters",
+                k.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Derives a tenant id from a display name: lowercase ASCII letters and
+/// digits kept, every other run of characters becomes one `-`, leading
+/// non-letters and trailing `-` dropped. `"Acme Corp."` becomes `acme-corp`.
+/// The result is validated like any [`TenantId`].
+pub fn tenant_id_from_name(name: &str) -> Result<TenantId> {
+    let mut id = String::with_capacity(name.len());
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || (c.is_ascii_digit() && !id.is_empty()) {
+            id.push(c);
+        } else if !id.is_empty() && !id.ends_with('-') {
+            id.push('-');
+        }
+    }
+    while id.ends_with('-') {
+        id.pop();
+    }
+    if id.len() > 63 {
+        id.truncate(63);
+        while id.ends_with('-') {
+            id.pop();
+        }
+    }
+    TenantId::new(id).map_err(|e| {
+        Error::invalid(format!(
+            "cannot derive a tenant id from the name \"{}\" ({e}); give an id",
+            name.chars().take(64).collect::<String>().escape_debug()
+        ))
+    })
+}
+
 /// The tenant registry: lifecycle, credentials and quotas.
 #[async_trait]
 pub trait TenantRegistry: Send + Sync + Debug {
@@ -314,6 +383,24 @@ pub trait TenantRegistryExt: TenantRegistry {
         let mut all: Vec<Tenant> = self.list(filter).try_collect().await?;
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
+    }
+
+    /// Collects `list(filter)` without stopping at a record that cannot be
+    /// read: the readable tenants sorted by id, and the errors (for example
+    /// [`Error::Corrupt`] naming a tenant) in the order they came.
+    async fn list_partial(&self, filter: TenantFilter) -> (Vec<Tenant>, Vec<Error>) {
+        use futures::StreamExt;
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        let mut stream = self.list(filter);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(t) => ok.push(t),
+                Err(e) => errors.push(e),
+            }
+        }
+        ok.sort_by(|a: &Tenant, b: &Tenant| a.id.cmp(&b.id));
+        (ok, errors)
     }
 
     /// Reserves and commits in one step.
