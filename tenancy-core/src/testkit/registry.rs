@@ -1,30 +1,141 @@
 //! The `TenantRegistry` conformance suite.
+//!
+//! Run [`conformance_with_clock`] on a fresh, un-bootstrapped registry that
+//! reads time from the [`ManualClock`] passed in: expiry, the jobs-per-hour
+//! window and purge grace periods are tested by moving that clock, never by
+//! sleeping. [`conformance`] runs everything that needs no clock and lists
+//! the clock checks as skipped.
+//!
+//! The registry should hash with a low bcrypt cost (4) to keep the suite fast.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
 
 use super::SuiteReport;
+use crate::clock::{Clock, ManualClock};
 use crate::credentials::Secret;
 use crate::error::Error;
 use crate::keys::TenantId;
-use crate::registry::{NewTenant, TenantRegistry};
-use crate::tenant::TenantStatus;
+use crate::registry::{
+    NewTenant, TenantFilter, TenantRegistry, TenantRegistryExt, TenantUpdate, UsageEvent,
+};
+use crate::tenant::{LimitOverrides, Plan, Resource, TenantStatus, MAX_LIMIT_VALUE};
 
-/// Runs the registry suite on an empty (not yet bootstrapped) registry whose
-/// clock is `clock`, so expiry and quota windows are tested by moving time.
-pub async fn conformance_with_clock(
-    registry: &dyn TenantRegistry,
-    clock: &crate::clock::ManualClock,
-) -> SuiteReport {
-    let _ = clock;
-    conformance(registry).await
+fn tid(s: &str) -> TenantId {
+    TenantId::new(s).expect("suite ids are valid")
+}
+
+fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound { .. } => "NotFound",
+        Error::AlreadyExists { .. } => "AlreadyExists",
+        Error::Precondition { .. } => "Precondition",
+        Error::Unauthorized { .. } => "Unauthorized",
+        Error::Forbidden { .. } => "Forbidden",
+        Error::QuotaExceeded { .. } => "QuotaExceeded",
+        Error::InvalidInput { .. } => "InvalidInput",
+        Error::Corrupt { .. } => "Corrupt",
+        _ => "other",
+    }
+}
+
+#[track_caller]
+fn expect_kind<T: std::fmt::Debug>(r: crate::Result<T>, want: &str, what: &str) -> Error {
+    match r {
+        Ok(v) => panic!("{what}: expected {want}, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(kind(&e), want, "{what}: expected {want}, got {e}");
+            e
+        }
+    }
 }
 
 /// Runs the registry suite on an empty (not yet bootstrapped) registry.
+/// Checks that need to move time are skipped; prefer [`conformance_with_clock`].
 pub async fn conformance(registry: &dyn TenantRegistry) -> SuiteReport {
+    run(registry, None).await
+}
+
+/// Runs the whole registry suite on an empty (not yet bootstrapped) registry
+/// whose clock is `clock`.
+pub async fn conformance_with_clock(
+    registry: &dyn TenantRegistry,
+    clock: &ManualClock,
+) -> SuiteReport {
+    run(registry, Some(clock)).await
+}
+
+async fn run(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> SuiteReport {
     let mut report = SuiteReport::new("registry");
+    bootstrap(registry).await;
+    report.pass("bootstrap");
+    create_authenticate(registry).await;
+    report.pass("create_authenticate");
+    authenticate_key(registry).await;
+    report.pass("authenticate_key");
+    rotation(registry).await;
+    report.pass("rotation");
+    refused_statuses(registry).await;
+    report.pass("refused_statuses");
+    update_with_revision(registry).await;
+    report.pass("update_with_revision");
+    concurrent_creates(registry).await;
+    report.pass("concurrent_creates");
+    concurrent_updates(registry).await;
+    report.pass("concurrent_updates");
+    quota_race(registry).await;
+    report.pass("quota_race");
+    quota_semantics(registry).await;
+    report.pass("quota_semantics");
+    secrets_never_shown(registry).await;
+    report.pass("secrets_never_shown");
+    bad_input(registry).await;
+    report.pass("bad_input");
+    match clock {
+        Some(clock) => {
+            lifecycle_table(registry, clock).await;
+            report.pass("lifecycle_table");
+            expiry(registry, clock).await;
+            report.pass("expiry");
+            jobs_per_hour(registry, clock).await;
+            report.pass("jobs_per_hour");
+            delete_and_purge(registry, clock).await;
+            report.pass("delete_and_purge");
+        }
+        None => {
+            for check in [
+                "lifecycle_table",
+                "expiry",
+                "jobs_per_hour",
+                "delete_and_purge",
+            ] {
+                report.skip(check, "needs a ManualClock: run conformance_with_clock");
+            }
+        }
+    }
+    // Last: the filters see every tenant the suite made.
+    list_filters(registry).await;
+    report.pass("list_filters");
+    report
+}
+
+async fn bootstrap(registry: &dyn TenantRegistry) {
     let admin = Secret::new("correct horse battery staple");
     assert!(!registry.is_bootstrapped().await.expect("is_bootstrapped"));
-    registry.bootstrap(&admin).await.expect("bootstrap");
     let err = registry
-        .bootstrap(&admin)
+        .verify_admin(&admin)
+        .await
+        .expect_err("no admin before bootstrap");
+    assert!(
+        !matches!(err, Error::InvalidInput { .. }),
+        "an un-bootstrapped registry says so, got {err}"
+    );
+    registry.bootstrap(&admin).await.expect("bootstrap");
+    assert!(registry.is_bootstrapped().await.expect("is_bootstrapped"));
+    let err = registry
+        .bootstrap(&Secret::new("another admin password"))
         .await
         .expect_err("second bootstrap refused");
     assert!(matches!(err, Error::AlreadyExists { .. }), "got {err}");
@@ -32,31 +143,1093 @@ pub async fn conformance(registry: &dyn TenantRegistry) -> SuiteReport {
         .verify_admin(&admin)
         .await
         .expect("admin password verifies");
-    let err = registry
-        .verify_admin(&Secret::new("wrong"))
+    for wrong in ["wrong", "", "correct horse battery stapl"] {
+        let err = registry
+            .verify_admin(&Secret::new(wrong))
+            .await
+            .expect_err("wrong admin password refused");
+        assert!(matches!(err, Error::Unauthorized { .. }), "got {err}");
+    }
+    // the second bootstrap did not replace the password
+    registry
+        .verify_admin(&admin)
         .await
-        .expect_err("wrong admin password refused");
-    assert!(matches!(err, Error::Unauthorized { .. }), "got {err}");
-    report.pass("bootstrap");
+        .expect("admin password still verifies");
+}
 
-    let id = TenantId::new("acme").expect("valid");
+async fn create_authenticate(registry: &dyn TenantRegistry) {
+    let id = tid("acme");
     let created = registry
         .create(NewTenant::new(id.clone()))
         .await
         .expect("create");
-    assert_eq!(created.tenant.status, TenantStatus::Active);
+    let t = &created.tenant;
+    assert_eq!(t.status, TenantStatus::Active);
+    assert_eq!(t.display_name, "acme", "display name defaults to the id");
+    assert_eq!(t.plan, Plan::Free);
+    assert_eq!(t.credential.generation, 1);
+    assert_eq!(t.credential.rotations, 0);
+    assert_eq!(t.credential.last_rotated, None);
+    assert_eq!(t.storage.prefix, "tenants/acme");
+    assert_eq!(t.storage.version, "v1");
+    assert_eq!(t.lock_prefix, "tenant:acme");
+    assert_eq!(
+        created.secret.prefix(),
+        Some("tnc"),
+        "default secret prefix"
+    );
+    assert_ne!(
+        t.credential.hash,
+        created.secret.expose(),
+        "only a hash is kept"
+    );
+
     let got = registry.get(&id).await.expect("get");
     assert_eq!(got.id, id);
+    assert_eq!(got.revision, t.revision);
     let authed = registry
         .authenticate(&id, &created.secret)
         .await
         .expect("authenticate");
     assert_eq!(authed.id, id);
-    let err = registry
+    let wrong = registry
         .authenticate(&id, &Secret::new("tnc_wrong"))
         .await
         .expect_err("wrong secret refused");
-    assert!(matches!(err, Error::Unauthorized { .. }), "got {err}");
-    report.pass("create_authenticate");
-    report
+    assert!(matches!(wrong, Error::Unauthorized { .. }), "got {wrong}");
+    let unknown = registry
+        .authenticate(&tid("nobody-here"), &created.secret)
+        .await
+        .expect_err("unknown id refused");
+    assert!(
+        matches!(unknown, Error::Unauthorized { .. }),
+        "got {unknown}"
+    );
+    assert_eq!(
+        wrong.to_string(),
+        unknown.to_string(),
+        "unknown id and wrong secret must be indistinguishable"
+    );
+
+    let err = registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect_err("duplicate create");
+    assert!(matches!(err, Error::AlreadyExists { .. }), "got {err}");
+    expect_kind(
+        registry.get(&tid("nobody-here")).await,
+        "NotFound",
+        "get of an unknown tenant",
+    );
+    expect_kind(
+        registry.suspend(&tid("nobody-here"), None).await,
+        "NotFound",
+        "suspend of an unknown tenant",
+    );
+
+    // every field of the request lands in the record
+    let mut metadata = BTreeMap::new();
+    metadata.insert("team".to_string(), "notifications".to_string());
+    let full = registry
+        .create(NewTenant {
+            id: Some(tid("ntfy")),
+            display_name: Some("Notifications".into()),
+            email: Some("ops@ntfy.example".into()),
+            plan: Plan::Pro,
+            secret_prefix: Some("ntfy".into()),
+            limits: LimitOverrides {
+                max_workers: Some(7),
+                ..Default::default()
+            },
+            metadata: metadata.clone(),
+            expires_at: None,
+        })
+        .await
+        .expect("create with every field");
+    let t = registry.get(&tid("ntfy")).await.expect("get");
+    assert_eq!(t.display_name, "Notifications");
+    assert_eq!(t.email.as_deref(), Some("ops@ntfy.example"));
+    assert_eq!(t.plan, Plan::Pro);
+    assert_eq!(t.limits().max_workers, 7);
+    assert_eq!(t.limits().max_gpus, Plan::Pro.limits().max_gpus);
+    assert_eq!(t.metadata, metadata);
+    assert_eq!(full.secret.prefix(), Some("ntfy"));
+    assert_eq!(t.credential.prefix, "ntfy");
+
+    // an id from the name
+    let named = registry
+        .create(NewTenant {
+            display_name: Some("Globex Corp".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("create from a name");
+    assert_eq!(named.tenant.id.as_str(), "globex-corp");
+}
+
+async fn authenticate_key(registry: &dyn TenantRegistry) {
+    let a = registry
+        .create(NewTenant::new(tid("key-a")))
+        .await
+        .expect("create");
+    let b = registry
+        .create(NewTenant::new(tid("key-b")))
+        .await
+        .expect("create");
+    let got = registry
+        .authenticate_key(&a.secret)
+        .await
+        .expect("key resolves");
+    assert_eq!(got.id.as_str(), "key-a");
+    let got = registry
+        .authenticate_key(&b.secret)
+        .await
+        .expect("key resolves");
+    assert_eq!(got.id.as_str(), "key-b");
+    // a secret of one tenant does not authenticate another by id
+    expect_kind(
+        registry.authenticate(&tid("key-a"), &b.secret).await,
+        "Unauthorized",
+        "another tenant's secret",
+    );
+    let mut flipped = a.secret.expose().to_string();
+    let last = flipped.pop().expect("non-empty");
+    flipped.push(if last == 'a' { 'b' } else { 'a' });
+    for bad in [
+        flipped.as_str(),
+        "tnc_",
+        "",
+        "not a key at all",
+        "tnc_00000000000000000000000000000000",
+    ] {
+        let e = expect_kind(
+            registry.authenticate_key(&Secret::new(bad)).await,
+            "Unauthorized",
+            "unknown key",
+        );
+        if !bad.is_empty() {
+            assert!(!e.to_string().contains(bad), "error echoes the key: {e}");
+        }
+    }
+}
+
+async fn rotation(registry: &dyn TenantRegistry) {
+    let id = tid("rotor");
+    let created = registry
+        .create(NewTenant {
+            secret_prefix: Some("rot".into()),
+            ..NewTenant::new(id.clone())
+        })
+        .await
+        .expect("create");
+    let first = registry.rotate(&id).await.expect("rotate");
+    assert_ne!(first.secret, created.secret);
+    assert_eq!(
+        first.secret.prefix(),
+        Some("rot"),
+        "prefix survives rotation"
+    );
+    assert_eq!(first.tenant.credential.generation, 2);
+    assert_eq!(first.tenant.credential.rotations, 1);
+    assert!(first.tenant.credential.last_rotated.is_some());
+    expect_kind(
+        registry.authenticate(&id, &created.secret).await,
+        "Unauthorized",
+        "old secret after rotation",
+    );
+    expect_kind(
+        registry.authenticate_key(&created.secret).await,
+        "Unauthorized",
+        "old key after rotation",
+    );
+    registry
+        .authenticate(&id, &first.secret)
+        .await
+        .expect("new secret works");
+    let second = registry.rotate(&id).await.expect("rotate again");
+    assert_eq!(second.tenant.credential.generation, 3);
+    assert_eq!(second.tenant.credential.rotations, 2);
+    expect_kind(
+        registry.authenticate(&id, &first.secret).await,
+        "Unauthorized",
+        "first rotated secret after the second rotation",
+    );
+    let t = registry
+        .authenticate_key(&second.secret)
+        .await
+        .expect("new key resolves");
+    assert_eq!(t.credential.generation, 3);
+    let stored = registry.get(&id).await.expect("get");
+    assert_eq!(stored.credential.generation, 3);
+    assert_eq!(stored.credential.rotations, 2);
+}
+
+async fn refused_statuses(registry: &dyn TenantRegistry) {
+    let id = tid("sleepy");
+    let created = registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    let t = registry
+        .suspend(&id, Some("unpaid invoice".into()))
+        .await
+        .expect("suspend");
+    assert_eq!(t.status, TenantStatus::Suspended);
+    assert_eq!(t.suspended_reason.as_deref(), Some("unpaid invoice"));
+    expect_kind(
+        registry.authenticate(&id, &created.secret).await,
+        "Forbidden",
+        "suspended tenant",
+    );
+    expect_kind(
+        registry.authenticate_key(&created.secret).await,
+        "Forbidden",
+        "suspended tenant by key",
+    );
+    expect_kind(
+        registry.authenticate(&id, &Secret::new("tnc_wrong")).await,
+        "Unauthorized",
+        "a wrong secret learns nothing about the status",
+    );
+    expect_kind(
+        registry.reserve(&id, Resource::ConcurrentJobs, 1).await,
+        "Forbidden",
+        "a suspended tenant reserves nothing",
+    );
+    let t = registry.activate(&id).await.expect("activate");
+    assert_eq!(t.status, TenantStatus::Active);
+    assert_eq!(t.suspended_reason, None);
+    registry
+        .authenticate(&id, &created.secret)
+        .await
+        .expect("active again");
+
+    let gone = tid("gone");
+    let created = registry
+        .create(NewTenant::new(gone.clone()))
+        .await
+        .expect("create");
+    let t = registry.delete(&gone).await.expect("delete");
+    assert_eq!(t.status, TenantStatus::Deleted);
+    assert!(t.deleted_at.is_some());
+    expect_kind(
+        registry.authenticate(&gone, &created.secret).await,
+        "Forbidden",
+        "deleted tenant",
+    );
+    expect_kind(
+        registry.rotate(&gone).await,
+        "Precondition",
+        "rotating a deleted tenant",
+    );
+    expect_kind(
+        registry
+            .update(
+                &gone,
+                TenantUpdate {
+                    plan: Some(Plan::Pro),
+                    ..Default::default()
+                },
+            )
+            .await,
+        "Precondition",
+        "updating a deleted tenant",
+    );
+}
+
+async fn update_with_revision(registry: &dyn TenantRegistry) {
+    let id = tid("revved");
+    registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    let t0 = registry.get(&id).await.expect("get");
+    let t1 = registry
+        .update(
+            &id,
+            TenantUpdate {
+                plan: Some(Plan::Basic),
+                display_name: Some("Revved Inc".into()),
+                email: Some("a@revved.example".into()),
+                limits: Some(LimitOverrides {
+                    max_gpus: Some(2),
+                    ..Default::default()
+                }),
+                expected_revision: Some(t0.revision),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update at the current revision");
+    assert_eq!(t1.revision, t0.revision + 1);
+    assert_eq!(t1.plan, Plan::Basic);
+    assert_eq!(t1.display_name, "Revved Inc");
+    assert_eq!(t1.limits().max_gpus, 2);
+    assert!(t1.updated_at >= t0.updated_at);
+    let stale = registry
+        .update(
+            &id,
+            TenantUpdate {
+                plan: Some(Plan::Enterprise),
+                expected_revision: Some(t0.revision),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("stale revision refused");
+    assert!(matches!(stale, Error::Precondition { .. }), "got {stale}");
+    let t = registry.get(&id).await.expect("get");
+    assert_eq!(t.plan, Plan::Basic, "the stale update changed nothing");
+    assert_eq!(t.revision, t1.revision);
+    // overrides merge: a later override keeps the earlier ones
+    let t2 = registry
+        .update(
+            &id,
+            TenantUpdate {
+                limits: Some(LimitOverrides {
+                    max_workers: Some(3),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update without a revision");
+    assert_eq!((t2.limits().max_gpus, t2.limits().max_workers), (2, 3));
+    expect_kind(
+        registry
+            .update(&tid("nobody-here"), TenantUpdate::default())
+            .await,
+        "NotFound",
+        "update of an unknown tenant",
+    );
+}
+
+async fn concurrent_creates(registry: &dyn TenantRegistry) {
+    let id = tid("contested");
+    let results = join_all((0..16).map(|_| registry.create(NewTenant::new(id.clone())))).await;
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "exactly one concurrent create wins");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::AlreadyExists { .. }), "loser got {e}");
+        }
+    }
+    // the winner's secret is the one that works, and by key too
+    let winner = ok[0];
+    registry
+        .authenticate(&id, &winner.secret)
+        .await
+        .expect("winner's secret");
+    registry
+        .authenticate_key(&winner.secret)
+        .await
+        .expect("winner's key");
+}
+
+async fn concurrent_updates(registry: &dyn TenantRegistry) {
+    let id = tid("busy");
+    registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    let before = registry.get(&id).await.expect("get").revision;
+    let n = 16usize;
+    let results = join_all((0..n).map(|i| {
+        let mut m = BTreeMap::new();
+        m.insert(format!("k{i}"), format!("v{i}"));
+        registry.update(
+            &id,
+            TenantUpdate {
+                metadata: Some(m),
+                ..Default::default()
+            },
+        )
+    }))
+    .await;
+    for r in results {
+        r.expect("every concurrent update succeeds (retried)");
+    }
+    let t = registry.get(&id).await.expect("get");
+    assert_eq!(t.metadata.len(), n, "no update lost: {:?}", t.metadata);
+    assert_eq!(t.revision, before + n as u64);
+}
+
+async fn quota_race(registry: &dyn TenantRegistry) {
+    let id = tid("racer");
+    registry
+        .create(NewTenant {
+            limits: LimitOverrides {
+                max_concurrent_jobs: Some(10),
+                ..Default::default()
+            },
+            ..NewTenant::new(id.clone())
+        })
+        .await
+        .expect("create");
+    let results =
+        join_all((0..64).map(|_| registry.reserve(&id, Resource::ConcurrentJobs, 1))).await;
+    let mut won = Vec::new();
+    for r in results {
+        match r {
+            Ok(res) => won.push(res),
+            Err(Error::QuotaExceeded {
+                limit, retry_after, ..
+            }) => {
+                assert_eq!(limit, 10);
+                assert_eq!(retry_after, None, "concurrent jobs have no window");
+            }
+            Err(e) => panic!("reservation failed with {e}"),
+        }
+    }
+    assert_eq!(won.len(), 10, "exactly 10 of 64 reservations succeed");
+    assert_eq!(registry.usage(&id).await.expect("usage").jobs_active, 10);
+    for r in &won {
+        registry.commit(r).await.expect("commit");
+    }
+    join_all(won.iter().map(|r| registry.release(r)))
+        .await
+        .into_iter()
+        .for_each(|r| r.expect("release"));
+    assert_eq!(registry.usage(&id).await.expect("usage").jobs_active, 0);
+}
+
+async fn quota_semantics(registry: &dyn TenantRegistry) {
+    let id = tid("metered");
+    registry
+        .create(NewTenant {
+            plan: Plan::Basic,
+            ..NewTenant::new(id.clone())
+        })
+        .await
+        .expect("create");
+    let limits = Plan::Basic.limits();
+    let cpu = registry
+        .reserve(&id, Resource::CpuCores, limits.max_cpu_cores)
+        .await
+        .expect("reserve the whole cpu quota");
+    assert_eq!(cpu.amount, limits.max_cpu_cores);
+    assert_eq!(cpu.tenant, id);
+    match registry.reserve(&id, Resource::CpuCores, 1).await {
+        Err(Error::QuotaExceeded {
+            limit, requested, ..
+        }) => assert_eq!((limit, requested), (16, 17)),
+        other => panic!("over quota must be QuotaExceeded, got {other:?}"),
+    }
+    registry.commit(&cpu).await.expect("commit");
+    expect_kind(
+        registry.commit(&cpu).await,
+        "Precondition",
+        "a second commit of one reservation",
+    );
+    registry.release(&cpu).await.expect("release");
+    assert_eq!(registry.usage(&id).await.expect("usage").cpu_cores, 0);
+    let gpu = registry
+        .reserve_committed(&id, Resource::Gpus, 1)
+        .await
+        .expect("reserve and commit a gpu");
+    assert_eq!(registry.usage(&id).await.expect("usage").gpus, 1);
+    registry.release(&gpu).await.expect("release");
+    expect_kind(
+        registry.reserve(&id, Resource::Workers, 0).await,
+        "InvalidInput",
+        "a zero reservation",
+    );
+    expect_kind(
+        registry
+            .reserve(&id, Resource::Stacks, MAX_LIMIT_VALUE + 1)
+            .await,
+        "InvalidInput",
+        "an absurd reservation",
+    );
+    expect_kind(
+        registry
+            .reserve(&tid("nobody-here"), Resource::Stacks, 1)
+            .await,
+        "NotFound",
+        "reserve for an unknown tenant",
+    );
+    registry
+        .record_usage(&id, UsageEvent::JobCompleted)
+        .await
+        .expect("record");
+    registry
+        .record_usage(&id, UsageEvent::JobFailed)
+        .await
+        .expect("record");
+    let u = registry
+        .record_usage(&id, UsageEvent::Cost(42))
+        .await
+        .expect("record");
+    assert_eq!(
+        (u.jobs_completed, u.jobs_failed, u.cost_this_month),
+        (1, 1, 42)
+    );
+    assert_eq!(registry.usage(&id).await.expect("usage"), u);
+    expect_kind(
+        registry.usage(&tid("nobody-here")).await,
+        "NotFound",
+        "usage of an unknown tenant",
+    );
+}
+
+async fn secrets_never_shown(registry: &dyn TenantRegistry) {
+    let created = registry
+        .create(NewTenant::new(tid("hush")))
+        .await
+        .expect("create");
+    let secret = created.secret.expose().to_string();
+    let random = secret
+        .split_once('_')
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    assert!(random.len() >= 16);
+    let shown = [
+        format!("{created:?}"),
+        format!("{:?}", created.tenant),
+        format!("{:?}", created.secret),
+        format!("{}", created.secret),
+        format!("{:?}", registry.get(&created.tenant.id).await.expect("get")),
+    ];
+    for s in &shown {
+        assert!(
+            !s.contains(&random),
+            "a secret leaked into Debug output: {s}"
+        );
+        assert!(
+            !s.contains(&created.tenant.credential.hash),
+            "a hash leaked into Debug output: {s}"
+        );
+    }
+    let rotated = registry.rotate(&created.tenant.id).await.expect("rotate");
+    assert!(!format!("{rotated:?}").contains(rotated.secret.expose()));
+    for e in [
+        registry
+            .authenticate(&created.tenant.id, &created.secret)
+            .await
+            .expect_err("old secret"),
+        registry
+            .authenticate_key(&created.secret)
+            .await
+            .expect_err("old key"),
+        registry
+            .authenticate(&tid("nobody-here"), &rotated.secret)
+            .await
+            .expect_err("unknown id"),
+    ] {
+        for s in [e.to_string(), format!("{e:?}")] {
+            assert!(!s.contains(&random), "a secret leaked into an error: {s}");
+            assert!(!s.contains(rotated.secret.expose()), "leaked: {s}");
+        }
+    }
+    let admin_err = registry
+        .verify_admin(&Secret::new("hunter2-is-not-it"))
+        .await
+        .expect_err("wrong admin");
+    assert!(!admin_err.to_string().contains("hunter2"));
+}
+
+async fn bad_input(registry: &dyn TenantRegistry) {
+    let before = registry
+        .list_all(TenantFilter::default())
+        .await
+        .expect("list");
+    let fresh = tid("never-made");
+    let base = || NewTenant::new(fresh.clone());
+    for bad in [
+        "", "ab", "Acme", "1abc", "abc-", "a_b", "a.b", "default", "admin", "ac me", "acmé",
+        "../etc",
+    ] {
+        expect_kind(TenantId::new(bad), "InvalidInput", "bad tenant id");
+    }
+    let cases: Vec<(&str, NewTenant)> = vec![
+        (
+            "no id and no name",
+            NewTenant {
+                id: None,
+                ..Default::default()
+            },
+        ),
+        (
+            "a name without letters",
+            NewTenant {
+                id: None,
+                display_name: Some("!!!".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "empty display name",
+            NewTenant {
+                display_name: Some("  ".into()),
+                ..base()
+            },
+        ),
+        (
+            "control characters in the name",
+            NewTenant {
+                display_name: Some("a\u{7}b".into()),
+                ..base()
+            },
+        ),
+        (
+            "email without @",
+            NewTenant {
+                email: Some("ops.example.com".into()),
+                ..base()
+            },
+        ),
+        (
+            "email without a dotted domain",
+            NewTenant {
+                email: Some("ops@localhost".into()),
+                ..base()
+            },
+        ),
+        (
+            "email with a space",
+            NewTenant {
+                email: Some("o ps@example.com".into()),
+                ..base()
+            },
+        ),
+        (
+            "absurd limit",
+            NewTenant {
+                limits: LimitOverrides {
+                    max_stacks: Some(u64::MAX),
+                    ..Default::default()
+                },
+                ..base()
+            },
+        ),
+        (
+            "limit just above the maximum",
+            NewTenant {
+                limits: LimitOverrides {
+                    max_concurrent_jobs: Some(MAX_LIMIT_VALUE + 1),
+                    ..Default::default()
+                },
+                ..base()
+            },
+        ),
+        (
+            "zero request rate",
+            NewTenant {
+                limits: LimitOverrides {
+                    requests_per_second: Some(0),
+                    ..Default::default()
+                },
+                ..base()
+            },
+        ),
+        (
+            "secret prefix with a digit",
+            NewTenant {
+                secret_prefix: Some("a1".into()),
+                ..base()
+            },
+        ),
+        (
+            "secret prefix too long",
+            NewTenant {
+                secret_prefix: Some("abcdefghi".into()),
+                ..base()
+            },
+        ),
+        (
+            "uppercase secret prefix",
+            NewTenant {
+                secret_prefix: Some("ABC".into()),
+                ..base()
+            },
+        ),
+        (
+            "secret prefix with an underscore",
+            NewTenant {
+                secret_prefix: Some("a_b".into()),
+                ..base()
+            },
+        ),
+        (
+            "bad metadata key",
+            NewTenant {
+                metadata: [("bad key".to_string(), "v".to_string())].into(),
+                ..base()
+            },
+        ),
+        (
+            "expiry in the past",
+            NewTenant {
+                expires_at: Some(chrono::DateTime::UNIX_EPOCH),
+                ..base()
+            },
+        ),
+    ];
+    for (what, new) in cases {
+        expect_kind(registry.create(new).await, "InvalidInput", what);
+    }
+    // unknown plans cannot even be expressed
+    expect_kind("gold".parse::<Plan>(), "InvalidInput", "unknown plan");
+    assert!(
+        serde_json::from_str::<TenantUpdate>(r#"{"plan":"gold"}"#).is_err(),
+        "an update naming an unknown plan does not decode"
+    );
+    expect_kind(
+        registry.get(&fresh).await,
+        "NotFound",
+        "nothing was created by bad input",
+    );
+
+    // bad updates change nothing
+    let id = tid("acme");
+    let t0 = registry.get(&id).await.expect("get");
+    let bad_updates = [
+        TenantUpdate {
+            email: Some("nope".into()),
+            ..Default::default()
+        },
+        TenantUpdate {
+            display_name: Some(String::new()),
+            ..Default::default()
+        },
+        TenantUpdate {
+            limits: Some(LimitOverrides {
+                max_gpus: Some(u64::MAX),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        TenantUpdate {
+            metadata: Some([(String::new(), "v".to_string())].into()),
+            ..Default::default()
+        },
+    ];
+    for u in bad_updates {
+        expect_kind(registry.update(&id, u).await, "InvalidInput", "bad update");
+    }
+    let t1 = registry.get(&id).await.expect("get");
+    assert_eq!(t0, t1, "a refused update wrote nothing");
+    let after = registry
+        .list_all(TenantFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(before, after, "bad input wrote nothing");
+}
+
+async fn lifecycle_table(registry: &dyn TenantRegistry, clock: &ManualClock) {
+    use TenantStatus::*;
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Suspend,
+        Activate,
+        Delete,
+    }
+    // (from, operation, allowed)
+    let table = [
+        (Active, Op::Suspend, true),
+        (Active, Op::Activate, false),
+        (Active, Op::Delete, true),
+        (Suspended, Op::Suspend, false),
+        (Suspended, Op::Activate, true),
+        (Suspended, Op::Delete, true),
+        (Expired, Op::Suspend, true),
+        (Expired, Op::Activate, true),
+        (Expired, Op::Delete, true),
+        (Deleted, Op::Suspend, false),
+        (Deleted, Op::Activate, false),
+        (Deleted, Op::Delete, false),
+    ];
+    for (i, (from, op, allowed)) in table.into_iter().enumerate() {
+        let target = match op {
+            Op::Suspend => Suspended,
+            Op::Activate => Active,
+            Op::Delete => Deleted,
+        };
+        assert_eq!(
+            from.can_transition_to(target),
+            allowed,
+            "{from} -> {target}"
+        );
+        let id = tid(&format!("lc-{i}-{from}"));
+        let expires_at = (from == Expired).then(|| clock.now() + chrono::Duration::hours(1));
+        let created = registry
+            .create(NewTenant {
+                expires_at,
+                ..NewTenant::new(id.clone())
+            })
+            .await
+            .expect("create");
+        match from {
+            Active => {}
+            Suspended => {
+                registry.suspend(&id, None).await.expect("suspend");
+            }
+            Expired => clock.advance(Duration::from_secs(2 * 3600)),
+            Deleted => {
+                registry.delete(&id).await.expect("delete");
+            }
+        }
+        assert_eq!(
+            registry.get(&id).await.expect("get").status,
+            from,
+            "setup of {from}"
+        );
+        let result = match op {
+            Op::Suspend => registry.suspend(&id, None).await,
+            Op::Activate => registry.activate(&id).await,
+            Op::Delete => registry.delete(&id).await,
+        };
+        if allowed {
+            let t = result.unwrap_or_else(|e| panic!("{from} --{op:?}--> refused: {e}"));
+            assert_eq!(t.status, target, "{from} --{op:?}-->");
+            assert_eq!(
+                registry.get(&id).await.expect("get").status,
+                target,
+                "{from} --{op:?}--> as read back"
+            );
+        } else {
+            expect_kind(result, "Precondition", &format!("{from} --{op:?}-->"));
+            assert_eq!(
+                registry.get(&id).await.expect("get").status,
+                from,
+                "a refused {from} --{op:?}--> changed the status"
+            );
+        }
+        let auth = registry.authenticate(&id, &created.secret).await;
+        let now_status = registry.get(&id).await.expect("get").status;
+        if now_status == Active {
+            auth.expect("an active tenant authenticates");
+        } else {
+            expect_kind(
+                auth,
+                "Forbidden",
+                &format!("authenticate when {now_status}"),
+            );
+        }
+    }
+}
+
+async fn expiry(registry: &dyn TenantRegistry, clock: &ManualClock) {
+    let id = tid("mayfly");
+    let created = registry
+        .create(NewTenant {
+            expires_at: Some(clock.now() + chrono::Duration::minutes(30)),
+            ..NewTenant::new(id.clone())
+        })
+        .await
+        .expect("create");
+    registry
+        .authenticate(&id, &created.secret)
+        .await
+        .expect("not yet expired");
+    assert_eq!(
+        registry.get(&id).await.expect("get").status,
+        TenantStatus::Active
+    );
+    clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(
+        registry.get(&id).await.expect("get").status,
+        TenantStatus::Expired
+    );
+    let expired = registry
+        .list_all(TenantFilter {
+            status: Some(TenantStatus::Expired),
+            plan: None,
+        })
+        .await
+        .expect("list");
+    assert!(expired.iter().any(|t| t.id == id), "list reports expired");
+    assert!(expired.iter().all(|t| t.status == TenantStatus::Expired));
+    let active = registry
+        .list_all(TenantFilter {
+            status: Some(TenantStatus::Active),
+            plan: None,
+        })
+        .await
+        .expect("list");
+    assert!(!active.iter().any(|t| t.id == id));
+    expect_kind(
+        registry.authenticate(&id, &created.secret).await,
+        "Forbidden",
+        "expired tenant",
+    );
+    expect_kind(
+        registry.authenticate_key(&created.secret).await,
+        "Forbidden",
+        "expired tenant by key",
+    );
+    expect_kind(
+        registry.reserve(&id, Resource::Stacks, 1).await,
+        "Forbidden",
+        "an expired tenant reserves nothing",
+    );
+    // a new expiry in the future brings it back... only through activate
+    let t = registry
+        .activate(&id)
+        .await
+        .expect("activate an expired tenant");
+    assert_eq!(t.status, TenantStatus::Active);
+    registry
+        .authenticate(&id, &created.secret)
+        .await
+        .expect("active after activate");
+    let t = registry
+        .update(
+            &id,
+            TenantUpdate {
+                expires_at: Some(clock.now() + chrono::Duration::days(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("new expiry");
+    assert_eq!(t.status, TenantStatus::Active);
+}
+
+async fn jobs_per_hour(registry: &dyn TenantRegistry, clock: &ManualClock) {
+    let id = tid("hourly");
+    registry
+        .create(NewTenant {
+            limits: LimitOverrides {
+                max_jobs_per_hour: Some(3),
+                ..Default::default()
+            },
+            ..NewTenant::new(id.clone())
+        })
+        .await
+        .expect("create");
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(
+            registry
+                .reserve_committed(&id, Resource::JobsPerHour, 1)
+                .await
+                .expect("within the hour's quota"),
+        );
+    }
+    // releasing does not give jobs-per-hour back
+    registry.release(&taken[0]).await.expect("release");
+    let wait = match registry.reserve(&id, Resource::JobsPerHour, 1).await {
+        Err(Error::QuotaExceeded {
+            retry_after: Some(d),
+            limit,
+            ..
+        }) => {
+            assert_eq!(limit, 3);
+            assert!(
+                d > Duration::ZERO && d <= Duration::from_secs(3600),
+                "{d:?}"
+            );
+            d
+        }
+        other => panic!("expected QuotaExceeded with retry_after, got {other:?}"),
+    };
+    clock.advance(wait);
+    registry
+        .reserve_committed(&id, Resource::JobsPerHour, 1)
+        .await
+        .expect("a new hour, a new quota");
+    assert_eq!(registry.usage(&id).await.expect("usage").jobs_this_hour, 1);
+}
+
+async fn delete_and_purge(registry: &dyn TenantRegistry, clock: &ManualClock) {
+    let id = tid("purgeable");
+    registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    expect_kind(
+        registry.purge(&id, Duration::ZERO).await,
+        "Precondition",
+        "purge of a tenant that is not deleted",
+    );
+    registry.delete(&id).await.expect("delete");
+    expect_kind(registry.delete(&id).await, "Precondition", "second delete");
+    let grace = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(
+        registry.purge(&id, grace).await.expect("purge"),
+        0,
+        "nothing is purged within the grace period"
+    );
+    clock.advance(grace + Duration::from_secs(60));
+    let removed = registry.purge(&id, grace).await.expect("purge");
+    assert!(
+        removed > 0,
+        "the archived state is purged after the grace period"
+    );
+    assert_eq!(registry.purge(&id, grace).await.expect("purge again"), 0);
+    let t = registry.get(&id).await.expect("the record stays");
+    assert_eq!(t.status, TenantStatus::Deleted);
+    expect_kind(
+        registry.create(NewTenant::new(id.clone())).await,
+        "AlreadyExists",
+        "a deleted tenant's id is not reused",
+    );
+}
+
+async fn list_filters(registry: &dyn TenantRegistry) {
+    for (id, plan) in [
+        ("plan-free", Plan::Free),
+        ("plan-basic", Plan::Basic),
+        ("plan-pro", Plan::Pro),
+        ("plan-ent", Plan::Enterprise),
+    ] {
+        registry
+            .create(NewTenant {
+                plan,
+                ..NewTenant::new(tid(id))
+            })
+            .await
+            .expect("create");
+    }
+    registry
+        .suspend(&tid("plan-pro"), None)
+        .await
+        .expect("suspend");
+    let all = registry
+        .list_all(TenantFilter::default())
+        .await
+        .expect("list");
+    let mut ids: Vec<_> = all.iter().map(|t| t.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len(), "list yields each tenant once");
+    for name in ["acme", "plan-free", "plan-pro", "contested"] {
+        assert!(all.iter().any(|t| t.id.as_str() == name), "{name} listed");
+    }
+    for status in TenantStatus::ALL {
+        for plan in [None, Some(Plan::Free), Some(Plan::Pro)] {
+            let filter = TenantFilter {
+                status: Some(status),
+                plan,
+            };
+            let got = registry.list_all(filter).await.expect("list");
+            let want: Vec<_> = all
+                .iter()
+                .filter(|t| t.status == status && plan.is_none_or(|p| t.plan == p))
+                .cloned()
+                .collect();
+            assert_eq!(got, want, "list({filter:?})");
+        }
+    }
+    let pro = registry
+        .list_all(TenantFilter {
+            status: None,
+            plan: Some(Plan::Pro),
+        })
+        .await
+        .expect("list");
+    assert!(pro.iter().any(|t| t.id.as_str() == "plan-pro"));
+    assert!(pro.iter().all(|t| t.plan == Plan::Pro));
+    let suspended = registry
+        .list_all(TenantFilter {
+            status: Some(TenantStatus::Suspended),
+            plan: Some(Plan::Pro),
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        suspended.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["plan-pro"]
+    );
 }
