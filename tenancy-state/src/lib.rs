@@ -1,3 +1,184 @@
 //! tenancy-state: `StateBackend` implementations on object_store (memory,
-//! local files, S3), the tenant-scoping wrapper `TenantScoped`, and stack
-//! state with history. Filled by issue 3.
+//! local files, S3 behind feature `s3`), the tenant-scoping wrapper
+//! [`TenantScoped`], stack state with history ([`stack::StackStore`]), and a
+//! call-counting wrapper ([`counting::CountingBackend`]).
+//!
+//! ```
+//! use tenancy_core::TenantId;
+//! use tenancy_state::{stack::StackStore, ObjectBackend, TenantScoped};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let shared = ObjectBackend::local(dir.path())?;
+//! let acme = TenantScoped::new(shared, &TenantId::new("acme")?, "v1")?;
+//! let stacks = StackStore::new(acme);
+//! let v1 = stacks.save("web", "prod", &serde_json::json!({"replicas": 2}), None).await?;
+//! let now = stacks.current("web", "prod").await?.expect("saved");
+//! assert_eq!(now.serial, v1.serial);
+//! # Ok::<_, tenancy_core::Error>(()) }).unwrap();
+//! ```
+//!
+//! Local files: see the `local` module docs in the source (`src/local.rs`)
+//! for how compare-and-swap works across processes.
+
+pub mod counting;
+mod local;
+mod object;
+pub mod scoped;
+pub mod stack;
+pub mod testing;
+
+use std::sync::Arc;
+
+use tenancy_core::{Error, Result, StateBackend};
+
+pub use object::ObjectBackend;
+#[cfg(feature = "s3")]
+pub use object::S3Config;
+pub use scoped::TenantScoped;
+
+/// Opens a backend from a URL:
+///
+/// - `memory://`: a fresh in-memory store;
+/// - `file:///abs/path`, `file://relative/path`, or a bare path: local files
+///   (the directory is created);
+/// - `s3://bucket/optional/prefix`: an S3-compatible bucket configured from
+///   the `AWS_*` variables (see [`S3Config::from_env`](object::ObjectBackend));
+///   conditional writes are probed before it is returned. Without feature
+///   `s3` this gives [`Error::NotImplemented`].
+///
+/// A malformed URL or an unknown scheme gives [`Error::InvalidInput`].
+pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(Error::invalid(
+            "backend URL is empty; use memory://, file:///path or s3://bucket/prefix",
+        ));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        if url.contains(':') && !url.starts_with('/') && !url.starts_with('.') {
+            return Err(Error::invalid(format!(
+                "backend URL \"{url}\" is neither scheme://... nor a path; \
+                 use memory://, file:///path or s3://bucket/prefix"
+            )));
+        }
+        return Ok(Arc::new(ObjectBackend::local(url)?));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" | "mem" => {
+            if !rest.trim_matches('/').is_empty() {
+                return Err(Error::invalid(format!(
+                    "backend URL \"{url}\": memory:// takes no path"
+                )));
+            }
+            Ok(Arc::new(ObjectBackend::memory()))
+        }
+        "file" => Ok(Arc::new(ObjectBackend::local(file_path(url, rest)?)?)),
+        "s3" => open_s3(url, rest).await,
+        other => Err(Error::invalid(format!(
+            "backend URL \"{url}\" has unsupported scheme \"{other}\"; \
+             use memory://, file:///path or s3://bucket/prefix"
+        ))),
+    }
+}
+
+/// The directory of a `file://` URL: `file:///abs` is absolute (percent
+/// escapes decoded), `file://rel/path` is relative to the working directory.
+fn file_path(url: &str, rest: &str) -> Result<std::path::PathBuf> {
+    if rest.is_empty() {
+        return Err(Error::invalid(format!(
+            "backend URL \"{url}\" names no directory"
+        )));
+    }
+    if rest.starts_with('/') {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("backend URL \"{url}\": {e}")))?;
+        parsed.to_file_path().map_err(|()| {
+            Error::invalid(format!(
+                "backend URL \"{url}\" is not a local absolute path"
+            ))
+        })
+    } else if rest.starts_with("localhost/") {
+        file_path(url, &rest["localhost".len()..])
+    } else {
+        Ok(std::path::PathBuf::from(rest))
+    }
+}
+
+/// Splits `bucket/prefix` of an `s3://` URL.
+fn s3_location(url: &str, rest: &str) -> Result<(String, Option<String>)> {
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((b, p)) => (b, p.trim_matches('/')),
+        None => (rest, ""),
+    };
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !bucket_ok {
+        return Err(Error::invalid(format!(
+            "backend URL \"{url}\": \"{bucket}\" is not a valid bucket name \
+             (3-63 lowercase letters, digits, '-' or '.')"
+        )));
+    }
+    if prefix.is_empty() {
+        return Ok((bucket.to_string(), None));
+    }
+    tenancy_core::StateKey::new(prefix)
+        .map_err(|e| Error::invalid(format!("backend URL \"{url}\": bad prefix: {e}")))?;
+    Ok((bucket.to_string(), Some(prefix.to_string())))
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(url: &str, rest: &str) -> Result<Arc<dyn StateBackend>> {
+    let (bucket, prefix) = s3_location(url, rest)?;
+    let backend = ObjectBackend::s3(S3Config::from_env(bucket, prefix.as_deref()))?;
+    backend.probe_conditional_writes().await?;
+    Ok(Arc::new(backend))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(url: &str, rest: &str) -> Result<Arc<dyn StateBackend>> {
+    s3_location(url, rest)?;
+    Err(Error::not_implemented(format!(
+        "backend URL \"{url}\": S3 support is not built in; build tenancy-state with --features s3"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls() {
+        assert_eq!(open("memory://").await.unwrap().name(), "memory");
+        let dir = tempfile::tempdir().unwrap();
+        let abs = dir.path().join("a b");
+        let u = url::Url::from_file_path(&abs).unwrap();
+        assert_eq!(open(u.as_str()).await.unwrap().name(), "local");
+        assert!(abs.is_dir(), "file:// URL with an escaped space");
+        let bare = dir.path().join("bare");
+        open(bare.to_str().unwrap()).await.unwrap();
+        assert!(bare.is_dir());
+        for bad in [
+            "",
+            "ftp://x",
+            "memory://junk",
+            "s3://",
+            "s3://B",
+            "s3://bucket/../x",
+            "file://",
+            "c:x",
+        ] {
+            let err = open(bad).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidInput { .. }), "{bad:?}: {err}");
+        }
+    }
+
+    #[cfg(not(feature = "s3"))]
+    #[tokio::test]
+    async fn s3_needs_the_feature() {
+        let err = open("s3://bucket/p").await.unwrap_err();
+        assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
+        assert!(err.to_string().contains("--features s3"), "{err}");
+    }
+}

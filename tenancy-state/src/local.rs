@@ -1,0 +1,441 @@
+//! The local-file store behind `ObjectBackend::local`: plain files under a
+//! root directory, with compare-and-swap that is safe across processes.
+//!
+//! # How a write works
+//!
+//! 1. The new content goes to a hidden temp file (`.tmp-<uuid>`) in the
+//!    object's directory and is fsynced.
+//! 2. The writer takes an exclusive advisory lock (`File::lock`, i.e.
+//!    `flock`) on the directory's hidden lock file `.tenancy.lock`. Every
+//!    mutation of an object in that directory (put in any mode, delete)
+//!    holds this lock, in every process, so check-then-write is atomic.
+//! 3. Under the lock it checks the mode (`Create`: no object; `Update(v)`:
+//!    the current version is `v`), renames the temp file over the object
+//!    (atomic: a reader sees the old or the new file, never a mix), and
+//!    releases the lock. The directory is fsynced afterwards.
+//!
+//! Readers take no lock: they open the file, `fstat` it and read it; since
+//! files are only ever replaced by rename, never written in place, the
+//! metadata and content of one open file always belong together.
+//!
+//! # Versions
+//!
+//! A version is `<inode>.<mtime ns>.<size>.<FNV-1a 64 of the content>`.
+//! Every write creates a new file (a fresh inode while the old one still
+//! exists), so consecutive versions always differ; an old inode number can
+//! only come back with a later mtime, and even on a filesystem with coarse
+//! timestamps the content hash must match too.
+//!
+//! Hidden names (starting with `.`) are never listed and no `StateKey` can
+//! name them, since key segments cannot start with `.`. Directories are never
+//! removed (their lock file lives in them), which keeps the lock protocol
+//! free of delete-while-locked races.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tenancy_core::{Error, Result, Version};
+
+const LOCK_FILE: &str = ".tenancy.lock";
+const BACKEND: &str = "local";
+
+/// The mode of a local write, without borrowing.
+#[derive(Debug, Clone)]
+pub(crate) enum LocalPut {
+    Overwrite,
+    Create,
+    Update(Version),
+}
+
+/// A file found by a listing: its store key (relative to the root, `/`-separated).
+#[derive(Debug)]
+pub(crate) struct LocalEntry {
+    pub(crate) key: String,
+    pub(crate) size: u64,
+    pub(crate) modified: Option<DateTime<Utc>>,
+}
+
+/// The local store: a root directory.
+#[derive(Debug)]
+pub(crate) struct LocalFs {
+    root: PathBuf,
+}
+
+fn io_err(what: &str, e: io::Error) -> Error {
+    Error::backend(BACKEND, format!("{what}: {e}"))
+}
+
+/// True for errors that mean "there is no object here".
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory
+    )
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(unix)]
+fn inode(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ino()
+}
+
+#[cfg(not(unix))]
+fn inode(_meta: &fs::Metadata) -> u64 {
+    0
+}
+
+fn version_of(meta: &fs::Metadata, content: &[u8]) -> Version {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Version(format!(
+        "{:x}.{:x}.{:x}.{:016x}",
+        inode(meta),
+        mtime,
+        meta.len(),
+        fnv1a(content)
+    ))
+}
+
+fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
+    meta.modified().ok().map(DateTime::<Utc>::from)
+}
+
+/// Holds the exclusive lock of one directory until dropped.
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err(&format!("cannot open lock file {}", path.display()), e))?;
+        file.lock()
+            .map_err(|e| io_err(&format!("cannot lock {}", path.display()), e))?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Reads an object: `None` when there is no file at `path`.
+fn read_object(path: &Path) -> Result<Option<(Vec<u8>, Version)>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(io_err(&format!("cannot open {}", path.display()), e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| io_err(&format!("cannot stat {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    match file.read_to_end(&mut buf) {
+        Ok(_) => {}
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(io_err(&format!("cannot read {}", path.display()), e)),
+    }
+    let version = version_of(&meta, &buf);
+    Ok(Some((buf, version)))
+}
+
+fn sync_dir(dir: &Path) {
+    // Durability of the rename; atomicity does not depend on it. Some
+    // platforms cannot open directories, which is why errors are ignored.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl LocalFs {
+    /// Opens (and creates) the root directory.
+    pub(crate) fn open(root: &Path) -> Result<LocalFs> {
+        fs::create_dir_all(root).map_err(|e| {
+            io_err(
+                &format!("cannot create state directory {}", root.display()),
+                e,
+            )
+        })?;
+        let meta = fs::metadata(root)
+            .map_err(|e| io_err(&format!("cannot stat {}", root.display()), e))?;
+        if !meta.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(LocalFs {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The root directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of a store key (`/`-separated, segments already validated).
+    fn path(&self, key: &str) -> PathBuf {
+        let mut p = self.root.clone();
+        for seg in key.split('/') {
+            p.push(seg);
+        }
+        p
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Result<Option<(Bytes, Version)>> {
+        Ok(read_object(&self.path(key))?.map(|(b, v)| (Bytes::from(b), v)))
+    }
+
+    pub(crate) fn put(&self, key: &str, value: &[u8], mode: LocalPut) -> Result<Version> {
+        let path = self.path(key);
+        let dir = match path.parent() {
+            Some(d) => d.to_path_buf(),
+            None => return Err(Error::invalid(format!("key {key} has no directory"))),
+        };
+        if let Err(e) = fs::create_dir_all(&dir) {
+            return Err(match e.kind() {
+                ErrorKind::NotADirectory | ErrorKind::AlreadyExists => Error::invalid(format!(
+                    "cannot store key {key}: a key above it is an object, and local files \
+                     cannot hold an object and keys below it at the same time"
+                )),
+                _ => io_err(&format!("cannot create directory {}", dir.display()), e),
+            });
+        }
+
+        // 1. write and fsync a temp file, outside the lock
+        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let written = (|| -> io::Result<fs::Metadata> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(value)?;
+            f.sync_all()?;
+            f.metadata()
+        })();
+        let meta = match written {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err(&format!("cannot write {}", tmp.display()), e));
+            }
+        };
+        let new_version = version_of(&meta, value);
+
+        // 2. check and rename under the directory lock
+        let outcome = (|| -> Result<()> {
+            let _lock = DirLock::acquire(&dir)?;
+            match &mode {
+                LocalPut::Overwrite => {}
+                LocalPut::Create => {
+                    if matches!(fs::symlink_metadata(&path), Ok(m) if !m.is_dir()) {
+                        return Err(Error::already_exists(format!("key {key}")));
+                    }
+                }
+                LocalPut::Update(want) => match read_object(&path)? {
+                    Some((_, have)) if &have == want => {}
+                    _ => {
+                        return Err(Error::precondition(format!(
+                            "key {key} is no longer at version {want}"
+                        )))
+                    }
+                },
+            }
+            fs::rename(&tmp, &path).map_err(|e| match e.kind() {
+                ErrorKind::IsADirectory | ErrorKind::DirectoryNotEmpty => Error::invalid(format!(
+                    "cannot store key {key}: keys below it exist, and local files cannot hold \
+                     an object and keys below it at the same time"
+                )),
+                _ => io_err(&format!("cannot rename into {}", path.display()), e),
+            })
+        })();
+        if let Err(e) = outcome {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(&dir);
+        Ok(new_version)
+    }
+
+    pub(crate) fn delete(&self, key: &str, if_version: Option<&Version>) -> Result<()> {
+        let path = self.path(key);
+        let dir = match path.parent() {
+            Some(d) => d,
+            None => return Err(Error::invalid(format!("key {key} has no directory"))),
+        };
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            _ => {
+                // no directory, so no object
+                return match if_version {
+                    None => Ok(()),
+                    Some(want) => Err(Error::precondition(format!(
+                        "key {key} is no longer at version {want}"
+                    ))),
+                };
+            }
+        }
+        let lock = DirLock::acquire(dir)?;
+        if let Some(want) = if_version {
+            match read_object(&path)? {
+                Some((_, have)) if &have == want => {}
+                _ => {
+                    return Err(Error::precondition(format!(
+                        "key {key} is no longer at version {want}"
+                    )))
+                }
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(io_err(&format!("cannot delete {}", path.display()), e)),
+        }
+        drop(lock);
+        sync_dir(dir);
+        Ok(())
+    }
+
+    /// Walks every object below the store key `prefix` (all for `None`) and
+    /// hands each to `emit`; stops early when `emit` returns false.
+    pub(crate) fn walk(
+        &self,
+        prefix: Option<&str>,
+        mut emit: impl FnMut(Result<LocalEntry>) -> bool,
+    ) {
+        let (start, key_prefix) = match prefix {
+            Some(p) => (self.path(p), format!("{p}/")),
+            None => (self.root.clone(), String::new()),
+        };
+        let mut stack: Vec<(PathBuf, String)> = vec![(start, key_prefix)];
+        while let Some((dir, kp)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => {
+                    if !emit(Err(io_err(&format!("cannot list {}", dir.display()), e))) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        if !emit(Err(io_err(&format!("cannot list {}", dir.display()), e))) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let name = entry.file_name();
+                // hidden names are ours (temp and lock files, probes);
+                // names that are not UTF-8 cannot be keys
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if is_missing(&e) => continue,
+                    Err(e) => {
+                        if !emit(Err(io_err(
+                            &format!("cannot stat {}", entry.path().display()),
+                            e,
+                        ))) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let key = format!("{kp}{name}");
+                if meta.is_dir() {
+                    stack.push((entry.path(), format!("{key}/")));
+                } else if meta.is_file() {
+                    let e = LocalEntry {
+                        key,
+                        size: meta.len(),
+                        modified: modified(&meta),
+                    };
+                    if !emit(Ok(e)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_change_on_every_write_even_with_equal_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFs::open(dir.path()).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let v = fs.put("a/b", b"same", LocalPut::Overwrite).unwrap();
+            assert!(seen.insert(v.clone()), "version {v} repeated");
+            assert_eq!(fs.get("a/b").unwrap().unwrap().1, v);
+        }
+    }
+
+    #[test]
+    fn hidden_files_are_not_listed_and_temp_files_do_not_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFs::open(dir.path()).unwrap();
+        fs.put("x/y", b"1", LocalPut::Create).unwrap();
+        assert!(fs.put("x/y", b"2", LocalPut::Create).is_err());
+        let mut keys = Vec::new();
+        fs.walk(None, |e| {
+            keys.push(e.unwrap().key);
+            true
+        });
+        assert_eq!(keys, vec!["x/y".to_string()]);
+        let names: Vec<String> = fs::read_dir(dir.path().join("x"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| n == "y" || n == LOCK_FILE),
+            "only the object and the lock file remain: {names:?}"
+        );
+    }
+
+    #[test]
+    fn object_and_keys_below_it_give_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFs::open(dir.path()).unwrap();
+        fs.put("a/b", b"1", LocalPut::Overwrite).unwrap();
+        let err = fs.put("a/b/c", b"2", LocalPut::Overwrite).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+        fs.put("p/q/r", b"1", LocalPut::Overwrite).unwrap();
+        let err = fs.put("p/q", b"2", LocalPut::Overwrite).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+        assert!(fs.get("p/q").unwrap().is_none(), "a directory is no object");
+        assert!(fs.get("a/b/c").unwrap().is_none());
+    }
+}

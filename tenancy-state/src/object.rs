@@ -1,0 +1,624 @@
+//! `ObjectBackend`: the `StateBackend` on object_store (memory, S3) and on
+//! local files, with an optional root prefix and the conditional-write probe.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::memory::InMemory;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload, UpdateVersion};
+use tenancy_core::{
+    Capabilities, DeleteMode, Error, ListEntry, Object, PutMode, Result, StateBackend, StateKey,
+    Version,
+};
+
+use crate::local::{LocalFs, LocalPut};
+
+/// The reserved prefix of probe objects. It starts with `.`, so no
+/// [`StateKey`] can name it and listings never show it.
+pub(crate) const PROBE_PREFIX: &str = ".tenancy-probe";
+
+/// Where an [`ObjectBackend`] keeps its objects.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// object_store's `InMemory`. `gate` makes a conditional delete
+    /// (check, then delete) atomic: puts and plain deletes share it, a
+    /// conditional delete holds it exclusively.
+    Memory {
+        store: Arc<InMemory>,
+        gate: Arc<tokio::sync::RwLock<()>>,
+    },
+    /// Plain files with cross-process compare-and-swap (see [`crate::local`]).
+    Local(Arc<LocalFs>),
+    /// An S3-compatible bucket.
+    #[cfg(feature = "s3")]
+    S3(Arc<object_store::aws::AmazonS3>),
+}
+
+/// A [`StateBackend`] on object_store's in-memory store, on local files, or
+/// (feature `s3`) on any S3-compatible bucket.
+///
+/// | constructor | name | capabilities |
+/// |---|---|---|
+/// | [`ObjectBackend::memory`] | `memory` | all |
+/// | [`ObjectBackend::local`] | `local` | all, safe across processes |
+/// | `ObjectBackend::s3` | `s3` | create and update CAS; no conditional delete |
+///
+/// With [`ObjectBackend::with_prefix`] every key is stored below a root
+/// prefix, and listings are stripped of it. Cloning shares the same store.
+#[derive(Debug, Clone)]
+pub struct ObjectBackend {
+    kind: Kind,
+    prefix: Option<StateKey>,
+}
+
+/// Converts object_store errors into [`Error`] (private: callers only ever see `Error`).
+fn store_err(backend: &str, key: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::AlreadyExists { .. } => Error::already_exists(format!("key {key}")),
+        object_store::Error::Precondition { .. } => {
+            Error::precondition(format!("key {key} was changed by another writer"))
+        }
+        object_store::Error::NotFound { .. } => Error::not_found(format!("key {key}")),
+        object_store::Error::NotImplemented {
+            operation,
+            implementer,
+        } => Error::not_implemented(format!("{operation} on {implementer} ({backend} backend)")),
+        other => Error::backend(backend, other),
+    }
+}
+
+fn store_path(key: &str) -> Result<StorePath> {
+    StorePath::parse(key).map_err(|e| Error::invalid(format!("key {key}: {e}")))
+}
+
+/// S3 connection settings. Fields left `None` fall back to the standard
+/// `AWS_*` environment variables (as object_store's `AmazonS3Builder::from_env`
+/// reads them), so AWS, MinIO, Ceph, R2 and moto all work.
+#[cfg(feature = "s3")]
+#[derive(Clone, Default)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// A key prefix inside the bucket (validated like a [`StateKey`]); `None` for the bucket root.
+    pub prefix: Option<String>,
+    /// The endpoint URL, e.g. `http://127.0.0.1:9000`; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// The region; `us-east-1` when neither this nor `AWS_REGION` is set.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key (never printed by `Debug`).
+    pub secret_access_key: Option<String>,
+    /// A session token for temporary credentials (never printed by `Debug`).
+    pub session_token: Option<String>,
+    /// Allow plain `http://` endpoints (for local servers).
+    pub allow_http: bool,
+    /// Use virtual-hosted-style requests (`bucket.host`) instead of path style.
+    pub virtual_hosted_style: bool,
+}
+
+#[cfg(feature = "s3")]
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish()
+    }
+}
+
+#[cfg(feature = "s3")]
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(feature = "s3")]
+fn env_flag(name: &str) -> bool {
+    env_nonempty(name)
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+#[cfg(feature = "s3")]
+impl S3Config {
+    /// Settings for `bucket` (and an optional prefix) from the usual
+    /// variables: `AWS_ENDPOINT` (or `AWS_ENDPOINT_URL`), `AWS_REGION` (or
+    /// `AWS_DEFAULT_REGION`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`, `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`.
+    pub fn from_env(bucket: impl Into<String>, prefix: Option<&str>) -> S3Config {
+        S3Config {
+            bucket: bucket.into(),
+            prefix: prefix.filter(|p| !p.is_empty()).map(str::to_string),
+            endpoint: env_nonempty("AWS_ENDPOINT").or_else(|| env_nonempty("AWS_ENDPOINT_URL")),
+            region: env_nonempty("AWS_REGION").or_else(|| env_nonempty("AWS_DEFAULT_REGION")),
+            access_key_id: env_nonempty("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env_nonempty("AWS_SECRET_ACCESS_KEY"),
+            session_token: env_nonempty("AWS_SESSION_TOKEN"),
+            allow_http: env_flag("AWS_ALLOW_HTTP"),
+            virtual_hosted_style: env_flag("AWS_VIRTUAL_HOSTED_STYLE_REQUEST"),
+        }
+    }
+}
+
+impl ObjectBackend {
+    /// A fresh, empty in-memory store (object_store `InMemory`), named `memory`.
+    pub fn memory() -> Self {
+        ObjectBackend {
+            kind: Kind::Memory {
+                store: Arc::new(InMemory::new()),
+                gate: Arc::new(tokio::sync::RwLock::new(())),
+            },
+            prefix: None,
+        }
+    }
+
+    /// Plain files under `root` (created if missing), named `local`, with
+    /// compare-and-swap that is safe across processes (see the crate docs).
+    pub fn local(root: impl AsRef<Path>) -> Result<Self> {
+        Ok(ObjectBackend {
+            kind: Kind::Local(Arc::new(LocalFs::open(root.as_ref())?)),
+            prefix: None,
+        })
+    }
+
+    /// An S3-compatible bucket, named `s3`. Does not contact the server;
+    /// call [`ObjectBackend::probe_conditional_writes`] (as [`crate::open`]
+    /// does) to check that it honours conditional writes.
+    #[cfg(feature = "s3")]
+    pub fn s3(config: S3Config) -> Result<Self> {
+        use object_store::aws::AmazonS3Builder;
+
+        if config.bucket.is_empty() {
+            return Err(Error::invalid("S3 bucket name is empty"));
+        }
+        let prefix = match config.prefix.as_deref().map(|p| p.trim_matches('/')) {
+            None | Some("") => None,
+            Some(p) => Some(StateKey::new(p).map_err(|e| {
+                Error::invalid(format!("S3 prefix \"{p}\" is not a valid key: {e}"))
+            })?),
+        };
+        // object_store's S3 client is built on rustls with ring; installing
+        // fails harmlessly when a provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_allow_http(config.allow_http)
+            .with_virtual_hosted_style_request(config.virtual_hosted_style);
+        let region = config
+            .region
+            .clone()
+            .or_else(|| env_nonempty("AWS_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        b = b.with_region(region);
+        if let Some(e) = &config.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(k) = &config.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(s) = &config.secret_access_key {
+            b = b.with_secret_access_key(s);
+        }
+        if let Some(t) = &config.session_token {
+            b = b.with_token(t);
+        }
+        let store = b.build().map_err(|e| match e {
+            object_store::Error::Generic { source, .. } => {
+                Error::invalid(format!("S3 configuration: {source}"))
+            }
+            other => Error::backend("s3", other),
+        })?;
+        Ok(ObjectBackend {
+            kind: Kind::S3(Arc::new(store)),
+            prefix,
+        })
+    }
+
+    /// Stores every key below `prefix` (after any prefix already set) and
+    /// strips it from listings.
+    pub fn with_prefix(mut self, prefix: &StateKey) -> Result<Self> {
+        self.prefix = Some(match &self.prefix {
+            Some(p) => p.join(prefix)?,
+            None => prefix.clone(),
+        });
+        Ok(self)
+    }
+
+    /// The root prefix inside the store, if any.
+    pub fn prefix(&self) -> Option<&StateKey> {
+        self.prefix.as_ref()
+    }
+
+    /// The root directory of a local backend.
+    pub fn local_root(&self) -> Option<&Path> {
+        match &self.kind {
+            Kind::Local(fs) => Some(fs.root()),
+            _ => None,
+        }
+    }
+
+    /// Checks that the store really honours conditional writes: creates a
+    /// probe object (under the reserved prefix `.tenancy-probe/`, which no
+    /// key can name) twice and expects the second create to be refused,
+    /// then updates it with a wrong version and expects that refused too.
+    /// Deletes the probe afterwards. A store that accepts either write is
+    /// refused with [`Error::NotImplemented`]: locks built on it would let
+    /// two holders in.
+    pub async fn probe_conditional_writes(&self) -> Result<()> {
+        let name = format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4().simple());
+        let key = match &self.prefix {
+            Some(p) => format!("{p}/{name}"),
+            None => name,
+        };
+        let result = self.probe(&key).await;
+        let cleanup = self.raw_delete(&key, None).await;
+        result?;
+        cleanup
+    }
+
+    async fn probe(&self, key: &str) -> Result<()> {
+        let backend = self.name();
+        let v1 = self
+            .raw_put(key, Bytes::from_static(b"probe 1"), PutMode::Create)
+            .await?;
+        match self
+            .raw_put(key, Bytes::from_static(b"probe 2"), PutMode::Create)
+            .await
+        {
+            Err(Error::AlreadyExists { .. }) => {}
+            Ok(_) => {
+                return Err(Error::not_implemented(format!(
+                    "conditional writes: the {backend} store accepted a second create of the \
+                     same object (If-None-Match is ignored); locks and the registry cannot be \
+                     built on it safely"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        let wrong = Version(format!(
+            "\"tenancy-probe-{}\"",
+            uuid::Uuid::new_v4().simple()
+        ));
+        match self
+            .raw_put(key, Bytes::from_static(b"probe 3"), PutMode::Update(wrong))
+            .await
+        {
+            Err(Error::Precondition { .. }) => {}
+            Ok(_) => {
+                return Err(Error::not_implemented(format!(
+                    "conditional writes: the {backend} store accepted an update with a wrong \
+                     version (If-Match is ignored); locks and the registry cannot be built on \
+                     it safely"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        match self.raw_get(key).await? {
+            Some(obj) if obj.version == v1 && &obj.bytes[..] == b"probe 1" => Ok(()),
+            _ => Err(Error::not_implemented(format!(
+                "conditional writes: a refused write changed the probe object on the {backend} store"
+            ))),
+        }
+    }
+
+    /// The store key of `key`: below the root prefix, if any.
+    fn full(&self, key: &StateKey) -> Result<StateKey> {
+        match &self.prefix {
+            Some(p) => p.join(key),
+            None => Ok(key.clone()),
+        }
+    }
+
+    async fn raw_get(&self, key: &str) -> Result<Option<Object>> {
+        match &self.kind {
+            Kind::Memory { store, .. } => store_get(&**store, "memory", key).await,
+            Kind::Local(fs) => {
+                let fs = fs.clone();
+                let k = key.to_string();
+                blocking(move || fs.get(&k))
+                    .await
+                    .map(|o| o.map(|(bytes, version)| Object { bytes, version }))
+            }
+            #[cfg(feature = "s3")]
+            Kind::S3(store) => store_get(&**store, "s3", key).await,
+        }
+    }
+
+    async fn raw_put(&self, key: &str, value: Bytes, mode: PutMode) -> Result<Version> {
+        match &self.kind {
+            Kind::Memory { store, gate } => {
+                let _shared = gate.read().await;
+                store_put(&**store, "memory", key, value, mode).await
+            }
+            Kind::Local(fs) => {
+                let fs = fs.clone();
+                let k = key.to_string();
+                let mode = match mode {
+                    PutMode::Overwrite => LocalPut::Overwrite,
+                    PutMode::Create => LocalPut::Create,
+                    PutMode::Update(v) => LocalPut::Update(v),
+                };
+                blocking(move || fs.put(&k, &value, mode)).await
+            }
+            #[cfg(feature = "s3")]
+            Kind::S3(store) => store_put(&**store, "s3", key, value, mode).await,
+        }
+    }
+
+    async fn raw_delete(&self, key: &str, if_version: Option<&Version>) -> Result<()> {
+        match &self.kind {
+            Kind::Memory { store, gate } => match if_version {
+                None => {
+                    let _shared = gate.read().await;
+                    store_delete(&**store, "memory", key).await
+                }
+                Some(want) => {
+                    let _exclusive = gate.write().await;
+                    match store_get(&**store, "memory", key).await? {
+                        Some(obj) if &obj.version == want => {}
+                        _ => {
+                            return Err(Error::precondition(format!(
+                                "key {key} is no longer at version {want}"
+                            )))
+                        }
+                    }
+                    store_delete(&**store, "memory", key).await
+                }
+            },
+            Kind::Local(fs) => {
+                let fs = fs.clone();
+                let k = key.to_string();
+                let v = if_version.cloned();
+                blocking(move || fs.delete(&k, v.as_ref())).await
+            }
+            #[cfg(feature = "s3")]
+            Kind::S3(store) => match if_version {
+                None => store_delete(&**store, "s3", key).await,
+                Some(_) => Err(Error::not_implemented(
+                    "conditional delete on the s3 backend (object_store has no If-Match delete); \
+                     check Capabilities::conditional_delete",
+                )),
+            },
+        }
+    }
+}
+
+/// Runs blocking file I/O on tokio's blocking pool, or inline when there is
+/// no tokio runtime (e.g. under `futures::executor::block_on`).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| Error::backend("local", e))?,
+        Err(_) => f(),
+    }
+}
+
+async fn store_get<S: ObjectStore>(store: &S, backend: &str, key: &str) -> Result<Option<Object>> {
+    let path = store_path(key)?;
+    let result = match store.get(&path).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store_err(backend, key, e)),
+    };
+    let e_tag = result.meta.e_tag.clone();
+    let bytes = match result.bytes().await {
+        Ok(b) => b,
+        // deleted between the head and the body
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(store_err(backend, key, e)),
+    };
+    let version = e_tag.ok_or_else(|| {
+        Error::backend(
+            backend,
+            format!("the store returned no ETag for {key}; versions are required for CAS"),
+        )
+    })?;
+    Ok(Some(Object {
+        bytes,
+        version: Version(version),
+    }))
+}
+
+async fn store_put<S: ObjectStore>(
+    store: &S,
+    backend: &str,
+    key: &str,
+    value: Bytes,
+    mode: PutMode,
+) -> Result<Version> {
+    let path = store_path(key)?;
+    let is_update = matches!(mode, PutMode::Update(_));
+    let mode = match mode {
+        PutMode::Overwrite => object_store::PutMode::Overwrite,
+        PutMode::Create => object_store::PutMode::Create,
+        PutMode::Update(v) => object_store::PutMode::Update(UpdateVersion {
+            e_tag: Some(v.0),
+            version: None,
+        }),
+    };
+    let opts = PutOptions {
+        mode,
+        ..Default::default()
+    };
+    match store.put_opts(&path, PutPayload::from(value), opts).await {
+        Ok(r) => r.e_tag.map(Version).ok_or_else(|| {
+            Error::backend(
+                backend,
+                format!("the store returned no ETag for {key}; versions are required for CAS"),
+            )
+        }),
+        // an update of a missing object is a lost CAS, like a stale version
+        Err(object_store::Error::NotFound { .. }) if is_update => Err(Error::precondition(
+            format!("key {key} does not exist (update needs the current version)"),
+        )),
+        Err(e) => Err(store_err(backend, key, e)),
+    }
+}
+
+async fn store_delete<S: ObjectStore>(store: &S, backend: &str, key: &str) -> Result<()> {
+    let path = store_path(key)?;
+    match store.delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(store_err(backend, key, e)),
+    }
+}
+
+#[async_trait]
+impl StateBackend for ObjectBackend {
+    fn name(&self) -> &str {
+        match &self.kind {
+            Kind::Memory { .. } => "memory",
+            Kind::Local(_) => "local",
+            #[cfg(feature = "s3")]
+            Kind::S3(_) => "s3",
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match &self.kind {
+            Kind::Memory { .. } | Kind::Local(_) => Capabilities::ALL,
+            #[cfg(feature = "s3")]
+            Kind::S3(_) => Capabilities {
+                conditional_delete: false,
+                ..Capabilities::ALL
+            },
+        }
+    }
+
+    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+        let full = self.full(key)?;
+        self.raw_get(full.as_str()).await
+    }
+
+    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+        let full = self.full(key)?;
+        self.raw_put(full.as_str(), value, mode).await
+    }
+
+    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+        let full = self.full(key)?;
+        match &mode {
+            DeleteMode::Any => self.raw_delete(full.as_str(), None).await,
+            DeleteMode::IfVersion(v) => self.raw_delete(full.as_str(), Some(v)).await,
+        }
+    }
+
+    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+        let full_prefix = match (&self.prefix, prefix) {
+            (None, None) => None,
+            (Some(r), None) => Some(r.clone()),
+            (None, Some(p)) => Some(p.clone()),
+            (Some(r), Some(p)) => match r.join(p) {
+                Ok(k) => Some(k),
+                Err(e) => return stream::once(async move { Err(e) }).boxed(),
+            },
+        };
+        let root = self.prefix.clone();
+        // a store key back to the caller's key: valid, and below the root
+        let relative = move |store_key: &str| -> Option<StateKey> {
+            let k = StateKey::new(store_key).ok()?;
+            match &root {
+                Some(r) => k.strip_prefix(r),
+                None => Some(k),
+            }
+        };
+        match &self.kind {
+            Kind::Memory { store, .. } => store_list(&**store, "memory", full_prefix, relative),
+            Kind::Local(fs) => local_list(fs.clone(), full_prefix, relative),
+            #[cfg(feature = "s3")]
+            Kind::S3(store) => store_list(&**store, "s3", full_prefix, relative),
+        }
+    }
+}
+
+fn store_list<'a, S: ObjectStore>(
+    store: &'a S,
+    backend: &'static str,
+    prefix: Option<StateKey>,
+    relative: impl Fn(&str) -> Option<StateKey> + Send + 'a,
+) -> BoxStream<'a, Result<ListEntry>> {
+    let path = match prefix.as_ref().map(|p| store_path(p.as_str())).transpose() {
+        Ok(p) => p,
+        Err(e) => return stream::once(async move { Err(e) }).boxed(),
+    };
+    let what = prefix.map(|p| p.to_string()).unwrap_or_default();
+    store
+        .list(path.as_ref())
+        .filter_map(move |item| {
+            let out = match item {
+                // objects whose names no key can have (foreign objects,
+                // probes) are not part of this backend's key space
+                Ok(meta) => relative(meta.location.as_ref()).map(|key| {
+                    Ok(ListEntry {
+                        key,
+                        size: meta.size,
+                        last_modified: Some(meta.last_modified),
+                    })
+                }),
+                Err(e) => Some(Err(store_err(backend, &what, e))),
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
+}
+
+fn local_list<'a>(
+    fs: Arc<LocalFs>,
+    prefix: Option<StateKey>,
+    relative: impl Fn(&str) -> Option<StateKey> + Send + Sync + 'static,
+) -> BoxStream<'a, Result<ListEntry>> {
+    let convert = move |e: Result<crate::local::LocalEntry>| -> Option<Result<ListEntry>> {
+        match e {
+            Ok(e) => relative(&e.key).map(|key| {
+                Ok(ListEntry {
+                    key,
+                    size: e.size,
+                    last_modified: e.modified,
+                })
+            }),
+            Err(e) => Some(Err(e)),
+        }
+    };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        // no tokio runtime: walk inline
+        let mut out = Vec::new();
+        fs.walk(prefix.as_ref().map(|p| p.as_str()), |e| {
+            if let Some(item) = convert(e) {
+                out.push(item);
+            }
+            true
+        });
+        return stream::iter(out).boxed();
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<ListEntry>>(1024);
+    handle.spawn_blocking(move || {
+        fs.walk(prefix.as_ref().map(|p| p.as_str()), |e| match convert(e) {
+            Some(item) => tx.blocking_send(item).is_ok(),
+            None => true,
+        });
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}

@@ -1,0 +1,66 @@
+//! Test support for this and other crates' tests: an S3 backend on the test
+//! server, or a loud skip.
+//!
+//! This is the one module of the crate that prints: it reports skipped tests
+//! on stderr so that a missing S3 server is never silent.
+
+use std::sync::Arc;
+
+use tenancy_core::StateBackend;
+
+/// True when a missing S3 server must fail the test instead of skipping it
+/// (`TENANCY_REQUIRE_S3=1` or `CI=true`).
+pub fn s3_required() -> bool {
+    std::env::var("TENANCY_REQUIRE_S3").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn skip_or_panic(test: &str, why: &str) -> Option<Arc<dyn StateBackend>> {
+    if s3_required() {
+        panic!(
+            "{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but {why}; \
+             run scripts/test.sh"
+        );
+    }
+    eprintln!("SKIPPED {test}: no S3 server (run scripts/test.sh): {why}");
+    None
+}
+
+/// An S3 backend on `$AWS_BUCKET` of the test server at `$AWS_ENDPOINT`,
+/// under a fresh random prefix (`test-<uuid>`), with conditional writes
+/// probed. Without those variables it prints
+/// `SKIPPED <test>: no S3 server (run scripts/test.sh)` to stderr and
+/// returns `None`, unless S3 is required ([`s3_required`]), in which case it
+/// panics; it also panics when the server is configured but unusable, or
+/// when S3 is required and the crate was built without feature `s3`.
+pub async fn s3_backend_or_skip(test: &str) -> Option<Arc<dyn StateBackend>> {
+    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
+    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
+    let (Some(_), Some(bucket)) = (endpoint, bucket) else {
+        return skip_or_panic(test, "AWS_ENDPOINT and AWS_BUCKET are not set");
+    };
+    connect(test, &bucket).await
+}
+
+#[cfg(feature = "s3")]
+async fn connect(test: &str, bucket: &str) -> Option<Arc<dyn StateBackend>> {
+    use crate::{ObjectBackend, S3Config};
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let config = S3Config::from_env(bucket, Some(&prefix));
+    let backend = match ObjectBackend::s3(config) {
+        Ok(b) => b,
+        Err(e) => panic!("{test}: cannot configure the S3 test backend: {e}"),
+    };
+    if let Err(e) = backend.probe_conditional_writes().await {
+        panic!("{test}: the S3 test server at $AWS_ENDPOINT is unusable: {e}");
+    }
+    Some(Arc::new(backend))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn connect(test: &str, _bucket: &str) -> Option<Arc<dyn StateBackend>> {
+    skip_or_panic(
+        test,
+        "tenancy-state was built without feature `s3` (build with --features s3)",
+    )
+}
