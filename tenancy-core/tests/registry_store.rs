@@ -1,0 +1,651 @@
+//! StoreRegistry behaviour beyond the trait suite: the stored layout, corrupt
+//! and half-written records, the API-key index (reads per lookup), reservation
+//! expiry, the admin hash, resumable delete, and migration.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tenancy_core::credentials::{hash_secret, lookup_id};
+use tenancy_core::migrate::migrate_stacks;
+use tenancy_core::store_registry::{layout, Manifest};
+use tenancy_core::{
+    Capabilities, DeleteMode, Error, ListEntry, ManualClock, MemoryBackend, NewTenant, Object,
+    PutMode, Resource, Result, Secret, StateBackend, StateBackendExt, StateKey, StoreRegistry,
+    TenantFilter, TenantId, TenantRegistry, TenantRegistryExt, TenantStatus, Version,
+};
+
+/// A MemoryBackend that counts calls, to show how many reads an operation takes.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryBackend,
+    gets: AtomicU64,
+    puts: AtomicU64,
+    lists: AtomicU64,
+}
+
+impl Counting {
+    fn reset(&self) {
+        self.gets.store(0, Ordering::SeqCst);
+        self.puts.store(0, Ordering::SeqCst);
+        self.lists.store(0, Ordering::SeqCst);
+    }
+    fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.gets.load(Ordering::SeqCst),
+            self.puts.load(Ordering::SeqCst),
+            self.lists.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[async_trait]
+impl StateBackend for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(key, value, mode).await
+    }
+    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+        self.inner.delete(key, mode).await
+    }
+    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(prefix)
+    }
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+fn key(s: &str) -> StateKey {
+    StateKey::new(s).unwrap()
+}
+
+async fn registry() -> (StoreRegistry, Arc<Counting>, ManualClock) {
+    let backend = Arc::new(Counting::default());
+    let clock = ManualClock::starting_now();
+    let r = StoreRegistry::new(backend.clone())
+        .with_clock(Arc::new(clock.clone()))
+        .with_bcrypt_cost(4);
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    (r, backend, clock)
+}
+
+async fn all_keys(b: &dyn StateBackend) -> Vec<String> {
+    b.list_keys(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn create_writes_the_documented_layout() {
+    let (r, b, _) = registry().await;
+    let c = r.create(NewTenant::new(tid("acme"))).await.unwrap();
+    let keys = all_keys(b.as_ref()).await;
+    let lookup = lookup_id(c.secret.expose());
+    assert_eq!(
+        keys,
+        [
+            format!("registry-keys/{lookup}.yaml"),
+            "registry-usage/acme.yaml".to_string(),
+            "registry/acme.yaml".to_string(),
+            "tenants.yaml".to_string(),
+            "tenants/acme/tenant.yaml".to_string(),
+            "tenants/acme/v1/layout.yaml".to_string(),
+        ]
+    );
+    // YAML, readable, and without the secret
+    let record = b.get(&key("registry/acme.yaml")).await.unwrap().unwrap();
+    let text = std::str::from_utf8(&record.bytes).unwrap();
+    assert!(text.contains("id: acme"), "{text}");
+    assert!(text.contains("status: active"), "{text}");
+    assert!(!text.contains(c.secret.expose()));
+    let manifest = b.get(&key("tenants.yaml")).await.unwrap().unwrap();
+    let m: Manifest = serde_yaml_ng::from_slice(&manifest.bytes).unwrap();
+    assert_eq!(m.format_version, 1);
+    assert_eq!(m.config.default_state_version, "v1");
+    assert!(m.config.admin.hash.starts_with("$2"));
+    assert!(!std::str::from_utf8(&manifest.bytes)
+        .unwrap()
+        .contains("admin-password"));
+}
+
+#[tokio::test]
+async fn key_lookup_is_two_reads_and_never_a_scan() {
+    let (r, b, _) = registry().await;
+    let mut secrets = Vec::new();
+    for i in 0..50 {
+        secrets.push(
+            r.create(NewTenant::new(tid(&format!("t{i:03}"))))
+                .await
+                .unwrap()
+                .secret,
+        );
+    }
+    b.reset();
+    let t = r.authenticate_key(&secrets[37]).await.unwrap();
+    assert_eq!(t.id.as_str(), "t037");
+    assert_eq!(b.counts(), (2, 0, 0), "index read + record read, no list");
+    b.reset();
+    r.authenticate(&tid("t011"), &secrets[11]).await.unwrap();
+    assert_eq!(b.counts(), (1, 0, 0), "authenticate reads one object");
+    b.reset();
+    let unknown = Secret::new("tnc_0123456789abcdefghijABCDEFGHIJ01");
+    assert!(matches!(
+        r.authenticate_key(&unknown).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    assert_eq!(b.counts(), (1, 0, 0));
+    b.reset();
+    r.get(&tid("t001")).await.unwrap();
+    assert_eq!(b.counts(), (1, 0, 0), "get reads one object");
+}
+
+#[tokio::test]
+async fn a_dangling_or_foreign_index_entry_is_ignored() {
+    let (r, b, _) = registry().await;
+    let a = r.create(NewTenant::new(tid("alpha"))).await.unwrap();
+    let bb = r.create(NewTenant::new(tid("bravo"))).await.unwrap();
+    // point alpha's index entry at bravo: the record's lookup id does not match
+    let k = layout::key_index(&lookup_id(a.secret.expose())).unwrap();
+    b.put(
+        &k,
+        Bytes::from("tenant: bravo\ncreated_at: 2030-01-01T00:00:00Z\n"),
+        PutMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        r.authenticate_key(&a.secret).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    r.authenticate_key(&bb.secret).await.unwrap();
+    // and alpha still authenticates by id
+    r.authenticate(&tid("alpha"), &a.secret).await.unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_and_half_written_records_name_the_tenant_and_spare_the_others() {
+    let (r, b, _) = registry().await;
+    let mut secrets = Vec::new();
+    for id in ["good-one", "broken", "half", "good-two"] {
+        secrets.push(r.create(NewTenant::new(tid(id))).await.unwrap().secret);
+    }
+    b.put(
+        &key("registry/broken.yaml"),
+        Bytes::from_static(b"\x00\xff not yaml: [ {"),
+        PutMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    let full = b.get(&key("registry/half.yaml")).await.unwrap().unwrap();
+    let half = full.bytes.slice(..full.bytes.len() / 2);
+    b.put(&key("registry/half.yaml"), half, PutMode::Overwrite)
+        .await
+        .unwrap();
+
+    for (id, secret) in [("broken", &secrets[1]), ("half", &secrets[2])] {
+        for e in [
+            r.get(&tid(id)).await.unwrap_err(),
+            r.authenticate(&tid(id), secret).await.unwrap_err(),
+            r.suspend(&tid(id), None).await.unwrap_err(),
+        ] {
+            match &e {
+                Error::Corrupt { what, .. } => assert!(what.contains(id), "{e}"),
+                other => panic!("expected Corrupt naming {id}, got {other}"),
+            }
+        }
+    }
+    r.authenticate(&tid("good-one"), &secrets[0]).await.unwrap();
+    r.authenticate_key(&secrets[3]).await.unwrap();
+    r.reserve(&tid("good-two"), Resource::Stacks, 1)
+        .await
+        .unwrap();
+
+    // list reports the broken records as errors and keeps going
+    let (ok, errors) = r.list_partial(TenantFilter::default()).await;
+    let ids: Vec<_> = ok.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["good-one", "good-two"]);
+    assert_eq!(errors.len(), 2);
+    let mut named: Vec<_> = errors
+        .iter()
+        .map(|e| match e {
+            Error::Corrupt { what, .. } => what.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    named.sort();
+    assert!(
+        named[0].contains("broken") && named[1].contains("half"),
+        "{named:?}"
+    );
+    // the strict collector refuses rather than hiding the damage
+    assert!(r.list_all(TenantFilter::default()).await.is_err());
+
+    // a record that decodes but names another tenant is corrupt too
+    let other = b
+        .get(&key("registry/good-one.yaml"))
+        .await
+        .unwrap()
+        .unwrap();
+    b.put(
+        &key("registry/good-two.yaml"),
+        other.bytes,
+        PutMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    match r.get(&tid("good-two")).await {
+        Err(Error::Corrupt { what, message }) => {
+            assert!(what.contains("good-two") && message.contains("good-one"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // a corrupt usage record names the tenant as well
+    b.put(
+        &key("registry-usage/good-one.yaml"),
+        Bytes::from_static(b"usage: [1, 2"),
+        PutMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    match r.usage(&tid("good-one")).await {
+        Err(Error::Corrupt { what, .. }) => assert!(what.contains("good-one")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_input_writes_nothing_at_all() {
+    let (r, b, _) = registry().await;
+    r.create(NewTenant::new(tid("acme"))).await.unwrap();
+    let before = all_keys(b.as_ref()).await;
+    b.reset();
+    let bad = [
+        NewTenant {
+            email: Some("x".into()),
+            ..NewTenant::new(tid("bad-one"))
+        },
+        NewTenant {
+            secret_prefix: Some("X".into()),
+            ..NewTenant::new(tid("bad-two"))
+        },
+        NewTenant {
+            limits: tenancy_core::LimitOverrides {
+                max_gpus: Some(u64::MAX),
+                ..Default::default()
+            },
+            ..NewTenant::new(tid("bad-three"))
+        },
+    ];
+    for n in bad {
+        assert!(matches!(r.create(n).await, Err(Error::InvalidInput { .. })));
+    }
+    assert_eq!(b.counts().1, 0, "no put was even attempted");
+    assert_eq!(all_keys(b.as_ref()).await, before);
+}
+
+#[tokio::test]
+async fn admin_credential_bootstrap_and_replacement() {
+    let b = Arc::new(MemoryBackend::new());
+    let r = StoreRegistry::new(b.clone()).with_bcrypt_cost(4);
+    assert!(matches!(
+        r.verify_admin(&Secret::new("whatever1")).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        r.bootstrap(&Secret::new("short")).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        r.bootstrap_with_hash("plaintext-password").await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(
+        !r.is_bootstrapped().await.unwrap(),
+        "refusals wrote nothing"
+    );
+    let token = Secret::new("generated-server-token-123");
+    r.bootstrap_with_hash(&hash_secret(&token, 4).unwrap())
+        .await
+        .unwrap();
+    r.verify_admin(&token).await.unwrap();
+    assert_eq!(r.admin_generation().await.unwrap(), 1);
+    assert!(matches!(
+        r.bootstrap_with_hash(&hash_secret(&token, 4).unwrap())
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    let new = Secret::new("a-new-admin-password");
+    assert_eq!(
+        r.set_admin_hash(&hash_secret(&new, 4).unwrap())
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        r.verify_admin(&token).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    r.verify_admin(&new).await.unwrap();
+    assert_eq!(r.admin_generation().await.unwrap(), 2);
+    assert!(!format!("{:?}", r.manifest().await.unwrap().0).contains("$2"));
+}
+
+#[tokio::test]
+async fn uncommitted_reservations_expire() {
+    let b = Arc::new(MemoryBackend::new());
+    let clock = ManualClock::starting_now();
+    let r = StoreRegistry::new(b)
+        .with_clock(Arc::new(clock.clone()))
+        .with_bcrypt_cost(4)
+        .with_reservation_ttl(Duration::from_secs(60));
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let id = tid("leaky");
+    r.create(NewTenant {
+        limits: tenancy_core::LimitOverrides {
+            max_workers: Some(2),
+            ..Default::default()
+        },
+        ..NewTenant::new(id.clone())
+    })
+    .await
+    .unwrap();
+    let lost = r.reserve(&id, Resource::Workers, 2).await.unwrap();
+    assert!(matches!(
+        r.reserve(&id, Resource::Workers, 1).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(r.usage(&id).await.unwrap().workers, 0, "expired on read");
+    assert!(matches!(
+        r.commit(&lost).await,
+        Err(Error::Precondition { .. })
+    ));
+    let kept = r.reserve(&id, Resource::Workers, 2).await.unwrap();
+    r.commit(&kept).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        r.usage(&id).await.unwrap().workers,
+        2,
+        "committed capacity stays until released"
+    );
+}
+
+#[tokio::test]
+async fn delete_archives_state_and_resumes() {
+    let (r, b, clock) = registry().await;
+    let id = tid("leaving");
+    r.create(NewTenant::new(id.clone())).await.unwrap();
+    b.put(
+        &key("tenants/leaving/v1/stacks/web/prod/state.json"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    let t = r.delete(&id).await.unwrap();
+    let ts = t.deleted_at.unwrap().format("%Y%m%dT%H%M%SZ").to_string();
+    assert!(b
+        .list_keys(Some(&key("tenants/leaving")))
+        .await
+        .unwrap()
+        .is_empty());
+    let archived: Vec<String> = b
+        .list_keys(Some(&key("archive/leaving")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        archived,
+        [
+            format!("archive/leaving/{ts}/tenant.yaml"),
+            format!("archive/leaving/{ts}/v1/layout.yaml"),
+            format!("archive/leaving/{ts}/v1/stacks/web/prod/state.json"),
+        ]
+    );
+    // a write that raced the delete is picked up by running delete again
+    b.put(
+        &key("tenants/leaving/v1/stacks/late/prod/state.json"),
+        Bytes::from_static(b"{\"late\":true}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    clock.advance(Duration::from_secs(5));
+    let again = r.delete(&id).await.unwrap();
+    assert_eq!(again.status, TenantStatus::Deleted);
+    assert!(b
+        .get(&key(&format!(
+            "archive/leaving/{ts}/v1/stacks/late/prod/state.json"
+        )))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(matches!(
+        r.delete(&id).await,
+        Err(Error::Precondition { .. })
+    ));
+    // purge leaves foreign objects under archive/<id>/ alone
+    b.put(
+        &key("archive/leaving/notes.txt"),
+        Bytes::from_static(b"keep"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(r.purge(&id, Duration::ZERO).await.unwrap(), 4);
+    assert_eq!(
+        all_keys(b.as_ref())
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with("archive/"))
+            .collect::<Vec<_>>(),
+        ["archive/leaving/notes.txt"]
+    );
+}
+
+#[tokio::test]
+async fn migration_copies_verifies_and_is_idempotent() {
+    let (r, b, _) = registry().await;
+    let t = r
+        .create(NewTenant::new(tid("migrant")))
+        .await
+        .unwrap()
+        .tenant;
+    let sources = [
+        ("stacks/web/prod/state.json", "{\"serial\":3}"),
+        ("stacks/web/prod/history/000001.json", "{\"serial\":1}"),
+        ("stacks/web/dev/state.json", "{\"serial\":1}"),
+        ("stacks/db/prod/state.json", "{\"serial\":9}"),
+    ];
+    for (k, v) in sources {
+        b.put(&key(k), Bytes::from(v), PutMode::Create)
+            .await
+            .unwrap();
+    }
+    b.put(
+        &key("other/file"),
+        Bytes::from_static(b"x"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let report = migrate_stacks(b.as_ref(), &t, &key("stacks"), &mut |d, n| {
+        seen.push((d, n))
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.source_objects, 4);
+    assert_eq!(report.copied, 4);
+    assert_eq!(report.skipped_identical, 0);
+    assert_eq!(report.verified_objects, 4);
+    assert!(report.is_clean());
+    assert_eq!(seen.first(), Some(&(0, 4)));
+    assert_eq!(seen.last(), Some(&(4, 4)));
+    for (k, v) in sources {
+        let dst = key(&format!("tenants/migrant/v1/{k}"));
+        assert_eq!(b.get(&dst).await.unwrap().unwrap().bytes, Bytes::from(v));
+        assert!(b.get(&key(k)).await.unwrap().is_some(), "source kept");
+    }
+    assert!(b
+        .get(&key("tenants/migrant/v1/other/file"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // again: everything identical is skipped
+    let again = migrate_stacks(b.as_ref(), &t, &key("stacks"), &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((again.copied, again.skipped_identical), (0, 4));
+    assert!(again.is_clean());
+
+    // the tenant moved on: a differing destination is reported, not overwritten
+    let moved = key("tenants/migrant/v1/stacks/db/prod/state.json");
+    b.put(
+        &moved,
+        Bytes::from_static(b"{\"serial\":10}"),
+        PutMode::Overwrite,
+    )
+    .await
+    .unwrap();
+    b.put(
+        &key("stacks/new/prod/state.json"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    let third = migrate_stacks(b.as_ref(), &t, &key("stacks"), &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(third.copied, 1);
+    assert_eq!(third.skipped_identical, 3);
+    assert_eq!(third.conflicts, vec![moved.clone()]);
+    assert!(!third.is_clean());
+    assert_eq!(
+        b.get(&moved).await.unwrap().unwrap().bytes,
+        Bytes::from_static(b"{\"serial\":10}")
+    );
+
+    // refusals
+    assert!(matches!(
+        migrate_stacks(b.as_ref(), &t, &key("tenants/migrant/v1"), &mut |_, _| {}).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        migrate_stacks(b.as_ref(), &t, &key("tenants"), &mut |_, _| {}).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    let gone = r.delete(&tid("migrant")).await.unwrap();
+    assert!(matches!(
+        migrate_stacks(b.as_ref(), &gone, &key("stacks"), &mut |_, _| {}).await,
+        Err(Error::Precondition { .. })
+    ));
+    // an empty source migrates nothing, cleanly
+    let t2 = r
+        .create(NewTenant::new(tid("empty-one")))
+        .await
+        .unwrap()
+        .tenant;
+    let empty = migrate_stacks(b.as_ref(), &t2, &key("nothing-here"), &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((empty.source_objects, empty.copied), (0, 0));
+}
+
+#[tokio::test]
+async fn a_backend_without_cas_is_refused_not_faked() {
+    #[derive(Debug, Default)]
+    struct NoCas(MemoryBackend);
+    #[async_trait]
+    impl StateBackend for NoCas {
+        fn name(&self) -> &str {
+            "nocas"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                conditional_create: false,
+                conditional_update: false,
+                conditional_delete: false,
+                list: true,
+            }
+        }
+        async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+            self.0.put(key, value, mode).await
+        }
+        async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+            self.0.delete(key, mode).await
+        }
+        fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+            self.0.list(prefix)
+        }
+    }
+    let r = StoreRegistry::new(Arc::new(NoCas::default())).with_bcrypt_cost(4);
+    assert!(matches!(
+        r.bootstrap(&Secret::new("admin-password")).await,
+        Err(Error::NotImplemented { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_race_across_tasks_and_registries() {
+    // two registry instances (two "replicas") on one store, 64 tasks
+    let backend: Arc<MemoryBackend> = Arc::new(MemoryBackend::new());
+    let a = Arc::new(StoreRegistry::new(backend.clone()).with_bcrypt_cost(4));
+    let b = Arc::new(StoreRegistry::new(backend.clone()).with_bcrypt_cost(4));
+    a.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let id = tid("racer");
+    a.create(NewTenant {
+        limits: tenancy_core::LimitOverrides {
+            max_concurrent_jobs: Some(10),
+            ..Default::default()
+        },
+        ..NewTenant::new(id.clone())
+    })
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let r = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            r.reserve(&id, Resource::ConcurrentJobs, 1).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::QuotaExceeded { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(b.usage(&id).await.unwrap().jobs_active, 10);
+}
