@@ -145,6 +145,7 @@ async fn open_s3(url: &str, rest: &str) -> Result<Arc<dyn StateBackend>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! The state conformance suite on every `ObjectBackend` (memory, local
 //! files, S3 via the test server) and on each wrapped in `TenantScoped`.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
