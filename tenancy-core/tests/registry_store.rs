@@ -2,6 +2,8 @@
 //! and half-written records, the API-key index (reads per lookup), reservation
 //! expiry, the admin hash, resumable delete, and migration.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
