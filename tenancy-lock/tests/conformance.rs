@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tenancy_core::testkit::lock::conformance;
 use tenancy_core::{LockManager, ManualClock, MemoryBackend, StateBackend, TenantId};
 use tenancy_lock::{MemoryLockManager, StoreLockManager, TenantLocks};
+use tenancy_state::testing::s3_backend_or_skip;
+use tenancy_state::ObjectBackend;
 
 async fn run(locks: &dyn LockManager, clock: &ManualClock) {
     let report = conformance(locks, clock).await;
@@ -170,4 +172,38 @@ impl<A: LockManager, B: LockManager> LockManager for Alternating<A, B> {
             self.b.force_unlock(key, id).await
         }
     }
+}
+
+#[tokio::test]
+async fn store_manager_on_object_memory_backend() {
+    let clock = ManualClock::starting_now();
+    run(&store(ObjectBackend::memory(), &clock), &clock).await;
+    let inner = Arc::new(store(ObjectBackend::memory(), &clock));
+    run(&TenantLocks::new(inner, tenant("acme")), &clock).await;
+}
+
+#[tokio::test]
+async fn store_manager_on_local_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_now();
+    let backend = ObjectBackend::local(dir.path()).expect("local backend");
+    run(&store(backend.clone(), &clock), &clock).await;
+    let inner = Arc::new(store(backend, &clock));
+    run(
+        &TenantLocks::new(Arc::clone(&inner), tenant("acme")),
+        &clock,
+    )
+    .await;
+    run(&TenantLocks::new(inner, tenant("globex")), &clock).await;
+}
+
+#[tokio::test]
+async fn store_manager_on_s3() {
+    let Some(backend) = s3_backend_or_skip("tenancy-lock conformance on s3").await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    run(&store(Arc::clone(&backend), &clock), &clock).await;
+    let inner = Arc::new(store(backend, &clock));
+    run(&TenantLocks::new(inner, tenant("acme")), &clock).await;
 }

@@ -8,6 +8,8 @@ use tenancy_core::{
     Error, LockInfo, LockKey, LockManager, LockRequest, ManualClock, MemoryBackend, StateBackend,
 };
 use tenancy_lock::{MemoryLockManager, StoreLockManager};
+use tenancy_state::testing::s3_backend_or_skip;
+use tenancy_state::ObjectBackend;
 use tokio::sync::Barrier;
 
 const CONTENDERS: usize = 16;
@@ -225,6 +227,54 @@ async fn store_on_memory_expiry_takeover_race() {
 async fn store_on_memory_holder_crash() {
     let clock = ManualClock::starting_now();
     let backend = Arc::new(MemoryBackend::new());
+    holder_crash(
+        || store_managers(Arc::clone(&backend), &clock, 1).remove(0),
+        &clock,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_files_one_holder_per_round() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_now();
+    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    one_holder_per_round(store_managers(backend, &clock, CONTENDERS), ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_files_expiry_takeover_race() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_now();
+    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    expiry_takeover_race(store_managers(backend, &clock, CONTENDERS), &clock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_files_holder_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_now();
+    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    holder_crash(
+        || store_managers(Arc::clone(&backend), &clock, 1).remove(0),
+        &clock,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_races() {
+    let Some(backend) = s3_backend_or_skip("tenancy-lock races on s3").await else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let backend = Arc::new(backend);
+    one_holder_per_round(store_managers(Arc::clone(&backend), &clock, CONTENDERS), 5).await;
+    expiry_takeover_race(
+        store_managers(Arc::clone(&backend), &clock, CONTENDERS),
+        &clock,
+    )
+    .await;
     holder_crash(
         || store_managers(Arc::clone(&backend), &clock, 1).remove(0),
         &clock,
