@@ -1,2 +1,443 @@
 //! tenancy-cli: the `tenancy` command-line tool for admins and tenant teams.
-//! Filled by issue 6.
+//!
+//! [`run`] is the whole program; [`run_with`] runs it on a given argument
+//! list and [`Io`] (streams, environment, prompts) and returns the exit code,
+//! so tests can drive it in-process. Handlers live in [`commands`] and take
+//! the registry, backend and lock manager as trait objects ([`Services`]).
+//!
+//! Exit codes: see [`exit`] and `tenancy --help`.
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod home;
+pub mod io;
+pub mod output;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
+use serde_json::json;
+use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+use tenancy_core::{Clock, LockManager, StateBackend, StoreRegistry, SystemClock, TenantRegistry};
+use tenancy_lock::StoreLockManager;
+
+pub use crate::commands::{Ctx, Services};
+pub use crate::io::Io;
+
+use crate::cli::{
+    AdminCommand, Cli, Command, CompletionShell, LockCommand, OutputFormat, StateCommand,
+    TenantCommand,
+};
+use crate::commands::{admin, lock, state, tenant};
+use crate::exit::{exit_code, one_line, CliError, OK};
+use crate::home::{create_private_dir, Home, SessionSlot};
+use crate::output::{paint, Out, Style};
+
+/// Runs the CLI on the process's arguments, streams and environment; returns the exit code.
+pub fn run() -> i32 {
+    let mut io = Io::process();
+    run_with(std::env::args_os(), &mut io)
+}
+
+/// Runs the CLI on `args` (the first is the program name) and `io`; returns
+/// the exit code. The backend is opened from `--backend`, `TENANCY_BACKEND`
+/// or the default under `TENANCY_HOME`.
+pub fn run_with<I, T>(args: I, io: &mut Io) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_inner(args, io, None)
+}
+
+/// Like [`run_with`], but on already built `services` (for tests and
+/// embedding, e.g. on a shared in-memory backend); sessions are bound to
+/// `backend_label` instead of a backend URL.
+pub fn run_with_services<I, T>(
+    args: I,
+    io: &mut Io,
+    services: &Services,
+    backend_label: &str,
+) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_inner(args, io, Some((services, backend_label)))
+}
+
+fn run_inner<I, T>(args: I, io: &mut Io, preset: Option<(&Services, &str)>) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            if e.use_stderr() {
+                let color = io.stderr_color();
+                let _ = writeln!(io.stderr, "{}", clap_one_line(&e, color));
+            } else {
+                // --help and --version: print as clap renders them.
+                let rendered = if io.stdout_color() {
+                    e.render().ansi().to_string()
+                } else {
+                    e.render().to_string()
+                };
+                let _ = write!(io.stdout, "{rendered}");
+            }
+            return code;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(io.stderr, "error: cannot start the async runtime: {e}");
+            return exit::OTHER;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli, io, preset));
+    let flushed = io.stdout.flush();
+    match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
+        Ok(()) => OK,
+        Err(e) if is_broken_pipe(&e) => exit::OTHER,
+        Err(e) => {
+            let color = io.stderr_color();
+            let _ = writeln!(
+                io.stderr,
+                "{} {}",
+                paint(color, Style::Red, "error:"),
+                one_line(&e)
+            );
+            exit_code(&e)
+        }
+    }
+}
+
+/// A clap usage error as one line: the complaint, then the usage of the command.
+fn clap_one_line(e: &clap::Error, color: bool) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim().to_string());
+        } else if !line.starts_with("For more information") {
+            parts.push(line.to_string());
+        }
+    }
+    let mut msg = parts.join(" ");
+    if let Some(rest) = msg.strip_prefix("error:") {
+        msg = rest.trim().to_string();
+    }
+    let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    let usage = usage.map(|u| format!("; usage: {u}")).unwrap_or_default();
+    format!(
+        "{} {msg}{usage} (more with --help)",
+        paint(color, Style::Red, "error:")
+    )
+}
+
+/// True when stdout was closed by the reader (e.g. `tenancy ... | head`):
+/// nothing more to say.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The bcrypt cost for new hashes: `TENANCY_BCRYPT_COST`, default 10.
+pub fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
+    match io.var("TENANCY_BCRYPT_COST") {
+        None => Ok(DEFAULT_BCRYPT_COST),
+        Some(v) => match v.parse::<u32>() {
+            Ok(c) if (MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&c) => Ok(c),
+            _ => Err(CliError::usage(format!(
+                "TENANCY_BCRYPT_COST=\"{}\" must be a number from {MIN_BCRYPT_COST} to {MAX_BCRYPT_COST}",
+                v.escape_debug()
+            ))
+            .into()),
+        },
+    }
+}
+
+/// The backend URL: `--backend`, else `TENANCY_BACKEND`, else
+/// `file://$TENANCY_HOME/data` (created on first use).
+pub fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::Result<String> {
+    let given = flag
+        .filter(|s| !s.is_empty())
+        .or_else(|| io.var("TENANCY_BACKEND"));
+    let raw = match given {
+        Some(u) => u.to_string(),
+        None => {
+            let dir = home.data_dir();
+            create_private_dir(home.dir())?;
+            create_private_dir(&dir)?;
+            url::Url::from_file_path(&dir)
+                .map_err(|()| {
+                    CliError::usage(format!("cannot make a file:// URL of {}", dir.display()))
+                })?
+                .to_string()
+        }
+    };
+    // A bare path means local files.
+    let raw = if raw.contains("://") {
+        raw
+    } else {
+        let path = std::path::Path::new(&raw);
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .context("finding the current directory for a relative backend path")?
+                .join(path)
+        };
+        url::Url::from_file_path(&abs)
+            .map_err(|()| {
+                CliError::usage(format!("cannot make a file:// URL of {}", abs.display()))
+            })?
+            .to_string()
+    };
+    let parsed = url::Url::parse(&raw).map_err(|e| {
+        CliError::usage(format!(
+            "the backend URL is not a URL ({e}); use file:///abs/path, memory:// or s3://bucket/prefix"
+        ))
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(CliError::usage(
+            "the backend URL must not carry credentials; use the AWS_* environment variables instead",
+        )
+        .into());
+    }
+    // One spelling per location, so sessions match: no trailing '/' (but keep `memory://`).
+    let trimmed = raw.trim_end_matches('/');
+    Ok(if trimmed.ends_with(':') {
+        raw
+    } else {
+        trimmed.to_string()
+    })
+}
+
+impl Services {
+    /// The registry and lock manager stored on `backend`, on the system clock.
+    pub fn on_backend(backend: Arc<dyn StateBackend>, bcrypt_cost: u32) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let registry: Arc<dyn TenantRegistry> = Arc::new(
+            StoreRegistry::new(backend.clone())
+                .with_clock(clock.clone())
+                .with_bcrypt_cost(bcrypt_cost),
+        );
+        let locks: Arc<dyn LockManager> =
+            Arc::new(StoreLockManager::new(backend.clone()).with_clock(clock.clone()));
+        Services {
+            registry,
+            backend,
+            locks,
+            clock,
+        }
+    }
+
+    /// Opens the backend at `url` and builds the services on it.
+    pub async fn open(url: &str, bcrypt_cost: u32) -> anyhow::Result<Self> {
+        let backend = tenancy_state::open(url)
+            .await
+            .with_context(|| format!("opening the backend {url}"))?;
+        Ok(Self::on_backend(backend, bcrypt_cost))
+    }
+}
+
+fn version(io: &mut Io, format: OutputFormat) -> anyhow::Result<()> {
+    let mut backends = vec!["memory", "file"];
+    if cfg!(feature = "s3") {
+        backends.push("s3");
+    }
+    let color = io.stdout_color();
+    let mut out = Out::new(&mut *io.stdout, format, color);
+    if out.is_json() {
+        out.json(&json!({
+            "name": "tenancy",
+            "version": tenancy_core::TOOL_VERSION,
+            "backends": backends,
+        }))
+    } else {
+        out.line(&format!(
+            "tenancy {} (backends: {})",
+            tenancy_core::TOOL_VERSION,
+            backends.join(", ")
+        ))
+    }
+}
+
+fn completions(io: &mut Io, shell: CompletionShell) -> anyhow::Result<()> {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "tenancy", &mut io.stdout);
+    Ok(())
+}
+
+fn logout(io: &mut Io, home: &Home, format: OutputFormat, slot: SessionSlot) -> anyhow::Result<()> {
+    let removed = home.remove(slot)?;
+    let which = match slot {
+        SessionSlot::Admin => "admin",
+        SessionSlot::Tenant => "tenant",
+    };
+    let color = io.stdout_color();
+    let mut out = Out::new(&mut *io.stdout, format, color);
+    if out.is_json() {
+        out.json(&json!({ "session": which, "logged_out": removed }))
+    } else if removed {
+        out.line(&format!("Logged out of the {which} session."))
+    } else {
+        out.line(&format!("There was no {which} session."))
+    }
+}
+
+async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Version => return version(io, cli.output),
+        Command::Completions { shell } => return completions(io, *shell),
+        _ => {}
+    }
+    let home = Home::from_env(io)?;
+    match &cli.command {
+        Command::Logout => return logout(io, &home, cli.output, SessionSlot::Tenant),
+        Command::Admin {
+            command: AdminCommand::Logout,
+        } => return logout(io, &home, cli.output, SessionSlot::Admin),
+        _ => {}
+    }
+    let opened;
+    let (services, url) = match preset {
+        Some((services, label)) => (services, label.to_string()),
+        None => {
+            let url = backend_url(cli.backend.as_deref(), io, &home)?;
+            opened = Services::open(&url, bcrypt_cost(io)?).await?;
+            (&opened, url)
+        }
+    };
+    let mut ctx = Ctx {
+        services,
+        io,
+        format: cli.output,
+        home,
+        backend_url: url,
+    };
+    let ctx = &mut ctx;
+    match cli.command {
+        Command::Version | Command::Completions { .. } | Command::Logout => Ok(()),
+        Command::Init {
+            admin_password_stdin,
+        } => admin::init(ctx, admin_password_stdin).await,
+        Command::Admin { command } => match command {
+            AdminCommand::Login { password_stdin } => admin::login(ctx, password_stdin).await,
+            AdminCommand::Logout => Ok(()),
+            AdminCommand::Session => admin::session(ctx).await,
+        },
+        Command::Tenant { command } => match command {
+            TenantCommand::Init {
+                name,
+                display_name,
+                email,
+                plan,
+                secret_prefix,
+                limits,
+            } => {
+                admin::tenant_init(
+                    ctx,
+                    &name,
+                    display_name,
+                    email,
+                    plan,
+                    secret_prefix,
+                    &limits,
+                )
+                .await
+            }
+            TenantCommand::List { status, plan } => admin::tenant_list(ctx, status, plan).await,
+            TenantCommand::Show { id } => admin::tenant_show(ctx, &id).await,
+            TenantCommand::Stats => admin::tenant_stats(ctx).await,
+            TenantCommand::Update {
+                id,
+                plan,
+                display_name,
+                email,
+                expires_at,
+                metadata,
+                limits,
+            } => {
+                let args = admin::UpdateArgs {
+                    plan,
+                    display_name,
+                    email,
+                    expires_at,
+                    metadata,
+                    limits,
+                };
+                admin::tenant_update(ctx, &id, args).await
+            }
+            TenantCommand::Rotate { id, yes } => admin::tenant_rotate(ctx, &id, yes).await,
+            TenantCommand::Suspend { id, reason } => admin::tenant_suspend(ctx, &id, reason).await,
+            TenantCommand::Activate { id } => admin::tenant_activate(ctx, &id).await,
+            TenantCommand::Delete { id, confirm } => admin::tenant_delete(ctx, &id, confirm).await,
+            TenantCommand::Details => tenant::details(ctx).await,
+            TenantCommand::Usage => tenant::usage(ctx).await,
+            TenantCommand::Stacks => state::stacks(ctx).await,
+        },
+        Command::Migrate { tenant, from } => admin::migrate(ctx, &tenant, &from).await,
+        Command::Login {
+            tenant,
+            secret_stdin,
+        } => tenant::login(ctx, tenant, secret_stdin).await,
+        Command::Session => tenant::session(ctx).await,
+        Command::State { command } => match command {
+            StateCommand::Put { stack, env, file } => {
+                state::put(ctx, &stack, &env, file.as_deref()).await
+            }
+            StateCommand::Get {
+                stack,
+                env,
+                version,
+            } => state::get(ctx, &stack, &env, version).await,
+            StateCommand::List => state::list(ctx).await,
+            StateCommand::History { stack, env } => state::history(ctx, &stack, &env).await,
+            StateCommand::Rollback { stack, env, to } => {
+                state::rollback(ctx, &stack, &env, to).await
+            }
+        },
+        Command::Lock { command } => match command {
+            LockCommand::Acquire {
+                stack,
+                env,
+                ttl,
+                wait,
+                operation,
+            } => lock::acquire(ctx, &stack, &env, ttl, wait, &operation).await,
+            LockCommand::Release { stack, env, id } => lock::release(ctx, &stack, &env, &id).await,
+            LockCommand::Renew {
+                stack,
+                env,
+                id,
+                ttl,
+            } => lock::renew(ctx, &stack, &env, &id, ttl).await,
+            LockCommand::List => lock::list(ctx).await,
+            LockCommand::ForceUnlock { stack, env, id } => {
+                lock::force_unlock(ctx, &stack, &env, &id).await
+            }
+        },
+    }
+}

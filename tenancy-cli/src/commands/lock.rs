@@ -1,0 +1,160 @@
+//! Tenant lock commands: `lock acquire|release|renew|list|force-unlock`.
+//!
+//! Every call goes through [`TenantLocks`], so a tenant only ever names keys
+//! below `tenant:<id>:`; lock keys are `stack:<stack>:env:<env>`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tenancy_core::lock::validate_ttl;
+use tenancy_core::{LockId, LockInfo, LockKey, LockManager, LockRequest, Tenant};
+use tenancy_lock::TenantLocks;
+
+use super::Ctx;
+use crate::output::time;
+
+fn locks_for(ctx: &Ctx<'_>, t: &Tenant) -> TenantLocks<std::sync::Arc<dyn LockManager>> {
+    TenantLocks::new(ctx.services.locks.clone(), t.id.clone())
+}
+
+/// The lock key of `--stack S --env E` (exit 2 when either is malformed).
+pub fn stack_env_key(stack: &str, env: &str) -> anyhow::Result<LockKey> {
+    super::state::check_names(stack, env)?;
+    Ok(LockKey::stack_env(stack, env)?)
+}
+
+fn info_json(i: &LockInfo) -> serde_json::Value {
+    json!({
+        "key": i.key,
+        "lock_id": i.lock_id,
+        "tenant": i.tenant,
+        "who": i.who,
+        "operation": i.operation,
+        "created": i.created,
+        "expires": i.expires,
+        "last_heartbeat": i.last_heartbeat,
+        "fencing_token": i.fencing_token,
+        "version": i.version,
+    })
+}
+
+/// `tenancy lock acquire`.
+pub async fn acquire(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    ttl: Duration,
+    wait: Duration,
+    operation: &str,
+) -> anyhow::Result<()> {
+    let key = stack_env_key(stack, env)?;
+    validate_ttl(ttl)?;
+    let t = ctx.require_tenant().await?;
+    let locks = locks_for(ctx, &t);
+    let req = LockRequest::new(key.clone(), ttl).operation(operation);
+    req.validate()?;
+    let info = if wait.is_zero() {
+        locks.try_acquire(&req).await?
+    } else {
+        locks.acquire(&req, wait).await?
+    };
+    if ctx.is_json() {
+        ctx.out().json(&info_json(&info))
+    } else {
+        ctx.out().pairs(vec![
+            ("lock", info.key.to_string().into()),
+            ("lock_id", info.lock_id.to_string().into()),
+            ("fencing_token", info.fencing_token.to_string().into()),
+            ("expires", time(&info.expires).into()),
+        ])?;
+        ctx.note(&format!(
+            "Release it with `tenancy lock release --stack {stack} --env {env} --id {}`.",
+            info.lock_id
+        ))
+    }
+}
+
+/// `tenancy lock release`.
+pub async fn release(ctx: &mut Ctx<'_>, stack: &str, env: &str, id: &str) -> anyhow::Result<()> {
+    let key = stack_env_key(stack, env)?;
+    let lock_id = LockId::parse(id)?;
+    let t = ctx.require_tenant().await?;
+    locks_for(ctx, &t).release(&key, lock_id).await?;
+    if ctx.is_json() {
+        ctx.out()
+            .json(&json!({ "released": true, "key": key, "lock_id": lock_id }))
+    } else {
+        ctx.out().line(&format!("Released lock {key}."))
+    }
+}
+
+/// `tenancy lock renew`.
+pub async fn renew(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    id: &str,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let key = stack_env_key(stack, env)?;
+    let lock_id = LockId::parse(id)?;
+    validate_ttl(ttl)?;
+    let t = ctx.require_tenant().await?;
+    let info = locks_for(ctx, &t).renew(&key, lock_id, ttl).await?;
+    if ctx.is_json() {
+        ctx.out().json(&info_json(&info))
+    } else {
+        ctx.out().line(&format!(
+            "Renewed lock {key} until {}.",
+            time(&info.expires)
+        ))
+    }
+}
+
+/// `tenancy lock list`: this tenant's held locks.
+pub async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let t = ctx.require_tenant().await?;
+    let mut all = locks_for(ctx, &t).list("").await?;
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    if ctx.is_json() {
+        let v: Vec<_> = all.iter().map(info_json).collect();
+        return ctx.out().json(&v);
+    }
+    let rows = all
+        .iter()
+        .map(|i| {
+            vec![
+                i.key.to_string().into(),
+                i.lock_id.to_string().into(),
+                i.who.clone().into(),
+                i.operation.clone().into(),
+                i.fencing_token.to_string().into(),
+                time(&i.expires).into(),
+            ]
+        })
+        .collect();
+    ctx.out().table(
+        &["KEY", "LOCK ID", "WHO", "OPERATION", "FENCING", "EXPIRES"],
+        rows,
+        "No locks held.",
+    )
+}
+
+/// `tenancy lock force-unlock`.
+pub async fn force_unlock(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let key = stack_env_key(stack, env)?;
+    let lock_id = LockId::parse(id)?;
+    let t = ctx.require_tenant().await?;
+    locks_for(ctx, &t).force_unlock(&key, lock_id).await?;
+    if ctx.is_json() {
+        ctx.out()
+            .json(&json!({ "unlocked": true, "key": key, "lock_id": lock_id }))
+    } else {
+        ctx.out().line(&format!("Force-unlocked {key}."))
+    }
+}

@@ -1,0 +1,319 @@
+//! Tenant state commands: `state put|get|list|history|rollback` and `tenant stacks`.
+//!
+//! State lives in a [`StackStore`] on the tenant's [`TenantScoped`] view of
+//! the backend, so a tenant only ever reads and writes below
+//! `tenants/<id>/<version>/`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tenancy_core::{Error, Resource, StateBackend, StateKey, Tenant};
+use tenancy_state::stack::StackStore;
+use tenancy_state::TenantScoped;
+
+use super::Ctx;
+use crate::exit::CliError;
+use crate::output::{opt_time, time};
+
+/// The largest state document `state put` accepts: 64 MiB.
+pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+
+type Store = StackStore<TenantScoped<Arc<dyn StateBackend>>>;
+
+/// Validates `--stack` and `--env` as single key segments (exit 2 when malformed).
+pub fn check_names(stack: &str, env: &str) -> anyhow::Result<()> {
+    StateKey::segment(stack).map_err(|e| anyhow::Error::new(e).context("--stack"))?;
+    StateKey::segment(env).map_err(|e| anyhow::Error::new(e).context("--env"))?;
+    Ok(())
+}
+
+fn store_for(ctx: &Ctx<'_>, t: &Tenant) -> anyhow::Result<Store> {
+    let scoped = TenantScoped::for_tenant(ctx.services.backend.clone(), t)
+        .with_context(|| format!("scoping the backend to tenant {}", t.id))?;
+    Ok(StackStore::new(scoped))
+}
+
+fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value> {
+    let (what, mut bytes) = match file {
+        Some(p) if p != Path::new("-") => {
+            let f = std::fs::File::open(p)
+                .map_err(|e| CliError::usage(format!("cannot read --file {}: {e}", p.display())))?;
+            let mut buf = Vec::new();
+            f.take(MAX_STATE_BYTES + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| CliError::usage(format!("cannot read --file {}: {e}", p.display())))?;
+            (p.display().to_string(), buf)
+        }
+        _ => {
+            let mut buf = Vec::new();
+            (&mut ctx.io.stdin)
+                .take(MAX_STATE_BYTES + 1)
+                .read_to_end(&mut buf)
+                .context("reading the state document from stdin")?;
+            ("stdin".to_string(), buf)
+        }
+    };
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(CliError::usage(format!(
+            "the state document on {what} is larger than {} MiB",
+            MAX_STATE_BYTES / 1024 / 1024
+        ))
+        .into());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(CliError::usage(format!(
+            "the state document on {what} is empty; pass --file F or pipe a JSON document in"
+        ))
+        .into());
+    }
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        CliError::usage(format!(
+            "the state document on {what} is not JSON (line {}, column {}); nothing was saved",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    bytes.clear();
+    Ok(doc)
+}
+
+/// `tenancy state put --stack S --env E [--file F]`.
+pub async fn put(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
+    check_names(stack, env)?;
+    let t = ctx.require_tenant().await?;
+    let doc = read_document(ctx, file)?;
+    let store = store_for(ctx, &t)?;
+    let current = store.current(stack, env).await?;
+    let pairs = store.stacks().await?;
+    let mut reservation = None;
+    if !pairs.iter().any(|(s, _)| s == stack) {
+        // A new stack: check the quota on the stacks that exist, and reserve
+        // one atomically so concurrent creators cannot overshoot it together.
+        let existing = pairs
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64;
+        let limit = t.limits().max_stacks;
+        if existing >= limit {
+            return Err(Error::QuotaExceeded {
+                tenant: t.id.to_string(),
+                resource: Resource::Stacks.as_str().into(),
+                limit,
+                requested: existing + 1,
+                retry_after: None,
+            }
+            .into());
+        }
+        reservation = Some(
+            ctx.services
+                .registry
+                .reserve(&t.id, Resource::Stacks, 1)
+                .await
+                .with_context(|| format!("reserving a new stack {stack} for tenant {}", t.id))?,
+        );
+    }
+    let saved = store
+        .save(stack, env, &doc, current.as_ref().map(|c| c.serial))
+        .await;
+    if let Some(r) = &reservation {
+        let settle = match &saved {
+            Ok(_) => ctx.services.registry.commit(r).await,
+            Err(_) => ctx.services.registry.release(r).await,
+        };
+        if let Err(e) = settle {
+            ctx.warn(&format!(
+                "could not settle the stack quota reservation (it expires by itself): {e}"
+            ))?;
+        }
+    }
+    let saved = saved.with_context(|| format!("saving the state of {stack}/{env}"))?;
+    if ctx.is_json() {
+        ctx.out().json(&json!({
+            "stack": stack,
+            "env": env,
+            "serial": saved.serial,
+            "saved_at": saved.saved_at,
+        }))
+    } else {
+        ctx.out()
+            .line(&format!("Saved {stack}/{env} as version {}.", saved.serial))
+    }
+}
+
+/// `tenancy state get --stack S --env E [--version N]`: prints the stored
+/// JSON document itself (in both output modes).
+pub async fn get(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    version: Option<u64>,
+) -> anyhow::Result<()> {
+    check_names(stack, env)?;
+    let t = ctx.require_tenant().await?;
+    let store = store_for(ctx, &t)?;
+    let snapshot = match version {
+        Some(n) => store.version(stack, env, n).await?,
+        None => store.current(stack, env).await?.ok_or_else(|| {
+            Error::not_found(format!(
+                "no state for stack {stack} env {env}; store some with `tenancy state put --stack {stack} --env {env}`"
+            ))
+        })?,
+    };
+    let text = serde_json::to_string_pretty(&snapshot.document)?;
+    ctx.out().line(&text)
+}
+
+/// `tenancy state list`: every stack environment with its current version.
+pub async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let t = ctx.require_tenant().await?;
+    let store = store_for(ctx, &t)?;
+    let mut rows = Vec::new();
+    for (stack, env) in store.stacks().await? {
+        let cur = store.current(&stack, &env).await?;
+        rows.push((stack, env, cur.map(|c| (c.serial, c.saved_at))));
+    }
+    if ctx.is_json() {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(s, e, c)| {
+                json!({
+                    "stack": s,
+                    "env": e,
+                    "serial": c.map(|c| c.0),
+                    "saved_at": c.map(|c| c.1),
+                })
+            })
+            .collect();
+        return ctx.out().json(&v);
+    }
+    let rows = rows
+        .into_iter()
+        .map(|(s, e, c)| {
+            vec![
+                s.into(),
+                e.into(),
+                c.map(|c| c.0.to_string())
+                    .unwrap_or_else(|| "-".into())
+                    .into(),
+                opt_time(&c.map(|c| c.1)).into(),
+            ]
+        })
+        .collect();
+    ctx.out().table(
+        &["STACK", "ENV", "VERSION", "SAVED"],
+        rows,
+        "No state yet. Store some with `tenancy state put --stack S --env E --file state.json`.",
+    )
+}
+
+/// `tenancy tenant stacks`: stacks and their environments, against the stack limit.
+pub async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let t = ctx.require_tenant().await?;
+    let store = store_for(ctx, &t)?;
+    let mut by_stack: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (stack, env) in store.stacks().await? {
+        by_stack.entry(stack).or_default().push(env);
+    }
+    let limit = t.limits().max_stacks;
+    if ctx.is_json() {
+        let v: Vec<Value> = by_stack
+            .iter()
+            .map(|(s, envs)| json!({ "stack": s, "envs": envs }))
+            .collect();
+        return ctx.out().json(&json!({
+            "tenant": t.id,
+            "stacks": v,
+            "count": by_stack.len(),
+            "max_stacks": limit,
+        }));
+    }
+    let count = by_stack.len();
+    let rows = by_stack
+        .into_iter()
+        .map(|(s, envs)| vec![s.into(), envs.join(", ").into()])
+        .collect();
+    ctx.out()
+        .table(&["STACK", "ENVIRONMENTS"], rows, "No stacks yet.")?;
+    ctx.note(&format!("{count} of {limit} stacks used."))
+}
+
+/// `tenancy state history --stack S --env E`, oldest first.
+pub async fn history(ctx: &mut Ctx<'_>, stack: &str, env: &str) -> anyhow::Result<()> {
+    check_names(stack, env)?;
+    let t = ctx.require_tenant().await?;
+    let store = store_for(ctx, &t)?;
+    let entries = store.history(stack, env).await?;
+    if ctx.is_json() {
+        let v: Vec<Value> = entries
+            .iter()
+            .map(|h| {
+                json!({
+                    "serial": h.serial,
+                    "saved_at": h.saved_at,
+                    "size": h.size,
+                    "rolled_back_from": h.rolled_back_from,
+                })
+            })
+            .collect();
+        return ctx.out().json(&v);
+    }
+    let rows = entries
+        .iter()
+        .map(|h| {
+            vec![
+                h.serial.to_string().into(),
+                time(&h.saved_at).into(),
+                h.size.to_string().into(),
+                h.rolled_back_from
+                    .map(|n| format!("rollback to {n}"))
+                    .unwrap_or_default()
+                    .into(),
+            ]
+        })
+        .collect();
+    ctx.out().table(
+        &["VERSION", "SAVED", "BYTES", "NOTE"],
+        rows,
+        &format!("No state for {stack}/{env}."),
+    )
+}
+
+/// `tenancy state rollback --stack S --env E --to N`: makes version N current
+/// again, as a new version.
+pub async fn rollback(ctx: &mut Ctx<'_>, stack: &str, env: &str, to: u64) -> anyhow::Result<()> {
+    check_names(stack, env)?;
+    let t = ctx.require_tenant().await?;
+    let store = store_for(ctx, &t)?;
+    let cur = store
+        .current(stack, env)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no state for stack {stack} env {env}")))?;
+    let v = store
+        .rollback(stack, env, to, Some(cur.serial))
+        .await
+        .with_context(|| format!("rolling {stack}/{env} back to version {to}"))?;
+    if ctx.is_json() {
+        ctx.out().json(&json!({
+            "stack": stack,
+            "env": env,
+            "serial": v.serial,
+            "rolled_back_from": to,
+            "saved_at": v.saved_at,
+        }))
+    } else {
+        ctx.out().line(&format!(
+            "Rolled {stack}/{env} back to version {to}; it is now version {}.",
+            v.serial
+        ))
+    }
+}

@@ -1,0 +1,388 @@
+//! Printing results: aligned tables or JSON, colour only on a terminal.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tenancy_core::{Tenant, TenantStatus};
+
+use crate::cli::OutputFormat;
+
+/// Writes results to stdout in the chosen format.
+pub struct Out<'a> {
+    w: &'a mut dyn Write,
+    /// The output format.
+    pub format: OutputFormat,
+    color: bool,
+}
+
+impl std::fmt::Debug for Out<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Out")
+            .field("format", &self.format)
+            .field("color", &self.color)
+            .finish_non_exhaustive()
+    }
+}
+
+/// ANSI styles, used only when colour is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Bold (headers).
+    Bold,
+    /// Green (good).
+    Green,
+    /// Yellow (attention).
+    Yellow,
+    /// Red (bad).
+    Red,
+    /// Dim (secondary).
+    Dim,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Bold => "1",
+            Style::Green => "32",
+            Style::Yellow => "33",
+            Style::Red => "31",
+            Style::Dim => "2",
+        }
+    }
+}
+
+/// `text` in `style` when `color`, else as is.
+pub fn paint(color: bool, style: Style, text: &str) -> String {
+    if color {
+        format!("\x1b[{}m{text}\x1b[0m", style.code())
+    } else {
+        text.to_string()
+    }
+}
+
+/// The style of a status word.
+pub fn status_style(status: TenantStatus) -> Style {
+    match status {
+        TenantStatus::Active => Style::Green,
+        TenantStatus::Suspended => Style::Yellow,
+        TenantStatus::Expired | TenantStatus::Deleted => Style::Red,
+    }
+}
+
+/// One table cell: text and an optional style applied after padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    text: String,
+    style: Option<Style>,
+}
+
+impl Cell {
+    /// A styled cell.
+    pub fn styled(text: impl Into<String>, style: Style) -> Self {
+        Cell {
+            text: text.into(),
+            style: Some(style),
+        }
+    }
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Cell { text, style: None }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        Cell {
+            text: text.to_string(),
+            style: None,
+        }
+    }
+}
+
+/// Terminal-safe text: control characters shown escaped.
+fn safe(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars().flat_map(char::escape_debug).collect()
+    } else {
+        s.to_string()
+    }
+}
+
+impl<'a> Out<'a> {
+    /// An output on `w`.
+    pub fn new(w: &'a mut dyn Write, format: OutputFormat, color: bool) -> Self {
+        Out { w, format, color }
+    }
+
+    /// True for `--output json`.
+    pub fn is_json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// True when colour is on.
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    /// Prints a JSON document (pretty, one per command).
+    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> anyhow::Result<()> {
+        serde_json::to_writer_pretty(&mut *self.w, value)?;
+        writeln!(self.w)?;
+        Ok(())
+    }
+
+    /// Prints a line of text.
+    pub fn line(&mut self, text: &str) -> anyhow::Result<()> {
+        writeln!(self.w, "{text}")?;
+        Ok(())
+    }
+
+    /// Writes raw bytes (a stored document).
+    pub fn raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.w.write_all(bytes)?;
+        if !bytes.ends_with(b"\n") {
+            writeln!(self.w)?;
+        }
+        Ok(())
+    }
+
+    /// Prints an aligned table; an empty table prints `empty` instead.
+    pub fn table(
+        &mut self,
+        headers: &[&str],
+        rows: Vec<Vec<Cell>>,
+        empty: &str,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return self.line(empty);
+        }
+        let rows: Vec<Vec<Cell>> = rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|c| Cell {
+                        text: safe(&c.text),
+                        style: c.style,
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                if i < widths.len() {
+                    widths[i] = widths[i].max(c.text.chars().count());
+                }
+            }
+        }
+        let render = |cells: Vec<(String, Option<Style>)>, color: bool| -> String {
+            let last = cells.len().saturating_sub(1);
+            let mut line = String::new();
+            for (i, (text, style)) in cells.into_iter().enumerate() {
+                let pad = if i == last {
+                    0
+                } else {
+                    widths[i].saturating_sub(text.chars().count()) + 2
+                };
+                match style {
+                    Some(s) => line.push_str(&paint(color, s, &text)),
+                    None => line.push_str(&text),
+                }
+                line.push_str(&" ".repeat(pad));
+            }
+            line
+        };
+        let header = render(
+            headers
+                .iter()
+                .map(|h| (h.to_string(), Some(Style::Bold)))
+                .collect(),
+            self.color,
+        );
+        writeln!(self.w, "{}", header.trim_end())?;
+        for r in rows {
+            let line = render(
+                r.into_iter().map(|c| (c.text, c.style)).collect(),
+                self.color,
+            );
+            writeln!(self.w, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+
+    /// Prints `key: value` pairs with aligned values.
+    pub fn pairs(&mut self, pairs: Vec<(&str, Cell)>) -> anyhow::Result<()> {
+        let width = pairs
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (k, v) in pairs {
+            let text = safe(&v.text);
+            let value = match v.style {
+                Some(s) => paint(self.color, s, &text),
+                None => text,
+            };
+            writeln!(self.w, "{k:<width$}  {value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A time for tables: `2024-05-01 12:00:00Z`.
+pub fn time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+/// An optional time for tables.
+pub fn opt_time(t: &Option<DateTime<Utc>>) -> String {
+    t.as_ref().map(time).unwrap_or_else(|| "-".into())
+}
+
+/// A tenant as shown to users: effective status and limits, and never the
+/// credential hash.
+pub fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
+    let c = &t.credential;
+    json!({
+        "id": t.id,
+        "display_name": t.display_name,
+        "email": t.email,
+        "status": t.effective_status(now),
+        "plan": t.plan,
+        "limits": t.limits(),
+        "limit_overrides": t.limit_overrides,
+        "credential": {
+            "algorithm": c.algorithm,
+            "cost": c.cost,
+            "prefix": c.prefix,
+            "generation": c.generation,
+            "rotations": c.rotations,
+            "last_rotated": c.last_rotated,
+        },
+        "storage": t.storage,
+        "lock_prefix": t.lock_prefix,
+        "metadata": t.metadata,
+        "suspended_reason": t.suspended_reason,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "expires_at": t.expires_at,
+        "deleted_at": t.deleted_at,
+        "revision": t.revision,
+    })
+}
+
+/// A tenant as `key: value` rows for tables.
+pub fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str, Cell)> {
+    let status = t.effective_status(now);
+    let l = t.limits();
+    let mut rows: Vec<(&'static str, Cell)> = vec![
+        ("id", t.id.to_string().into()),
+        ("display name", t.display_name.clone().into()),
+        ("email", t.email.clone().unwrap_or_else(|| "-".into()).into()),
+        ("status", Cell::styled(status.as_str(), status_style(status))),
+        ("plan", t.plan.as_str().into()),
+        (
+            "limits",
+            format!(
+                "stacks {}, services {}, monthly cost {}, jobs {}, workers {}, jobs/hour {}, cpu {}, gpu {}, rps {}",
+                l.max_stacks,
+                l.max_services,
+                l.monthly_cost_limit,
+                l.max_concurrent_jobs,
+                l.max_workers,
+                l.max_jobs_per_hour,
+                l.max_cpu_cores,
+                l.max_gpus,
+                l.requests_per_second
+            )
+            .into(),
+        ),
+        (
+            "credential",
+            format!(
+                "{}_..., generation {}, rotated {} times, last {}",
+                t.credential.prefix,
+                t.credential.generation,
+                t.credential.rotations,
+                opt_time(&t.credential.last_rotated)
+            )
+            .into(),
+        ),
+        ("state prefix", format!("{}/{}", t.storage.prefix, t.storage.version).into()),
+        ("lock prefix", t.lock_prefix.clone().into()),
+        ("created", time(&t.created_at).into()),
+        ("updated", time(&t.updated_at).into()),
+        ("expires", opt_time(&t.expires_at).into()),
+    ];
+    if let Some(r) = &t.suspended_reason {
+        rows.push(("suspended because", r.clone().into()));
+    }
+    if t.deleted_at.is_some() {
+        rows.push(("deleted", opt_time(&t.deleted_at).into()));
+    }
+    for (k, v) in &t.metadata {
+        rows.push(("metadata", format!("{k}={v}").into()));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_aligned_and_plain_without_colour() {
+        let mut buf = Vec::new();
+        let mut out = Out::new(&mut buf, OutputFormat::Table, false);
+        out.table(
+            &["ID", "STATUS", "PLAN"],
+            vec![
+                vec![
+                    "acme".into(),
+                    Cell::styled("active", Style::Green),
+                    "free".into(),
+                ],
+                vec![
+                    "globex-corp".into(),
+                    Cell::styled("suspended", Style::Yellow),
+                    "pro".into(),
+                ],
+            ],
+            "no tenants",
+        )
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "ID           STATUS     PLAN");
+        assert_eq!(lines[1], "acme         active     free");
+        assert_eq!(lines[2], "globex-corp  suspended  pro");
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn colour_keeps_alignment_and_control_chars_are_escaped() {
+        let mut buf = Vec::new();
+        let mut out = Out::new(&mut buf, OutputFormat::Table, true);
+        out.table(
+            &["A", "B"],
+            vec![vec![Cell::styled("x", Style::Red), "evil\x1b[2J".into()]],
+            "",
+        )
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("\x1b[31mx\x1b[0m  "), "{text:?}");
+        assert!(text.contains("evil\\u{1b}[2J"), "{text:?}");
+    }
+
+    #[test]
+    fn empty_tables_say_so() {
+        let mut buf = Vec::new();
+        let mut out = Out::new(&mut buf, OutputFormat::Table, false);
+        out.table(&["A"], vec![], "nothing here").unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), "nothing here\n");
+    }
+}

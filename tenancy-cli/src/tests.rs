@@ -1,0 +1,772 @@
+//! In-process tests of whole commands: `run_with_services` on a shared
+//! in-memory store with a temporary `TENANCY_HOME`, scripted prompts and
+//! captured output.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tenancy_core::{MemoryBackend, Session, StateBackend};
+
+use crate::home::{Home, SessionFile, SessionSlot, SESSION_FORMAT};
+use crate::io::testing::{test_io, Scripted};
+use crate::{run_with_services, Services};
+
+const LABEL: &str = "memory://test";
+const PASSWORD: &str = "correct horse battery";
+
+struct Harness {
+    home: tempfile::TempDir,
+    backend: Arc<dyn StateBackend>,
+    services: Services,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Outcome {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+        Harness {
+            home: tempfile::tempdir().unwrap(),
+            services: Services::on_backend(backend.clone(), 4),
+            backend,
+        }
+    }
+
+    fn run_full(
+        &self,
+        args: &[&str],
+        stdin: &str,
+        env: &[(&str, &str)],
+        prompter: Scripted,
+    ) -> Outcome {
+        let home = self.home.path().to_string_lossy().into_owned();
+        let mut vars: Vec<(&str, &str)> = vec![("TENANCY_HOME", &home)];
+        vars.extend_from_slice(env);
+        let mut t = test_io(stdin, &vars, prompter);
+        let mut argv = vec!["tenancy"];
+        argv.extend_from_slice(args);
+        let code = run_with_services(argv, &mut t.io, &self.services, LABEL);
+        Outcome {
+            code,
+            out: t.out.text(),
+            err: t.err.text(),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Outcome {
+        self.run_full(args, stdin, &[], Scripted::default())
+    }
+
+    fn ok(&self, args: &[&str], stdin: &str) -> Outcome {
+        let o = self.run(args, stdin);
+        assert_eq!(o.code, 0, "{args:?}: {o:?}");
+        o
+    }
+
+    fn fails(&self, args: &[&str], stdin: &str, code: i32) -> Outcome {
+        let o = self.run(args, stdin);
+        assert_eq!(o.code, code, "{args:?}: {o:?}");
+        assert!(o.err.starts_with("error: "), "{args:?}: {o:?}");
+        assert_eq!(o.err.trim_end().lines().count(), 1, "one line: {o:?}");
+        o
+    }
+
+    fn admin(&self) {
+        self.ok(
+            &["init", "--admin-password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        self.ok(
+            &["admin", "login", "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+    }
+
+    /// Creates a tenant and returns its secret.
+    fn tenant(&self, id: &str, extra: &[&str]) -> String {
+        let mut args = vec!["--output", "json", "tenant", "init", "--name", id];
+        args.extend_from_slice(extra);
+        let o = self.ok(&args, "");
+        let v = o.json();
+        assert_eq!(v["tenant"]["id"], id);
+        assert!(o.err.contains("shown only this once"), "{o:?}");
+        v["secret"].as_str().unwrap().to_string()
+    }
+
+    fn login(&self, id: &str, secret: &str) {
+        self.ok(
+            &["login", "--tenant", id, "--secret-stdin"],
+            &format!("{secret}\n"),
+        );
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tenancy_core::StateBackendExt;
+            self.backend
+                .list_keys(None)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| k.to_string())
+                .collect()
+        })
+    }
+}
+
+#[test]
+fn admin_workflow() {
+    let h = Harness::new();
+    h.fails(&["tenant", "list"], "", 3);
+    h.fails(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+        5,
+    );
+    h.fails(&["init", "--admin-password-stdin"], "short\n", 2);
+    h.fails(&["init"], "", 2);
+    h.admin();
+    let o = h.fails(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+        6,
+    );
+    assert!(o.err.contains("already exists"), "{o:?}");
+    let o = h.fails(
+        &["admin", "login", "--password-stdin"],
+        "wrong password\n",
+        3,
+    );
+    assert!(o.err.contains("wrong admin password"), "{o:?}");
+
+    let s1 = h.tenant("acme", &["--plan", "pro", "--email", "ops@acme.test"]);
+    let s2 = h.tenant("globex", &[]);
+    h.tenant("initech", &["--secret-prefix", "init"]);
+    assert_ne!(s1, s2);
+    assert!(s1.starts_with("tnc_"));
+    h.fails(&["tenant", "init", "--name", "acme"], "", 6);
+    h.fails(&["tenant", "init", "--name", "Bad_Id"], "", 2);
+    h.fails(&["tenant", "init", "--name", "default"], "", 2);
+
+    let list = h.ok(&["--output", "json", "tenant", "list"], "").json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", "globex", "initech"]);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "active"));
+    assert!(
+        !h.ok(&["--output", "json", "tenant", "list"], "")
+            .out
+            .contains("$2"),
+        "no hashes shown"
+    );
+
+    let show = h
+        .ok(&["tenant", "show", "acme", "--output", "json"], "")
+        .json();
+    assert_eq!(show["status"], "active");
+    assert_eq!(show["plan"], "pro");
+    assert_eq!(show["email"], "ops@acme.test");
+    assert!(show["credential"].get("hash").is_none());
+    h.fails(&["tenant", "show", "nobody"], "", 5);
+    h.fails(&["tenant", "show", "../etc"], "", 2);
+
+    let table = h.ok(&["tenant", "list"], "").out;
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("globex"), "{table}");
+
+    let o = h.ok(
+        &[
+            "--output",
+            "json",
+            "tenant",
+            "update",
+            "globex",
+            "--plan",
+            "basic",
+            "--max-stacks",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(o.json()["limits"]["max_stacks"], 2);
+    assert_eq!(o.json()["plan"], "basic");
+    h.fails(&["tenant", "update", "globex"], "", 2);
+    h.fails(
+        &["tenant", "update", "globex", "--expires-at", "tomorrow"],
+        "",
+        2,
+    );
+
+    h.ok(&["tenant", "suspend", "initech", "--reason", "unpaid"], "");
+    let stats = h.ok(&["--output", "json", "tenant", "stats"], "").json();
+    assert_eq!(stats["total"], 3);
+    assert_eq!(stats["by_status"]["active"], 2);
+    assert_eq!(stats["by_status"]["suspended"], 1);
+    let filtered = h
+        .ok(
+            &[
+                "--output",
+                "json",
+                "tenant",
+                "list",
+                "--status",
+                "suspended",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+
+    let session = h.ok(&["--output", "json", "admin", "session"], "").json();
+    assert_eq!(session["kind"], "admin");
+    h.ok(&["admin", "logout"], "");
+    h.fails(&["tenant", "list"], "", 3);
+    h.fails(&["admin", "session"], "", 3);
+}
+
+#[test]
+fn tenant_workflow_isolation_rotation_suspension_deletion() {
+    let h = Harness::new();
+    h.admin();
+    let acme = h.tenant("acme", &[]);
+    let globex = h.tenant("globex", &[]);
+
+    h.fails(&["state", "list"], "", 4); // only an admin session: wrong mode
+    h.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        "tnc_wrongwrongwrongwrongwrongwrong12\n",
+        3,
+    );
+    h.fails(
+        &["login", "--tenant", "nobody", "--secret-stdin"],
+        &format!("{acme}\n"),
+        3,
+    );
+    h.fails(
+        &["login", "--tenant", "globex", "--secret-stdin"],
+        &format!("{acme}\n"),
+        3,
+    );
+    h.login("acme", &acme);
+    let s = h.ok(&["--output", "json", "session"], "").json();
+    assert_eq!(s["tenant"], "acme");
+
+    let o = h.ok(
+        &[
+            "--output", "json", "state", "put", "--stack", "web", "--env", "prod",
+        ],
+        "{\"replicas\": 1}",
+    );
+    assert_eq!(o.json()["serial"], 1);
+    h.ok(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{\"replicas\": 2}",
+    );
+    let got = h
+        .ok(&["state", "get", "--stack", "web", "--env", "prod"], "")
+        .json();
+    assert_eq!(got, serde_json::json!({"replicas": 2}));
+    let got = h
+        .ok(
+            &[
+                "--output",
+                "json",
+                "state",
+                "get",
+                "--stack",
+                "web",
+                "--env",
+                "prod",
+                "--version",
+                "1",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(got, serde_json::json!({"replicas": 1}));
+    let hist = h
+        .ok(
+            &[
+                "--output", "json", "state", "history", "--stack", "web", "--env", "prod",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(hist.as_array().unwrap().len(), 2);
+    h.ok(
+        &[
+            "state", "rollback", "--stack", "web", "--env", "prod", "--to", "1",
+        ],
+        "",
+    );
+    let got = h
+        .ok(&["state", "get", "--stack", "web", "--env", "prod"], "")
+        .json();
+    assert_eq!(got, serde_json::json!({"replicas": 1}));
+    let hist = h
+        .ok(
+            &[
+                "--output", "json", "state", "history", "--stack", "web", "--env", "prod",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(hist[2]["rolled_back_from"], 1);
+    h.fails(
+        &[
+            "state", "rollback", "--stack", "web", "--env", "prod", "--to", "9",
+        ],
+        "",
+        5,
+    );
+    h.fails(&["state", "get", "--stack", "web", "--env", "nope"], "", 5);
+
+    let lock = h
+        .ok(
+            &[
+                "--output",
+                "json",
+                "lock",
+                "acquire",
+                "--stack",
+                "web",
+                "--env",
+                "prod",
+                "--ttl",
+                "60s",
+                "--operation",
+                "deploy",
+            ],
+            "",
+        )
+        .json();
+    let lock_id = lock["lock_id"].as_str().unwrap().to_string();
+    assert_eq!(lock["fencing_token"], 1);
+    let o = h.fails(
+        &["lock", "acquire", "--stack", "web", "--env", "prod"],
+        "",
+        6,
+    );
+    assert!(o.err.contains("held"), "{o:?}");
+    let locks = h.ok(&["--output", "json", "lock", "list"], "").json();
+    assert_eq!(locks.as_array().unwrap().len(), 1);
+    assert_eq!(locks[0]["lock_id"], lock_id.as_str());
+    h.ok(
+        &[
+            "lock", "renew", "--stack", "web", "--env", "prod", "--id", &lock_id, "--ttl", "2m",
+        ],
+        "",
+    );
+
+    // globex sees none of it and cannot touch it.
+    h.login("globex", &globex);
+    h.fails(&["state", "get", "--stack", "web", "--env", "prod"], "", 5);
+    assert_eq!(
+        h.ok(&["--output", "json", "state", "list"], "").json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        h.ok(&["--output", "json", "lock", "list"], "").json(),
+        serde_json::json!([])
+    );
+    let o = h.run(
+        &[
+            "lock", "release", "--stack", "web", "--env", "prod", "--id", &lock_id,
+        ],
+        "",
+    );
+    assert_ne!(o.code, 0, "{o:?}");
+    let o = h.run(
+        &[
+            "lock",
+            "force-unlock",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--id",
+            &lock_id,
+        ],
+        "",
+    );
+    assert_ne!(o.code, 0, "{o:?}");
+    // globex can take its own lock of the same name.
+    h.ok(&["lock", "acquire", "--stack", "web", "--env", "prod"], "");
+
+    h.login("acme", &acme);
+    assert_eq!(
+        h.ok(&["--output", "json", "lock", "list"], "").json()[0]["lock_id"],
+        lock_id.as_str()
+    );
+    h.ok(
+        &[
+            "lock", "release", "--stack", "web", "--env", "prod", "--id", &lock_id,
+        ],
+        "",
+    );
+    assert_eq!(
+        h.ok(&["--output", "json", "lock", "list"], "").json(),
+        serde_json::json!([])
+    );
+
+    // Rotation: the old session and the old secret stop working; state stays.
+    h.fails(&["tenant", "rotate", "acme"], "", 2); // needs --yes without a terminal
+    let rotated = h
+        .ok(
+            &["--output", "json", "tenant", "rotate", "acme", "--yes"],
+            "",
+        )
+        .json();
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, acme);
+    let o = h.fails(&["state", "list"], "", 3);
+    assert!(o.err.contains("rotated; log in again"), "{o:?}");
+    h.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{acme}\n"),
+        3,
+    );
+    h.login("acme", &new_secret);
+    let got = h
+        .ok(&["state", "get", "--stack", "web", "--env", "prod"], "")
+        .json();
+    assert_eq!(got, serde_json::json!({"replicas": 1}));
+
+    // Suspension: the session and logins are refused until activation.
+    h.ok(&["tenant", "suspend", "acme"], "");
+    let o = h.fails(&["state", "list"], "", 4);
+    assert!(o.err.contains("suspended"), "{o:?}");
+    h.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{new_secret}\n"),
+        4,
+    );
+    h.ok(&["tenant", "activate", "acme"], "");
+    h.ok(&["state", "list"], "");
+    h.login("acme", &new_secret);
+
+    // Deletion: needs confirmation, archives the state, refuses logins.
+    h.fails(&["tenant", "delete", "acme"], "", 2);
+    assert!(h.keys().iter().any(|k| k.starts_with("tenants/acme/")));
+    let deleted = h
+        .ok(
+            &["--output", "json", "tenant", "delete", "acme", "--confirm"],
+            "",
+        )
+        .json();
+    assert_eq!(deleted["status"], "deleted");
+    let keys = h.keys();
+    assert!(
+        keys.iter().any(|k| k.starts_with("archive/acme/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("tenants/acme/")),
+        "{keys:?}"
+    );
+    h.fails(&["state", "list"], "", 4);
+    h.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{new_secret}\n"),
+        4,
+    );
+    let show = h
+        .ok(&["--output", "json", "tenant", "show", "acme"], "")
+        .json();
+    assert_eq!(show["status"], "deleted");
+}
+
+#[test]
+fn modes_sessions_and_bad_input_change_nothing() {
+    let h = Harness::new();
+    h.admin();
+    let secret = h.tenant("acme", &[]);
+    h.ok(&["admin", "logout"], "");
+    h.fails(&["state", "list"], "", 3); // no session at all
+    h.login("acme", &secret);
+    let o = h.fails(&["tenant", "list"], "", 4); // tenant session, admin command
+    assert!(o.err.contains("tenant acme"), "{o:?}");
+    h.fails(&["tenant", "init", "--name", "evil"], "", 4);
+    h.fails(&["migrate", "--tenant", "acme"], "", 4);
+
+    let before = h.keys();
+    h.fails(
+        &["state", "put", "--stack", "../x", "--env", "prod"],
+        "{}",
+        2,
+    );
+    h.fails(
+        &["state", "put", "--stack", "web", "--env", "../../registry"],
+        "{}",
+        2,
+    );
+    h.fails(
+        &["state", "put", "--stack", "a/b", "--env", "prod"],
+        "{}",
+        2,
+    );
+    h.fails(
+        &["state", "get", "--stack", ".hidden", "--env", "prod"],
+        "",
+        2,
+    );
+    h.fails(
+        &["lock", "acquire", "--stack", "web:x", "--env", "prod"],
+        "",
+        2,
+    );
+    h.fails(
+        &[
+            "lock",
+            "release",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--id",
+            "not-a-uuid",
+        ],
+        "",
+        2,
+    );
+    h.fails(
+        &[
+            "lock", "acquire", "--stack", "web", "--env", "prod", "--ttl", "0s",
+        ],
+        "",
+        2,
+    );
+    let o = h.fails(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{not json",
+        2,
+    );
+    assert!(o.err.contains("not JSON"), "{o:?}");
+    h.fails(&["state", "put", "--stack", "web", "--env", "prod"], "", 2);
+    h.fails(
+        &[
+            "state",
+            "put",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--file",
+            "/nonexistent/x.json",
+        ],
+        "",
+        2,
+    );
+    h.fails(
+        &["login", "--tenant", "Not_An_Id", "--secret-stdin"],
+        "x\n",
+        2,
+    );
+    h.fails(&["login", "--secret-stdin"], "x\n", 2); // no tenant, no terminal
+    h.fails(&["login", "--tenant", "acme"], "", 2); // no secret, no terminal
+    h.fails(&["lock", "acquire"], "", 2); // clap usage error
+    assert_eq!(h.keys(), before, "bad input changed the store");
+
+    let home = Home::at(h.home.path());
+    // Expired session.
+    let mut file = home.load(SessionSlot::Tenant).unwrap().unwrap();
+    let good = file.clone();
+    file.session.expires_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+    home.save(SessionSlot::Tenant, &file).unwrap();
+    let o = h.fails(&["state", "list"], "", 3);
+    assert!(o.err.contains("expired"), "{o:?}");
+    // A session for another backend.
+    let other = SessionFile {
+        backend: "file:///elsewhere".into(),
+        ..good.clone()
+    };
+    home.save(SessionSlot::Tenant, &other).unwrap();
+    let o = h.fails(&["state", "list"], "", 3);
+    assert!(o.err.contains("file:///elsewhere"), "{o:?}");
+    // Corrupted session file.
+    std::fs::write(home.session_path(SessionSlot::Tenant), b"\x00garbage").unwrap();
+    let o = h.fails(&["state", "list"], "", 3);
+    assert!(o.err.contains("corrupted"), "{o:?}");
+    // A forged session of a tenant that does not exist.
+    let ghost = SessionFile {
+        format: SESSION_FORMAT,
+        backend: LABEL.into(),
+        session: Session {
+            kind: tenancy_core::SessionKind::Tenant {
+                tenant: tenancy_core::TenantId::new("ghost").unwrap(),
+                generation: 1,
+            },
+            ..good.session.clone()
+        },
+    };
+    home.save(SessionSlot::Tenant, &ghost).unwrap();
+    h.fails(&["state", "list"], "", 3);
+    home.save(SessionSlot::Tenant, &good).unwrap();
+    h.ok(&["state", "list"], "");
+    assert_eq!(h.keys(), before);
+    h.ok(&["logout"], "");
+    h.fails(&["session"], "", 3);
+}
+
+#[test]
+fn quota_on_new_stacks() {
+    let h = Harness::new();
+    h.admin();
+    let secret = h.tenant("acme", &["--max-stacks", "2"]);
+    h.login("acme", &secret);
+    h.ok(&["state", "put", "--stack", "a", "--env", "prod"], "{}");
+    h.ok(&["state", "put", "--stack", "a", "--env", "dev"], "{}");
+    h.ok(&["state", "put", "--stack", "b", "--env", "prod"], "{}");
+    let o = h.fails(&["state", "put", "--stack", "c", "--env", "prod"], "{}", 7);
+    assert!(o.err.contains("stacks"), "{o:?}");
+    // Existing stacks take new versions and environments.
+    h.ok(
+        &["state", "put", "--stack", "b", "--env", "prod"],
+        "{\"v\": 2}",
+    );
+    h.ok(&["state", "put", "--stack", "b", "--env", "staging"], "{}");
+    let stacks = h.ok(&["--output", "json", "tenant", "stacks"], "").json();
+    assert_eq!(stacks["count"], 2);
+    let usage = h.ok(&["--output", "json", "tenant", "usage"], "").json();
+    assert_eq!(usage["usage"]["stacks"], 2);
+    assert_eq!(usage["limits"]["max_stacks"], 2);
+    let details = h.ok(&["--output", "json", "tenant", "details"], "").json();
+    assert_eq!(details["id"], "acme");
+}
+
+#[test]
+fn prompts_on_a_terminal() {
+    let h = Harness::new();
+    let p = |answers: &[&str]| Scripted {
+        interactive: true,
+        answers: answers.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let o = h.run_full(&["init"], "", &[], p(&[PASSWORD, "something else"]));
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = h.run_full(&["init"], "", &[], p(&[PASSWORD, PASSWORD]));
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = h.run_full(&["admin", "login"], "", &[], p(&[PASSWORD]));
+    assert_eq!(o.code, 0, "{o:?}");
+    let secret = h.tenant("acme", &[]);
+    let o = h.run_full(&["tenant", "rotate", "acme"], "", &[], p(&["n"]));
+    assert_eq!(o.code, 2, "{o:?}");
+    h.login("acme", &secret); // not rotated
+    let o = h.run_full(&["tenant", "delete", "acme"], "", &[], p(&["acne"]));
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = h.run_full(
+        &["--output", "json", "tenant", "rotate", "acme"],
+        "",
+        &[],
+        p(&["y"]),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let secret = o.json()["secret"].as_str().unwrap().to_string();
+    let o = h.run_full(&["login"], "", &[], p(&["acme", &secret]));
+    assert_eq!(o.code, 0, "{o:?}");
+    // Environment variables instead of prompts.
+    let o = h.run_full(
+        &["login"],
+        "",
+        &[("TENANCY_TENANT", "acme"), ("TENANCY_SECRET", &secret)],
+        Scripted::default(),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = h.run_full(
+        &["admin", "login"],
+        "",
+        &[("TENANCY_ADMIN_PASSWORD", PASSWORD)],
+        Scripted::default(),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = h.run_full(&["tenant", "delete", "acme"], "", &[], p(&["acme"]));
+    assert_eq!(o.code, 0, "{o:?}");
+}
+
+#[test]
+fn migrate_a_single_tenant_tree() {
+    let h = Harness::new();
+    h.admin();
+    let secret = h.tenant("acme", &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let legacy = tenancy_state::stack::StackStore::new(h.backend.clone());
+        legacy
+            .save("web", "prod", &serde_json::json!({"legacy": true}), None)
+            .await
+            .unwrap();
+        legacy
+            .save("db", "prod", &serde_json::json!({"legacy": "db"}), None)
+            .await
+            .unwrap();
+    });
+    let o = h.ok(&["--output", "json", "migrate", "--tenant", "acme"], "");
+    let report = o.json();
+    assert_eq!(report["clean"], true, "{o:?}");
+    assert_eq!(report["copied"], report["source_objects"]);
+    // Running it again copies nothing.
+    let again = h
+        .ok(
+            &[
+                "--output", "json", "migrate", "--tenant", "acme", "--from", "stacks",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(again["copied"], 0);
+    h.fails(&["migrate", "--tenant", "nobody"], "", 5);
+    h.fails(&["migrate", "--tenant", "acme", "--from", "../x"], "", 2);
+    h.login("acme", &secret);
+    let got = h
+        .ok(&["state", "get", "--stack", "web", "--env", "prod"], "")
+        .json();
+    assert_eq!(got, serde_json::json!({"legacy": true}));
+    let list = h.ok(&["--output", "json", "state", "list"], "").json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn version_help_completions_and_usage_errors() {
+    let h = Harness::new();
+    let o = h.ok(&["version"], "");
+    assert!(o.out.starts_with("tenancy 0."), "{o:?}");
+    let v = h.ok(&["--output", "json", "version"], "").json();
+    assert_eq!(v["name"], "tenancy");
+    let o = h.ok(&["--help"], "");
+    assert!(
+        o.out.contains("Exit codes:") && o.out.contains("7  quota exceeded"),
+        "{o:?}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = h.ok(&["completions", shell], "");
+        assert!(o.out.contains("tenancy"), "{shell}");
+    }
+    let o = h.run(&["frobnicate"], "");
+    assert_eq!(o.code, 2, "{o:?}");
+    let o = h.run(&["completions", "powershell"], "");
+    assert_eq!(o.code, 2, "{o:?}");
+}
