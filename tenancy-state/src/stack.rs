@@ -414,8 +414,10 @@ impl<B: StateBackend> StackStore<B> {
                     Some(s) if s == serial + 1 => now_prev.as_deref() == Some(write_id.as_str()),
                     Some(s) if s > serial + 1 => match self.read_entry(&keys, serial + 1).await? {
                         Some((next, _)) => next.prev_id.as_deref() == Some(write_id.as_str()),
-                        // cannot tell; the entry stays off the chain if it is stray
-                        None => return Err(stale(&keys, expected, now)),
+                        // the next entry was pruned, so ours is in the pruned
+                        // range whether or not it was ever committed: remove
+                        // it, and report the (unknowable) outcome as stale
+                        None => false,
                     },
                     _ => false,
                 };
@@ -513,35 +515,58 @@ impl<B: StateBackend> StackStore<B> {
     }
 
     /// A committed version by serial; [`Error::NotFound`] if it does not
-    /// exist or was pruned.
+    /// exist or was pruned. One backend call for the current version,
+    /// otherwise two or three.
     pub async fn version(&self, stack: &str, env: &str, serial: u64) -> Result<StackSnapshot> {
         let keys = Keys::new(stack, env)?;
+        self.version_of(&keys, stack, env, serial).await
+    }
+
+    async fn version_of(
+        &self,
+        keys: &Keys,
+        stack: &str,
+        env: &str,
+        serial: u64,
+    ) -> Result<StackSnapshot> {
         let missing = || Error::not_found(format!("version {serial} of stack {}", keys.name));
-        let Some((cur, _, _)) = self.read_state(&keys).await? else {
+        let Some((cur, version, _)) = self.read_state(keys).await? else {
+            self.forget(stack, env);
             return Err(missing());
         };
+        self.remember(
+            stack,
+            env,
+            Seen {
+                serial: cur.serial,
+                version,
+                write_id: cur.write_id.clone(),
+            },
+        );
         if serial == cur.serial {
             return Ok(cur.snapshot());
         }
         if serial == 0 || serial > cur.serial {
             return Err(missing());
         }
-        let Some((rec, _)) = self.read_entry(&keys, serial).await? else {
-            return Err(missing());
-        };
         // committed iff the next committed record points back at it
-        let next_prev = if serial + 1 == cur.serial {
-            cur.prev_id
+        let (entry, next_prev) = if serial + 1 == cur.serial {
+            (self.read_entry(keys, serial).await?, cur.prev_id)
         } else {
-            match self.read_entry(&keys, serial + 1).await? {
-                Some((next, _)) => next.prev_id,
-                None => None,
-            }
+            let (entry, next) = futures::try_join!(
+                self.read_entry(keys, serial),
+                self.read_entry(keys, serial + 1)
+            )?;
+            (entry, next.and_then(|(n, _)| n.prev_id))
         };
-        if next_prev.as_deref() != Some(rec.write_id.as_str()) || rec.serial != serial {
-            return Err(missing());
+        match entry {
+            Some((rec, _))
+                if rec.serial == serial && next_prev.as_deref() == Some(rec.write_id.as_str()) =>
+            {
+                Ok(rec.snapshot())
+            }
+            _ => Err(missing()),
         }
-        Ok(rec.snapshot())
     }
 
     /// The committed history, oldest first (empty if the stack environment
@@ -594,7 +619,10 @@ impl<B: StateBackend> StackStore<B> {
         to: u64,
         expected: Option<u64>,
     ) -> Result<StackVersion> {
-        let old = self.version(stack, env, to).await?;
+        let keys = Keys::new(stack, env)?;
+        // reading the version also refreshes this store's view of state.json,
+        // so the save that follows needs no extra read
+        let old = self.version_of(&keys, stack, env, to).await?;
         self.commit(stack, env, &old.document, expected, Some(to))
             .await
     }

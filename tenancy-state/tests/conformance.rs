@@ -85,3 +85,32 @@ async fn s3_scoped() {
     let b: Arc<dyn StateBackend> = b;
     s3_report(conformance_with(&scoped(b), s3_options()).await);
 }
+
+#[tokio::test]
+async fn open_s3_url_probes_and_works() {
+    // only runs when the test server is there (s3_backend_or_skip decides)
+    if testing::s3_backend_or_skip("conformance::open_s3_url_probes_and_works")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let bucket = std::env::var("AWS_BUCKET").unwrap();
+    let url = format!(
+        "s3://{bucket}/open-{}/nested",
+        uuid::Uuid::new_v4().simple()
+    );
+    let b = tenancy_state::open(&url).await.unwrap();
+    assert_eq!(b.name(), "s3");
+    let k = tenancy_core::StateKey::new("x/y").unwrap();
+    b.put(&k, "1".into(), tenancy_core::PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(
+        tenancy_core::StateBackendExt::list_keys(&b, None)
+            .await
+            .unwrap(),
+        vec![k],
+        "the probe object is not listed and the prefix is stripped"
+    );
+}

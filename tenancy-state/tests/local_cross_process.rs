@@ -1,0 +1,89 @@
+//! Cross-process compare-and-swap on local files: 8 processes x 50 rounds of
+//! a create race and an update race on one directory, exactly one winner
+//! per round.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use tenancy_core::{PutMode, StateBackend, StateKey};
+use tenancy_state::ObjectBackend;
+
+const PROCESSES: usize = 8;
+const ROUNDS: u64 = 50;
+
+#[tokio::test]
+async fn eight_processes_fifty_rounds_one_winner_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = ObjectBackend::local(dir.path()).unwrap();
+    let obj = StateKey::new("race/update/obj").unwrap();
+    backend
+        .put(&obj, Bytes::from_static(b"0 start"), PutMode::Create)
+        .await
+        .unwrap();
+
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_tenancy-state-cas-race-helper"))
+                .arg(dir.path())
+                .arg(format!("p{i}"))
+                .arg(ROUNDS.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::fs::write(dir.path().join("go"), b"go").unwrap();
+
+    let mut create_wins: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let mut update_wins: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "contender {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let (what, round) = line.split_once(' ').unwrap();
+            let round: u64 = round.parse().unwrap();
+            match what {
+                "create" => create_wins.entry(round).or_default().push(i),
+                "update" => update_wins.entry(round).or_default().push(i),
+                other => panic!("unexpected line {other:?}"),
+            }
+        }
+    }
+    for r in 0..ROUNDS {
+        assert_eq!(
+            create_wins.get(&r).map(Vec::len),
+            Some(1),
+            "create round {r}: winners {:?}",
+            create_wins.get(&r)
+        );
+        assert_eq!(
+            update_wins.get(&r).map(Vec::len),
+            Some(1),
+            "update round {r}: winners {:?}",
+            update_wins.get(&r)
+        );
+        let key = StateKey::new(format!("race/create/r{r}")).unwrap();
+        let stored = backend.get(&key).await.unwrap().unwrap();
+        let winner = create_wins[&r][0];
+        assert_eq!(
+            &stored.bytes[..],
+            format!("p{winner}").as_bytes(),
+            "create round {r}: the stored value is the winner's"
+        );
+    }
+    let last = backend.get(&obj).await.unwrap().unwrap();
+    let text = String::from_utf8(last.bytes.to_vec()).unwrap();
+    let winner = update_wins[&(ROUNDS - 1)][0];
+    assert_eq!(text, format!("{ROUNDS} p{winner}"), "final update");
+    // more than one process took part in the races
+    let distinct: std::collections::BTreeSet<usize> =
+        update_wins.values().flatten().copied().collect();
+    assert!(distinct.len() > 1, "only {distinct:?} ever won");
+}

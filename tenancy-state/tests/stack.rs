@@ -1,0 +1,460 @@
+//! Stack state: history, rollback, optimistic concurrency, retention,
+//! interrupted saves, stale writers, and backend call counts.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde_json::json;
+use tenancy_core::{
+    Capabilities, DeleteMode, Error, ListEntry, Object, PutMode, Result, StateBackend,
+    StateBackendExt, StateKey, TenantId, Version,
+};
+use tenancy_state::counting::CountingBackend;
+use tenancy_state::stack::StackStore;
+use tenancy_state::{ObjectBackend, TenantScoped};
+
+fn acme<B: StateBackend>(b: B) -> TenantScoped<B> {
+    TenantScoped::new(b, &TenantId::new("acme").unwrap(), "v1").unwrap()
+}
+
+fn key(s: &str) -> StateKey {
+    StateKey::new(s).unwrap()
+}
+
+async fn exercise_history<B: StateBackend>(store: StackStore<B>) {
+    assert!(store.current("web", "prod").await.unwrap().is_none());
+    assert!(store.history("web", "prod").await.unwrap().is_empty());
+    let v1 = store
+        .save("web", "prod", &json!({"n": 1}), None)
+        .await
+        .unwrap();
+    assert_eq!(v1.serial, 1);
+    let v2 = store
+        .save("web", "prod", &json!({"n": 2}), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(v2.serial, 2);
+    let v3 = store
+        .save("web", "prod", &json!({"n": 3}), Some(2))
+        .await
+        .unwrap();
+    let cur = store.current("web", "prod").await.unwrap().unwrap();
+    assert_eq!(cur.serial, 3);
+    assert_eq!(cur.document, json!({"n": 3}));
+    assert_eq!(cur.saved_at, v3.saved_at);
+    for (s, n) in [(1, 1), (2, 2), (3, 3)] {
+        let snap = store.version("web", "prod", s).await.unwrap();
+        assert_eq!(snap.serial, s);
+        assert_eq!(snap.document, json!({ "n": n }));
+    }
+    for missing in [0, 4, 99] {
+        let err = store.version("web", "prod", missing).await.unwrap_err();
+        assert!(err.is_not_found(), "version {missing}: {err}");
+    }
+    let h = store.history("web", "prod").await.unwrap();
+    let serials: Vec<u64> = h.iter().map(|e| e.serial).collect();
+    assert_eq!(serials, vec![1, 2, 3]);
+    assert!(h.iter().all(|e| e.size > 0 && e.rolled_back_from.is_none()));
+
+    // rollback writes a new version equal to an old one
+    let r = store.rollback("web", "prod", 1, Some(3)).await.unwrap();
+    assert_eq!(r.serial, 4);
+    let cur = store.current("web", "prod").await.unwrap().unwrap();
+    assert_eq!(cur.document, json!({"n": 1}));
+    assert_eq!(cur.rolled_back_from, Some(1));
+    let h = store.history("web", "prod").await.unwrap();
+    assert_eq!(h.len(), 4);
+    assert_eq!(h[3].rolled_back_from, Some(1));
+    let err = store.rollback("web", "prod", 9, Some(4)).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    // other stacks and environments are independent
+    store
+        .save("web", "staging", &json!({"s": 1}), None)
+        .await
+        .unwrap();
+    store.save("db", "prod", &json!({}), None).await.unwrap();
+    assert_eq!(
+        store.stacks().await.unwrap(),
+        vec![
+            ("db".to_string(), "prod".to_string()),
+            ("web".to_string(), "prod".to_string()),
+            ("web".to_string(), "staging".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn history_and_rollback_memory() {
+    exercise_history(StackStore::new(acme(ObjectBackend::memory()))).await;
+}
+
+#[tokio::test]
+async fn history_and_rollback_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = acme(ObjectBackend::local(dir.path()).unwrap());
+    exercise_history(StackStore::new(backend)).await;
+    let on_disk = dir
+        .path()
+        .join("tenants/acme/v1/stacks/web/prod/history/000001.json");
+    assert!(on_disk.is_file(), "layout {}", on_disk.display());
+    assert!(dir
+        .path()
+        .join("tenants/acme/v1/stacks/web/prod/state.json")
+        .is_file());
+}
+
+#[tokio::test]
+async fn stale_save_is_refused_and_changes_nothing() {
+    let store = StackStore::new(ObjectBackend::memory());
+    store.save("s", "e", &json!(1), None).await.unwrap();
+    store.save("s", "e", &json!(2), Some(1)).await.unwrap();
+    for expected in [None, Some(1), Some(5)] {
+        let err = store
+            .save("s", "e", &json!("stale"), expected)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Precondition { .. }),
+            "{expected:?}: {err}"
+        );
+    }
+    let cur = store.current("s", "e").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.document), (2, json!(2)));
+    assert_eq!(store.history("s", "e").await.unwrap().len(), 2);
+    let err = store
+        .save("new", "e", &json!(1), Some(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    assert!(store.current("new", "e").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn two_stores_on_one_backend_see_each_others_saves() {
+    let backend = Arc::new(ObjectBackend::memory());
+    let a = StackStore::new(backend.clone());
+    let b = StackStore::new(backend.clone());
+    a.save("s", "e", &json!("a1"), None).await.unwrap();
+    assert_eq!(a.current("s", "e").await.unwrap().unwrap().serial, 1);
+    b.save("s", "e", &json!("b2"), Some(1)).await.unwrap();
+    // a's cached view of serial 1 is stale now
+    let err = a.save("s", "e", &json!("a2"), Some(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    a.save("s", "e", &json!("a3"), Some(2)).await.unwrap();
+    assert_eq!(
+        b.current("s", "e").await.unwrap().unwrap().document,
+        json!("a3")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_saves_have_one_winner_per_serial() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(ObjectBackend::local(dir.path()).unwrap());
+    StackStore::new(backend.clone())
+        .save("s", "e", &json!(0), None)
+        .await
+        .unwrap();
+    for round in 1..=10u64 {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                // separate stores: no shared cache
+                let store = StackStore::new(backend.clone());
+                tokio::spawn(async move {
+                    store
+                        .save("s", "e", &json!({"round": round, "by": i}), Some(round))
+                        .await
+                        .map(|v| (i, v.serial))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(w) => winners.push(w),
+                Err(Error::Precondition { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let store = StackStore::new(backend.clone());
+        let cur = store.current("s", "e").await.unwrap().unwrap();
+        assert_eq!(cur.serial, round + 1);
+        assert_eq!(winners[0].1, round + 1);
+        assert_eq!(cur.document, json!({"round": round, "by": winners[0].0}));
+    }
+    let h = StackStore::new(backend).history("s", "e").await.unwrap();
+    assert_eq!(h.len(), 11);
+}
+
+#[tokio::test]
+async fn prune_and_retention() {
+    let backend = Arc::new(ObjectBackend::memory());
+    let store = StackStore::new(backend.clone());
+    let mut serial = None;
+    for i in 0..10 {
+        serial = Some(
+            store
+                .save("s", "e", &json!(i), serial)
+                .await
+                .unwrap()
+                .serial,
+        );
+    }
+    assert!(matches!(
+        store.prune("s", "e", 0).await.unwrap_err(),
+        Error::InvalidInput { .. }
+    ));
+    assert_eq!(store.prune("s", "e", 4).await.unwrap(), 6);
+    assert_eq!(store.prune("s", "e", 4).await.unwrap(), 0);
+    let serials: Vec<u64> = store
+        .history("s", "e")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(serials, vec![7, 8, 9, 10]);
+    assert!(store.version("s", "e", 6).await.unwrap_err().is_not_found());
+    assert_eq!(store.prune("nothing", "here", 3).await.unwrap(), 0);
+
+    let kept = StackStore::new(backend.clone()).with_retention(3);
+    let mut serial = None;
+    for i in 0..70 {
+        serial = Some(kept.save("r", "e", &json!(i), serial).await.unwrap().serial);
+    }
+    let serials: Vec<u64> = kept
+        .history("r", "e")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(serials, vec![68, 69, 70]);
+    let stored = backend
+        .list_keys(Some(&key("stacks/r/e/history")))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    // rolling back to a pruned version is NotFound
+    assert!(kept
+        .rollback("r", "e", 2, Some(70))
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+/// A backend that fails writes of `state.json` while armed, like a crash
+/// between the two steps of a save.
+#[derive(Debug)]
+struct FailStateWrites<B> {
+    inner: B,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl<B: StateBackend> StateBackend for FailStateWrites<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+        if self.armed.load(Ordering::SeqCst) && key.file_name() == "state.json" {
+            return Err(Error::backend("test", "simulated crash before state.json"));
+        }
+        self.inner.put(key, value, mode).await
+    }
+    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+        self.inner.delete(key, mode).await
+    }
+    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+        self.inner.list(prefix)
+    }
+}
+
+#[tokio::test]
+async fn interrupted_save_stays_consistent_for_readers_and_is_rolled_forward() {
+    let backend = Arc::new(FailStateWrites {
+        inner: ObjectBackend::memory(),
+        armed: AtomicBool::new(false),
+    });
+    let store = StackStore::new(backend.clone());
+    store.save("s", "e", &json!("one"), None).await.unwrap();
+    store.save("s", "e", &json!("two"), Some(1)).await.unwrap();
+
+    backend.armed.store(true, Ordering::SeqCst);
+    let err = store
+        .save("s", "e", &json!("interrupted"), Some(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    backend.armed.store(false, Ordering::SeqCst);
+    // the pending entry exists but no reader sees it
+    assert!(backend
+        .inner
+        .exists(&key("stacks/s/e/history/000003.json"))
+        .await
+        .unwrap());
+    let reader = StackStore::new(backend.clone());
+    let cur = reader.current("s", "e").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.document.clone()), (2, json!("two")));
+    let h: Vec<u64> = reader
+        .history("s", "e")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(h, vec![1, 2], "history hides the pending entry");
+    assert!(reader
+        .version("s", "e", 3)
+        .await
+        .unwrap_err()
+        .is_not_found());
+
+    // the next writer based on serial 2 loses, and commits the pending entry
+    let err = reader
+        .save("s", "e", &json!("late"), Some(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    let cur = reader.current("s", "e").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.document), (3, json!("interrupted")));
+    let h: Vec<u64> = reader
+        .history("s", "e")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(h, vec![1, 2, 3]);
+    assert_eq!(
+        reader.version("s", "e", 3).await.unwrap().document,
+        json!("interrupted")
+    );
+    reader
+        .save("s", "e", &json!("four"), Some(3))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn interrupted_first_save_is_invisible_then_rolled_forward() {
+    let backend = Arc::new(FailStateWrites {
+        inner: ObjectBackend::memory(),
+        armed: AtomicBool::new(true),
+    });
+    let store = StackStore::new(backend.clone());
+    assert!(store.save("s", "e", &json!("first"), None).await.is_err());
+    backend.armed.store(false, Ordering::SeqCst);
+    assert!(store.current("s", "e").await.unwrap().is_none());
+    assert!(store.history("s", "e").await.unwrap().is_empty());
+    assert!(store.stacks().await.unwrap().is_empty());
+    let err = store
+        .save("s", "e", &json!("other"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    let cur = store.current("s", "e").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.document), (1, json!("first")));
+}
+
+#[tokio::test]
+async fn a_stale_writer_after_pruning_leaves_no_visible_stray() {
+    let backend = Arc::new(ObjectBackend::memory());
+    let slow = StackStore::new(backend.clone());
+    let fast = StackStore::new(backend.clone()).with_retention(2);
+    fast.save("s", "e", &json!(1), None).await.unwrap();
+    assert_eq!(slow.current("s", "e").await.unwrap().unwrap().serial, 1);
+    let mut serial = 1;
+    for i in 2..=6 {
+        serial = fast
+            .save("s", "e", &json!(i), Some(serial))
+            .await
+            .unwrap()
+            .serial;
+    }
+    // entry 2 was pruned, so the slow writer's claim of serial 2 succeeds,
+    // but its commit must not
+    let err = slow
+        .save("s", "e", &json!("stale"), Some(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    let cur = slow.current("s", "e").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.document), (6, json!(6)));
+    let h: Vec<u64> = slow
+        .history("s", "e")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(h, vec![5, 6]);
+    assert!(slow.version("s", "e", 2).await.unwrap_err().is_not_found());
+    assert!(
+        !backend
+            .exists(&key("stacks/s/e/history/000002.json"))
+            .await
+            .unwrap(),
+        "the stray entry was removed"
+    );
+}
+
+#[tokio::test]
+async fn backend_calls_per_operation() {
+    let counting = Arc::new(CountingBackend::new(acme(ObjectBackend::memory())));
+    let store = StackStore::new(counting.clone());
+    store.save("s", "e", &json!(1), None).await.unwrap();
+    assert_eq!(counting.take().total(), 2, "first save");
+    store.save("s", "e", &json!(2), Some(1)).await.unwrap();
+    let c = counting.take();
+    assert_eq!((c.put, c.total()), (2, 2), "save after save: {c:?}");
+    store.current("s", "e").await.unwrap();
+    assert_eq!(counting.take().total(), 1, "read");
+    store.save("s", "e", &json!(3), Some(2)).await.unwrap();
+    assert_eq!(counting.take().total(), 2, "save after read");
+    // a fresh store (another process) must read state.json first
+    let fresh = StackStore::new(counting.clone());
+    fresh.save("s", "e", &json!(4), Some(3)).await.unwrap();
+    assert_eq!(counting.take().total(), 3, "save without a prior read");
+    store.rollback("s", "e", 1, Some(4)).await.unwrap();
+    let c = counting.take();
+    assert!(c.total() <= 5, "rollback: {c:?}");
+}
+
+#[tokio::test]
+async fn corrupt_state_is_reported() {
+    let backend = Arc::new(ObjectBackend::memory());
+    backend
+        .put(
+            &key("stacks/s/e/state.json"),
+            Bytes::from_static(b"{not json"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let store = StackStore::new(backend);
+    let err = store.current("s", "e").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_rollback_s3() {
+    let Some(b) =
+        tenancy_state::testing::s3_backend_or_skip("stack::history_and_rollback_s3").await
+    else {
+        return;
+    };
+    exercise_history(StackStore::new(acme(b))).await;
+}
