@@ -1,6 +1,7 @@
 //! `ObjectBackend`: the `StateBackend` on object_store (memory, S3) and on
 //! local files, with an optional root prefix and the conditional-write probe.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -320,10 +321,10 @@ impl ObjectBackend {
     }
 
     /// The store key of `key`: below the root prefix, if any.
-    fn full(&self, key: &StateKey) -> Result<StateKey> {
+    fn full<'k>(&self, key: &'k StateKey) -> Result<Cow<'k, StateKey>> {
         match &self.prefix {
-            Some(p) => p.join(key),
-            None => Ok(key.clone()),
+            Some(p) => p.join(key).map(Cow::Owned),
+            None => Ok(Cow::Borrowed(key)),
         }
     }
 
