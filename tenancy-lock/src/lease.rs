@@ -11,7 +11,7 @@ use tenancy_core::{Error, LockId, LockInfo, LockKey, LockRequest, TOOL_VERSION};
 pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u64) -> LockInfo {
     LockInfo {
         key: req.key.clone(),
-        lock_id: LockId::new_random(),
+        lock_id: random_lock_id(),
         tenant: req.tenant.clone(),
         who: req.who.clone(),
         operation: req.operation.clone(),
@@ -22,6 +22,13 @@ pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u6
         version: TOOL_VERSION.to_string(),
         info: req.info.clone(),
     }
+}
+
+/// A random (version 4) lock id from the thread-local CSPRNG, which is
+/// reseeded from the OS (cheaper than one OS call per id).
+pub(crate) fn random_lock_id() -> LockId {
+    let bytes: [u8; 16] = rand::Rng::gen(&mut rand::thread_rng());
+    LockId(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 /// `now + ttl`, saturating at the far future.

@@ -106,7 +106,7 @@ pub struct StoreLockManager<B: StateBackend> {
     backend: B,
     clock: Arc<dyn Clock>,
     backoff: Backoff,
-    cache: Mutex<HashMap<LockKey, Cached>>,
+    cache: Mutex<HashMap<LockKey, Arc<Cached>>>,
 }
 
 impl<B: StateBackend> StoreLockManager<B> {
@@ -181,11 +181,11 @@ impl<B: StateBackend> StoreLockManager<B> {
         }
     }
 
-    fn cache(&self) -> MutexGuard<'_, HashMap<LockKey, Cached>> {
+    fn cache(&self) -> MutexGuard<'_, HashMap<LockKey, Arc<Cached>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cached(&self, key: &LockKey) -> Option<Cached> {
+    fn cached(&self, key: &LockKey) -> Option<Arc<Cached>> {
         self.cache().get(key).cloned()
     }
 
@@ -194,7 +194,7 @@ impl<B: StateBackend> StoreLockManager<B> {
         if cache.len() >= CACHE_CAP && !cache.contains_key(key) {
             cache.clear();
         }
-        cache.insert(key.clone(), Cached { version, record });
+        cache.insert(key.clone(), Arc::new(Cached { version, record }));
     }
 
     fn forget(&self, key: &LockKey) {
@@ -268,12 +268,12 @@ impl<B: StateBackend> StoreLockManager<B> {
         &self,
         req: &LockRequest,
         obj: &StateKey,
-        prev: Option<(LockRecord, Version)>,
+        prev: Option<(u64, Version)>,
         now: DateTime<Utc>,
     ) -> Result<LockInfo> {
         let (last_token, mode) = match prev {
             None => (0, PutMode::Create),
-            Some((r, v)) => (r.fencing_token, PutMode::Update(v)),
+            Some((token, v)) => (token, PutMode::Update(v)),
         };
         let token = last_token.checked_add(1).ok_or_else(|| {
             Error::invalid(format!("fencing token of lock {} overflowed", req.key))
@@ -303,7 +303,9 @@ impl<B: StateBackend> StoreLockManager<B> {
             validate_ttl(ttl)?;
         }
         let obj = Self::object_key(key)?;
-        let mut known = self.cached(key).map(|c| (c.record, c.version));
+        let mut known = self
+            .cached(key)
+            .map(|c| (c.record.clone(), c.version.clone()));
         let mut from_cache = known.is_some();
         for _ in 0..MAX_CAS_ROUNDS {
             let (record, version) = match known.take() {
@@ -385,7 +387,8 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
         if let Some(c) = self.cached(key) {
             let now = self.clock.now();
             if c.record.holder.as_ref().is_none_or(|h| h.is_expired(now)) {
-                match self.take(req, &obj, Some((c.record, c.version)), now).await {
+                let prev = Some((c.record.fencing_token, c.version.clone()));
+                match self.take(req, &obj, prev, now).await {
                     Ok(lease) => return Ok(lease),
                     Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e),
@@ -403,7 +406,8 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
                     });
                 }
             }
-            match self.take(req, &obj, current, now).await {
+            let prev = current.map(|(r, v)| (r.fencing_token, v));
+            match self.take(req, &obj, prev, now).await {
                 Ok(lease) => return Ok(lease),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e),

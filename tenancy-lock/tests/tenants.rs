@@ -142,3 +142,164 @@ async fn over_long_keys_after_prefixing_are_refused() {
         assert!(acme.list("").await.expect("list").is_empty());
     }
 }
+
+mod property {
+    //! Random operation sequences by three tenants on one shared store:
+    //! nothing one tenant does is visible to, or changes, another's locks.
+
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use tenancy_core::LockInfo;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire {
+            tenant: usize,
+            key: usize,
+        },
+        Release {
+            tenant: usize,
+            key: usize,
+            victim: usize,
+        },
+        Renew {
+            tenant: usize,
+            key: usize,
+            victim: usize,
+        },
+        ForceUnlock {
+            tenant: usize,
+            key: usize,
+            victim: usize,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let t = 0..3usize;
+        let k = 0..3usize;
+        prop_oneof![
+            (t.clone(), k.clone()).prop_map(|(tenant, key)| Op::Acquire { tenant, key }),
+            (t.clone(), k.clone(), t.clone()).prop_map(|(tenant, key, victim)| Op::Release {
+                tenant,
+                key,
+                victim
+            }),
+            (t.clone(), k.clone(), t.clone()).prop_map(|(tenant, key, victim)| Op::Renew {
+                tenant,
+                key,
+                victim
+            }),
+            (t.clone(), k, t).prop_map(|(tenant, key, victim)| Op::ForceUnlock {
+                tenant,
+                key,
+                victim
+            }),
+        ]
+    }
+
+    async fn check(ops: Vec<Op>) {
+        let clock = ManualClock::starting_now();
+        let inner: Arc<dyn LockManager> =
+            Arc::new(StoreLockManager::new(MemoryBackend::new()).with_clock(Arc::new(clock)));
+        let names = ["acme", "acme2", "globex"];
+        let views: Vec<_> = names
+            .iter()
+            .map(|n| TenantLocks::new(Arc::clone(&inner), tenant(n)))
+            .collect();
+        let keys: Vec<LockKey> = ["stack:a", "stack:a:env:b", "tenant:acme:stack:a"]
+            .iter()
+            .map(|k| LockKey::new(*k).expect("key"))
+            .collect();
+        // The model: who holds (tenant, key), with which lease.
+        let mut model: HashMap<(usize, usize), LockInfo> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Acquire { tenant, key } => {
+                    let r = views[tenant]
+                        .try_acquire(&LockRequest::new(keys[key].clone(), TTL))
+                        .await;
+                    match model.get(&(tenant, key)) {
+                        Some(h) => match r {
+                            Err(Error::LockHeld { holder }) => {
+                                assert_eq!(holder.lock_id, h.lock_id)
+                            }
+                            other => panic!("expected LockHeld, got {other:?}"),
+                        },
+                        None => {
+                            model.insert((tenant, key), r.expect("free in this tenant"));
+                        }
+                    }
+                }
+                Op::Release {
+                    tenant,
+                    key,
+                    victim,
+                }
+                | Op::Renew {
+                    tenant,
+                    key,
+                    victim,
+                }
+                | Op::ForceUnlock {
+                    tenant,
+                    key,
+                    victim,
+                } => {
+                    let Some(lease) = model.get(&(victim, key)).cloned() else {
+                        continue;
+                    };
+                    let view = &views[tenant];
+                    let k = &keys[key];
+                    let r = match op {
+                        Op::Release { .. } => view.release(k, lease.lock_id).await,
+                        Op::Renew { .. } => view.renew(k, lease.lock_id, TTL).await.map(|_| ()),
+                        _ => view.force_unlock(k, lease.lock_id).await,
+                    };
+                    if tenant == victim {
+                        r.expect("a tenant can act on its own lease");
+                        if !matches!(op, Op::Renew { .. }) {
+                            model.remove(&(victim, key));
+                        }
+                    } else {
+                        assert!(
+                            r.is_err(),
+                            "tenant {tenant} acted on tenant {victim}'s lock"
+                        );
+                    }
+                }
+            }
+            // Every tenant sees exactly its own locks.
+            for (t, view) in views.iter().enumerate() {
+                let mut seen: Vec<_> = view
+                    .list("")
+                    .await
+                    .expect("list")
+                    .into_iter()
+                    .map(|i| (i.key, i.lock_id.to_string()))
+                    .collect();
+                seen.sort();
+                let mut want: Vec<_> = model
+                    .iter()
+                    .filter(|((mt, _), _)| *mt == t)
+                    .map(|((_, k), i)| (keys[*k].clone(), i.lock_id.to_string()))
+                    .collect();
+                want.sort();
+                assert_eq!(seen, want, "tenant {t}'s view");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn tenants_never_touch_each_other(ops in proptest::collection::vec(op(), 1..40)) {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(check(ops));
+        }
+    }
+}
