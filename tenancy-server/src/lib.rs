@@ -1,1 +1,33 @@
-//! tenancy-server: an example multi-tenant axum server. Filled by issue 7.
+//! tenancy-server: a multi-tenant HTTP API on the tenancy crates, and the
+//! tenant middleware as a reusable tower layer.
+//!
+//! - [`app`] builds the whole router over an [`AppState`] (registry, the
+//!   tenants' stores, caches, metrics), on memory, local files or S3.
+//! - [`TenantAuthLayer`] (from [`TenantAuth::layer`]) authenticates tenant
+//!   requests (`X-API-Key` or `Authorization: Bearer`, optional
+//!   `X-Tenant-ID`) with a SHA-256-keyed verification cache bound to the
+//!   tenant's credential generation and status, applies the tenant's rate
+//!   limit, and hands handlers an [`AuthenticatedTenant`]. Mount it in any
+//!   axum app (see `examples/server_middleware.rs`).
+//! - [`server`] has the binary's command line, bootstrap and graceful serve.
+//!
+//! Only this crate knows HTTP; the domain lives in tenancy-core, -state and -lock.
+
+pub mod app_state;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod views;
+
+pub use app_state::{AppState, AppStateBuilder, ServerConfig, SharedStores, TenantStores};
+pub use auth::{
+    AdminAuth, AuthConfig, AuthenticatedTenant, TenantAuth, TenantAuthLayer, TenantAuthService,
+};
+pub use error::{ApiError, ApiResult};
+pub use routes::app;

@@ -1,0 +1,219 @@
+//! [`AppState`]: what every handler shares, all behind trait objects
+//! (`TenantRegistry`, `StateBackend`, `LockManager`, `Clock`), so the router
+//! runs on memory, local files or S3 alike.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenancy_core::{
+    Clock, LockManager, Result, Secret, StateBackend, SystemClock, Tenant, TenantRegistry,
+};
+use tenancy_lock::{StoreLockManager, TenantLocks};
+use tenancy_state::TenantScoped;
+
+use crate::auth::{AdminAuth, AuthConfig, TenantAuth};
+use crate::metrics::Metrics;
+
+/// Where a tenant's state and locks live. The server never touches another
+/// tenant's prefix: every tenant route works on what this returns.
+pub trait TenantStores: Send + Sync + Debug {
+    /// The tenant's state, scoped to `tenants/<id>/<version>/`.
+    fn state(&self, tenant: &Tenant) -> Result<Arc<dyn StateBackend>>;
+    /// The tenant's locks, namespaced to `tenant:<id>:`.
+    fn locks(&self, tenant: &Tenant) -> Result<Arc<dyn LockManager>>;
+}
+
+/// The usual [`TenantStores`]: one shared backend, each tenant confined to
+/// its state root by [`TenantScoped`], and one shared lock manager with each
+/// tenant confined to `tenant:<id>:` by [`TenantLocks`].
+#[derive(Debug, Clone)]
+pub struct SharedStores {
+    backend: Arc<dyn StateBackend>,
+    locks: Arc<dyn LockManager>,
+}
+
+impl SharedStores {
+    /// State on `backend`, locks stored on the same backend (`locks/...`).
+    pub fn new(backend: Arc<dyn StateBackend>) -> Self {
+        let locks: Arc<dyn LockManager> = Arc::new(StoreLockManager::new(backend.clone()));
+        SharedStores { backend, locks }
+    }
+
+    /// State on `backend`, locks on `locks`.
+    pub fn with_locks(backend: Arc<dyn StateBackend>, locks: Arc<dyn LockManager>) -> Self {
+        SharedStores { backend, locks }
+    }
+}
+
+impl TenantStores for SharedStores {
+    fn state(&self, tenant: &Tenant) -> Result<Arc<dyn StateBackend>> {
+        Ok(Arc::new(TenantScoped::for_tenant(
+            self.backend.clone(),
+            tenant,
+        )?))
+    }
+
+    fn locks(&self, tenant: &Tenant) -> Result<Arc<dyn LockManager>> {
+        Ok(Arc::new(TenantLocks::new(
+            self.locks.clone(),
+            tenant.id.clone(),
+        )))
+    }
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The largest request body, in bytes (larger gets 413). Default 1 MiB.
+    pub body_limit: usize,
+    /// How long a request may take before it is answered 503. Default 30 s.
+    pub request_timeout: Duration,
+    /// The tenant verification cache.
+    pub auth: AuthConfig,
+    /// How long a verified admin token is trusted before bcrypt runs again. Default 60 s.
+    pub admin_cache_ttl: Duration,
+    /// How often `/metrics` re-counts the tenants. Default 15 s.
+    pub tenant_count_interval: Duration,
+    /// The most keys one state listing returns. Default 10 000.
+    pub max_list: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            auth: AuthConfig::default(),
+            admin_cache_ttl: Duration::from_secs(60),
+            tenant_count_interval: Duration::from_secs(15),
+            max_list: 10_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Arc<dyn TenantRegistry>,
+    stores: Arc<dyn TenantStores>,
+    auth: TenantAuth,
+    admin: AdminAuth,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    config: ServerConfig,
+}
+
+/// The state shared by every handler. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// Builds an [`AppState`].
+#[derive(Debug)]
+pub struct AppStateBuilder {
+    registry: Arc<dyn TenantRegistry>,
+    stores: Arc<dyn TenantStores>,
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+    admin: Option<AdminAuth>,
+}
+
+impl AppStateBuilder {
+    /// Sets the configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the clock (tests move a manual clock to expire tenants).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Also accepts `token` as the admin credential (keeps only its bcrypt hash).
+    pub fn admin_token(mut self, token: &Secret, bcrypt_cost: u32) -> Result<Self> {
+        self.admin = Some(AdminAuth::with_extra_token(
+            self.registry.clone(),
+            self.config.admin_cache_ttl,
+            token,
+            bcrypt_cost,
+        )?);
+        Ok(self)
+    }
+
+    /// The state.
+    pub fn build(self) -> AppState {
+        let auth = TenantAuth::with_config(
+            self.registry.clone(),
+            self.config.auth.clone(),
+            self.clock.clone(),
+        );
+        let admin = self
+            .admin
+            .unwrap_or_else(|| AdminAuth::new(self.registry.clone(), self.config.admin_cache_ttl));
+        AppState {
+            inner: Arc::new(Inner {
+                metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
+                registry: self.registry,
+                stores: self.stores,
+                auth,
+                admin,
+                clock: self.clock,
+                config: self.config,
+            }),
+        }
+    }
+}
+
+impl AppState {
+    /// A builder over a registry and the tenants' stores.
+    pub fn builder(
+        registry: Arc<dyn TenantRegistry>,
+        stores: Arc<dyn TenantStores>,
+    ) -> AppStateBuilder {
+        AppStateBuilder {
+            registry,
+            stores,
+            config: ServerConfig::default(),
+            clock: Arc::new(SystemClock),
+            admin: None,
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<dyn TenantRegistry> {
+        &self.inner.registry
+    }
+
+    /// The tenants' stores.
+    pub fn stores(&self) -> &Arc<dyn TenantStores> {
+        &self.inner.stores
+    }
+
+    /// The tenant authentication (its layer, cache and counters).
+    pub fn auth(&self) -> &TenantAuth {
+        &self.inner.auth
+    }
+
+    /// The admin authentication.
+    pub fn admin(&self) -> &AdminAuth {
+        &self.inner.admin
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+}

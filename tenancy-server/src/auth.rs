@@ -1,0 +1,731 @@
+//! Authentication: the tenant middleware (a reusable tower [`Layer`]) with its
+//! verification cache, and the admin bearer-token check.
+//!
+//! # The tenant verification cache
+//!
+//! A presented key (`X-API-Key: <secret>` or `Authorization: Bearer <secret>`)
+//! is hashed with SHA-256; the digest is the cache key, so the secret itself
+//! is never kept. On a miss the registry's `authenticate_key` resolves the
+//! key to its tenant through the key's lookup id (one read, no scan) and
+//! checks it with bcrypt, off the async workers, one verification per key at
+//! a time and at most `max_concurrent_verifications` at once. The entry then
+//! binds the digest to the tenant's credential **generation** and keeps the
+//! tenant record it was checked against. Later requests with the same key
+//! cost one SHA-256 and one map lookup; bcrypt never runs on that path.
+//!
+//! - The entry's tenant record gives the status on every request, and
+//!   expiry is checked against the clock on every request.
+//! - Rotation, suspension, activation, updates and deletion made through
+//!   this server call [`TenantAuth::tenant_changed`], which updates every
+//!   entry of the tenant at once: a rotated key (older generation) is
+//!   dropped and answers 401 on the very next request; a suspended or
+//!   deleted tenant answers 403.
+//! - Changes made elsewhere (another replica, the CLI) are seen within the
+//!   **refresh interval** (default 5 s, [`AuthConfig::refresh_interval`]):
+//!   an entry older than that re-reads the tenant record (one small read,
+//!   no bcrypt) before it is used again.
+//! - Keys that failed verification are remembered (by digest) for
+//!   `negative_ttl`, so a flood of bad keys does not buy a bcrypt each.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use tenancy_core::credentials::{hash_secret, verify_secret};
+use tenancy_core::{
+    Clock, Error, Secret, SystemClock, Tenant, TenantId, TenantRegistry, TenantStatus,
+};
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+
+use crate::error::ApiError;
+use crate::ratelimit::{RateInfo, RateLimits, TenantLimiter};
+
+/// The header carrying a tenant's API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The optional header naming the tenant; it must match the key's tenant.
+pub const TENANT_ID_HEADER: &str = "x-tenant-id";
+/// The longest credential accepted (anything longer is refused unhashed).
+pub const MAX_CREDENTIAL_LEN: usize = 512;
+
+/// Tuning of the tenant verification cache.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// How old a cache entry may get before the tenant record is re-read
+    /// (the bound for changes made by other replicas). Default 5 s.
+    pub refresh_interval: Duration,
+    /// How long a key that failed verification is refused without bcrypt. Default 60 s.
+    pub negative_ttl: Duration,
+    /// The most cached keys; beyond it, stale entries and then arbitrary ones are dropped.
+    pub capacity: usize,
+    /// The most bcrypt verifications running at once.
+    pub max_concurrent_verifications: usize,
+    /// Whether the layer applies the tenant's request rate limit.
+    pub rate_limit: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            refresh_interval: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(60),
+            capacity: 100_000,
+            max_concurrent_verifications: std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4),
+            rate_limit: true,
+        }
+    }
+}
+
+type Digest32 = [u8; 32];
+
+#[derive(Debug, Clone)]
+struct Entry {
+    tenant: Arc<Tenant>,
+    generation: u64,
+    checked_at: Instant,
+    limiter: Arc<TenantLimiter>,
+}
+
+/// Counters of the verification cache (for tests, benches and `/metrics`).
+#[derive(Debug, Default)]
+pub struct AuthStats {
+    /// Requests served from the cache without any read.
+    pub hits: AtomicU64,
+    /// Cache entries refreshed by re-reading the tenant record.
+    pub refreshes: AtomicU64,
+    /// bcrypt verifications run (cache misses).
+    pub verifications: AtomicU64,
+    /// Requests refused from the negative cache.
+    pub negative_hits: AtomicU64,
+}
+
+#[derive(Debug)]
+struct AuthInner {
+    registry: Arc<dyn TenantRegistry>,
+    clock: Arc<dyn Clock>,
+    config: AuthConfig,
+    cache: RwLock<HashMap<Digest32, Entry>>,
+    negative: Mutex<HashMap<Digest32, Instant>>,
+    inflight: Mutex<HashMap<Digest32, Arc<tokio::sync::Mutex<()>>>>,
+    permits: Semaphore,
+    limits: RateLimits,
+    stats: AuthStats,
+}
+
+/// The authenticated tenant of a request, put into the request's extensions
+/// by [`TenantAuthLayer`]. Handlers take it as an extractor.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedTenant {
+    tenant: Arc<Tenant>,
+}
+
+impl AuthenticatedTenant {
+    /// The tenant record the request was authorized against.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// The tenant record, shared.
+    pub fn tenant_arc(&self) -> Arc<Tenant> {
+        self.tenant.clone()
+    }
+
+    /// The tenant id.
+    pub fn id(&self) -> &TenantId {
+        &self.tenant.id
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<AuthenticatedTenant>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("this route needs a tenant credential"))
+    }
+}
+
+/// The tenant id of an answered request, put into the response's extensions
+/// (read by the metrics layer for its `tenant` label).
+#[derive(Debug, Clone)]
+pub struct TenantLabel(pub TenantId);
+
+/// Tenant authentication with its verification cache and rate limits.
+/// Cheap to clone; clones share the cache.
+#[derive(Debug, Clone)]
+pub struct TenantAuth {
+    inner: Arc<AuthInner>,
+}
+
+fn digest(key: &str) -> Digest32 {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Reads the presented tenant key from `X-API-Key` or `Authorization: Bearer`.
+pub fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let raw = if let Some(v) = headers.get(API_KEY_HEADER) {
+        v.to_str().ok()
+    } else if let Some(v) = headers.get(AUTHORIZATION) {
+        match v.to_str().ok().and_then(|s| s.split_once(' ')) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token),
+            _ => None,
+        }
+    } else {
+        return Err(ApiError::unauthorized(
+            "missing credentials: send X-API-Key or Authorization: Bearer",
+        ));
+    };
+    match raw.map(str::trim) {
+        Some(k) if !k.is_empty() && k.len() <= MAX_CREDENTIAL_LEN => Ok(k),
+        _ => Err(ApiError::unauthorized("invalid credentials")),
+    }
+}
+
+impl TenantAuth {
+    /// Tenant authentication against `registry` with the default configuration.
+    pub fn new(registry: Arc<dyn TenantRegistry>) -> Self {
+        Self::with_config(registry, AuthConfig::default(), Arc::new(SystemClock))
+    }
+
+    /// Tenant authentication with a configuration and a clock (for expiry).
+    pub fn with_config(
+        registry: Arc<dyn TenantRegistry>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let permits = Semaphore::new(config.max_concurrent_verifications.max(1));
+        TenantAuth {
+            inner: Arc::new(AuthInner {
+                registry,
+                clock,
+                config,
+                cache: RwLock::new(HashMap::new()),
+                negative: Mutex::new(HashMap::new()),
+                inflight: Mutex::new(HashMap::new()),
+                permits,
+                limits: RateLimits::new(),
+                stats: AuthStats::default(),
+            }),
+        }
+    }
+
+    /// The tower layer that authenticates every request it wraps.
+    pub fn layer(&self) -> TenantAuthLayer {
+        TenantAuthLayer { auth: self.clone() }
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> &AuthStats {
+        &self.inner.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    /// The number of cached keys.
+    pub fn cached_keys(&self) -> usize {
+        self.read_cache().len()
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Digest32, Entry>> {
+        self.inner.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Digest32, Entry>> {
+        self.inner.cache.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the cache that `tenant` changed (rotation, suspension,
+    /// activation, update, deletion): entries of an older credential
+    /// generation are dropped, the others take the new record. Takes effect
+    /// on the next request.
+    pub fn tenant_changed(&self, tenant: &Tenant) {
+        let now = Instant::now();
+        let fresh = Arc::new(tenant.clone());
+        let limiter = self.inner.limits.bucket(&tenant.id, &tenant.limits());
+        let mut superseded = Vec::new();
+        self.write_cache().retain(|d, e| {
+            if e.tenant.id != tenant.id {
+                return true;
+            }
+            if e.generation != tenant.credential.generation {
+                superseded.push(*d);
+                return false;
+            }
+            e.tenant = fresh.clone();
+            e.checked_at = now;
+            e.limiter = limiter.clone();
+            true
+        });
+        // A rotated-out key is refused without bcrypt from now on.
+        for d in superseded {
+            self.remember_failure(d);
+        }
+    }
+
+    /// Drops every cached key of a tenant.
+    pub fn forget_tenant(&self, id: &TenantId) {
+        self.write_cache().retain(|_, e| &e.tenant.id != id);
+        self.inner.limits.forget(id);
+    }
+
+    /// Authenticates the credential in `headers` and applies the tenant's
+    /// rate limit. On success returns the tenant and the rate-limit state.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authorized, Refused> {
+        let key = presented_key(headers)?;
+        let d = digest(key);
+        let entry = match self.lookup(&d) {
+            Some(e) => e,
+            None => self.verify(key, d).await?,
+        };
+        let tenant = entry.tenant;
+        if tenant.status != TenantStatus::Active || tenant.expires_at.is_some() {
+            let status = tenant.effective_status(self.inner.clock.now());
+            if status != TenantStatus::Active {
+                return Err(
+                    ApiError::forbidden(format!("tenant {} is {status}", tenant.id)).into(),
+                );
+            }
+        }
+        if let Some(claimed) = headers.get(TENANT_ID_HEADER) {
+            if claimed.as_bytes() != tenant.id.as_str().as_bytes() {
+                return Err(ApiError::forbidden(
+                    "X-Tenant-ID does not match the tenant of the credential",
+                )
+                .into());
+            }
+        }
+        let rate = if self.inner.config.rate_limit {
+            let info = entry.limiter.check();
+            if let Some(wait) = info.retry_after {
+                let error = ApiError::rate_limited(wait).with_message(format!(
+                    "tenant {} is over its rate of {} requests per second; retry later",
+                    tenant.id,
+                    tenant.limits().requests_per_second
+                ));
+                return Err(Refused {
+                    error,
+                    rate: Some(info),
+                });
+            }
+            Some(info)
+        } else {
+            None
+        };
+        Ok(Authorized {
+            tenant: AuthenticatedTenant { tenant },
+            rate,
+        })
+    }
+
+    /// A fresh cache entry for `d`, or `None` (missing or stale).
+    fn lookup(&self, d: &Digest32) -> Option<Entry> {
+        let cache = self.read_cache();
+        let e = cache.get(d)?;
+        if e.checked_at.elapsed() < self.inner.config.refresh_interval {
+            self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
+            Some(e.clone())
+        } else {
+            None
+        }
+    }
+
+    async fn verify(&self, key: &str, d: Digest32) -> Result<Entry, Refused> {
+        if self.negatively_cached(&d) {
+            self.inner
+                .stats
+                .negative_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::unauthorized("invalid credentials").into());
+        }
+        // One verification per key at a time: concurrent requests with the
+        // same key wait for the first and then read its cache entry.
+        let gate = {
+            let mut inflight = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            inflight.entry(d).or_default().clone()
+        };
+        let _turn = gate.lock().await;
+        let result = self.verify_locked(key, d).await.map_err(Refused::from);
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&d);
+        result
+    }
+
+    async fn verify_locked(&self, key: &str, d: Digest32) -> Result<Entry, ApiError> {
+        if let Some(e) = self.lookup(&d) {
+            return Ok(e);
+        }
+        if self.negatively_cached(&d) {
+            return Err(ApiError::unauthorized("invalid credentials"));
+        }
+        let stale = self.read_cache().get(&d).cloned();
+        if let Some(stale) = stale {
+            return self.refresh(d, stale).await;
+        }
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
+        self.inner
+            .stats
+            .verifications
+            .fetch_add(1, Ordering::Relaxed);
+        let registry = self.inner.registry.clone();
+        let secret = Secret::new(key);
+        let outcome =
+            off_the_workers(async move { registry.authenticate_key(&secret).await }).await;
+        match outcome {
+            Ok(tenant) => Ok(self.insert(d, tenant)),
+            Err(Error::Unauthorized { .. }) | Err(Error::CredentialsRotated { .. }) => {
+                self.remember_failure(d);
+                Err(ApiError::unauthorized("invalid credentials"))
+            }
+            Err(Error::InvalidInput { .. }) | Err(Error::NotFound { .. }) => {
+                self.remember_failure(d);
+                Err(ApiError::unauthorized("invalid credentials"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Re-reads the tenant record of a stale entry (no bcrypt).
+    async fn refresh(&self, d: Digest32, stale: Entry) -> Result<Entry, ApiError> {
+        self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        match self.inner.registry.get(&stale.tenant.id).await {
+            Ok(t) if t.credential.generation == stale.generation => Ok(self.insert(d, t)),
+            Ok(_) | Err(Error::NotFound { .. }) => {
+                self.write_cache().remove(&d);
+                self.remember_failure(d);
+                Err(ApiError::unauthorized("invalid credentials"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn insert(&self, d: Digest32, tenant: Tenant) -> Entry {
+        let limiter = self.inner.limits.bucket(&tenant.id, &tenant.limits());
+        let entry = Entry {
+            generation: tenant.credential.generation,
+            tenant: Arc::new(tenant),
+            checked_at: Instant::now(),
+            limiter,
+        };
+        let mut cache = self.write_cache();
+        if cache.len() >= self.inner.config.capacity && !cache.contains_key(&d) {
+            let refresh = self.inner.config.refresh_interval;
+            cache.retain(|_, e| e.checked_at.elapsed() < refresh);
+            if cache.len() >= self.inner.config.capacity {
+                if let Some(victim) = cache.keys().next().copied() {
+                    cache.remove(&victim);
+                }
+            }
+        }
+        cache.insert(d, entry.clone());
+        entry
+    }
+
+    fn negatively_cached(&self, d: &Digest32) -> bool {
+        let mut neg = self
+            .inner
+            .negative
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match neg.get(d) {
+            Some(at) if at.elapsed() < self.inner.config.negative_ttl => true,
+            Some(_) => {
+                neg.remove(d);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_failure(&self, d: Digest32) {
+        let mut neg = self
+            .inner
+            .negative
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if neg.len() >= self.inner.config.capacity {
+            let ttl = self.inner.config.negative_ttl;
+            neg.retain(|_, at| at.elapsed() < ttl);
+            if neg.len() >= self.inner.config.capacity {
+                neg.clear();
+            }
+        }
+        neg.insert(d, Instant::now());
+    }
+}
+
+/// Runs a future that does CPU-heavy work (bcrypt) on the blocking pool, so
+/// the async workers keep serving cached requests meanwhile.
+pub(crate) async fn off_the_workers<T, F>(fut: F) -> tenancy_core::Result<T>
+where
+    F: Future<Output = tenancy_core::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::spawn_blocking(move || handle.block_on(fut))
+            .await
+            .map_err(|e| Error::backend("server", format!("verification task failed: {e}")))?,
+        Err(_) => fut.await,
+    }
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// The tenant.
+    pub tenant: AuthenticatedTenant,
+    /// The rate-limit state after this request, when rate limiting is on.
+    pub rate: Option<RateInfo>,
+}
+
+/// A refused request: the error, and the rate-limit state when the refusal is a 429.
+#[derive(Debug)]
+pub struct Refused {
+    /// The error.
+    pub error: ApiError,
+    /// The rate-limit state, for the `x-ratelimit-*` headers.
+    pub rate: Option<RateInfo>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused { error, rate: None }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut res = self.error.into_response();
+        if let Some(rate) = self.rate {
+            rate.write_headers(res.headers_mut());
+        }
+        res
+    }
+}
+
+/// The tower layer of [`TenantAuth`]: authenticates each request, refuses
+/// with a JSON 401/403/429, else puts an [`AuthenticatedTenant`] into the
+/// request's extensions and the `x-ratelimit-*` headers on the response.
+#[derive(Debug, Clone)]
+pub struct TenantAuthLayer {
+    auth: TenantAuth,
+}
+
+impl TenantAuthLayer {
+    /// A layer over `auth`.
+    pub fn new(auth: TenantAuth) -> Self {
+        TenantAuthLayer { auth }
+    }
+}
+
+impl<S> Layer<S> for TenantAuthLayer {
+    type Service = TenantAuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantAuthService {
+            auth: self.auth.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service made by [`TenantAuthLayer`].
+#[derive(Debug, Clone)]
+pub struct TenantAuthService<S> {
+    auth: TenantAuth,
+    inner: S,
+}
+
+impl<S> Service<Request> for TenantAuthService<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        // Take the service that was polled ready; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            match auth.authenticate(req.headers()).await {
+                Ok(Authorized { tenant, rate }) => {
+                    let label = TenantLabel(tenant.id().clone());
+                    req.extensions_mut().insert(tenant);
+                    let mut res = inner.call(req).await?;
+                    if let Some(rate) = rate {
+                        rate.write_headers(res.headers_mut());
+                    }
+                    res.extensions_mut().insert(label);
+                    Ok(res)
+                }
+                Err(refused) => Ok(refused.into_response()),
+            }
+        })
+    }
+}
+
+/// The admin credential check: a bearer token verified against the
+/// registry's admin hash (and, if the server was given a token that differs
+/// from it, against that token's bcrypt hash), with a short-lived cache of
+/// verified tokens keyed by SHA-256.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    inner: Arc<AdminInner>,
+}
+
+#[derive(Debug)]
+struct AdminInner {
+    registry: Arc<dyn TenantRegistry>,
+    extra_hash: Option<String>,
+    ttl: Duration,
+    verified: Mutex<HashMap<Digest32, Instant>>,
+    failed: Mutex<HashMap<Digest32, Instant>>,
+    permits: Semaphore,
+}
+
+impl AdminAuth {
+    /// Checks admin tokens against the registry's admin credential; a
+    /// verified token is trusted for `ttl` before bcrypt runs again.
+    pub fn new(registry: Arc<dyn TenantRegistry>, ttl: Duration) -> Self {
+        AdminAuth {
+            inner: Arc::new(AdminInner {
+                registry,
+                extra_hash: None,
+                ttl,
+                verified: Mutex::new(HashMap::new()),
+                failed: Mutex::new(HashMap::new()),
+                permits: Semaphore::new(2),
+            }),
+        }
+    }
+
+    /// Also accepts `token` (only its bcrypt hash at `cost` is kept).
+    pub fn with_extra_token(
+        registry: Arc<dyn TenantRegistry>,
+        ttl: Duration,
+        token: &Secret,
+        cost: u32,
+    ) -> tenancy_core::Result<Self> {
+        let hash = hash_secret(token, cost)?;
+        let mut a = Self::new(registry, ttl);
+        if let Some(inner) = Arc::get_mut(&mut a.inner) {
+            inner.extra_hash = Some(hash);
+        }
+        Ok(a)
+    }
+
+    /// Checks the `Authorization: Bearer` token of a request.
+    pub async fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let token = headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing admin credentials: send Authorization: Bearer <admin token>",
+                )
+            })?
+            .to_str()
+            .ok()
+            .and_then(|s| s.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty() && t.len() <= MAX_CREDENTIAL_LEN)
+            .ok_or_else(|| ApiError::unauthorized("invalid admin credentials"))?;
+        let d = digest(token);
+        let ttl = self.inner.ttl;
+        {
+            let verified = self
+                .inner
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if verified.get(&d).is_some_and(|at| at.elapsed() < ttl) {
+                return Ok(());
+            }
+        }
+        {
+            let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.get(&d).is_some_and(|at| at.elapsed() < ttl) {
+                return Err(ApiError::unauthorized("invalid admin credentials"));
+            }
+        }
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
+        let secret = Secret::new(token);
+        let extra = self.inner.extra_hash.clone();
+        let registry = self.inner.registry.clone();
+        let ok = off_the_workers(async move {
+            if let Some(h) = extra {
+                if verify_secret(secret.expose(), &h) {
+                    return Ok(true);
+                }
+            }
+            match registry.verify_admin(&secret).await {
+                Ok(()) => Ok(true),
+                Err(Error::Unauthorized { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        let now = Instant::now();
+        if ok {
+            let mut v = self
+                .inner
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if v.len() > 1024 {
+                v.clear();
+            }
+            v.insert(d, now);
+            Ok(())
+        } else {
+            let mut f = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.len() > 10_000 {
+                f.clear();
+            }
+            f.insert(d, now);
+            Err(ApiError::unauthorized("invalid admin credentials"))
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The server's error type: every failure becomes `{"error": {"code", "message"}}`.
+//!
+//! [`ApiError`] maps [`tenancy_core::Error`] to HTTP status codes. Messages of
+//! backend and decoding failures are logged and replaced by a generic text, so
+//! no internal path, backend detail or stack trace reaches a client.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use tenancy_core::Error;
+use utoipa::ToSchema;
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `unauthorized`, `quota_exceeded`.
+    pub code: String,
+    /// A human-readable message, safe to show.
+    pub message: String,
+    /// For `lock_held`: the current holder of the lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub holder: Option<Value>,
+    /// For `quota_exceeded`: the resource, its limit and the usage the request would reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub quota: Option<Value>,
+}
+
+/// An HTTP error with a JSON body (boxed: handlers return it by value).
+#[derive(Debug)]
+pub struct ApiError {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+    holder: Option<Value>,
+    quota: Option<Value>,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            inner: Box::new(Inner {
+                status,
+                code,
+                message: message.into(),
+                retry_after: None,
+                holder: None,
+                quota: None,
+            }),
+        }
+    }
+
+    /// 400 `invalid_input`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 412 `precondition_failed`.
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            message,
+        )
+    }
+
+    /// 413 `payload_too_large`.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 429 `rate_limited`, with `Retry-After`.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this tenant; slow down",
+        );
+        e.inner.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 500 `internal`, with a generic message.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.inner.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.inner.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// Replaces the message (used where a handler knows a better one).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.inner.message = message.into();
+        self
+    }
+
+    /// The `Retry-After` delay, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// A plain JSON error response for a status without more context
+    /// (used for timeouts, unmatched routes and responses of foreign layers).
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("not_found", "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", "this method is not allowed here")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+            StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "unavailable",
+                "the service is unavailable or the request took too long; retry later",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("unsupported_media_type", "unsupported media type")
+            }
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests"),
+            StatusCode::UNAUTHORIZED => ("unauthorized", "missing or invalid credentials"),
+            StatusCode::FORBIDDEN => ("forbidden", "forbidden"),
+            s if s.is_client_error() => ("bad_request", "the request is not valid"),
+            _ => ("internal", "internal server error"),
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.inner.status.as_u16(),
+            self.inner.code,
+            self.inner.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound { what } => ApiError::not_found(format!("not found: {what}")),
+            Error::AlreadyExists { what } => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("already exists: {what}"),
+            ),
+            Error::Precondition { what } => {
+                ApiError::precondition(format!("precondition failed: {what}"))
+            }
+            Error::LockHeld { holder } => {
+                let mut err = ApiError::new(
+                    StatusCode::CONFLICT,
+                    "lock_held",
+                    format!("lock {} is held", holder.key),
+                );
+                err.inner.holder = serde_json::to_value(crate::views::LockView::from(*holder)).ok();
+                err
+            }
+            Error::Unauthorized { message } => ApiError::unauthorized(message),
+            Error::SessionExpired { .. } | Error::CredentialsRotated { .. } => {
+                ApiError::unauthorized("the credentials are no longer valid")
+            }
+            Error::Forbidden { message } => ApiError::forbidden(message),
+            Error::QuotaExceeded {
+                tenant,
+                resource,
+                limit,
+                requested,
+                retry_after,
+            } => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    format!(
+                        "quota exceeded for tenant {tenant}: {resource} would be {requested} over a limit of {limit}"
+                    ),
+                );
+                err.inner.retry_after = retry_after;
+                err.inner.quota = Some(serde_json::json!({
+                    "resource": resource,
+                    "limit": limit,
+                    "requested": requested,
+                }));
+                err
+            }
+            Error::InvalidInput { message } => ApiError::bad_request(message),
+            Error::NotImplemented { what } => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                format!("not implemented: {what}"),
+            ),
+            Error::Corrupt { what, message } => {
+                tracing::error!(%what, %message, "corrupt stored data");
+                ApiError::internal()
+            }
+            Error::Backend { backend, source } => {
+                tracing::error!(%backend, error = %source, "storage backend failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    "the storage backend failed; retry later",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "unexpected error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let this = *self.inner;
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: this.code.to_string(),
+                message: this.message,
+                holder: this.holder,
+                quota: this.quota,
+            },
+        };
+        let mut res = (this.status, axum::Json(body)).into_response();
+        if let Some(d) = this.retry_after {
+            // Round up: a client that waits the advertised time must succeed.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        res
+    }
+}
+
+/// The result type of handlers.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_errors_hide_their_details() {
+        let e: ApiError = Error::backend("local", "/var/lib/secret/path: permission denied").into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.message().contains("/var/lib"));
+        let e: ApiError = Error::Corrupt {
+            what: "tenants/acme/v1/x".into(),
+            message: "eof".into(),
+        }
+        .into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message().contains("tenants/"));
+    }
+
+    #[test]
+    fn quota_errors_carry_retry_after() {
+        let e: ApiError = Error::QuotaExceeded {
+            tenant: "acme".into(),
+            resource: "jobs_per_hour".into(),
+            limit: 10,
+            requested: 11,
+            retry_after: Some(Duration::from_millis(1500)),
+        }
+        .into();
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn statuses_map() {
+        let cases = [
+            (Error::not_found("x"), 404),
+            (Error::already_exists("x"), 409),
+            (Error::precondition("x"), 412),
+            (Error::unauthorized("x"), 401),
+            (Error::forbidden("x"), 403),
+            (Error::invalid("x"), 400),
+            (Error::not_implemented("x"), 501),
+        ];
+        for (e, want) in cases {
+            assert_eq!(ApiError::from(e).status().as_u16(), want);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The `tenancy-server` binary: parses the command line, prepares the server
+//! (see `tenancy_server::server`) and serves until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tenancy_server::server::{init_tracing, prepare, Args};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    let server = match prepare(Args::parse()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tenancy-server: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(token) = server.generated_admin_token() {
+        println!(
+            "admin token (shown once, only its hash is kept): {}",
+            token.expose()
+        );
+    }
+    match server.local_addr() {
+        Ok(addr) => println!(
+            "tenancy-server listening on {addr} (backend {})",
+            server.backend()
+        ),
+        Err(e) => eprintln!("tenancy-server: {e}"),
+    }
+    match server.serve().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenancy-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

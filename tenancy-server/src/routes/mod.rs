@@ -1,0 +1,225 @@
+//! The router: admin, tenant and open routes, and the layers around them.
+
+pub mod admin;
+pub mod jobs;
+pub mod open;
+pub mod tenant;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::app_state::AppState;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::metrics::{self, Metrics};
+
+/// Every route of the server as `(method, path)`, in axum's path syntax.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("POST", "/v1/tenants"),
+    ("GET", "/v1/tenants"),
+    ("GET", "/v1/tenants/{id}"),
+    ("PATCH", "/v1/tenants/{id}"),
+    ("DELETE", "/v1/tenants/{id}"),
+    ("POST", "/v1/tenants/{id}/suspend"),
+    ("POST", "/v1/tenants/{id}/activate"),
+    ("POST", "/v1/tenants/{id}/rotate"),
+    ("GET", "/v1/tenants/{id}/stats"),
+    ("GET", "/v1/tenant"),
+    ("GET", "/v1/state"),
+    ("GET", "/v1/state/{*key}"),
+    ("PUT", "/v1/state/{*key}"),
+    ("DELETE", "/v1/state/{*key}"),
+    ("POST", "/v1/locks/{key}"),
+    ("PUT", "/v1/locks/{key}"),
+    ("DELETE", "/v1/locks/{key}"),
+    ("GET", "/v1/locks"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/{id}"),
+    ("POST", "/v1/jobs/{id}/complete"),
+    ("POST", "/v1/jobs/{id}/fail"),
+    ("POST", "/v1/workers"),
+    ("DELETE", "/v1/workers/{id}"),
+    ("POST", "/v1/workers/{id}/claim"),
+];
+
+/// The admin routes, behind the admin bearer-token check.
+fn admin_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", post(admin::create).get(admin::list))
+        .route(
+            "/v1/tenants/{id}",
+            get(admin::get).patch(admin::update).delete(admin::delete),
+        )
+        .route("/v1/tenants/{id}/suspend", post(admin::suspend))
+        .route("/v1/tenants/{id}/activate", post(admin::activate))
+        .route("/v1/tenants/{id}/rotate", post(admin::rotate))
+        .route("/v1/tenants/{id}/stats", get(admin::stats))
+        .route_layer(from_fn_with_state(state.clone(), admin::guard))
+}
+
+/// The tenant routes, behind the tenant layer.
+fn tenant_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenant", get(tenant::me))
+        .route("/v1/state", get(tenant::list_state))
+        .route(
+            "/v1/state/{*key}",
+            get(tenant::get_state)
+                .put(tenant::put_state)
+                .delete(tenant::delete_state),
+        )
+        .route("/v1/locks", get(tenant::list_locks))
+        .route(
+            "/v1/locks/{key}",
+            post(tenant::acquire_lock)
+                .put(tenant::renew_lock)
+                .delete(tenant::release_lock),
+        )
+        .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
+        .route("/v1/jobs/{id}", get(jobs::get_job))
+        .route("/v1/jobs/{id}/complete", post(jobs::complete_job))
+        .route("/v1/jobs/{id}/fail", post(jobs::fail_job))
+        .route("/v1/workers", post(jobs::register_worker))
+        .route("/v1/workers/{id}", delete(jobs::delete_worker))
+        .route("/v1/workers/{id}/claim", post(jobs::claim))
+        .route_layer(state.auth().layer())
+}
+
+fn open_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(open::healthz))
+        .route("/readyz", get(open::readyz))
+        .route("/metrics", get(open::metrics))
+        .route("/openapi.json", get(open::openapi_json))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::from_status(StatusCode::NOT_FOUND)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// Gives every error response a JSON body, including those made by foreign
+/// layers (timeouts, body limits) that answer with plain text or nothing.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let err = ApiError::from_status(status);
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: err.code().to_string(),
+            message: err.message().to_string(),
+            holder: None,
+            quota: None,
+        },
+    };
+    let Ok(bytes) = serde_json::to_vec(&body) else {
+        return err.into_response();
+    };
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Refuses a declared body over the limit before any handler runs, whether
+/// or not the route reads bodies (streamed bodies are cut by `DefaultBodyLimit`).
+async fn body_limit(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::too_large(limit).into_response();
+    }
+    next.run(req).await
+}
+
+fn request_span(req: &Request) -> tracing::Span {
+    // Method, route template, path and request id only: never headers (they
+    // carry credentials) and never the query (it carries lock ids).
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("-", |m| m.as_str());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route,
+        path = req.uri().path(),
+        request_id,
+    )
+}
+
+/// The whole API over `state`: admin, tenant and open routes with request
+/// ids, tracing, metrics, JSON errors, the body limit and the request timeout.
+pub fn app(state: AppState) -> Router {
+    let config = state.config().clone();
+    let metrics: Arc<Metrics> = state.metrics().clone();
+    Router::new()
+        .merge(admin_routes(&state))
+        .merge(tenant_routes(&state))
+        .merge(open_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(map_response(json_errors))
+                .layer(from_fn_with_state(metrics, metrics::track))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    config.request_timeout,
+                ))
+                .layer(from_fn_with_state(config.body_limit, body_limit))
+                .layer(DefaultBodyLimit::max(config.body_limit)),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,479 @@
+//! The tenant API's own profile, state (with ETags) and locks. Every handler
+//! works on the stores of the authenticated tenant only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use tenancy_core::{
+    DeleteMode, LockId, LockKey, LockManager, LockRequest, PutMode, StateBackend, StateKey, Version,
+};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app_state::AppState;
+use crate::auth::AuthenticatedTenant;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Body, Json, OptionalJson, Path, Query};
+use crate::jobs::SERVER_PREFIX;
+use crate::views::{
+    LockList, LockView, OwnTenantView, StateEntryView, StateList, StateWritten, StatsView,
+};
+
+/// The calling tenant's profile and usage.
+#[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("api_key" = [])),
+    responses((status = 200, body = OwnTenantView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+) -> ApiResult<axum::Json<OwnTenantView>> {
+    let t = who.tenant();
+    let usage = state.registry().usage(&t.id).await?;
+    state.metrics().record_usage(t, &usage);
+    let now = state.clock().now();
+    Ok(axum::Json(OwnTenantView {
+        id: t.id.to_string(),
+        display_name: t.display_name.clone(),
+        status: t.effective_status(now),
+        plan: t.plan,
+        limits: t.limits(),
+        expires_at: t.expires_at,
+        usage: StatsView::new(t, usage, now),
+    }))
+}
+
+fn tenant_state(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Arc<dyn StateBackend>> {
+    Ok(state.stores().state(who.tenant())?)
+}
+
+fn tenant_locks(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Arc<dyn LockManager>> {
+    Ok(state.stores().locks(who.tenant())?)
+}
+
+/// Validates a state key from a path and refuses the server's own prefix.
+fn state_key(raw: &str) -> ApiResult<StateKey> {
+    let key = StateKey::new(raw)?;
+    if key.segments().next() == Some(SERVER_PREFIX) {
+        return Err(ApiError::forbidden(format!(
+            "keys under {SERVER_PREFIX}/ are reserved for the server (jobs and workers)"
+        )));
+    }
+    Ok(key)
+}
+
+/// An ETag for a backend version: `"v<version>"` when the version is made of
+/// safe characters, else `"x<hex>"`; both decode back exactly.
+pub(crate) fn etag(v: &Version) -> String {
+    let raw = v.as_str();
+    if !raw.is_empty()
+        && raw.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+' | b'=')
+        })
+    {
+        format!("\"v{raw}\"")
+    } else {
+        let mut s = String::with_capacity(raw.len() * 2 + 3);
+        s.push_str("\"x");
+        for b in raw.bytes() {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.push('"');
+        s
+    }
+}
+
+/// Decodes an ETag made by [`etag`] (weak tags accepted).
+pub(crate) fn parse_etag(tag: &str) -> Option<Version> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    if let Some(raw) = inner.strip_prefix('v') {
+        (!raw.is_empty()).then(|| Version(raw.to_string()))
+    } else if let Some(hex) = inner.strip_prefix('x') {
+        if hex.len() % 2 != 0 || hex.is_empty() {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        String::from_utf8(bytes?).ok().map(Version)
+    } else {
+        None
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<&str>> {
+    match headers.get(&name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("header {name} is not valid"))),
+    }
+}
+
+fn one_etag(value: &str, name: &str) -> ApiResult<Version> {
+    if value.contains(',') {
+        return Err(ApiError::bad_request(format!(
+            "{name} with several entity tags is not supported; send one"
+        )));
+    }
+    // An entity tag this server never issued matches nothing.
+    parse_etag(value).ok_or_else(|| {
+        ApiError::precondition(format!("{name} names a version this server never issued"))
+    })
+}
+
+/// Filters of `GET /v1/state`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListState {
+    /// Only keys strictly below this key prefix (segment-wise).
+    pub prefix: Option<String>,
+    /// The most keys to return (default and maximum: the server's `max_list`).
+    pub limit: Option<usize>,
+}
+
+/// Lists the calling tenant's keys.
+#[utoipa::path(get, path = "/v1/state", tag = "state", params(ListState),
+    security(("api_key" = [])),
+    responses((status = 200, body = StateList), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn list_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Query(q): Query<ListState>,
+) -> ApiResult<axum::Json<StateList>> {
+    let prefix = match q.prefix.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(state_key(p.trim_end_matches('/'))?),
+    };
+    let max = state.config().max_list;
+    let limit = q.limit.unwrap_or(max).min(max);
+    let store = tenant_state(&state, &who)?;
+    let mut keys: Vec<StateEntryView> = store
+        .list(prefix.as_ref())
+        .try_filter(|e| futures::future::ready(e.key.segments().next() != Some(SERVER_PREFIX)))
+        .map_ok(|e| StateEntryView {
+            key: e.key.to_string(),
+            size: e.size,
+            last_modified: e.last_modified,
+        })
+        .try_collect()
+        .await?;
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    let truncated = keys.len() > limit;
+    keys.truncate(limit);
+    Ok(axum::Json(StateList { keys, truncated }))
+}
+
+/// Reads one object; `ETag` gives its version (`If-None-Match` answers 304).
+#[utoipa::path(get, path = "/v1/state/{key}", tag = "state",
+    params(("key" = String, Path, description = "state key, `/`-separated")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "the object's bytes", content_type = "application/octet-stream"),
+        (status = 304, description = "not modified"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = state_key(&raw)?;
+    let store = tenant_state(&state, &who)?;
+    let obj = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no state at key {key}")))?;
+    let tag = etag(&obj.version);
+    let tag_value = HeaderValue::from_str(&tag).map_err(|_| ApiError::internal())?;
+    if let Some(inm) = header_str(&headers, header::IF_NONE_MATCH)? {
+        let hit = inm.trim() == "*"
+            || inm
+                .split(',')
+                .filter_map(parse_etag)
+                .any(|v| v == obj.version);
+        if hit {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag_value)]).into_response());
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, tag_value),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+        obj.bytes,
+    )
+        .into_response())
+}
+
+/// Writes one object. `If-Match: <etag>` writes only over that version,
+/// `If-None-Match: *` only if absent; otherwise 412.
+#[utoipa::path(put, path = "/v1/state/{key}", tag = "state",
+    params(("key" = String, Path, description = "state key, `/`-separated")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    security(("api_key" = [])),
+    responses((status = 200, body = StateWritten), (status = 201, body = StateWritten),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub(crate) async fn put_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> ApiResult<Response> {
+    let key = state_key(&raw)?;
+    let store = tenant_state(&state, &who)?;
+    let if_match = header_str(&headers, header::IF_MATCH)?;
+    let if_none = header_str(&headers, header::IF_NONE_MATCH)?;
+    let mode = match (if_match, if_none) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "send either If-Match or If-None-Match, not both",
+            ))
+        }
+        (None, Some(v)) if v.trim() == "*" => PutMode::Create,
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "If-None-Match on a write supports only *",
+            ))
+        }
+        (Some(v), None) if v.trim() == "*" => match store.get(&key).await? {
+            Some(obj) => PutMode::Update(obj.version),
+            None => return Err(ApiError::precondition(format!("no state at key {key}"))),
+        },
+        (Some(v), None) => PutMode::Update(one_etag(v, "If-Match")?),
+        (None, None) => PutMode::Overwrite,
+    };
+    let created = mode == PutMode::Create;
+    let version = store.put(&key, bytes, mode).await.map_err(|e| match e {
+        tenancy_core::Error::AlreadyExists { .. } => {
+            ApiError::precondition(format!("key {key} already exists (If-None-Match: *)"))
+        }
+        tenancy_core::Error::Precondition { .. } => {
+            ApiError::precondition(format!("key {key} is not at the version given in If-Match"))
+        }
+        e => e.into(),
+    })?;
+    let tag = etag(&version);
+    let tag_value = HeaderValue::from_str(&tag).map_err(|_| ApiError::internal())?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [(header::ETAG, tag_value)],
+        axum::Json(StateWritten {
+            key: key.to_string(),
+            etag: tag,
+        }),
+    )
+        .into_response())
+}
+
+/// Deletes one object (`If-Match` honoured).
+#[utoipa::path(delete, path = "/v1/state/{key}", tag = "state",
+    params(("key" = String, Path, description = "state key, `/`-separated")),
+    security(("api_key" = [])),
+    responses((status = 204, description = "deleted"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody)))]
+pub(crate) async fn delete_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let key = state_key(&raw)?;
+    let store = tenant_state(&state, &who)?;
+    let current = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no state at key {key}")))?;
+    let version = match header_str(&headers, header::IF_MATCH)? {
+        None => current.version,
+        Some(v) if v.trim() == "*" => current.version,
+        Some(v) => {
+            let want = one_etag(v, "If-Match")?;
+            if want != current.version {
+                return Err(ApiError::precondition(format!(
+                    "key {key} is not at the version given in If-Match"
+                )));
+            }
+            want
+        }
+    };
+    let mode = if store.capabilities().conditional_delete {
+        DeleteMode::IfVersion(version)
+    } else {
+        DeleteMode::Any
+    };
+    store.delete(&key, mode).await.map_err(|e| match e {
+        tenancy_core::Error::Precondition { .. } => {
+            ApiError::precondition(format!("key {key} changed meanwhile"))
+        }
+        e => e.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn lock_key(raw: &str) -> ApiResult<LockKey> {
+    Ok(LockKey::new(raw)?)
+}
+
+/// The body of `POST /v1/locks/{key}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireLock {
+    /// The lease, in seconds (1 to 86400).
+    pub ttl_seconds: u64,
+    /// What the holder is doing.
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// Who holds it (default: the tenant id).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Free-form information.
+    #[serde(default)]
+    pub info: Option<String>,
+}
+
+/// Takes a lock: 201 with the lease, or 409 with the holder.
+#[utoipa::path(post, path = "/v1/locks/{key}", tag = "locks", request_body = AcquireLock,
+    params(("key" = String, Path, description = "lock key, `:`-separated")),
+    security(("api_key" = [])),
+    responses((status = 201, body = LockView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn acquire_lock(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+    Json(body): Json<AcquireLock>,
+) -> ApiResult<(StatusCode, axum::Json<LockView>)> {
+    let key = lock_key(&raw)?;
+    let req = LockRequest::new(key, Duration::from_secs(body.ttl_seconds))
+        .who(body.owner.unwrap_or_else(|| who.id().to_string()))
+        .operation(body.operation.unwrap_or_default())
+        .info(body.info.unwrap_or_default());
+    req.validate()?;
+    let locks = tenant_locks(&state, &who)?;
+    let info = locks.try_acquire(&req).await?;
+    Ok((StatusCode::CREATED, axum::Json(info.into())))
+}
+
+/// The query of lock renew and release.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LockQuery {
+    /// The holder's lock id.
+    pub lock_id: Option<String>,
+    /// For renew: the new lease in seconds (default: the lease it had).
+    pub ttl_seconds: Option<u64>,
+}
+
+/// The optional body of a renew.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLock {
+    /// The new lease in seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+fn lock_id(q: &LockQuery) -> ApiResult<LockId> {
+    let raw = q
+        .lock_id
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("the lock_id query parameter is required"))?;
+    Ok(LockId::parse(raw)?)
+}
+
+fn holder_only(e: tenancy_core::Error) -> ApiError {
+    match e {
+        tenancy_core::Error::Precondition { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "lock_lost",
+            "the lock is not held with this lock id",
+        ),
+        tenancy_core::Error::NotFound { .. } => ApiError::not_found("the lock is not held"),
+        e => e.into(),
+    }
+}
+
+/// Renews a lease (holder only).
+#[utoipa::path(put, path = "/v1/locks/{key}", tag = "locks", params(("key" = String, Path), LockQuery),
+    request_body(content = Option<RenewLock>), security(("api_key" = [])),
+    responses((status = 200, body = LockView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn renew_lock(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+    Query(q): Query<LockQuery>,
+    OptionalJson(body): OptionalJson<RenewLock>,
+) -> ApiResult<axum::Json<LockView>> {
+    let key = lock_key(&raw)?;
+    let id = lock_id(&q)?;
+    let locks = tenant_locks(&state, &who)?;
+    let ttl = match body.and_then(|b| b.ttl_seconds).or(q.ttl_seconds) {
+        Some(s) => Duration::from_secs(s),
+        None => {
+            let held = locks
+                .inspect(&key)
+                .await?
+                .ok_or_else(|| ApiError::not_found("the lock is not held"))?;
+            (held.expires - held.last_heartbeat)
+                .to_std()
+                .unwrap_or(tenancy_core::lock::MIN_LOCK_TTL)
+        }
+    };
+    tenancy_core::lock::validate_ttl(ttl)?;
+    let info = locks.renew(&key, id, ttl).await.map_err(holder_only)?;
+    Ok(axum::Json(info.into()))
+}
+
+/// Releases a lock (holder only).
+#[utoipa::path(delete, path = "/v1/locks/{key}", tag = "locks", params(("key" = String, Path), LockQuery),
+    security(("api_key" = [])),
+    responses((status = 204, description = "released"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn release_lock(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+    Query(q): Query<LockQuery>,
+) -> ApiResult<StatusCode> {
+    let key = lock_key(&raw)?;
+    let id = lock_id(&q)?;
+    let locks = tenant_locks(&state, &who)?;
+    locks.release(&key, id).await.map_err(holder_only)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lists the calling tenant's held locks.
+#[utoipa::path(get, path = "/v1/locks", tag = "locks", security(("api_key" = [])),
+    responses((status = 200, body = LockList), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_locks(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+) -> ApiResult<axum::Json<LockList>> {
+    let locks = tenant_locks(&state, &who)?;
+    let mut all: Vec<LockView> = locks.list("").await?.into_iter().map(Into::into).collect();
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(axum::Json(LockList { locks: all }))
+}

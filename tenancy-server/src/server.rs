@@ -1,0 +1,264 @@
+//! The binary's command line, startup (backend, registry bootstrap, admin
+//! token) and graceful serving. `main.rs` only calls into here and prints.
+//!
+//! # The admin token
+//!
+//! - `TENANCY_ADMIN_TOKEN` or `--admin-token-file` gives it. On a store
+//!   without a registry, the registry is bootstrapped with it (only its bcrypt
+//!   hash is stored, in `tenants.yaml`). On a bootstrapped store it is also
+//!   accepted if it differs from the registry's admin credential (only its
+//!   bcrypt hash is kept, in memory).
+//! - With neither, on a store without a registry, a token is generated,
+//!   the registry bootstrapped with its hash, and the token handed to the
+//!   caller to print once. On later starts the registry's credential is used.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::Router;
+use tenancy_core::credentials::{
+    generate_secret, DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
+};
+use tenancy_core::store_registry::StoreRegistry;
+use tenancy_core::{Error, Secret, TenantRegistry};
+use tokio::net::TcpListener;
+
+use crate::app_state::{AppState, ServerConfig, SharedStores};
+use crate::auth::AuthConfig;
+
+/// The command line of `tenancy-server`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "tenancy-server",
+    version,
+    about = "The tenancy multi-tenant HTTP API"
+)]
+pub struct Args {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "TENANCY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Backend URL: `file:///path`, `memory://`, `s3://bucket/prefix`
+    /// [default: local files under $TENANCY_HOME/data, TENANCY_HOME defaulting to ~/.tenancy].
+    #[arg(long, env = "TENANCY_BACKEND")]
+    pub backend: Option<String>,
+    /// A file holding the admin token (else TENANCY_ADMIN_TOKEN, else generated on first start).
+    #[arg(long, env = "TENANCY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Seconds a cached tenant credential is trusted before its record is re-read:
+    /// the bound for changes made by other replicas or the CLI.
+    #[arg(long, env = "TENANCY_AUTH_REFRESH_SECS", default_value_t = 5)]
+    pub auth_refresh_secs: u64,
+    /// The largest request body, in bytes.
+    #[arg(long, env = "TENANCY_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Seconds before a request is answered 503.
+    #[arg(long, env = "TENANCY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+/// A server ready to serve: bound, bootstrapped, with its router.
+#[derive(Debug)]
+pub struct Prepared {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    generated_admin_token: Option<Secret>,
+    backend: String,
+}
+
+impl Prepared {
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The admin token generated at this start, to be shown once.
+    pub fn generated_admin_token(&self) -> Option<&Secret> {
+        self.generated_admin_token.as_ref()
+    }
+
+    /// The backend URL in use.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// The shared state (for embedding and tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+    pub async fn serve(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+}
+
+/// The default backend: local files under `$TENANCY_HOME/data`
+/// (`TENANCY_HOME` defaults to `~/.tenancy`).
+pub fn default_backend() -> anyhow::Result<String> {
+    let home = match std::env::var_os("TENANCY_HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".tenancy"),
+            None => bail!("neither TENANCY_HOME nor HOME is set; pass --backend"),
+        },
+    };
+    let dir = std::path::absolute(home.join("data")).context("cannot resolve TENANCY_HOME")?;
+    dir.to_str()
+        .map(str::to_string)
+        .context("TENANCY_HOME is not valid UTF-8; pass --backend")
+}
+
+/// The bcrypt cost from `TENANCY_BCRYPT_COST` (default 10).
+pub fn bcrypt_cost() -> anyhow::Result<u32> {
+    match std::env::var("TENANCY_BCRYPT_COST") {
+        Err(_) => Ok(DEFAULT_BCRYPT_COST),
+        Ok(v) => {
+            let cost: u32 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("TENANCY_BCRYPT_COST \"{v}\" is not a number"))?;
+            if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
+                bail!(
+                    "TENANCY_BCRYPT_COST {cost} is outside {MIN_BCRYPT_COST}..={MAX_BCRYPT_COST}"
+                );
+            }
+            Ok(cost)
+        }
+    }
+}
+
+fn given_admin_token(args: &Args) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = &args.admin_token_file {
+        let raw = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+        let token = raw.trim();
+        if token.is_empty() {
+            bail!("the admin token file {} is empty", path.display());
+        }
+        return Ok(Some(Secret::new(token)));
+    }
+    match std::env::var("TENANCY_ADMIN_TOKEN") {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+        _ => Ok(None),
+    }
+}
+
+/// Opens the backend, bootstraps the registry if missing, settles the admin
+/// token and binds the listener.
+pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
+    let url = match &args.backend {
+        Some(u) => u.clone(),
+        None => default_backend()?,
+    };
+    let backend = tenancy_state::open(&url)
+        .await
+        .with_context(|| format!("cannot open the backend {url}"))?;
+    let cost = bcrypt_cost()?;
+    let registry = Arc::new(StoreRegistry::new(backend.clone()).with_bcrypt_cost(cost));
+    let given = given_admin_token(&args)?;
+
+    let mut generated = None;
+    if !registry
+        .is_bootstrapped()
+        .await
+        .context("cannot read the registry")?
+    {
+        let token = match &given {
+            Some(t) => t.clone(),
+            None => generate_secret("adm").context("cannot generate an admin token")?,
+        };
+        match registry.bootstrap(&token).await {
+            Ok(()) => {
+                tracing::info!(backend = %url, "bootstrapped a new tenant registry");
+                if given.is_none() {
+                    generated = Some(token);
+                }
+            }
+            // Another replica bootstrapped it meanwhile: use its credential.
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).context("cannot bootstrap the registry"),
+        }
+    }
+
+    let config = ServerConfig {
+        body_limit: args.body_limit,
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        auth: AuthConfig {
+            refresh_interval: Duration::from_secs(args.auth_refresh_secs),
+            ..AuthConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let registry_dyn: Arc<dyn TenantRegistry> = registry.clone();
+    let mut builder =
+        AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend))).config(config);
+    if let Some(token) = &given {
+        match registry.verify_admin(token).await {
+            Ok(()) => {}
+            Err(Error::Unauthorized { .. }) => {
+                tracing::warn!(
+                    "the given admin token differs from the registry's admin credential; \
+                     both are accepted by this server"
+                );
+                builder = builder
+                    .admin_token(token, cost)
+                    .context("cannot hash the admin token")?;
+            }
+            Err(e) => return Err(e).context("cannot check the admin token"),
+        }
+    }
+    let state = builder.build();
+    let router = crate::app(state.clone());
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    Ok(Prepared {
+        listener,
+        router,
+        state,
+        generated_admin_token: generated,
+        backend: url,
+    })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Credentials are
+/// never logged: spans carry method, route, path and request id only.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

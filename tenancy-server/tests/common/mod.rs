@@ -1,0 +1,181 @@
+//! Shared helpers of the router tests: an app on a memory store with a
+//! bootstrapped registry (bcrypt cost 4), and a request helper.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tenancy_core::store_registry::StoreRegistry;
+use tenancy_core::{Clock, ManualClock, MemoryBackend, Secret, StateBackend};
+use tenancy_server::{app, AppState, ServerConfig, SharedStores};
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "admin-token-for-tests";
+
+pub struct Harness {
+    pub app: Router,
+    pub state: AppState,
+    pub backend: Arc<dyn StateBackend>,
+    pub clock: ManualClock,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.bytes)
+            )
+        })
+    }
+
+    /// Asserts a JSON error body with a code and returns the code.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        let code = v["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error.code in {v}"));
+        assert!(v["error"]["message"].is_string(), "no error.message in {v}");
+        code.to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+pub async fn harness() -> Harness {
+    harness_with(ServerConfig::default()).await
+}
+
+pub async fn harness_with(config: ServerConfig) -> Harness {
+    let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+    harness_on(backend, config, true).await
+}
+
+pub async fn harness_on(
+    backend: Arc<dyn StateBackend>,
+    config: ServerConfig,
+    bootstrap: bool,
+) -> Harness {
+    let clock = ManualClock::starting_now();
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let registry = Arc::new(
+        StoreRegistry::new(backend.clone())
+            .with_bcrypt_cost(4)
+            .with_clock(clock_dyn.clone()),
+    );
+    if bootstrap {
+        tenancy_core::TenantRegistry::bootstrap(&*registry, &Secret::new(ADMIN))
+            .await
+            .unwrap();
+    }
+    let state = AppState::builder(registry, Arc::new(SharedStores::new(backend.clone())))
+        .config(config)
+        .clock(clock_dyn)
+        .build();
+    Harness {
+        app: app(state.clone()),
+        state,
+        backend,
+        clock,
+    }
+}
+
+impl Harness {
+    pub async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self
+            .app
+            .clone()
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            bytes,
+        }
+    }
+
+    pub async fn admin(&self, method: &str, uri: &str, body: Value) -> Answer {
+        let bearer = format!("Bearer {ADMIN}");
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        };
+        self.call(
+            method,
+            uri,
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    pub async fn tenant(&self, key: &str, method: &str, uri: &str, body: Value) -> Answer {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        };
+        self.call(
+            method,
+            uri,
+            &[("x-api-key", key), ("content-type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    /// Creates a tenant and returns its secret.
+    pub async fn create_tenant(&self, id: &str, extra: Value) -> String {
+        let mut body = json!({ "id": id });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let a = self.admin("POST", "/v1/tenants", body).await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&a.bytes)
+        );
+        a.json()["secret"].as_str().unwrap().to_string()
+    }
+}
