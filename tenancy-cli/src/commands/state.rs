@@ -114,13 +114,28 @@ pub async fn put(
             }
             .into());
         }
-        reservation = Some(
-            ctx.services
-                .registry
-                .reserve(&t.id, Resource::Stacks, 1)
-                .await
-                .with_context(|| format!("reserving a new stack {stack} for tenant {}", t.id))?,
-        );
+        match ctx
+            .services
+            .registry
+            .reserve(&t.id, Resource::Stacks, 1)
+            .await
+        {
+            Ok(r) => reservation = Some(r),
+            // Concurrent creators of this same stack may hold the capacity:
+            // if one of them has created it meanwhile, this is not a new
+            // stack any more and the save below reports the conflict.
+            Err(e @ Error::QuotaExceeded { .. }) => {
+                let now_there = store.stacks().await?.iter().any(|(s, _)| s == stack);
+                if !now_there {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("creating stack {stack} for tenant {}", t.id)));
+                }
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("reserving a new stack {stack} for tenant {}", t.id)))
+            }
+        }
     }
     let saved = store
         .save(stack, env, &doc, current.as_ref().map(|c| c.serial))

@@ -1,0 +1,822 @@
+//! End-to-end tests of the built `tenancy` binary: both workflows, races and
+//! bad input, on local files and on S3 (moto; skipped loudly without
+//! `AWS_ENDPOINT`/`AWS_BUCKET`, failing instead when `TENANCY_REQUIRE_S3=1`
+//! or `CI=true`). Each user is a separate `TENANCY_HOME`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{json, Value};
+use tenancy_core::{StateBackend, StateBackendExt};
+
+const PASSWORD: &str = "e2e admin password";
+
+/// Where the store is: a backend URL, plus a handle for checking it directly.
+struct Store {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn local_store() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url::Url::from_file_path(dir.path().join("store"))
+        .unwrap()
+        .to_string();
+    Store {
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// An S3 store under a fresh prefix, or `None` (printed) when there is no S3 server.
+fn s3_store(test: &str) -> Option<Store> {
+    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
+    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
+    match (endpoint, bucket) {
+        (Some(_), Some(bucket)) if cfg!(feature = "s3") => Some(Store {
+            url: format!("s3://{bucket}/cli-e2e-{}", uuid::Uuid::new_v4().simple()),
+            _dir: None,
+        }),
+        _ => {
+            if tenancy_state::testing::s3_required() {
+                panic!("{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but AWS_ENDPOINT/AWS_BUCKET are not set or feature s3 is off; run scripts/test.sh");
+            }
+            // Straight to stderr: the test harness would swallow eprintln! of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: no S3 server (run scripts/test.sh to start moto)"
+            );
+            None
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl Store {
+    fn backend(&self) -> std::sync::Arc<dyn StateBackend> {
+        runtime().block_on(tenancy_state::open(&self.url)).unwrap()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let b = self.backend();
+        runtime()
+            .block_on(b.list_keys(None))
+            .unwrap()
+            .into_iter()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    fn user(&self) -> User {
+        User {
+            home: tempfile::tempdir().unwrap(),
+            url: self.url.clone(),
+        }
+    }
+}
+
+/// One person at one machine: a `TENANCY_HOME` of their own.
+struct User {
+    home: tempfile::TempDir,
+    url: String,
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tenancy")
+}
+
+impl User {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--backend")
+            .arg(&self.url)
+            .args(args)
+            .env("TENANCY_HOME", self.home.path())
+            .env("TENANCY_BCRYPT_COST", "4")
+            .env_remove("TENANCY_BACKEND")
+            .env_remove("TENANCY_ADMIN_PASSWORD")
+            .env_remove("TENANCY_TENANT")
+            .env_remove("TENANCY_SECRET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn spawn(&self, args: &[&str], stdin: &str) -> Child {
+        let mut child = self.command(args).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // The child may exit (e.g. on bad flags) before reading its input.
+        let _ = input.write_all(stdin.as_bytes());
+        drop(input);
+        child
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Run {
+        self.spawn(args, stdin).wait_with_output().unwrap().into()
+    }
+
+    fn ok(&self, args: &[&str], stdin: &str) -> Run {
+        let r = self.run(args, stdin);
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        r
+    }
+
+    fn json(&self, args: &[&str], stdin: &str) -> Value {
+        let mut a = vec!["--output", "json"];
+        a.extend_from_slice(args);
+        self.ok(&a, stdin).json()
+    }
+
+    /// Fails with `code` and a one-line error message.
+    fn fails(&self, args: &[&str], stdin: &str, code: i32) -> Run {
+        let r = self.run(args, stdin);
+        assert_eq!(r.code, code, "{args:?}: {r:?}");
+        assert!(r.err.starts_with("error: "), "{args:?}: {r:?}");
+        assert_eq!(r.err.trim_end().lines().count(), 1, "{args:?}: {r:?}");
+        assert!(!r.err.contains("panicked"), "{r:?}");
+        r
+    }
+
+    fn session_file(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
+
+    fn login(&self, tenant: &str, secret: &str) {
+        self.ok(
+            &["login", "--tenant", tenant, "--secret-stdin"],
+            &format!("{secret}\n"),
+        );
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn create_tenant(admin: &User, id: &str, extra: &[&str]) -> String {
+    let mut args = vec!["tenant", "init", "--name", id];
+    args.extend_from_slice(extra);
+    let v = admin.json(&args, "");
+    assert_eq!(v["tenant"]["id"], id);
+    assert_eq!(v["tenant"]["status"], "active");
+    v["secret"].as_str().unwrap().to_string()
+}
+
+/// Both workflows, start to end.
+fn workflows(store: &Store) {
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.fails(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+        6,
+    );
+    admin.fails(&["tenant", "list"], "", 3);
+    admin.fails(
+        &["admin", "login", "--password-stdin"],
+        "not the password\n",
+        3,
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(mode(&admin.session_file("admin-session")), 0o600);
+
+    // Three tenants; list and show as JSON.
+    let acme_secret = create_tenant(
+        &admin,
+        "acme",
+        &["--plan", "pro", "--display-name", "Acme Corp"],
+    );
+    let globex_secret = create_tenant(&admin, "globex", &["--email", "it@globex.test"]);
+    let _initech_secret = create_tenant(&admin, "initech", &["--max-stacks", "1"]);
+    let list = admin.json(&["tenant", "list"], "");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", "globex", "initech"]);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "active"));
+    let show = admin.json(&["tenant", "show", "acme"], "");
+    assert_eq!(show["status"], "active");
+    assert_eq!(show["display_name"], "Acme Corp");
+    let table = admin.ok(&["tenant", "list"], "").out;
+    assert!(table.lines().next().unwrap().starts_with("ID"), "{table}");
+    assert!(
+        !table.contains('\x1b'),
+        "no colour without a terminal: {table:?}"
+    );
+
+    // Tenant teams, each on their own machine.
+    let acme = store.user();
+    let globex = store.user();
+    acme.login("acme", &acme_secret);
+    assert_eq!(mode(&acme.session_file("session")), 0o600);
+    globex.login("globex", &globex_secret);
+    acme.fails(&["tenant", "list"], "", 4); // a tenant session cannot run admin commands
+
+    let v1 = acme.json(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        r#"{"replicas": 1}"#,
+    );
+    assert_eq!(v1["serial"], 1);
+    let file = acme.home.path().join("state.json");
+    std::fs::write(&file, r#"{"replicas": 3, "image": "web:2"}"#).unwrap();
+    let v2 = acme.json(
+        &[
+            "state",
+            "put",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(v2["serial"], 2);
+    let got: Value = serde_json::from_str(
+        &acme
+            .ok(&["state", "get", "--stack", "web", "--env", "prod"], "")
+            .out,
+    )
+    .unwrap();
+    assert_eq!(got, json!({"replicas": 3, "image": "web:2"}));
+    let history = acme.json(&["state", "history", "--stack", "web", "--env", "prod"], "");
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    acme.ok(
+        &[
+            "state", "rollback", "--stack", "web", "--env", "prod", "--to", "1",
+        ],
+        "",
+    );
+    let got = acme.json(&["state", "get", "--stack", "web", "--env", "prod"], "");
+    assert_eq!(got, json!({"replicas": 1}));
+    assert_eq!(
+        acme.json(&["state", "history", "--stack", "web", "--env", "prod"], "")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let lock = acme.json(
+        &[
+            "lock",
+            "acquire",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--ttl",
+            "5m",
+            "--operation",
+            "deploy",
+        ],
+        "",
+    );
+    let lock_id = lock["lock_id"].as_str().unwrap().to_string();
+    assert!(lock["fencing_token"].as_u64().unwrap() >= 1);
+    let locks = acme.json(&["lock", "list"], "");
+    assert_eq!(locks.as_array().unwrap().len(), 1);
+    assert_eq!(locks[0]["operation"], "deploy");
+    acme.fails(
+        &["lock", "acquire", "--stack", "web", "--env", "prod"],
+        "",
+        6,
+    );
+
+    // No cross-tenant access.
+    globex.fails(&["state", "get", "--stack", "web", "--env", "prod"], "", 5);
+    assert_eq!(globex.json(&["state", "list"], ""), json!([]));
+    assert_eq!(globex.json(&["lock", "list"], ""), json!([]));
+    assert_ne!(
+        globex
+            .run(
+                &["lock", "release", "--stack", "web", "--env", "prod", "--id", &lock_id],
+                ""
+            )
+            .code,
+        0
+    );
+    assert_ne!(
+        globex
+            .run(
+                &[
+                    "lock",
+                    "force-unlock",
+                    "--stack",
+                    "web",
+                    "--env",
+                    "prod",
+                    "--id",
+                    &lock_id
+                ],
+                ""
+            )
+            .code,
+        0
+    );
+    assert_eq!(
+        acme.json(&["lock", "list"], "")[0]["lock_id"],
+        lock_id.as_str()
+    );
+    globex.ok(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        r#"{"globex": true}"#,
+    );
+    assert_eq!(
+        acme.json(&["state", "get", "--stack", "web", "--env", "prod"], ""),
+        json!({"replicas": 1})
+    );
+    acme.ok(
+        &[
+            "lock", "release", "--stack", "web", "--env", "prod", "--id", &lock_id,
+        ],
+        "",
+    );
+    assert_eq!(acme.json(&["lock", "list"], ""), json!([]));
+
+    // Rotate: the old secret and the old session fail; the new secret works; state is kept.
+    let rotated = admin.json(&["tenant", "rotate", "acme", "--yes"], "");
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, acme_secret);
+    let r = acme.fails(&["state", "list"], "", 3);
+    assert!(r.err.contains("rotated"), "{r:?}");
+    acme.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{acme_secret}\n"),
+        3,
+    );
+    acme.login("acme", &new_secret);
+    assert_eq!(
+        acme.json(&["state", "get", "--stack", "web", "--env", "prod"], ""),
+        json!({"replicas": 1})
+    );
+
+    // Suspend: login and the existing session fail; then activate.
+    admin.ok(&["tenant", "suspend", "acme", "--reason", "audit"], "");
+    assert_eq!(
+        admin.json(&["tenant", "show", "acme"], "")["status"],
+        "suspended"
+    );
+    let r = acme.fails(&["state", "list"], "", 4);
+    assert!(r.err.contains("suspended"), "{r:?}");
+    store.user().fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{new_secret}\n"),
+        4,
+    );
+    admin.ok(&["tenant", "activate", "acme"], "");
+    acme.ok(&["state", "list"], "");
+    globex.ok(&["state", "list"], "");
+
+    // Quota: initech may keep one stack.
+    let initech = store.user();
+    let initech_secret = admin.json(&["tenant", "rotate", "initech", "--yes"], "")["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    initech.login("initech", &initech_secret);
+    initech.ok(&["state", "put", "--stack", "one", "--env", "prod"], "{}");
+    initech.fails(
+        &["state", "put", "--stack", "two", "--env", "prod"],
+        "{}",
+        7,
+    );
+
+    // Migrate a single-tenant stacks/ tree into globex.
+    let rt = runtime();
+    let backend = store.backend();
+    rt.block_on(async {
+        let legacy = tenancy_state::stack::StackStore::new(backend.clone());
+        legacy
+            .save("legacy", "prod", &json!({"from": "single-tenant"}), None)
+            .await
+            .unwrap();
+        legacy
+            .save("legacy", "dev", &json!({"from": "dev"}), None)
+            .await
+            .unwrap();
+    });
+    let report = admin.json(&["migrate", "--tenant", "globex", "--from", "stacks"], "");
+    assert_eq!(report["clean"], true, "{report}");
+    assert!(report["copied"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(
+        globex.json(&["state", "get", "--stack", "legacy", "--env", "prod"], ""),
+        json!({"from": "single-tenant"})
+    );
+    acme.fails(
+        &["state", "get", "--stack", "legacy", "--env", "prod"],
+        "",
+        5,
+    );
+
+    // Delete: archived, and login fails.
+    admin.fails(&["tenant", "delete", "acme"], "", 2);
+    let deleted = admin.json(&["tenant", "delete", "acme", "--confirm"], "");
+    assert_eq!(deleted["status"], "deleted");
+    let keys = store.keys();
+    assert!(
+        keys.iter().any(|k| k.starts_with("archive/acme/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("tenants/acme/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("tenants/globex/")),
+        "{keys:?}"
+    );
+    acme.fails(&["state", "list"], "", 4);
+    store.user().fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{new_secret}\n"),
+        4,
+    );
+    let stats = admin.json(&["tenant", "stats"], "");
+    assert_eq!(stats["total"], 3);
+    assert_eq!(stats["by_status"]["deleted"], 1);
+
+    admin.ok(&["admin", "logout"], "");
+    assert!(!admin.session_file("admin-session").exists());
+    admin.fails(&["tenant", "list"], "", 3);
+}
+
+/// Bad input: a clear one-line error, the right code, and no change to the store.
+fn bad_input(store: &Store) {
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let secret = create_tenant(&admin, "acme", &[]);
+    let team = store.user();
+    team.fails(&["state", "list"], "", 3); // missing session
+    team.login("acme", &secret);
+    team.ok(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        r#"{"ok": true}"#,
+    );
+    let before = store.keys();
+
+    let stranger = store.user();
+    stranger.fails(
+        &["login", "--tenant", "nobody", "--secret-stdin"],
+        &format!("{secret}\n"),
+        3,
+    );
+    stranger.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        "tnc_0000000000000000000000000000000000\n",
+        3,
+    );
+    stranger.fails(
+        &["login", "--tenant", "ACME!", "--secret-stdin"],
+        &format!("{secret}\n"),
+        2,
+    );
+    assert!(!stranger.session_file("session").exists());
+    admin.fails(&["tenant", "show", "Not-Valid"], "", 2);
+    admin.fails(&["tenant", "show", "nobody"], "", 5);
+    admin.fails(&["tenant", "suspend", "nobody"], "", 5);
+    admin.fails(&["tenant", "init", "--name", "x"], "", 2);
+    admin.fails(
+        &[
+            "tenant",
+            "init",
+            "--name",
+            "ok-name",
+            "--secret-prefix",
+            "BAD",
+        ],
+        "",
+        2,
+    );
+    for (stack, env) in [
+        ("../../registry", "prod"),
+        ("web", ".."),
+        ("web", "../globex"),
+        ("a/b", "prod"),
+        ("web", "%2e%2e"),
+    ] {
+        team.fails(&["state", "put", "--stack", stack, "--env", env], "{}", 2);
+        team.fails(&["state", "get", "--stack", stack, "--env", env], "", 2);
+        team.fails(&["lock", "acquire", "--stack", stack, "--env", env], "", 2);
+    }
+    let r = team.fails(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "this is not json",
+        2,
+    );
+    assert!(r.err.contains("not JSON"), "{r:?}");
+    team.fails(
+        &[
+            "lock", "release", "--stack", "web", "--env", "prod", "--id", "123",
+        ],
+        "",
+        2,
+    );
+    team.fails(
+        &[
+            "lock", "acquire", "--stack", "web", "--env", "prod", "--ttl", "forever",
+        ],
+        "",
+        2,
+    );
+
+    // Expired session.
+    let path = team.session_file("session");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut v: Value = serde_json::from_str(&good).unwrap();
+    v["session"]["expires_at"] = json!("2000-01-01T00:00:00Z");
+    std::fs::write(&path, v.to_string()).unwrap();
+    let r = team.fails(&["state", "list"], "", 3);
+    assert!(r.err.contains("expired"), "{r:?}");
+    // Corrupted session.
+    std::fs::write(&path, "{\"format\": 1, \"backend\": ").unwrap();
+    let r = team.fails(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{}",
+        3,
+    );
+    assert!(r.err.contains("corrupted"), "{r:?}");
+    // An admin session file copied into the tenant slot is refused.
+    std::fs::copy(admin.session_file("admin-session"), &path).unwrap();
+    team.fails(&["state", "list"], "", 3);
+    std::fs::write(&path, good).unwrap();
+    team.ok(&["state", "list"], "");
+
+    assert_eq!(store.keys(), before, "bad input changed the store");
+}
+
+/// Several processes race for one lock: exactly one wins, the rest get exit 6.
+fn lock_race(store: &Store, contenders: usize) {
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let secret = create_tenant(&admin, "racers", &[]);
+    let users: Vec<User> = (0..contenders).map(|_| store.user()).collect();
+    for u in &users {
+        u.login("racers", &secret);
+    }
+    for round in 0..3 {
+        let env = format!("round{round}");
+        let children: Vec<Child> = users
+            .iter()
+            .map(|u| {
+                u.spawn(
+                    &[
+                        "--output", "json", "lock", "acquire", "--stack", "race", "--env", &env,
+                        "--ttl", "5m",
+                    ],
+                    "",
+                )
+            })
+            .collect();
+        let runs: Vec<Run> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap().into())
+            .collect();
+        let winners: Vec<&Run> = runs.iter().filter(|r| r.code == 0).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {runs:#?}");
+        for r in runs.iter().filter(|r| r.code != 0) {
+            assert_eq!(r.code, 6, "round {round}: {r:?}");
+            assert!(r.err.contains("held"), "{r:?}");
+        }
+        let won = winners[0].json();
+        let listed = users[0].json(&["lock", "list"], "");
+        let mine: Vec<&Value> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["key"] == format!("stack:race:env:{env}").as_str())
+            .collect();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0]["lock_id"], won["lock_id"]);
+    }
+
+    // Concurrent saves of one stack's state: each is based on the version it
+    // read, so no two commit the same serial and none is lost silently.
+    let children: Vec<Child> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            u.spawn(
+                &[
+                    "--output", "json", "state", "put", "--stack", "raced", "--env", "prod",
+                ],
+                &format!("{{\"writer\": {i}}}"),
+            )
+        })
+        .collect();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().into())
+        .collect();
+    assert!(runs.iter().all(|r| r.code == 0 || r.code == 6), "{runs:#?}");
+    let mut serials: Vec<u64> = runs
+        .iter()
+        .filter(|r| r.code == 0)
+        .map(|r| r.json()["serial"].as_u64().unwrap())
+        .collect();
+    serials.sort();
+    assert!(!serials.is_empty(), "{runs:#?}");
+    assert_eq!(
+        serials,
+        (1..=serials.len() as u64).collect::<Vec<_>>(),
+        "{runs:#?}"
+    );
+    let hist = users[0].json(
+        &["state", "history", "--stack", "raced", "--env", "prod"],
+        "",
+    );
+    assert_eq!(hist.as_array().unwrap().len(), serials.len());
+}
+
+/// A burst of processes each creating a different new stack never ends above
+/// the tenant's max stacks.
+fn quota_burst(store: &Store, contenders: usize) {
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let secret = create_tenant(&admin, "bursty", &["--max-stacks", "2"]);
+    let users: Vec<User> = (0..contenders).map(|_| store.user()).collect();
+    for u in &users {
+        u.login("bursty", &secret);
+    }
+    let children: Vec<Child> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            u.spawn(
+                &["state", "put", "--stack", &format!("s{i}"), "--env", "prod"],
+                "{}",
+            )
+        })
+        .collect();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().into())
+        .collect();
+    let won = runs.iter().filter(|r| r.code == 0).count();
+    assert_eq!(won, 2, "{runs:#?}");
+    assert!(runs.iter().all(|r| r.code == 0 || r.code == 7), "{runs:#?}");
+    let stacks = users[0].json(&["tenant", "stacks"], "");
+    assert_eq!(stacks["count"], 2, "{stacks}");
+}
+
+#[test]
+fn workflows_on_local_files() {
+    workflows(&local_store());
+}
+
+#[test]
+fn workflows_on_s3() {
+    if let Some(store) = s3_store("workflows_on_s3") {
+        workflows(&store);
+    }
+}
+
+#[test]
+fn bad_input_on_local_files() {
+    bad_input(&local_store());
+}
+
+#[test]
+fn bad_input_on_s3() {
+    if let Some(store) = s3_store("bad_input_on_s3") {
+        bad_input(&store);
+    }
+}
+
+#[test]
+fn lock_race_on_local_files() {
+    lock_race(&local_store(), 6);
+}
+
+#[test]
+fn lock_race_on_s3() {
+    if let Some(store) = s3_store("lock_race_on_s3") {
+        lock_race(&store, 4);
+    }
+}
+
+#[test]
+fn the_default_backend_lives_under_tenancy_home() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: &str| -> Run {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("TENANCY_HOME", home.path())
+            .env("TENANCY_BCRYPT_COST", "4")
+            .env_remove("TENANCY_BACKEND")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap().into()
+    };
+    let r = run(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(home.path().join("data").join("tenants.yaml").exists());
+    assert_eq!(mode(&home.path().join("data")), 0o700);
+    let r = run(&["version"], "");
+    assert_eq!(r.code, 0);
+    assert!(
+        r.out.contains("s3"),
+        "the binary supports s3:// by default: {r:?}"
+    );
+    let r = run(&["--backend", "ftp://nowhere", "tenant", "list"], "");
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = run(
+        &["--backend", "s3://user:pass@bucket/x", "tenant", "list"],
+        "",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(!r.err.contains("pass@"), "credentials echoed: {r:?}");
+}
+
+#[test]
+fn quota_burst_on_local_files() {
+    quota_burst(&local_store(), 6);
+}
+
+#[test]
+fn quota_burst_on_s3() {
+    if let Some(store) = s3_store("quota_burst_on_s3") {
+        quota_burst(&store, 4);
+    }
+}
