@@ -698,7 +698,11 @@ impl StoreRegistry {
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let (mut rec, mode) = match self.read_usage(id).await? {
                 Some((r, v)) => (r, PutMode::Update(v)),
-                None => (UsageRecord::new(id.clone()), PutMode::Create),
+                None => {
+                    // Never create a usage record for a tenant that does not exist.
+                    self.get_raw(id).await?;
+                    (UsageRecord::new(id.clone()), PutMode::Create)
+                }
             };
             let now = self.now();
             rec.roll(now);

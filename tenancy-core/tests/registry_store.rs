@@ -651,3 +651,20 @@ async fn quota_race_across_tasks_and_registries() {
     assert_eq!(ok, 10);
     assert_eq!(b.usage(&id).await.unwrap().jobs_active, 10);
 }
+
+#[tokio::test]
+async fn usage_operations_on_an_unknown_tenant_write_nothing() {
+    let (r, b, _) = registry().await;
+    r.create(NewTenant::new(tid("real"))).await.unwrap();
+    let mut res = r.reserve(&tid("real"), Resource::Stacks, 1).await.unwrap();
+    res.tenant = tid("ghost");
+    let before = all_keys(b.as_ref()).await;
+    assert!(matches!(r.release(&res).await, Err(Error::NotFound { .. })));
+    assert!(matches!(r.commit(&res).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        r.record_usage(&tid("ghost"), tenancy_core::UsageEvent::JobCompleted)
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(all_keys(b.as_ref()).await, before);
+}
