@@ -102,14 +102,22 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     let core = err.chain().find_map(|c| c.downcast_ref::<Error>())?;
     Some(match core {
-        Error::Unauthorized { .. } => "check the tenant id and secret (or the admin password) and try again",
-        Error::Forbidden { .. } => "ask the admin to activate the tenant, or log in with the right kind of session",
-        Error::NotFound { .. } => "check the name; `tenancy tenant list` (admin) or `tenancy state list` shows what exists",
+        Error::Unauthorized { .. } => {
+            "check the tenant id and secret (or the admin password) and try again"
+        }
+        Error::Forbidden { .. } => {
+            "ask the admin to activate the tenant, or log in with the right kind of session"
+        }
+        Error::NotFound { .. } => "check the name or id and try again",
         Error::AlreadyExists { .. } => "pick another name, or use the existing one",
         Error::Precondition { .. } => "someone changed it meanwhile; read it again and retry",
-        Error::LockHeld { .. } => "wait for the lease to expire, retry with --wait, or ask the holder to release it",
+        Error::LockHeld { .. } => {
+            "wait for the lease to expire, retry with --wait, or ask the holder to release it"
+        }
         Error::QuotaExceeded { .. } => "ask the admin to raise the limit or change the plan",
-        Error::Corrupt { .. } => "the stored object is damaged; restore it from history or a backup",
+        Error::Corrupt { .. } => {
+            "the stored object is damaged; restore it from history or a backup"
+        }
         Error::Backend { .. } => "check the backend URL, network and credentials, then retry",
         Error::NotImplemented { .. } => "use a backend that supports it",
         _ => return None,
@@ -133,9 +141,11 @@ pub fn one_line(err: &anyhow::Error) -> String {
         parts.push(s);
     }
     let mut msg = parts.join(": ");
-    let says_what_to_do = ["log in", "tenancy ", "pass ", "run ", "retry", "set "]
-        .iter()
-        .any(|w| msg.contains(w));
+    let says_what_to_do = [
+        "log in", "tenancy ", "pass ", "run ", "retry", "set ", "check ", "ask ",
+    ]
+    .iter()
+    .any(|w| msg.contains(w));
     if !says_what_to_do {
         if let Some(h) = hint(err) {
             msg.push_str("; ");

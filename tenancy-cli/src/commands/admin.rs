@@ -543,6 +543,12 @@ pub async fn migrate(ctx: &mut Ctx<'_>, tenant: &str, from: &str) -> anyhow::Res
             report.verified_objects
         ))?;
     }
+    if report.source_objects == 0 {
+        ctx.warn(&format!(
+            "nothing found under {from}/ on {}; check --from",
+            ctx.backend_url
+        ))?;
+    }
     if !report.conflicts.is_empty() {
         for k in &report.conflicts {
             ctx.warn(&format!(

@@ -167,12 +167,14 @@ impl<'a> Ctx<'a> {
             if let Error::Forbidden { .. } = e {
                 let status = tenant.effective_status(now);
                 let what = match status {
-                    TenantStatus::Deleted => "was deleted; its state is archived",
+                    TenantStatus::Deleted => {
+                        "was deleted and its state archived; ask the admin for a new tenant"
+                    }
                     TenantStatus::Suspended => "is suspended; ask the admin to activate it",
                     TenantStatus::Expired => "has expired; ask the admin to activate it",
                     TenantStatus::Active => "may not run this command",
                 };
-                return Err(anyhow::Error::new(e).context(format!("tenant {id} {what}")));
+                return Err(Error::forbidden(format!("tenant {id} {what}")).into());
             }
             return Err(e.into());
         }
