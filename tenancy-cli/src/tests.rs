@@ -770,3 +770,77 @@ fn version_help_completions_and_usage_errors() {
     let o = h.run(&["completions", "powershell"], "");
     assert_eq!(o.code, 2, "{o:?}");
 }
+
+#[test]
+fn lock_lifecycle_wait_renew_force_unlock() {
+    let h = Harness::new();
+    h.admin();
+    let secret = h.tenant("acme", &[]);
+    h.login("acme", &secret);
+    let first = h
+        .ok(
+            &[
+                "--output", "json", "lock", "acquire", "--stack", "s", "--env", "e", "--ttl", "1s",
+            ],
+            "",
+        )
+        .json();
+    let first_id = first["lock_id"].as_str().unwrap().to_string();
+    // Waiting outlasts the 1 s lease: the lock is taken over with a larger fencing token.
+    let second = h
+        .ok(
+            &[
+                "--output", "json", "lock", "acquire", "--stack", "s", "--env", "e", "--ttl",
+                "60s", "--wait", "10s",
+            ],
+            "",
+        )
+        .json();
+    let second_id = second["lock_id"].as_str().unwrap().to_string();
+    assert_ne!(first_id, second_id);
+    assert!(second["fencing_token"].as_u64().unwrap() > first["fencing_token"].as_u64().unwrap());
+    // The old holder can neither renew nor release any more.
+    let o = h.run(
+        &[
+            "lock", "renew", "--stack", "s", "--env", "e", "--id", &first_id,
+        ],
+        "",
+    );
+    assert_eq!(o.code, 6, "{o:?}");
+    let o = h.run(
+        &[
+            "lock", "release", "--stack", "s", "--env", "e", "--id", &first_id,
+        ],
+        "",
+    );
+    assert_eq!(o.code, 6, "{o:?}");
+    let renewed = h
+        .ok(
+            &[
+                "--output", "json", "lock", "renew", "--stack", "s", "--env", "e", "--id",
+                &second_id, "--ttl", "5m",
+            ],
+            "",
+        )
+        .json();
+    assert_eq!(renewed["lock_id"], second_id.as_str());
+    h.ok(
+        &[
+            "lock",
+            "force-unlock",
+            "--stack",
+            "s",
+            "--env",
+            "e",
+            "--id",
+            &second_id,
+        ],
+        "",
+    );
+    assert_eq!(
+        h.ok(&["--output", "json", "lock", "list"], "").json(),
+        serde_json::json!([])
+    );
+    let table = h.ok(&["lock", "list"], "").out;
+    assert_eq!(table.trim(), "No locks held.");
+}
