@@ -844,3 +844,26 @@ fn lock_lifecycle_wait_renew_force_unlock() {
     let table = h.ok(&["lock", "list"], "").out;
     assert_eq!(table.trim(), "No locks held.");
 }
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let h = Harness::new();
+    h.admin();
+    h.tenant("acme", &[]);
+    let home = h.home.path().to_string_lossy().into_owned();
+    let list = |terminal: bool, no_color: Option<&str>| {
+        let mut env = vec![("TENANCY_HOME", home.as_str())];
+        if let Some(v) = no_color {
+            env.push(("NO_COLOR", v));
+        }
+        let mut t = test_io("", &env, Scripted::default());
+        t.io.terminal.stdout = terminal;
+        t.io.terminal.stderr = terminal;
+        let code = run_with_services(["tenancy", "tenant", "list"], &mut t.io, &h.services, LABEL);
+        assert_eq!(code, 0);
+        t.out.text()
+    };
+    assert!(list(true, None).contains("\x1b[32mactive\x1b[0m"));
+    assert!(!list(false, None).contains('\x1b'));
+    assert!(!list(true, Some("1")).contains('\x1b'));
+}

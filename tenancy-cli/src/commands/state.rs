@@ -49,6 +49,9 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
             (p.display().to_string(), buf)
         }
         _ => {
+            if ctx.io.prompter.is_interactive() {
+                ctx.note("Reading the JSON state document from stdin; end it with Ctrl-D (or pass --file F).")?;
+            }
             let mut buf = Vec::new();
             (&mut ctx.io.stdin)
                 .take(MAX_STATE_BYTES + 1)
