@@ -235,6 +235,11 @@ pub(crate) async fn delete_worker(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The optional body of a claim: an empty object (no options yet).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimJob {}
+
 /// Gives the worker the oldest queued job of the same tenant, or 204.
 #[utoipa::path(post, path = "/v1/workers/{id}/claim", tag = "jobs",
     params(("id" = String, Path, description = "worker id")), security(("api_key" = [])),
@@ -245,7 +250,7 @@ pub(crate) async fn claim(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
     Path(id): Path<String>,
-    OptionalJson(_ignored): OptionalJson<Value>,
+    OptionalJson(_empty): OptionalJson<ClaimJob>,
 ) -> ApiResult<Response> {
     let id = parse_id("worker", &id)?;
     let jobs = store(&state, &who)?;

@@ -160,12 +160,14 @@ async fn body_limit(
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use axum::body::HttpBody as _;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let at_least = req.body().size_hint().lower();
+    if declared.is_some_and(|n| n > limit as u64) || at_least > limit as u64 {
         return ApiError::too_large(limit).into_response();
     }
     next.run(req).await

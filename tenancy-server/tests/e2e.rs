@@ -1,0 +1,684 @@
+//! End to end over real TCP: the built `tenancy-server` binary on a free
+//! loopback port, driven through the whole admin and tenant flow, on local
+//! files and on S3 (moto; `source scripts/s3-server.sh`). Two server
+//! processes on one store share a tenant's quota.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "e2e-admin-token-0123456789";
+
+struct Server {
+    child: Child,
+    base: String,
+    lines: mpsc::Receiver<String>,
+    /// Stdout lines printed before the address (the generated admin token).
+    early: Vec<String>,
+}
+
+impl Server {
+    fn start(backend: &str, admin_token: Option<&str>, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--backend", backend])
+            .args(extra)
+            .env("TENANCY_BCRYPT_COST", "4")
+            .env("RUST_LOG", "warn")
+            .env_remove("TENANCY_ADMIN_TOKEN")
+            .env_remove("TENANCY_ADMIN_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(t) = admin_token {
+            cmd.env("TENANCY_ADMIN_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("start tenancy-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            base: String::new(),
+            lines,
+            early: Vec::new(),
+        };
+        loop {
+            let line = server
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server prints its address within 60 s");
+            if let Some(rest) = line.strip_prefix("tenancy-server listening on ") {
+                let addr = rest.split_whitespace().next().unwrap();
+                server.base = format!("http://{addr}");
+                break;
+            }
+            // Earlier lines (the generated admin token) stay readable.
+            server.early.push(line);
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then the exit status within 30 s.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(ok.success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not stop within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Api {
+    http: Client,
+}
+
+impl Api {
+    fn new() -> Api {
+        // reqwest comes without a TLS crypto provider here (tenancy-state's s3
+        // feature picks ring); the tests speak plain HTTP but reqwest wants one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn admin(
+        &self,
+        s: &Server,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .request(method.parse().unwrap(), s.url(path))
+            .bearer_auth(ADMIN);
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn tenant(
+        &self,
+        s: &Server,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .request(method.parse().unwrap(), s.url(path))
+            .header("x-api-key", key);
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        if status.is_client_error() || status.is_server_error() {
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{method} {path}: error body is not JSON: {text}"));
+            assert!(v["error"]["code"].is_string(), "{v}");
+            return (status, v);
+        }
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+async fn whole_flow(backend: &str) {
+    let s = Server::start(backend, Some(ADMIN), &[]);
+    let api = Api::new();
+    assert_eq!(
+        api.http
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        api.http
+            .get(s.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let doc: Value = api
+        .http
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/workers/{id}/claim"].is_object());
+
+    let (st, body) = api.admin(&s, "GET", "/v1/tenants", Value::Null).await;
+    assert_eq!(st, 200);
+    assert!(body["tenants"].as_array().unwrap().is_empty());
+    let res = api.http.get(s.url("/v1/tenants")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+
+    let (st, created) = api
+        .admin(
+            &s,
+            "POST",
+            "/v1/tenants",
+            json!({"id": "acme", "plan": "free", "secret_prefix": "acme"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{created}");
+    let key = created["secret"].as_str().unwrap().to_string();
+    let (st, _) = api
+        .admin(&s, "POST", "/v1/tenants", json!({"id": "acme"}))
+        .await;
+    assert_eq!(st, 409);
+
+    let (st, me) = api.tenant(&s, &key, "GET", "/v1/tenant", Value::Null).await;
+    assert_eq!(st, 200);
+    assert_eq!(me["id"], "acme");
+    let res = api
+        .http
+        .get(s.url("/v1/tenant"))
+        .bearer_auth(&key)
+        .header("x-tenant-id", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-ratelimit-remaining"));
+    assert!(res.headers().contains_key("x-request-id"));
+
+    // State with ETags.
+    let res = api
+        .http
+        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .header("x-api-key", &key)
+        .header("if-none-match", "*")
+        .body("{\"serial\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    let res = api
+        .http
+        .get(s.url("/v1/state/stacks/web/prod/state.json"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(res.text().await.unwrap(), "{\"serial\":1}");
+    let res = api
+        .http
+        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .header("x-api-key", &key)
+        .header("if-match", &etag)
+        .body("{\"serial\":2}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = api
+        .http
+        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .header("x-api-key", &key)
+        .header("if-match", &etag)
+        .body("{\"serial\":3}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412);
+    let (st, list) = api
+        .tenant(&s, &key, "GET", "/v1/state?prefix=stacks", Value::Null)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(list["keys"][0]["key"], "stacks/web/prod/state.json");
+    let (st, _) = api
+        .tenant(
+            &s,
+            &key,
+            "GET",
+            "/v1/state/..%2F..%2Ftenants.yaml",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 400);
+
+    // Locks.
+    let (st, lease) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            json!({"ttl_seconds": 30, "operation": "apply"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{lease}");
+    let lock_id = lease["lock_id"].as_str().unwrap().to_string();
+    let (st, held) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            json!({"ttl_seconds": 30}),
+        )
+        .await;
+    assert_eq!(st, 409);
+    assert_eq!(held["error"]["holder"]["operation"], "apply");
+    let (st, _) = api
+        .tenant(
+            &s,
+            &key,
+            "PUT",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={lock_id}&ttl_seconds=60"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (_, locks) = api.tenant(&s, &key, "GET", "/v1/locks", Value::Null).await;
+    assert_eq!(locks["locks"].as_array().unwrap().len(), 1);
+    let (st, _) = api
+        .tenant(
+            &s,
+            &key,
+            "DELETE",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={lock_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 204);
+
+    // Jobs and workers.
+    let (st, worker) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            "/v1/workers",
+            json!({"name": "w1", "cpu": 1}),
+        )
+        .await;
+    assert_eq!(st, 201, "{worker}");
+    let worker = worker["id"].as_str().unwrap().to_string();
+    let (st, _) = api
+        .tenant(&s, &key, "POST", "/v1/workers", json!({"name": "w2"}))
+        .await;
+    assert_eq!(st, 429, "free plan: one worker");
+    let (st, job) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            "/v1/jobs",
+            json!({"name": "render", "cpu": 2, "payload": {"frame": 7}}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let (st, claimed) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(claimed["id"], job_id.as_str());
+    let (st, _) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (st, done) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            &format!("/v1/jobs/{job_id}/complete"),
+            json!({"worker_id": worker, "result": "ok"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(done["status"], "completed");
+    let (st, stats) = api
+        .admin(&s, "GET", "/v1/tenants/acme/stats", Value::Null)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(stats["usage"]["jobs_completed"], 1);
+    assert_eq!(stats["usage"]["jobs_active"], 0);
+    assert_eq!(stats["usage"]["cpu_cores"], 1);
+
+    // Another tenant sees none of it.
+    let (_, other) = api
+        .admin(&s, "POST", "/v1/tenants", json!({"id": "other"}))
+        .await;
+    let other = other["secret"].as_str().unwrap().to_string();
+    let (st, _) = api
+        .tenant(
+            &s,
+            &other,
+            "GET",
+            &format!("/v1/jobs/{job_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = api
+        .tenant(
+            &s,
+            &other,
+            "GET",
+            "/v1/state/stacks/web/prod/state.json",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = api
+        .tenant(
+            &s,
+            &other,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    // Lifecycle: rotation, suspension, deletion take effect on the next request.
+    let (st, rotated) = api
+        .admin(&s, "POST", "/v1/tenants/acme/rotate", Value::Null)
+        .await;
+    assert_eq!(st, 200);
+    let new_key = rotated["secret"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.tenant(&s, &key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        api.tenant(&s, &new_key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.admin(
+            &s,
+            "POST",
+            "/v1/tenants/acme/suspend",
+            json!({"reason": "audit"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api.tenant(&s, &new_key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        api.admin(&s, "POST", "/v1/tenants/acme/activate", Value::Null)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.tenant(&s, &new_key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.admin(&s, "DELETE", "/v1/tenants/acme", Value::Null)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.tenant(&s, &new_key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        403
+    );
+
+    let metrics = api
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tenants_total 2"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"tenant_api_requests_total{tenant="other",route="/v1/jobs/{id}",status="404"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    let status = s.terminate();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// 32 concurrent job creations by a free-plan tenant (5 concurrent jobs),
+/// spread over two server processes on one store: exactly 5 get 201.
+async fn two_servers_share_the_quota(backend: &str) {
+    let a = Server::start(backend, Some(ADMIN), &[]);
+    let b = Server::start(backend, Some(ADMIN), &[]);
+    let api = Api::new();
+    let (st, created) = api
+        .admin(
+            &a,
+            "POST",
+            "/v1/tenants",
+            json!({"id": "burst", "plan": "free"}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let key = created["secret"].as_str().unwrap().to_string();
+    // Warm both caches so the burst measures the quota, not bcrypt.
+    assert_eq!(
+        api.tenant(&a, &key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.tenant(&b, &key, "GET", "/v1/tenant", Value::Null)
+            .await
+            .0,
+        200
+    );
+    let calls = (0..32).map(|i| {
+        let server = if i % 2 == 0 { &a } else { &b };
+        api.tenant(
+            server,
+            &key,
+            "POST",
+            "/v1/jobs",
+            json!({"name": format!("job-{i}")}),
+        )
+    });
+    let answers = futures::future::join_all(calls).await;
+    let created = answers.iter().filter(|(st, _)| *st == 201).count();
+    let refused = answers.iter().filter(|(st, _)| *st == 429).count();
+    assert_eq!((created, refused), (5, 27), "{answers:?}");
+    let (_, stats) = api
+        .admin(&b, "GET", "/v1/tenants/burst/stats", Value::Null)
+        .await;
+    assert_eq!(stats["usage"]["jobs_active"], 5);
+    // Both replicas list the same five jobs.
+    let (_, la) = api.tenant(&a, &key, "GET", "/v1/jobs", Value::Null).await;
+    let (_, lb) = api.tenant(&b, &key, "GET", "/v1/jobs", Value::Null).await;
+    assert_eq!(la["jobs"].as_array().unwrap().len(), 5);
+    assert_eq!(la, lb);
+}
+
+fn s3_url(test: &str) -> Option<String> {
+    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
+    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
+    match (endpoint, bucket) {
+        (Some(_), Some(bucket)) => Some(format!(
+            "s3://{bucket}/e2e-{}",
+            uuid::Uuid::new_v4().simple()
+        )),
+        _ => {
+            if tenancy_state::testing::s3_required() {
+                panic!("{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but AWS_ENDPOINT/AWS_BUCKET are not set; run scripts/test.sh");
+            }
+            eprintln!("SKIPPED {test}: no S3 server (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_flow_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    whole_flow(&format!("file://{}", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_flow_on_s3() {
+    if let Some(url) = s3_url("whole_flow_on_s3") {
+        whole_flow(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_quota_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    two_servers_share_the_quota(&format!("file://{}", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_quota_on_s3() {
+    if let Some(url) = s3_url("two_processes_share_the_quota_on_s3") {
+        two_servers_share_the_quota(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = format!("file://{}", dir.path().display());
+    let first = Server::start(&backend, None, &[]);
+    let token = first
+        .early
+        .iter()
+        .find_map(|l| l.strip_prefix("admin token (shown once, only its hash is kept): "))
+        .expect("the first start prints the generated token")
+        .to_string();
+    let api = Api::new();
+    let res = api
+        .http
+        .get(first.url("/v1/tenants"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(first.terminate().success());
+    // Only the hash is on disk.
+    let manifest = std::fs::read_to_string(dir.path().join("tenants.yaml")).unwrap();
+    assert!(!manifest.contains(&token));
+    // A second start prints no token and accepts the first one.
+    let second = Server::start(&backend, None, &[]);
+    assert!(second.early.iter().all(|l| !l.contains("admin token")));
+    let res = api
+        .http
+        .get(second.url("/v1/tenants"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = api
+        .http
+        .get(second.url("/v1/tenants"))
+        .bearer_auth("wrong-token-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    drop(second);
+    // A token file works as well.
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, "file-token-0123456789\n").unwrap();
+    let third = Server::start(
+        &backend,
+        None,
+        &["--admin-token-file", file.to_str().unwrap()],
+    );
+    let res = api
+        .http
+        .get(third.url("/v1/tenants"))
+        .bearer_auth("file-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[test]
+fn a_bad_backend_fails_the_start_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenancy-server"))
+        .args(["--listen", "127.0.0.1:0", "--backend", "ftp://nowhere"])
+        .env("TENANCY_BCRYPT_COST", "4")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported scheme"), "{err}");
+}
