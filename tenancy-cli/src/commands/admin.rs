@@ -1,4 +1,4 @@
-//! Admin commands: `init`, `admin login|logout|session`, the admin `tenant`
+//! Admin commands: `init`, `admin login|session`, the admin `tenant`
 //! commands, and `migrate`.
 
 use std::collections::BTreeMap;

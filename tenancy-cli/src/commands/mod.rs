@@ -6,6 +6,7 @@ pub mod lock;
 pub mod state;
 pub mod tenant;
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -202,5 +203,3 @@ impl<'a> Ctx<'a> {
 pub fn tenant_id(raw: &str) -> anyhow::Result<TenantId> {
     Ok(TenantId::new(raw)?)
 }
-
-use std::io::Write as _;

@@ -1,4 +1,4 @@
-//! Tenant commands: `login`, `logout`, `session`, `tenant details|usage`.
+//! Tenant commands: `login`, `session`, `tenant details|usage` (`logout` needs no store: see `lib.rs`).
 
 use serde_json::json;
 use tenancy_core::{Error, Session};
