@@ -108,6 +108,13 @@ impl<'a> Ctx<'a> {
             Some(file) => {
                 self.check_backend(&file, SessionSlot::Admin)?;
                 file.session.validate_admin(now)?;
+                if !self.services.registry.is_bootstrapped().await? {
+                    return Err(Error::not_found(format!(
+                        "no registry at {} any more; create one with `tenancy init`",
+                        self.backend_url
+                    ))
+                    .into());
+                }
                 Ok(())
             }
             None => {

@@ -1,0 +1,195 @@
+//! Registry benches: `authenticate` (and the bare record read) at 100 and
+//! 100k tenants on local files, `list` at 1k / 10k / 100k tenants on local
+//! files, and `reserve`+`commit` on one tenant on memory and local files.
+//!
+//! Run with `cargo bench -p tenancy-benches --bench registry`.
+//!
+//! bcrypt runs at cost 4 here (the production default is 10, about 73 ms per
+//! verify on the reference machine), so that the read path stays visible
+//! next to the hash. Seeding 100k tenants through `create` would take 100k
+//! bcrypt hashes and 100k fsynced writes; instead one tenant is created
+//! normally and the other records are copies of it (new id, same hash)
+//! written straight into the local store's directory as plain files, which is
+//! exactly how `ObjectBackend::local` keeps objects.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use tenancy_core::store_registry::{layout, to_yaml};
+use tenancy_core::{
+    LimitOverrides, MemoryBackend, NewTenant, Resource, Secret, StateBackend, StoreRegistry,
+    Tenant, TenantFilter, TenantId, TenantRegistry, TenantRegistryExt,
+};
+use tenancy_state::ObjectBackend;
+use tokio::runtime::Runtime;
+
+/// bcrypt cost used by the benches (see the module docs).
+const BENCH_BCRYPT_COST: u32 = 4;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A local-files registry with `n` tenants: `bench-000000` created through
+/// the registry (its secret returned), the rest copies written as files.
+struct Seeded {
+    _dir: tempfile::TempDir,
+    registry: StoreRegistry,
+    id: TenantId,
+    secret: Secret,
+}
+
+fn seed_local(rt: &Runtime, n: usize) -> Seeded {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend: Arc<dyn StateBackend> =
+        Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    let registry = StoreRegistry::new(backend).with_bcrypt_cost(BENCH_BCRYPT_COST);
+    let id = TenantId::new("bench-000000").expect("id");
+    let created = rt.block_on(async {
+        registry
+            .bootstrap(&Secret::new("bench admin password"))
+            .await
+            .expect("bootstrap");
+        registry
+            .create(NewTenant::new(id.clone()))
+            .await
+            .expect("create")
+    });
+    write_copies(dir.path(), &created.tenant, n);
+    Seeded {
+        _dir: dir,
+        registry,
+        id,
+        secret: created.secret,
+    }
+}
+
+fn write_copies(root: &Path, template: &Tenant, n: usize) {
+    for i in 1..n {
+        let mut t = template.clone();
+        t.id = TenantId::new(format!("bench-{i:06}")).expect("id");
+        t.display_name = t.id.to_string();
+        t.storage.prefix = layout::tenant_root(&t.id).expect("key").to_string();
+        t.lock_prefix = format!("tenant:{}", t.id);
+        let bytes = to_yaml(&t, "bench tenant").expect("yaml");
+        let key = layout::record(&t.id).expect("key");
+        std::fs::write(root.join(key.as_str()), &bytes).expect("write record");
+    }
+}
+
+fn authenticate(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("registry_authenticate_local");
+    g.sample_size(50);
+    for n in [100usize, 100_000] {
+        let s = seed_local(&rt, n);
+        g.bench_with_input(BenchmarkId::new("authenticate", n), &n, |b, _| {
+            b.to_async(&rt).iter(|| async {
+                black_box(
+                    s.registry
+                        .authenticate(&s.id, &s.secret)
+                        .await
+                        .expect("authenticate"),
+                )
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("authenticate_key", n), &n, |b, _| {
+            b.to_async(&rt).iter(|| async {
+                black_box(
+                    s.registry
+                        .authenticate_key(&s.secret)
+                        .await
+                        .expect("authenticate_key"),
+                )
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("get", n), &n, |b, _| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(s.registry.get(&s.id).await.expect("get")) })
+        });
+    }
+    g.finish();
+}
+
+fn list(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("registry_list_local");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    for n in [1_000usize, 10_000, 100_000] {
+        let s = seed_local(&rt, n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("list", n), &n, |b, &n| {
+            b.to_async(&rt).iter(|| async {
+                let all = s
+                    .registry
+                    .list_all(TenantFilter::default())
+                    .await
+                    .expect("list");
+                assert_eq!(all.len(), n);
+                black_box(all)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn reserve_commit_on(c: &mut Criterion, name: &str, backend: Arc<dyn StateBackend>) {
+    let rt = runtime();
+    let registry = StoreRegistry::new(backend).with_bcrypt_cost(BENCH_BCRYPT_COST);
+    let id = TenantId::new("busy").expect("id");
+    rt.block_on(async {
+        registry
+            .bootstrap(&Secret::new("bench admin password"))
+            .await
+            .expect("bootstrap");
+        registry
+            .create(NewTenant {
+                limits: LimitOverrides {
+                    max_concurrent_jobs: Some(tenancy_core::tenant::MAX_LIMIT_VALUE),
+                    ..Default::default()
+                },
+                ..NewTenant::new(id.clone())
+            })
+            .await
+            .expect("create");
+    });
+    let mut g = c.benchmark_group("registry_reserve_commit");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = registry
+                .reserve(&id, Resource::ConcurrentJobs, 1)
+                .await
+                .expect("reserve");
+            registry.commit(&r).await.expect("commit");
+            black_box(r)
+        })
+    });
+    g.finish();
+}
+
+fn reserve_commit(c: &mut Criterion) {
+    reserve_commit_on(c, "memory", Arc::new(MemoryBackend::new()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    reserve_commit_on(
+        c,
+        "local",
+        Arc::new(ObjectBackend::local(dir.path()).expect("local backend")),
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    authenticate(&mut c);
+    list(&mut c);
+    reserve_commit(&mut c);
+    c.final_summary();
+}
