@@ -111,7 +111,6 @@ pub struct AuthStats {
     pub negative_hits: AtomicU64,
 }
 
-#[derive(Debug)]
 struct AuthInner {
     registry: Arc<dyn TenantRegistry>,
     clock: Arc<dyn Clock>,
@@ -122,6 +121,20 @@ struct AuthInner {
     permits: Semaphore,
     limits: RateLimits,
     stats: AuthStats,
+}
+
+impl std::fmt::Debug for AuthInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the cache's contents: digests of live keys stay in memory only.
+        f.debug_struct("TenantAuth")
+            .field("config", &self.config)
+            .field(
+                "cached_keys",
+                &self.cache.read().map(|c| c.len()).unwrap_or(0),
+            )
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The authenticated tenant of a request, put into the request's extensions
@@ -610,7 +623,6 @@ pub struct AdminAuth {
     inner: Arc<AdminInner>,
 }
 
-#[derive(Debug)]
 struct AdminInner {
     registry: Arc<dyn TenantRegistry>,
     extra_hash: Option<String>,
@@ -618,6 +630,15 @@ struct AdminInner {
     verified: Mutex<HashMap<Digest32, Instant>>,
     failed: Mutex<HashMap<Digest32, Instant>>,
     permits: Semaphore,
+}
+
+impl std::fmt::Debug for AdminInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("extra_token", &self.extra_hash.is_some())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminAuth {
