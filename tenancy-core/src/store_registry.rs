@@ -47,6 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -259,6 +260,18 @@ fn is_bcrypt_hash(hash: &str) -> Option<u32> {
     ok.then_some(cost)
 }
 
+/// Runs CPU-heavy work (bcrypt hashing and verifying) off the async executor.
+///
+/// tenancy-core has no runtime of its own, so by default the registry hashes
+/// inline, blocking the calling task for one bcrypt (about 73 ms at cost 10).
+/// A server hands in a runner built on its runtime (for tokio:
+/// `spawn_blocking`) with [`StoreRegistry::with_blocking`].
+pub trait BlockingRunner: Send + Sync + fmt::Debug {
+    /// Runs `job` to completion on a thread where blocking is fine; the
+    /// future resolves once it has run.
+    fn run(&self, job: Box<dyn FnOnce() + Send + 'static>) -> BoxFuture<'static, ()>;
+}
+
 /// The tenant registry on a [`StateBackend`].
 ///
 /// Cheap to share behind an `Arc`; holds no cache, so several processes and
@@ -269,6 +282,7 @@ pub struct StoreRegistry {
     cost: u32,
     reservation_ttl: Duration,
     dummy_hash: OnceLock<String>,
+    blocking: Option<Arc<dyn BlockingRunner>>,
 }
 
 impl fmt::Debug for StoreRegistry {
@@ -278,6 +292,7 @@ impl fmt::Debug for StoreRegistry {
             .field("clock", &self.clock)
             .field("bcrypt_cost", &self.cost)
             .field("reservation_ttl", &self.reservation_ttl)
+            .field("blocking", &self.blocking)
             .finish()
     }
 }
@@ -292,6 +307,7 @@ impl StoreRegistry {
             cost: DEFAULT_BCRYPT_COST,
             reservation_ttl: DEFAULT_RESERVATION_TTL,
             dummy_hash: OnceLock::new(),
+            blocking: None,
         }
     }
 
@@ -313,6 +329,12 @@ impl StoreRegistry {
     /// [`DEFAULT_RESERVATION_TTL`]).
     pub fn with_reservation_ttl(mut self, ttl: Duration) -> Self {
         self.reservation_ttl = ttl;
+        self
+    }
+
+    /// Hashes and verifies secrets through `runner` instead of inline.
+    pub fn with_blocking(mut self, runner: Arc<dyn BlockingRunner>) -> Self {
+        self.blocking = Some(runner);
         self
     }
 
@@ -532,9 +554,9 @@ impl StoreRegistry {
         Err(too_contended(&format!("tenant {id}")))
     }
 
-    fn new_credential(&self, prefix: &str) -> Result<(Secret, CredentialRecord)> {
+    async fn new_credential(&self, prefix: &str) -> Result<(Secret, CredentialRecord)> {
         let secret = credentials::generate_secret(prefix)?;
-        let hash = credentials::hash_secret(&secret, self.cost)?;
+        let hash = self.hash(&secret).await?;
         let lookup_id = credentials::lookup_id(secret.expose());
         Ok((
             secret,
@@ -574,14 +596,43 @@ impl StoreRegistry {
         }
     }
 
-    fn verify(&self, presented: &Secret, hash: &str) -> bool {
-        credentials::verify_secret(presented.expose(), hash)
+    /// Runs `f` through the blocking runner if there is one, else inline.
+    async fn cpu<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let Some(runner) = &self.blocking else {
+            return Ok(f());
+        };
+        let (tx, rx) = futures::channel::oneshot::channel();
+        runner
+            .run(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .await;
+        rx.await
+            .map_err(|_| Error::backend("blocking", "the blocking runner dropped a bcrypt job"))
+    }
+
+    /// bcrypt verify; a job the runner dropped counts as a mismatch.
+    async fn verify(&self, presented: &Secret, hash: &str) -> bool {
+        let (presented, hash) = (presented.clone(), hash.to_string());
+        self.cpu(move || credentials::verify_secret(presented.expose(), &hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn hash(&self, secret: &Secret) -> Result<String> {
+        let (secret, cost) = (secret.clone(), self.cost);
+        self.cpu(move || credentials::hash_secret(&secret, cost))
+            .await?
     }
 
     /// Checks the secret of a record already read: `Unauthorized` on a
     /// mismatch, `Forbidden` when the tenant may not work.
-    fn check_secret(&self, t: Tenant, secret: &Secret) -> Result<Tenant> {
-        if !self.verify(secret, &t.credential.hash) {
+    async fn check_secret(&self, t: Tenant, secret: &Secret) -> Result<Tenant> {
+        if !self.verify(secret, &t.credential.hash).await {
             return Err(Error::unauthorized(UNAUTHORIZED));
         }
         let t = self.effective(t);
@@ -589,9 +640,10 @@ impl StoreRegistry {
         Ok(t)
     }
 
-    fn refuse_after_dummy_verify(&self, secret: &Secret) -> Error {
+    async fn refuse_after_dummy_verify(&self, secret: &Secret) -> Error {
         // Same work as a wrong secret for a known tenant.
-        let _ = self.verify(secret, self.dummy_hash());
+        let dummy = self.dummy_hash().to_string();
+        let _ = self.verify(secret, &dummy).await;
         Error::unauthorized(UNAUTHORIZED)
     }
 
@@ -760,14 +812,14 @@ impl TenantRegistry for StoreRegistry {
 
     async fn bootstrap(&self, admin_password: &Secret) -> Result<()> {
         check_password(admin_password, MIN_ADMIN_PASSWORD_LEN)?;
-        let hash = credentials::hash_secret(admin_password, self.cost)?;
+        let hash = self.hash(admin_password).await?;
         self.bootstrap_with_hash(&hash).await
     }
 
     async fn verify_admin(&self, password: &Secret) -> Result<()> {
         let (m, _) = self.manifest().await?;
         if password.expose().len() <= MAX_PASSWORD_BYTES
-            && self.verify(password, &m.config.admin.hash)
+            && self.verify(password, &m.config.admin.hash).await
         {
             Ok(())
         } else {
@@ -800,7 +852,7 @@ impl TenantRegistry for StoreRegistry {
 
         let (manifest, _) = self.manifest().await?;
         let state_version = manifest.config.default_state_version;
-        let (secret, credential) = self.new_credential(&prefix)?;
+        let (secret, credential) = self.new_credential(&prefix).await?;
         let tenant = Tenant {
             id: id.clone(),
             display_name: display_name.clone(),
@@ -1017,7 +1069,7 @@ impl TenantRegistry for StoreRegistry {
                 "tenant {id} is deleted; its secret cannot be rotated"
             )));
         }
-        let (secret, fresh) = self.new_credential(&current.credential.prefix)?;
+        let (secret, fresh) = self.new_credential(&current.credential.prefix).await?;
         let new_index = self.write_index(&fresh.lookup_id, id).await?;
         let mut old_lookup = None;
         let result = self
@@ -1119,21 +1171,21 @@ impl TenantRegistry for StoreRegistry {
 
     async fn authenticate(&self, id: &TenantId, secret: &Secret) -> Result<Tenant> {
         match self.read_record(id).await? {
-            None => Err(self.refuse_after_dummy_verify(secret)),
-            Some((t, _)) => self.check_secret(t, secret),
+            None => Err(self.refuse_after_dummy_verify(secret).await),
+            Some((t, _)) => self.check_secret(t, secret).await,
         }
     }
 
     async fn authenticate_key(&self, secret: &Secret) -> Result<Tenant> {
         if credentials::parse_secret(secret.expose()).is_none() {
-            return Err(self.refuse_after_dummy_verify(secret));
+            return Err(self.refuse_after_dummy_verify(secret).await);
         }
         let lookup = credentials::lookup_id(secret.expose());
         let index: Option<(KeyIndexEntry, Version)> = self
             .get_yaml(&layout::key_index(&lookup)?, "an API-key index entry")
             .await?;
         let Some((entry, _)) = index else {
-            return Err(self.refuse_after_dummy_verify(secret));
+            return Err(self.refuse_after_dummy_verify(secret).await);
         };
         match self.read_record(&entry.tenant).await? {
             Some((t, _))
@@ -1142,9 +1194,9 @@ impl TenantRegistry for StoreRegistry {
                     lookup.as_bytes(),
                 ) =>
             {
-                self.check_secret(t, secret)
+                self.check_secret(t, secret).await
             }
-            _ => Err(self.refuse_after_dummy_verify(secret)),
+            _ => Err(self.refuse_after_dummy_verify(secret).await),
         }
     }
 

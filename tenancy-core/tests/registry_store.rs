@@ -668,3 +668,73 @@ async fn usage_operations_on_an_unknown_tenant_write_nothing() {
     ));
     assert_eq!(all_keys(b.as_ref()).await, before);
 }
+
+#[derive(Debug)]
+struct TokioBlocking {
+    jobs: AtomicU64,
+}
+
+impl tenancy_core::store_registry::BlockingRunner for TokioBlocking {
+    fn run(
+        &self,
+        job: Box<dyn FnOnce() + Send + 'static>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        self.jobs.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(job).await.unwrap();
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Dropping;
+
+impl tenancy_core::store_registry::BlockingRunner for Dropping {
+    fn run(
+        &self,
+        job: Box<dyn FnOnce() + Send + 'static>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        drop(job);
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bcrypt_runs_on_the_blocking_runner() {
+    let runner = Arc::new(TokioBlocking {
+        jobs: AtomicU64::new(0),
+    });
+    let backend = Arc::new(MemoryBackend::new());
+    let r = StoreRegistry::new(backend.clone())
+        .with_bcrypt_cost(4)
+        .with_blocking(runner.clone());
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    r.verify_admin(&Secret::new("admin-password"))
+        .await
+        .unwrap();
+    let c = r.create(NewTenant::new(tid("offload"))).await.unwrap();
+    r.authenticate(&c.tenant.id, &c.secret).await.unwrap();
+    assert!(matches!(
+        r.authenticate(&tid("nobody-here"), &c.secret).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    // bootstrap hash, admin verify, create hash, verify, dummy verify
+    assert_eq!(runner.jobs.load(Ordering::SeqCst), 5);
+
+    // a runner that loses jobs never lets anyone in and never stores a bad hash
+    let lossy = StoreRegistry::new(backend)
+        .with_bcrypt_cost(4)
+        .with_blocking(Arc::new(Dropping));
+    assert!(matches!(
+        lossy.authenticate(&c.tenant.id, &c.secret).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    assert!(matches!(
+        lossy.create(NewTenant::new(tid("never"))).await,
+        Err(Error::Backend { .. })
+    ));
+    assert!(matches!(
+        r.get(&tid("never")).await,
+        Err(Error::NotFound { .. })
+    ));
+}
