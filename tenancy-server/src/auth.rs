@@ -173,10 +173,17 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedTenant {
     }
 }
 
-/// The tenant id of an answered request, put into the response's extensions
+/// The tenant of an answered request, put into the response's extensions
 /// (read by the metrics layer for its `tenant` label).
 #[derive(Debug, Clone)]
-pub struct TenantLabel(pub TenantId);
+pub struct TenantLabel(pub Arc<Tenant>);
+
+impl TenantLabel {
+    /// The tenant id.
+    pub fn id(&self) -> &TenantId {
+        &self.0.id
+    }
+}
 
 /// Tenant authentication with its verification cache and rate limits.
 /// Cheap to clone; clones share the cache.
@@ -599,7 +606,7 @@ where
         Box::pin(async move {
             match auth.authenticate(req.headers()).await {
                 Ok(Authorized { tenant, rate }) => {
-                    let label = TenantLabel(tenant.id().clone());
+                    let label = TenantLabel(tenant.tenant_arc());
                     req.extensions_mut().insert(tenant);
                     let mut res = inner.call(req).await?;
                     if let Some(rate) = rate {

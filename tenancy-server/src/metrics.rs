@@ -259,7 +259,7 @@ pub async fn track(
 ) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    let tenant = res.extensions().get::<TenantLabel>().map(|l| &l.0);
+    let tenant = res.extensions().get::<TenantLabel>().map(TenantLabel::id);
     metrics.record_request(
         tenant,
         route.as_ref().map(|m| m.as_str()),

@@ -8,21 +8,48 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultDirectRateLimiter, Quota};
 use tenancy_core::{Limits, TenantId};
 
 /// `x-ratelimit-limit`: the bucket size (burst).
-pub const HEADER_LIMIT: &str = "x-ratelimit-limit";
+pub const HEADER_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `x-ratelimit-remaining`: requests left in the bucket now.
-pub const HEADER_REMAINING: &str = "x-ratelimit-remaining";
+pub const HEADER_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `x-ratelimit-reset`: seconds until the bucket is full again.
-pub const HEADER_RESET: &str = "x-ratelimit-reset";
+pub const HEADER_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Header values of small numbers, made once: writing the rate-limit headers
+/// on the hot path then copies no bytes and allocates nothing.
+const SMALL_NUMBERS: usize = 4096;
+
+fn number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut text = String::new();
+        let mut bounds = Vec::with_capacity(SMALL_NUMBERS);
+        for i in 0..SMALL_NUMBERS {
+            let start = text.len();
+            text.push_str(&i.to_string());
+            bounds.push((start, text.len()));
+        }
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        bounds
+            .into_iter()
+            .map(|(a, b)| HeaderValue::from_static(&text[a..b]))
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
 
 /// One tenant's token bucket.
 pub struct TenantLimiter {
@@ -61,9 +88,10 @@ pub struct RateInfo {
 impl RateInfo {
     /// Writes the `x-ratelimit-*` headers.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(HEADER_LIMIT, HeaderValue::from(self.limit));
-        headers.insert(HEADER_REMAINING, HeaderValue::from(self.remaining));
-        headers.insert(HEADER_RESET, HeaderValue::from(self.reset_secs));
+        headers.reserve(3);
+        headers.insert(HEADER_LIMIT, number(self.limit));
+        headers.insert(HEADER_REMAINING, number(self.remaining));
+        headers.insert(HEADER_RESET, number(self.reset_secs));
     }
 }
 
@@ -169,6 +197,13 @@ mod tests {
         let d = l.check();
         assert!(d.retry_after.is_some());
         assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn header_numbers_are_exact() {
+        for n in [0u64, 1, 9, 10, 4095, 4096, 123_456] {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string());
+        }
     }
 
     #[test]
