@@ -206,14 +206,19 @@ impl StateKey {
 
     /// Appends `other` below this key: `a/b` join `c/d` is `a/b/c/d`.
     pub fn join(&self, other: &StateKey) -> Result<StateKey> {
-        let joined = format!("{}/{}", self.0, other.0);
-        if joined.len() > MAX_KEY_LEN {
+        // on every scoped call: one exact allocation, no formatting machinery
+        let len = self.0.len() + 1 + other.0.len();
+        if len > MAX_KEY_LEN {
+            let joined = format!("{}/{}", self.0, other.0);
             return Err(Error::invalid(format!(
-                "state key \"{}\" would be {} bytes long; the limit is {MAX_KEY_LEN}",
-                shown(&joined),
-                joined.len()
+                "state key \"{}\" would be {len} bytes long; the limit is {MAX_KEY_LEN}",
+                shown(&joined)
             )));
         }
+        let mut joined = String::with_capacity(len);
+        joined.push_str(&self.0);
+        joined.push('/');
+        joined.push_str(&other.0);
         Ok(StateKey(joined))
     }
 
