@@ -110,6 +110,21 @@ fn authenticate(c: &mut Criterion) {
                 )
             })
         });
+        if n == 100 {
+            // An unknown id must cost what a wrong secret costs (dummy verify).
+            let wrong = Secret::new("tnc_0123456789abcdefghijABCDEFGHIJ01");
+            let unknown = TenantId::new("no-such-tenant").expect("id");
+            g.bench_function(BenchmarkId::new("wrong_secret", n), |b| {
+                b.to_async(&rt).iter(|| async {
+                    black_box(s.registry.authenticate(&s.id, &wrong).await.is_err())
+                })
+            });
+            g.bench_function(BenchmarkId::new("unknown_id", n), |b| {
+                b.to_async(&rt).iter(|| async {
+                    black_box(s.registry.authenticate(&unknown, &s.secret).await.is_err())
+                })
+            });
+        }
         g.bench_with_input(BenchmarkId::new("get", n), &n, |b, _| {
             b.to_async(&rt)
                 .iter(|| async { black_box(s.registry.get(&s.id).await.expect("get")) })
