@@ -260,6 +260,10 @@ pub trait TenantRegistry: Send + Sync + Debug {
     async fn get(&self, id: &TenantId) -> Result<Tenant>;
 
     /// Streams the tenants that pass `filter`, in no particular order.
+    ///
+    /// A record that cannot be read (for example [`Error::Corrupt`], naming
+    /// the tenant) comes as an `Err` item and the stream goes on with the
+    /// others; see [`TenantRegistryExt::list_partial`].
     fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>>;
 
     /// Applies an update (optimistic on `expected_revision` when given).
