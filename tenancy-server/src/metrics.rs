@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ pub struct Metrics {
     requests: RwLock<RequestCounters>,
     quota: RwLock<HashMap<TenantId, [(u64, u64); Resource::ALL.len()]>>,
     tenant_counts: Mutex<Option<(Instant, u64, u64)>>,
+    counting: AtomicBool,
     tenant_count_interval: Duration,
 }
 
@@ -42,6 +43,7 @@ impl Metrics {
             requests: RwLock::new(HashMap::new()),
             quota: RwLock::new(HashMap::new()),
             tenant_counts: Mutex::new(None),
+            counting: AtomicBool::new(false),
             tenant_count_interval,
         }
     }
@@ -115,6 +117,24 @@ impl Metrics {
             Some((at, _, _)) => at.elapsed() >= self.tenant_count_interval,
             None => true,
         }
+    }
+
+    /// True once tenant counts exist.
+    pub fn has_tenant_counts(&self) -> bool {
+        self.tenant_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Claims the one background re-count; false if one is running.
+    pub fn begin_tenant_count(&self) -> bool {
+        !self.counting.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends the background re-count.
+    pub fn end_tenant_count(&self) {
+        self.counting.store(false, Ordering::Release);
     }
 
     /// Stores fresh tenant counts.

@@ -1394,6 +1394,19 @@ async fn metrics_have_templated_routes_and_tenant_counts() {
         text.contains("tenancy_auth_bcrypt_verifications_total 2"),
         "{text}"
     );
+
+    // Later scrapes re-count in the background and show the new count soon.
+    h.create_tenant("gamma", json!({})).await;
+    let mut seen = false;
+    for _ in 0..200 {
+        let text = String::from_utf8(h.call("GET", "/metrics", &[], "").await.bytes).unwrap();
+        if text.contains("tenants_total 3") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen, "the background re-count shows the third tenant");
 }
 
 /// A backend whose tenant-state reads hang while `slow` is set.

@@ -14,6 +14,29 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::openapi::ApiDoc;
 use crate::views::Health;
 
+/// Counts the tenants (all, and active ones) into the metrics.
+async fn count_tenants(state: &AppState) {
+    let now = state.clock().now();
+    let mut total = 0u64;
+    let mut active = 0u64;
+    let mut stream = state.registry().list(TenantFilter::default());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(t) => {
+                total += 1;
+                if t.effective_status(now) == TenantStatus::Active {
+                    active += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count tenants for /metrics");
+                return;
+            }
+        }
+    }
+    state.metrics().set_tenant_counts(total, active);
+}
+
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "open", responses((status = 200, body = Health)))]
 pub(crate) async fn healthz() -> axum::Json<Health> {
@@ -44,29 +67,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Jso
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     if state.metrics().tenant_counts_stale() {
-        let now = state.clock().now();
-        let mut total = 0u64;
-        let mut active = 0u64;
-        let mut ok = true;
-        let mut stream = state.registry().list(TenantFilter::default());
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(t) => {
-                    total += 1;
-                    if t.effective_status(now) == TenantStatus::Active {
-                        active += 1;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not count tenants for /metrics");
-                    ok = false;
-                    break;
-                }
+        if state.metrics().has_tenant_counts() {
+            // Re-count in the background (a listing of 100k tenants takes
+            // seconds); this scrape shows the previous counts.
+            if state.metrics().begin_tenant_count() {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    count_tenants(&state).await;
+                    state.metrics().end_tenant_count();
+                });
             }
-        }
-        drop(stream);
-        if ok {
-            state.metrics().set_tenant_counts(total, active);
+        } else {
+            count_tenants(&state).await;
         }
     }
     let body = state
