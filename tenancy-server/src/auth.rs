@@ -25,7 +25,10 @@
 //!   an entry older than that re-reads the tenant record (one small read,
 //!   no bcrypt) before it is used again.
 //! - Keys that failed verification are remembered (by digest) for
-//!   `negative_ttl`, so a flood of bad keys does not buy a bcrypt each.
+//!   `negative_ttl`, so a flood of bad keys does not buy a bcrypt each. A
+//!   valid key of a suspended, expired or deleted tenant met on a cold cache
+//!   is answered 403 without bcrypt for one refresh interval (any tenant
+//!   change made through this server forgets these at once).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -107,7 +110,7 @@ pub struct AuthStats {
     pub refreshes: AtomicU64,
     /// bcrypt verifications run (cache misses).
     pub verifications: AtomicU64,
-    /// Requests refused from the negative cache.
+    /// Requests refused from the caches of failed keys and forbidden tenants.
     pub negative_hits: AtomicU64,
 }
 
@@ -117,6 +120,10 @@ struct AuthInner {
     config: AuthConfig,
     cache: RwLock<HashMap<Digest32, Entry>>,
     negative: Mutex<HashMap<Digest32, Instant>>,
+    /// Valid keys of tenants that may not work (suspended, expired, deleted)
+    /// seen on a cold cache: refused with 403 without bcrypt for one refresh
+    /// interval; emptied by any tenant change made through this server.
+    forbidden: Mutex<HashMap<Digest32, (Instant, String)>>,
     inflight: Mutex<HashMap<Digest32, Arc<tokio::sync::Mutex<()>>>>,
     permits: Semaphore,
     limits: RateLimits,
@@ -236,6 +243,7 @@ impl TenantAuth {
                 config,
                 cache: RwLock::new(HashMap::new()),
                 negative: Mutex::new(HashMap::new()),
+                forbidden: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 permits,
                 limits: RateLimits::new(),
@@ -298,12 +306,41 @@ impl TenantAuth {
         for d in superseded {
             self.remember_failure(d);
         }
+        self.clear_forbidden();
+    }
+
+    fn clear_forbidden(&self) {
+        self.inner
+            .forbidden
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The refusal remembered for a valid key of a tenant that may not work.
+    fn forbidden_cached(&self, d: &Digest32) -> Option<String> {
+        let mut map = self
+            .inner
+            .forbidden
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(d) {
+            Some((at, msg)) if at.elapsed() < self.inner.config.refresh_interval => {
+                Some(msg.clone())
+            }
+            Some(_) => {
+                map.remove(d);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Drops every cached key of a tenant.
     pub fn forget_tenant(&self, id: &TenantId) {
         self.write_cache().retain(|_, e| &e.tenant.id != id);
         self.inner.limits.forget(id);
+        self.clear_forbidden();
     }
 
     /// Authenticates the credential in `headers` and applies the tenant's
@@ -402,6 +439,13 @@ impl TenantAuth {
         if self.negatively_cached(&d) {
             return Err(ApiError::unauthorized("invalid credentials"));
         }
+        if let Some(message) = self.forbidden_cached(&d) {
+            self.inner
+                .stats
+                .negative_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::forbidden(message));
+        }
         let stale = self.read_cache().get(&d).cloned();
         if let Some(stale) = stale {
             return self.refresh(d, stale).await;
@@ -429,6 +473,18 @@ impl TenantAuth {
             Err(Error::InvalidInput { .. }) | Err(Error::NotFound { .. }) => {
                 self.remember_failure(d);
                 Err(ApiError::unauthorized("invalid credentials"))
+            }
+            Err(Error::Forbidden { message }) => {
+                let mut map = self
+                    .inner
+                    .forbidden
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if map.len() >= self.inner.config.capacity {
+                    map.clear();
+                }
+                map.insert(d, (Instant::now(), message.clone()));
+                Err(ApiError::forbidden(message))
             }
             Err(e) => Err(e.into()),
         }

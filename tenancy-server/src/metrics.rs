@@ -241,7 +241,7 @@ impl Metrics {
         counter(
             &mut out,
             "tenancy_auth_negative_hits_total",
-            "Requests refused from the cache of failed keys.",
+            "Requests refused without bcrypt from the caches of failed keys and forbidden tenants.",
             auth.negative_hits.load(Ordering::Relaxed),
         );
         gauge(

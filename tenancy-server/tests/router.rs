@@ -409,6 +409,28 @@ async fn rotation_suspension_and_deletion_apply_on_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_suspended_tenants_key_costs_one_bcrypt_then_activation_applies_at_once() {
+    let h = harness().await;
+    let secret = h.create_tenant("acme", json!({})).await;
+    h.admin("POST", "/v1/tenants/acme/suspend", Value::Null)
+        .await;
+    let stats = h.state.auth().stats();
+    for _ in 0..5 {
+        let a = h.tenant(&secret, "GET", "/v1/tenant", Value::Null).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        assert!(a.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("suspended"));
+    }
+    assert_eq!(stats.verifications.load(Ordering::Relaxed), 1);
+    h.admin("POST", "/v1/tenants/acme/activate", Value::Null)
+        .await;
+    let a = h.tenant(&secret, "GET", "/v1/tenant", Value::Null).await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn expiry_applies_on_the_next_request() {
     let h = harness().await;
     let expires = (h.clock.now() + chrono::Duration::hours(1)).to_rfc3339();
