@@ -2,12 +2,14 @@
 //! (`TenantRegistry`, `StateBackend`, `LockManager`, `Clock`), so the router
 //! runs on memory, local files or S3 alike.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tenancy_core::{
-    Clock, LockManager, Result, Secret, StateBackend, SystemClock, Tenant, TenantRegistry,
+    Clock, LockManager, Result, Secret, StateBackend, SystemClock, Tenant, TenantId,
+    TenantRegistry, Usage,
 };
 use tenancy_lock::{StoreLockManager, TenantLocks};
 use tenancy_state::TenantScoped;
@@ -77,6 +79,9 @@ pub struct ServerConfig {
     pub tenant_count_interval: Duration,
     /// The most keys one state listing returns. Default 10 000.
     pub max_list: usize,
+    /// How long `GET /v1/tenant` may show a tenant's usage before re-reading
+    /// it. Changes made through this replica show at once. Default 1 s.
+    pub usage_cache_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -88,7 +93,58 @@ impl Default for ServerConfig {
             admin_cache_ttl: Duration::from_secs(60),
             tenant_count_interval: Duration::from_secs(15),
             max_list: 10_000,
+            usage_cache_ttl: Duration::from_secs(1),
         }
+    }
+}
+
+/// Recently read usage counters, so that `GET /v1/tenant` costs no read on
+/// its hot path. Entries live `usage_cache_ttl`; this replica's own job and
+/// worker changes drop the tenant's entry before they answer.
+#[derive(Debug)]
+pub struct UsageCache {
+    ttl: Duration,
+    map: RwLock<HashMap<TenantId, (Instant, Usage)>>,
+}
+
+/// Entries kept before the cache is emptied.
+const USAGE_CACHE_CAPACITY: usize = 100_000;
+
+impl UsageCache {
+    /// An empty cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        UsageCache {
+            ttl,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's usage, if read within the TTL.
+    pub fn get(&self, id: &TenantId) -> Option<Usage> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, u)| u.clone())
+    }
+
+    /// Remembers a fresh read.
+    pub fn put(&self, id: &TenantId, usage: Usage) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= USAGE_CACHE_CAPACITY && !map.contains_key(id) {
+            map.clear();
+        }
+        map.insert(id.clone(), (Instant::now(), usage));
+    }
+
+    /// Forgets the tenant's entry (its usage just changed).
+    pub fn invalidate(&self, id: &TenantId) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -99,6 +155,7 @@ struct Inner {
     auth: TenantAuth,
     admin: AdminAuth,
     metrics: Arc<Metrics>,
+    usage: UsageCache,
     clock: Arc<dyn Clock>,
     config: ServerConfig,
 }
@@ -156,6 +213,7 @@ impl AppStateBuilder {
         AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
+                usage: UsageCache::new(self.config.usage_cache_ttl),
                 registry: self.registry,
                 stores: self.stores,
                 auth,
@@ -205,6 +263,11 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The usage cache of `GET /v1/tenant`.
+    pub fn usage_cache(&self) -> &UsageCache {
+        &self.inner.usage
     }
 
     /// The clock.

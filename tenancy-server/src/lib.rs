@@ -25,7 +25,9 @@ pub mod routes;
 pub mod server;
 pub mod views;
 
-pub use app_state::{AppState, AppStateBuilder, ServerConfig, SharedStores, TenantStores};
+pub use app_state::{
+    AppState, AppStateBuilder, ServerConfig, SharedStores, TenantStores, UsageCache,
+};
 pub use auth::{
     AdminAuth, AuthConfig, AuthenticatedTenant, TenantAuth, TenantAuthLayer, TenantAuthService,
 };

@@ -903,6 +903,12 @@ async fn thirty_two_concurrent_jobs_on_the_free_plan_give_five_created() {
     let usage = a.json()["usage"].clone();
     assert_eq!(usage["jobs_active"], 5);
     assert_eq!(usage["jobs_this_hour"], 5);
+    // The tenant's own view shows this replica's changes at once, whatever its usage cache.
+    let me = h
+        .tenant(&key, "GET", "/v1/tenant", Value::Null)
+        .await
+        .json();
+    assert_eq!(me["usage"]["usage"]["jobs_active"], 5);
 }
 
 #[tokio::test]

@@ -39,8 +39,10 @@ where
         .map_err(ApiError::from)
 }
 
-/// Refreshes the tenant's quota gauges in the background.
+/// Drops the tenant's cached usage (it just changed) and refreshes its
+/// quota gauges in the background.
 fn refresh_usage(state: &AppState, who: &AuthenticatedTenant) {
+    state.usage_cache().invalidate(who.id());
     let state = state.clone();
     let tenant = who.tenant_arc();
     tokio::spawn(async move {

@@ -32,8 +32,15 @@ pub(crate) async fn me(
     who: AuthenticatedTenant,
 ) -> ApiResult<axum::Json<OwnTenantView>> {
     let t = who.tenant();
-    let usage = state.registry().usage(&t.id).await?;
-    state.metrics().record_usage(t, &usage);
+    let usage = match state.usage_cache().get(&t.id) {
+        Some(u) => u,
+        None => {
+            let u = state.registry().usage(&t.id).await?;
+            state.metrics().record_usage(t, &u);
+            state.usage_cache().put(&t.id, u.clone());
+            u
+        }
+    };
     let now = state.clock().now();
     Ok(axum::Json(OwnTenantView {
         id: t.id.to_string(),
