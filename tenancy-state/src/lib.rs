@@ -42,9 +42,10 @@ pub use scoped::TenantScoped;
 /// - `file:///abs/path`, `file://relative/path`, or a bare path: local files
 ///   (the directory is created);
 /// - `s3://bucket/optional/prefix`: an S3-compatible bucket configured from
-///   the `AWS_*` variables (see [`S3Config::from_env`](object::ObjectBackend));
+///   the `AWS_*` variables (see `S3Config::from_env`, feature `s3`);
 ///   conditional writes are probed before it is returned. Without feature
-///   `s3` this gives [`Error::NotImplemented`].
+///   `s3` this gives [`Error::NotImplemented`] saying to build with
+///   `--features s3`.
 ///
 /// A malformed URL or an unknown scheme gives [`Error::InvalidInput`].
 pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {

@@ -186,9 +186,10 @@ impl LocalFs {
                 root.display()
             )));
         }
-        Ok(LocalFs {
-            root: root.to_path_buf(),
-        })
+        // absolute, so a later change of the working directory moves nothing
+        let root = fs::canonicalize(root)
+            .map_err(|e| io_err(&format!("cannot resolve {}", root.display()), e))?;
+        Ok(LocalFs { root })
     }
 
     /// The root directory.
