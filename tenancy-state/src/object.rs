@@ -34,9 +34,13 @@ enum Kind {
     },
     /// Plain files with cross-process compare-and-swap (see [`crate::local`]).
     Local(Arc<LocalFs>),
-    /// An S3-compatible bucket.
-    #[cfg(feature = "s3")]
-    S3(Arc<object_store::aws::AmazonS3>),
+    /// A remote object store (S3). object_store offers no conditional
+    /// delete on these, so `DeleteMode::IfVersion` is refused.
+    #[cfg_attr(not(any(feature = "s3", test)), allow(dead_code))]
+    Remote {
+        store: Arc<dyn ObjectStore>,
+        name: &'static str,
+    },
 }
 
 /// A [`StateBackend`] on object_store's in-memory store, on local files, or
@@ -228,7 +232,10 @@ impl ObjectBackend {
             other => Error::backend("s3", other),
         })?;
         Ok(ObjectBackend {
-            kind: Kind::S3(Arc::new(store)),
+            kind: Kind::Remote {
+                store: Arc::new(store),
+                name: "s3",
+            },
             prefix,
         })
     }
@@ -338,8 +345,7 @@ impl ObjectBackend {
                     .await
                     .map(|o| o.map(|(bytes, version)| Object { bytes, version }))
             }
-            #[cfg(feature = "s3")]
-            Kind::S3(store) => store_get(&**store, "s3", key).await,
+            Kind::Remote { store, name } => store_get(&**store, name, key).await,
         }
     }
 
@@ -359,8 +365,7 @@ impl ObjectBackend {
                 };
                 blocking(move || fs.put(&k, &value, mode)).await
             }
-            #[cfg(feature = "s3")]
-            Kind::S3(store) => store_put(&**store, "s3", key, value, mode).await,
+            Kind::Remote { store, name } => store_put(&**store, name, key, value, mode).await,
         }
     }
 
@@ -390,13 +395,12 @@ impl ObjectBackend {
                 let v = if_version.cloned();
                 blocking(move || fs.delete(&k, v.as_ref())).await
             }
-            #[cfg(feature = "s3")]
-            Kind::S3(store) => match if_version {
-                None => store_delete(&**store, "s3", key).await,
-                Some(_) => Err(Error::not_implemented(
-                    "conditional delete on the s3 backend (object_store has no If-Match delete); \
-                     check Capabilities::conditional_delete",
-                )),
+            Kind::Remote { store, name } => match if_version {
+                None => store_delete(&**store, name, key).await,
+                Some(_) => Err(Error::not_implemented(format!(
+                    "conditional delete on the {name} backend (object_store has no If-Match \
+                     delete); check Capabilities::conditional_delete"
+                ))),
             },
         }
     }
@@ -414,7 +418,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     }
 }
 
-async fn store_get<S: ObjectStore>(store: &S, backend: &str, key: &str) -> Result<Option<Object>> {
+async fn store_get<S: ObjectStore + ?Sized>(
+    store: &S,
+    backend: &str,
+    key: &str,
+) -> Result<Option<Object>> {
     let path = store_path(key)?;
     let result = match store.get(&path).await {
         Ok(r) => r,
@@ -440,7 +448,7 @@ async fn store_get<S: ObjectStore>(store: &S, backend: &str, key: &str) -> Resul
     }))
 }
 
-async fn store_put<S: ObjectStore>(
+async fn store_put<S: ObjectStore + ?Sized>(
     store: &S,
     backend: &str,
     key: &str,
@@ -476,7 +484,7 @@ async fn store_put<S: ObjectStore>(
     }
 }
 
-async fn store_delete<S: ObjectStore>(store: &S, backend: &str, key: &str) -> Result<()> {
+async fn store_delete<S: ObjectStore + ?Sized>(store: &S, backend: &str, key: &str) -> Result<()> {
     let path = store_path(key)?;
     match store.delete(&path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -490,16 +498,14 @@ impl StateBackend for ObjectBackend {
         match &self.kind {
             Kind::Memory { .. } => "memory",
             Kind::Local(_) => "local",
-            #[cfg(feature = "s3")]
-            Kind::S3(_) => "s3",
+            Kind::Remote { name, .. } => name,
         }
     }
 
     fn capabilities(&self) -> Capabilities {
         match &self.kind {
             Kind::Memory { .. } | Kind::Local(_) => Capabilities::ALL,
-            #[cfg(feature = "s3")]
-            Kind::S3(_) => Capabilities {
+            Kind::Remote { .. } => Capabilities {
                 conditional_delete: false,
                 ..Capabilities::ALL
             },
@@ -546,13 +552,12 @@ impl StateBackend for ObjectBackend {
         match &self.kind {
             Kind::Memory { store, .. } => store_list(&**store, "memory", full_prefix, relative),
             Kind::Local(fs) => local_list(fs.clone(), full_prefix, relative),
-            #[cfg(feature = "s3")]
-            Kind::S3(store) => store_list(&**store, "s3", full_prefix, relative),
+            Kind::Remote { store, name } => store_list(&**store, name, full_prefix, relative),
         }
     }
 }
 
-fn store_list<'a, S: ObjectStore>(
+fn store_list<'a, S: ObjectStore + ?Sized>(
     store: &'a S,
     backend: &'static str,
     prefix: Option<StateKey>,
@@ -622,4 +627,158 @@ fn local_list<'a>(
         rx.recv().await.map(|item| (item, rx))
     })
     .boxed()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+        PutMultipartOptions, PutResult,
+    };
+
+    /// An object store that ignores conditional writes (as S3-compatible
+    /// stores without If-None-Match / If-Match support do).
+    #[derive(Debug)]
+    struct IgnoresConditions {
+        inner: InMemory,
+        ignore_create: bool,
+    }
+
+    impl std::fmt::Display for IgnoresConditions {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("IgnoresConditions")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for IgnoresConditions {
+        async fn put_opts(
+            &self,
+            location: &StorePath,
+            payload: PutPayload,
+            mut opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            let ignored = match opts.mode {
+                object_store::PutMode::Create => self.ignore_create,
+                object_store::PutMode::Update(_) => !self.ignore_create,
+                object_store::PutMode::Overwrite => false,
+            };
+            if ignored {
+                opts.mode = object_store::PutMode::Overwrite;
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &StorePath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &StorePath,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<StorePath>>,
+        ) -> BoxStream<'static, object_store::Result<StorePath>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&StorePath>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&StorePath>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &StorePath,
+            to: &StorePath,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn remote(ignore_create: bool) -> ObjectBackend {
+        ObjectBackend {
+            kind: Kind::Remote {
+                store: Arc::new(IgnoresConditions {
+                    inner: InMemory::new(),
+                    ignore_create,
+                }),
+                name: "fake",
+            },
+            prefix: Some(StateKey::new("root").unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_refuses_stores_that_ignore_conditional_writes() {
+        for ignore_create in [true, false] {
+            let b = remote(ignore_create);
+            let err = b.probe_conditional_writes().await.unwrap_err();
+            assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
+            let msg = err.to_string();
+            let header = if ignore_create {
+                "If-None-Match"
+            } else {
+                "If-Match"
+            };
+            assert!(msg.contains(header), "{msg}");
+            // the probe cleaned up after itself, and nothing is listed
+            let left: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(inner(&b).list(None))
+                .await
+                .unwrap();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    fn inner(b: &ObjectBackend) -> &dyn ObjectStore {
+        match &b.kind {
+            Kind::Remote { store, .. } => &**store,
+            _ => unreachable!("a remote backend"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_accepts_honest_stores() {
+        ObjectBackend::memory()
+            .probe_conditional_writes()
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let local = ObjectBackend::local(dir.path()).unwrap();
+        local.probe_conditional_writes().await.unwrap();
+        let listed = tenancy_core::StateBackendExt::list_keys(&local, None)
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "the probe leaves nothing listable");
+    }
+
+    #[tokio::test]
+    async fn remote_stores_refuse_conditional_delete() {
+        let b = remote(false);
+        let k = StateKey::new("k").unwrap();
+        let v = b
+            .put(&k, Bytes::from_static(b"x"), PutMode::Create)
+            .await
+            .unwrap();
+        assert!(!b.capabilities().conditional_delete);
+        let err = b.delete(&k, DeleteMode::IfVersion(v)).await.unwrap_err();
+        assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
+        assert!(b.get(&k).await.unwrap().is_some());
+    }
 }
