@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tenancy_core::{
     Clock, LockManager, Result, Secret, StateBackend, SystemClock, Tenant, TenantId,
     TenantRegistry, Usage,
@@ -104,7 +106,17 @@ impl Default for ServerConfig {
 #[derive(Debug)]
 pub struct UsageCache {
     ttl: Duration,
-    map: RwLock<HashMap<TenantId, (Instant, Usage)>>,
+    map: RwLock<HashMap<TenantId, UsageEntry>>,
+    /// Bumped by every invalidation: a read that began before one is not kept.
+    epoch: AtomicU64,
+}
+
+#[derive(Debug)]
+struct UsageEntry {
+    at: Instant,
+    usage: Usage,
+    /// The rendered `GET /v1/tenant` body, for the tenant record it was made from.
+    body: Option<(Arc<Tenant>, Bytes)>,
 }
 
 /// Entries kept before the cache is emptied.
@@ -116,35 +128,75 @@ impl UsageCache {
         UsageCache {
             ttl,
             map: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The epoch to pass to [`UsageCache::put`] and [`UsageCache::set_body`]:
+    /// take it before reading.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The tenant's usage, if read within the TTL.
     pub fn get(&self, id: &TenantId) -> Option<Usage> {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         map.get(id)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, u)| u.clone())
+            .filter(|e| e.at.elapsed() < self.ttl)
+            .map(|e| e.usage.clone())
     }
 
-    /// Remembers a fresh read.
-    pub fn put(&self, id: &TenantId, usage: Usage) {
+    /// The rendered body made for exactly this tenant record, if still fresh.
+    pub fn body(&self, tenant: &Arc<Tenant>) -> Option<Bytes> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let e = map.get(&tenant.id)?;
+        match &e.body {
+            Some((t, bytes)) if Arc::ptr_eq(t, tenant) && e.at.elapsed() < self.ttl => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps the rendered body of a fresh entry, unless an invalidation came
+    /// after `epoch`.
+    pub fn set_body(&self, tenant: &Arc<Tenant>, body: Bytes, epoch: u64) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch() != epoch {
+            return;
+        }
+        if let Some(e) = map.get_mut(&tenant.id) {
+            e.body = Some((tenant.clone(), body));
+        }
+    }
+
+    /// Remembers a read that began at `epoch`, unless an invalidation came since.
+    pub fn put(&self, id: &TenantId, usage: Usage, epoch: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch() != epoch {
+            return;
+        }
         if map.len() >= USAGE_CACHE_CAPACITY && !map.contains_key(id) {
             map.clear();
         }
-        map.insert(id.clone(), (Instant::now(), usage));
+        map.insert(
+            id.clone(),
+            UsageEntry {
+                at: Instant::now(),
+                usage,
+                body: None,
+            },
+        );
     }
 
     /// Forgets the tenant's entry (its usage just changed).
     pub fn invalidate(&self, id: &TenantId) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.remove(id);
     }
 }
 

@@ -14,15 +14,12 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
 use tenancy_core::{Resource, Tenant, TenantId, Usage};
 
-use crate::auth::{AuthStats, TenantLabel};
+use crate::auth::AuthStats;
 
 type RequestCounters = HashMap<String, HashMap<String, HashMap<u16, AtomicU64>>>;
 
@@ -269,23 +266,6 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// The axum middleware that counts every answered request.
-pub async fn track(
-    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
-    let tenant = res.extensions().get::<TenantLabel>().map(TenantLabel::id);
-    metrics.record_request(
-        tenant,
-        route.as_ref().map(|m| m.as_str()),
-        res.status().as_u16(),
-    );
-    res
 }
 
 #[cfg(test)]

@@ -53,8 +53,18 @@ async fn request_ids_are_kept_or_made() {
         .call("GET", "/healthz", &[("x-request-id", "abc-123")], "")
         .await;
     assert_eq!(a.header("x-request-id").as_deref(), Some("abc-123"));
-    let a = h.call("GET", "/healthz", &[], "").await;
-    assert_eq!(a.header("x-request-id").map(|s| s.len()), Some(36));
+    let first = h
+        .call("GET", "/healthz", &[], "")
+        .await
+        .header("x-request-id")
+        .unwrap();
+    let second = h
+        .call("GET", "/healthz", &[], "")
+        .await
+        .header("x-request-id")
+        .unwrap();
+    assert_ne!(first, second, "made ids are unique");
+    assert_eq!(first.len(), 21, "<12 hex>-<8 hex counter>: {first}");
 }
 
 #[tokio::test]

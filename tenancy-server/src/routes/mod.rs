@@ -5,24 +5,28 @@ pub mod jobs;
 pub mod open;
 pub mod tenant;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::app_state::AppState;
+use crate::auth::TenantLabel;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 
 /// Every route of the server as `(method, path)`, in axum's path syntax.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -117,9 +121,9 @@ async fn method_not_allowed() -> ApiError {
     ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
-/// Gives every error response a JSON body, including those made by foreign
-/// layers (timeouts, body limits) that answer with plain text or nothing.
-async fn json_errors(res: Response) -> Response {
+/// Gives an error response without a JSON body (made by a foreign layer:
+/// a timeout, a 405) the standard JSON body, keeping its headers.
+fn json_error_body(res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -153,24 +157,63 @@ async fn json_errors(res: Response) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// Refuses a declared body over the limit before any handler runs, whether
-/// or not the route reads bodies (streamed bodies are cut by `DefaultBodyLimit`).
-async fn body_limit(
-    axum::extract::State(limit): axum::extract::State<usize>,
+/// The edge of every route, in one layer (each layer costs a boxed future):
+/// refuses a declared or known-size body over the limit before any handler
+/// runs (streamed bodies are cut by `DefaultBodyLimit`), gives every error a
+/// JSON body, and counts the answer in the metrics.
+async fn edge(
+    axum::extract::State((metrics, limit)): axum::extract::State<(Arc<Metrics>, usize)>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
     use axum::body::HttpBody as _;
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let at_least = req.body().size_hint().lower();
-    if declared.is_some_and(|n| n > limit as u64) || at_least > limit as u64 {
-        return ApiError::too_large(limit).into_response();
+    let res = if declared.is_some_and(|n| n > limit as u64) || at_least > limit as u64 {
+        ApiError::too_large(limit).into_response()
+    } else {
+        json_error_body(next.run(req).await)
+    };
+    let tenant = res.extensions().get::<TenantLabel>().map(TenantLabel::id);
+    metrics.record_request(
+        tenant,
+        route.as_ref().map(MatchedPath::as_str),
+        res.status().as_u16(),
+    );
+    res
+}
+
+/// Request ids `<12 random hex>-<counter>`: unique per process start, and
+/// cheap (no random number per request).
+#[derive(Debug, Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut prefix = uuid::Uuid::new_v4().simple().to_string();
+        prefix.truncate(12);
+        RequestIds {
+            prefix: Arc::from(prefix),
+            next: Arc::new(AtomicU64::new(1)),
+        }
     }
-    next.run(req).await
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:08x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 fn request_span(req: &Request) -> tracing::Span {
@@ -207,20 +250,18 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(map_response(json_errors))
-                .layer(from_fn_with_state(metrics, metrics::track))
+                .layer(from_fn_with_state((metrics, config.body_limit), edge))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     config.request_timeout,
                 ))
-                .layer(from_fn_with_state(config.body_limit, body_limit))
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         )
         .with_state(state)

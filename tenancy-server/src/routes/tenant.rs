@@ -30,19 +30,35 @@ use crate::views::{
 pub(crate) async fn me(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
-) -> ApiResult<axum::Json<OwnTenantView>> {
-    let t = who.tenant();
+) -> ApiResult<Response> {
+    let json = |bytes: bytes::Bytes| {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response()
+    };
+    let tenant = who.tenant_arc();
+    // The hot path: the body made for this very tenant record and a fresh usage.
+    if let Some(body) = state.usage_cache().body(&tenant) {
+        return Ok(json(body));
+    }
+    let t = &*tenant;
+    let epoch = state.usage_cache().epoch();
     let usage = match state.usage_cache().get(&t.id) {
         Some(u) => u,
         None => {
             let u = state.registry().usage(&t.id).await?;
             state.metrics().record_usage(t, &u);
-            state.usage_cache().put(&t.id, u.clone());
+            state.usage_cache().put(&t.id, u.clone(), epoch);
             u
         }
     };
     let now = state.clock().now();
-    Ok(axum::Json(OwnTenantView {
+    let view = OwnTenantView {
         id: t.id.to_string(),
         display_name: t.display_name.clone(),
         status: t.effective_status(now),
@@ -50,7 +66,10 @@ pub(crate) async fn me(
         limits: t.limits(),
         expires_at: t.expires_at,
         usage: StatsView::new(t, usage, now),
-    }))
+    };
+    let body = bytes::Bytes::from(serde_json::to_vec(&view).map_err(|_| ApiError::internal())?);
+    state.usage_cache().set_body(&tenant, body.clone(), epoch);
+    Ok(json(body))
 }
 
 fn tenant_state(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Arc<dyn StateBackend>> {
