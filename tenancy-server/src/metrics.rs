@@ -219,12 +219,6 @@ impl Metrics {
 
         counter(
             &mut out,
-            "tenancy_auth_cache_hits_total",
-            "Tenant requests authorized from the verification cache.",
-            auth.hits.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
             "tenancy_auth_cache_refreshes_total",
             "Cache entries refreshed by re-reading the tenant record.",
             auth.refreshes.load(Ordering::Relaxed),

@@ -167,8 +167,10 @@ pub struct OwnTenantView {
     pub limits: Limits,
     /// Expiry time, if any.
     pub expires_at: Option<DateTime<Utc>>,
-    /// Usage against each quota.
-    pub usage: StatsView,
+    /// Usage counters (the admin's `/v1/tenants/{id}/stats` adds the
+    /// remaining quota of each resource).
+    #[schema(value_type = Object)]
+    pub usage: Usage,
 }
 
 /// A lock as the API shows it.

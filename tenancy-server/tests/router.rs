@@ -284,7 +284,7 @@ async fn tenant_auth_by_key_bearer_and_tenant_id() {
     assert_eq!(me["status"], "active");
     assert_eq!(me["plan"], "free");
     assert_eq!(me["limits"]["max_concurrent_jobs"], 5);
-    assert!(me["usage"]["quotas"].is_array());
+    assert_eq!(me["usage"]["jobs_active"], 0);
     assert!(a.header("x-ratelimit-limit").is_some());
     assert!(a.header("x-ratelimit-remaining").is_some());
     assert!(a.header("x-ratelimit-reset").is_some());
@@ -348,7 +348,7 @@ async fn bcrypt_runs_once_per_key_then_the_cache_serves() {
         assert_eq!(a.status, StatusCode::OK);
     }
     assert_eq!(stats.verifications.load(Ordering::Relaxed), 1);
-    assert!(stats.hits.load(Ordering::Relaxed) >= 19);
+    assert_eq!(stats.refreshes.load(Ordering::Relaxed), 0);
     // Concurrent first requests with one key share one verification.
     let other = h.create_tenant("beta", json!({})).await;
     let calls = (0..16).map(|_| h.tenant(&other, "GET", "/v1/state", Value::Null));
@@ -918,7 +918,7 @@ async fn thirty_two_concurrent_jobs_on_the_free_plan_give_five_created() {
         .tenant(&key, "GET", "/v1/tenant", Value::Null)
         .await
         .json();
-    assert_eq!(me["usage"]["usage"]["jobs_active"], 5);
+    assert_eq!(me["usage"]["jobs_active"], 5);
 }
 
 #[tokio::test]

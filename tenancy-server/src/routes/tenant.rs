@@ -19,9 +19,7 @@ use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Body, Json, OptionalJson, Path, Query};
 use crate::jobs::SERVER_PREFIX;
-use crate::views::{
-    LockList, LockView, OwnTenantView, StateEntryView, StateList, StateWritten, StatsView,
-};
+use crate::views::{LockList, LockView, OwnTenantView, StateEntryView, StateList, StateWritten};
 
 /// The calling tenant's profile and usage.
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("api_key" = [])),
@@ -65,7 +63,7 @@ pub(crate) async fn me(
         plan: t.plan,
         limits: t.limits(),
         expires_at: t.expires_at,
-        usage: StatsView::new(t, usage, now),
+        usage,
     };
     let body = bytes::Bytes::from(serde_json::to_vec(&view).map_err(|_| ApiError::internal())?);
     state.usage_cache().set_body(&tenant, body.clone(), epoch);
