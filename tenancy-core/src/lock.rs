@@ -164,22 +164,24 @@ pub fn validate_ttl(ttl: Duration) -> Result<()> {
     }
 }
 
-/// `user@host` from the environment (`USER`/`USERNAME`, `HOSTNAME`), or `unknown`.
+/// `user@host` from the environment only (core does no I/O): the user from
+/// `USER`, `USERNAME` or `LOGNAME`, the host from `HOSTNAME`, `HOST` or
+/// `COMPUTERNAME`; `unknown` / `localhost` when unset. Front ends that can
+/// ask the OS for the host name (the CLI does) pass it with [`who`].
 pub fn default_who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let user = var(&["USER", "USERNAME", "LOGNAME"]).unwrap_or_else(|| "unknown".into());
+    let host = var(&["HOSTNAME", "HOST", "COMPUTERNAME"]).unwrap_or_else(|| "localhost".into());
+    who(&user, &host)
+}
+
+/// Formats a lock holder as `user@host`.
+pub fn who(user: &str, host: &str) -> String {
+    format!("{}@{}", user.trim(), host.trim())
 }
 
 /// Leased locks with fencing tokens.

@@ -17,6 +17,23 @@ fn locks_for(ctx: &Ctx<'_>, t: &Tenant) -> TenantLocks<std::sync::Arc<dyn LockMa
     TenantLocks::new(ctx.services.locks.clone(), t.id.clone())
 }
 
+/// `user@host` for the lock holder: the user from the environment, the host
+/// name from the OS (`HOSTNAME` is a shell variable that is rarely exported).
+fn holder_name() -> String {
+    let user = ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    tenancy_core::lock::who(&user, &host)
+}
+
 /// The lock key of `--stack S --env E` (exit 2 when either is malformed).
 pub fn stack_env_key(stack: &str, env: &str) -> anyhow::Result<LockKey> {
     super::state::check_names(stack, env)?;
@@ -51,7 +68,9 @@ pub async fn acquire(
     validate_ttl(ttl)?;
     let t = ctx.require_tenant().await?;
     let locks = locks_for(ctx, &t);
-    let req = LockRequest::new(key.clone(), ttl).operation(operation);
+    let req = LockRequest::new(key.clone(), ttl)
+        .operation(operation)
+        .who(holder_name());
     req.validate()?;
     let info = if wait.is_zero() {
         locks.try_acquire(&req).await?
