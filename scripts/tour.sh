@@ -17,7 +17,7 @@ if [ "$profile" = "release" ]; then
 else
   cargo build -q -p tenancy-cli
 fi
-BIN="$PWD/target/$profile/tenancy"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/$profile/tenancy"
 
 TENANCY_HOME="$(mktemp -d "${TMPDIR:-/tmp}/tenancy-tour.XXXXXX")"
 export TENANCY_HOME

@@ -47,12 +47,20 @@ pub use scoped::TenantScoped;
 ///   `s3` this gives [`Error::NotImplemented`] saying to build with
 ///   `--features s3`.
 ///
-/// A malformed URL or an unknown scheme gives [`Error::InvalidInput`].
+/// A malformed URL or an unknown scheme gives [`Error::InvalidInput`]. A URL
+/// with credentials in it (`s3://key:secret@bucket`) is refused without
+/// echoing it, so the credentials never reach an error message or a log.
 pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {
     let url = url.trim();
     if url.is_empty() {
         return Err(Error::invalid(
             "backend URL is empty; use memory://, file:///path or s3://bucket/prefix",
+        ));
+    }
+    if has_userinfo(url) {
+        return Err(Error::invalid(
+            "backend URL must not contain credentials (user:password@); \
+             give S3 credentials through the AWS_* environment variables",
         ));
     }
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -84,6 +92,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {
 
 /// The directory of a `file://` URL: `file:///abs` is absolute (percent
 /// escapes decoded), `file://rel/path` is relative to the working directory.
+/// True when the URL's authority part carries `user[:password]@`.
+fn has_userinfo(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or("").contains('@'))
+        .unwrap_or(false)
+}
+
 fn file_path(url: &str, rest: &str) -> Result<std::path::PathBuf> {
     if rest.is_empty() {
         return Err(Error::invalid(format!(
@@ -149,6 +164,22 @@ async fn open_s3(url: &str, rest: &str) -> Result<Arc<dyn StateBackend>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn credentials_in_urls_are_refused_without_echo() {
+        for url in [
+            "s3://AKIAXXX:supersecret@bucket/p",
+            "file://user@localhost/tmp/x",
+        ] {
+            let err = open(url).await.err().expect("refused");
+            assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                !msg.contains("supersecret") && !msg.contains("AKIA") && !msg.contains("user@"),
+                "{msg}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn urls() {
