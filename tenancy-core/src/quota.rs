@@ -13,16 +13,25 @@
 //!   committed nor released within the reservation TTL (default
 //!   [`DEFAULT_RESERVATION_TTL`]) expires and its capacity is given back, so
 //!   a client that crashes between `reserve` and `commit` does not leak quota.
-//! - `commit` turns a pending reservation into plain usage (only the counter
-//!   remembers it). Committing an expired, released or unknown reservation
-//!   is refused with [`Error::Precondition`].
-//! - `release` gives the amount back: a pending reservation is removed, a
-//!   committed one is subtracted from the counter. Release each committed
-//!   reservation once; the record keeps no list of committed reservations
-//!   (it would grow with every job).
+//! - `commit` turns a pending reservation into a *committed* one: the
+//!   record keeps its id, resource and amount (one entry per live job,
+//!   worker or stack) until it is released. Committing an expired, released,
+//!   already committed or unknown reservation is refused with
+//!   [`Error::Precondition`] and changes nothing.
+//! - `release` is exact and idempotent per reservation id: a pending or
+//!   committed reservation gives back its stored amount once and is then
+//!   forgotten; releasing an expired or already released one is a no-op.
+//!   The ids of reservations that expired or were released are remembered
+//!   for [`FINISHED_RETENTION`] (at most [`MAX_FINISHED`] of them) to tell
+//!   these cases apart in errors. A release of an id the record does not
+//!   know at all gives back at most the part of the counter that no listed
+//!   reservation accounts for (only records written before committed
+//!   reservations were listed have such a part), so it can never take back
+//!   capacity that a known reservation holds.
 //! - [`Resource::JobsPerHour`] counts jobs created in the current clock hour
 //!   (`HH:00:00` to the next `HH:00:00`, UTC). Its capacity is never given
-//!   back: releasing or expiring such a reservation leaves the count. Over
+//!   back: releasing or expiring such a reservation leaves the count, and a
+//!   committed one is not listed (only its id is remembered a while). Over
 //!   the limit, [`Error::QuotaExceeded`] carries `retry_after` = the time to
 //!   the next hour.
 //! - Cost is counted per calendar month (UTC) and reset when a new month starts.
@@ -45,6 +54,13 @@ pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 /// The format version written into usage records.
 pub const USAGE_FORMAT_VERSION: u32 = 1;
 
+/// How long the id of an expired or released reservation is remembered: 24 hours.
+pub const FINISHED_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How many ids of expired or released reservations a record keeps at most
+/// (the oldest are dropped first).
+pub const MAX_FINISHED: usize = 256;
+
 /// A reservation that was made but not yet committed or released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingReservation {
@@ -60,6 +76,41 @@ pub struct PendingReservation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A committed reservation: its capacity stays in use until it is released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedReservation {
+    /// The reservation id.
+    pub id: Uuid,
+    /// The resource.
+    pub resource: Resource,
+    /// How much.
+    pub amount: u64,
+}
+
+/// How a reservation that is no longer pending or committed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// It was not committed or released within the reservation TTL.
+    Expired,
+    /// It was released.
+    Released,
+    /// It was committed and is not listed ([`Resource::JobsPerHour`]).
+    Committed,
+}
+
+/// The id of a reservation that expired, was released or was committed
+/// without being listed, remembered for [`FINISHED_RETENTION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedReservation {
+    /// The reservation id.
+    pub id: Uuid,
+    /// How it ended.
+    pub how: Finish,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// A tenant's usage record, as stored by the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
@@ -72,6 +123,12 @@ pub struct UsageRecord {
     /// Reservations not yet committed or released.
     #[serde(default)]
     pub pending: Vec<PendingReservation>,
+    /// Committed reservations not yet released (not [`Resource::JobsPerHour`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub committed: Vec<CommittedReservation>,
+    /// Recently expired or released reservations, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<FinishedReservation>,
     /// When the record was last written.
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -109,6 +166,8 @@ impl UsageRecord {
             tenant,
             usage: Usage::default(),
             pending: Vec::new(),
+            committed: Vec::new(),
+            finished: Vec::new(),
             updated_at: None,
         }
     }
@@ -131,15 +190,51 @@ impl UsageRecord {
             self.usage.cost_this_month = 0;
             changed = true;
         }
-        let before = self.pending.len();
         let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.expires_at <= now);
         self.pending = live;
+        changed |= !expired.is_empty();
         for p in expired {
             self.give_back(p.resource, p.amount);
+            self.finish(p.id, Finish::Expired, p.expires_at);
         }
-        changed || self.pending.len() != before
+        let keep_after = now - chrono_duration(FINISHED_RETENTION);
+        let before = self.finished.len();
+        self.finished.retain(|f| f.at > keep_after);
+        changed || self.finished.len() != before
+    }
+
+    /// Remembers that `id` ended, dropping the oldest entries beyond [`MAX_FINISHED`].
+    fn finish(&mut self, id: Uuid, how: Finish, at: DateTime<Utc>) {
+        self.finished.push(FinishedReservation { id, how, at });
+        if self.finished.len() > MAX_FINISHED {
+            let excess = self.finished.len() - MAX_FINISHED;
+            self.finished.drain(..excess);
+        }
+    }
+
+    fn finished(&self, id: Uuid) -> Option<&FinishedReservation> {
+        self.finished.iter().find(|f| f.id == id)
+    }
+
+    /// How much of each resource's counter no listed (pending or committed)
+    /// reservation accounts for: only records from before committed
+    /// reservations were listed have any.
+    fn unlisted(&self, resource: Resource) -> u64 {
+        let listed = self
+            .pending
+            .iter()
+            .filter(|p| p.resource == resource)
+            .map(|p| p.amount)
+            .chain(
+                self.committed
+                    .iter()
+                    .filter(|c| c.resource == resource)
+                    .map(|c| c.amount),
+            )
+            .fold(0u64, u64::saturating_add);
+        self.usage.get(resource).saturating_sub(listed)
     }
 
     fn give_back(&mut self, resource: Resource, amount: u64) {
@@ -197,34 +292,63 @@ impl UsageRecord {
         Ok(reservation)
     }
 
-    /// Confirms a pending reservation. [`Error::Precondition`] if it is not
-    /// pending (expired, released, already committed or unknown).
-    pub fn commit(&mut self, reservation: &Reservation) -> Result<()> {
-        let pos = self
-            .pending
-            .iter()
-            .position(|p| p.id == reservation.id)
-            .ok_or_else(|| {
-                Error::precondition(format!(
-                    "reservation {} of tenant {} is not pending: it expired, was released \
-                     or was already committed; reserve again",
-                    reservation.id, self.tenant
-                ))
-            })?;
-        self.pending.remove(pos);
-        Ok(())
+    /// Confirms a pending reservation; its capacity stays in use until it
+    /// is released. [`Error::Precondition`], changing nothing, if it expired,
+    /// was released, was already committed or is unknown. The record must
+    /// have been [rolled](UsageRecord::roll) to `now`.
+    pub fn commit(&mut self, reservation: &Reservation, now: DateTime<Utc>) -> Result<()> {
+        let id = reservation.id;
+        if let Some(pos) = self.pending.iter().position(|p| p.id == id) {
+            let p = self.pending.remove(pos);
+            if p.resource == Resource::JobsPerHour {
+                self.finish(id, Finish::Committed, now);
+            } else {
+                self.committed.push(CommittedReservation {
+                    id,
+                    resource: p.resource,
+                    amount: p.amount,
+                });
+            }
+            return Ok(());
+        }
+        let why = match self.finished(id).map(|f| (f.how, f.at)) {
+            _ if self.committed.iter().any(|c| c.id == id) => {
+                "it was already committed".to_string()
+            }
+            Some((Finish::Committed, at)) => format!("it was already committed at {at}"),
+            Some((Finish::Expired, at)) => {
+                format!("it expired at {at} (not committed within the reservation TTL)")
+            }
+            Some((Finish::Released, at)) => format!("it was released at {at}"),
+            None => "it is unknown (or expired or was released long ago)".to_string(),
+        };
+        Err(Error::precondition(format!(
+            "reservation {id} of tenant {} cannot be committed: {why}; reserve again",
+            self.tenant
+        )))
     }
 
-    /// Gives a reservation's capacity back (not for [`Resource::JobsPerHour`],
-    /// whose count stays for the hour).
-    pub fn release(&mut self, reservation: &Reservation) -> Result<()> {
+    /// Gives a reservation's capacity back, exactly once per reservation id
+    /// (not for [`Resource::JobsPerHour`], whose count stays for the hour).
+    /// Releasing an expired or already released reservation is a no-op; see
+    /// the [module rules](self) for an id the record does not know. The
+    /// record must have been [rolled](UsageRecord::roll) to `now`.
+    pub fn release(&mut self, reservation: &Reservation, now: DateTime<Utc>) -> Result<()> {
         check_amount(reservation.amount)?;
-        if let Some(pos) = self.pending.iter().position(|p| p.id == reservation.id) {
+        let id = reservation.id;
+        if let Some(pos) = self.pending.iter().position(|p| p.id == id) {
             let p = self.pending.remove(pos);
             self.give_back(p.resource, p.amount);
+        } else if let Some(pos) = self.committed.iter().position(|c| c.id == id) {
+            let c = self.committed.remove(pos);
+            self.give_back(c.resource, c.amount);
+        } else if self.finished(id).is_some() {
+            return Ok(());
         } else {
-            self.give_back(reservation.resource, reservation.amount);
+            let amount = reservation.amount.min(self.unlisted(reservation.resource));
+            self.give_back(reservation.resource, amount);
         }
+        self.finish(id, Finish::Released, now);
         Ok(())
     }
 
@@ -316,7 +440,7 @@ mod tests {
                 t(10, 15),
             )
             .unwrap();
-        r.release(&res).unwrap();
+        r.release(&res, t(10, 15)).unwrap();
         assert_eq!(
             r.usage.jobs_this_hour, 10,
             "released jobs/hour are not given back"
@@ -368,14 +492,123 @@ mod tests {
         let b = r
             .reserve(&limits, Resource::Workers, 3, ttl, t(10, 0))
             .unwrap();
-        r.commit(&b).unwrap();
-        assert!(r.commit(&b).is_err(), "second commit refused");
+        r.commit(&b, t(10, 0)).unwrap();
+        assert!(r.commit(&b, t(10, 0)).is_err(), "second commit refused");
         assert_eq!(r.usage.workers, 5);
         r.roll(t(10, 2));
         assert_eq!(r.usage.workers, 3, "the pending 2 expired");
-        assert!(matches!(r.commit(&a), Err(Error::Precondition { .. })));
-        r.release(&b).unwrap();
+        assert!(matches!(
+            r.commit(&a, t(10, 2)),
+            Err(Error::Precondition { .. })
+        ));
+        assert_eq!(r.usage.workers, 3, "a refused commit counts nothing");
+        r.release(&b, t(10, 2)).unwrap();
         assert_eq!(r.usage.workers, 0);
+    }
+
+    #[test]
+    fn release_is_exact_and_idempotent() {
+        let mut r = rec();
+        let limits = Plan::Pro.limits();
+        let ttl = Duration::from_secs(60);
+        r.roll(t(10, 0));
+        let expired = r
+            .reserve(&limits, Resource::Workers, 2, ttl, t(10, 0))
+            .unwrap();
+        let committed = r
+            .reserve(&limits, Resource::Workers, 3, ttl, t(10, 0))
+            .unwrap();
+        r.commit(&committed, t(10, 0)).unwrap();
+        r.roll(t(10, 5));
+        assert_eq!(r.usage.workers, 3, "the pending 2 expired and came back");
+        let other = r
+            .reserve(&limits, Resource::Workers, 4, ttl, t(10, 5))
+            .unwrap();
+        assert_eq!(r.usage.workers, 7);
+
+        // releasing the expired reservation gives nothing back a second time
+        r.release(&expired, t(10, 5)).unwrap();
+        assert_eq!(r.usage.workers, 7);
+        match r.commit(&expired, t(10, 5)) {
+            Err(Error::Precondition { what }) => assert!(what.contains("expired"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.usage.workers, 7, "commit after expiry counts nothing");
+
+        // a committed reservation is given back exactly once
+        r.release(&committed, t(10, 5)).unwrap();
+        assert_eq!(r.usage.workers, 4);
+        r.release(&committed, t(10, 6)).unwrap();
+        assert_eq!(r.usage.workers, 4, "second release is a no-op");
+        match r.commit(&committed, t(10, 6)) {
+            Err(Error::Precondition { what }) => assert!(what.contains("released"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+
+        // the stored amount counts, not what the caller claims
+        let mut inflated = other.clone();
+        inflated.amount = 100;
+        r.release(&inflated, t(10, 6)).unwrap();
+        assert_eq!(r.usage.workers, 0);
+
+        // once the remembered ids are gone, an unknown release still takes
+        // nothing that a listed reservation holds
+        let held = r
+            .reserve(&limits, Resource::Workers, 5, ttl, t(10, 6))
+            .unwrap();
+        r.commit(&held, t(10, 6)).unwrap();
+        r.roll(t(10, 6) + chrono_duration(FINISHED_RETENTION));
+        assert!(r.finished.is_empty(), "old ids are forgotten");
+        r.release(&committed, t(10, 6) + chrono_duration(FINISHED_RETENTION))
+            .unwrap();
+        assert_eq!(r.usage.workers, 5);
+    }
+
+    #[test]
+    fn remembered_ids_are_bounded() {
+        let mut r = rec();
+        r.roll(t(10, 0));
+        for _ in 0..MAX_FINISHED + 10 {
+            let res = Reservation {
+                id: Uuid::new_v4(),
+                tenant: r.tenant.clone(),
+                resource: Resource::Stacks,
+                amount: 1,
+                created_at: t(10, 0),
+            };
+            r.release(&res, t(10, 0)).unwrap();
+        }
+        assert_eq!(r.finished.len(), MAX_FINISHED);
+        assert_eq!(r.usage.stacks, 0);
+    }
+
+    #[test]
+    fn records_without_committed_lists_still_give_back() {
+        // a record written before committed reservations were listed: 3
+        // workers in use by reservations only the counter knows of
+        let old = "format_version: 1\ntenant: acme\nusage:\n  stacks: 0\n  services: 0\n  \
+                   jobs_active: 0\n  jobs_completed: 0\n  jobs_failed: 0\n  \
+                   jobs_this_hour: 0\n  hour_window_start: null\n  workers: 3\n  \
+                   cpu_cores: 0\n  gpus: 0\n  cost_this_month: 0\n  cost_month: null\n\
+                   pending: []\nupdated_at: null\n";
+        let mut r: UsageRecord = serde_yaml_ng::from_str(old).unwrap();
+        r.roll(t(10, 0));
+        let legacy = Reservation {
+            id: Uuid::new_v4(),
+            tenant: r.tenant.clone(),
+            resource: Resource::Workers,
+            amount: 2,
+            created_at: t(9, 0),
+        };
+        r.release(&legacy, t(10, 0)).unwrap();
+        assert_eq!(r.usage.workers, 1);
+        r.release(&legacy, t(10, 0)).unwrap();
+        assert_eq!(r.usage.workers, 1, "released once");
+        let mut bigger = legacy.clone();
+        bigger.id = Uuid::new_v4();
+        bigger.amount = 5;
+        r.release(&bigger, t(10, 0)).unwrap();
+        assert_eq!(r.usage.workers, 0, "never below zero");
     }
 
     #[test]

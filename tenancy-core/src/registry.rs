@@ -303,7 +303,9 @@ pub trait TenantRegistry: Send + Sync + Debug {
     /// Confirms a reservation: the capacity stays in use until released.
     async fn commit(&self, reservation: &Reservation) -> Result<()>;
 
-    /// Gives a reservation's capacity back (windowed resources keep their count).
+    /// Gives a reservation's capacity back (windowed resources keep their
+    /// count). Idempotent: a reservation gives its capacity back at most
+    /// once, and releasing an expired or already released one does nothing.
     async fn release(&self, reservation: &Reservation) -> Result<()>;
 
     /// Records a usage event (job outcome, cost).

@@ -1229,14 +1229,16 @@ impl TenantRegistry for StoreRegistry {
     }
 
     async fn commit(&self, reservation: &Reservation) -> Result<()> {
-        self.modify_usage(&reservation.tenant, |rec, _| rec.commit(reservation))
+        self.modify_usage(&reservation.tenant, |rec, now| rec.commit(reservation, now))
             .await?;
         Ok(())
     }
 
     async fn release(&self, reservation: &Reservation) -> Result<()> {
-        self.modify_usage(&reservation.tenant, |rec, _| rec.release(reservation))
-            .await?;
+        self.modify_usage(&reservation.tenant, |rec, now| {
+            rec.release(reservation, now)
+        })
+        .await?;
         Ok(())
     }
 

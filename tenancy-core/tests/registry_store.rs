@@ -19,54 +19,15 @@ use tenancy_core::{
     PutMode, Resource, Result, Secret, StateBackend, StateBackendExt, StateKey, StoreRegistry,
     TenantFilter, TenantId, TenantRegistry, TenantRegistryExt, TenantStatus, Version,
 };
+use tenancy_state::counting::CountingBackend;
 
 /// A MemoryBackend that counts calls, to show how many reads an operation takes.
-#[derive(Debug, Default)]
-struct Counting {
-    inner: MemoryBackend,
-    gets: AtomicU64,
-    puts: AtomicU64,
-    lists: AtomicU64,
-}
+type Counting = CountingBackend<MemoryBackend>;
 
-impl Counting {
-    fn reset(&self) {
-        self.gets.store(0, Ordering::SeqCst);
-        self.puts.store(0, Ordering::SeqCst);
-        self.lists.store(0, Ordering::SeqCst);
-    }
-    fn counts(&self) -> (u64, u64, u64) {
-        (
-            self.gets.load(Ordering::SeqCst),
-            self.puts.load(Ordering::SeqCst),
-            self.lists.load(Ordering::SeqCst),
-        )
-    }
-}
-
-#[async_trait]
-impl StateBackend for Counting {
-    fn name(&self) -> &str {
-        "counting"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(key, value, mode).await
-    }
-    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        self.inner.delete(key, mode).await
-    }
-    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(prefix)
-    }
+/// (gets, puts, lists) so far.
+fn calls(b: &Counting) -> (u64, u64, u64) {
+    let c = b.counts();
+    (c.get, c.put, c.list)
 }
 
 fn tid(s: &str) -> TenantId {
@@ -144,20 +105,20 @@ async fn key_lookup_is_two_reads_and_never_a_scan() {
     b.reset();
     let t = r.authenticate_key(&secrets[37]).await.unwrap();
     assert_eq!(t.id.as_str(), "t037");
-    assert_eq!(b.counts(), (2, 0, 0), "index read + record read, no list");
+    assert_eq!(calls(&b), (2, 0, 0), "index read + record read, no list");
     b.reset();
     r.authenticate(&tid("t011"), &secrets[11]).await.unwrap();
-    assert_eq!(b.counts(), (1, 0, 0), "authenticate reads one object");
+    assert_eq!(calls(&b), (1, 0, 0), "authenticate reads one object");
     b.reset();
     let unknown = Secret::new("tnc_0123456789abcdefghijABCDEFGHIJ01");
     assert!(matches!(
         r.authenticate_key(&unknown).await,
         Err(Error::Unauthorized { .. })
     ));
-    assert_eq!(b.counts(), (1, 0, 0));
+    assert_eq!(calls(&b), (1, 0, 0));
     b.reset();
     r.get(&tid("t001")).await.unwrap();
-    assert_eq!(b.counts(), (1, 0, 0), "get reads one object");
+    assert_eq!(calls(&b), (1, 0, 0), "get reads one object");
 }
 
 #[tokio::test]
@@ -300,7 +261,7 @@ async fn bad_input_writes_nothing_at_all() {
     for n in bad {
         assert!(matches!(r.create(n).await, Err(Error::InvalidInput { .. })));
     }
-    assert_eq!(b.counts().1, 0, "no put was even attempted");
+    assert_eq!(b.counts().put, 0, "no put was even attempted");
     assert_eq!(all_keys(b.as_ref()).await, before);
 }
 
@@ -389,6 +350,121 @@ async fn uncommitted_reservations_expire() {
         2,
         "committed capacity stays until released"
     );
+}
+
+/// A registry on a MemoryBackend with a 60 s reservation TTL and a tenant
+/// allowed 10 workers.
+async fn workers_registry() -> (Arc<StoreRegistry>, TenantId, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let r = StoreRegistry::new(Arc::new(MemoryBackend::new()))
+        .with_clock(Arc::new(clock.clone()))
+        .with_bcrypt_cost(4)
+        .with_reservation_ttl(Duration::from_secs(60));
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let id = tid("exact");
+    r.create(NewTenant {
+        limits: tenancy_core::LimitOverrides {
+            max_workers: Some(10),
+            ..Default::default()
+        },
+        ..NewTenant::new(id.clone())
+    })
+    .await
+    .unwrap();
+    (Arc::new(r), id, clock)
+}
+
+#[tokio::test]
+async fn release_gives_capacity_back_exactly_once() {
+    let (r, id, clock) = workers_registry().await;
+    let workers =
+        |r: Arc<StoreRegistry>, id: TenantId| async move { r.usage(&id).await.unwrap().workers };
+
+    // expire, then release: the capacity came back once, on expiry
+    let expired = r.reserve(&id, Resource::Workers, 4).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    let live = r.reserve(&id, Resource::Workers, 6).await.unwrap();
+    r.commit(&live).await.unwrap();
+    r.release(&expired).await.unwrap();
+    assert_eq!(
+        workers(r.clone(), id.clone()).await,
+        6,
+        "expire then release"
+    );
+    assert!(matches!(
+        r.reserve(&id, Resource::Workers, 5).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+
+    // commit after expiry: Precondition, nothing counted
+    match r.commit(&expired).await {
+        Err(Error::Precondition { what }) => assert!(what.contains("expired"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(workers(r.clone(), id.clone()).await, 6);
+
+    // double release of a committed reservation
+    let two = r
+        .reserve_committed(&id, Resource::Workers, 2)
+        .await
+        .unwrap();
+    assert_eq!(workers(r.clone(), id.clone()).await, 8);
+    r.release(&two).await.unwrap();
+    r.release(&two).await.unwrap();
+    assert_eq!(workers(r.clone(), id.clone()).await, 6, "double release");
+
+    // double release of a pending reservation
+    let pending = r.reserve(&id, Resource::Workers, 3).await.unwrap();
+    r.release(&pending).await.unwrap();
+    r.release(&pending).await.unwrap();
+    assert_eq!(workers(r.clone(), id.clone()).await, 6);
+    assert!(matches!(
+        r.commit(&pending).await,
+        Err(Error::Precondition { .. })
+    ));
+    r.release(&live).await.unwrap();
+    assert_eq!(workers(r.clone(), id.clone()).await, 0);
+
+    // the stored record remembers the ids that are done
+    let text = r
+        .backend()
+        .get(&layout::usage(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::str::from_utf8(&text.bytes).unwrap().to_string();
+    assert!(text.contains("finished:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_releases_of_one_reservation_give_back_once() {
+    let (r, id, _clock) = workers_registry().await;
+    let a = r
+        .reserve_committed(&id, Resource::Workers, 3)
+        .await
+        .unwrap();
+    let b = r.reserve(&id, Resource::Workers, 4).await.unwrap();
+    let other = r
+        .reserve_committed(&id, Resource::Workers, 2)
+        .await
+        .unwrap();
+    assert_eq!(r.usage(&id).await.unwrap().workers, 9);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let r = r.clone();
+        let res = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move { r.release(&res).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        r.usage(&id).await.unwrap().workers,
+        2,
+        "each reservation came back exactly once; the other one still counts"
+    );
+    r.release(&other).await.unwrap();
+    assert_eq!(r.usage(&id).await.unwrap().workers, 0);
 }
 
 #[tokio::test]
