@@ -8,6 +8,13 @@
 //! `locks/=sha256-<hex of the key>`; `=` cannot start a lock key, so the two
 //! forms never collide, and the record inside names the full key.
 //!
+//! `list(prefix)` reads the short-key objects whose names start with the
+//! prefix and every long-key object (their names do not tell the key). A
+//! damaged object fails a list only if its key matches the prefix: a
+//! long-key object that does not decode counts by its `key` field if that
+//! can still be read, and otherwise only for the empty prefix. So one
+//! tenant's broken record never fails another tenant's list.
+//!
 //! The object is a small JSON [`LockRecord`]: the key, the last fencing token
 //! handed out, and the holder (`null` when free). It is **never deleted**:
 //! release and force-unlock write a free record that keeps the token, so the
@@ -222,6 +229,55 @@ impl<B: StateBackend> StoreLockManager<B> {
             });
         }
         Ok(record)
+    }
+
+    /// The record of the lock object `obj` (a name below [`LOCKS_PREFIX`]) if
+    /// its key starts with `prefix`, for `list`. An object whose key does not
+    /// match is `None` even when it is damaged, so one tenant's broken record
+    /// never fails another tenant's list. A long-key object that does not
+    /// decode is attributed by the `key` field if that can still be read;
+    /// one that does not even name its key matches only the empty prefix.
+    fn listed(obj: &StateKey, bytes: &[u8], prefix: &str) -> Result<Option<LockRecord>> {
+        let name = obj.as_str().rsplit('/').next().unwrap_or_default();
+        if !name.starts_with('=') {
+            // A short key: the name is the key and already matched the prefix.
+            let key = LockKey::new(name).map_err(|e| Error::Corrupt {
+                what: format!("lock object {obj}"),
+                message: format!("its name is not a lock key: {e}"),
+            })?;
+            return Self::decode(&key, obj, bytes).map(Some);
+        }
+        match serde_json::from_slice::<LockRecord>(bytes) {
+            Ok(record) if !record.key.as_str().starts_with(prefix) => Ok(None),
+            Ok(record) => {
+                let key = record.key.clone();
+                if Self::object_key(&key)? != *obj {
+                    return Err(Error::Corrupt {
+                        what: format!("lock object {obj}"),
+                        message: format!("it holds lock {key}, which is stored elsewhere"),
+                    });
+                }
+                Self::decode(&key, obj, bytes).map(Some)
+            }
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct KeyOnly {
+                    key: String,
+                }
+                let matches = match serde_json::from_slice::<KeyOnly>(bytes) {
+                    Ok(k) => k.key.starts_with(prefix),
+                    Err(_) => prefix.is_empty(),
+                };
+                if matches {
+                    Err(Error::Corrupt {
+                        what: format!("lock object {obj}"),
+                        message: e.to_string(),
+                    })
+                } else {
+                    Ok(None)
+                }
+            }
+        }
     }
 
     /// Reads and remembers the record of `key`.
@@ -467,15 +523,10 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
                 let Some(o) = backend.get(&obj).await? else {
                     return Ok(None);
                 };
-                let record: LockRecord =
-                    serde_json::from_slice(&o.bytes).map_err(|e| Error::Corrupt {
-                        what: format!("lock object {obj}"),
-                        message: e.to_string(),
-                    })?;
                 Ok::<_, Error>(
-                    record
-                        .holder
-                        .filter(|h| !h.is_expired(now) && h.key.as_str().starts_with(prefix)),
+                    Self::listed(&obj, &o.bytes, prefix)?
+                        .and_then(|r| r.holder)
+                        .filter(|h| !h.is_expired(now)),
                 )
             })
             .buffer_unordered(LIST_CONCURRENCY)

@@ -2,7 +2,6 @@
 //! record that keeps the fencing token, refusal of backends without CAS,
 //! corrupt objects, and how many backend calls each operation costs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,68 +13,47 @@ use tenancy_core::{
     MemoryBackend, Object, PutMode, Result, StateBackend, StateBackendExt, StateKey, Version,
 };
 use tenancy_lock::{LockRecord, StoreLockManager, LOCK_RECORD_FORMAT};
+use tenancy_state::counting::CountingBackend;
 
 const TTL: Duration = Duration::from_secs(60);
 
-/// Counts the calls that reach a backend; optionally hides its CAS.
+/// Counts the calls that reach a backend.
+type Counting = CountingBackend<MemoryBackend>;
+
+/// (gets, puts, deletes, lists) so far.
+fn calls<B>(b: &CountingBackend<B>) -> (u64, u64, u64, u64) {
+    let c = b.counts();
+    (c.get, c.put, c.delete, c.list)
+}
+
+/// A MemoryBackend that hides its compare-and-swap.
 #[derive(Debug, Default)]
-struct Counting {
-    inner: MemoryBackend,
-    gets: AtomicUsize,
-    puts: AtomicUsize,
-    deletes: AtomicUsize,
-    lists: AtomicUsize,
-    no_cas: bool,
-}
-
-impl Counting {
-    fn calls(&self) -> (usize, usize, usize, usize) {
-        (
-            self.gets.load(Ordering::SeqCst),
-            self.puts.load(Ordering::SeqCst),
-            self.deletes.load(Ordering::SeqCst),
-            self.lists.load(Ordering::SeqCst),
-        )
-    }
-
-    fn total(&self) -> usize {
-        let (g, p, d, l) = self.calls();
-        g + p + d + l
-    }
-}
+struct NoCas(MemoryBackend);
 
 #[async_trait]
-impl StateBackend for Counting {
+impl StateBackend for NoCas {
     fn name(&self) -> &str {
-        "counting"
+        "no-cas"
     }
     fn capabilities(&self) -> Capabilities {
-        if self.no_cas {
-            Capabilities {
-                conditional_create: false,
-                conditional_update: false,
-                conditional_delete: false,
-                list: true,
-            }
-        } else {
-            Capabilities::ALL
+        Capabilities {
+            conditional_create: false,
+            conditional_update: false,
+            conditional_delete: false,
+            list: true,
         }
     }
     async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
+        self.0.get(key).await
     }
     async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(key, value, mode).await
+        self.0.put(key, value, mode).await
     }
     async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        self.deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key, mode).await
+        self.0.delete(key, mode).await
     }
     fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(prefix)
+        self.0.list(prefix)
     }
 }
 
@@ -151,17 +129,11 @@ async fn layout_and_free_record_keep_the_token() {
 
 #[tokio::test]
 async fn backends_without_cas_are_refused() {
-    let e = StoreLockManager::try_new(Counting {
-        no_cas: true,
-        ..Default::default()
-    })
-    .expect_err("no CAS, no locks");
+    let e = StoreLockManager::try_new(CountingBackend::new(NoCas::default()))
+        .expect_err("no CAS, no locks");
     assert!(matches!(e, Error::NotImplemented { .. }), "{e}");
 
-    let backend = Arc::new(Counting {
-        no_cas: true,
-        ..Default::default()
-    });
+    let backend = Arc::new(CountingBackend::new(NoCas::default()));
     let locks = StoreLockManager::new(Arc::clone(&backend));
     let k = key("x");
     for e in [
@@ -174,7 +146,7 @@ async fn backends_without_cas_are_refused() {
     ] {
         assert!(matches!(e, Error::NotImplemented { .. }), "{e}");
     }
-    assert_eq!(backend.total(), 0, "nothing reached the backend");
+    assert_eq!(backend.counts().total(), 0, "nothing reached the backend");
 }
 
 #[tokio::test]
@@ -225,6 +197,58 @@ async fn corrupt_lock_objects_are_reported_not_overwritten() {
 }
 
 #[tokio::test]
+async fn a_corrupt_long_key_record_fails_only_lists_it_matches() {
+    let backend = Arc::new(MemoryBackend::new());
+    let locks = StoreLockManager::new(Arc::clone(&backend));
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let a = format!("tenant:a{tag}:");
+    let b = format!("tenant:b{tag}:");
+    let long = |t: &str, n: &str| LockKey::new(format!("{t}{n}:{}", "x".repeat(300))).expect("key");
+
+    // tenant b holds a long and a short key
+    let b_long = locks
+        .try_acquire(&LockRequest::new(long(&b, "job"), TTL))
+        .await
+        .expect("acquire");
+    let b_short = locks
+        .try_acquire(&LockRequest::new(
+            LockKey::new(format!("{b}stack")).expect("key"),
+            TTL,
+        ))
+        .await
+        .expect("acquire");
+
+    // tenant a's long-key objects: one is not JSON at all, one still names its key
+    let garbage = StoreLockManager::<MemoryBackend>::object_key(&long(&a, "one")).expect("obj");
+    backend
+        .put(&garbage, Bytes::from_static(b"{not json"), PutMode::Create)
+        .await
+        .expect("put");
+    let a_two = long(&a, "two");
+    let named = StoreLockManager::<MemoryBackend>::object_key(&a_two).expect("obj");
+    let broken = serde_json::json!({ "format": LOCK_RECORD_FORMAT, "key": a_two.as_str() });
+    backend
+        .put(&named, Bytes::from(broken.to_string()), PutMode::Create)
+        .await
+        .expect("put");
+
+    // b's list is not disturbed by a's damage
+    let listed = locks.list(&b).await.expect("b's list");
+    let ids: Vec<_> = listed.iter().map(|i| i.lock_id).collect();
+    assert_eq!(ids.len(), 2, "{listed:?}");
+    assert!(ids.contains(&b_long.lock_id) && ids.contains(&b_short.lock_id));
+
+    // a's list and the list of everything report the damage
+    for prefix in [a.as_str(), ""] {
+        let e = locks.list(prefix).await.expect_err("corrupt");
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    }
+    // and so do the operations on a's key
+    let e = locks.inspect(&a_two).await.expect_err("corrupt");
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+#[tokio::test]
 async fn backend_calls_per_operation() {
     let clock = ManualClock::starting_now();
     let backend = Arc::new(Counting::default());
@@ -233,42 +257,42 @@ async fn backend_calls_per_operation() {
     let req = LockRequest::new(k.clone(), TTL);
 
     // First acquire of a never-used key: read + create.
-    let before = backend.calls();
+    let before = calls(&backend);
     let lease = locks.try_acquire(&req).await.expect("acquire");
-    assert_eq!(diff(before, backend.calls()), (1, 1, 0, 0));
+    assert_eq!(diff(before, calls(&backend)), (1, 1, 0, 0));
 
     // Uncontended renew and release: one conditional write each.
-    let before = backend.calls();
+    let before = calls(&backend);
     locks.renew(&k, lease.lock_id, TTL).await.expect("renew");
-    assert_eq!(diff(before, backend.calls()), (0, 1, 0, 0), "renew");
-    let before = backend.calls();
+    assert_eq!(diff(before, calls(&backend)), (0, 1, 0, 0), "renew");
+    let before = calls(&backend);
     locks.release(&k, lease.lock_id).await.expect("release");
-    assert_eq!(diff(before, backend.calls()), (0, 1, 0, 0), "release");
+    assert_eq!(diff(before, calls(&backend)), (0, 1, 0, 0), "release");
 
     // Uncontended re-acquire: one conditional write.
-    let before = backend.calls();
+    let before = calls(&backend);
     let lease = locks.try_acquire(&req).await.expect("acquire");
-    assert_eq!(diff(before, backend.calls()), (0, 1, 0, 0), "re-acquire");
+    assert_eq!(diff(before, calls(&backend)), (0, 1, 0, 0), "re-acquire");
 
     // Takeover of an expired lease this manager knows: one write.
     clock.advance(TTL);
-    let before = backend.calls();
+    let before = calls(&backend);
     let taken = locks.try_acquire(&req).await.expect("takeover");
-    assert_eq!(diff(before, backend.calls()), (0, 1, 0, 0), "takeover");
+    assert_eq!(diff(before, calls(&backend)), (0, 1, 0, 0), "takeover");
     assert!(taken.fencing_token > lease.fencing_token);
 
     // A manager with nothing remembered (a new process): read + write.
     let cold = StoreLockManager::new(Arc::clone(&backend)).with_clock(Arc::new(clock.clone()));
-    let before = backend.calls();
+    let before = calls(&backend);
     cold.release(&k, taken.lock_id).await.expect("release");
-    assert_eq!(diff(before, backend.calls()), (1, 1, 0, 0), "cold release");
+    assert_eq!(diff(before, calls(&backend)), (1, 1, 0, 0), "cold release");
 
     // `locks` now believes the lock is held by `taken` (it does not know of
     // the release): it reads and takes the lock.
-    let before = backend.calls();
+    let before = calls(&backend);
     let again = locks.try_acquire(&req).await.expect("acquire");
     assert_eq!(
-        diff(before, backend.calls()),
+        diff(before, calls(&backend)),
         (1, 1, 0, 0),
         "acquire on a read"
     );
@@ -279,12 +303,12 @@ async fn backend_calls_per_operation() {
     // remembered version is stale, the write fails, `locks` re-reads and
     // reports the real holder. A stale memory never wins a lock.
     let held = cold.try_acquire(&req).await.expect("acquire");
-    let before = backend.calls();
+    let before = calls(&backend);
     match locks.try_acquire(&req).await {
         Err(Error::LockHeld { holder }) => assert_eq!(holder.lock_id, held.lock_id),
         other => panic!("expected LockHeld, got {other:?}"),
     }
-    assert_eq!(diff(before, backend.calls()), (1, 1, 0, 0), "stale memory");
+    assert_eq!(diff(before, calls(&backend)), (1, 1, 0, 0), "stale memory");
     // The same for renew and release by a stale lease id.
     let e = locks
         .renew(&k, again.lock_id, TTL)
@@ -296,12 +320,9 @@ async fn backend_calls_per_operation() {
         Some(held.lock_id)
     );
     // Lock objects are never deleted.
-    assert_eq!(backend.calls().2, 0);
+    assert_eq!(backend.counts().delete, 0);
 }
 
-fn diff(
-    a: (usize, usize, usize, usize),
-    b: (usize, usize, usize, usize),
-) -> (usize, usize, usize, usize) {
+fn diff(a: (u64, u64, u64, u64), b: (u64, u64, u64, u64)) -> (u64, u64, u64, u64) {
     (b.0 - a.0, b.1 - a.1, b.2 - a.2, b.3 - a.3)
 }
