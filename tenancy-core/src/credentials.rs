@@ -32,9 +32,16 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 ///
 /// Zeroized on drop; `Debug` and `Display` never show it. Read it with
 /// [`Secret::expose`] only where it must leave the process (shown once to
-/// the user, or hashed).
-#[derive(Clone, PartialEq, Eq)]
+/// the user, or hashed). `==` compares in constant time
+/// ([`constant_time_eq`]).
+#[derive(Clone, Eq)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
 
 impl Drop for Secret {
     fn drop(&mut self) {
@@ -195,6 +202,15 @@ mod tests {
         let s = Secret::new("tnc_supersecretvalue");
         assert!(!format!("{s:?}").contains("supersecret"));
         assert!(!format!("{s}").contains("supersecret"));
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        let a = Secret::new("tnc_abcdef");
+        assert_eq!(a, Secret::new("tnc_abcdef"));
+        assert_ne!(a, Secret::new("tnc_abcdeg"));
+        assert_ne!(a, Secret::new("tnc_abcde"));
+        assert_ne!(a, Secret::new(""));
     }
 
     #[test]
