@@ -246,7 +246,20 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:08x}", self.prefix))
+        // `<prefix>-<counter as 8+ lowercase hex digits>`, written into a
+        // stack buffer: no `format!` machinery and no String per request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digits = (16 - (n.leading_zeros() as usize) / 4).max(8);
+        let mut buf = [0u8; 12 + 1 + 16];
+        let prefix = self.prefix.as_bytes();
+        let plen = prefix.len().min(12);
+        buf[..plen].copy_from_slice(&prefix[..plen]);
+        buf[plen] = b'-';
+        for (i, slot) in buf[plen + 1..plen + 1 + digits].iter_mut().enumerate() {
+            let shift = 4 * (digits - 1 - i);
+            *slot = HEX[((n >> shift) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&buf[..plen + 1 + digits])
             .ok()
             .map(RequestId::new)
     }
@@ -308,4 +321,23 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(config.body_limit)),
         )
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_dash_hex_counter() {
+        let mut ids = RequestIds::new();
+        let req = axum::http::Request::new(());
+        for n in [1u64, 0xabc, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
+            ids.next.store(n, Ordering::Relaxed);
+            let Some(id) = ids.make_request_id(&req) else {
+                panic!("no request id for {n}");
+            };
+            let expected = format!("{}-{n:08x}", ids.prefix);
+            assert_eq!(id.header_value().to_str().ok(), Some(expected.as_str()));
+        }
+    }
 }
