@@ -421,14 +421,15 @@ impl TenantAuth {
                 .unwrap_or_else(|p| p.into_inner());
             inflight.entry(d).or_default().clone()
         };
+        // The gate entry goes when this future ends, however it ends: a
+        // client that disconnects or a request timeout drops the future, and
+        // the map must not keep one entry per abandoned key.
+        let _forget = ForgetInflight {
+            inflight: &self.inner.inflight,
+            digest: d,
+        };
         let _turn = gate.lock().await;
-        let result = self.verify_locked(key, d).await.map_err(Refused::from);
-        self.inner
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&d);
-        result
+        self.verify_locked(key, d).await.map_err(Refused::from)
     }
 
     async fn verify_locked(&self, key: &str, d: Digest32) -> Result<Entry, ApiError> {
@@ -810,5 +811,20 @@ impl AdminAuth {
             f.insert(d, now);
             Err(ApiError::unauthorized("invalid admin credentials"))
         }
+    }
+}
+
+/// Removes a key's verification gate from the in-flight map when dropped.
+struct ForgetInflight<'a> {
+    inflight: &'a Mutex<HashMap<Digest32, Arc<tokio::sync::Mutex<()>>>>,
+    digest: Digest32,
+}
+
+impl Drop for ForgetInflight<'_> {
+    fn drop(&mut self) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.digest);
     }
 }
