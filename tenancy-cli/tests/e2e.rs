@@ -32,25 +32,10 @@ fn local_store() -> Store {
 
 /// An S3 store under a fresh prefix, or `None` (printed) when there is no S3 server.
 fn s3_store(test: &str) -> Option<Store> {
-    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
-    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
-    match (endpoint, bucket) {
-        (Some(_), Some(bucket)) if cfg!(feature = "s3") => Some(Store {
-            url: format!("s3://{bucket}/cli-e2e-{}", uuid::Uuid::new_v4().simple()),
-            _dir: None,
-        }),
-        _ => {
-            if tenancy_state::testing::s3_required() {
-                panic!("{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but AWS_ENDPOINT/AWS_BUCKET are not set or feature s3 is off; run scripts/test.sh");
-            }
-            // Straight to stderr: the test harness would swallow eprintln! of a passing test.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: no S3 server (run scripts/test.sh to start moto)"
-            );
-            None
-        }
-    }
+    Some(Store {
+        url: tenancy_state::testing::s3_url_or_skip(test, "cli-e2e")?,
+        _dir: None,
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -566,21 +566,7 @@ async fn two_servers_share_the_quota(backend: &str) {
 }
 
 fn s3_url(test: &str) -> Option<String> {
-    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
-    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
-    match (endpoint, bucket) {
-        (Some(_), Some(bucket)) => Some(format!(
-            "s3://{bucket}/e2e-{}",
-            uuid::Uuid::new_v4().simple()
-        )),
-        _ => {
-            if tenancy_state::testing::s3_required() {
-                panic!("{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but AWS_ENDPOINT/AWS_BUCKET are not set; run scripts/test.sh");
-            }
-            eprintln!("SKIPPED {test}: no S3 server (run scripts/test.sh)");
-            None
-        }
-    }
+    tenancy_state::testing::s3_url_or_skip(test, "e2e")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,7 +171,7 @@ mod tests {
             "s3://AKIAXXX:supersecret@bucket/p",
             "file://user@localhost/tmp/x",
         ] {
-            let err = open(url).await.err().expect("refused");
+            let err = open(url).await.expect_err("refused");
             assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
             let msg = err.to_string();
             assert!(

@@ -15,15 +15,47 @@ pub fn s3_required() -> bool {
         || std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-fn skip_or_panic(test: &str, why: &str) -> Option<Arc<dyn StateBackend>> {
+fn skip_or_panic<T>(test: &str, why: &str) -> Option<T> {
     if s3_required() {
         panic!(
             "{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but {why}; \
              run scripts/test.sh"
         );
     }
-    eprintln!("SKIPPED {test}: no S3 server (run scripts/test.sh): {why}");
+    // Straight to stderr, not eprintln!: the test harness captures the
+    // latter for passing tests, and a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: no S3 server (run scripts/test.sh): {why}"
+    );
     None
+}
+
+/// The bucket of the S3 test server, or a loud skip (`None`) / panic exactly
+/// as [`s3_backend_or_skip`] does.
+fn test_bucket(test: &str) -> Option<String> {
+    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
+    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
+    match (endpoint, bucket) {
+        (Some(_), Some(bucket)) if cfg!(feature = "s3") => Some(bucket),
+        (Some(_), Some(_)) => skip_or_panic(
+            test,
+            "tenancy-state was built without feature `s3` (build with --features s3)",
+        ),
+        _ => skip_or_panic(test, "AWS_ENDPOINT and AWS_BUCKET are not set"),
+    }
+}
+
+/// A backend URL `s3://$AWS_BUCKET/<label>-<uuid>` on the S3 test server,
+/// for tests that start a binary (CLI, server) on it; skips or panics like
+/// [`s3_backend_or_skip`].
+pub fn s3_url_or_skip(test: &str, label: &str) -> Option<String> {
+    let bucket = test_bucket(test)?;
+    Some(format!(
+        "s3://{bucket}/{label}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// An S3 backend on `$AWS_BUCKET` of the test server at `$AWS_ENDPOINT`,
@@ -34,11 +66,7 @@ fn skip_or_panic(test: &str, why: &str) -> Option<Arc<dyn StateBackend>> {
 /// panics; it also panics when the server is configured but unusable, or
 /// when S3 is required and the crate was built without feature `s3`.
 pub async fn s3_backend_or_skip(test: &str) -> Option<Arc<dyn StateBackend>> {
-    let endpoint = std::env::var("AWS_ENDPOINT").ok().filter(|v| !v.is_empty());
-    let bucket = std::env::var("AWS_BUCKET").ok().filter(|v| !v.is_empty());
-    let (Some(_), Some(bucket)) = (endpoint, bucket) else {
-        return skip_or_panic(test, "AWS_ENDPOINT and AWS_BUCKET are not set");
-    };
+    let bucket = test_bucket(test)?;
     connect(test, &bucket).await
 }
 
@@ -59,8 +87,6 @@ async fn connect(test: &str, bucket: &str) -> Option<Arc<dyn StateBackend>> {
 
 #[cfg(not(feature = "s3"))]
 async fn connect(test: &str, _bucket: &str) -> Option<Arc<dyn StateBackend>> {
-    skip_or_panic(
-        test,
-        "tenancy-state was built without feature `s3` (build with --features s3)",
-    )
+    // test_bucket already refused: without the feature it never returns a bucket.
+    skip_or_panic(test, "tenancy-state was built without feature `s3`")
 }
