@@ -434,33 +434,40 @@ impl JobStore {
 
     async fn requeue_jobs_of(&self, worker: &Uuid) -> Result<()> {
         for key in self.state.list_keys(Some(&Self::prefix("jobs")?)).await? {
-            let Some((mut rec, version)) = self.state.get_json::<JobRecord>(&key).await? else {
-                continue;
-            };
-            if rec.job.status != JobStatus::Running || rec.job.worker_id != Some(*worker) {
-                continue;
-            }
-            rec.job.status = JobStatus::Queued;
-            rec.job.worker_id = None;
-            rec.job.started_at = None;
-            rec.job.updated_at = self.clock.now();
-            match self
-                .state
-                .put_json(&key, &rec, PutMode::Update(version))
-                .await
-            {
-                Ok(_) => {
-                    let marker = Self::key("queue", &rec.job.id)?;
-                    self.state
-                        .put(&marker, Bytes::from_static(b"{}"), PutMode::Overwrite)
-                        .await?;
-                }
-                // Completed or failed meanwhile: nothing to requeue.
-                Err(Error::Precondition { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            self.requeue(&key, worker).await?;
         }
         Ok(())
+    }
+
+    /// Puts the job at `key` back in the queue if it is running on `worker`
+    /// (a compare-and-swap, so a job completed or requeued meanwhile is left alone).
+    async fn requeue(&self, key: &StateKey, worker: &Uuid) -> Result<()> {
+        let Some((mut rec, version)) = self.state.get_json::<JobRecord>(key).await? else {
+            return Ok(());
+        };
+        if rec.job.status != JobStatus::Running || rec.job.worker_id != Some(*worker) {
+            return Ok(());
+        }
+        rec.job.status = JobStatus::Queued;
+        rec.job.worker_id = None;
+        rec.job.started_at = None;
+        rec.job.updated_at = self.clock.now();
+        match self
+            .state
+            .put_json(key, &rec, PutMode::Update(version))
+            .await
+        {
+            Ok(_) => {
+                let marker = Self::key("queue", &rec.job.id)?;
+                self.state
+                    .put(&marker, Bytes::from_static(b"{}"), PutMode::Overwrite)
+                    .await?;
+                Ok(())
+            }
+            // Completed, failed or requeued meanwhile: nothing to do.
+            Err(Error::Precondition { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives the oldest queued job of this tenant to `worker`, or `None`.
@@ -490,14 +497,26 @@ impl JobStore {
             rec.job.worker_id = Some(*worker);
             rec.job.started_at = Some(now);
             rec.job.updated_at = now;
+            let job_key = Self::key("jobs", &id)?;
             match self
                 .state
-                .put_json(&Self::key("jobs", &id)?, &rec, PutMode::Update(version))
+                .put_json(&job_key, &rec, PutMode::Update(version))
                 .await
             {
                 Ok(_) => {
                     self.delete_marker(&marker, m.version).await?;
-                    return Ok(Some(rec.job));
+                    // A worker delete marks the worker first and then requeues
+                    // its running jobs; if it scanned before this swap landed
+                    // it missed this job. Checking the worker after the swap
+                    // closes the gap: one of the two always sees the other.
+                    return match self.read_worker(worker).await {
+                        Ok(_) => Ok(Some(rec.job)),
+                        Err(e @ Error::NotFound { .. }) => {
+                            self.requeue(&job_key, worker).await?;
+                            Err(e)
+                        }
+                        Err(e) => Err(e),
+                    };
                 }
                 // Another worker won this one; try the next.
                 Err(Error::Precondition { .. }) => continue,
