@@ -91,6 +91,9 @@ struct JobRecord {
     job: Job,
     #[serde(default)]
     reservations: Vec<Reservation>,
+    /// How often the job went back to the queue; names its queue marker.
+    #[serde(default)]
+    requeues: u64,
 }
 
 /// A worker, as the API shows it.
@@ -223,6 +226,18 @@ impl JobStore {
         StateKey::new(format!("{SERVER_PREFIX}/{kind}/{id}"))
     }
 
+    /// The queue marker of a job: `queue/<id>` when first queued,
+    /// `queue/<id>.<n>` after its n-th requeue. A fresh name per requeue means
+    /// a claimer's delete of the marker it read can never remove the marker
+    /// of a later requeue, even where deletes cannot be conditional (S3).
+    fn marker_key(id: &Uuid, requeues: u64) -> Result<StateKey> {
+        if requeues == 0 {
+            Self::key("queue", id)
+        } else {
+            StateKey::new(format!("{SERVER_PREFIX}/queue/{id}.{requeues}"))
+        }
+    }
+
     fn prefix(kind: &str) -> Result<StateKey> {
         StateKey::new(format!("{SERVER_PREFIX}/{kind}"))
     }
@@ -312,12 +327,16 @@ impl JobStore {
             error: None,
         };
         let key = Self::key("jobs", &job.id)?;
-        let record = JobRecord { job, reservations };
+        let record = JobRecord {
+            job,
+            reservations,
+            requeues: 0,
+        };
         if let Err(e) = self.state.put_json(&key, &record, PutMode::Create).await {
             self.release_all(&record.reservations).await;
             return Err(e);
         }
-        let marker = Self::key("queue", &record.job.id)?;
+        let marker = Self::marker_key(&record.job.id, record.requeues)?;
         let finish = async {
             self.commit_all(&record.reservations).await?;
             self.state
@@ -452,13 +471,14 @@ impl JobStore {
         rec.job.worker_id = None;
         rec.job.started_at = None;
         rec.job.updated_at = self.clock.now();
+        rec.requeues += 1;
         match self
             .state
             .put_json(key, &rec, PutMode::Update(version))
             .await
         {
             Ok(_) => {
-                let marker = Self::key("queue", &rec.job.id)?;
+                let marker = Self::marker_key(&rec.job.id, rec.requeues)?;
                 self.state
                     .put(&marker, Bytes::from_static(b"{}"), PutMode::Overwrite)
                     .await?;
@@ -475,7 +495,8 @@ impl JobStore {
         self.read_worker(worker).await?;
         let markers = self.state.list_keys(Some(&Self::prefix("queue")?)).await?;
         for marker in markers {
-            let Ok(id) = Uuid::parse_str(marker.file_name()) else {
+            let name = marker.file_name();
+            let Ok(id) = Uuid::parse_str(name.split('.').next().unwrap_or(name)) else {
                 continue;
             };
             // Read the marker's version before the job: a requeue rewrites the

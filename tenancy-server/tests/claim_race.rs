@@ -139,3 +139,111 @@ async fn a_claim_that_loses_its_worker_puts_the_job_back() {
     let again = jobs.claim(&w2.id).await.unwrap().expect("the requeued job");
     assert_eq!(again.id, job.id);
 }
+
+/// A store without conditional deletes (like S3) on which a whole worker
+/// delete, with its requeue, lands between a claim's job swap and the
+/// claim's (unconditional) delete of the queue marker it read.
+#[derive(Debug)]
+struct RequeueBeforeMarkerDelete {
+    inner: MemoryBackend,
+    armed: AtomicBool,
+    jobs: std::sync::OnceLock<(JobStore, uuid::Uuid)>,
+}
+
+#[async_trait]
+impl StateBackend for RequeueBeforeMarkerDelete {
+    fn name(&self) -> &str {
+        "requeue-before-marker-delete"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_delete: false,
+            ..self.inner.capabilities()
+        }
+    }
+    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+        self.inner.put(key, value, mode).await
+    }
+    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+        if key.as_str().starts_with("_server/queue/") && self.armed.swap(false, Ordering::SeqCst) {
+            if let Some((jobs, worker)) = self.jobs.get() {
+                jobs.delete_worker(worker).await?;
+            }
+        }
+        let mode = match mode {
+            DeleteMode::IfVersion(_) => {
+                return Err(Error::not_implemented("conditional delete"));
+            }
+            m => m,
+        };
+        self.inner.delete(key, mode).await
+    }
+    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+        self.inner.list(prefix)
+    }
+}
+
+#[tokio::test]
+async fn a_requeue_racing_a_claim_keeps_its_queue_marker_without_conditional_deletes() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let registry = Arc::new(
+        StoreRegistry::new(Arc::new(MemoryBackend::new()))
+            .with_clock(clock.clone())
+            .with_bcrypt_cost(4),
+    );
+    registry
+        .bootstrap(&Secret::new("an admin password"))
+        .await
+        .unwrap();
+    let id = TenantId::new("acme").unwrap();
+    let mut new = NewTenant::new(id.clone());
+    new.limits.max_workers = Some(2);
+    registry.create(new).await.unwrap();
+    let state = Arc::new(RequeueBeforeMarkerDelete {
+        inner: MemoryBackend::new(),
+        armed: AtomicBool::new(false),
+        jobs: std::sync::OnceLock::new(),
+    });
+    let jobs = JobStore::new(state.clone(), registry.clone(), id, clock);
+    let worker = |name: &str| NewWorker {
+        name: name.into(),
+        cpu: None,
+        gpu: None,
+    };
+    let w1 = jobs.register_worker(worker("w1")).await.unwrap();
+    let job = jobs
+        .create_job(NewJob {
+            name: "render".into(),
+            cpu: None,
+            gpu: None,
+            payload: None,
+        })
+        .await
+        .unwrap();
+    state.jobs.set((jobs.clone(), w1.id)).expect("set once");
+    state.armed.store(true, Ordering::SeqCst);
+
+    // w1 claims; its worker is deleted (and the job requeued) before the
+    // claim deletes the marker it read.
+    let claimed = jobs.claim(&w1.id).await;
+    assert!(
+        matches!(claimed, Err(Error::NotFound { .. })),
+        "got {claimed:?}"
+    );
+    assert_eq!(
+        jobs.get_job(&job.id).await.unwrap().status,
+        JobStatus::Queued
+    );
+
+    // The requeued job is still claimable: its marker survived.
+    let w2 = jobs.register_worker(worker("w2")).await.unwrap();
+    let again = jobs.claim(&w2.id).await.unwrap();
+    assert_eq!(
+        again.map(|j| j.id),
+        Some(job.id),
+        "the requeued job kept its marker"
+    );
+}
