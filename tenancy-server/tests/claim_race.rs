@@ -73,8 +73,9 @@ impl StateBackend for DeleteDuringClaim {
     }
 }
 
-#[tokio::test]
-async fn a_claim_that_loses_its_worker_puts_the_job_back() {
+/// The job store of tenant `acme` (two workers allowed) on `state`, with a
+/// bootstrapped registry on its own memory store.
+async fn job_store(state: Arc<dyn StateBackend>) -> JobStore {
     let clock = Arc::new(ManualClock::starting_now());
     let registry = Arc::new(
         StoreRegistry::new(Arc::new(MemoryBackend::new()))
@@ -84,37 +85,43 @@ async fn a_claim_that_loses_its_worker_puts_the_job_back() {
     registry
         .bootstrap(&Secret::new("an admin password"))
         .await
-        .unwrap();
-    let id = TenantId::new("acme").unwrap();
+        .expect("bootstrap");
+    let id = TenantId::new("acme").expect("valid id");
     let mut new = NewTenant::new(id.clone());
     new.limits.max_workers = Some(2);
-    registry.create(new).await.unwrap();
+    registry.create(new).await.expect("create tenant");
+    JobStore::new(state, registry, id, clock)
+}
+
+fn worker(name: &str) -> NewWorker {
+    NewWorker {
+        name: name.into(),
+        cpu: None,
+        gpu: None,
+    }
+}
+
+fn render() -> NewJob {
+    NewJob {
+        name: "render".into(),
+        cpu: None,
+        gpu: None,
+        payload: None,
+    }
+}
+
+#[tokio::test]
+async fn a_claim_that_loses_its_worker_puts_the_job_back() {
     let state = Arc::new(DeleteDuringClaim {
         inner: MemoryBackend::new(),
         armed: AtomicBool::new(false),
     });
-    let jobs = JobStore::new(state.clone(), registry.clone(), id, clock);
-
-    let worker = jobs
-        .register_worker(NewWorker {
-            name: "w1".into(),
-            cpu: None,
-            gpu: None,
-        })
-        .await
-        .unwrap();
-    let job = jobs
-        .create_job(NewJob {
-            name: "render".into(),
-            cpu: None,
-            gpu: None,
-            payload: None,
-        })
-        .await
-        .unwrap();
+    let jobs = job_store(state.clone()).await;
+    let w1 = jobs.register_worker(worker("w1")).await.unwrap();
+    let job = jobs.create_job(render()).await.unwrap();
 
     state.armed.store(true, Ordering::SeqCst);
-    let claimed = jobs.claim(&worker.id).await;
+    let claimed = jobs.claim(&w1.id).await;
     assert!(
         matches!(claimed, Err(Error::NotFound { .. })),
         "a claim whose worker was deleted meanwhile must fail, got {claimed:?}"
@@ -128,14 +135,7 @@ async fn a_claim_that_loses_its_worker_puts_the_job_back() {
     assert_eq!(after.worker_id, None);
 
     // ...and another worker can take it.
-    let w2 = jobs
-        .register_worker(NewWorker {
-            name: "w2".into(),
-            cpu: None,
-            gpu: None,
-        })
-        .await
-        .unwrap();
+    let w2 = jobs.register_worker(worker("w2")).await.unwrap();
     let again = jobs.claim(&w2.id).await.unwrap().expect("the requeued job");
     assert_eq!(again.id, job.id);
 }
@@ -188,41 +188,14 @@ impl StateBackend for RequeueBeforeMarkerDelete {
 
 #[tokio::test]
 async fn a_requeue_racing_a_claim_keeps_its_queue_marker_without_conditional_deletes() {
-    let clock = Arc::new(ManualClock::starting_now());
-    let registry = Arc::new(
-        StoreRegistry::new(Arc::new(MemoryBackend::new()))
-            .with_clock(clock.clone())
-            .with_bcrypt_cost(4),
-    );
-    registry
-        .bootstrap(&Secret::new("an admin password"))
-        .await
-        .unwrap();
-    let id = TenantId::new("acme").unwrap();
-    let mut new = NewTenant::new(id.clone());
-    new.limits.max_workers = Some(2);
-    registry.create(new).await.unwrap();
     let state = Arc::new(RequeueBeforeMarkerDelete {
         inner: MemoryBackend::new(),
         armed: AtomicBool::new(false),
         jobs: std::sync::OnceLock::new(),
     });
-    let jobs = JobStore::new(state.clone(), registry.clone(), id, clock);
-    let worker = |name: &str| NewWorker {
-        name: name.into(),
-        cpu: None,
-        gpu: None,
-    };
+    let jobs = job_store(state.clone()).await;
     let w1 = jobs.register_worker(worker("w1")).await.unwrap();
-    let job = jobs
-        .create_job(NewJob {
-            name: "render".into(),
-            cpu: None,
-            gpu: None,
-            payload: None,
-        })
-        .await
-        .unwrap();
+    let job = jobs.create_job(render()).await.unwrap();
     state.jobs.set((jobs.clone(), w1.id)).expect("set once");
     state.armed.store(true, Ordering::SeqCst);
 
