@@ -40,11 +40,13 @@ fn lifecycle(e: tenancy_core::Error) -> ApiError {
     }
 }
 
-fn changed(state: &AppState, t: &Tenant) {
+/// Tells this replica's caches about a changed tenant and renders it.
+fn changed(state: &AppState, t: &Tenant) -> TenantView {
     state.auth().tenant_changed(t);
     if t.status == TenantStatus::Deleted {
         state.metrics().forget_tenant(&t.id);
     }
+    TenantView::new(t, state.clock().now())
 }
 
 /// The body of `POST /v1/tenants`.
@@ -205,8 +207,7 @@ pub(crate) async fn update(
         expected_revision: body.expected_revision,
     };
     let t = state.registry().update(&tenant_id(&id)?, update).await?;
-    changed(&state, &t);
-    Ok(axum::Json(TenantView::new(&t, state.clock().now())))
+    Ok(axum::Json(changed(&state, &t)))
 }
 
 /// Soft-deletes a tenant (its state is archived); its key stops working at once.
@@ -226,8 +227,7 @@ pub(crate) async fn delete(
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(lifecycle)?;
-    changed(&state, &t);
-    Ok(axum::Json(TenantView::new(&t, state.clock().now())))
+    Ok(axum::Json(changed(&state, &t)))
 }
 
 /// The optional body of `POST /v1/tenants/{id}/suspend`.
@@ -256,8 +256,7 @@ pub(crate) async fn suspend(
         .suspend(&tenant_id(&id)?, reason)
         .await
         .map_err(lifecycle)?;
-    changed(&state, &t);
-    Ok(axum::Json(TenantView::new(&t, state.clock().now())))
+    Ok(axum::Json(changed(&state, &t)))
 }
 
 /// Activates a suspended or expired tenant.
@@ -274,8 +273,7 @@ pub(crate) async fn activate(
         .activate(&tenant_id(&id)?)
         .await
         .map_err(lifecycle)?;
-    changed(&state, &t);
-    Ok(axum::Json(TenantView::new(&t, state.clock().now())))
+    Ok(axum::Json(changed(&state, &t)))
 }
 
 /// Issues a new secret; the old one stops working at once.
@@ -292,9 +290,8 @@ pub(crate) async fn rotate(
         .rotate(&tenant_id(&id)?)
         .await
         .map_err(lifecycle)?;
-    changed(&state, &created.tenant);
     Ok(axum::Json(TenantWithSecret {
-        tenant: TenantView::new(&created.tenant, state.clock().now()),
+        tenant: changed(&state, &created.tenant),
         secret: created.secret.expose().to_string(),
     }))
 }
