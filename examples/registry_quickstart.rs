@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tenancy_core::credentials::MIN_BCRYPT_COST;
 use tenancy_core::{
-    Error, MemoryBackend, NewTenant, Plan, Resource, Secret, StoreRegistry, TenantId,
-    TenantRegistry, UsageEvent,
+    Error, MemoryBackend, NewTenant, Plan, Resource, Secret, TenantId, TenantRegistry, UsageEvent,
 };
+use tenancy_state::StoreRegistry;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -15,9 +15,9 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::routing::get;
 use axum::Router;
-use tenancy_core::store_registry::StoreRegistry;
 use tenancy_core::{NewTenant, Secret, TenantId, TenantRegistry};
 use tenancy_server::{AuthenticatedTenant, TenantAuth};
+use tenancy_state::StoreRegistry;
 use tower::ServiceExt;
 
 /// Your own handler: it only runs for an authenticated, active tenant.

@@ -22,11 +22,11 @@ use axum::middleware::{from_fn, Next};
 use axum::routing::get;
 use axum::Router;
 use criterion::Criterion;
-use tenancy_core::store_registry::StoreRegistry;
 use tenancy_core::{
     LimitOverrides, MemoryBackend, NewTenant, Secret, SystemClock, TenantId, TenantRegistry,
 };
 use tenancy_server::{AuthConfig, TenantAuth};
+use tenancy_state::StoreRegistry;
 use tower::ServiceExt;
 
 async fn handler() -> &'static str {

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use tenancy_core::store_registry::{layout, to_yaml};
 use tenancy_core::{
-    LimitOverrides, MemoryBackend, NewTenant, Resource, Secret, StateBackend, StoreRegistry,
-    Tenant, TenantFilter, TenantId, TenantRegistry, TenantRegistryExt,
+    LimitOverrides, MemoryBackend, NewTenant, Resource, Secret, StateBackend, Tenant, TenantFilter,
+    TenantId, TenantRegistry, TenantRegistryExt,
 };
 use tenancy_state::ObjectBackend;
+use tenancy_state::StoreRegistry;
 use tokio::runtime::Runtime;
 
 /// bcrypt cost used by the benches (see the module docs).
@@ -71,16 +71,17 @@ fn seed_local(rt: &Runtime, n: usize) -> Seeded {
     }
 }
 
+/// Copies the template tenant's record file `n - 1` times under other ids
+/// (the record format is private to tenancy-state, so the bytes are copied
+/// with the id replaced, as a store holding many tenants has them).
 fn write_copies(root: &Path, template: &Tenant, n: usize) {
+    let records = root.join("registry");
+    let original = std::fs::read_to_string(records.join(format!("{}.yaml", template.id)))
+        .expect("template record");
     for i in 1..n {
-        let mut t = template.clone();
-        t.id = TenantId::new(format!("bench-{i:06}")).expect("id");
-        t.display_name = t.id.to_string();
-        t.storage.prefix = layout::tenant_root(&t.id).expect("key").to_string();
-        t.lock_prefix = format!("tenant:{}", t.id);
-        let bytes = to_yaml(&t, "bench tenant").expect("yaml");
-        let key = layout::record(&t.id).expect("key");
-        std::fs::write(root.join(key.as_str()), &bytes).expect("write record");
+        let id = format!("bench-{i:06}");
+        let bytes = original.replace(template.id.as_str(), &id);
+        std::fs::write(records.join(format!("{id}.yaml")), bytes).expect("write record");
     }
 }
 

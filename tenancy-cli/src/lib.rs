@@ -24,8 +24,9 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use serde_json::json;
 use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
-use tenancy_core::{Clock, LockManager, StateBackend, StoreRegistry, SystemClock, TenantRegistry};
+use tenancy_core::{Clock, LockManager, StateBackend, SystemClock, TenantRegistry};
 use tenancy_lock::StoreLockManager;
+use tenancy_state::StoreRegistry;
 
 pub use crate::commands::{Ctx, Services};
 pub use crate::io::Io;

@@ -246,7 +246,6 @@ pub fn opt_time(t: &Option<DateTime<Utc>>) -> String {
 /// A tenant as shown to users: effective status and limits, and never the
 /// credential hash.
 pub fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
-    let c = &t.credential;
     json!({
         "id": t.id,
         "display_name": t.display_name,
@@ -255,14 +254,7 @@ pub fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
         "plan": t.plan,
         "limits": t.limits(),
         "limit_overrides": t.limit_overrides,
-        "credential": {
-            "algorithm": c.algorithm,
-            "cost": c.cost,
-            "prefix": c.prefix,
-            "generation": c.generation,
-            "rotations": c.rotations,
-            "last_rotated": c.last_rotated,
-        },
+        "credential": t.credential,
         "storage": t.storage,
         "lock_prefix": t.lock_prefix,
         "metadata": t.metadata,

@@ -1,11 +1,13 @@
 //! tenancy-core: the domain types, the three traits (`StateBackend`,
 //! `LockManager`, `TenantRegistry`), the one `Error`, credentials, sessions,
-//! and the conformance testkit of the tenancy toolkit.
+//! the pure rules (plans, limits, lifecycle, quota windows, tenant layout),
+//! the compare-and-swap retry primitive and its backoff, and the
+//! conformance testkit of the tenancy toolkit.
 //!
 //! This crate does no I/O of its own: storage is always reached through a
 //! [`StateBackend`] that the caller supplies (see `tenancy-state` for the
-//! object_store backends). [`memory::MemoryBackend`] is a pure in-process
-//! backend for tests and embedding.
+//! backends and the registry stored on them). [`memory::MemoryBackend`] is a
+//! pure in-process backend for tests and embedding.
 //!
 //! ```
 //! use tenancy_core::{StateKey, TenantId};
@@ -14,22 +16,23 @@
 //! assert!(TenantId::new("acme").is_ok());
 //! ```
 
+pub mod backoff;
 pub mod clock;
 pub mod credentials;
 pub mod error;
 pub mod keys;
+pub mod layout;
 pub mod lock;
 pub mod memory;
-pub mod migrate;
 pub mod quota;
 pub mod registry;
 pub mod session;
 pub mod state;
-pub mod store_registry;
 pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::Secret;
 pub use error::{Error, Result};
@@ -42,11 +45,12 @@ pub use registry::{
 };
 pub use session::{Session, SessionKind};
 pub use state::{
-    Capabilities, DeleteMode, ListEntry, Object, PutMode, StateBackend, StateBackendExt, Version,
+    Capabilities, DeleteMode, ListEntry, Object, PutMode, Retry, StateBackend, StateBackendExt,
+    Step, Updated, Version,
 };
-pub use store_registry::StoreRegistry;
 pub use tenant::{
-    LimitOverrides, Limits, Plan, Resource, StorageInfo, Tenant, TenantStatus, Usage,
+    CredentialInfo, LimitOverrides, Limits, Plan, Resource, StorageInfo, Tenant, TenantStatus,
+    Usage,
 };
 
 /// The version of tenancy, recorded in locks and manifests.

@@ -139,7 +139,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::{CredentialRecord, LimitOverrides, Plan, StorageInfo, TenantStatus};
+    use crate::tenant::{CredentialInfo, LimitOverrides, Plan, StorageInfo, TenantStatus};
 
     fn tenant(now: DateTime<Utc>) -> Tenant {
         Tenant {
@@ -149,12 +149,8 @@ mod tests {
             status: TenantStatus::Active,
             plan: Plan::Free,
             limit_overrides: LimitOverrides::default(),
-            credential: CredentialRecord {
-                algorithm: "bcrypt".into(),
-                hash: "x".into(),
-                cost: 4,
+            credential: CredentialInfo {
                 prefix: "tnc".into(),
-                lookup_id: "l".into(),
                 generation: 1,
                 rotations: 0,
                 last_rotated: None,

@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keys::StateKey;
 
@@ -161,9 +163,149 @@ forward_state_backend!(Arc<T>);
 forward_state_backend!(Box<T>);
 forward_state_backend!(&T);
 
+/// How many attempts [`StateBackendExt::update_with`] makes by default.
+pub const MAX_CAS_ATTEMPTS: u32 = 200;
+
+/// What one attempt of [`StateBackendExt::update_with`] decided, having seen
+/// the current object.
+#[derive(Debug)]
+pub enum Step<T> {
+    /// Write these bytes (`Create` when the object was absent, `Update` of
+    /// the version just read otherwise), then return the value.
+    Write(Bytes, T),
+    /// Write nothing and return the value.
+    Keep(T),
+}
+
+/// How [`StateBackendExt::update_with`] retries a lost compare-and-swap:
+/// it sleeps through `clock` on `backoff` between at most `attempts`
+/// attempts, then gives up with [`Error::Precondition`] naming `what`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    /// Sleeps between attempts (a `ManualClock` in tests moves instead).
+    pub clock: &'a dyn Clock,
+    /// The schedule of those sleeps.
+    pub backoff: Backoff,
+    /// How many attempts in all.
+    pub attempts: u32,
+    /// Names the object in the final error, e.g. `tenant acme`.
+    pub what: &'a str,
+}
+
+impl<'a> Retry<'a> {
+    /// [`MAX_CAS_ATTEMPTS`] attempts on [`Backoff::cas`], sleeping through `clock`.
+    pub fn new(clock: &'a dyn Clock, what: &'a str) -> Self {
+        Retry {
+            clock,
+            backoff: Backoff::cas(),
+            attempts: MAX_CAS_ATTEMPTS,
+            what,
+        }
+    }
+
+    /// The same retry with another number of attempts (at least 1).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n.max(1);
+        self
+    }
+
+    fn exhausted(&self) -> Error {
+        Error::precondition(format!(
+            "{} kept changing under concurrent writers ({} attempts); try again",
+            self.what, self.attempts
+        ))
+    }
+}
+
+/// The outcome of [`StateBackendExt::update_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Updated<T> {
+    /// What the winning attempt returned.
+    pub value: T,
+    /// The object's version now: the one written, or the one read when the
+    /// attempt kept it (`None` when it kept an absent object).
+    pub version: Option<Version>,
+    /// Whether the attempt wrote.
+    pub wrote: bool,
+}
+
 /// Convenience methods for every [`StateBackend`].
 #[async_trait]
 pub trait StateBackendExt: StateBackend {
+    /// Read-modify-write of one object with compare-and-swap: the one retry
+    /// loop behind every registry and lock-store write.
+    ///
+    /// Each attempt reads `key`, passes the object (or `None`) to `f`, and
+    /// does what `f` decided: a [`Step::Write`] goes out as
+    /// [`PutMode::Create`] when the object was absent and as
+    /// [`PutMode::Update`] of the version read otherwise. A lost race (the
+    /// put is refused as [`Error::AlreadyExists`] or [`Error::Precondition`])
+    /// sleeps on the retry's backoff and tries again with a fresh read;
+    /// after `retry.attempts` attempts it gives up with a `Precondition`
+    /// that says the object kept changing. Errors from `f` and every other
+    /// backend error are returned at once. Needs a backend with
+    /// compare-and-swap ([`Capabilities::supports_cas`]).
+    ///
+    /// ```
+    /// use tenancy_core::{MemoryBackend, Retry, StateBackend, StateBackendExt, StateKey, Step, SystemClock};
+    /// # futures::executor::block_on(async {
+    /// let store = MemoryBackend::new();
+    /// let key = StateKey::new("counter")?;
+    /// for _ in 0..3 {
+    ///     store
+    ///         .update_with(&key, Retry::new(&SystemClock, "the counter"), |current| {
+    ///             let n = current.map_or(0, |o| o.bytes.len());
+    ///             Ok(Step::Write(vec![b'x'; n + 1].into(), n + 1))
+    ///         })
+    ///         .await?;
+    /// }
+    /// assert_eq!(store.get(&key).await?.unwrap().bytes.len(), 3);
+    /// # Ok::<_, tenancy_core::Error>(()) }).unwrap();
+    /// ```
+    async fn update_with<T, F>(
+        &self,
+        key: &StateKey,
+        retry: Retry<'_>,
+        mut f: F,
+    ) -> Result<Updated<T>>
+    where
+        T: Send,
+        F: FnMut(Option<&Object>) -> Result<Step<T>> + Send,
+    {
+        for attempt in 0..retry.attempts.max(1) {
+            let current = self.get(key).await?;
+            let mode = match &current {
+                None => PutMode::Create,
+                Some(o) => PutMode::Update(o.version.clone()),
+            };
+            match f(current.as_ref())? {
+                Step::Keep(value) => {
+                    return Ok(Updated {
+                        value,
+                        version: current.map(|o| o.version),
+                        wrote: false,
+                    })
+                }
+                Step::Write(bytes, value) => match self.put(key, bytes, mode).await {
+                    Ok(version) => {
+                        return Ok(Updated {
+                            value,
+                            version: Some(version),
+                            wrote: true,
+                        })
+                    }
+                    Err(e) if e.is_conflict() => {
+                        if attempt + 1 < retry.attempts {
+                            retry.clock.sleep(retry.backoff.next_delay(attempt)).await;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(retry.exhausted())
+    }
+
     /// All keys below `prefix`, sorted.
     async fn list_keys(&self, prefix: Option<&StateKey>) -> Result<Vec<StateKey>> {
         let mut keys: Vec<StateKey> = self.list(prefix).map_ok(|e| e.key).try_collect().await?;

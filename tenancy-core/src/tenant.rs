@@ -55,6 +55,18 @@ impl TenantStatus {
         }
     }
 
+    /// The status at `now` of a tenant stored with this status and
+    /// `expires_at`: an active or suspended tenant past `expires_at` is
+    /// `expired`.
+    pub fn at(self, expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> TenantStatus {
+        match (self, expires_at) {
+            (TenantStatus::Active | TenantStatus::Suspended, Some(exp)) if exp <= now => {
+                TenantStatus::Expired
+            }
+            (s, _) => s,
+        }
+    }
+
     /// Checks a transition, with an error that names both ends.
     pub fn transition(self, to: TenantStatus) -> Result<TenantStatus> {
         if self.can_transition_to(to) {
@@ -380,39 +392,18 @@ impl FromStr for Resource {
     }
 }
 
-/// A tenant's stored credential: never the secret itself.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CredentialRecord {
-    /// Hash algorithm, `bcrypt`.
-    pub algorithm: String,
-    /// The bcrypt hash of the current secret.
-    pub hash: String,
-    /// The bcrypt cost used.
-    pub cost: u32,
+/// What may be shown of a tenant's credential: never the secret, its hash
+/// or its lookup id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialInfo {
     /// The secret's prefix (the part before `_`).
     pub prefix: String,
-    /// Non-secret lookup id derived from the secret (see `credentials::lookup_id`).
-    pub lookup_id: String,
     /// Bumped by every rotation; sessions of an older generation stop working.
     pub generation: u64,
     /// How many times the secret was rotated.
     pub rotations: u64,
     /// When the secret was last rotated.
     pub last_rotated: Option<DateTime<Utc>>,
-}
-
-impl fmt::Debug for CredentialRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CredentialRecord")
-            .field("algorithm", &self.algorithm)
-            .field("hash", &"<redacted>")
-            .field("cost", &self.cost)
-            .field("prefix", &self.prefix)
-            .field("generation", &self.generation)
-            .field("rotations", &self.rotations)
-            .field("last_rotated", &self.last_rotated)
-            .finish()
-    }
 }
 
 /// Where a tenant's state lives.
@@ -424,7 +415,9 @@ pub struct StorageInfo {
     pub version: String,
 }
 
-/// A tenant, as stored in `registry/<id>.yaml`.
+/// A tenant: what the registry returns. It is not the stored record (that
+/// one, with the credential's hash and lookup id, is private to the store);
+/// `storage` and `lock_prefix` are derived from the id by [`crate::layout`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
     /// The tenant id.
@@ -440,8 +433,8 @@ pub struct Tenant {
     /// Per-tenant overrides of the plan's limits.
     #[serde(default)]
     pub limit_overrides: LimitOverrides,
-    /// The credential record.
-    pub credential: CredentialRecord,
+    /// The credential, as far as it may be shown.
+    pub credential: CredentialInfo,
     /// Where the tenant's state lives.
     pub storage: StorageInfo,
     /// The prefix of the tenant's lock keys, `tenant:<id>`.
@@ -472,12 +465,7 @@ impl Tenant {
 
     /// The status at `now`: an active or suspended tenant past `expires_at` is `expired`.
     pub fn effective_status(&self, now: DateTime<Utc>) -> TenantStatus {
-        match (self.status, self.expires_at) {
-            (TenantStatus::Active | TenantStatus::Suspended, Some(exp)) if exp <= now => {
-                TenantStatus::Expired
-            }
-            (s, _) => s,
-        }
+        self.status.at(self.expires_at, now)
     }
 
     /// `Ok` when the tenant may work at `now`; otherwise `Forbidden` naming the status.
@@ -490,7 +478,7 @@ impl Tenant {
 
     /// The root of the tenant's versioned state: `tenants/<id>/<version>`.
     pub fn state_root(&self) -> Result<StateKey> {
-        StateKey::new(format!("{}/{}", self.storage.prefix, self.storage.version))
+        crate::layout::state_root(&self.id, &self.storage.version)
     }
 }
 

@@ -1,82 +1,8 @@
-//! Exponential backoff with jitter, and the retry loop behind `acquire(wait)`.
+//! The retry loop behind `acquire(req, wait)`, on core's [`Backoff`].
 
 use std::time::Duration;
 
-use rand::Rng;
-use tenancy_core::{Clock, Error, LockInfo, LockManager, LockRequest, Result};
-
-/// How `acquire(req, wait)` spaces its retries of `try_acquire`.
-///
-/// The n-th wait (from 0) is `initial * factor^n`, capped at `max`, then
-/// shortened by a random part of up to `jitter` of itself (so `jitter = 0.5`
-/// waits between half and all of the computed delay), and never longer than
-/// what is left of the caller's `wait`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// The first delay (default 1 s).
-    pub initial: Duration,
-    /// The longest delay (default 16 s).
-    pub max: Duration,
-    /// The growth factor per attempt (default 2). Values below 1 (or NaN) count as 1.
-    pub factor: f64,
-    /// The random part of each delay, 0 to 1 (default 0.5). Clamped to 0..=1.
-    pub jitter: f64,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(16),
-            factor: 2.0,
-            jitter: 0.5,
-        }
-    }
-}
-
-impl Backoff {
-    /// A backoff without randomness and with a fixed delay (handy in tests).
-    pub fn fixed(delay: Duration) -> Self {
-        Backoff {
-            initial: delay,
-            max: delay,
-            factor: 1.0,
-            jitter: 0.0,
-        }
-    }
-
-    /// The delay before retry number `attempt` (0-based), before jitter.
-    pub fn base_delay(&self, attempt: u32) -> Duration {
-        let factor = if self.factor.is_nan() || self.factor < 1.0 {
-            1.0
-        } else {
-            self.factor
-        };
-        let max = self.max.max(self.initial).as_secs_f64();
-        let exp = factor.powi(attempt.min(1024) as i32);
-        let secs = (self.initial.as_secs_f64() * exp).min(max);
-        if secs.is_finite() && secs >= 0.0 {
-            Duration::from_secs_f64(secs)
-        } else {
-            self.max.max(self.initial)
-        }
-    }
-
-    /// The delay before retry number `attempt` (0-based), with jitter applied.
-    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
-        let base = self.base_delay(attempt);
-        let jitter = if self.jitter.is_nan() {
-            0.0
-        } else {
-            self.jitter.clamp(0.0, 1.0)
-        };
-        if jitter == 0.0 {
-            return base;
-        }
-        let cut: f64 = rng.gen_range(0.0..=jitter);
-        base.mul_f64(1.0 - cut)
-    }
-}
+use tenancy_core::{Backoff, Clock, Error, LockInfo, LockManager, LockRequest, Result};
 
 /// Retries `locks.try_acquire(req)` with `backoff`, sleeping through `clock`,
 /// until it succeeds, fails with anything but [`Error::LockHeld`], or `wait`
@@ -103,57 +29,12 @@ pub async fn acquire_with_backoff(
                     return Err(Error::LockHeld { holder });
                 }
                 let left = (wait_chrono - elapsed).to_std().unwrap_or(Duration::ZERO);
-                let delay = backoff.delay(attempt, &mut rand::thread_rng()).min(left);
+                let delay = backoff.next_delay(attempt).min(left);
                 // A zero delay would spin; wait at least a millisecond.
                 clock.sleep(delay.max(Duration::from_millis(1))).await;
                 attempt = attempt.saturating_add(1);
             }
             other => return other,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::rngs::mock::StepRng;
-
-    #[test]
-    fn default_is_one_to_sixteen_seconds() {
-        let b = Backoff::default();
-        let secs: Vec<u64> = (0..7).map(|n| b.base_delay(n).as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 16, 16]);
-        assert_eq!(b.base_delay(u32::MAX), Duration::from_secs(16));
-    }
-
-    #[test]
-    fn jitter_shortens_within_bounds() {
-        let b = Backoff::default();
-        let mut rng = rand::thread_rng();
-        for n in 0..6 {
-            let base = b.base_delay(n);
-            for _ in 0..100 {
-                let d = b.delay(n, &mut rng);
-                assert!(d <= base && d >= base.mul_f64(0.5), "{d:?} vs {base:?}");
-            }
-        }
-        let mut zero = StepRng::new(0, 0);
-        assert_eq!(
-            Backoff::fixed(Duration::from_millis(7)).delay(3, &mut zero),
-            Duration::from_millis(7)
-        );
-    }
-
-    #[test]
-    fn odd_settings_are_tamed() {
-        let b = Backoff {
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(1),
-            factor: f64::NAN,
-            jitter: 7.0,
-        };
-        assert_eq!(b.base_delay(5), Duration::from_secs(2));
-        let d = b.delay(5, &mut rand::thread_rng());
-        assert!(d <= Duration::from_secs(2));
     }
 }

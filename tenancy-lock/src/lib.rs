@@ -36,8 +36,10 @@ mod memory;
 mod store;
 mod tenant;
 
-pub use backoff::{acquire_with_backoff, Backoff};
+pub use backoff::acquire_with_backoff;
 pub use heartbeat::{HeartbeatGuard, HeartbeatState};
 pub use memory::MemoryLockManager;
 pub use store::{Freed, LockRecord, StoreLockManager, LOCKS_PREFIX, LOCK_RECORD_FORMAT};
+/// The retry schedule of `acquire(req, wait)` (core's, re-exported for compatibility).
+pub use tenancy_core::Backoff;
 pub use tenant::TenantLocks;

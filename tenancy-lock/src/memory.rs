@@ -10,8 +10,9 @@ use tenancy_core::{
     Clock, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, Result, SystemClock,
 };
 
-use crate::backoff::{acquire_with_backoff, Backoff};
+use crate::backoff::acquire_with_backoff;
 use crate::lease::{classify, expired, foreign, new_lease, not_held, Holder};
+use tenancy_core::Backoff;
 
 #[derive(Debug, Default)]
 struct Slot {

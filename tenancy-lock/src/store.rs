@@ -54,8 +54,9 @@ use tenancy_core::{
     StateBackend, StateKey, SystemClock, Version,
 };
 
-use crate::backoff::{acquire_with_backoff, Backoff};
+use crate::backoff::acquire_with_backoff;
 use crate::lease::{classify, expired, expiry, foreign, new_lease, not_held, Holder};
+use tenancy_core::Backoff;
 
 /// The folder of the lock objects.
 pub const LOCKS_PREFIX: &str = "locks";

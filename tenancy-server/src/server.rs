@@ -22,8 +22,8 @@ use axum::Router;
 use tenancy_core::credentials::{
     generate_secret, DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
 };
-use tenancy_core::store_registry::StoreRegistry;
 use tenancy_core::{Error, Secret, TenantRegistry};
+use tenancy_state::StoreRegistry;
 use tokio::net::TcpListener;
 
 use crate::app_state::{AppState, ServerConfig, SharedStores};

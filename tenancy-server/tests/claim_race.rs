@@ -11,10 +11,10 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use tenancy_core::{
     Capabilities, DeleteMode, Error, ListEntry, ManualClock, MemoryBackend, NewTenant, Object,
-    PutMode, Result, Secret, StateBackend, StateKey, StoreRegistry, TenantId, TenantRegistry,
-    Version,
+    PutMode, Result, Secret, StateBackend, StateKey, TenantId, TenantRegistry, Version,
 };
 use tenancy_server::jobs::{JobStatus, JobStore, NewJob, NewWorker};
+use tenancy_state::StoreRegistry;
 
 /// Before the first job swap after `arm`, marks every worker deleted, as a
 /// concurrent `delete_worker` would (its mark and its job scan both land

@@ -1,7 +1,9 @@
 //! tenancy-state: `StateBackend` implementations on object_store (memory,
 //! local files, S3 behind feature `s3`), the tenant-scoping wrapper
-//! [`TenantScoped`], stack state with history ([`stack::StackStore`]), and a
-//! call-counting wrapper ([`counting::CountingBackend`]).
+//! [`TenantScoped`], stack state with history ([`stack::StackStore`]), the
+//! tenant registry stored on any backend ([`StoreRegistry`]), the
+//! single-tenant migration ([`migrate_stacks`]), and a call-counting
+//! wrapper ([`counting::CountingBackend`]).
 //!
 //! ```
 //! use tenancy_core::TenantId;
@@ -22,7 +24,9 @@
 
 pub mod counting;
 mod local;
+pub mod migrate;
 mod object;
+pub mod registry;
 pub mod scoped;
 pub mod stack;
 pub mod testing;
@@ -31,9 +35,11 @@ use std::sync::Arc;
 
 use tenancy_core::{Error, Result, StateBackend};
 
+pub use migrate::migrate_stacks;
 pub use object::ObjectBackend;
 #[cfg(feature = "s3")]
 pub use object::S3Config;
+pub use registry::{BlockingRunner, StoreRegistry};
 pub use scoped::TenantScoped;
 
 /// Opens a backend from a URL:

@@ -509,13 +509,9 @@ pub async fn migrate(ctx: &mut Ctx<'_>, tenant: &str, from: &str) -> anyhow::Res
         bar.set_length(total);
         bar.set_position(done);
     };
-    let result = tenancy_core::migrate::migrate_stacks(
-        ctx.services.backend.as_ref(),
-        &t,
-        &from,
-        &mut progress,
-    )
-    .await;
+    let result =
+        tenancy_state::migrate_stacks(ctx.services.backend.as_ref(), &t, &from, &mut progress)
+            .await;
     bar.finish_and_clear();
     let report = result.with_context(|| format!("migrating {from}/ into tenant {id}"))?;
     if ctx.is_json() {

@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
-use tenancy_core::store_registry::StoreRegistry;
 use tenancy_core::{Clock, ManualClock, MemoryBackend, Secret, StateBackend};
 use tenancy_server::{app, AppState, ServerConfig, SharedStores};
+use tenancy_state::StoreRegistry;
 use tower::ServiceExt;
 
 pub const ADMIN: &str = "admin-token-for-tests";

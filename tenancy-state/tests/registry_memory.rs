@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use tenancy_core::testkit::registry::conformance_with_clock;
-use tenancy_core::{ManualClock, MemoryBackend, StoreRegistry};
+use tenancy_core::{ManualClock, MemoryBackend};
+use tenancy_state::StoreRegistry;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_registry_passes_the_registry_suite() {

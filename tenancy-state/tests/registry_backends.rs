@@ -10,8 +10,9 @@ use bytes::Bytes;
 use tenancy_core::testkit::registry::conformance_with_clock;
 use tenancy_core::{
     Error, LimitOverrides, ManualClock, NewTenant, PutMode, Resource, Secret, StateBackend,
-    StateKey, StoreRegistry, TenantFilter, TenantId, TenantRegistry, TenantRegistryExt,
+    StateKey, TenantFilter, TenantId, TenantRegistry, TenantRegistryExt,
 };
+use tenancy_state::StoreRegistry;
 use tenancy_state::{testing, ObjectBackend};
 
 fn registry(backend: Arc<dyn StateBackend>) -> (Arc<StoreRegistry>, ManualClock) {

@@ -18,10 +18,7 @@ use std::collections::HashSet;
 
 use futures::StreamExt;
 
-use crate::error::{Error, Result};
-use crate::keys::StateKey;
-use crate::state::{PutMode, StateBackend};
-use crate::tenant::{Tenant, TenantStatus};
+use tenancy_core::{Error, PutMode, Result, StateBackend, StateKey, Tenant, TenantStatus};
 
 /// What a migration did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,7 +67,7 @@ pub async fn migrate_stacks(
         )));
     }
     let dest_root = tenant.state_root()?.child("stacks")?;
-    let tenants_root = StateKey::new(crate::store_registry::layout::TENANTS)?;
+    let tenants_root = StateKey::new(tenancy_core::layout::TENANTS)?;
     if from == &dest_root
         || dest_root.is_under(from)
         || from.is_under(&dest_root)

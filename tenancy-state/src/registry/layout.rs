@@ -1,0 +1,94 @@
+//! Key names of the registry on its store (see the [registry docs](super)):
+//! records, the API-key index and usage sit outside `tenants/<id>/`, so a
+//! tenant that can write its own prefix can change none of them.
+
+use tenancy_core::{Result, StateKey, TenantId};
+
+pub(crate) use tenancy_core::layout::tenant_root;
+
+/// The manifest.
+pub(crate) const MANIFEST: &str = "tenants.yaml";
+/// The prefix of tenant records.
+pub(crate) const RECORDS: &str = "registry";
+/// The prefix of the API-key index.
+pub(crate) const KEY_INDEX: &str = "registry-keys";
+/// The prefix of usage records.
+pub(crate) const USAGE: &str = "registry-usage";
+/// The prefix of archived state.
+pub(crate) const ARCHIVE: &str = "archive";
+
+fn key(s: String) -> Result<StateKey> {
+    StateKey::new(s)
+}
+
+/// `tenants.yaml`.
+pub(crate) fn manifest() -> Result<StateKey> {
+    key(MANIFEST.into())
+}
+/// `registry`.
+pub(crate) fn records() -> Result<StateKey> {
+    key(RECORDS.into())
+}
+/// `registry/<id>.yaml`.
+pub(crate) fn record(id: &TenantId) -> Result<StateKey> {
+    key(format!("{RECORDS}/{id}.yaml"))
+}
+/// The tenant id of a key below `registry/`, if it names a record.
+pub(crate) fn record_id(k: &StateKey) -> Option<TenantId> {
+    let rest = k.as_str().strip_prefix(RECORDS)?.strip_prefix('/')?;
+    let id = rest.strip_suffix(".yaml")?;
+    TenantId::new(id).ok()
+}
+/// `registry-keys/<lookup-id>.yaml`.
+pub(crate) fn key_index(lookup_id: &str) -> Result<StateKey> {
+    key(format!("{KEY_INDEX}/{lookup_id}.yaml"))
+}
+/// `registry-usage/<id>.yaml`.
+pub(crate) fn usage(id: &TenantId) -> Result<StateKey> {
+    key(format!("{USAGE}/{id}.yaml"))
+}
+/// `tenants/<id>/tenant.yaml`.
+pub(crate) fn tenant_config(id: &TenantId) -> Result<StateKey> {
+    tenant_root(id)?.child("tenant.yaml")
+}
+/// `tenants/<id>/<version>/layout.yaml`.
+pub(crate) fn state_marker(id: &TenantId, version: &str) -> Result<StateKey> {
+    tenancy_core::layout::state_root(id, version)?.child("layout.yaml")
+}
+/// `archive/<id>`.
+pub(crate) fn archive_root(id: &TenantId) -> Result<StateKey> {
+    key(format!("{ARCHIVE}/{id}"))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_keys() {
+        let id = TenantId::new("acme").unwrap();
+        assert_eq!(record(&id).unwrap().as_str(), "registry/acme.yaml");
+        assert_eq!(record_id(&record(&id).unwrap()), Some(id.clone()));
+        assert_eq!(
+            record_id(&StateKey::new("registry/acme.json").unwrap()),
+            None
+        );
+        assert_eq!(
+            record_id(&StateKey::new("registry/x/acme.yaml").unwrap()),
+            None
+        );
+        assert_eq!(usage(&id).unwrap().as_str(), "registry-usage/acme.yaml");
+        assert_eq!(
+            state_marker(&id, "v1").unwrap().as_str(),
+            "tenants/acme/v1/layout.yaml"
+        );
+        assert_eq!(
+            tenant_config(&id).unwrap().as_str(),
+            "tenants/acme/tenant.yaml"
+        );
+        assert_eq!(
+            key_index("ab12").unwrap().as_str(),
+            "registry-keys/ab12.yaml"
+        );
+        assert_eq!(archive_root(&id).unwrap().as_str(), "archive/acme");
+    }
+}

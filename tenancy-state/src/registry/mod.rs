@@ -1,0 +1,285 @@
+//! `StoreRegistry`: the [`TenantRegistry`] stored as YAML objects on any
+//! [`StateBackend`].
+//!
+//! # Layout
+//!
+//! All keys are relative to the backend's root (see `layout.rs`):
+//!
+//! ```text
+//! tenants.yaml                         manifest: format version, created/updated,
+//!                                      default state version, admin bcrypt hash + generation
+//! registry/<id>.yaml                   one tenant record per tenant (nothing else lives here,
+//!                                      so `list` reads exactly one key per tenant)
+//! registry-keys/<lookup-id>.yaml       API-key index: lookup id of the current secret -> tenant id
+//! registry-usage/<id>.yaml             usage record (counters, pending and committed reservations)
+//! tenants/<id>/tenant.yaml             tenant-readable config (environments, regions, policies)
+//! tenants/<id>/v1/layout.yaml          marker written on create: the state root exists
+//! archive/<id>/<YYYYMMDDTHHMMSSZ>/...  state moved here by delete
+//! ```
+//!
+//! Records, index and usage sit outside `tenants/<id>/`, so a tenant that can
+//! write its own prefix can change neither its limits, its usage nor its key.
+//! The stored records (`records.rs`) are private to this crate: callers get
+//! core's [`Tenant`], which carries no hash and no lookup id.
+//!
+//! # Writes (`writes.rs`)
+//!
+//! Every write is a compare-and-swap: [`PutMode::Create`] for new objects,
+//! [`PutMode::Update`] with the version just read otherwise. Read-modify-writes
+//! that are safe to repeat (an update without an expected revision, suspend,
+//! activate, rotate, a quota reservation, the admin hash) go through core's
+//! [`StateBackendExt::update_with`], which retries a lost race after a
+//! jittered backoff slept through the registry's [`Clock`]. A race that is
+//! not safe to repeat comes back as [`Error::AlreadyExists`] (two creates of
+//! one id) or [`Error::Precondition`] (a stale `expected_revision`).
+//!
+//! # Secrets and API-key lookup (`secrets.rs`)
+//!
+//! A presented secret alone resolves to its tenant with two reads and one
+//! bcrypt verify, never a scan: `credentials::lookup_id(secret)` (the first
+//! 128 bits of its SHA-256, hex) names the index object
+//! `registry-keys/<lookup-id>.yaml`, which holds the tenant id; the tenant's
+//! record is then read, its stored lookup id compared in constant time, and
+//! the secret verified against the record's bcrypt hash. The index is written
+//! (Create) before the record on create and rotate, and the old index object
+//! is deleted after a rotation, so a crash leaves at worst a dangling index
+//! object that no longer matches its record and is ignored. The lookup id is
+//! not secret: the secret has about 190 random bits, so knowing the SHA-256
+//! prefix does not help to guess it, and the bcrypt hash is still checked.
+//! Every bcrypt hash and verify runs through the [`BlockingRunner`] when one
+//! is set.
+//!
+//! # Delete and purge (`archive.rs`), quotas (`usage.rs`)
+//!
+//! Delete is soft: the record says `deleted`, then every object under
+//! `tenants/<id>/` is copied to `archive/<id>/<deleted_at>/` and the source
+//! deleted; running delete again resumes an interrupted move. Quotas are
+//! reservations on `registry-usage/<id>.yaml`, see `usage.rs`.
+
+mod archive;
+mod layout;
+pub(crate) mod records;
+mod secrets;
+mod usage;
+mod writes;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+use tenancy_core::quota::DEFAULT_RESERVATION_TTL;
+use tenancy_core::{
+    Clock, CreatedTenant, Error, NewTenant, Reservation, Resource, Result, Retry, Secret,
+    StateBackend, SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage,
+    UsageEvent,
+};
+
+#[cfg(doc)]
+use tenancy_core::{PutMode, StateBackendExt};
+
+/// The manifest format this code writes and reads.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// The shortest admin password `bootstrap` accepts.
+pub const MIN_ADMIN_PASSWORD_LEN: usize = 8;
+/// bcrypt uses at most this many bytes of a password; longer ones are refused.
+pub const MAX_PASSWORD_BYTES: usize = 72;
+/// How many records `list` reads at once.
+pub const LIST_CONCURRENCY: usize = 64;
+
+/// Runs CPU-heavy work (bcrypt hashing and verifying) off the async executor.
+///
+/// The registry has no runtime of its own, so by default it hashes inline,
+/// blocking the calling task for one bcrypt (about 73 ms at cost 10). A
+/// server hands in a runner built on its runtime (for tokio:
+/// `spawn_blocking`) with [`StoreRegistry::with_blocking`].
+pub trait BlockingRunner: Send + Sync + fmt::Debug {
+    /// Runs `job` to completion on a thread where blocking is fine; the
+    /// future resolves once it has run.
+    fn run(&self, job: Box<dyn FnOnce() + Send + 'static>) -> BoxFuture<'static, ()>;
+}
+
+/// The tenant registry on a [`StateBackend`].
+///
+/// Cheap to share behind an `Arc`; holds no cache, so several processes and
+/// server replicas on one store always see each other's writes.
+pub struct StoreRegistry {
+    backend: Arc<dyn StateBackend>,
+    clock: Arc<dyn Clock>,
+    cost: u32,
+    reservation_ttl: Duration,
+    dummy_hash: OnceLock<String>,
+    blocking: Option<Arc<dyn BlockingRunner>>,
+}
+
+impl fmt::Debug for StoreRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreRegistry")
+            .field("backend", &self.backend.name())
+            .field("clock", &self.clock)
+            .field("bcrypt_cost", &self.cost)
+            .field("reservation_ttl", &self.reservation_ttl)
+            .field("blocking", &self.blocking)
+            .finish()
+    }
+}
+
+impl StoreRegistry {
+    /// A registry on `backend`, with the system clock and bcrypt cost
+    /// [`DEFAULT_BCRYPT_COST`].
+    pub fn new(backend: Arc<dyn StateBackend>) -> Self {
+        StoreRegistry {
+            backend,
+            clock: Arc::new(SystemClock),
+            cost: DEFAULT_BCRYPT_COST,
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
+            dummy_hash: OnceLock::new(),
+            blocking: None,
+        }
+    }
+
+    /// Reads time (expiry, quota windows, timestamps) and sleeps (retry
+    /// backoff) through `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The bcrypt cost for new hashes, clamped to 4..=31. Tests use 4.
+    pub fn with_bcrypt_cost(mut self, cost: u32) -> Self {
+        self.cost = cost.clamp(MIN_BCRYPT_COST, MAX_BCRYPT_COST);
+        self.dummy_hash = OnceLock::new();
+        self
+    }
+
+    /// How long an uncommitted reservation holds capacity (default
+    /// [`DEFAULT_RESERVATION_TTL`]).
+    pub fn with_reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.reservation_ttl = ttl;
+        self
+    }
+
+    /// Hashes and verifies secrets through `runner` instead of inline.
+    pub fn with_blocking(mut self, runner: Arc<dyn BlockingRunner>) -> Self {
+        self.blocking = Some(runner);
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn StateBackend> {
+        &self.backend
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The bcrypt cost used for new hashes.
+    pub fn bcrypt_cost(&self) -> u32 {
+        self.cost
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn retry<'a>(&'a self, what: &'a str) -> Retry<'a> {
+        Retry::new(self.clock.as_ref(), what)
+    }
+
+    fn ensure_cas(&self) -> Result<()> {
+        if self.backend.capabilities().supports_cas() {
+            Ok(())
+        } else {
+            Err(Error::not_implemented(format!(
+                "the tenant registry needs conditional writes, which the {} backend lacks",
+                self.backend.name()
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl TenantRegistry for StoreRegistry {
+    async fn is_bootstrapped(&self) -> Result<bool> {
+        Ok(self.backend.get(&layout::manifest()?).await?.is_some())
+    }
+
+    async fn bootstrap(&self, admin_password: &Secret) -> Result<()> {
+        self.bootstrap_with_password(admin_password).await
+    }
+
+    async fn verify_admin(&self, password: &Secret) -> Result<()> {
+        self.verify_admin_password(password).await
+    }
+
+    async fn create(&self, new: NewTenant) -> Result<CreatedTenant> {
+        self.create_tenant(new).await
+    }
+
+    async fn get(&self, id: &TenantId) -> Result<Tenant> {
+        let rec = self.get_record(id).await?.0;
+        self.view(&rec)
+    }
+
+    fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
+        self.list_tenants(filter)
+    }
+
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<Tenant> {
+        self.update_tenant(id, update).await
+    }
+
+    async fn suspend(&self, id: &TenantId, reason: Option<String>) -> Result<Tenant> {
+        self.suspend_tenant(id, reason).await
+    }
+
+    async fn activate(&self, id: &TenantId) -> Result<Tenant> {
+        self.activate_tenant(id).await
+    }
+
+    async fn rotate(&self, id: &TenantId) -> Result<CreatedTenant> {
+        self.rotate_secret(id).await
+    }
+
+    async fn delete(&self, id: &TenantId) -> Result<Tenant> {
+        self.delete_tenant(id).await
+    }
+
+    async fn purge(&self, id: &TenantId, grace: Duration) -> Result<u64> {
+        self.purge_archive(id, grace).await
+    }
+
+    async fn authenticate(&self, id: &TenantId, secret: &Secret) -> Result<Tenant> {
+        self.authenticate_tenant(id, secret).await
+    }
+
+    async fn authenticate_key(&self, secret: &Secret) -> Result<Tenant> {
+        self.authenticate_by_key(secret).await
+    }
+
+    async fn usage(&self, id: &TenantId) -> Result<Usage> {
+        self.current_usage(id).await
+    }
+
+    async fn reserve(&self, id: &TenantId, resource: Resource, amount: u64) -> Result<Reservation> {
+        self.reserve_quota(id, resource, amount).await
+    }
+
+    async fn commit(&self, reservation: &Reservation) -> Result<()> {
+        self.commit_reservation(reservation).await
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<()> {
+        self.release_reservation(reservation).await
+    }
+
+    async fn record_usage(&self, id: &TenantId, event: UsageEvent) -> Result<Usage> {
+        self.record_event(id, event).await
+    }
+}

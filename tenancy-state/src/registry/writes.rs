@@ -1,0 +1,393 @@
+//! Reading and writing tenant records and the manifest: create, get, list,
+//! update, suspend, activate. Every change is a compare-and-swap through
+//! [`StateBackendExt::update_with`]; revision and `updated_at` are bumped in
+//! one place ([`StoreRegistry::modify`]).
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::Serialize;
+use tenancy_core::registry::{
+    tenant_id_from_name, validate_display_name, validate_email, validate_metadata,
+};
+use tenancy_core::{
+    credentials, CreatedTenant, DeleteMode, Error, NewTenant, Object, PutMode, Result,
+    StateBackendExt, StateKey, Step, Tenant, TenantFilter, TenantId, TenantStatus, TenantUpdate,
+    Version,
+};
+
+use super::records::{from_yaml, storage_info, to_yaml, Manifest, TenantConfig, TenantRecord};
+use super::usage::UsageRecord;
+use super::{layout, StoreRegistry, LIST_CONCURRENCY, MANIFEST_FORMAT_VERSION};
+
+impl StoreRegistry {
+    /// Reads the manifest; [`Error::NotFound`] when the registry is not bootstrapped.
+    pub(super) async fn manifest(&self) -> Result<(Manifest, Version)> {
+        let obj = self.backend.get(&layout::manifest()?).await?;
+        let obj = obj.ok_or_else(|| {
+            Error::not_found(
+                "registry manifest tenants.yaml: the registry is not initialised (run `tenancy init`)",
+            )
+        })?;
+        let m = decode_manifest(&obj.bytes)?;
+        Ok((m, obj.version))
+    }
+
+    /// Reads a tenant record as stored (status not adjusted for expiry) with
+    /// its object version. One read. [`Error::NotFound`] if there is none,
+    /// [`Error::Corrupt`] naming the tenant if it cannot be decoded.
+    pub(super) async fn get_record(&self, id: &TenantId) -> Result<(TenantRecord, Version)> {
+        self.read_record(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("tenant {id}")))
+    }
+
+    pub(super) async fn read_record(
+        &self,
+        id: &TenantId,
+    ) -> Result<Option<(TenantRecord, Version)>> {
+        match self.backend.get(&layout::record(id)?).await? {
+            None => Ok(None),
+            Some(o) => Ok(Some((decode_record(id, &o.bytes)?, o.version))),
+        }
+    }
+
+    /// The domain view of a record, with the status adjusted for expiry.
+    pub(super) fn view(&self, rec: &TenantRecord) -> Result<Tenant> {
+        let mut t = rec.to_tenant()?;
+        t.status = rec.effective_status(self.now());
+        Ok(t)
+    }
+
+    /// An active tenant's record, for quota operations: `NotFound` or `Forbidden` otherwise.
+    pub(super) async fn active_record(&self, id: &TenantId) -> Result<TenantRecord> {
+        let (t, _) = self.get_record(id).await?;
+        t.to_tenant()?.ensure_active(self.now())?;
+        Ok(t)
+    }
+
+    /// Read-modify-write of a tenant record with compare-and-swap, retried
+    /// on a lost race. `f` sees the stored record and the current time; its
+    /// errors are returned as they are. Revision and `updated_at` are bumped here.
+    pub(super) async fn modify<F>(&self, id: &TenantId, mut f: F) -> Result<Tenant>
+    where
+        F: FnMut(&mut TenantRecord, DateTime<Utc>) -> Result<()> + Send,
+    {
+        self.ensure_cas()?;
+        let what = format!("tenant {id}");
+        let step = |current: Option<&Object>| {
+            let obj = current.ok_or_else(|| Error::not_found(format!("tenant {id}")))?;
+            let mut t = decode_record(id, &obj.bytes)?;
+            let now = self.now();
+            f(&mut t, now)?;
+            t.revision += 1;
+            t.updated_at = now;
+            Ok(Step::Write(to_yaml(&t, &what)?, t))
+        };
+        let done = self
+            .backend
+            .update_with(&layout::record(id)?, self.retry(&what), step)
+            .await?;
+        self.view(&done.value)
+    }
+
+    pub(super) async fn create_if_absent(&self, key: &StateKey, bytes: Bytes) -> Result<()> {
+        match self.backend.put(key, bytes, PutMode::Create).await {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn create_tenant(&self, new: NewTenant) -> Result<CreatedTenant> {
+        // Validate everything before the first write.
+        let id = match (&new.id, &new.display_name) {
+            (Some(id), _) => id.clone(),
+            (None, Some(name)) => tenant_id_from_name(name)?,
+            (None, None) => return Err(Error::invalid("a tenant needs an id or a name")),
+        };
+        let display_name = new.display_name.clone().unwrap_or_else(|| id.to_string());
+        validate_display_name(&display_name)?;
+        if let Some(e) = &new.email {
+            validate_email(e)?;
+        }
+        let prefix = new
+            .secret_prefix
+            .clone()
+            .unwrap_or_else(|| credentials::DEFAULT_SECRET_PREFIX.to_string());
+        credentials::validate_prefix(&prefix)?;
+        new.limits.validate()?;
+        validate_metadata(&new.metadata)?;
+        let now = self.now();
+        validate_expiry(new.expires_at, now)?;
+        self.ensure_cas()?;
+
+        let (manifest, _) = self.manifest().await?;
+        let state_version = manifest.config.default_state_version;
+        let (secret, credential) = self.new_credential(&prefix).await?;
+        let record = TenantRecord {
+            id: id.clone(),
+            display_name: display_name.clone(),
+            email: new.email.clone(),
+            status: TenantStatus::Active,
+            plan: new.plan,
+            limit_overrides: new.limits,
+            storage: storage_info(&id, &state_version)?,
+            lock_prefix: tenancy_core::layout::lock_prefix(&id),
+            metadata: new.metadata.clone(),
+            suspended_reason: None,
+            created_at: now,
+            updated_at: now,
+            expires_at: new.expires_at,
+            deleted_at: None,
+            revision: 1,
+            credential,
+        };
+        let record_bytes = to_yaml(&record, &format!("tenant {id}"))?;
+
+        // Index first: a crash after it leaves an index entry that matches no
+        // record, which authenticate_key ignores.
+        let index_key = self.write_index(&record.credential.lookup_id, &id).await?;
+        if let Err(e) = self
+            .backend
+            .put(&layout::record(&id)?, record_bytes, PutMode::Create)
+            .await
+        {
+            let _ = self.backend.delete(&index_key, DeleteMode::Any).await;
+            return Err(match e {
+                Error::AlreadyExists { .. } => Error::already_exists(format!("tenant {id}")),
+                e => e,
+            });
+        }
+        let config = TenantConfig {
+            tenant: id.to_string(),
+            display_name,
+            state_version: state_version.clone(),
+            ..Default::default()
+        };
+        self.create_if_absent(
+            &layout::tenant_config(&id)?,
+            to_yaml(&config, "tenant config")?,
+        )
+        .await?;
+        #[derive(Serialize)]
+        struct Marker<'a> {
+            layout: &'a str,
+            tenant: &'a str,
+            created_at: DateTime<Utc>,
+        }
+        let marker = Marker {
+            layout: &state_version,
+            tenant: id.as_str(),
+            created_at: now,
+        };
+        self.create_if_absent(
+            &layout::state_marker(&id, &state_version)?,
+            to_yaml(&marker, "state layout marker")?,
+        )
+        .await?;
+        self.create_if_absent(
+            &layout::usage(&id)?,
+            to_yaml(&UsageRecord::new(id.clone()), "usage record")?,
+        )
+        .await?;
+        Ok(CreatedTenant {
+            tenant: self.view(&record)?,
+            secret,
+        })
+    }
+
+    pub(super) fn list_tenants(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
+        let prefix = match layout::records() {
+            Ok(p) => p,
+            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+        };
+        let now = self.now();
+        self.backend
+            .list(Some(&prefix))
+            .filter_map(|entry| async move {
+                match entry {
+                    Err(e) => Some(Err(e)),
+                    Ok(e) => layout::record_id(&e.key).map(Ok),
+                }
+            })
+            .map(move |id| async move {
+                let id = id?;
+                match self.read_record(&id).await? {
+                    None => Ok(None),
+                    Some((rec, _)) => rec.to_tenant().map(Some),
+                }
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .filter_map(move |r: Result<Option<Tenant>>| async move {
+                match r {
+                    Err(e) => Some(Err(e)),
+                    Ok(None) => None,
+                    Ok(Some(mut t)) => {
+                        let status = t.effective_status(now);
+                        t.status = status;
+                        filter.matches(&t, status).then_some(Ok(t))
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    pub(super) async fn update_tenant(
+        &self,
+        id: &TenantId,
+        update: TenantUpdate,
+    ) -> Result<Tenant> {
+        if let Some(n) = &update.display_name {
+            validate_display_name(n)?;
+        }
+        if let Some(e) = &update.email {
+            validate_email(e)?;
+        }
+        if let Some(l) = &update.limits {
+            l.validate()?;
+        }
+        if let Some(m) = &update.metadata {
+            validate_metadata(m)?;
+        }
+        validate_expiry(update.expires_at, self.now())?;
+        self.modify(id, |t, _now| {
+            if t.status == TenantStatus::Deleted {
+                return Err(Error::precondition(format!(
+                    "tenant {id} is deleted and cannot be updated"
+                )));
+            }
+            if let Some(want) = update.expected_revision {
+                if t.revision != want {
+                    return Err(Error::precondition(format!(
+                        "tenant {id} is at revision {}, not {want}: it was changed since you read it",
+                        t.revision
+                    )));
+                }
+            }
+            if let Some(n) = &update.display_name {
+                t.display_name = n.clone();
+            }
+            if let Some(e) = &update.email {
+                t.email = Some(e.clone());
+            }
+            if let Some(p) = update.plan {
+                t.plan = p;
+            }
+            if let Some(l) = &update.limits {
+                t.limit_overrides = t.limit_overrides.merged(l);
+            }
+            if let Some(m) = &update.metadata {
+                let mut merged = t.metadata.clone();
+                merged.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+                validate_metadata(&merged)?;
+                t.metadata = merged;
+            }
+            if let Some(x) = update.expires_at {
+                t.expires_at = Some(x);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn suspend_tenant(
+        &self,
+        id: &TenantId,
+        reason: Option<String>,
+    ) -> Result<Tenant> {
+        if let Some(r) = &reason {
+            validate_display_name(r).map_err(|_| {
+                Error::invalid(
+                    "a suspension reason must be 1 to 200 characters without control characters",
+                )
+            })?;
+        }
+        self.modify(id, |t, now| {
+            let from = t.effective_status(now);
+            from.transition(TenantStatus::Suspended)
+                .map_err(|e| name_tenant(e, id))?;
+            if from == TenantStatus::Expired {
+                // An explicit suspend ends the expiry; `update` sets a new one.
+                t.expires_at = None;
+            }
+            t.status = TenantStatus::Suspended;
+            t.suspended_reason = reason.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn activate_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        self.modify(id, |t, now| {
+            let from = t.effective_status(now);
+            from.transition(TenantStatus::Active)
+                .map_err(|e| name_tenant(e, id))?;
+            if from == TenantStatus::Expired {
+                // Activating an expired tenant ends the expiry; `update` sets a new one.
+                t.expires_at = None;
+            }
+            t.status = TenantStatus::Active;
+            t.suspended_reason = None;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Decodes a tenant record; one that does not decode or names another
+/// tenant is [`Error::Corrupt`] for that tenant only.
+fn decode_record(id: &TenantId, bytes: &[u8]) -> Result<TenantRecord> {
+    let what = format!("tenant {id} (registry/{id}.yaml)");
+    let t: TenantRecord = from_yaml(bytes, &what)?;
+    if &t.id != id {
+        return Err(Error::Corrupt {
+            what,
+            message: format!("the record holds tenant {}", t.id),
+        });
+    }
+    Ok(t)
+}
+
+pub(super) fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
+    let m: Manifest = from_yaml(bytes, "registry manifest tenants.yaml")?;
+    if m.format_version > MANIFEST_FORMAT_VERSION {
+        return Err(Error::Corrupt {
+            what: "registry manifest tenants.yaml".into(),
+            message: format!(
+                "format version {} is newer than this tenancy understands ({MANIFEST_FORMAT_VERSION}); upgrade tenancy",
+                m.format_version
+            ),
+        });
+    }
+    Ok(m)
+}
+
+fn validate_expiry(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {
+    match expires_at {
+        Some(t) if t <= now => Err(Error::invalid(format!(
+            "expires_at {} is not in the future; suspend or delete a tenant to stop it now",
+            t.to_rfc3339()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn name_tenant(e: Error, id: &TenantId) -> Error {
+    match e {
+        Error::Precondition { what } => Error::precondition(format!("tenant {id}: {what}")),
+        e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_from_names() {
+        use tenancy_core::registry::tenant_id_from_name as f;
+        assert_eq!(f("Acme Corp.").unwrap().as_str(), "acme-corp");
+        assert_eq!(f("  42 Team  Blue ").unwrap().as_str(), "team-blue");
+        assert!(f("!!").is_err());
+        assert!(f("Default").is_err(), "reserved");
+        assert_eq!(f(&"a".repeat(100)).unwrap().as_str().len(), 63);
+    }
+}
