@@ -304,7 +304,7 @@ pub fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str, Cell)>
             )
             .into(),
         ),
-        ("state prefix", format!("{}/{}", t.storage.prefix, t.storage.version).into()),
+        ("state prefix", t.state_root().map(|k| k.to_string()).unwrap_or_default().into()),
         ("lock prefix", t.lock_prefix.clone().into()),
         ("created", time(&t.created_at).into()),
         ("updated", time(&t.updated_at).into()),

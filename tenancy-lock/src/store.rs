@@ -50,13 +50,12 @@ use sha2::{Digest, Sha256};
 use tenancy_core::keys::MAX_SEGMENT_LEN;
 use tenancy_core::lock::validate_ttl;
 use tenancy_core::{
-    Clock, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, PutMode, Result,
-    StateBackend, StateKey, SystemClock, Version,
+    Backoff, Clock, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, Object, PutMode,
+    Result, Retry, StateBackend, StateBackendExt, StateKey, Step, SystemClock, Updated, Version,
 };
 
 use crate::backoff::acquire_with_backoff;
 use crate::lease::{classify, expired, expiry, foreign, new_lease, not_held, Holder};
-use tenancy_core::Backoff;
 
 /// The folder of the lock objects.
 pub const LOCKS_PREFIX: &str = "locks";
@@ -65,7 +64,7 @@ pub const LOCKS_PREFIX: &str = "locks";
 pub const LOCK_RECORD_FORMAT: u32 = 1;
 
 /// How often one call re-reads after losing a compare-and-swap before giving up.
-const MAX_CAS_ROUNDS: usize = 32;
+const MAX_CAS_ROUNDS: u32 = 32;
 
 /// How many keys the version memory keeps before it starts over.
 const CACHE_CAP: usize = 4096;
@@ -305,9 +304,7 @@ impl<B: StateBackend> StoreLockManager<B> {
         record: LockRecord,
         mode: PutMode,
     ) -> Result<()> {
-        let bytes = serde_json::to_vec(&record)
-            .map_err(|e| Error::invalid(format!("cannot encode lock {key}: {e}")))?;
-        match self.backend.put(obj, Bytes::from(bytes), mode).await {
+        match self.backend.put(obj, encode(key, &record)?, mode).await {
             Ok(version) => {
                 self.remember(key, version, record);
                 Ok(())
@@ -319,32 +316,54 @@ impl<B: StateBackend> StoreLockManager<B> {
         }
     }
 
-    /// Takes the lock over from `prev` (free or expired) with `Update(version)`,
-    /// or creates it when `prev` is `None`.
-    async fn take(
-        &self,
-        req: &LockRequest,
-        obj: &StateKey,
-        prev: Option<(u64, Version)>,
-        now: DateTime<Utc>,
-    ) -> Result<LockInfo> {
-        let (last_token, mode) = match prev {
-            None => (0, PutMode::Create),
-            Some((token, v)) => (token, PutMode::Update(v)),
+    /// One read-modify-write of the lock object with core's CAS-retry
+    /// primitive: `f` sees the current record (remembered as it is read) and
+    /// decides the next one; the written record is remembered, and any
+    /// failure forgets the key.
+    async fn update<T, F>(&self, key: &LockKey, obj: &StateKey, mut f: F) -> Result<T>
+    where
+        T: Send,
+        F: FnMut(Option<LockRecord>, DateTime<Utc>) -> Result<(LockRecord, T)> + Send,
+    {
+        let what = format!("lock {key}");
+        let retry = Retry::new(self.clock.as_ref(), &what).attempts(MAX_CAS_ROUNDS);
+        // A refusal decided on a record just read keeps that record in memory.
+        let mut refused = false;
+        let step = |current: Option<&Object>| {
+            let record = match current {
+                None => {
+                    self.forget(key);
+                    None
+                }
+                Some(o) => {
+                    let record = Self::decode(key, obj, &o.bytes)?;
+                    self.remember(key, o.version.clone(), record.clone());
+                    Some(record)
+                }
+            };
+            let (next, out) = f(record, self.clock.now()).inspect_err(|_| refused = true)?;
+            Ok(Step::Write(encode(key, &next)?, (next, out)))
         };
-        let token = last_token.checked_add(1).ok_or_else(|| {
-            Error::invalid(format!("fencing token of lock {} overflowed", req.key))
-        })?;
-        let lease = new_lease(req, now, token);
-        let record = LockRecord {
-            format: LOCK_RECORD_FORMAT,
-            key: req.key.clone(),
-            fencing_token: token,
-            holder: Some(lease.clone()),
-            freed: None,
-        };
-        self.write(&req.key, obj, record, mode).await?;
-        Ok(lease)
+        match self.backend.update_with(obj, retry, step).await {
+            Ok(Updated {
+                value: (record, out),
+                version: Some(version),
+                ..
+            }) => {
+                self.remember(key, version, record);
+                Ok(out)
+            }
+            Ok(_) => Err(Error::backend(
+                self.backend.name(),
+                format!("a write of lock {key} returned no version"),
+            )),
+            Err(e) => {
+                if !refused {
+                    self.forget(key);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Renews (`Some(ttl)`) or frees (`None`) the lease `lock_id` on `key`.
@@ -360,76 +379,98 @@ impl<B: StateBackend> StoreLockManager<B> {
             validate_ttl(ttl)?;
         }
         let obj = Self::object_key(key)?;
-        let mut known = self
-            .cached(key)
-            .map(|c| (c.record.clone(), c.version.clone()));
-        let mut from_cache = known.is_some();
-        for _ in 0..MAX_CAS_ROUNDS {
-            let (record, version) = match known.take() {
-                Some(rv) => rv,
-                None => match self.read(key, &obj).await? {
-                    None => return Err(not_held(key, lock_id, action)),
-                    Some(rv) => rv,
-                },
-            };
+        // Fast path: what we remember says the lease is ours: one CAS. Any
+        // other answer from memory may be old, so it is decided on a fresh read.
+        if let Some(c) = self.cached(key) {
             let now = self.clock.now();
+            if let Holder::Mine(h) = classify(c.record.holder.as_ref(), lock_id) {
+                if ttl.is_none() || !h.is_expired(now) {
+                    let (next, result) =
+                        changed(c.record.clone(), h.clone(), lock_id, ttl, action, now);
+                    match self
+                        .write(key, &obj, next, PutMode::Update(c.version.clone()))
+                        .await
+                    {
+                        Ok(()) => return Ok(result),
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        self.update(key, &obj, |record, now| {
+            let record = record.ok_or_else(|| not_held(key, lock_id, action))?;
             let holder = match classify(record.holder.as_ref(), lock_id) {
                 Holder::Mine(h) if ttl.is_some() && h.is_expired(now) => {
-                    if from_cache {
-                        from_cache = false;
-                        continue;
-                    }
-                    return Err(expired(key, h));
+                    return Err(expired(key, h))
                 }
                 Holder::Mine(h) => h.clone(),
-                Holder::Free | Holder::Other(_) if from_cache => {
-                    // What we remember may be old: decide on a fresh read.
-                    from_cache = false;
-                    continue;
-                }
                 Holder::Free => return Err(not_held(key, lock_id, action)),
                 Holder::Other(h) => return Err(foreign(key, lock_id, h, action)),
             };
-            let (next, result) = match ttl {
-                Some(ttl) => {
-                    let mut h = holder;
-                    h.expires = expiry(now, ttl);
-                    h.last_heartbeat = now;
-                    (
-                        LockRecord {
-                            holder: Some(h.clone()),
-                            ..record
-                        },
-                        Some(h),
-                    )
-                }
-                None => (
-                    LockRecord {
-                        holder: None,
-                        freed: Some(Freed {
-                            lock_id,
-                            at: now,
-                            by: action.to_string(),
-                        }),
-                        ..record
-                    },
-                    None,
-                ),
-            };
-            match self.write(key, &obj, next, PutMode::Update(version)).await {
-                Ok(()) => return Ok(result),
-                Err(e) if e.is_conflict() => from_cache = false,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(too_busy(key))
+            Ok(changed(record, holder, lock_id, ttl, action, now))
+        })
+        .await
     }
 }
 
-fn too_busy(key: &LockKey) -> Error {
-    Error::precondition(format!(
-        "lock {key} changed {MAX_CAS_ROUNDS} times while this call tried to write it; try again"
-    ))
+/// The record after renewing (`Some(ttl)`) or freeing (`None`) `holder`'s
+/// lease, and what the caller gets back.
+fn changed(
+    record: LockRecord,
+    mut holder: LockInfo,
+    lock_id: LockId,
+    ttl: Option<Duration>,
+    action: &str,
+    now: DateTime<Utc>,
+) -> (LockRecord, Option<LockInfo>) {
+    match ttl {
+        Some(ttl) => {
+            holder.expires = expiry(now, ttl);
+            holder.last_heartbeat = now;
+            (
+                LockRecord {
+                    holder: Some(holder.clone()),
+                    ..record
+                },
+                Some(holder),
+            )
+        }
+        None => (
+            LockRecord {
+                holder: None,
+                freed: Some(Freed {
+                    lock_id,
+                    at: now,
+                    by: action.to_string(),
+                }),
+                ..record
+            },
+            None,
+        ),
+    }
+}
+
+/// The record that takes the lock from `prev_token` (0 for a never-used key).
+fn taken(req: &LockRequest, prev_token: u64, now: DateTime<Utc>) -> Result<(LockRecord, LockInfo)> {
+    let token = prev_token
+        .checked_add(1)
+        .ok_or_else(|| Error::invalid(format!("fencing token of lock {} overflowed", req.key)))?;
+    let lease = new_lease(req, now, token);
+    let record = LockRecord {
+        format: LOCK_RECORD_FORMAT,
+        key: req.key.clone(),
+        fencing_token: token,
+        holder: Some(lease.clone()),
+        freed: None,
+    };
+    Ok((record, lease))
+}
+
+fn encode(key: &LockKey, record: &LockRecord) -> Result<Bytes> {
+    serde_json::to_vec(record)
+        .map(Bytes::from)
+        .map_err(|e| Error::invalid(format!("cannot encode lock {key}: {e}")))
 }
 
 #[async_trait]
@@ -444,33 +485,30 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
         if let Some(c) = self.cached(key) {
             let now = self.clock.now();
             if c.record.holder.as_ref().is_none_or(|h| h.is_expired(now)) {
-                let prev = Some((c.record.fencing_token, c.version.clone()));
-                match self.take(req, &obj, prev, now).await {
-                    Ok(lease) => return Ok(lease),
+                let (record, lease) = taken(req, c.record.fencing_token, now)?;
+                match self
+                    .write(key, &obj, record, PutMode::Update(c.version.clone()))
+                    .await
+                {
+                    Ok(()) => return Ok(lease),
                     Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e),
                 }
             }
         }
-
-        for _ in 0..MAX_CAS_ROUNDS {
-            let current = self.read(key, &obj).await?;
-            let now = self.clock.now();
-            if let Some((r, _)) = &current {
-                if let Some(h) = r.holder.as_ref().filter(|h| !h.is_expired(now)) {
-                    return Err(Error::LockHeld {
-                        holder: Box::new(h.clone()),
-                    });
-                }
+        self.update(key, &obj, |current, now| {
+            if let Some(h) = current
+                .as_ref()
+                .and_then(|r| r.holder.as_ref())
+                .filter(|h| !h.is_expired(now))
+            {
+                return Err(Error::LockHeld {
+                    holder: Box::new(h.clone()),
+                });
             }
-            let prev = current.map(|(r, v)| (r.fencing_token, v));
-            match self.take(req, &obj, prev, now).await {
-                Ok(lease) => return Ok(lease),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(too_busy(key))
+            taken(req, current.map_or(0, |r| r.fencing_token), now)
+        })
+        .await
     }
 
     async fn acquire(&self, req: &LockRequest, wait: Duration) -> Result<LockInfo> {

@@ -23,7 +23,7 @@ pub struct TenantLocks<L: LockManager> {
 impl<L: LockManager> TenantLocks<L> {
     /// The view of `inner` for `tenant`.
     pub fn new(inner: L, tenant: TenantId) -> Self {
-        let prefix = format!("tenant:{tenant}");
+        let prefix = tenancy_core::layout::lock_prefix(&tenant);
         TenantLocks {
             inner,
             tenant,

@@ -39,9 +39,10 @@ impl<B: StateBackend> TenantScoped<B> {
     /// Scopes `inner` to `tenants/<tenant>/<version>`; `version` must be one
     /// key segment (e.g. `v1`).
     pub fn new(inner: B, tenant: &TenantId, version: &str) -> Result<Self> {
-        let version = StateKey::segment(version)?;
-        let prefix = StateKey::new(format!("tenants/{tenant}"))?.join(&version)?;
-        Ok(TenantScoped { inner, prefix })
+        Ok(TenantScoped {
+            inner,
+            prefix: tenancy_core::layout::state_root(tenant, version)?,
+        })
     }
 
     /// Scopes `inner` to the tenant's [`Tenant::state_root`].
