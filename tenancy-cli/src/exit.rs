@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use tenancy_core::Error;
+use tenancy_core::{Error, ErrorKind};
 
 /// Success.
 pub const OK: i32 = 0;
@@ -71,18 +71,16 @@ impl std::error::Error for CliError {}
 
 /// The exit code of a library error.
 pub fn code_of(e: &Error) -> i32 {
-    match e {
-        Error::Unauthorized { .. }
-        | Error::SessionExpired { .. }
-        | Error::CredentialsRotated { .. } => UNAUTHORIZED,
-        Error::Forbidden { .. } => FORBIDDEN,
-        Error::NotFound { .. } => NOT_FOUND,
-        Error::AlreadyExists { .. } | Error::Precondition { .. } | Error::LockHeld { .. } => {
-            CONFLICT
+    match e.kind() {
+        ErrorKind::Unauthorized | ErrorKind::SessionExpired | ErrorKind::CredentialsRotated => {
+            UNAUTHORIZED
         }
-        Error::QuotaExceeded { .. } => QUOTA,
-        Error::InvalidInput { .. } => USAGE,
-        _ => OTHER,
+        ErrorKind::Forbidden => FORBIDDEN,
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::Precondition | ErrorKind::LockHeld => CONFLICT,
+        ErrorKind::QuotaExceeded => QUOTA,
+        ErrorKind::InvalidInput => USAGE,
+        ErrorKind::Corrupt | ErrorKind::NotImplemented | ErrorKind::Backend => OTHER,
     }
 }
 
@@ -101,26 +99,27 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     let core = err.chain().find_map(|c| c.downcast_ref::<Error>())?;
-    Some(match core {
-        Error::Unauthorized { .. } => {
+    Some(match core.kind() {
+        ErrorKind::Unauthorized => {
             "check the tenant id and secret (or the admin password) and try again"
         }
-        Error::Forbidden { .. } => {
+        ErrorKind::Forbidden => {
             "ask the admin to activate the tenant, or log in with the right kind of session"
         }
-        Error::NotFound { .. } => "check the name or id and try again",
-        Error::AlreadyExists { .. } => "pick another name, or use the existing one",
-        Error::Precondition { .. } => "someone changed it meanwhile; read it again and retry",
-        Error::LockHeld { .. } => {
+        ErrorKind::NotFound => "check the name or id and try again",
+        ErrorKind::AlreadyExists => "pick another name, or use the existing one",
+        ErrorKind::Precondition => "someone changed it meanwhile; read it again and retry",
+        ErrorKind::LockHeld => {
             "wait for the lease to expire, retry with --wait, or ask the holder to release it"
         }
-        Error::QuotaExceeded { .. } => "ask the admin to raise the limit or change the plan",
-        Error::Corrupt { .. } => {
-            "the stored object is damaged; restore it from history or a backup"
+        ErrorKind::QuotaExceeded => "ask the admin to raise the limit or change the plan",
+        ErrorKind::Corrupt => "the stored object is damaged; restore it from history or a backup",
+        ErrorKind::Backend => "check the backend URL, network and credentials, then retry",
+        ErrorKind::NotImplemented => "use a backend that supports it",
+        // The message of these already says what to do (log in again).
+        ErrorKind::SessionExpired | ErrorKind::CredentialsRotated | ErrorKind::InvalidInput => {
+            return None
         }
-        Error::Backend { .. } => "check the backend URL, network and credentials, then retry",
-        Error::NotImplemented { .. } => "use a backend that supports it",
-        _ => return None,
     })
 }
 

@@ -122,7 +122,81 @@ pub enum Error {
     },
 }
 
+/// What kind of error an [`Error`] is: one `Copy` value per variant.
+///
+/// Frontends map kinds to exit codes and HTTP statuses with an exhaustive
+/// `match` (no `_` arm): this enum is deliberately *not* `non_exhaustive`,
+/// so a new kind is a compile error in every frontend rather than a silent
+/// exit 1 or 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::AlreadyExists`].
+    AlreadyExists,
+    /// [`Error::Precondition`].
+    Precondition,
+    /// [`Error::LockHeld`].
+    LockHeld,
+    /// [`Error::Unauthorized`].
+    Unauthorized,
+    /// [`Error::SessionExpired`].
+    SessionExpired,
+    /// [`Error::CredentialsRotated`].
+    CredentialsRotated,
+    /// [`Error::Forbidden`].
+    Forbidden,
+    /// [`Error::QuotaExceeded`].
+    QuotaExceeded,
+    /// [`Error::InvalidInput`].
+    InvalidInput,
+    /// [`Error::Corrupt`].
+    Corrupt,
+    /// [`Error::NotImplemented`].
+    NotImplemented,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Precondition,
+        ErrorKind::LockHeld,
+        ErrorKind::Unauthorized,
+        ErrorKind::SessionExpired,
+        ErrorKind::CredentialsRotated,
+        ErrorKind::Forbidden,
+        ErrorKind::QuotaExceeded,
+        ErrorKind::InvalidInput,
+        ErrorKind::Corrupt,
+        ErrorKind::NotImplemented,
+        ErrorKind::Backend,
+    ];
+}
+
 impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Precondition { .. } => ErrorKind::Precondition,
+            Error::LockHeld { .. } => ErrorKind::LockHeld,
+            Error::Unauthorized { .. } => ErrorKind::Unauthorized,
+            Error::SessionExpired { .. } => ErrorKind::SessionExpired,
+            Error::CredentialsRotated { .. } => ErrorKind::CredentialsRotated,
+            Error::Forbidden { .. } => ErrorKind::Forbidden,
+            Error::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::NotImplemented { .. } => ErrorKind::NotImplemented,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidInput {
@@ -193,8 +267,8 @@ impl Error {
     /// True for a lost compare-and-swap: [`Error::AlreadyExists`] or [`Error::Precondition`].
     pub fn is_conflict(&self) -> bool {
         matches!(
-            self,
-            Error::AlreadyExists { .. } | Error::Precondition { .. }
+            self.kind(),
+            ErrorKind::AlreadyExists | ErrorKind::Precondition
         )
     }
 }

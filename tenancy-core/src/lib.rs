@@ -35,7 +35,7 @@ pub mod testkit;
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::Secret;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use keys::{LockKey, StateKey, TenantId};
 pub use lock::{LockId, LockInfo, LockManager, LockManagerExt, LockRequest};
 pub use memory::MemoryBackend;

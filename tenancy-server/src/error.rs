@@ -1,8 +1,9 @@
 //! The server's error type: every failure becomes `{"error": {"code", "message"}}`.
 //!
-//! [`ApiError`] maps [`tenancy_core::Error`] to HTTP status codes. Messages of
-//! backend and decoding failures are logged and replaced by a generic text, so
-//! no internal path, backend detail or stack trace reaches a client.
+//! [`ApiError`] maps every [`ErrorKind`] of [`tenancy_core::Error`] to an HTTP
+//! status. Messages of backend and decoding failures are replaced by a
+//! generic text, so no internal path, backend detail or stack trace reaches
+//! a client; the detail is logged once, when the error becomes a response.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
-use tenancy_core::Error;
+use tenancy_core::{Error, ErrorKind};
 use utoipa::ToSchema;
 
 /// The JSON body of every error response.
@@ -51,6 +52,8 @@ struct Inner {
     retry_after: Option<Duration>,
     holder: Option<Value>,
     quota: Option<Value>,
+    /// Internal detail, logged (never sent) when the error becomes a response.
+    cause: Option<String>,
 }
 
 impl ApiError {
@@ -64,6 +67,7 @@ impl ApiError {
                 retry_after: None,
                 holder: None,
                 quota: None,
+                cause: None,
             }),
         }
     }
@@ -199,82 +203,79 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl From<Error> for ApiError {
+    /// Maps every [`ErrorKind`] exhaustively (a new kind is a compile error
+    /// here). Nothing is logged: the internal detail of a backend or decoding
+    /// failure rides along and is logged once, when the error becomes a
+    /// response.
     fn from(e: Error) -> Self {
-        match e {
-            Error::NotFound { what } => ApiError::not_found(format!("not found: {what}")),
-            Error::AlreadyExists { what } => ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("already exists: {what}"),
-            ),
-            Error::Precondition { what } => {
-                ApiError::precondition(format!("precondition failed: {what}"))
+        let mut err = match e.kind() {
+            ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+            ErrorKind::AlreadyExists => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }
-            Error::LockHeld { holder } => {
-                let mut err = ApiError::new(
-                    StatusCode::CONFLICT,
-                    "lock_held",
-                    format!("lock {} is held", holder.key),
-                );
-                err.inner.holder = serde_json::to_value(crate::views::LockView::from(*holder)).ok();
-                err
-            }
-            Error::Unauthorized { message } => ApiError::unauthorized(message),
-            Error::SessionExpired { .. } | Error::CredentialsRotated { .. } => {
+            ErrorKind::Precondition => ApiError::precondition(e.to_string()),
+            ErrorKind::LockHeld => ApiError::new(StatusCode::CONFLICT, "lock_held", ""),
+            ErrorKind::Unauthorized => ApiError::unauthorized(""),
+            ErrorKind::SessionExpired | ErrorKind::CredentialsRotated => {
                 ApiError::unauthorized("the credentials are no longer valid")
             }
-            Error::Forbidden { message } => ApiError::forbidden(message),
+            ErrorKind::Forbidden => ApiError::forbidden(""),
+            ErrorKind::QuotaExceeded => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                e.to_string(),
+            ),
+            ErrorKind::InvalidInput => ApiError::bad_request(""),
+            ErrorKind::NotImplemented => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                e.to_string(),
+            ),
+            ErrorKind::Corrupt => ApiError::internal(),
+            ErrorKind::Backend => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                "the storage backend failed; retry later",
+            ),
+        };
+        match e {
+            Error::LockHeld { holder } => {
+                err.inner.message = format!("lock {} is held", holder.key);
+                err.inner.holder = serde_json::to_value(crate::views::LockView::from(*holder)).ok();
+            }
+            Error::Unauthorized { message }
+            | Error::Forbidden { message }
+            | Error::InvalidInput { message } => err.inner.message = message,
             Error::QuotaExceeded {
-                tenant,
                 resource,
                 limit,
                 requested,
                 retry_after,
+                ..
             } => {
-                let mut err = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "quota_exceeded",
-                    format!(
-                        "quota exceeded for tenant {tenant}: {resource} would be {requested} over a limit of {limit}"
-                    ),
-                );
                 err.inner.retry_after = retry_after;
                 err.inner.quota = Some(serde_json::json!({
                     "resource": resource,
                     "limit": limit,
                     "requested": requested,
                 }));
-                err
             }
-            Error::InvalidInput { message } => ApiError::bad_request(message),
-            Error::NotImplemented { what } => ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                format!("not implemented: {what}"),
-            ),
-            Error::Corrupt { what, message } => {
-                tracing::error!(%what, %message, "corrupt stored data");
-                ApiError::internal()
+            e @ (Error::Corrupt { .. } | Error::Backend { .. }) => {
+                err.inner.cause = Some(e.to_string());
             }
-            Error::Backend { backend, source } => {
-                tracing::error!(%backend, error = %source, "storage backend failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "backend_unavailable",
-                    "the storage backend failed; retry later",
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "unexpected error");
-                ApiError::internal()
-            }
+            _ => {}
         }
+        err
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let this = *self.inner;
+        if let Some(cause) = &this.cause {
+            // The one place a server-side failure is logged.
+            tracing::error!(code = this.code, status = this.status.as_u16(), %cause, "request failed");
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: this.code.to_string(),

@@ -27,18 +27,8 @@ fn tid(s: &str) -> TenantId {
     TenantId::new(s).expect("suite ids are valid")
 }
 
-fn kind(e: &Error) -> &'static str {
-    match e {
-        Error::NotFound { .. } => "NotFound",
-        Error::AlreadyExists { .. } => "AlreadyExists",
-        Error::Precondition { .. } => "Precondition",
-        Error::Unauthorized { .. } => "Unauthorized",
-        Error::Forbidden { .. } => "Forbidden",
-        Error::QuotaExceeded { .. } => "QuotaExceeded",
-        Error::InvalidInput { .. } => "InvalidInput",
-        Error::Corrupt { .. } => "Corrupt",
-        _ => "other",
-    }
+fn kind(e: &Error) -> String {
+    format!("{:?}", e.kind())
 }
 
 #[track_caller]
