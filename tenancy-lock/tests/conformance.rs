@@ -1,19 +1,14 @@
-//! The lock conformance suite on every manager and backend, directly and
-//! through `TenantLocks`.
+//! The lock conformance suite, one test per check, on every manager and
+//! backend, directly and through `TenantLocks`:
+//! `cargo test -p tenancy-lock -- renew` runs that check on all of them.
 
 use std::sync::Arc;
 
-use tenancy_core::testkit::lock::conformance;
+use tenancy_core::testkit::lock::LockFixture;
 use tenancy_core::{LockManager, ManualClock, MemoryBackend, StateBackend, TenantId};
 use tenancy_lock::{MemoryLockManager, StoreLockManager, TenantLocks};
 use tenancy_state::testing::s3_backend_or_skip;
 use tenancy_state::ObjectBackend;
-
-async fn run(locks: &dyn LockManager, clock: &ManualClock) {
-    let report = conformance(locks, clock).await;
-    report.print_skips();
-    report.assert_complete();
-}
 
 fn store<B: StateBackend>(backend: B, clock: &ManualClock) -> StoreLockManager<B> {
     StoreLockManager::new(backend).with_clock(Arc::new(clock.clone()))
@@ -23,55 +18,136 @@ fn tenant(id: &str) -> TenantId {
     TenantId::new(id).expect("valid tenant id")
 }
 
-#[tokio::test]
-async fn memory_manager() {
-    let clock = ManualClock::starting_now();
-    run(
-        &MemoryLockManager::new().with_clock(Arc::new(clock.clone())),
-        &clock,
-    )
-    .await;
+/// `globex`'s view of `inner`, on which `acme` already holds a lock: the
+/// suite must hold for one tenant while another works on the same manager.
+async fn beside_acme<L: LockManager + 'static>(
+    inner: Arc<L>,
+    clock: ManualClock,
+) -> LockFixture<TenantLocks<Arc<L>>> {
+    let acme = TenantLocks::new(Arc::clone(&inner), tenant("acme"));
+    let key = tenancy_core::LockKey::new("tk-neighbour").expect("key");
+    acme.try_acquire(&tenancy_core::LockRequest::new(
+        key,
+        std::time::Duration::from_secs(3600),
+    ))
+    .await
+    .expect("acme's lock");
+    LockFixture::new(TenantLocks::new(inner, tenant("globex")), clock)
 }
 
-#[tokio::test]
-async fn memory_manager_through_tenant_locks() {
-    let clock = ManualClock::starting_now();
-    let inner = Arc::new(MemoryLockManager::new().with_clock(Arc::new(clock.clone())));
-    run(
-        &TenantLocks::new(Arc::clone(&inner), tenant("acme")),
-        &clock,
-    )
-    .await;
-    run(&TenantLocks::new(inner, tenant("globex")), &clock).await;
+fn local_backend() -> (tempfile::TempDir, ObjectBackend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = ObjectBackend::local(dir.path()).expect("local backend");
+    (dir, backend)
 }
 
-#[tokio::test]
-async fn store_manager_on_core_memory_backend() {
-    let clock = ManualClock::starting_now();
-    run(&store(MemoryBackend::new(), &clock), &clock).await;
+async fn s3() -> Option<Arc<dyn StateBackend>> {
+    s3_backend_or_skip("tenancy-lock conformance on s3").await
 }
 
-#[tokio::test]
-async fn store_manager_on_core_memory_backend_through_tenant_locks() {
-    let clock = ManualClock::starting_now();
-    let inner = Arc::new(store(MemoryBackend::new(), &clock));
-    run(
-        &TenantLocks::new(Arc::clone(&inner), tenant("acme")),
-        &clock,
-    )
-    .await;
-    run(&TenantLocks::new(inner, tenant("globex")), &clock).await;
+mod memory_manager {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let locks = MemoryLockManager::new().with_clock(Arc::new(clock.clone()));
+        Some(LockFixture::new(locks, clock))
+    });
 }
 
-#[tokio::test]
-async fn two_store_managers_sharing_one_backend() {
-    // Each manager remembers versions of its own; the suite still holds
-    // when calls alternate between two managers on the same store.
-    let clock = ManualClock::starting_now();
-    let backend = Arc::new(MemoryBackend::new());
-    let a = store(Arc::clone(&backend), &clock);
-    let b = store(backend, &clock);
-    run(&Alternating::new(a, b), &clock).await;
+mod memory_manager_through_tenant_locks {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let inner = Arc::new(MemoryLockManager::new().with_clock(Arc::new(clock.clone())));
+        Some(beside_acme(inner, clock).await)
+    });
+}
+
+mod store_manager_on_core_memory_backend {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        Some(LockFixture::new(store(MemoryBackend::new(), &clock), clock))
+    });
+}
+
+mod store_manager_on_core_memory_backend_through_tenant_locks {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let inner = Arc::new(store(MemoryBackend::new(), &clock));
+        Some(beside_acme(inner, clock).await)
+    });
+}
+
+/// Each manager remembers versions of its own; the suite still holds when
+/// calls alternate between two managers on the same store.
+mod two_store_managers_sharing_one_backend {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let backend = Arc::new(MemoryBackend::new());
+        let a = store(Arc::clone(&backend), &clock);
+        let b = store(backend, &clock);
+        Some(LockFixture::new(Alternating::new(a, b), clock))
+    });
+}
+
+mod store_manager_on_object_memory_backend {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        Some(LockFixture::new(
+            store(ObjectBackend::memory(), &clock),
+            clock,
+        ))
+    });
+}
+
+mod store_manager_on_object_memory_backend_through_tenant_locks {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let inner = Arc::new(store(ObjectBackend::memory(), &clock));
+        Some(beside_acme(inner, clock).await)
+    });
+}
+
+mod store_manager_on_local_files {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let (dir, backend) = local_backend();
+        Some(LockFixture::new(store(backend, &clock), clock).guarded(dir))
+    });
+}
+
+mod store_manager_on_local_files_through_tenant_locks {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let (dir, backend) = local_backend();
+        let inner = Arc::new(store(backend, &clock));
+        Some(beside_acme(inner, clock).await.guarded(dir))
+    });
+}
+
+mod store_manager_on_s3 {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let backend = s3().await?;
+        Some(LockFixture::new(store(backend, &clock), clock))
+    });
+}
+
+mod store_manager_on_s3_through_tenant_locks {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let inner = Arc::new(store(s3().await?, &clock));
+        Some(beside_acme(inner, clock).await)
+    });
 }
 
 /// A manager that sends each call to one of two managers in turn.
@@ -172,38 +248,4 @@ impl<A: LockManager, B: LockManager> LockManager for Alternating<A, B> {
             self.b.force_unlock(key, id).await
         }
     }
-}
-
-#[tokio::test]
-async fn store_manager_on_object_memory_backend() {
-    let clock = ManualClock::starting_now();
-    run(&store(ObjectBackend::memory(), &clock), &clock).await;
-    let inner = Arc::new(store(ObjectBackend::memory(), &clock));
-    run(&TenantLocks::new(inner, tenant("acme")), &clock).await;
-}
-
-#[tokio::test]
-async fn store_manager_on_local_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = ManualClock::starting_now();
-    let backend = ObjectBackend::local(dir.path()).expect("local backend");
-    run(&store(backend.clone(), &clock), &clock).await;
-    let inner = Arc::new(store(backend, &clock));
-    run(
-        &TenantLocks::new(Arc::clone(&inner), tenant("acme")),
-        &clock,
-    )
-    .await;
-    run(&TenantLocks::new(inner, tenant("globex")), &clock).await;
-}
-
-#[tokio::test]
-async fn store_manager_on_s3() {
-    let Some(backend) = s3_backend_or_skip("tenancy-lock conformance on s3").await else {
-        return;
-    };
-    let clock = ManualClock::starting_now();
-    run(&store(Arc::clone(&backend), &clock), &clock).await;
-    let inner = Arc::new(store(backend, &clock));
-    run(&TenantLocks::new(inner, tenant("acme")), &clock).await;
 }

@@ -1,11 +1,12 @@
-//! The state conformance suite on every `ObjectBackend` (memory, local
-//! files, S3 via the test server) and on each wrapped in `TenantScoped`.
+//! The state conformance suite, one test per check, on every backend
+//! (memory, local files, S3 via the test server), each also wrapped in
+//! `TenantScoped`: `cargo test -p tenancy-state -- create_race` runs that
+//! check on all of them.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
-use tenancy_core::testkit::state::{conformance, conformance_with, StateSuiteOptions};
-use tenancy_core::testkit::SuiteReport;
+use tenancy_core::testkit::state::StateSuiteOptions;
 use tenancy_core::{StateBackend, TenantId};
 use tenancy_state::{testing, ObjectBackend, TenantScoped};
 
@@ -13,41 +14,18 @@ fn scoped<B: StateBackend>(inner: B) -> TenantScoped<B> {
     TenantScoped::new(inner, &TenantId::new("acme").unwrap(), "v1").unwrap()
 }
 
-fn complete(report: SuiteReport) {
-    report.print_skips();
-    report.assert_complete();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory() {
-    complete(conformance(&ObjectBackend::memory()).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_scoped() {
-    complete(conformance(&scoped(ObjectBackend::memory())).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_with_root_prefix() {
-    let b = ObjectBackend::memory()
-        .with_prefix(&tenancy_core::StateKey::new("root/p").unwrap())
-        .unwrap();
-    complete(conformance(&b).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn local() {
+fn local() -> (tempfile::TempDir, ObjectBackend) {
     let dir = tempfile::tempdir().unwrap();
-    complete(conformance(&ObjectBackend::local(dir.path()).unwrap()).await);
+    let b = ObjectBackend::local(dir.path()).unwrap();
+    (dir, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn local_scoped() {
-    let dir = tempfile::tempdir().unwrap();
-    complete(conformance(&scoped(ObjectBackend::local(dir.path()).unwrap())).await);
+/// S3 under a fresh prefix, or a loud skip (a failure in CI).
+async fn s3() -> Option<Arc<dyn StateBackend>> {
+    testing::s3_backend_or_skip("conformance::s3").await
 }
 
+/// Fewer race rounds on S3: each round is 16 requests to the test server.
 fn s3_options() -> StateSuiteOptions {
     StateSuiteOptions {
         race_rounds: 10,
@@ -55,35 +33,59 @@ fn s3_options() -> StateSuiteOptions {
     }
 }
 
+mod memory {
+    use super::*;
+    tenancy_core::state_suite!(strict: async { Some(ObjectBackend::memory()) });
+}
+
+mod memory_scoped {
+    use super::*;
+    tenancy_core::state_suite!(strict: async { Some(scoped(ObjectBackend::memory())) });
+}
+
+mod memory_with_root_prefix {
+    use super::*;
+    tenancy_core::state_suite!(strict: async {
+        let root = tenancy_core::StateKey::new("root/p").unwrap();
+        Some(ObjectBackend::memory().with_prefix(&root).unwrap())
+    });
+}
+
+mod local_files {
+    use super::*;
+    tenancy_core::state_suite!(strict: async { Some(local()) });
+}
+
+mod local_files_scoped {
+    use super::*;
+    tenancy_core::state_suite!(strict: async {
+        let (dir, b) = local();
+        Some((dir, scoped(b)))
+    });
+}
+
 /// S3 supports conditional create and update but not conditional delete
-/// (object_store has no If-Match delete): exactly that one check is skipped.
-fn s3_report(report: SuiteReport) {
-    report.print_skips();
-    let skipped: Vec<&str> = report.skipped.iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(skipped, vec!["conditional_delete"], "{report:?}");
-    for check in ["create_race", "update_race", "list", "update"] {
-        assert!(
-            report.passed.iter().any(|p| p == check),
-            "{check} did not run"
-        );
-    }
+/// (object_store has no If-Match delete): that one check reports a skip.
+mod s3 {
+    use super::*;
+    tenancy_core::state_suite!(s3(), s3_options());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3() {
-    let Some(b) = testing::s3_backend_or_skip("conformance::s3").await else {
-        return;
-    };
-    s3_report(conformance_with(&b, s3_options()).await);
+mod s3_scoped {
+    use super::*;
+    tenancy_core::state_suite!(async { s3().await.map(scoped) }, s3_options());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3_scoped() {
-    let Some(b) = testing::s3_backend_or_skip("conformance::s3_scoped").await else {
-        return;
-    };
-    let b: Arc<dyn StateBackend> = b;
-    s3_report(conformance_with(&scoped(b), s3_options()).await);
+#[tokio::test]
+async fn s3_reports_exactly_conditional_delete_missing() {
+    let Some(b) = s3().await else { return };
+    let caps = b.capabilities();
+    assert!(caps.conditional_create && caps.conditional_update && caps.list);
+    assert!(!caps.conditional_delete);
+    assert!(matches!(
+        tenancy_core::testkit::state::conditional_delete(b.as_ref(), s3_options()).await,
+        tenancy_core::testkit::Outcome::Skipped(_)
+    ));
 }
 
 #[tokio::test]

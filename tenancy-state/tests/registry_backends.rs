@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tenancy_core::testkit::registry::conformance_with_clock;
+use tenancy_core::testkit::registry::RegistryFixture;
 use tenancy_core::{
     Error, LimitOverrides, ManualClock, NewTenant, PutMode, Resource, Secret, StateBackend,
     StateKey, TenantFilter, TenantId, TenantRegistry, TenantRegistryExt,
@@ -23,11 +23,9 @@ fn registry(backend: Arc<dyn StateBackend>) -> (Arc<StoreRegistry>, ManualClock)
     (Arc::new(r), clock)
 }
 
-async fn suite(backend: Arc<dyn StateBackend>) {
+fn fixture(backend: Arc<dyn StateBackend>) -> RegistryFixture<Arc<StoreRegistry>> {
     let (r, clock) = registry(backend);
-    let report = conformance_with_clock(r.as_ref(), &clock).await;
-    report.print_skips();
-    report.assert_complete();
+    RegistryFixture::new(r, clock)
 }
 
 /// 64 reservations from 64 tasks through two registry instances (two
@@ -110,10 +108,13 @@ fn local() -> (Arc<dyn StateBackend>, tempfile::TempDir) {
     (b, dir)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn local_files_pass_the_registry_suite() {
-    let (b, _dir) = local();
-    suite(b).await;
+/// The registry suite, one test per check, on local files.
+mod local_files {
+    use super::*;
+    tenancy_core::registry_suite!(strict: async {
+        let (b, dir) = local();
+        Some(fixture(b).guarded(dir))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -128,11 +129,13 @@ async fn local_files_half_written_record() {
     half_written(b).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3_passes_the_registry_suite() {
-    if let Some(b) = testing::s3_backend_or_skip("s3_passes_the_registry_suite").await {
-        suite(b).await;
-    }
+/// The registry suite, one test per check, on S3 (each check under a fresh prefix).
+mod s3 {
+    use super::*;
+    tenancy_core::registry_suite!(strict: async {
+        let b = testing::s3_backend_or_skip("registry suite on s3").await?;
+        Some(fixture(b))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,4 +1,4 @@
-//! The `LockManager` conformance suite.
+//! The `LockManager` conformance suite: one public function per check.
 //!
 //! The manager under test must read time from the [`ManualClock`] passed in
 //! (and sleep through it in `acquire`), so expiry and waiting are tested by
@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::SuiteReport;
+use super::Outcome;
 use crate::clock::{chrono_duration, Clock, ManualClock};
 use crate::error::Error;
 use crate::keys::{LockKey, MAX_LOCK_KEY_LEN};
@@ -80,34 +80,81 @@ fn expect_invalid(result: crate::Result<impl std::fmt::Debug>, what: &str) {
     }
 }
 
-/// Runs the lock suite. `clock` must be the clock `locks` reads.
-pub async fn conformance(locks: &dyn LockManager, clock: &ManualClock) -> SuiteReport {
-    let mut report = SuiteReport::new("lock");
+/// The checks of this suite, in the order [`lock_suite!`](crate::lock_suite) lists them.
+pub const CHECKS: [&str; 10] = [
+    "try_acquire_and_held",
+    "acquire_waits",
+    "renew",
+    "release",
+    "inspect",
+    "list_prefix",
+    "force_unlock",
+    "expiry_takeover",
+    "fencing_tokens_increase",
+    "bad_input",
+];
 
-    try_acquire_and_held(locks, clock).await;
-    report.pass("try_acquire_and_held");
-    acquire_waits(locks, clock).await;
-    report.pass("acquire_waits");
-    renew(locks, clock).await;
-    report.pass("renew");
-    release(locks).await;
-    report.pass("release");
-    inspect(locks, clock).await;
-    report.pass("inspect");
-    list(locks, clock).await;
-    report.pass("list_prefix");
-    force_unlock(locks).await;
-    report.pass("force_unlock");
-    expiry_takeover(locks, clock).await;
-    report.pass("expiry_takeover");
-    fencing_tokens(locks, clock).await;
-    report.pass("fencing_tokens_increase");
-    bad_input(locks).await;
-    report.pass("bad_input");
-    report
+/// A free key is taken; a held one is `LockHeld` naming the holder.
+pub async fn try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_try_acquire_and_held(locks, clock).await;
+    Outcome::Passed
 }
 
-async fn try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) {
+/// `acquire(wait)` waits for a release or expiry, and gives up after `wait`.
+pub async fn acquire_waits(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_acquire_waits(locks, clock).await;
+    Outcome::Passed
+}
+
+/// Renew extends one's own lease; a foreign, stale or expired lease is refused.
+pub async fn renew(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_renew(locks, clock).await;
+    Outcome::Passed
+}
+
+/// Release frees one's own lease only.
+pub async fn release(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
+    check_release(locks).await;
+    Outcome::Passed
+}
+
+/// Inspect shows the holder and nothing for a free or expired key.
+pub async fn inspect(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_inspect(locks, clock).await;
+    Outcome::Passed
+}
+
+/// List returns exactly the held locks below a prefix.
+pub async fn list_prefix(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_list(locks, clock).await;
+    Outcome::Passed
+}
+
+/// Force-unlock frees any lease and the key can be taken again.
+pub async fn force_unlock(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
+    check_force_unlock(locks).await;
+    Outcome::Passed
+}
+
+/// An expired lease can be taken over and the old holder can no longer renew.
+pub async fn expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_expiry_takeover(locks, clock).await;
+    Outcome::Passed
+}
+
+/// Fencing tokens strictly increase per key across every acquire and takeover.
+pub async fn fencing_tokens_increase(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
+    check_fencing_tokens(locks, clock).await;
+    Outcome::Passed
+}
+
+/// Bad keys, TTLs and texts are `InvalidInput`.
+pub async fn bad_input(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
+    check_bad_input(locks).await;
+    Outcome::Passed
+}
+
+async fn check_try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("stack:web:env:prod");
     let request = req(&key, 30).who("alice@laptop").info("{\"pr\": 42}");
@@ -170,7 +217,7 @@ async fn try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) {
     locks.release(&key, lease.lock_id).await.expect("release");
 }
 
-async fn acquire_waits(locks: &dyn LockManager, clock: &ManualClock) {
+async fn check_acquire_waits(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("wait");
 
@@ -211,7 +258,7 @@ async fn acquire_waits(locks: &dyn LockManager, clock: &ManualClock) {
     locks.release(&key, taken.lock_id).await.expect("release");
 }
 
-async fn renew(locks: &dyn LockManager, clock: &ManualClock) {
+async fn check_renew(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("renew");
     let lease = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
@@ -298,7 +345,7 @@ async fn renew(locks: &dyn LockManager, clock: &ManualClock) {
     );
 }
 
-async fn release(locks: &dyn LockManager) {
+async fn check_release(locks: &dyn LockManager) {
     let keys = Keys::new();
     let key = keys.key("release");
     let lease = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
@@ -340,7 +387,7 @@ async fn release(locks: &dyn LockManager) {
     locks.release(&key, again.lock_id).await.expect("release");
 }
 
-async fn inspect(locks: &dyn LockManager, clock: &ManualClock) {
+async fn check_inspect(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("inspect");
     assert!(
@@ -358,7 +405,7 @@ async fn inspect(locks: &dyn LockManager, clock: &ManualClock) {
     );
 }
 
-async fn list(locks: &dyn LockManager, clock: &ManualClock) {
+async fn check_list(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let a1 = keys.key("a:1");
     let a2 = keys.key("a:2");
@@ -430,7 +477,7 @@ async fn list(locks: &dyn LockManager, clock: &ManualClock) {
         .is_empty());
 }
 
-async fn force_unlock(locks: &dyn LockManager) {
+async fn check_force_unlock(locks: &dyn LockManager) {
     let keys = Keys::new();
     let key = keys.key("force");
     let lease = locks.try_acquire(&req(&key, 600)).await.expect("acquire");
@@ -478,7 +525,7 @@ async fn force_unlock(locks: &dyn LockManager) {
     );
 }
 
-async fn expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) {
+async fn check_expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("takeover");
     let old = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
@@ -530,7 +577,7 @@ async fn expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) {
     locks.release(&key, new.lock_id).await.expect("release");
 }
 
-async fn fencing_tokens(locks: &dyn LockManager, clock: &ManualClock) {
+async fn check_fencing_tokens(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("tokens");
     let mut tokens = Vec::new();
@@ -570,7 +617,7 @@ async fn fencing_tokens(locks: &dyn LockManager, clock: &ManualClock) {
     locks.release(&key, last.lock_id).await.expect("release");
 }
 
-async fn bad_input(locks: &dyn LockManager) {
+async fn check_bad_input(locks: &dyn LockManager) {
     let keys = Keys::new();
     let key = keys.key("bad");
 
@@ -663,4 +710,54 @@ async fn bad_input(locks: &dyn LockManager) {
     expect_refused(locks.release(&key, typo).await, "release with a wrong id");
     assert_eq!(current(locks, &key).await.as_ref(), Some(&lease));
     locks.release(&key, lease.lock_id).await.expect("release");
+}
+
+/// A lock manager under test and the [`ManualClock`] it reads time from.
+#[allow(missing_debug_implementations)]
+pub struct LockFixture<L> {
+    /// The manager.
+    pub locks: L,
+    /// The clock the manager reads and sleeps through.
+    pub clock: ManualClock,
+    /// Whatever must outlive the checks (a temporary directory, a server).
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl<L> LockFixture<L> {
+    /// A manager and its clock.
+    pub fn new(locks: L, clock: ManualClock) -> Self {
+        LockFixture {
+            locks,
+            clock,
+            guard: None,
+        }
+    }
+
+    /// Keeps `guard` alive as long as the fixture.
+    pub fn guarded(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
+    }
+}
+
+/// One `#[tokio::test]` per check of the lock suite, on a fresh manager
+/// from `$make` (a future of `Option<LockFixture<L>>`; `None` skips).
+///
+/// ```text
+/// tenancy_core::lock_suite!(async {
+///     let clock = tenancy_core::ManualClock::starting_now();
+///     let locks = MyLocks::new().with_clock(std::sync::Arc::new(clock.clone()));
+///     Some(tenancy_core::testkit::lock::LockFixture::new(locks, clock))
+/// });
+/// ```
+///
+/// (`tenancy-lock/tests/conformance.rs` runs it on every manager of that crate.)
+#[macro_export]
+macro_rules! lock_suite {
+    ($make:expr) => {
+        $crate::__testkit_tests!(lock, true, f => (&f.locks, &f.clock), $make, [
+            try_acquire_and_held, acquire_waits, renew, release, inspect, list_prefix,
+            force_unlock, expiry_takeover, fencing_tokens_increase, bad_input,
+        ]);
+    };
 }

@@ -1,65 +1,102 @@
 //! Conformance suites that every implementation of the three traits runs
-//! (cargo feature `testkit`).
+//! (cargo feature `testkit`), and a fault-injection wrapper for tests.
 //!
-//! Suites panic on the first violated expectation, like `assert!`, with a
-//! message naming the check. Checks that a backend's [`Capabilities`] rule
-//! out are not passed silently: they are listed in [`SuiteReport::skipped`]
-//! with the reason, and callers print them (see [`SuiteReport::print_skips`]).
+//! Each suite is a module of public async functions, **one per check**
+//! ([`state`], [`lock`], [`registry`]); every check builds its own fixture
+//! data (fresh keys, ids and prefixes), so checks run in any order and in
+//! parallel. A macro turns a suite into one `#[tokio::test]` per check for
+//! a given fixture constructor, like OpenDAL's behaviour tests, so
+//! `cargo test -- create_race` runs one check and one failure hides no
+//! other:
+//!
+//! ```
+//! // tests/conformance.rs of a crate with its own backend (dev-dependencies:
+//! // tenancy-core with feature "testkit", and tokio); MemoryBackend stands in
+//! // for yours. This makes `my_backend::round_trip`, `my_backend::create_race`...
+//! mod my_backend {
+//!     // a fresh, empty backend per check; `None` skips (e.g. no server)
+//!     tenancy_core::state_suite!(strict: async { Some(tenancy_core::MemoryBackend::new()) });
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! A check panics on the first violated expectation, like `assert!`, with a
+//! message naming it. A check that a backend's [`Capabilities`] rule out is
+//! not passed silently: it returns [`Outcome::Skipped`] with the reason,
+//! which the generated test prints as a `SKIPPED` line (or fails on, with
+//! `strict:`, for implementations that claim full support).
+//!
+//! [`HookBackend`] wraps any backend with a capability override, a hook
+//! that runs before each operation (to fail it or to interleave another
+//! writer at a chosen moment) and a delay, instead of hand-written doubles.
 //!
 //! [`Capabilities`]: crate::state::Capabilities
 
+mod hook;
 pub mod lock;
 pub mod registry;
 pub mod state;
 
-/// What a suite ran and what it skipped.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SuiteReport {
-    /// The suite's name.
-    pub suite: String,
-    /// Checks that ran and passed.
-    pub passed: Vec<String>,
-    /// Checks skipped, with the reason.
-    pub skipped: Vec<(String, String)>,
+pub use hook::{HookBackend, HookFn, Op};
+
+/// How one check ended (a violated expectation panics instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    /// The check ran and held.
+    Passed,
+    /// The check did not apply; the reason says why (e.g. a capability the
+    /// backend reports it lacks).
+    Skipped(String),
 }
 
-impl SuiteReport {
-    pub(crate) fn new(suite: &str) -> Self {
-        SuiteReport {
-            suite: suite.into(),
-            ..Default::default()
-        }
+impl Outcome {
+    /// A skip with its reason.
+    pub fn skipped(why: impl Into<String>) -> Self {
+        Outcome::Skipped(why.into())
     }
+}
 
-    pub(crate) fn pass(&mut self, check: &str) {
-        self.passed.push(check.into());
-    }
-
-    pub(crate) fn skip(&mut self, check: &str, why: &str) {
-        self.skipped.push((check.into(), why.into()));
-    }
-
-    /// Prints skipped checks to stderr, loudly; test code calls this.
-    pub fn print_skips(&self) {
-        for (check, why) in &self.skipped {
-            eprintln!("SKIPPED {}::{check}: {why}", self.suite);
-        }
-    }
-
-    /// Panics if any check was skipped (for backends that claim full support).
-    pub fn assert_complete(&self) {
+/// Reports a check's outcome from a generated test: a skip is written to
+/// stderr as `SKIPPED <check>: <why>`, or panics when `strict`.
+#[doc(hidden)]
+pub fn finish(check: &str, outcome: Outcome, strict: bool) {
+    if let Outcome::Skipped(why) = outcome {
         assert!(
-            self.skipped.is_empty(),
-            "{}: skipped checks: {:?}",
-            self.suite,
-            self.skipped
+            !strict,
+            "{check} was skipped ({why}), but this implementation claims full support"
         );
+        // Straight to stderr: the harness captures print output of passing tests.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {check}: {why}");
     }
 }
 
-/// A fresh, unique key prefix for one suite run (`tk-<uuid>`), so runs on a
+/// A fresh, unique key prefix for one check (`tk-<uuid>`), so checks on a
 /// shared bucket never see each other's objects.
 pub fn unique_prefix() -> crate::keys::StateKey {
     crate::keys::StateKey::new(format!("tk-{}", uuid::Uuid::new_v4().simple()))
         .expect("a uuid prefix is a valid key")
+}
+
+/// One `#[tokio::test]` per listed check of a suite module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __testkit_tests {
+    ($suite:ident, $strict:expr, $fixture:ident => $args:tt, $make:expr, [$($check:ident),* $(,)?]) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some($fixture) = ($make).await else {
+                    return;
+                };
+                let outcome = $crate::testkit::$suite::$check $args.await;
+                $crate::testkit::finish(
+                    concat!(module_path!(), "::", stringify!($check)),
+                    outcome,
+                    $strict,
+                );
+            }
+        )*
+    };
 }

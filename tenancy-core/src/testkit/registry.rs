@@ -1,10 +1,10 @@
-//! The `TenantRegistry` conformance suite.
+//! The `TenantRegistry` conformance suite: one public function per check.
 //!
-//! Run [`conformance_with_clock`] on a fresh, un-bootstrapped registry that
-//! reads time from the [`ManualClock`] passed in: expiry, the jobs-per-hour
-//! window and purge grace periods are tested by moving that clock, never by
-//! sleeping. [`conformance`] runs everything that needs no clock and lists
-//! the clock checks as skipped.
+//! Every check takes a fresh, un-bootstrapped registry (it bootstraps it
+//! itself) and, where it has one, the [`ManualClock`] the registry reads:
+//! expiry, the jobs-per-hour window and purge grace periods are tested by
+//! moving that clock, never by sleeping, and are skipped without one.
+//! [`registry_suite!`](crate::registry_suite) makes one test per check.
 //!
 //! The registry should hash with a low bcrypt cost (4) to keep the suite fast.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::SuiteReport;
+use super::Outcome;
 use crate::clock::{Clock, ManualClock};
 use crate::credentials::Secret;
 use crate::error::Error;
@@ -42,77 +42,185 @@ fn expect_kind<T: std::fmt::Debug>(r: crate::Result<T>, want: &str, what: &str) 
     }
 }
 
-/// Runs the registry suite on an empty (not yet bootstrapped) registry.
-/// Checks that need to move time are skipped; prefer [`conformance_with_clock`].
-pub async fn conformance(registry: &dyn TenantRegistry) -> SuiteReport {
-    run(registry, None).await
+/// The checks of this suite, in the order [`registry_suite!`](crate::registry_suite) lists them.
+pub const CHECKS: [&str; 17] = [
+    "bootstrap",
+    "create_authenticate",
+    "authenticate_key",
+    "rotation",
+    "refused_statuses",
+    "update_with_revision",
+    "concurrent_creates",
+    "concurrent_updates",
+    "quota_race",
+    "quota_semantics",
+    "secrets_never_shown",
+    "bad_input",
+    "lifecycle_table",
+    "expiry",
+    "jobs_per_hour",
+    "delete_and_purge",
+    "list_filters",
+];
+
+/// The admin password the suite bootstraps with.
+const ADMIN: &str = "correct horse battery staple";
+
+/// Bootstraps a fresh registry for a check.
+async fn bootstrapped(registry: &dyn TenantRegistry) {
+    registry
+        .bootstrap(&Secret::new(ADMIN))
+        .await
+        .expect("bootstrap a fresh registry");
 }
 
-/// Runs the whole registry suite on an empty (not yet bootstrapped) registry
-/// whose clock is `clock`.
-pub async fn conformance_with_clock(
+/// Bootstrap once; the admin password verifies, wrong ones do not.
+pub async fn bootstrap(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    check_bootstrap(registry).await;
+    Outcome::Passed
+}
+
+/// Create returns the secret once; authenticate accepts it and nothing else.
+pub async fn create_authenticate(
     registry: &dyn TenantRegistry,
-    clock: &ManualClock,
-) -> SuiteReport {
-    run(registry, Some(clock)).await
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
+    check_create_authenticate(registry).await;
+    Outcome::Passed
 }
 
-async fn run(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> SuiteReport {
-    let mut report = SuiteReport::new("registry");
-    bootstrap(registry).await;
-    report.pass("bootstrap");
-    create_authenticate(registry).await;
-    report.pass("create_authenticate");
-    authenticate_key(registry).await;
-    report.pass("authenticate_key");
-    rotation(registry).await;
-    report.pass("rotation");
-    refused_statuses(registry).await;
-    report.pass("refused_statuses");
-    update_with_revision(registry).await;
-    report.pass("update_with_revision");
-    concurrent_creates(registry).await;
-    report.pass("concurrent_creates");
-    concurrent_updates(registry).await;
-    report.pass("concurrent_updates");
-    quota_race(registry).await;
-    report.pass("quota_race");
-    quota_semantics(registry).await;
-    report.pass("quota_semantics");
-    secrets_never_shown(registry).await;
-    report.pass("secrets_never_shown");
-    bad_input(registry).await;
-    report.pass("bad_input");
-    match clock {
-        Some(clock) => {
-            lifecycle_table(registry, clock).await;
-            report.pass("lifecycle_table");
-            expiry(registry, clock).await;
-            report.pass("expiry");
-            jobs_per_hour(registry, clock).await;
-            report.pass("jobs_per_hour");
-            delete_and_purge(registry, clock).await;
-            report.pass("delete_and_purge");
-        }
-        None => {
-            for check in [
-                "lifecycle_table",
-                "expiry",
-                "jobs_per_hour",
-                "delete_and_purge",
-            ] {
-                report.skip(check, "needs a ManualClock: run conformance_with_clock");
-            }
-        }
-    }
-    // Last: the filters see every tenant the suite made.
-    list_filters(registry).await;
-    report.pass("list_filters");
-    report
+/// A secret alone resolves to its tenant, and only its own.
+pub async fn authenticate_key(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_authenticate_key(registry).await;
+    Outcome::Passed
 }
 
-async fn bootstrap(registry: &dyn TenantRegistry) {
-    let admin = Secret::new("correct horse battery staple");
+/// Rotation issues a new secret; the old one and its generation stop working.
+pub async fn rotation(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_rotation(registry).await;
+    Outcome::Passed
+}
+
+/// Suspended, expired and deleted tenants are refused with `Forbidden`.
+pub async fn refused_statuses(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_refused_statuses(registry).await;
+    Outcome::Passed
+}
+
+/// An update with a stale expected revision is `Precondition`.
+pub async fn update_with_revision(
+    registry: &dyn TenantRegistry,
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
+    check_update_with_revision(registry).await;
+    Outcome::Passed
+}
+
+/// Of concurrent creates of one id exactly one wins.
+pub async fn concurrent_creates(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_concurrent_creates(registry).await;
+    Outcome::Passed
+}
+
+/// Concurrent updates all land (none is lost).
+pub async fn concurrent_updates(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_concurrent_updates(registry).await;
+    Outcome::Passed
+}
+
+/// A burst of reservations never ends above the limit.
+pub async fn quota_race(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_quota_race(registry).await;
+    Outcome::Passed
+}
+
+/// Reserve, commit and release follow the quota rules.
+pub async fn quota_semantics(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_quota_semantics(registry).await;
+    Outcome::Passed
+}
+
+/// No secret or hash appears in Debug or Display output.
+pub async fn secrets_never_shown(
+    registry: &dyn TenantRegistry,
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
+    check_secrets_never_shown(registry).await;
+    Outcome::Passed
+}
+
+/// Bad input is `InvalidInput` and writes nothing.
+pub async fn bad_input(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_bad_input(registry).await;
+    Outcome::Passed
+}
+
+/// Every status transition in the lifecycle table, allowed or refused.
+pub async fn lifecycle_table(
+    registry: &dyn TenantRegistry,
+    clock: Option<&ManualClock>,
+) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
+    check_lifecycle_table(registry, clock).await;
+    Outcome::Passed
+}
+
+/// A tenant past `expires_at` reads expired and is refused.
+pub async fn expiry(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
+    check_expiry(registry, clock).await;
+    Outcome::Passed
+}
+
+/// The jobs-per-hour window counts per clock hour.
+pub async fn jobs_per_hour(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
+    check_jobs_per_hour(registry, clock).await;
+    Outcome::Passed
+}
+
+/// Delete archives state; purge removes it after the grace period.
+pub async fn delete_and_purge(
+    registry: &dyn TenantRegistry,
+    clock: Option<&ManualClock>,
+) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
+    check_delete_and_purge(registry, clock).await;
+    Outcome::Passed
+}
+
+/// List yields each tenant once and filters by status and plan.
+pub async fn list_filters(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    check_list_filters(registry).await;
+    Outcome::Passed
+}
+
+async fn check_bootstrap(registry: &dyn TenantRegistry) {
+    let admin = Secret::new(ADMIN);
     assert!(!registry.is_bootstrapped().await.expect("is_bootstrapped"));
     let err = registry
         .verify_admin(&admin)
@@ -147,7 +255,7 @@ async fn bootstrap(registry: &dyn TenantRegistry) {
         .expect("admin password still verifies");
 }
 
-async fn create_authenticate(registry: &dyn TenantRegistry) {
+async fn check_create_authenticate(registry: &dyn TenantRegistry) {
     let id = tid("acme");
     let created = registry
         .create(NewTenant::new(id.clone()))
@@ -252,7 +360,7 @@ async fn create_authenticate(registry: &dyn TenantRegistry) {
     assert_eq!(named.tenant.id.as_str(), "globex-corp");
 }
 
-async fn authenticate_key(registry: &dyn TenantRegistry) {
+async fn check_authenticate_key(registry: &dyn TenantRegistry) {
     let a = registry
         .create(NewTenant::new(tid("key-a")))
         .await
@@ -298,7 +406,7 @@ async fn authenticate_key(registry: &dyn TenantRegistry) {
     }
 }
 
-async fn rotation(registry: &dyn TenantRegistry) {
+async fn check_rotation(registry: &dyn TenantRegistry) {
     let id = tid("rotor");
     let created = registry
         .create(NewTenant {
@@ -349,7 +457,7 @@ async fn rotation(registry: &dyn TenantRegistry) {
     assert_eq!(stored.credential.rotations, 2);
 }
 
-async fn refused_statuses(registry: &dyn TenantRegistry) {
+async fn check_refused_statuses(registry: &dyn TenantRegistry) {
     let id = tid("sleepy");
     let created = registry
         .create(NewTenant::new(id.clone()))
@@ -422,7 +530,7 @@ async fn refused_statuses(registry: &dyn TenantRegistry) {
     );
 }
 
-async fn update_with_revision(registry: &dyn TenantRegistry) {
+async fn check_update_with_revision(registry: &dyn TenantRegistry) {
     let id = tid("revved");
     registry
         .create(NewTenant::new(id.clone()))
@@ -490,7 +598,7 @@ async fn update_with_revision(registry: &dyn TenantRegistry) {
     );
 }
 
-async fn concurrent_creates(registry: &dyn TenantRegistry) {
+async fn check_concurrent_creates(registry: &dyn TenantRegistry) {
     let id = tid("contested");
     let results = join_all((0..16).map(|_| registry.create(NewTenant::new(id.clone())))).await;
     let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -512,7 +620,7 @@ async fn concurrent_creates(registry: &dyn TenantRegistry) {
         .expect("winner's key");
 }
 
-async fn concurrent_updates(registry: &dyn TenantRegistry) {
+async fn check_concurrent_updates(registry: &dyn TenantRegistry) {
     let id = tid("busy");
     registry
         .create(NewTenant::new(id.clone()))
@@ -540,7 +648,7 @@ async fn concurrent_updates(registry: &dyn TenantRegistry) {
     assert_eq!(t.revision, before + n as u64);
 }
 
-async fn quota_race(registry: &dyn TenantRegistry) {
+async fn check_quota_race(registry: &dyn TenantRegistry) {
     let id = tid("racer");
     registry
         .create(NewTenant {
@@ -579,7 +687,7 @@ async fn quota_race(registry: &dyn TenantRegistry) {
     assert_eq!(registry.usage(&id).await.expect("usage").jobs_active, 0);
 }
 
-async fn quota_semantics(registry: &dyn TenantRegistry) {
+async fn check_quota_semantics(registry: &dyn TenantRegistry) {
     let id = tid("metered");
     registry
         .create(NewTenant {
@@ -658,7 +766,7 @@ async fn quota_semantics(registry: &dyn TenantRegistry) {
     );
 }
 
-async fn secrets_never_shown(registry: &dyn TenantRegistry) {
+async fn check_secrets_never_shown(registry: &dyn TenantRegistry) {
     let created = registry
         .create(NewTenant::new(tid("hush")))
         .await
@@ -714,7 +822,11 @@ async fn secrets_never_shown(registry: &dyn TenantRegistry) {
     assert!(!admin_err.to_string().contains("hunter2"));
 }
 
-async fn bad_input(registry: &dyn TenantRegistry) {
+async fn check_bad_input(registry: &dyn TenantRegistry) {
+    registry
+        .create(NewTenant::new(tid("acme")))
+        .await
+        .expect("create");
     let before = registry
         .list_all(TenantFilter::default())
         .await
@@ -902,7 +1014,7 @@ async fn bad_input(registry: &dyn TenantRegistry) {
     assert_eq!(before, after, "bad input wrote nothing");
 }
 
-async fn lifecycle_table(registry: &dyn TenantRegistry, clock: &ManualClock) {
+async fn check_lifecycle_table(registry: &dyn TenantRegistry, clock: &ManualClock) {
     use TenantStatus::*;
     #[derive(Clone, Copy, Debug)]
     enum Op {
@@ -995,7 +1107,7 @@ async fn lifecycle_table(registry: &dyn TenantRegistry, clock: &ManualClock) {
     }
 }
 
-async fn expiry(registry: &dyn TenantRegistry, clock: &ManualClock) {
+async fn check_expiry(registry: &dyn TenantRegistry, clock: &ManualClock) {
     let id = tid("mayfly");
     let created = registry
         .create(NewTenant {
@@ -1072,7 +1184,7 @@ async fn expiry(registry: &dyn TenantRegistry, clock: &ManualClock) {
     assert_eq!(t.status, TenantStatus::Active);
 }
 
-async fn jobs_per_hour(registry: &dyn TenantRegistry, clock: &ManualClock) {
+async fn check_jobs_per_hour(registry: &dyn TenantRegistry, clock: &ManualClock) {
     let id = tid("hourly");
     registry
         .create(NewTenant {
@@ -1118,7 +1230,7 @@ async fn jobs_per_hour(registry: &dyn TenantRegistry, clock: &ManualClock) {
     assert_eq!(registry.usage(&id).await.expect("usage").jobs_this_hour, 1);
 }
 
-async fn delete_and_purge(registry: &dyn TenantRegistry, clock: &ManualClock) {
+async fn check_delete_and_purge(registry: &dyn TenantRegistry, clock: &ManualClock) {
     let id = tid("purgeable");
     registry
         .create(NewTenant::new(id.clone()))
@@ -1153,8 +1265,10 @@ async fn delete_and_purge(registry: &dyn TenantRegistry, clock: &ManualClock) {
     );
 }
 
-async fn list_filters(registry: &dyn TenantRegistry) {
+async fn check_list_filters(registry: &dyn TenantRegistry) {
     for (id, plan) in [
+        ("acme", Plan::Free),
+        ("contested", Plan::Basic),
         ("plan-free", Plan::Free),
         ("plan-basic", Plan::Basic),
         ("plan-pro", Plan::Pro),
@@ -1217,4 +1331,59 @@ async fn list_filters(registry: &dyn TenantRegistry) {
         suspended.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["plan-pro"]
     );
+}
+
+/// A registry under test and, when it reads one, its [`ManualClock`].
+#[allow(missing_debug_implementations)]
+pub struct RegistryFixture<R> {
+    /// The registry: fresh and not bootstrapped.
+    pub registry: R,
+    /// The clock the registry reads; without one the clock checks skip.
+    pub clock: Option<ManualClock>,
+    /// Whatever must outlive the checks (a temporary directory, a server).
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl<R> RegistryFixture<R> {
+    /// A registry that reads `clock`.
+    pub fn new(registry: R, clock: ManualClock) -> Self {
+        RegistryFixture {
+            registry,
+            clock: Some(clock),
+            guard: None,
+        }
+    }
+
+    /// Keeps `guard` alive as long as the fixture.
+    pub fn guarded(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
+    }
+}
+
+/// One `#[tokio::test]` per check of the registry suite, on a fresh,
+/// un-bootstrapped registry from `$make` (a future of
+/// `Option<RegistryFixture<R>>`; `None` skips). `strict:` first fails on
+/// any skipped check.
+#[macro_export]
+macro_rules! registry_suite {
+    (strict: $make:expr) => {
+        $crate::__registry_suite!(true, $make);
+    };
+    ($make:expr) => {
+        $crate::__registry_suite!(false, $make);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __registry_suite {
+    ($strict:expr, $make:expr) => {
+        $crate::__testkit_tests!(registry, $strict, f => (&f.registry, f.clock.as_ref()), $make, [
+            bootstrap, create_authenticate, authenticate_key, rotation, refused_statuses,
+            update_with_revision, concurrent_creates, concurrent_updates, quota_race,
+            quota_semantics, secrets_never_shown, bad_input, lifecycle_table, expiry,
+            jobs_per_hour, delete_and_purge, list_filters,
+        ]);
+    };
 }

@@ -1,10 +1,16 @@
-//! The `StateBackend` conformance suite.
+//! The `StateBackend` conformance suite: one public function per check.
+//!
+//! Every check takes the backend under test and the suite's sizes, works
+//! under a fresh [`unique_prefix`], deletes what it wrote, and returns
+//! [`Outcome::Skipped`] when the backend's capabilities rule it out (after
+//! checking that the backend refuses the mode instead of faking it).
+//! [`state_suite!`](crate::state_suite) makes one test per check.
 
 use bytes::Bytes;
 use futures::future::join_all;
 use futures::TryStreamExt;
 
-use super::{unique_prefix, SuiteReport};
+use super::{unique_prefix, Outcome};
 use crate::error::Error;
 use crate::keys::{StateKey, MAX_KEY_LEN};
 use crate::state::{DeleteMode, PutMode, StateBackend, StateBackendExt, Version};
@@ -30,65 +36,128 @@ impl Default for StateSuiteOptions {
     }
 }
 
-/// Runs the whole state suite with default sizes.
-pub async fn conformance(backend: &dyn StateBackend) -> SuiteReport {
-    conformance_with(backend, StateSuiteOptions::default()).await
+/// The checks of this suite, in the order [`state_suite!`](crate::state_suite) lists them.
+pub const CHECKS: [&str; 10] = [
+    "round_trip",
+    "overwrite",
+    "delete",
+    "key_charset",
+    "create_conflict",
+    "create_race",
+    "update",
+    "update_race",
+    "conditional_delete",
+    "list",
+];
+
+/// Get and put round trips: missing keys, empty and 256 KiB objects.
+pub async fn round_trip(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    check_round_trip(b, &root).await;
+    finish(b, &root, Outcome::Passed).await
 }
 
-/// Runs the whole state suite on `backend`, under a fresh unique prefix,
-/// and deletes what it wrote.
-pub async fn conformance_with(backend: &dyn StateBackend, opts: StateSuiteOptions) -> SuiteReport {
-    let mut report = SuiteReport::new(&format!("state[{}]", backend.name()));
+/// An overwrite changes the content and the version.
+pub async fn overwrite(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
     let root = unique_prefix();
-    let caps = backend.capabilities();
+    check_overwrite(b, &root).await;
+    finish(b, &root, Outcome::Passed).await
+}
 
-    round_trip(backend, &root).await;
-    report.pass("round_trip");
-    overwrite(backend, &root).await;
-    report.pass("overwrite");
-    delete(backend, &root).await;
-    report.pass("delete");
-    key_charset(backend, &root).await;
-    report.pass("key_charset");
+/// Delete removes; deleting a missing key is no error.
+pub async fn delete(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    check_delete(b, &root).await;
+    finish(b, &root, Outcome::Passed).await
+}
 
-    if caps.conditional_create {
-        create_conflict(backend, &root).await;
-        report.pass("create_conflict");
-        create_race(backend, &root, opts).await;
-        report.pass("create_race");
-    } else {
-        refuses(backend, &root, PutMode::Create).await;
-        report.skip("create_conflict", "backend reports no conditional create");
-        report.skip("create_race", "backend reports no conditional create");
-    }
-    if caps.conditional_update {
-        update(backend, &root).await;
-        report.pass("update");
-        update_race(backend, &root, opts).await;
-        report.pass("update_race");
-    } else {
-        refuses(backend, &root, PutMode::Update(Version("1".into()))).await;
-        report.skip("update", "backend reports no conditional update");
-        report.skip("update_race", "backend reports no conditional update");
-    }
-    if caps.conditional_delete {
-        conditional_delete(backend, &root).await;
-        report.pass("conditional_delete");
-    } else {
-        report.skip(
-            "conditional_delete",
-            "backend reports no conditional delete",
-        );
-    }
-    if caps.list {
-        list(backend, &root, opts).await;
-        report.pass("list");
-    } else {
-        report.skip("list", "backend reports no list");
-    }
+/// Every character a key may hold, and the longest key, work and list back.
+pub async fn key_charset(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    check_key_charset(b, &root).await;
+    finish(b, &root, Outcome::Passed).await
+}
 
-    cleanup(backend, &root).await;
-    report
+/// A second `Create` of a key is `AlreadyExists` and changes nothing.
+pub async fn create_conflict(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    let out = if b.capabilities().conditional_create {
+        check_create_conflict(b, &root).await;
+        Outcome::Passed
+    } else {
+        refuses(b, &root, PutMode::Create).await;
+        Outcome::skipped("backend reports no conditional create")
+    };
+    finish(b, &root, out).await
+}
+
+/// Of concurrent `Create`s of one key exactly one wins, round after round.
+pub async fn create_race(b: &dyn StateBackend, opts: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    let out = if b.capabilities().conditional_create {
+        check_create_race(b, &root, opts).await;
+        Outcome::Passed
+    } else {
+        refuses(b, &root, PutMode::Create).await;
+        Outcome::skipped("backend reports no conditional create")
+    };
+    finish(b, &root, out).await
+}
+
+/// `Update` with the current version wins; stale or missing is `Precondition`.
+pub async fn update(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    let out = if b.capabilities().conditional_update {
+        check_update(b, &root).await;
+        Outcome::Passed
+    } else {
+        refuses(b, &root, PutMode::Update(Version("1".into()))).await;
+        Outcome::skipped("backend reports no conditional update")
+    };
+    finish(b, &root, out).await
+}
+
+/// Of concurrent `Update`s on one version exactly one wins, round after round.
+pub async fn update_race(b: &dyn StateBackend, opts: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    let out = if b.capabilities().conditional_update {
+        check_update_race(b, &root, opts).await;
+        Outcome::Passed
+    } else {
+        refuses(b, &root, PutMode::Update(Version("1".into()))).await;
+        Outcome::skipped("backend reports no conditional update")
+    };
+    finish(b, &root, out).await
+}
+
+/// `DeleteMode::IfVersion` refuses a stale version and deletes the current one.
+pub async fn conditional_delete(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    let out = if b.capabilities().conditional_delete {
+        check_conditional_delete(b, &root).await;
+        Outcome::Passed
+    } else {
+        Outcome::skipped("backend reports no conditional delete")
+    };
+    finish(b, &root, out).await
+}
+
+/// A listing returns exactly the keys below a prefix (thousands, with
+/// neighbours that must not show), nested prefixes and sizes.
+pub async fn list(b: &dyn StateBackend, opts: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    let out = if b.capabilities().list {
+        check_list(b, &root, opts).await;
+        Outcome::Passed
+    } else {
+        Outcome::skipped("backend reports no list")
+    };
+    finish(b, &root, out).await
+}
+
+async fn finish(b: &dyn StateBackend, root: &StateKey, out: Outcome) -> Outcome {
+    cleanup(b, root).await;
+    out
 }
 
 async fn refuses(b: &dyn StateBackend, root: &StateKey, mode: PutMode) {
@@ -103,7 +172,7 @@ async fn refuses(b: &dyn StateBackend, root: &StateKey, mode: PutMode) {
     );
 }
 
-async fn round_trip(b: &dyn StateBackend, root: &StateKey) {
+async fn check_round_trip(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("rt/obj.json").expect("valid");
     assert!(
         b.get(&k).await.expect("get missing").is_none(),
@@ -137,7 +206,7 @@ async fn round_trip(b: &dyn StateBackend, root: &StateKey) {
     assert_eq!(&obj.bytes[..], &big[..], "256 KiB round trip");
 }
 
-async fn overwrite(b: &dyn StateBackend, root: &StateKey) {
+async fn check_overwrite(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("ow/obj").expect("valid");
     let v1 = b
         .put(&k, Bytes::from_static(b"one"), PutMode::Overwrite)
@@ -153,7 +222,7 @@ async fn overwrite(b: &dyn StateBackend, root: &StateKey) {
     assert_eq!(obj.version, v2);
 }
 
-async fn delete(b: &dyn StateBackend, root: &StateKey) {
+async fn check_delete(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("del/obj").expect("valid");
     b.put(&k, Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
@@ -168,7 +237,7 @@ async fn delete(b: &dyn StateBackend, root: &StateKey) {
         .expect("deleting a missing key is not an error");
 }
 
-async fn key_charset(b: &dyn StateBackend, root: &StateKey) {
+async fn check_key_charset(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("chars/A-z_0.9:x=y@z/v1.json").expect("valid");
     b.put(&k, Bytes::from_static(b"c"), PutMode::Overwrite)
         .await
@@ -196,7 +265,7 @@ async fn key_charset(b: &dyn StateBackend, root: &StateKey) {
     assert_eq!(listed, vec![long], "long key lists back exactly");
 }
 
-async fn create_conflict(b: &dyn StateBackend, root: &StateKey) {
+async fn check_create_conflict(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("create/obj").expect("valid");
     b.put(&k, Bytes::from_static(b"first"), PutMode::Create)
         .await
@@ -217,7 +286,7 @@ async fn create_conflict(b: &dyn StateBackend, root: &StateKey) {
     );
 }
 
-async fn update(b: &dyn StateBackend, root: &StateKey) {
+async fn check_update(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("update/obj").expect("valid");
     let v1 = b
         .put(&k, Bytes::from_static(b"v1"), PutMode::Overwrite)
@@ -259,7 +328,7 @@ async fn update(b: &dyn StateBackend, root: &StateKey) {
     );
 }
 
-async fn conditional_delete(b: &dyn StateBackend, root: &StateKey) {
+async fn check_conditional_delete(b: &dyn StateBackend, root: &StateKey) {
     let k = root.child("cdel/obj").expect("valid");
     let v1 = b
         .put(&k, Bytes::from_static(b"1"), PutMode::Overwrite)
@@ -287,7 +356,7 @@ async fn conditional_delete(b: &dyn StateBackend, root: &StateKey) {
     assert!(b.get(&k).await.expect("get").is_none());
 }
 
-async fn list(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
+async fn check_list(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
     let many = root.child("list/many").expect("valid");
     let mut want = Vec::with_capacity(opts.list_keys);
     for chunk in (0..opts.list_keys).collect::<Vec<_>>().chunks(64) {
@@ -343,7 +412,7 @@ async fn list(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
         .is_empty());
 }
 
-async fn create_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
+async fn check_create_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
     for round in 0..opts.race_rounds {
         let k = root.child(&format!("race-create/r{round}")).expect("valid");
         let attempts = (0..opts.contenders).map(|c| {
@@ -377,7 +446,7 @@ async fn create_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOpti
     }
 }
 
-async fn update_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
+async fn check_update_race(b: &dyn StateBackend, root: &StateKey, opts: StateSuiteOptions) {
     let k = root.child("race-update/obj").expect("valid");
     let mut v = b
         .put(&k, Bytes::from_static(b"start"), PutMode::Overwrite)
@@ -421,4 +490,60 @@ async fn cleanup(b: &dyn StateBackend, root: &StateKey) {
     for chunk in keys.chunks(64) {
         join_all(chunk.iter().map(|k| b.delete(k, DeleteMode::Any))).await;
     }
+}
+
+/// What the state suite runs on: a backend, or a pair of a guard that must
+/// outlive the checks (a temporary directory, a server) and a backend.
+pub trait StateFixture {
+    /// The backend under test.
+    fn backend(&self) -> &dyn StateBackend;
+}
+
+impl<B: StateBackend> StateFixture for B {
+    fn backend(&self) -> &dyn StateBackend {
+        self
+    }
+}
+
+impl<G, B: StateBackend> StateFixture for (G, B) {
+    fn backend(&self) -> &dyn StateBackend {
+        &self.1
+    }
+}
+
+/// One `#[tokio::test]` per check of the state suite, on a fresh fixture
+/// from `$make` (a future of `Option<F>`, `F:` [`StateFixture`]; `None`
+/// skips, e.g. when a server is missing). `strict:` first fails on any skipped
+/// check; a second argument gives the [`StateSuiteOptions`].
+///
+/// ```
+/// tenancy_core::state_suite!(strict: async { Some(tenancy_core::MemoryBackend::new()) });
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! state_suite {
+    (strict: $make:expr $(, $opts:expr)?) => {
+        $crate::__state_suite!(true, $make $(, $opts)?);
+    };
+    ($make:expr $(, $opts:expr)?) => {
+        $crate::__state_suite!(false, $make $(, $opts)?);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __state_suite {
+    ($strict:expr, $make:expr) => {
+        $crate::__state_suite!(
+            $strict,
+            $make,
+            $crate::testkit::state::StateSuiteOptions::default()
+        );
+    };
+    ($strict:expr, $make:expr, $opts:expr) => {
+        $crate::__testkit_tests!(state, $strict, f => ($crate::testkit::state::StateFixture::backend(&f), $opts), $make, [
+            round_trip, overwrite, delete, key_charset, create_conflict, create_race,
+            update, update_race, conditional_delete, list,
+        ]);
+    };
 }
