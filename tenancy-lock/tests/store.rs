@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use tenancy_core::testkit::HookBackend;
 use tenancy_core::{
-    Capabilities, DeleteMode, Error, ListEntry, LockKey, LockManager, LockRequest, ManualClock,
-    MemoryBackend, Object, PutMode, Result, StateBackend, StateBackendExt, StateKey, Version,
+    Capabilities, Error, LockKey, LockManager, LockRequest, ManualClock, MemoryBackend, PutMode,
+    StateBackend, StateBackendExt, Version,
 };
 use tenancy_lock::{LockRecord, StoreLockManager, LOCK_RECORD_FORMAT};
 use tenancy_state::counting::CountingBackend;
@@ -27,34 +26,13 @@ fn calls<B>(b: &CountingBackend<B>) -> (u64, u64, u64, u64) {
 }
 
 /// A MemoryBackend that hides its compare-and-swap.
-#[derive(Debug, Default)]
-struct NoCas(MemoryBackend);
-
-#[async_trait]
-impl StateBackend for NoCas {
-    fn name(&self) -> &str {
-        "no-cas"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            conditional_create: false,
-            conditional_update: false,
-            conditional_delete: false,
-            list: true,
-        }
-    }
-    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.0.get(key).await
-    }
-    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        self.0.put(key, value, mode).await
-    }
-    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        self.0.delete(key, mode).await
-    }
-    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        self.0.list(prefix)
-    }
+fn no_cas() -> HookBackend<MemoryBackend> {
+    HookBackend::new(MemoryBackend::new()).with_capabilities(Capabilities {
+        conditional_create: false,
+        conditional_update: false,
+        conditional_delete: false,
+        list: true,
+    })
 }
 
 fn key(name: &str) -> LockKey {
@@ -129,11 +107,11 @@ async fn layout_and_free_record_keep_the_token() {
 
 #[tokio::test]
 async fn backends_without_cas_are_refused() {
-    let e = StoreLockManager::try_new(CountingBackend::new(NoCas::default()))
-        .expect_err("no CAS, no locks");
+    let e =
+        StoreLockManager::try_new(CountingBackend::new(no_cas())).expect_err("no CAS, no locks");
     assert!(matches!(e, Error::NotImplemented { .. }), "{e}");
 
-    let backend = Arc::new(CountingBackend::new(NoCas::default()));
+    let backend = Arc::new(CountingBackend::new(no_cas()));
     let locks = StoreLockManager::new(Arc::clone(&backend));
     let k = key("x");
     for e in [

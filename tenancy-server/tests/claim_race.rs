@@ -6,71 +6,54 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::FutureExt;
+use tenancy_core::testkit::{HookBackend, Op};
 use tenancy_core::{
-    Capabilities, DeleteMode, Error, ListEntry, ManualClock, MemoryBackend, NewTenant, Object,
-    PutMode, Result, Secret, StateBackend, StateKey, TenantId, TenantRegistry, Version,
+    Capabilities, Error, ListEntry, ManualClock, MemoryBackend, NewTenant, PutMode, Result, Secret,
+    StateBackend, StateKey, TenantId, TenantRegistry,
 };
 use tenancy_server::jobs::{JobStatus, JobStore, NewJob, NewWorker};
 use tenancy_state::StoreRegistry;
 
-/// Before the first job swap after `arm`, marks every worker deleted, as a
-/// concurrent `delete_worker` would (its mark and its job scan both land
-/// between the claim's worker check and its swap).
-#[derive(Debug)]
-struct DeleteDuringClaim {
-    inner: MemoryBackend,
-    armed: AtomicBool,
+/// Marks every worker deleted, as a concurrent `delete_worker` would (its
+/// mark and its job scan both land between the claim's worker check and its
+/// swap). Writes to `inner` directly, past the hook.
+async fn mark_workers_deleted(inner: &MemoryBackend) -> Result<()> {
+    use futures::TryStreamExt;
+    let prefix = StateKey::new("_server/workers")?;
+    let keys: Vec<ListEntry> = inner.list(Some(&prefix)).try_collect().await?;
+    for e in keys {
+        if let Some(obj) = inner.get(&e.key).await? {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&obj.bytes).map_err(|e| Error::invalid(e.to_string()))?;
+            v["deleted"] = serde_json::Value::Bool(true);
+            let bytes = serde_json::to_vec(&v).map_err(|e| Error::invalid(e.to_string()))?;
+            inner
+                .put(&e.key, Bytes::from(bytes), PutMode::Update(obj.version))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
-impl DeleteDuringClaim {
-    async fn mark_workers_deleted(&self) -> Result<()> {
-        use futures::TryStreamExt;
-        let prefix = StateKey::new("_server/workers")?;
-        let keys: Vec<ListEntry> = self.inner.list(Some(&prefix)).try_collect().await?;
-        for e in keys {
-            if let Some(obj) = self.inner.get(&e.key).await? {
-                let mut v: serde_json::Value = serde_json::from_slice(&obj.bytes)
-                    .map_err(|e| Error::invalid(e.to_string()))?;
-                v["deleted"] = serde_json::Value::Bool(true);
-                let bytes = serde_json::to_vec(&v).map_err(|e| Error::invalid(e.to_string()))?;
-                self.inner
-                    .put(&e.key, Bytes::from(bytes), PutMode::Update(obj.version))
-                    .await?;
-            }
+/// Once armed, runs `then` before the first operation that `when` picks.
+fn once_before<W, T>(
+    state: &HookBackend<Arc<MemoryBackend>>,
+    armed: Arc<AtomicBool>,
+    when: W,
+    then: T,
+) where
+    W: Fn(&Op) -> bool + Send + Sync + 'static,
+    T: Fn() -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync + 'static,
+{
+    state.set_hook(move |op| {
+        if when(&op) && armed.swap(false, Ordering::SeqCst) {
+            then()
+        } else {
+            async { Ok(()) }.boxed()
         }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl StateBackend for DeleteDuringClaim {
-    fn name(&self) -> &str {
-        "delete-during-claim"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        if key.as_str().starts_with("_server/jobs/")
-            && matches!(mode, PutMode::Update(_))
-            && self.armed.swap(false, Ordering::SeqCst)
-        {
-            self.mark_workers_deleted().await?;
-        }
-        self.inner.put(key, value, mode).await
-    }
-    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        self.inner.delete(key, mode).await
-    }
-    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        self.inner.list(prefix)
-    }
+    });
 }
 
 /// The job store of tenant `acme` (two workers allowed) on `state`, with a
@@ -112,15 +95,24 @@ fn render() -> NewJob {
 
 #[tokio::test]
 async fn a_claim_that_loses_its_worker_puts_the_job_back() {
-    let state = Arc::new(DeleteDuringClaim {
-        inner: MemoryBackend::new(),
-        armed: AtomicBool::new(false),
-    });
+    // Before the claim's job swap, every worker is marked deleted.
+    let inner = Arc::new(MemoryBackend::new());
+    let state = Arc::new(HookBackend::new(inner.clone()));
+    let armed = Arc::new(AtomicBool::new(false));
+    once_before(
+        &state,
+        armed.clone(),
+        |op| matches!(op, Op::Put(k, PutMode::Update(_)) if k.as_str().starts_with("_server/jobs/")),
+        move || {
+            let inner = inner.clone();
+            async move { mark_workers_deleted(&inner).await }.boxed()
+        },
+    );
     let jobs = job_store(state.clone()).await;
     let w1 = jobs.register_worker(worker("w1")).await.unwrap();
     let job = jobs.create_job(render()).await.unwrap();
 
-    state.armed.store(true, Ordering::SeqCst);
+    armed.store(true, Ordering::SeqCst);
     let claimed = jobs.claim(&w1.id).await;
     assert!(
         matches!(claimed, Err(Error::NotFound { .. })),
@@ -140,64 +132,31 @@ async fn a_claim_that_loses_its_worker_puts_the_job_back() {
     assert_eq!(again.id, job.id);
 }
 
-/// A store without conditional deletes (like S3) on which a whole worker
-/// delete, with its requeue, lands between a claim's job swap and the
-/// claim's (unconditional) delete of the queue marker it read.
-#[derive(Debug)]
-struct RequeueBeforeMarkerDelete {
-    inner: MemoryBackend,
-    armed: AtomicBool,
-    jobs: std::sync::OnceLock<(JobStore, uuid::Uuid)>,
-}
-
-#[async_trait]
-impl StateBackend for RequeueBeforeMarkerDelete {
-    fn name(&self) -> &str {
-        "requeue-before-marker-delete"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            conditional_delete: false,
-            ..self.inner.capabilities()
-        }
-    }
-    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        self.inner.put(key, value, mode).await
-    }
-    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        if key.as_str().starts_with("_server/queue/") && self.armed.swap(false, Ordering::SeqCst) {
-            if let Some((jobs, worker)) = self.jobs.get() {
-                jobs.delete_worker(worker).await?;
-            }
-        }
-        let mode = match mode {
-            DeleteMode::IfVersion(_) => {
-                return Err(Error::not_implemented("conditional delete"));
-            }
-            m => m,
-        };
-        self.inner.delete(key, mode).await
-    }
-    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        self.inner.list(prefix)
-    }
-}
-
 #[tokio::test]
 async fn a_requeue_racing_a_claim_keeps_its_queue_marker_without_conditional_deletes() {
-    let state = Arc::new(RequeueBeforeMarkerDelete {
-        inner: MemoryBackend::new(),
-        armed: AtomicBool::new(false),
-        jobs: std::sync::OnceLock::new(),
-    });
+    // A store without conditional deletes (like S3) on which a whole worker
+    // delete, with its requeue, lands between a claim's job swap and the
+    // claim's (unconditional) delete of the queue marker it read.
+    let inner = Arc::new(MemoryBackend::new());
+    let caps = Capabilities {
+        conditional_delete: false,
+        ..inner.capabilities()
+    };
+    let state = Arc::new(HookBackend::new(inner).with_capabilities(caps));
     let jobs = job_store(state.clone()).await;
     let w1 = jobs.register_worker(worker("w1")).await.unwrap();
     let job = jobs.create_job(render()).await.unwrap();
-    state.jobs.set((jobs.clone(), w1.id)).expect("set once");
-    state.armed.store(true, Ordering::SeqCst);
+    let armed = Arc::new(AtomicBool::new(true));
+    let (racer, worker_id) = (jobs.clone(), w1.id);
+    once_before(
+        &state,
+        armed,
+        |op| matches!(op, Op::Delete(k, _) if k.as_str().starts_with("_server/queue/")),
+        move || {
+            let racer = racer.clone();
+            async move { racer.delete_worker(&worker_id).await.map(|_| ()) }.boxed()
+        },
+    );
 
     // w1 claims; its worker is deleted (and the job requeued) before the
     // claim deletes the marker it read.

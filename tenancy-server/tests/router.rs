@@ -1447,56 +1447,9 @@ async fn metrics_have_templated_routes_and_tenant_counts() {
     assert!(seen, "the background re-count shows the third tenant");
 }
 
-/// A backend whose tenant-state reads hang while `slow` is set.
-#[derive(Debug)]
-struct SlowBackend {
-    inner: MemoryBackend,
-    slow: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl StateBackend for SlowBackend {
-    fn name(&self) -> &str {
-        "slow"
-    }
-    fn capabilities(&self) -> tenancy_core::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &StateKey) -> tenancy_core::Result<Option<tenancy_core::Object>> {
-        if self.slow.load(Ordering::SeqCst) && key.as_str().starts_with("tenants/") {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        }
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &StateKey,
-        value: bytes::Bytes,
-        mode: tenancy_core::PutMode,
-    ) -> tenancy_core::Result<tenancy_core::Version> {
-        self.inner.put(key, value, mode).await
-    }
-    async fn delete(
-        &self,
-        key: &StateKey,
-        mode: tenancy_core::DeleteMode,
-    ) -> tenancy_core::Result<()> {
-        self.inner.delete(key, mode).await
-    }
-    fn list(
-        &self,
-        prefix: Option<&StateKey>,
-    ) -> futures::stream::BoxStream<'_, tenancy_core::Result<tenancy_core::ListEntry>> {
-        self.inner.list(prefix)
-    }
-}
-
 #[tokio::test]
 async fn a_request_over_the_timeout_gets_503_json() {
-    let slow = Arc::new(SlowBackend {
-        inner: MemoryBackend::new(),
-        slow: std::sync::atomic::AtomicBool::new(false),
-    });
+    let slow = Arc::new(tenancy_core::testkit::HookBackend::new(MemoryBackend::new()));
     let backend: Arc<dyn StateBackend> = slow.clone();
     let h = harness_on(
         backend,
@@ -1514,7 +1467,15 @@ async fn a_request_over_the_timeout_gets_503_json() {
             .status,
         StatusCode::OK
     );
-    slow.slow.store(true, Ordering::SeqCst);
+    // From now on, reads of tenant state hang.
+    slow.set_hook(|op| {
+        Box::pin(async move {
+            if matches!(&op, tenancy_core::testkit::Op::Get(k) if k.as_str().starts_with("tenants/")) {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok(())
+        })
+    });
     let started = std::time::Instant::now();
     let a = h
         .call("GET", "/v1/state/stacks/x", &[("x-api-key", &key)], "")

@@ -8,14 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use tenancy_core::credentials::{hash_secret, lookup_id};
+use tenancy_core::testkit::HookBackend;
 use tenancy_core::{
-    Capabilities, DeleteMode, Error, ListEntry, ManualClock, MemoryBackend, NewTenant, Object,
-    PutMode, Resource, Result, Secret, StateBackend, StateBackendExt, StateKey, TenantFilter,
-    TenantId, TenantRegistry, TenantRegistryExt, TenantStatus, Version,
+    Capabilities, Error, ManualClock, MemoryBackend, NewTenant, PutMode, Resource, Secret,
+    StateBackend, StateBackendExt, StateKey, TenantFilter, TenantId, TenantRegistry,
+    TenantRegistryExt, TenantStatus,
 };
 use tenancy_state::counting::CountingBackend;
 use tenancy_state::migrate_stacks;
@@ -661,35 +660,13 @@ async fn migration_copies_verifies_and_is_idempotent() {
 
 #[tokio::test]
 async fn a_backend_without_cas_is_refused_not_faked() {
-    #[derive(Debug, Default)]
-    struct NoCas(MemoryBackend);
-    #[async_trait]
-    impl StateBackend for NoCas {
-        fn name(&self) -> &str {
-            "nocas"
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                conditional_create: false,
-                conditional_update: false,
-                conditional_delete: false,
-                list: true,
-            }
-        }
-        async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-            self.0.get(key).await
-        }
-        async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-            self.0.put(key, value, mode).await
-        }
-        async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-            self.0.delete(key, mode).await
-        }
-        fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-            self.0.list(prefix)
-        }
-    }
-    let r = StoreRegistry::new(Arc::new(NoCas::default())).with_bcrypt_cost(4);
+    let no_cas = HookBackend::new(MemoryBackend::new()).with_capabilities(Capabilities {
+        conditional_create: false,
+        conditional_update: false,
+        conditional_delete: false,
+        list: true,
+    });
+    let r = StoreRegistry::new(Arc::new(no_cas)).with_bcrypt_cost(4);
     assert!(matches!(
         r.bootstrap(&Secret::new("admin-password")).await,
         Err(Error::NotImplemented { .. })

@@ -2,17 +2,13 @@
 //! interrupted saves, stale writers, and backend call counts.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::FutureExt;
 use serde_json::json;
-use tenancy_core::{
-    Capabilities, DeleteMode, Error, ListEntry, Object, PutMode, Result, StateBackend,
-    StateBackendExt, StateKey, TenantId, Version,
-};
+use tenancy_core::testkit::{HookBackend, Op};
+use tenancy_core::{Error, PutMode, StateBackend, StateBackendExt, StateKey, TenantId};
 use tenancy_state::counting::CountingBackend;
 use tenancy_state::stack::StackStore;
 use tenancy_state::{ObjectBackend, TenantScoped};
@@ -249,59 +245,39 @@ async fn prune_and_retention() {
         .is_not_found());
 }
 
-/// A backend that fails writes of `state.json` while armed, like a crash
-/// between the two steps of a save.
-#[derive(Debug)]
-struct FailStateWrites<B> {
-    inner: B,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl<B: StateBackend> StateBackend for FailStateWrites<B> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        if self.armed.load(Ordering::SeqCst) && key.file_name() == "state.json" {
-            return Err(Error::backend("test", "simulated crash before state.json"));
+/// Makes every write of a `state.json` fail, like a crash between the two
+/// steps of a save.
+fn fail_state_writes(b: &HookBackend<ObjectBackend>) {
+    b.set_hook(|op| {
+        async move {
+            match op {
+                Op::Put(k, _) if k.file_name() == "state.json" => {
+                    Err(Error::backend("test", "simulated crash before state.json"))
+                }
+                _ => Ok(()),
+            }
         }
-        self.inner.put(key, value, mode).await
-    }
-    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        self.inner.delete(key, mode).await
-    }
-    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        self.inner.list(prefix)
-    }
+        .boxed()
+    });
 }
 
 #[tokio::test]
 async fn interrupted_save_stays_consistent_for_readers_and_is_rolled_forward() {
-    let backend = Arc::new(FailStateWrites {
-        inner: ObjectBackend::memory(),
-        armed: AtomicBool::new(false),
-    });
+    let backend = Arc::new(HookBackend::new(ObjectBackend::memory()));
     let store = StackStore::new(backend.clone());
     store.save("s", "e", &json!("one"), None).await.unwrap();
     store.save("s", "e", &json!("two"), Some(1)).await.unwrap();
 
-    backend.armed.store(true, Ordering::SeqCst);
+    fail_state_writes(&backend);
     let err = store
         .save("s", "e", &json!("interrupted"), Some(2))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err}");
-    backend.armed.store(false, Ordering::SeqCst);
+    backend.clear_hook();
     // the pending entry exists but no reader sees it
     assert!(backend
-        .inner
+        .inner()
         .exists(&key("stacks/s/e/history/000003.json"))
         .await
         .unwrap());
@@ -350,13 +326,11 @@ async fn interrupted_save_stays_consistent_for_readers_and_is_rolled_forward() {
 
 #[tokio::test]
 async fn interrupted_first_save_is_invisible_then_rolled_forward() {
-    let backend = Arc::new(FailStateWrites {
-        inner: ObjectBackend::memory(),
-        armed: AtomicBool::new(true),
-    });
+    let backend = Arc::new(HookBackend::new(ObjectBackend::memory()));
+    fail_state_writes(&backend);
     let store = StackStore::new(backend.clone());
     assert!(store.save("s", "e", &json!("first"), None).await.is_err());
-    backend.armed.store(false, Ordering::SeqCst);
+    backend.clear_hook();
     assert!(store.current("s", "e").await.unwrap().is_none());
     assert!(store.history("s", "e").await.unwrap().is_empty());
     assert!(store.stacks().await.unwrap().is_empty());
