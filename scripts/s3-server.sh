@@ -25,7 +25,8 @@ _tenancy_s3_start() {
   fi
   S3_PORT="${S3_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
   local log="${TMPDIR:-/tmp}/tenancy-moto-$S3_PORT.log"
-  "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$log" 2>&1 &
+  # moto with atomic conditional writes (see scripts/moto-server.py)
+  "$S3_VENV/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto-server.py" 127.0.0.1 "$S3_PORT" >"$log" 2>&1 &
   S3_PID=$!
   trap 'kill "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true' EXIT
   local up=""

@@ -250,8 +250,12 @@ impl Services {
     }
 
     /// Opens the backend at `url` and builds the services on it.
-    pub async fn open(url: &str, bcrypt_cost: u32) -> anyhow::Result<Self> {
-        let backend = tenancy_state::open(url)
+    pub async fn open(
+        url: &str,
+        bcrypt_cost: u32,
+        probe: tenancy_state::Probe,
+    ) -> anyhow::Result<Self> {
+        let backend = tenancy_state::open_with(url, tenancy_state::OpenOptions { probe })
             .await
             .with_context(|| format!("opening the backend {url}"))?;
         Ok(Self::on_backend(backend, bcrypt_cost))
@@ -327,7 +331,15 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
         Some((services, label)) => (services, label.to_string()),
         None => {
             let url = backend_url(cli.backend.as_deref(), io, &home)?;
-            opened = Services::open(&url, bcrypt_cost(io)?).await?;
+            // `init` probes the store's conditional writes and records the
+            // result there; every other command works on the registry that
+            // only a probed store holds, so it trusts the store without a
+            // request (read-only commands write nothing).
+            let probe = match &cli.command {
+                Command::Init { .. } => tenancy_state::Probe::Now,
+                _ => tenancy_state::Probe::Assume,
+            };
+            opened = Services::open(&url, bcrypt_cost(io)?, probe).await?;
             (&opened, url)
         }
     };

@@ -35,7 +35,10 @@ impl Outcome {
 
 impl Harness {
     fn new() -> Self {
-        let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+        Self::on(Arc::new(MemoryBackend::new()))
+    }
+
+    fn on(backend: Arc<dyn StateBackend>) -> Self {
         Harness {
             home: tempfile::tempdir().unwrap(),
             services: Services::on_backend(backend.clone(), 4),
@@ -866,4 +869,56 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(list(true, None).contains("\x1b[32mactive\x1b[0m"));
     assert!(!list(false, None).contains('\x1b'));
     assert!(!list(true, Some("1")).contains('\x1b'));
+}
+
+/// Backend calls per tenant command, the session check included (the
+/// figures of benches/README.md): no read-only command writes, and a put to
+/// an existing stack does not list the tenant's stacks.
+#[test]
+fn store_calls_per_command() {
+    use tenancy_state::counting::{CallCounts, CountingBackend};
+    let counting = Arc::new(CountingBackend::new(MemoryBackend::new()));
+    let h = Harness::on(counting.clone());
+    h.admin();
+    let secret = h.tenant("acme", &[]);
+    h.login("acme", &secret);
+    h.ok(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{\"a\":1}",
+    );
+    let calls = |args: &[&str], stdin: &str| -> CallCounts {
+        counting.reset();
+        h.ok(args, stdin);
+        counting.counts()
+    };
+    let n = |get, put, delete, list| CallCounts {
+        get,
+        put,
+        delete,
+        list,
+    };
+    assert_eq!(
+        calls(&["tenant", "list"], ""),
+        n(2, 0, 0, 1),
+        "admin: manifest, list, one record"
+    );
+    assert_eq!(
+        calls(&["state", "get", "--stack", "web", "--env", "prod"], ""),
+        n(2, 0, 0, 0)
+    );
+    assert_eq!(
+        calls(
+            &["state", "put", "--stack", "web", "--env", "prod"],
+            "{\"a\":2}"
+        ),
+        n(2, 2, 0, 0),
+        "record, state.json; history entry, state.json: no listing"
+    );
+    assert_eq!(
+        calls(
+            &["lock", "acquire", "--stack", "web", "--env", "prod", "--ttl", "5m"],
+            ""
+        ),
+        n(2, 1, 0, 0)
+    );
 }

@@ -42,21 +42,51 @@ pub use object::S3Config;
 pub use registry::{BlockingRunner, StoreRegistry};
 pub use scoped::TenantScoped;
 
-/// Opens a backend from a URL:
+/// When [`open_with`] checks that a remote store honours conditional writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Probe {
+    /// Before the first conditional write of the process: read the probe
+    /// marker the store keeps, and probe (leaving the marker) when there is
+    /// none. Reads never probe. What [`open`] does.
+    #[default]
+    Lazy,
+    /// Probe now, before `open_with` returns, and record the result in the
+    /// store (`tenancy init`, a doctor check).
+    Now,
+    /// Trust the store without a request: the caller knows it was probed,
+    /// e.g. because it holds a registry (`tenancy init` creates one only
+    /// after the probe passed).
+    Assume,
+}
+
+/// How [`open_with`] opens a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// When to check conditional writes (remote stores only; memory and
+    /// local files are always exact).
+    pub probe: Probe,
+}
+
+/// Opens a backend from a URL with [`OpenOptions::default`]:
 ///
 /// - `memory://`: a fresh in-memory store;
 /// - `file:///abs/path`, `file://relative/path`, or a bare path: local files
 ///   (the directory is created);
 /// - `s3://bucket/optional/prefix`: an S3-compatible bucket configured from
 ///   the `AWS_*` variables (see `S3Config::from_env`, feature `s3`);
-///   conditional writes are probed before it is returned. Without feature
-///   `s3` this gives [`Error::NotImplemented`] saying to build with
-///   `--features s3`.
+///   conditional writes are checked before the first conditional write
+///   ([`Probe::Lazy`]). Without feature `s3` this gives
+///   [`Error::NotImplemented`] saying to build with `--features s3`.
 ///
 /// A malformed URL or an unknown scheme gives [`Error::InvalidInput`]. A URL
 /// with credentials in it (`s3://key:secret@bucket`) is refused without
 /// echoing it, so the credentials never reach an error message or a log.
 pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {
+    open_with(url, OpenOptions::default()).await
+}
+
+/// Opens a backend from a URL (see [`open`]) with `options`.
+pub async fn open_with(url: &str, options: OpenOptions) -> Result<Arc<dyn StateBackend>> {
     let url = url.trim();
     if url.is_empty() {
         return Err(Error::invalid(
@@ -88,7 +118,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {
             Ok(Arc::new(ObjectBackend::memory()))
         }
         "file" => Ok(Arc::new(ObjectBackend::local(file_path(url, rest)?)?)),
-        "s3" => open_s3(url, rest).await,
+        "s3" => open_s3(url, rest, options).await,
         other => Err(Error::invalid(format!(
             "backend URL \"{url}\" has unsupported scheme \"{other}\"; \
              use memory://, file:///path or s3://bucket/prefix"
@@ -151,15 +181,22 @@ fn s3_location(url: &str, rest: &str) -> Result<(String, Option<String>)> {
 }
 
 #[cfg(feature = "s3")]
-async fn open_s3(url: &str, rest: &str) -> Result<Arc<dyn StateBackend>> {
+async fn open_s3(url: &str, rest: &str, options: OpenOptions) -> Result<Arc<dyn StateBackend>> {
     let (bucket, prefix) = s3_location(url, rest)?;
     let backend = ObjectBackend::s3(S3Config::from_env(bucket, prefix.as_deref()))?;
-    backend.probe_conditional_writes().await?;
+    let backend = match options.probe {
+        Probe::Lazy => backend,
+        Probe::Now => {
+            backend.probe_conditional_writes().await?;
+            backend
+        }
+        Probe::Assume => backend.assume_probed(),
+    };
     Ok(Arc::new(backend))
 }
 
 #[cfg(not(feature = "s3"))]
-async fn open_s3(url: &str, rest: &str) -> Result<Arc<dyn StateBackend>> {
+async fn open_s3(url: &str, rest: &str, _: OpenOptions) -> Result<Arc<dyn StateBackend>> {
     s3_location(url, rest)?;
     Err(Error::not_implemented(format!(
         "backend URL \"{url}\": S3 support is not built in; build tenancy-state with --features s3"

@@ -36,12 +36,20 @@ enum Kind {
     Local(Arc<LocalFs>),
     /// A remote object store (S3). object_store offers no conditional
     /// delete on these, so `DeleteMode::IfVersion` is refused.
+    ///
+    /// `verified` is set once this process knows the store honours
+    /// conditional writes: found the probe marker, ran the probe, or was told
+    /// ([`ObjectBackend::assume_probed`]).
     #[cfg_attr(not(any(feature = "s3", test)), allow(dead_code))]
     Remote {
         store: Arc<dyn ObjectStore>,
         name: &'static str,
+        verified: Arc<tokio::sync::OnceCell<()>>,
     },
 }
+
+/// The marker the probe leaves under the root prefix once a store passed it.
+const PROBE_MARKER: &str = "verified";
 
 /// A [`StateBackend`] on object_store's in-memory store, on local files, or
 /// (feature `s3`) on any S3-compatible bucket.
@@ -235,9 +243,23 @@ impl ObjectBackend {
             kind: Kind::Remote {
                 store: Arc::new(store),
                 name: "s3",
+                verified: Arc::default(),
             },
             prefix,
         })
+    }
+
+    /// Trusts that the store honours conditional writes without checking in
+    /// this process: for callers that know it was probed already, e.g.
+    /// because it holds a registry, which `tenancy init` creates only after
+    /// [`ObjectBackend::probe_conditional_writes`] passed. Without this, the
+    /// first conditional write of a process reads the probe marker (and
+    /// probes when there is none).
+    pub fn assume_probed(self) -> Self {
+        if let Kind::Remote { verified, .. } = &self.kind {
+            let _ = verified.set(());
+        }
+        self
     }
 
     /// Stores every key below `prefix` (after any prefix already set) and
@@ -267,28 +289,68 @@ impl ObjectBackend {
     /// probe object (under the reserved prefix `.tenancy-probe/`, which no
     /// key can name) twice and expects the second create to be refused,
     /// then updates it with a wrong version and expects that refused too.
-    /// Deletes the probe afterwards. A store that accepts either write is
-    /// refused with [`Error::NotImplemented`]: locks built on it would let
-    /// two holders in.
+    /// Deletes the probe afterwards and, on success, leaves the marker
+    /// `.tenancy-probe/verified` so that later processes need not probe
+    /// again (they read the marker before their first conditional write). A
+    /// store that accepts either write is refused with
+    /// [`Error::NotImplemented`]: locks built on it would let two holders in.
+    ///
+    /// Reads never probe; `tenancy init` (and `doctor`) call this to probe
+    /// again on demand.
     pub async fn probe_conditional_writes(&self) -> Result<()> {
-        let name = format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4().simple());
-        let key = match &self.prefix {
-            Some(p) => format!("{p}/{name}"),
-            None => name,
-        };
+        let key = self.probe_key(&uuid::Uuid::new_v4().simple().to_string());
         let result = self.probe(&key).await;
         let cleanup = self.raw_delete(&key, None).await;
         result?;
-        cleanup
+        cleanup?;
+        let marker = format!(
+            "{{\"probed_by\":\"tenancy {}\",\"probed_at\":\"{}\"}}",
+            tenancy_core::TOOL_VERSION,
+            chrono::Utc::now().to_rfc3339()
+        );
+        self.put_now(
+            &self.probe_key(PROBE_MARKER),
+            marker.into(),
+            PutMode::Overwrite,
+        )
+        .await?;
+        if let Kind::Remote { verified, .. } = &self.kind {
+            let _ = verified.set(());
+        }
+        Ok(())
+    }
+
+    fn probe_key(&self, name: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p}/{PROBE_PREFIX}/{name}"),
+            None => format!("{PROBE_PREFIX}/{name}"),
+        }
+    }
+
+    /// Before the first conditional write of this process on a remote
+    /// store: the probe marker, or else the probe itself.
+    async fn ensure_verified(&self) -> Result<()> {
+        let Kind::Remote { verified, .. } = &self.kind else {
+            return Ok(());
+        };
+        verified
+            .get_or_try_init(|| async {
+                match self.raw_get(&self.probe_key(PROBE_MARKER)).await? {
+                    Some(_) => Ok(()),
+                    None => self.probe_conditional_writes().await,
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn probe(&self, key: &str) -> Result<()> {
         let backend = self.name();
         let v1 = self
-            .raw_put(key, Bytes::from_static(b"probe 1"), PutMode::Create)
+            .put_now(key, Bytes::from_static(b"probe 1"), PutMode::Create)
             .await?;
         match self
-            .raw_put(key, Bytes::from_static(b"probe 2"), PutMode::Create)
+            .put_now(key, Bytes::from_static(b"probe 2"), PutMode::Create)
             .await
         {
             Err(Error::AlreadyExists { .. }) => {}
@@ -306,7 +368,7 @@ impl ObjectBackend {
             uuid::Uuid::new_v4().simple()
         ));
         match self
-            .raw_put(key, Bytes::from_static(b"probe 3"), PutMode::Update(wrong))
+            .put_now(key, Bytes::from_static(b"probe 3"), PutMode::Update(wrong))
             .await
         {
             Err(Error::Precondition { .. }) => {}
@@ -345,11 +407,18 @@ impl ObjectBackend {
                     .await
                     .map(|o| o.map(|(bytes, version)| Object { bytes, version }))
             }
-            Kind::Remote { store, name } => store_get(&**store, name, key).await,
+            Kind::Remote { store, name, .. } => store_get(&**store, name, key).await,
         }
     }
 
     async fn raw_put(&self, key: &str, value: Bytes, mode: PutMode) -> Result<Version> {
+        if !matches!(mode, PutMode::Overwrite) {
+            self.ensure_verified().await?;
+        }
+        self.put_now(key, value, mode).await
+    }
+
+    async fn put_now(&self, key: &str, value: Bytes, mode: PutMode) -> Result<Version> {
         match &self.kind {
             Kind::Memory { store, gate } => {
                 let _shared = gate.read().await;
@@ -365,7 +434,7 @@ impl ObjectBackend {
                 };
                 blocking(move || fs.put(&k, &value, mode)).await
             }
-            Kind::Remote { store, name } => store_put(&**store, name, key, value, mode).await,
+            Kind::Remote { store, name, .. } => store_put(&**store, name, key, value, mode).await,
         }
     }
 
@@ -395,7 +464,7 @@ impl ObjectBackend {
                 let v = if_version.cloned();
                 blocking(move || fs.delete(&k, v.as_ref())).await
             }
-            Kind::Remote { store, name } => match if_version {
+            Kind::Remote { store, name, .. } => match if_version {
                 None => store_delete(&**store, name, key).await,
                 Some(_) => Err(Error::not_implemented(format!(
                     "conditional delete on the {name} backend (object_store has no If-Match \
@@ -552,7 +621,7 @@ impl StateBackend for ObjectBackend {
         match &self.kind {
             Kind::Memory { store, .. } => store_list(&**store, "memory", full_prefix, relative),
             Kind::Local(fs) => local_list(fs.clone(), full_prefix, relative),
-            Kind::Remote { store, name } => store_list(&**store, name, full_prefix, relative),
+            Kind::Remote { store, name, .. } => store_list(&**store, name, full_prefix, relative),
         }
     }
 }
@@ -637,13 +706,17 @@ mod tests {
         CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
         PutMultipartOptions, PutResult,
     };
+    use tenancy_core::StateBackendExt;
 
     /// An object store that ignores conditional writes (as S3-compatible
     /// stores without If-None-Match / If-Match support do).
     #[derive(Debug)]
     struct IgnoresConditions {
-        inner: InMemory,
+        inner: Arc<InMemory>,
         ignore_create: bool,
+        /// When set, nothing is ignored (an honest store that counts).
+        honest: bool,
+        puts: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl std::fmt::Display for IgnoresConditions {
@@ -660,11 +733,13 @@ mod tests {
             payload: PutPayload,
             mut opts: PutOptions,
         ) -> object_store::Result<PutResult> {
-            let ignored = match opts.mode {
-                object_store::PutMode::Create => self.ignore_create,
-                object_store::PutMode::Update(_) => !self.ignore_create,
-                object_store::PutMode::Overwrite => false,
-            };
+            self.puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ignored = !self.honest
+                && match opts.mode {
+                    object_store::PutMode::Create => self.ignore_create,
+                    object_store::PutMode::Update(_) => !self.ignore_create,
+                    object_store::PutMode::Overwrite => false,
+                };
             if ignored {
                 opts.mode = object_store::PutMode::Overwrite;
             }
@@ -713,15 +788,99 @@ mod tests {
     }
 
     fn remote(ignore_create: bool) -> ObjectBackend {
+        fake(Arc::default(), ignore_create, false, Arc::default())
+    }
+
+    fn fake(
+        inner: Arc<InMemory>,
+        ignore_create: bool,
+        honest: bool,
+        puts: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> ObjectBackend {
         ObjectBackend {
             kind: Kind::Remote {
                 store: Arc::new(IgnoresConditions {
-                    inner: InMemory::new(),
+                    inner,
                     ignore_create,
+                    honest,
+                    puts,
                 }),
                 name: "fake",
+                verified: Arc::default(),
             },
             prefix: Some(StateKey::new("root").unwrap()),
+        }
+    }
+
+    fn puts(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn reads_never_probe_and_the_first_conditional_write_probes_once_per_store() {
+        let shared = Arc::new(InMemory::new());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let b = fake(shared.clone(), false, true, count.clone());
+        let k = StateKey::new("k").unwrap();
+        assert!(b.get(&k).await.unwrap().is_none());
+        assert!(b.list_keys(None).await.unwrap().is_empty());
+        assert_eq!(puts(&count), 0, "reads write nothing");
+        b.put(&k, Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(puts(&count), 1, "a plain overwrite needs no probe");
+
+        b.put(&k, Bytes::from_static(b"y"), PutMode::Create)
+            .await
+            .unwrap_err();
+        // probe: 3 puts, marker: 1, the create itself: 1
+        assert_eq!(puts(&count), 6, "the first conditional write probes");
+        b.put(&k, Bytes::from_static(b"z"), PutMode::Create)
+            .await
+            .unwrap_err();
+        assert_eq!(puts(&count), 7, "then never again in this process");
+
+        // another process on the same store finds the marker: no probe
+        let other = fake(shared.clone(), false, true, count.clone());
+        other
+            .put(
+                &StateKey::new("k2").unwrap(),
+                Bytes::from_static(b"1"),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        assert_eq!(puts(&count), 8, "the marker spares the probe");
+        assert!(
+            !other
+                .list_keys(None)
+                .await
+                .unwrap()
+                .iter()
+                .any(|k| k.as_str().contains("probe")),
+            "the marker is not listed"
+        );
+
+        // told that the store was probed (it holds a registry): no read either
+        let trusted = fake(Arc::default(), false, true, count.clone()).assume_probed();
+        trusted
+            .put(&k, Bytes::from_static(b"1"), PutMode::Create)
+            .await
+            .unwrap();
+        assert_eq!(puts(&count), 9);
+    }
+
+    #[tokio::test]
+    async fn the_first_conditional_write_on_a_store_that_ignores_conditions_is_refused() {
+        for ignore_create in [true, false] {
+            let b = remote(ignore_create);
+            let k = StateKey::new("k").unwrap();
+            let err = b
+                .put(&k, Bytes::from_static(b"x"), PutMode::Create)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::NotImplemented { .. }), "{err}");
+            assert!(b.get(&k).await.unwrap().is_none(), "nothing was written");
         }
     }
 
@@ -762,15 +921,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = ObjectBackend::local(dir.path()).unwrap();
         local.probe_conditional_writes().await.unwrap();
-        let listed = tenancy_core::StateBackendExt::list_keys(&local, None)
-            .await
-            .unwrap();
+        let listed = local.list_keys(None).await.unwrap();
         assert!(listed.is_empty(), "the probe leaves nothing listable");
     }
 
     #[tokio::test]
     async fn remote_stores_refuse_conditional_delete() {
-        let b = remote(false);
+        let b = fake(Arc::default(), false, true, Arc::default());
         let k = StateKey::new("k").unwrap();
         let v = b
             .put(&k, Bytes::from_static(b"x"), PutMode::Create)

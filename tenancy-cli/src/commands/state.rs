@@ -96,9 +96,14 @@ pub async fn put(
     let doc = read_document(ctx, file)?;
     let store = store_for(ctx, &t)?;
     let current = store.current(stack, env).await?;
-    let pairs = store.stacks().await?;
     let mut reservation = None;
-    if !pairs.iter().any(|(s, _)| s == stack) {
+    // Only a put that may start a new stack needs the stack count: one whose
+    // stack-env has no state yet (its stack may still exist with other envs).
+    let pairs = match current {
+        Some(_) => Vec::new(),
+        None => store.stacks().await?,
+    };
+    if current.is_none() && !pairs.iter().any(|(s, _)| s == stack) {
         // A new stack: check the quota on the stacks that exist, and reserve
         // one atomically so concurrent creators cannot overshoot it together.
         let existing = pairs
