@@ -14,12 +14,12 @@ use std::time::Duration;
 use tenancy_core::{Error, LockKey, LockManager, LockRequest, TenantId};
 use tenancy_lock::{HeartbeatGuard, StoreLockManager, TenantLocks};
 use tenancy_state::stack::StackStore;
-use tenancy_state::{ObjectBackend, TenantScoped};
+use tenancy_state::{LocalBackend, TenantScoped};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let dir = tempfile::tempdir().map_err(|e| Error::backend("local", e))?;
-    let shared = ObjectBackend::local(dir.path())?;
+    let shared = LocalBackend::open(dir.path())?;
     let tenant = TenantId::new("acme")?;
 
     // Locks live under locks/tenant:acme:..., state under tenants/acme/v1/.

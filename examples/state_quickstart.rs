@@ -10,12 +10,12 @@
 use serde_json::json;
 use tenancy_core::{Error, StateBackendExt, TenantId};
 use tenancy_state::stack::StackStore;
-use tenancy_state::{ObjectBackend, TenantScoped};
+use tenancy_state::{LocalBackend, TenantScoped};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let dir = tempfile::tempdir().map_err(|e| Error::backend("local", e))?;
-    let shared = ObjectBackend::local(dir.path())?;
+    let shared = LocalBackend::open(dir.path())?;
     let acme = TenantScoped::new(shared.clone(), &TenantId::new("acme")?, "v1")?;
     let stacks = StackStore::new(acme).with_retention(10);
 

@@ -8,3 +8,5 @@ if [ "${CI:-}" = "true" ]; then export TENANCY_REQUIRE_S3=1; fi
 # shellcheck source=scripts/s3-server.sh
 source scripts/s3-server.sh
 cargo test --workspace --all-features "$@"
+# The 30-line embedding example must keep working as README shows it.
+cargo run -q -p tenancy-examples --example embed

@@ -15,7 +15,7 @@ use tenancy_core::{
 };
 use tenancy_lock::{MemoryLockManager, StoreLockManager};
 use tenancy_state::counting::CountingBackend;
-use tenancy_state::ObjectBackend;
+use tenancy_state::LocalBackend;
 use tokio::runtime::Runtime;
 
 const TTL: Duration = Duration::from_secs(60);
@@ -114,7 +114,7 @@ fn memory(c: &mut Criterion) {
         Arc::new(MemoryLockManager::new()),
     );
 
-    let backend = Arc::new(ObjectBackend::memory());
+    let backend = Arc::new(MemoryBackend::new());
     raw_create_delete(c, "lock/object-memory", backend.clone());
     raw_update_update(c, "lock/object-memory", backend.clone());
     acquire_release(
@@ -127,7 +127,7 @@ fn memory(c: &mut Criterion) {
 
 fn local(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    let backend = Arc::new(LocalBackend::open(dir.path()).expect("local backend"));
     raw_create_delete(c, "lock/local", backend.clone());
     raw_update_update(c, "lock/local", backend.clone());
     acquire_release(
@@ -151,7 +151,7 @@ fn print_call_counts() {
             (
                 "local",
                 Arc::new(CountingBackend::new(Arc::new(
-                    ObjectBackend::local(dir.path()).expect("local"),
+                    LocalBackend::open(dir.path()).expect("local"),
                 ) as _)),
             ),
         ];

@@ -10,7 +10,7 @@
 //! bcrypt hashes and 100k fsynced writes; instead one tenant is created
 //! normally and the other records are copies of it (new id, same hash)
 //! written straight into the local store's directory as plain files, which is
-//! exactly how `ObjectBackend::local` keeps objects.
+//! exactly how `LocalBackend::open` keeps objects.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -22,7 +22,7 @@ use tenancy_core::{
     LimitOverrides, MemoryBackend, NewTenant, Resource, Secret, StateBackend, Tenant, TenantFilter,
     TenantId, TenantRegistry, TenantRegistryExt,
 };
-use tenancy_state::ObjectBackend;
+use tenancy_state::LocalBackend;
 use tenancy_state::StoreRegistry;
 use tokio::runtime::Runtime;
 
@@ -49,7 +49,7 @@ struct Seeded {
 fn seed_local(rt: &Runtime, n: usize) -> Seeded {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend: Arc<dyn StateBackend> =
-        Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+        Arc::new(LocalBackend::open(dir.path()).expect("local backend"));
     let registry = StoreRegistry::new(backend).with_bcrypt_cost(BENCH_BCRYPT_COST);
     let id = TenantId::new("bench-000000").expect("id");
     let created = rt.block_on(async {
@@ -198,7 +198,7 @@ fn reserve_commit(c: &mut Criterion) {
     reserve_commit_on(
         c,
         "local",
-        Arc::new(ObjectBackend::local(dir.path()).expect("local backend")),
+        Arc::new(LocalBackend::open(dir.path()).expect("local backend")),
     );
 }
 

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
 use serde_json::json;
-use tenancy_core::{PutMode, StateBackend, StateKey, TenantId};
+use tenancy_core::{MemoryBackend, PutMode, StateBackend, StateKey, TenantId};
 use tenancy_state::counting::CountingBackend;
 use tenancy_state::stack::StackStore;
-use tenancy_state::{ObjectBackend, TenantScoped};
+use tenancy_state::{LocalBackend, TenantScoped};
 use tokio::runtime::Runtime;
 
 fn runtime() -> Runtime {
@@ -38,12 +38,12 @@ fn value() -> Bytes {
 
 /// The backends under test: (name, raw, scoped). Raw works on the full key
 /// `tenants/acme/v1/<k>`, scoped on `<k>`, so both touch the same object.
-fn backends(dir: &std::path::Path) -> Vec<(&'static str, ObjectBackend)> {
+fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn StateBackend>)> {
     vec![
-        ("memory", ObjectBackend::memory()),
+        ("memory", Arc::new(MemoryBackend::new())),
         (
             "local",
-            ObjectBackend::local(dir).expect("local backend in a temp dir"),
+            Arc::new(LocalBackend::open(dir).expect("local backend in a temp dir")),
         ),
     ]
 }
@@ -230,7 +230,7 @@ fn print_call_counts() {
     let rt = runtime();
     let acme = TenantId::new("acme").expect("tenant id");
     let counting = Arc::new(CountingBackend::new(
-        TenantScoped::new(ObjectBackend::memory(), &acme, "v1").expect("scope"),
+        TenantScoped::new(MemoryBackend::new(), &acme, "v1").expect("scope"),
     ));
     let store = StackStore::new(counting.clone());
     let doc = json!({"n": 1});

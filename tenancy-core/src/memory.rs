@@ -2,11 +2,10 @@
 //!
 //! It lives in core because it needs no I/O: tests, the testkit, lock and
 //! registry tests, and embedders who want a throwaway store use it.
-//! `tenancy-state` has an object_store-based memory backend as well; both
-//! pass the same conformance suite.
+//! `memory://` opens one; it passes the whole state conformance suite.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,11 +22,12 @@ struct Inner {
     next_version: u64,
 }
 
-/// An in-memory [`StateBackend`]. Versions are a process-wide counter, so a
-/// deleted and re-created key never gets a version it had before.
-#[derive(Debug, Default)]
+/// An in-memory [`StateBackend`]. Versions are a counter per store, so a
+/// deleted and re-created key never gets a version it had before. Cloning
+/// shares the same store (`memory://` opens a fresh one).
+#[derive(Debug, Default, Clone)]
 pub struct MemoryBackend {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl MemoryBackend {

@@ -2,7 +2,7 @@
 //!
 //! A custom harness (`harness = false`): run normally, this binary starts
 //! several copies of itself as child processes (`TENANCY_LOCK_CHILD` set)
-//! that share one directory through `ObjectBackend::local` and each take the
+//! that share one directory through `LocalBackend::open` and each take the
 //! same lock many times. Inside the lock, a child checks that nobody else is
 //! inside (a marker file made with `create_new`), increments a plain counter
 //! file with a racy read-then-write, and appends its fencing token to a log.
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tenancy_core::{Error, LockId, LockKey, LockManager, LockRequest, ManualClock};
 use tenancy_lock::{Backoff, StoreLockManager};
-use tenancy_state::ObjectBackend;
+use tenancy_state::LocalBackend;
 
 const PROCESSES: usize = 6;
 const ACQUISITIONS: usize = 25;
@@ -38,8 +38,8 @@ fn cs_dir(root: &Path) -> PathBuf {
     root.join("critical-section")
 }
 
-fn manager(root: &Path) -> StoreLockManager<ObjectBackend> {
-    let backend = ObjectBackend::local(store_dir(root)).expect("local backend");
+fn manager(root: &Path) -> StoreLockManager<LocalBackend> {
+    let backend = LocalBackend::open(store_dir(root)).expect("local backend");
     StoreLockManager::new(backend).with_backoff(Backoff {
         initial: Duration::from_millis(1),
         max: Duration::from_millis(20),

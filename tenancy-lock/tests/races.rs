@@ -9,7 +9,7 @@ use tenancy_core::{
 };
 use tenancy_lock::{MemoryLockManager, StoreLockManager};
 use tenancy_state::testing::s3_backend_or_skip;
-use tenancy_state::ObjectBackend;
+use tenancy_state::LocalBackend;
 use tokio::sync::Barrier;
 
 const CONTENDERS: usize = 16;
@@ -238,7 +238,7 @@ async fn store_on_memory_holder_crash() {
 async fn local_files_one_holder_per_round() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_now();
-    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    let backend = Arc::new(LocalBackend::open(dir.path()).expect("local backend"));
     one_holder_per_round(store_managers(backend, &clock, CONTENDERS), ROUNDS).await;
 }
 
@@ -246,7 +246,7 @@ async fn local_files_one_holder_per_round() {
 async fn local_files_expiry_takeover_race() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_now();
-    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    let backend = Arc::new(LocalBackend::open(dir.path()).expect("local backend"));
     expiry_takeover_race(store_managers(backend, &clock, CONTENDERS), &clock).await;
 }
 
@@ -254,7 +254,7 @@ async fn local_files_expiry_takeover_race() {
 async fn local_files_holder_crash() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_now();
-    let backend = Arc::new(ObjectBackend::local(dir.path()).expect("local backend"));
+    let backend = Arc::new(LocalBackend::open(dir.path()).expect("local backend"));
     holder_crash(
         || store_managers(Arc::clone(&backend), &clock, 1).remove(0),
         &clock,

@@ -1,16 +1,18 @@
-//! tenancy-state: `StateBackend` implementations on object_store (memory,
-//! local files, S3 behind feature `s3`), the tenant-scoping wrapper
-//! [`TenantScoped`], stack state with history ([`stack::StackStore`]), the
+//! tenancy-state: the `StateBackend` implementations, one type per backend
+//! ([`LocalBackend`] on local files, [`ObjectStoreBackend`] on object_store:
+//! S3 behind feature `s3`; core's `MemoryBackend` for `memory://`), the
+//! prefix wrapper [`Prefixed`] and the tenant scope built on it
+//! [`TenantScoped`], [`open`] to pick one by URL, stack state with history ([`stack::StackStore`]), the
 //! tenant registry stored on any backend ([`StoreRegistry`]), the
 //! single-tenant migration ([`migrate_stacks`]), and a call-counting
 //! wrapper ([`counting::CountingBackend`]).
 //!
 //! ```
 //! use tenancy_core::TenantId;
-//! use tenancy_state::{stack::StackStore, ObjectBackend, TenantScoped};
+//! use tenancy_state::{stack::StackStore, LocalBackend, TenantScoped};
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let dir = tempfile::tempdir().unwrap();
-//! let shared = ObjectBackend::local(dir.path())?;
+//! let shared = LocalBackend::open(dir.path())?;
 //! let acme = TenantScoped::new(shared, &TenantId::new("acme")?, "v1")?;
 //! let stacks = StackStore::new(acme);
 //! let v1 = stacks.save("web", "prod", &serde_json::json!({"replicas": 2}), None).await?;
@@ -26,6 +28,7 @@ pub mod counting;
 mod local;
 pub mod migrate;
 mod object;
+mod prefix;
 pub mod registry;
 pub mod scoped;
 pub mod stack;
@@ -35,10 +38,12 @@ use std::sync::Arc;
 
 use tenancy_core::{Error, Result, StateBackend};
 
+pub use local::LocalBackend;
 pub use migrate::migrate_stacks;
-pub use object::ObjectBackend;
+pub use object::ObjectStoreBackend;
 #[cfg(feature = "s3")]
 pub use object::S3Config;
+pub use prefix::Prefixed;
 pub use registry::{BlockingRunner, StoreRegistry};
 pub use scoped::TenantScoped;
 
@@ -106,7 +111,7 @@ pub async fn open_with(url: &str, options: OpenOptions) -> Result<Arc<dyn StateB
                  use memory://, file:///path or s3://bucket/prefix"
             )));
         }
-        return Ok(Arc::new(ObjectBackend::local(url)?));
+        return Ok(Arc::new(LocalBackend::open(url)?));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "memory" | "mem" => {
@@ -115,9 +120,9 @@ pub async fn open_with(url: &str, options: OpenOptions) -> Result<Arc<dyn StateB
                     "backend URL \"{url}\": memory:// takes no path"
                 )));
             }
-            Ok(Arc::new(ObjectBackend::memory()))
+            Ok(Arc::new(tenancy_core::MemoryBackend::new()))
         }
-        "file" => Ok(Arc::new(ObjectBackend::local(file_path(url, rest)?)?)),
+        "file" => Ok(Arc::new(LocalBackend::open(file_path(url, rest)?)?)),
         "s3" => open_s3(url, rest, options).await,
         other => Err(Error::invalid(format!(
             "backend URL \"{url}\" has unsupported scheme \"{other}\"; \
@@ -183,7 +188,7 @@ fn s3_location(url: &str, rest: &str) -> Result<(String, Option<String>)> {
 #[cfg(feature = "s3")]
 async fn open_s3(url: &str, rest: &str, options: OpenOptions) -> Result<Arc<dyn StateBackend>> {
     let (bucket, prefix) = s3_location(url, rest)?;
-    let backend = ObjectBackend::s3(S3Config::from_env(bucket, prefix.as_deref()))?;
+    let backend = ObjectStoreBackend::s3(S3Config::from_env(bucket, prefix.as_deref()))?;
     let backend = match options.probe {
         Probe::Lazy => backend,
         Probe::Now => {

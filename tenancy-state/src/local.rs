@@ -1,5 +1,5 @@
-//! The local-file store behind `ObjectBackend::local`: plain files under a
-//! root directory, with compare-and-swap that is safe across processes.
+//! `LocalBackend`: the [`StateBackend`] on plain files under a root
+//! directory, with compare-and-swap that is safe across processes.
 //!
 //! # How a write works
 //!
@@ -34,11 +34,17 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tenancy_core::{Error, Result, Version};
+use futures::stream::{self, BoxStream, StreamExt};
+use tenancy_core::{
+    Capabilities, DeleteMode, Error, ListEntry, Object, PutMode, Result, StateBackend, StateKey,
+    Version,
+};
 
 const LOCK_FILE: &str = ".tenancy.lock";
 const BACKEND: &str = "local";
@@ -386,6 +392,124 @@ impl LocalFs {
             }
         }
     }
+}
+
+/// A [`StateBackend`] on plain files under a root directory, named `local`:
+/// every capability, safe across processes (see the module docs). Cloning
+/// shares the same root.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    fs: Arc<LocalFs>,
+}
+
+impl LocalBackend {
+    /// Plain files under `root` (created if missing).
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        Ok(LocalBackend {
+            fs: Arc::new(LocalFs::open(root.as_ref())?),
+        })
+    }
+
+    /// The root directory (canonical: a later change of the working
+    /// directory moves nothing).
+    pub fn root(&self) -> &Path {
+        self.fs.root()
+    }
+}
+
+#[async_trait]
+impl StateBackend for LocalBackend {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+        let (fs, k) = (self.fs.clone(), key.to_string());
+        blocking(move || fs.get(&k))
+            .await
+            .map(|o| o.map(|(bytes, version)| Object { bytes, version }))
+    }
+
+    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+        let (fs, k) = (self.fs.clone(), key.to_string());
+        let mode = match mode {
+            PutMode::Overwrite => LocalPut::Overwrite,
+            PutMode::Create => LocalPut::Create,
+            PutMode::Update(v) => LocalPut::Update(v),
+        };
+        blocking(move || fs.put(&k, &value, mode)).await
+    }
+
+    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+        let (fs, k) = (self.fs.clone(), key.to_string());
+        let v = match mode {
+            DeleteMode::Any => None,
+            DeleteMode::IfVersion(v) => Some(v),
+        };
+        blocking(move || fs.delete(&k, v.as_ref())).await
+    }
+
+    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+        // hidden names (temp files, lock files) are never keys
+        local_list(self.fs.clone(), prefix.cloned(), |k| StateKey::new(k).ok())
+    }
+}
+
+/// Runs blocking file I/O on tokio's blocking pool, or inline when there is
+/// no tokio runtime (e.g. under `futures::executor::block_on`).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| Error::backend("local", e))?,
+        Err(_) => f(),
+    }
+}
+
+fn local_list<'a>(
+    fs: Arc<LocalFs>,
+    prefix: Option<StateKey>,
+    relative: impl Fn(&str) -> Option<StateKey> + Send + Sync + 'static,
+) -> BoxStream<'a, Result<ListEntry>> {
+    let convert = move |e: Result<LocalEntry>| -> Option<Result<ListEntry>> {
+        match e {
+            Ok(e) => relative(&e.key).map(|key| {
+                Ok(ListEntry {
+                    key,
+                    size: e.size,
+                    last_modified: e.modified,
+                })
+            }),
+            Err(e) => Some(Err(e)),
+        }
+    };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        // no tokio runtime: walk inline
+        let mut out = Vec::new();
+        fs.walk(prefix.as_ref().map(|p| p.as_str()), |e| {
+            if let Some(item) = convert(e) {
+                out.push(item);
+            }
+            true
+        });
+        return stream::iter(out).boxed();
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<ListEntry>>(1024);
+    handle.spawn_blocking(move || {
+        fs.walk(prefix.as_ref().map(|p| p.as_str()), |e| match convert(e) {
+            Some(item) => tx.blocking_send(item).is_ok(),
+            None => true,
+        });
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }
 
 #[cfg(test)]

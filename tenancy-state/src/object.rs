@@ -1,71 +1,56 @@
-//! `ObjectBackend`: the `StateBackend` on object_store (memory, S3) and on
-//! local files, with an optional root prefix and the conditional-write probe.
+//! `ObjectStoreBackend`: the [`StateBackend`] on any object_store
+//! `ObjectStore` (S3 behind feature `s3`; `InMemory` in tests, which keeps
+//! the mapping tested without a server), with the conditional-write probe.
+//!
+//! object_store's generic API has conditional put (`PutMode::Create`,
+//! `PutMode::Update` with an ETag) but no conditional delete, so
+//! [`Capabilities::conditional_delete`] is false and `DeleteMode::IfVersion`
+//! is `NotImplemented`. Versions are ETags (content hashes on S3: rewriting
+//! identical bytes keeps the version).
+//!
+//! # The probe
+//!
+//! Some S3-compatible servers ignore `If-None-Match` / `If-Match`; locks and
+//! the registry built on them would let two writers in. The probe (a second
+//! `Create` of `.tenancy-probe/<uuid>` must be refused, an `Update` with a
+//! wrong version too) runs once per store: on success it leaves the marker
+//! `.tenancy-probe/verified`. By default nothing is checked until the first
+//! conditional write of the process, which reads the marker and probes only
+//! when it is missing; reads never probe. Names starting with `.` cannot be
+//! a [`StateKey`], so no caller can see or touch these objects.
 
-use std::borrow::Cow;
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
-use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
+#[cfg(feature = "s3")]
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload, UpdateVersion};
 use tenancy_core::{
     Capabilities, DeleteMode, Error, ListEntry, Object, PutMode, Result, StateBackend, StateKey,
     Version,
 };
 
-use crate::local::{LocalFs, LocalPut};
-
 /// The reserved prefix of probe objects. It starts with `.`, so no
 /// [`StateKey`] can name it and listings never show it.
 pub(crate) const PROBE_PREFIX: &str = ".tenancy-probe";
 
-/// Where an [`ObjectBackend`] keeps its objects.
-#[derive(Debug, Clone)]
-enum Kind {
-    /// object_store's `InMemory`. `gate` makes a conditional delete
-    /// (check, then delete) atomic: puts and plain deletes share it, a
-    /// conditional delete holds it exclusively.
-    Memory {
-        store: Arc<InMemory>,
-        gate: Arc<tokio::sync::RwLock<()>>,
-    },
-    /// Plain files with cross-process compare-and-swap (see [`crate::local`]).
-    Local(Arc<LocalFs>),
-    /// A remote object store (S3). object_store offers no conditional
-    /// delete on these, so `DeleteMode::IfVersion` is refused.
-    ///
-    /// `verified` is set once this process knows the store honours
-    /// conditional writes: found the probe marker, ran the probe, or was told
-    /// ([`ObjectBackend::assume_probed`]).
-    #[cfg_attr(not(any(feature = "s3", test)), allow(dead_code))]
-    Remote {
-        store: Arc<dyn ObjectStore>,
-        name: &'static str,
-        verified: Arc<tokio::sync::OnceCell<()>>,
-    },
-}
+/// The marker the probe leaves once a store passed it.
+const PROBE_MARKER: &str = ".tenancy-probe/verified";
 
-/// The marker the probe leaves under the root prefix once a store passed it.
-const PROBE_MARKER: &str = "verified";
-
-/// A [`StateBackend`] on object_store's in-memory store, on local files, or
-/// (feature `s3`) on any S3-compatible bucket.
-///
-/// | constructor | name | capabilities |
-/// |---|---|---|
-/// | [`ObjectBackend::memory`] | `memory` | all |
-/// | [`ObjectBackend::local`] | `local` | all, safe across processes |
-/// | `ObjectBackend::s3` | `s3` | create and update CAS; no conditional delete |
-///
-/// With [`ObjectBackend::with_prefix`] every key is stored below a root
-/// prefix, and listings are stripped of it. Cloning shares the same store.
+/// A [`StateBackend`] on an object_store `ObjectStore`: create and update
+/// compare-and-swap on ETags, no conditional delete. Cloning shares the
+/// store and what this process knows of its probe.
 #[derive(Debug, Clone)]
-pub struct ObjectBackend {
-    kind: Kind,
-    prefix: Option<StateKey>,
+pub struct ObjectStoreBackend {
+    store: Arc<dyn ObjectStore>,
+    name: &'static str,
+    /// Set once this process knows the store honours conditional writes:
+    /// found the marker, ran the probe, or was told
+    /// ([`ObjectStoreBackend::assume_probed`]).
+    verified: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Converts object_store errors into [`Error`] (private: callers only ever see `Error`).
@@ -170,30 +155,19 @@ impl S3Config {
     }
 }
 
-impl ObjectBackend {
-    /// A fresh, empty in-memory store (object_store `InMemory`), named `memory`.
-    pub fn memory() -> Self {
-        ObjectBackend {
-            kind: Kind::Memory {
-                store: Arc::new(InMemory::new()),
-                gate: Arc::new(tokio::sync::RwLock::new(())),
-            },
-            prefix: None,
+impl ObjectStoreBackend {
+    /// A backend on `store`, called `name` in errors and metrics. Checks
+    /// nothing yet (see the module docs on the probe).
+    pub fn new(store: Arc<dyn ObjectStore>, name: &'static str) -> Self {
+        ObjectStoreBackend {
+            store,
+            name,
+            verified: Arc::default(),
         }
     }
 
-    /// Plain files under `root` (created if missing), named `local`, with
-    /// compare-and-swap that is safe across processes (see the crate docs).
-    pub fn local(root: impl AsRef<Path>) -> Result<Self> {
-        Ok(ObjectBackend {
-            kind: Kind::Local(Arc::new(LocalFs::open(root.as_ref())?)),
-            prefix: None,
-        })
-    }
-
-    /// An S3-compatible bucket, named `s3`. Does not contact the server;
-    /// call [`ObjectBackend::probe_conditional_writes`] (as [`crate::open`]
-    /// does) to check that it honours conditional writes.
+    /// An S3-compatible bucket, named `s3`, with keys below `config.prefix`
+    /// if one is given. Does not contact the server.
     #[cfg(feature = "s3")]
     pub fn s3(config: S3Config) -> Result<Self> {
         use object_store::aws::AmazonS3Builder;
@@ -239,68 +213,32 @@ impl ObjectBackend {
             }
             other => Error::backend("s3", other),
         })?;
-        Ok(ObjectBackend {
-            kind: Kind::Remote {
-                store: Arc::new(store),
-                name: "s3",
-                verified: Arc::default(),
-            },
-            prefix,
-        })
+        let store: Arc<dyn ObjectStore> = match prefix {
+            None => Arc::new(store),
+            // object_store's own prefix wrapper: keys, listings and the
+            // probe marker all live below the prefix.
+            Some(p) => Arc::new(PrefixStore::new(store, store_path(p.as_str())?)),
+        };
+        Ok(ObjectStoreBackend::new(store, "s3"))
     }
 
     /// Trusts that the store honours conditional writes without checking in
     /// this process: for callers that know it was probed already, e.g.
     /// because it holds a registry, which `tenancy init` creates only after
-    /// [`ObjectBackend::probe_conditional_writes`] passed. Without this, the
-    /// first conditional write of a process reads the probe marker (and
-    /// probes when there is none).
+    /// [`ObjectStoreBackend::probe_conditional_writes`] passed.
     pub fn assume_probed(self) -> Self {
-        if let Kind::Remote { verified, .. } = &self.kind {
-            let _ = verified.set(());
-        }
+        let _ = self.verified.set(());
         self
     }
 
-    /// Stores every key below `prefix` (after any prefix already set) and
-    /// strips it from listings.
-    pub fn with_prefix(mut self, prefix: &StateKey) -> Result<Self> {
-        self.prefix = Some(match &self.prefix {
-            Some(p) => p.join(prefix)?,
-            None => prefix.clone(),
-        });
-        Ok(self)
-    }
-
-    /// The root prefix inside the store, if any.
-    pub fn prefix(&self) -> Option<&StateKey> {
-        self.prefix.as_ref()
-    }
-
-    /// The root directory of a local backend.
-    pub fn local_root(&self) -> Option<&Path> {
-        match &self.kind {
-            Kind::Local(fs) => Some(fs.root()),
-            _ => None,
-        }
-    }
-
-    /// Checks that the store really honours conditional writes: creates a
-    /// probe object (under the reserved prefix `.tenancy-probe/`, which no
-    /// key can name) twice and expects the second create to be refused,
-    /// then updates it with a wrong version and expects that refused too.
-    /// Deletes the probe afterwards and, on success, leaves the marker
-    /// `.tenancy-probe/verified` so that later processes need not probe
-    /// again (they read the marker before their first conditional write). A
-    /// store that accepts either write is refused with
-    /// [`Error::NotImplemented`]: locks built on it would let two holders in.
-    ///
-    /// Reads never probe; `tenancy init` (and `doctor`) call this to probe
-    /// again on demand.
+    /// Runs the probe now (see the module docs) and leaves its marker; a
+    /// store that ignores either condition is refused with
+    /// [`Error::NotImplemented`]. `tenancy init` calls this; so can a check
+    /// that wants to probe again.
     pub async fn probe_conditional_writes(&self) -> Result<()> {
-        let key = self.probe_key(&uuid::Uuid::new_v4().simple().to_string());
+        let key = format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4().simple());
         let result = self.probe(&key).await;
-        let cleanup = self.raw_delete(&key, None).await;
+        let cleanup = store_delete(&*self.store, self.name, &key).await;
         result?;
         cleanup?;
         let marker = format!(
@@ -308,34 +246,18 @@ impl ObjectBackend {
             tenancy_core::TOOL_VERSION,
             chrono::Utc::now().to_rfc3339()
         );
-        self.put_now(
-            &self.probe_key(PROBE_MARKER),
-            marker.into(),
-            PutMode::Overwrite,
-        )
-        .await?;
-        if let Kind::Remote { verified, .. } = &self.kind {
-            let _ = verified.set(());
-        }
+        self.put_now(PROBE_MARKER, marker.into(), PutMode::Overwrite)
+            .await?;
+        let _ = self.verified.set(());
         Ok(())
     }
 
-    fn probe_key(&self, name: &str) -> String {
-        match &self.prefix {
-            Some(p) => format!("{p}/{PROBE_PREFIX}/{name}"),
-            None => format!("{PROBE_PREFIX}/{name}"),
-        }
-    }
-
-    /// Before the first conditional write of this process on a remote
-    /// store: the probe marker, or else the probe itself.
+    /// Before the first conditional write of this process: the marker, or
+    /// else the probe itself.
     async fn ensure_verified(&self) -> Result<()> {
-        let Kind::Remote { verified, .. } = &self.kind else {
-            return Ok(());
-        };
-        verified
+        self.verified
             .get_or_try_init(|| async {
-                match self.raw_get(&self.probe_key(PROBE_MARKER)).await? {
+                match store_get(&*self.store, self.name, PROBE_MARKER).await? {
                     Some(_) => Ok(()),
                     None => self.probe_conditional_writes().await,
                 }
@@ -381,7 +303,7 @@ impl ObjectBackend {
             }
             Err(e) => return Err(e),
         }
-        match self.raw_get(key).await? {
+        match store_get(&*self.store, self.name, key).await? {
             Some(obj) if obj.version == v1 && &obj.bytes[..] == b"probe 1" => Ok(()),
             _ => Err(Error::not_implemented(format!(
                 "conditional writes: a refused write changed the probe object on the {backend} store"
@@ -389,101 +311,8 @@ impl ObjectBackend {
         }
     }
 
-    /// The store key of `key`: below the root prefix, if any.
-    fn full<'k>(&self, key: &'k StateKey) -> Result<Cow<'k, StateKey>> {
-        match &self.prefix {
-            Some(p) => p.join(key).map(Cow::Owned),
-            None => Ok(Cow::Borrowed(key)),
-        }
-    }
-
-    async fn raw_get(&self, key: &str) -> Result<Option<Object>> {
-        match &self.kind {
-            Kind::Memory { store, .. } => store_get(&**store, "memory", key).await,
-            Kind::Local(fs) => {
-                let fs = fs.clone();
-                let k = key.to_string();
-                blocking(move || fs.get(&k))
-                    .await
-                    .map(|o| o.map(|(bytes, version)| Object { bytes, version }))
-            }
-            Kind::Remote { store, name, .. } => store_get(&**store, name, key).await,
-        }
-    }
-
-    async fn raw_put(&self, key: &str, value: Bytes, mode: PutMode) -> Result<Version> {
-        if !matches!(mode, PutMode::Overwrite) {
-            self.ensure_verified().await?;
-        }
-        self.put_now(key, value, mode).await
-    }
-
     async fn put_now(&self, key: &str, value: Bytes, mode: PutMode) -> Result<Version> {
-        match &self.kind {
-            Kind::Memory { store, gate } => {
-                let _shared = gate.read().await;
-                store_put(&**store, "memory", key, value, mode).await
-            }
-            Kind::Local(fs) => {
-                let fs = fs.clone();
-                let k = key.to_string();
-                let mode = match mode {
-                    PutMode::Overwrite => LocalPut::Overwrite,
-                    PutMode::Create => LocalPut::Create,
-                    PutMode::Update(v) => LocalPut::Update(v),
-                };
-                blocking(move || fs.put(&k, &value, mode)).await
-            }
-            Kind::Remote { store, name, .. } => store_put(&**store, name, key, value, mode).await,
-        }
-    }
-
-    async fn raw_delete(&self, key: &str, if_version: Option<&Version>) -> Result<()> {
-        match &self.kind {
-            Kind::Memory { store, gate } => match if_version {
-                None => {
-                    let _shared = gate.read().await;
-                    store_delete(&**store, "memory", key).await
-                }
-                Some(want) => {
-                    let _exclusive = gate.write().await;
-                    match store_get(&**store, "memory", key).await? {
-                        Some(obj) if &obj.version == want => {}
-                        _ => {
-                            return Err(Error::precondition(format!(
-                                "key {key} is no longer at version {want}"
-                            )))
-                        }
-                    }
-                    store_delete(&**store, "memory", key).await
-                }
-            },
-            Kind::Local(fs) => {
-                let fs = fs.clone();
-                let k = key.to_string();
-                let v = if_version.cloned();
-                blocking(move || fs.delete(&k, v.as_ref())).await
-            }
-            Kind::Remote { store, name, .. } => match if_version {
-                None => store_delete(&**store, name, key).await,
-                Some(_) => Err(Error::not_implemented(format!(
-                    "conditional delete on the {name} backend (object_store has no If-Match \
-                     delete); check Capabilities::conditional_delete"
-                ))),
-            },
-        }
-    }
-}
-
-/// Runs blocking file I/O on tokio's blocking pool, or inline when there is
-/// no tokio runtime (e.g. under `futures::executor::block_on`).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => h
-            .spawn_blocking(f)
-            .await
-            .map_err(|e| Error::backend("local", e))?,
-        Err(_) => f(),
+        store_put(&*self.store, self.name, key, value, mode).await
     }
 }
 
@@ -562,67 +391,46 @@ async fn store_delete<S: ObjectStore + ?Sized>(store: &S, backend: &str, key: &s
 }
 
 #[async_trait]
-impl StateBackend for ObjectBackend {
+impl StateBackend for ObjectStoreBackend {
     fn name(&self) -> &str {
-        match &self.kind {
-            Kind::Memory { .. } => "memory",
-            Kind::Local(_) => "local",
-            Kind::Remote { name, .. } => name,
-        }
+        self.name
     }
 
     fn capabilities(&self) -> Capabilities {
-        match &self.kind {
-            Kind::Memory { .. } | Kind::Local(_) => Capabilities::ALL,
-            Kind::Remote { .. } => Capabilities {
-                conditional_delete: false,
-                ..Capabilities::ALL
-            },
+        Capabilities {
+            conditional_delete: false,
+            ..Capabilities::ALL
         }
     }
 
     async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        let full = self.full(key)?;
-        self.raw_get(full.as_str()).await
+        store_get(&*self.store, self.name, key.as_str()).await
     }
 
     async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        let full = self.full(key)?;
-        self.raw_put(full.as_str(), value, mode).await
+        if !matches!(mode, PutMode::Overwrite) {
+            self.ensure_verified().await?;
+        }
+        self.put_now(key.as_str(), value, mode).await
     }
 
     async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        let full = self.full(key)?;
-        match &mode {
-            DeleteMode::Any => self.raw_delete(full.as_str(), None).await,
-            DeleteMode::IfVersion(v) => self.raw_delete(full.as_str(), Some(v)).await,
+        match mode {
+            DeleteMode::Any => store_delete(&*self.store, self.name, key.as_str()).await,
+            DeleteMode::IfVersion(_) => Err(Error::not_implemented(format!(
+                "conditional delete on the {} backend (object_store has no If-Match \
+                 delete); check Capabilities::conditional_delete",
+                self.name
+            ))),
         }
     }
 
     fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        let full_prefix = match (&self.prefix, prefix) {
-            (None, None) => None,
-            (Some(r), None) => Some(r.clone()),
-            (None, Some(p)) => Some(p.clone()),
-            (Some(r), Some(p)) => match r.join(p) {
-                Ok(k) => Some(k),
-                Err(e) => return stream::once(async move { Err(e) }).boxed(),
-            },
-        };
-        let root = self.prefix.clone();
-        // a store key back to the caller's key: valid, and below the root
-        let relative = move |store_key: &str| -> Option<StateKey> {
-            let k = StateKey::new(store_key).ok()?;
-            match &root {
-                Some(r) => k.strip_prefix(r),
-                None => Some(k),
-            }
-        };
-        match &self.kind {
-            Kind::Memory { store, .. } => store_list(&**store, "memory", full_prefix, relative),
-            Kind::Local(fs) => local_list(fs.clone(), full_prefix, relative),
-            Kind::Remote { store, name, .. } => store_list(&**store, name, full_prefix, relative),
-        }
+        // objects whose names no key can have (foreign objects, probes) are
+        // not part of this backend's key space
+        store_list(&*self.store, self.name, prefix.cloned(), |k| {
+            StateKey::new(k).ok()
+        })
     }
 }
 
@@ -657,51 +465,11 @@ fn store_list<'a, S: ObjectStore + ?Sized>(
         .boxed()
 }
 
-fn local_list<'a>(
-    fs: Arc<LocalFs>,
-    prefix: Option<StateKey>,
-    relative: impl Fn(&str) -> Option<StateKey> + Send + Sync + 'static,
-) -> BoxStream<'a, Result<ListEntry>> {
-    let convert = move |e: Result<crate::local::LocalEntry>| -> Option<Result<ListEntry>> {
-        match e {
-            Ok(e) => relative(&e.key).map(|key| {
-                Ok(ListEntry {
-                    key,
-                    size: e.size,
-                    last_modified: e.modified,
-                })
-            }),
-            Err(e) => Some(Err(e)),
-        }
-    };
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        // no tokio runtime: walk inline
-        let mut out = Vec::new();
-        fs.walk(prefix.as_ref().map(|p| p.as_str()), |e| {
-            if let Some(item) = convert(e) {
-                out.push(item);
-            }
-            true
-        });
-        return stream::iter(out).boxed();
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<ListEntry>>(1024);
-    handle.spawn_blocking(move || {
-        fs.walk(prefix.as_ref().map(|p| p.as_str()), |e| match convert(e) {
-            Some(item) => tx.blocking_send(item).is_ok(),
-            None => true,
-        });
-    });
-    stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
     use object_store::{
         CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
         PutMultipartOptions, PutResult,
@@ -787,7 +555,7 @@ mod tests {
         }
     }
 
-    fn remote(ignore_create: bool) -> ObjectBackend {
+    fn remote(ignore_create: bool) -> ObjectStoreBackend {
         fake(Arc::default(), ignore_create, false, Arc::default())
     }
 
@@ -796,20 +564,14 @@ mod tests {
         ignore_create: bool,
         honest: bool,
         puts: Arc<std::sync::atomic::AtomicUsize>,
-    ) -> ObjectBackend {
-        ObjectBackend {
-            kind: Kind::Remote {
-                store: Arc::new(IgnoresConditions {
-                    inner,
-                    ignore_create,
-                    honest,
-                    puts,
-                }),
-                name: "fake",
-                verified: Arc::default(),
-            },
-            prefix: Some(StateKey::new("root").unwrap()),
-        }
+    ) -> ObjectStoreBackend {
+        let store = IgnoresConditions {
+            inner,
+            ignore_create,
+            honest,
+            puts,
+        };
+        ObjectStoreBackend::new(Arc::new(store), "fake")
     }
 
     fn puts(n: &std::sync::atomic::AtomicUsize) -> usize {
@@ -905,24 +667,20 @@ mod tests {
         }
     }
 
-    fn inner(b: &ObjectBackend) -> &dyn ObjectStore {
-        match &b.kind {
-            Kind::Remote { store, .. } => &**store,
-            _ => unreachable!("a remote backend"),
-        }
+    fn inner(b: &ObjectStoreBackend) -> &dyn ObjectStore {
+        &*b.store
     }
 
     #[tokio::test]
     async fn the_probe_accepts_honest_stores() {
-        ObjectBackend::memory()
-            .probe_conditional_writes()
+        let b = ObjectStoreBackend::new(Arc::new(InMemory::new()), "memory");
+        b.probe_conditional_writes().await.unwrap();
+        let listed = b.list_keys(None).await.unwrap();
+        assert!(listed.is_empty(), "the probe leaves nothing listable");
+        let stored: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(inner(&b).list(None))
             .await
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let local = ObjectBackend::local(dir.path()).unwrap();
-        local.probe_conditional_writes().await.unwrap();
-        let listed = local.list_keys(None).await.unwrap();
-        assert!(listed.is_empty(), "the probe leaves nothing listable");
+        assert_eq!(stored.len(), 1, "only the marker stays: {stored:?}");
     }
 
     #[tokio::test]

@@ -1,27 +1,25 @@
 //! `TenantScoped<B>`: confines any `StateBackend` to one tenant's state root
-//! (`tenants/<id>/<version>`), applying the prefix in one place.
+//! (`tenants/<id>/<version>`, from core's `layout`), on [`Prefixed`].
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use tenancy_core::{
-    Capabilities, DeleteMode, ListEntry, Object, PutMode, Result, StateBackend, StateKey, Tenant,
-    TenantId, Version,
+    layout, Capabilities, DeleteMode, ListEntry, Object, PutMode, Result, StateBackend, StateKey,
+    Tenant, TenantId, Version,
 };
 
-/// A [`StateBackend`] that sees only one tenant's state.
-///
-/// Every key is joined below [`TenantScoped::prefix`] with
-/// [`StateKey::join`] (so it cannot escape it: keys are validated and never
-/// contain `..`), and listings are stripped of the prefix; entries that do
-/// not lie below it are dropped. The scope forwards the inner backend's name
-/// and capabilities.
+use crate::Prefixed;
+
+/// A [`StateBackend`] that sees only one tenant's state: a [`Prefixed`]
+/// whose prefix is the tenant's state root, so a key cannot escape it and
+/// listings are stripped of it.
 ///
 /// ```
-/// use tenancy_core::{PutMode, StateBackend, StateKey, TenantId};
-/// use tenancy_state::{ObjectBackend, TenantScoped};
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let shared = ObjectBackend::memory();
+/// use tenancy_core::{MemoryBackend, PutMode, StateBackend, StateKey, TenantId};
+/// use tenancy_state::TenantScoped;
+/// # futures::executor::block_on(async {
+/// let shared = MemoryBackend::new();
 /// let acme = TenantScoped::new(shared.clone(), &TenantId::new("acme")?, "v1")?;
 /// let key = StateKey::new("stacks/web/prod/state.json")?;
 /// acme.put(&key, "{}".into(), PutMode::Create).await?;
@@ -30,92 +28,62 @@ use tenancy_core::{
 /// # Ok::<_, tenancy_core::Error>(()) }).unwrap();
 /// ```
 #[derive(Debug, Clone)]
-pub struct TenantScoped<B: StateBackend> {
-    inner: B,
-    prefix: StateKey,
-}
+pub struct TenantScoped<B>(Prefixed<B>);
 
 impl<B: StateBackend> TenantScoped<B> {
     /// Scopes `inner` to `tenants/<tenant>/<version>`; `version` must be one
     /// key segment (e.g. `v1`).
     pub fn new(inner: B, tenant: &TenantId, version: &str) -> Result<Self> {
-        Ok(TenantScoped {
+        Ok(TenantScoped(Prefixed::new(
             inner,
-            prefix: tenancy_core::layout::state_root(tenant, version)?,
-        })
+            layout::state_root(tenant, version)?,
+        )))
     }
 
     /// Scopes `inner` to the tenant's [`Tenant::state_root`].
     pub fn for_tenant(inner: B, tenant: &Tenant) -> Result<Self> {
-        Ok(TenantScoped {
-            inner,
-            prefix: tenant.state_root()?,
-        })
+        Ok(TenantScoped(Prefixed::new(inner, tenant.state_root()?)))
     }
 
     /// The prefix every key is stored under.
     pub fn prefix(&self) -> &StateKey {
-        &self.prefix
+        self.0.prefix()
     }
 
     /// The wrapped backend.
     pub fn inner(&self) -> &B {
-        &self.inner
+        self.0.inner()
     }
 
     /// Unwraps the backend.
     pub fn into_inner(self) -> B {
-        self.inner
-    }
-
-    fn scoped(&self, key: &StateKey) -> Result<StateKey> {
-        self.prefix.join(key)
+        self.0.into_inner()
     }
 }
 
 #[async_trait]
 impl<B: StateBackend> StateBackend for TenantScoped<B> {
     fn name(&self) -> &str {
-        self.inner.name()
+        self.0.name()
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        self.0.capabilities()
     }
 
     async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        self.inner.get(&self.scoped(key)?).await
+        self.0.get(key).await
     }
 
     async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        self.inner.put(&self.scoped(key)?, value, mode).await
+        self.0.put(key, value, mode).await
     }
 
     async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        self.inner.delete(&self.scoped(key)?, mode).await
+        self.0.delete(key, mode).await
     }
 
     fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        let full = match prefix {
-            None => self.prefix.clone(),
-            Some(p) => match self.scoped(p) {
-                Ok(k) => k,
-                Err(e) => return stream::once(async move { Err(e) }).boxed(),
-            },
-        };
-        let root = &self.prefix;
-        self.inner
-            .list(Some(&full))
-            .filter_map(move |item| {
-                let out = match item {
-                    Ok(mut e) => e.key.strip_prefix(root).map(|key| {
-                        e.key = key;
-                        Ok(e)
-                    }),
-                    Err(e) => Some(Err(e)),
-                };
-                futures::future::ready(out)
-            })
-            .boxed()
+        self.0.list(prefix)
     }
 }

@@ -72,10 +72,10 @@ pub async fn s3_backend_or_skip(test: &str) -> Option<Arc<dyn StateBackend>> {
 
 #[cfg(feature = "s3")]
 async fn connect(test: &str, bucket: &str) -> Option<Arc<dyn StateBackend>> {
-    use crate::{ObjectBackend, S3Config};
+    use crate::{ObjectStoreBackend, S3Config};
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
     let config = S3Config::from_env(bucket, Some(&prefix));
-    let backend = match ObjectBackend::s3(config) {
+    let backend = match ObjectStoreBackend::s3(config) {
         Ok(b) => b,
         Err(e) => panic!("{test}: cannot configure the S3 test backend: {e}"),
     };

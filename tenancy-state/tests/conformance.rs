@@ -1,22 +1,23 @@
 //! The state conformance suite, one test per check, on every backend
-//! (memory, local files, S3 via the test server), each also wrapped in
-//! `TenantScoped`: `cargo test -p tenancy-state -- create_race` runs that
+//! (memory, local files, object_store on `InMemory`, S3 via the test
+//! server), and through `TenantScoped` and `Prefixed`: `cargo test -p tenancy-state -- create_race` runs that
 //! check on all of them.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use tenancy_core::testkit::state::StateSuiteOptions;
+use tenancy_core::MemoryBackend;
 use tenancy_core::{StateBackend, TenantId};
-use tenancy_state::{testing, ObjectBackend, TenantScoped};
+use tenancy_state::{testing, LocalBackend, ObjectStoreBackend, Prefixed, TenantScoped};
 
 fn scoped<B: StateBackend>(inner: B) -> TenantScoped<B> {
     TenantScoped::new(inner, &TenantId::new("acme").unwrap(), "v1").unwrap()
 }
 
-fn local() -> (tempfile::TempDir, ObjectBackend) {
+fn local() -> (tempfile::TempDir, LocalBackend) {
     let dir = tempfile::tempdir().unwrap();
-    let b = ObjectBackend::local(dir.path()).unwrap();
+    let b = LocalBackend::open(dir.path()).unwrap();
     (dir, b)
 }
 
@@ -35,19 +36,29 @@ fn s3_options() -> StateSuiteOptions {
 
 mod memory {
     use super::*;
-    tenancy_core::state_suite!(strict: async { Some(ObjectBackend::memory()) });
+    tenancy_core::state_suite!(strict: async { Some(MemoryBackend::new()) });
 }
 
 mod memory_scoped {
     use super::*;
-    tenancy_core::state_suite!(strict: async { Some(scoped(ObjectBackend::memory())) });
+    tenancy_core::state_suite!(strict: async { Some(scoped(MemoryBackend::new())) });
 }
 
-mod memory_with_root_prefix {
+mod memory_prefixed {
     use super::*;
     tenancy_core::state_suite!(strict: async {
         let root = tenancy_core::StateKey::new("root/p").unwrap();
-        Some(ObjectBackend::memory().with_prefix(&root).unwrap())
+        Some(Prefixed::new(MemoryBackend::new(), root))
+    });
+}
+
+/// The object_store mapping (ETags, error kinds, listings) on object_store's
+/// `InMemory`, with no server: like S3, no conditional delete.
+mod object_store_in_memory {
+    use super::*;
+    tenancy_core::state_suite!(async {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        Some(ObjectStoreBackend::new(store, "memory"))
     });
 }
 

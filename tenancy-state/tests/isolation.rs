@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::json;
-use tenancy_core::{DeleteMode, Error, PutMode, StateBackend, StateBackendExt, StateKey, TenantId};
+use tenancy_core::{
+    DeleteMode, Error, MemoryBackend, PutMode, StateBackend, StateBackendExt, StateKey, TenantId,
+};
 use tenancy_state::stack::StackStore;
-use tenancy_state::{ObjectBackend, TenantScoped};
+use tenancy_state::{LocalBackend, TenantScoped};
 
 /// Tenant ids chosen so that one is a string prefix of another.
 const TENANTS: [&str; 3] = ["acme", "acme-2", "beta"];
@@ -129,7 +131,7 @@ proptest! {
     #[test]
     fn tenants_are_isolated_on_memory(ops in proptest::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run_ops(ObjectBackend::memory(), ops));
+        rt.block_on(run_ops(MemoryBackend::new(), ops));
     }
 }
 
@@ -140,7 +142,7 @@ proptest! {
     fn tenants_are_isolated_on_local_files(ops in proptest::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        rt.block_on(run_ops(ObjectBackend::local(dir.path()).unwrap(), ops));
+        rt.block_on(run_ops(LocalBackend::open(dir.path()).unwrap(), ops));
     }
 }
 
@@ -179,7 +181,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn bad_keys_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let shared = ObjectBackend::local(dir.path().join("store")).unwrap();
+    let shared = LocalBackend::open(dir.path().join("store")).unwrap();
     let acme = TenantScoped::new(shared.clone(), &TenantId::new("acme").unwrap(), "v1").unwrap();
     let stacks = StackStore::new(acme.clone());
     for bad in bad_inputs() {
@@ -245,7 +247,7 @@ async fn bad_keys_are_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_scoped_backend_never_reaches_outside_its_prefix() {
-    let shared = ObjectBackend::memory();
+    let shared = MemoryBackend::new();
     let other = StateKey::new("tenants/beta/v1/secret").unwrap();
     shared
         .put(&other, Bytes::from_static(b"beta"), PutMode::Overwrite)

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use tenancy_core::{PutMode, StateBackend, StateKey};
-use tenancy_state::ObjectBackend;
+use tenancy_state::LocalBackend;
 
 const PROCESSES: usize = 8;
 const ROUNDS: u64 = 50;
@@ -16,7 +16,7 @@ const ROUNDS: u64 = 50;
 #[tokio::test]
 async fn eight_processes_fifty_rounds_one_winner_each() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = ObjectBackend::local(dir.path()).unwrap();
+    let backend = LocalBackend::open(dir.path()).unwrap();
     let obj = StateKey::new("race/update/obj").unwrap();
     backend
         .put(&obj, Bytes::from_static(b"0 start"), PutMode::Create)

@@ -13,7 +13,7 @@ use tenancy_core::{
     StateKey, TenantFilter, TenantId, TenantRegistry, TenantRegistryExt,
 };
 use tenancy_state::StoreRegistry;
-use tenancy_state::{testing, ObjectBackend};
+use tenancy_state::{testing, LocalBackend};
 
 fn registry(backend: Arc<dyn StateBackend>) -> (Arc<StoreRegistry>, ManualClock) {
     let clock = ManualClock::starting_now();
@@ -104,7 +104,7 @@ async fn half_written(backend: Arc<dyn StateBackend>) {
 
 fn local() -> (Arc<dyn StateBackend>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let b: Arc<dyn StateBackend> = Arc::new(ObjectBackend::local(dir.path()).unwrap());
+    let b: Arc<dyn StateBackend> = Arc::new(LocalBackend::open(dir.path()).unwrap());
     (b, dir)
 }
 

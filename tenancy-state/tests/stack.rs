@@ -8,10 +8,11 @@ use bytes::Bytes;
 use futures::FutureExt;
 use serde_json::json;
 use tenancy_core::testkit::{HookBackend, Op};
+use tenancy_core::MemoryBackend;
 use tenancy_core::{Error, PutMode, StateBackend, StateBackendExt, StateKey, TenantId};
 use tenancy_state::counting::CountingBackend;
 use tenancy_state::stack::StackStore;
-use tenancy_state::{ObjectBackend, TenantScoped};
+use tenancy_state::{LocalBackend, TenantScoped};
 
 fn acme<B: StateBackend>(b: B) -> TenantScoped<B> {
     TenantScoped::new(b, &TenantId::new("acme").unwrap(), "v1").unwrap()
@@ -86,13 +87,13 @@ async fn exercise_history<B: StateBackend>(store: StackStore<B>) {
 
 #[tokio::test]
 async fn history_and_rollback_memory() {
-    exercise_history(StackStore::new(acme(ObjectBackend::memory()))).await;
+    exercise_history(StackStore::new(acme(MemoryBackend::new()))).await;
 }
 
 #[tokio::test]
 async fn history_and_rollback_local() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = acme(ObjectBackend::local(dir.path()).unwrap());
+    let backend = acme(LocalBackend::open(dir.path()).unwrap());
     exercise_history(StackStore::new(backend)).await;
     let on_disk = dir
         .path()
@@ -106,7 +107,7 @@ async fn history_and_rollback_local() {
 
 #[tokio::test]
 async fn stale_save_is_refused_and_changes_nothing() {
-    let store = StackStore::new(ObjectBackend::memory());
+    let store = StackStore::new(MemoryBackend::new());
     store.save("s", "e", &json!(1), None).await.unwrap();
     store.save("s", "e", &json!(2), Some(1)).await.unwrap();
     for expected in [None, Some(1), Some(5)] {
@@ -132,7 +133,7 @@ async fn stale_save_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn two_stores_on_one_backend_see_each_others_saves() {
-    let backend = Arc::new(ObjectBackend::memory());
+    let backend = Arc::new(MemoryBackend::new());
     let a = StackStore::new(backend.clone());
     let b = StackStore::new(backend.clone());
     a.save("s", "e", &json!("a1"), None).await.unwrap();
@@ -151,7 +152,7 @@ async fn two_stores_on_one_backend_see_each_others_saves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_saves_have_one_winner_per_serial() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(ObjectBackend::local(dir.path()).unwrap());
+    let backend = Arc::new(LocalBackend::open(dir.path()).unwrap());
     StackStore::new(backend.clone())
         .save("s", "e", &json!(0), None)
         .await
@@ -190,7 +191,7 @@ async fn concurrent_saves_have_one_winner_per_serial() {
 
 #[tokio::test]
 async fn prune_and_retention() {
-    let backend = Arc::new(ObjectBackend::memory());
+    let backend = Arc::new(MemoryBackend::new());
     let store = StackStore::new(backend.clone());
     let mut serial = None;
     for i in 0..10 {
@@ -247,7 +248,7 @@ async fn prune_and_retention() {
 
 /// Makes every write of a `state.json` fail, like a crash between the two
 /// steps of a save.
-fn fail_state_writes(b: &HookBackend<ObjectBackend>) {
+fn fail_state_writes(b: &HookBackend<MemoryBackend>) {
     b.set_hook(|op| {
         async move {
             match op {
@@ -263,7 +264,7 @@ fn fail_state_writes(b: &HookBackend<ObjectBackend>) {
 
 #[tokio::test]
 async fn interrupted_save_stays_consistent_for_readers_and_is_rolled_forward() {
-    let backend = Arc::new(HookBackend::new(ObjectBackend::memory()));
+    let backend = Arc::new(HookBackend::new(MemoryBackend::new()));
     let store = StackStore::new(backend.clone());
     store.save("s", "e", &json!("one"), None).await.unwrap();
     store.save("s", "e", &json!("two"), Some(1)).await.unwrap();
@@ -326,7 +327,7 @@ async fn interrupted_save_stays_consistent_for_readers_and_is_rolled_forward() {
 
 #[tokio::test]
 async fn interrupted_first_save_is_invisible_then_rolled_forward() {
-    let backend = Arc::new(HookBackend::new(ObjectBackend::memory()));
+    let backend = Arc::new(HookBackend::new(MemoryBackend::new()));
     fail_state_writes(&backend);
     let store = StackStore::new(backend.clone());
     assert!(store.save("s", "e", &json!("first"), None).await.is_err());
@@ -345,7 +346,7 @@ async fn interrupted_first_save_is_invisible_then_rolled_forward() {
 
 #[tokio::test]
 async fn a_stale_writer_after_pruning_leaves_no_visible_stray() {
-    let backend = Arc::new(ObjectBackend::memory());
+    let backend = Arc::new(MemoryBackend::new());
     let slow = StackStore::new(backend.clone());
     let fast = StackStore::new(backend.clone()).with_retention(2);
     fast.save("s", "e", &json!(1), None).await.unwrap();
@@ -387,7 +388,7 @@ async fn a_stale_writer_after_pruning_leaves_no_visible_stray() {
 
 #[tokio::test]
 async fn backend_calls_per_operation() {
-    let counting = Arc::new(CountingBackend::new(acme(ObjectBackend::memory())));
+    let counting = Arc::new(CountingBackend::new(acme(MemoryBackend::new())));
     let store = StackStore::new(counting.clone());
     store.save("s", "e", &json!(1), None).await.unwrap();
     assert_eq!(counting.take().total(), 2, "first save");
@@ -409,7 +410,7 @@ async fn backend_calls_per_operation() {
 
 #[tokio::test]
 async fn corrupt_state_is_reported() {
-    let backend = Arc::new(ObjectBackend::memory());
+    let backend = Arc::new(MemoryBackend::new());
     backend
         .put(
             &key("stacks/s/e/state.json"),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenancy_core::{Error, PutMode, StateBackend, StateKey};
-use tenancy_state::ObjectBackend;
+use tenancy_state::LocalBackend;
 
 fn parse_round(bytes: &[u8]) -> Result<u64, String> {
     let s = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
@@ -38,7 +38,7 @@ async fn run(dir: PathBuf, me: String, rounds: u64) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let backend = ObjectBackend::local(&dir).map_err(|e| e.to_string())?;
+    let backend = LocalBackend::open(&dir).map_err(|e| e.to_string())?;
     let mut out = String::new();
 
     for r in 0..rounds {
