@@ -55,7 +55,12 @@ async fn call(app: &Router, key: Option<&str>) -> Result<String, Box<dyn std::er
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Any StateBackend works: tenancy_state::open("file:///srv/tenancy") or "s3://bucket/prefix".
     let backend = tenancy_state::open("memory://").await?;
-    let registry = Arc::new(StoreRegistry::new(backend).with_bcrypt_cost(4));
+    // bcrypt on tokio's blocking pool, off the async workers
+    let registry = Arc::new(
+        StoreRegistry::new(backend)
+            .with_bcrypt_cost(4)
+            .with_blocking(Arc::new(tenancy_server::TokioBlocking)),
+    );
     registry
         .bootstrap(&Secret::new("example-admin-password"))
         .await?;

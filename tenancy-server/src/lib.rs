@@ -15,6 +15,7 @@
 
 pub mod app_state;
 pub mod auth;
+mod blocking;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -31,5 +32,6 @@ pub use app_state::{
 pub use auth::{
     AdminAuth, AuthConfig, AuthenticatedTenant, TenantAuth, TenantAuthLayer, TenantAuthService,
 };
+pub use blocking::TokioBlocking;
 pub use error::{ApiError, ApiResult};
 pub use routes::app;

@@ -160,7 +160,11 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
         .await
         .with_context(|| format!("cannot open the backend {url}"))?;
     let cost = bcrypt_cost()?;
-    let registry = Arc::new(StoreRegistry::new(backend.clone()).with_bcrypt_cost(cost));
+    let registry = Arc::new(
+        StoreRegistry::new(backend.clone())
+            .with_bcrypt_cost(cost)
+            .with_blocking(Arc::new(crate::TokioBlocking)),
+    );
     let given = given_admin_token(&args)?;
 
     let mut generated = None;

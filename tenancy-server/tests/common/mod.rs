@@ -75,7 +75,8 @@ pub async fn harness_on(
     let registry = Arc::new(
         StoreRegistry::new(backend.clone())
             .with_bcrypt_cost(4)
-            .with_clock(clock_dyn.clone()),
+            .with_clock(clock_dyn.clone())
+            .with_blocking(Arc::new(tenancy_server::TokioBlocking)),
     );
     if bootstrap {
         tenancy_core::TenantRegistry::bootstrap(&*registry, &Secret::new(ADMIN))
