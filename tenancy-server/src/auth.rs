@@ -55,11 +55,11 @@ use crate::error::ApiError;
 use crate::ratelimit::{RateInfo, RateLimits, TenantLimiter};
 
 /// The header carrying a tenant's API key.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
 /// The optional header naming the tenant; it must match the key's tenant.
-pub const TENANT_ID_HEADER: &str = "x-tenant-id";
+pub(crate) const TENANT_ID_HEADER: &str = "x-tenant-id";
 /// The longest credential accepted (anything longer is refused unhashed).
-pub const MAX_CREDENTIAL_LEN: usize = 512;
+pub(crate) const MAX_CREDENTIAL_LEN: usize = 512;
 
 /// Tuning of the tenant verification cache.
 #[derive(Debug, Clone)]
@@ -183,11 +183,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedTenant {
 /// The tenant of an answered request, put into the response's extensions
 /// (read by the metrics layer for its `tenant` label).
 #[derive(Debug, Clone)]
-pub struct TenantLabel(pub Arc<Tenant>);
+pub(crate) struct TenantLabel(pub Arc<Tenant>);
 
 impl TenantLabel {
     /// The tenant id.
-    pub fn id(&self) -> &TenantId {
+    pub(crate) fn id(&self) -> &TenantId {
         &self.0.id
     }
 }
@@ -204,7 +204,7 @@ fn digest(key: &str) -> Digest32 {
 }
 
 /// Reads the presented tenant key from `X-API-Key` or `Authorization: Bearer`.
-pub fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     let raw = if let Some(v) = headers.get(API_KEY_HEADER) {
         v.to_str().ok()
     } else if let Some(v) = headers.get(AUTHORIZATION) {

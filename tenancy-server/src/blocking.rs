@@ -29,7 +29,9 @@ impl BlockingRunner for TokioBlocking {
 
 /// Runs one CPU-heavy closure on the blocking pool (for bcrypt work that is
 /// not the registry's, e.g. the admin token given at start).
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (tx, rx) = futures::channel::oneshot::channel();
     TokioBlocking
         .run(Box::new(move || {
@@ -47,6 +49,9 @@ mod tests {
     async fn jobs_run_off_the_calling_thread() {
         let caller = std::thread::current().id();
         let ran_on = blocking(|| std::thread::current().id()).await;
-        assert!(ran_on.is_some_and(|t| t != caller), "{ran_on:?} vs {caller:?}");
+        assert!(
+            ran_on.is_some_and(|t| t != caller),
+            "{ran_on:?} vs {caller:?}"
+        );
     }
 }

@@ -16,14 +16,14 @@ use utoipa::ToSchema;
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// A stable, machine-readable code, e.g. `unauthorized`, `quota_exceeded`.
     pub code: String,
     /// A human-readable message, safe to show.

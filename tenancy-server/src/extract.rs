@@ -18,7 +18,7 @@ fn body_error(status: StatusCode) -> ApiError {
 
 /// The raw request body, with a JSON 413 over the body limit.
 #[derive(Debug, Clone)]
-pub struct Body(pub Bytes);
+pub(crate) struct Body(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
@@ -33,7 +33,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 /// A JSON body. Any content type is accepted; the body must parse as `T`.
 #[derive(Debug, Clone)]
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
@@ -46,7 +46,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
 /// An optional JSON body: an empty body is `None`.
 #[derive(Debug, Clone)]
-pub struct OptionalJson<T>(pub Option<T>);
+pub(crate) struct OptionalJson<T>(pub Option<T>);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
@@ -72,7 +72,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// Path parameters, with a JSON 400 when they do not parse.
 #[derive(Debug, Clone)]
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
     type Rejection = ApiError;
@@ -87,7 +87,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 
 /// A query string, with a JSON 400 when it does not parse.
 #[derive(Debug, Clone)]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;

@@ -32,16 +32,16 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The first segment of every key the server keeps in a tenant's state.
-pub const SERVER_PREFIX: &str = "_server";
+pub(crate) const SERVER_PREFIX: &str = "_server";
 /// The longest job or worker name, in characters.
-pub const MAX_NAME_LEN: usize = 200;
+pub(crate) const MAX_NAME_LEN: usize = 200;
 /// The longest failure message kept, in characters.
-pub const MAX_ERROR_LEN: usize = 4096;
+pub(crate) const MAX_ERROR_LEN: usize = 4096;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum JobStatus {
+pub(crate) enum JobStatus {
     /// Waiting for a worker.
     Queued,
     /// Claimed by a worker.
@@ -54,7 +54,7 @@ pub enum JobStatus {
 
 /// A job, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Job {
+pub(crate) struct Job {
     /// The job id.
     pub id: Uuid,
     /// A name.
@@ -98,7 +98,7 @@ struct JobRecord {
 
 /// A worker, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Worker {
+pub(crate) struct Worker {
     /// The worker id.
     pub id: Uuid,
     /// A name.
@@ -125,7 +125,7 @@ struct WorkerRecord {
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewJob {
+pub(crate) struct NewJob {
     /// A name, 1 to 200 characters.
     pub name: String,
     /// CPU cores requested (default 0).
@@ -143,7 +143,7 @@ pub struct NewJob {
 /// The body of `POST /v1/workers`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewWorker {
+pub(crate) struct NewWorker {
     /// A name, 1 to 200 characters.
     pub name: String,
     /// CPU cores the worker brings (default 0).
@@ -156,7 +156,7 @@ pub struct NewWorker {
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Completed, with an optional result.
     Completed(Option<Value>),
     /// Failed, with an optional message.
@@ -188,7 +188,7 @@ fn validate_amount(what: &str, v: Option<u64>) -> Result<u64> {
 }
 
 /// Parses a job or worker id from a path.
-pub fn parse_id(what: &str, s: &str) -> Result<Uuid> {
+pub(crate) fn parse_id(what: &str, s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| {
         Error::invalid(format!(
             "{what} id \"{}\" is not a UUID",
@@ -199,7 +199,7 @@ pub fn parse_id(what: &str, s: &str) -> Result<Uuid> {
 
 /// The jobs and workers of one tenant, on its scoped state.
 #[derive(Debug, Clone)]
-pub struct JobStore {
+pub(crate) struct JobStore {
     state: Arc<dyn StateBackend>,
     registry: Arc<dyn TenantRegistry>,
     tenant: TenantId,
@@ -208,7 +208,7 @@ pub struct JobStore {
 
 impl JobStore {
     /// The job store of `tenant` on its scoped `state`.
-    pub fn new(
+    pub(crate) fn new(
         state: Arc<dyn StateBackend>,
         registry: Arc<dyn TenantRegistry>,
         tenant: TenantId,
@@ -296,7 +296,7 @@ impl JobStore {
 
     /// Creates a queued job, atomically within the tenant's quotas
     /// (concurrent jobs, jobs per hour, CPU, GPU); `QuotaExceeded` takes nothing.
-    pub async fn create_job(&self, new: NewJob) -> Result<Job> {
+    pub(crate) async fn create_job(&self, new: NewJob) -> Result<Job> {
         validate_name(&new.name)?;
         let cpu = validate_amount("cpu", new.cpu)?;
         let gpu = validate_amount("gpu", new.gpu)?;
@@ -357,7 +357,7 @@ impl JobStore {
     }
 
     /// One job.
-    pub async fn get_job(&self, id: &Uuid) -> Result<Job> {
+    pub(crate) async fn get_job(&self, id: &Uuid) -> Result<Job> {
         self.read_job(id)
             .await?
             .map(|(r, _)| r.job)
@@ -365,7 +365,11 @@ impl JobStore {
     }
 
     /// Up to `limit` jobs, newest first, optionally only those in `status`.
-    pub async fn list_jobs(&self, status: Option<JobStatus>, limit: usize) -> Result<Vec<Job>> {
+    pub(crate) async fn list_jobs(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
         let mut keys = self.state.list_keys(Some(&Self::prefix("jobs")?)).await?;
         keys.reverse();
         let mut out = Vec::new();
@@ -394,7 +398,7 @@ impl JobStore {
     }
 
     /// Registers a worker, atomically within the worker, CPU and GPU quotas.
-    pub async fn register_worker(&self, new: NewWorker) -> Result<Worker> {
+    pub(crate) async fn register_worker(&self, new: NewWorker) -> Result<Worker> {
         validate_name(&new.name)?;
         let cpu = validate_amount("cpu", new.cpu)?;
         let gpu = validate_amount("gpu", new.gpu)?;
@@ -430,7 +434,7 @@ impl JobStore {
     }
 
     /// Removes a worker, gives its quota back and puts the jobs it held back in the queue.
-    pub async fn delete_worker(&self, id: &Uuid) -> Result<()> {
+    pub(crate) async fn delete_worker(&self, id: &Uuid) -> Result<()> {
         let (mut record, version) = self.read_worker(id).await?;
         let key = Self::key("workers", id)?;
         record.deleted = true;
@@ -491,7 +495,7 @@ impl JobStore {
     }
 
     /// Gives the oldest queued job of this tenant to `worker`, or `None`.
-    pub async fn claim(&self, worker: &Uuid) -> Result<Option<Job>> {
+    pub(crate) async fn claim(&self, worker: &Uuid) -> Result<Option<Job>> {
         self.read_worker(worker).await?;
         let markers = self.state.list_keys(Some(&Self::prefix("queue")?)).await?;
         for marker in markers {
@@ -549,7 +553,7 @@ impl JobStore {
 
     /// Completes or fails a job held by `worker`; its quota is given back and
     /// the outcome recorded in the tenant's usage.
-    pub async fn finish(&self, id: &Uuid, worker: &Uuid, outcome: Outcome) -> Result<Job> {
+    pub(crate) async fn finish(&self, id: &Uuid, worker: &Uuid, outcome: Outcome) -> Result<Job> {
         let (mut rec, version) = self
             .read_job(id)
             .await?

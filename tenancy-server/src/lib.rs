@@ -13,18 +13,20 @@
 //!
 //! Only this crate knows HTTP; the domain lives in tenancy-core, -state and -lock.
 
-pub mod app_state;
-pub mod auth;
+mod app_state;
+mod auth;
 mod blocking;
-pub mod error;
-pub mod extract;
-pub mod jobs;
-pub mod metrics;
-pub mod openapi;
-pub mod ratelimit;
-pub mod routes;
+mod error;
+mod extract;
+mod jobs;
+#[cfg(test)]
+mod jobs_races;
+mod metrics;
+mod openapi;
+mod ratelimit;
+mod routes;
 pub mod server;
-pub mod views;
+mod views;
 
 pub use app_state::{
     AppState, AppStateBuilder, ServerConfig, SharedStores, TenantStores, UsageCache,
@@ -34,4 +36,5 @@ pub use auth::{
 };
 pub use blocking::TokioBlocking;
 pub use error::{ApiError, ApiResult};
-pub use routes::app;
+pub use ratelimit::RateInfo;
+pub use routes::{app, ROUTES};

@@ -44,4 +44,4 @@ impl Modify for Security {
         (name = "open", description = "Health, readiness, metrics, this document"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;

@@ -18,11 +18,11 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use tenancy_core::{Limits, TenantId};
 
 /// `x-ratelimit-limit`: the bucket size (burst).
-pub const HEADER_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const HEADER_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `x-ratelimit-remaining`: requests left in the bucket now.
-pub const HEADER_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const HEADER_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `x-ratelimit-reset`: seconds until the bucket is full again.
-pub const HEADER_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) const HEADER_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Header values of small numbers, made once: writing the rate-limit headers
 /// on the hot path then copies no bytes and allocates nothing.
@@ -52,7 +52,7 @@ fn number(n: u64) -> HeaderValue {
 }
 
 /// One tenant's token bucket.
-pub struct TenantLimiter {
+pub(crate) struct TenantLimiter {
     rps: u64,
     burst: u64,
     limiter: DefaultDirectRateLimiter<StateInformationMiddleware>,
@@ -113,7 +113,7 @@ impl TenantLimiter {
     }
 
     /// Takes one request from the bucket.
-    pub fn check(&self) -> RateInfo {
+    pub(crate) fn check(&self) -> RateInfo {
         let limit = u64::from(nonzero(self.burst).get());
         match self.limiter.check() {
             Ok(snapshot) => {
@@ -141,7 +141,7 @@ impl TenantLimiter {
 
 /// The buckets of all tenants seen by this process.
 #[derive(Debug, Default)]
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     map: Mutex<HashMap<TenantId, Arc<TenantLimiter>>>,
 }
 
@@ -150,12 +150,12 @@ const MAX_IDLE_BUCKETS: usize = 100_000;
 
 impl RateLimits {
     /// A new, empty set of buckets.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The bucket of `tenant` sized for `limits`; a bucket of other limits is replaced.
-    pub fn bucket(&self, tenant: &TenantId, limits: &Limits) -> Arc<TenantLimiter> {
+    pub(crate) fn bucket(&self, tenant: &TenantId, limits: &Limits) -> Arc<TenantLimiter> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = map.get(tenant) {
             if b.matches(limits) {
@@ -172,7 +172,7 @@ impl RateLimits {
     }
 
     /// Forgets a tenant's bucket.
-    pub fn forget(&self, tenant: &TenantId) {
+    pub(crate) fn forget(&self, tenant: &TenantId) {
         self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TenantView {
+pub(crate) struct TenantView {
     /// The tenant id.
     pub id: String,
     /// Human-readable name.
@@ -55,7 +55,7 @@ pub struct TenantView {
 
 impl TenantView {
     /// The view of `t` at `now` (the status accounts for expiry).
-    pub fn new(t: &Tenant, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(t: &Tenant, now: DateTime<Utc>) -> Self {
         TenantView {
             id: t.id.to_string(),
             display_name: t.display_name.clone(),
@@ -81,7 +81,7 @@ impl TenantView {
 
 /// A tenant with its secret, shown once (create and rotate).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TenantWithSecret {
+pub(crate) struct TenantWithSecret {
     /// The tenant.
     pub tenant: TenantView,
     /// The secret: shown here once, never stored.
@@ -90,14 +90,14 @@ pub struct TenantWithSecret {
 
 /// A list of tenants.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TenantList {
+pub(crate) struct TenantList {
     /// The tenants, sorted by id.
     pub tenants: Vec<TenantView>,
 }
 
 /// Usage of one resource against its limit.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct QuotaView {
+pub(crate) struct QuotaView {
     /// The resource, e.g. `concurrent_jobs`.
     pub resource: String,
     /// Current usage.
@@ -110,7 +110,7 @@ pub struct QuotaView {
 
 /// Usage counters and quotas of a tenant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StatsView {
+pub(crate) struct StatsView {
     /// The tenant id.
     pub tenant: String,
     /// The effective status.
@@ -125,7 +125,7 @@ pub struct StatsView {
 
 impl StatsView {
     /// Usage of `t` against its limits.
-    pub fn new(t: &Tenant, usage: Usage, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(t: &Tenant, usage: Usage, now: DateTime<Utc>) -> Self {
         let limits = t.limits();
         let quotas = Resource::ALL
             .iter()
@@ -151,7 +151,7 @@ impl StatsView {
 
 /// The calling tenant's own profile and usage.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct OwnTenantView {
+pub(crate) struct OwnTenantView {
     /// The tenant id.
     pub id: String,
     /// Human-readable name.
@@ -175,7 +175,7 @@ pub struct OwnTenantView {
 
 /// A lock as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LockView {
+pub(crate) struct LockView {
     /// The lock key, relative to the tenant.
     pub key: String,
     /// The holder's lock id (needed to renew or release).
@@ -220,14 +220,14 @@ impl From<LockInfo> for LockView {
 
 /// A list of locks.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LockList {
+pub(crate) struct LockList {
     /// The tenant's held locks, sorted by key.
     pub locks: Vec<LockView>,
 }
 
 /// One key of a state listing.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StateEntryView {
+pub(crate) struct StateEntryView {
     /// The key, relative to the tenant.
     pub key: String,
     /// Size in bytes.
@@ -238,7 +238,7 @@ pub struct StateEntryView {
 
 /// A state listing.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StateList {
+pub(crate) struct StateList {
     /// The keys, sorted.
     pub keys: Vec<StateEntryView>,
     /// True when more keys exist than `limit` allowed.
@@ -247,7 +247,7 @@ pub struct StateList {
 
 /// The answer to a state write.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct StateWritten {
+pub(crate) struct StateWritten {
     /// The key.
     pub key: String,
     /// The new entity tag (also in the `ETag` header).
@@ -256,7 +256,7 @@ pub struct StateWritten {
 
 /// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok`.
     pub status: String,
 }

@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use common::{harness_with, Answer, Harness, ADMIN};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tenancy_server::routes::ROUTES;
 use tenancy_server::ServerConfig;
+use tenancy_server::ROUTES;
 
 const LIMIT: usize = 4096;
 

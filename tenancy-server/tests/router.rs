@@ -79,7 +79,7 @@ async fn openapi_documents_exactly_the_routes() {
         }
     }
     documented.sort();
-    let mut routes: Vec<(String, String)> = tenancy_server::routes::ROUTES
+    let mut routes: Vec<(String, String)> = tenancy_server::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.replace("{*key}", "{key}")))
         .collect();

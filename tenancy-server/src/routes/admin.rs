@@ -52,7 +52,7 @@ fn changed(state: &AppState, t: &Tenant) -> TenantView {
 /// The body of `POST /v1/tenants`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateTenant {
+pub(crate) struct CreateTenant {
     /// The tenant id: a lowercase DNS label, 3 to 63 characters.
     pub id: String,
     /// Display name (default: the id).
@@ -113,7 +113,7 @@ pub(crate) async fn create(
 /// Filters of `GET /v1/tenants`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListTenants {
+pub(crate) struct ListTenants {
     /// Only tenants with this status.
     pub status: Option<String>,
     /// Only tenants on this plan.
@@ -160,7 +160,7 @@ pub(crate) async fn get(
 /// The body of `PATCH /v1/tenants/{id}`: fields to change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PatchTenant {
+pub(crate) struct PatchTenant {
     /// New display name.
     #[serde(default)]
     pub display_name: Option<String>,
@@ -233,7 +233,7 @@ pub(crate) async fn delete(
 /// The optional body of `POST /v1/tenants/{id}/suspend`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Suspend {
+pub(crate) struct Suspend {
     /// Why.
     #[serde(default)]
     pub reason: Option<String>,

@@ -85,7 +85,7 @@ pub(crate) async fn create_job(
 /// Filters of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListJobs {
+pub(crate) struct ListJobs {
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
     /// The most jobs to return (default 100, at most 1000).
@@ -94,7 +94,7 @@ pub struct ListJobs {
 
 /// A list of jobs.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobList {
+pub(crate) struct JobList {
     /// The jobs, newest first.
     pub jobs: Vec<Job>,
 }
@@ -131,7 +131,7 @@ pub(crate) async fn get_job(
 /// The body of `POST /v1/jobs/{id}/complete`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompleteJob {
+pub(crate) struct CompleteJob {
     /// The worker that holds the job.
     pub worker_id: Uuid,
     /// The result.
@@ -143,7 +143,7 @@ pub struct CompleteJob {
 /// The body of `POST /v1/jobs/{id}/fail`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FailJob {
+pub(crate) struct FailJob {
     /// The worker that holds the job.
     pub worker_id: Uuid,
     /// What went wrong.
@@ -240,7 +240,7 @@ pub(crate) async fn delete_worker(
 /// The optional body of a claim: an empty object (no options yet).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ClaimJob {}
+pub(crate) struct ClaimJob {}
 
 /// Gives the worker the oldest queued job of the same tenant, or 204.
 #[utoipa::path(post, path = "/v1/workers/{id}/claim", tag = "jobs",

@@ -1,9 +1,9 @@
 //! The router: admin, tenant and open routes, and the layers around them.
 
-pub mod admin;
-pub mod jobs;
-pub mod open;
-pub mod tenant;
+pub(crate) mod admin;
+pub(crate) mod jobs;
+pub(crate) mod open;
+pub(crate) mod tenant;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

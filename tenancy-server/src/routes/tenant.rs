@@ -156,7 +156,7 @@ fn one_etag(value: &str, name: &str) -> ApiResult<Version> {
 /// Filters of `GET /v1/state`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListState {
+pub(crate) struct ListState {
     /// Only keys strictly below this key prefix (segment-wise).
     pub prefix: Option<String>,
     /// The most keys to return (default and maximum: the server's `max_list`).
@@ -361,7 +361,7 @@ fn lock_key(raw: &str) -> ApiResult<LockKey> {
 /// The body of `POST /v1/locks/{key}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AcquireLock {
+pub(crate) struct AcquireLock {
     /// The lease, in seconds (1 to 86400).
     pub ttl_seconds: u64,
     /// What the holder is doing.
@@ -401,7 +401,7 @@ pub(crate) async fn acquire_lock(
 /// The query of lock renew and release.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct LockQuery {
+pub(crate) struct LockQuery {
     /// The holder's lock id.
     pub lock_id: Option<String>,
     /// For renew: the new lease in seconds (default: the lease it had).
@@ -411,7 +411,7 @@ pub struct LockQuery {
 /// The optional body of a renew.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RenewLock {
+pub(crate) struct RenewLock {
     /// The new lease in seconds.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,

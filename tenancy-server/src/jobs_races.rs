@@ -1,4 +1,4 @@
-//! A claim that races a worker delete must not leave a running job under a
+//! (unit tests) A claim that races a worker delete must not leave a running job under a
 //! deleted worker: the interleaving the reviewer found, forced with a backend
 //! wrapper that lets the delete land between the claim's worker check and its
 //! job swap.
@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::jobs::{JobStatus, JobStore, NewJob, NewWorker};
 use bytes::Bytes;
 use futures::FutureExt;
 use tenancy_core::testkit::{HookBackend, Op};
@@ -13,7 +14,6 @@ use tenancy_core::{
     Capabilities, Error, ListEntry, ManualClock, MemoryBackend, NewTenant, PutMode, Result, Secret,
     StateBackend, StateKey, TenantId, TenantRegistry,
 };
-use tenancy_server::jobs::{JobStatus, JobStore, NewJob, NewWorker};
 use tenancy_state::StoreRegistry;
 
 /// Marks every worker deleted, as a concurrent `delete_worker` would (its
