@@ -11,16 +11,11 @@ async fn main() -> ExitCode {
     init_tracing();
     let server = match prepare(Args::parse()).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("tenancy-server: {e:#}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(e),
     };
     if let Some(token) = server.generated_admin_token() {
-        println!(
-            "admin token (shown once, only its hash is kept): {}",
-            token.expose()
-        );
+        let token = token.expose();
+        println!("admin token (shown once, only its hash is kept): {token}");
     }
     match server.local_addr() {
         Ok(addr) => println!(
@@ -29,11 +24,13 @@ async fn main() -> ExitCode {
         ),
         Err(e) => eprintln!("tenancy-server: {e}"),
     }
-    match server.serve().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tenancy-server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    server
+        .serve()
+        .await
+        .map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tenancy-server: {e:#}");
+    ExitCode::FAILURE
 }
