@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tenancy_core::{Plan, TenantStatus};
 
 /// Shown at the end of `tenancy --help`.
-pub const EXIT_CODES_HELP: &str = "\
+pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  ok
   1  other error (backend, I/O, corrupt data)
@@ -35,7 +35,7 @@ Environment:
     about = "Many isolated tenants on one shared store: an admin manages tenants, teams keep state and locks",
     after_help = EXIT_CODES_HELP
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Backend URL: file:///abs/path, memory:// or s3://bucket/prefix
     /// [env: TENANCY_BACKEND] [default: file://$TENANCY_HOME/data]
     #[arg(long, global = true, value_name = "URL")]
@@ -52,7 +52,7 @@ pub struct Cli {
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// Aligned tables and plain lines.
     Table,
     /// JSON documents, one per command.
@@ -61,7 +61,7 @@ pub enum OutputFormat {
 
 /// Shells `completions` can write a script for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompletionShell {
+pub(crate) enum CompletionShell {
     /// GNU bash.
     Bash,
     /// Z shell.
@@ -72,7 +72,7 @@ pub enum CompletionShell {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print the version of tenancy.
     Version,
     /// Write a shell completion script to stdout.
@@ -140,7 +140,7 @@ pub enum Command {
 
 /// `tenancy admin ...`
 #[derive(Debug, Subcommand)]
-pub enum AdminCommand {
+pub(crate) enum AdminCommand {
     /// Log in as the admin (session lasts 8 hours).
     Login {
         /// Read the admin password from the first line of stdin
@@ -156,7 +156,7 @@ pub enum AdminCommand {
 
 /// Limit overrides settable on `tenant init` and `tenant update`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct LimitArgs {
+pub(crate) struct LimitArgs {
     /// Max stacks with state.
     #[arg(long, value_name = "N")]
     pub max_stacks: Option<u64>,
@@ -191,7 +191,7 @@ pub struct LimitArgs {
 
 /// `tenancy tenant ...`
 #[derive(Debug, Subcommand)]
-pub enum TenantCommand {
+pub(crate) enum TenantCommand {
     /// Admin: create a tenant and show its secret once.
     Init {
         /// The tenant id: lowercase letters, digits and '-', 3 to 63 characters.
@@ -291,7 +291,7 @@ pub enum TenantCommand {
 
 /// `tenancy state ...`
 #[derive(Debug, Subcommand)]
-pub enum StateCommand {
+pub(crate) enum StateCommand {
     /// Store a new version of a stack environment's state (JSON).
     Put {
         /// The stack.
@@ -343,7 +343,7 @@ pub enum StateCommand {
 
 /// `tenancy lock ...`
 #[derive(Debug, Subcommand)]
-pub enum LockCommand {
+pub(crate) enum LockCommand {
     /// Take the lock of a stack environment.
     Acquire {
         /// The stack.
@@ -454,7 +454,7 @@ impl From<StatusArg> for TenantStatus {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

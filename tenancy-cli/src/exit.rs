@@ -16,25 +16,25 @@ use std::fmt;
 use tenancy_core::{Error, ErrorKind};
 
 /// Success.
-pub const OK: i32 = 0;
+pub(crate) const OK: i32 = 0;
 /// Any other error: backend, I/O, corrupt data.
-pub const OTHER: i32 = 1;
+pub(crate) const OTHER: i32 = 1;
 /// Bad flags, ids or input.
-pub const USAGE: i32 = 2;
+pub(crate) const USAGE: i32 = 2;
 /// Not logged in, unauthorized, session expired, credentials rotated.
-pub const UNAUTHORIZED: i32 = 3;
+pub(crate) const UNAUTHORIZED: i32 = 3;
 /// Suspended, expired or deleted tenant; wrong session mode.
-pub const FORBIDDEN: i32 = 4;
+pub(crate) const FORBIDDEN: i32 = 4;
 /// Not found.
-pub const NOT_FOUND: i32 = 5;
+pub(crate) const NOT_FOUND: i32 = 5;
 /// Conflict or lock held.
-pub const CONFLICT: i32 = 6;
+pub(crate) const CONFLICT: i32 = 6;
 /// Quota exceeded.
-pub const QUOTA: i32 = 7;
+pub(crate) const QUOTA: i32 = 7;
 
 /// An error raised by the CLI itself (not by a library), with its exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// The exit code.
     pub code: i32,
     /// The message: what went wrong and what to do.
@@ -43,7 +43,7 @@ pub struct CliError {
 
 impl CliError {
     /// An error with `code`.
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
         CliError {
             code,
             message: message.into(),
@@ -51,12 +51,12 @@ impl CliError {
     }
 
     /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::new(USAGE, message)
     }
 
     /// Not logged in (exit 3).
-    pub fn not_logged_in(message: impl Into<String>) -> Self {
+    pub(crate) fn not_logged_in(message: impl Into<String>) -> Self {
         Self::new(UNAUTHORIZED, message)
     }
 }
@@ -70,7 +70,7 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 /// The exit code of a library error.
-pub fn code_of(e: &Error) -> i32 {
+pub(crate) fn code_of(e: &Error) -> i32 {
     match e.kind() {
         ErrorKind::Unauthorized | ErrorKind::SessionExpired | ErrorKind::CredentialsRotated => {
             UNAUTHORIZED
@@ -85,7 +85,7 @@ pub fn code_of(e: &Error) -> i32 {
 }
 
 /// The exit code of any error: the first [`CliError`] or library [`Error`] in its chain.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
+pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<CliError>() {
             return c.code;
@@ -130,7 +130,7 @@ fn single_line(s: &str) -> String {
 
 /// The one-line message of an error: its causes joined by `: `, plus a hint
 /// of what to do where the message does not already say it.
-pub fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
         let s = single_line(&cause.to_string());

@@ -22,12 +22,12 @@ use crate::exit::{CliError, UNAUTHORIZED};
 use crate::io::Io;
 
 /// The format version of session files.
-pub const SESSION_FORMAT: u32 = 1;
+pub(crate) const SESSION_FORMAT: u32 = 1;
 
 /// What a session file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SessionFile {
+pub(crate) struct SessionFile {
     /// [`SESSION_FORMAT`].
     pub format: u32,
     /// The backend URL the session was opened on.
@@ -38,7 +38,7 @@ pub struct SessionFile {
 
 /// Which of the two session files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionSlot {
+pub(crate) enum SessionSlot {
     /// `admin-session`.
     Admin,
     /// `session` (a tenant's).
@@ -63,13 +63,13 @@ impl SessionSlot {
 
 /// The CLI's home directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Home {
+pub(crate) struct Home {
     dir: PathBuf,
 }
 
 impl Home {
     /// `TENANCY_HOME`, else `$HOME/.tenancy`; made absolute.
-    pub fn from_env(io: &Io) -> anyhow::Result<Self> {
+    pub(crate) fn from_env(io: &Io) -> anyhow::Result<Self> {
         let dir = match (io.var("TENANCY_HOME"), io.var("HOME")) {
             (Some(h), _) => PathBuf::from(h),
             (None, Some(home)) => Path::new(home).join(".tenancy"),
@@ -91,32 +91,33 @@ impl Home {
     }
 
     /// A home at `dir` (tests).
-    pub fn at(dir: impl Into<PathBuf>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn at(dir: impl Into<PathBuf>) -> Self {
         Home { dir: dir.into() }
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Where the default file backend keeps its data: `$TENANCY_HOME/data`.
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
 
     /// The path of a session file.
-    pub fn session_path(&self, slot: SessionSlot) -> PathBuf {
+    pub(crate) fn session_path(&self, slot: SessionSlot) -> PathBuf {
         self.dir.join(slot.file_name())
     }
 
     /// Creates the home directory (mode 0700) if missing.
-    pub fn ensure_dir(&self) -> anyhow::Result<()> {
+    pub(crate) fn ensure_dir(&self) -> anyhow::Result<()> {
         create_private_dir(&self.dir)
     }
 
     /// Writes a session file atomically with mode 0600.
-    pub fn save(&self, slot: SessionSlot, file: &SessionFile) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, slot: SessionSlot, file: &SessionFile) -> anyhow::Result<()> {
         self.ensure_dir()?;
         let path = self.session_path(slot);
         let tmp = self
@@ -139,7 +140,7 @@ impl Home {
 
     /// Reads a session file: `None` when there is none; an error (exit 3)
     /// when it cannot be decoded.
-    pub fn load(&self, slot: SessionSlot) -> anyhow::Result<Option<SessionFile>> {
+    pub(crate) fn load(&self, slot: SessionSlot) -> anyhow::Result<Option<SessionFile>> {
         let path = self.session_path(slot);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -175,7 +176,7 @@ impl Home {
     }
 
     /// Deletes a session file; `false` when there was none.
-    pub fn remove(&self, slot: SessionSlot) -> anyhow::Result<bool> {
+    pub(crate) fn remove(&self, slot: SessionSlot) -> anyhow::Result<bool> {
         let path = self.session_path(slot);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -186,7 +187,7 @@ impl Home {
 }
 
 /// Creates a directory (and parents) with mode 0700 for the last one.
-pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

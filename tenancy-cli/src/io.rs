@@ -22,13 +22,13 @@ pub trait Prompter {
 
 /// Prompts on the controlling terminal; hidden input through rpassword.
 #[derive(Debug, Clone, Copy)]
-pub struct TerminalPrompter {
+pub(crate) struct TerminalPrompter {
     interactive: bool,
 }
 
 impl TerminalPrompter {
     /// A prompter that is interactive when stdin and stderr are terminals.
-    pub fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         TerminalPrompter {
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         }

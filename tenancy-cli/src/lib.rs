@@ -7,12 +7,12 @@
 //!
 //! Exit codes: see [`exit`] and `tenancy --help`.
 
-pub mod cli;
-pub mod commands;
-pub mod exit;
-pub mod home;
-pub mod io;
-pub mod output;
+mod cli;
+mod commands;
+mod exit;
+mod home;
+mod io;
+mod output;
 #[cfg(test)]
 mod tests;
 
@@ -28,7 +28,7 @@ use tenancy_core::{Clock, LockManager, StateBackend, SystemClock, TenantRegistry
 use tenancy_lock::StoreLockManager;
 use tenancy_state::StoreRegistry;
 
-pub use crate::commands::{Ctx, Services};
+use crate::commands::{Ctx, Services};
 pub use crate::io::Io;
 
 use crate::cli::{
@@ -57,10 +57,11 @@ where
     run_inner(args, io, None)
 }
 
-/// Like [`run_with`], but on already built `services` (for tests and
-/// embedding, e.g. on a shared in-memory backend); sessions are bound to
-/// `backend_label` instead of a backend URL.
-pub fn run_with_services<I, T>(
+/// Like [`run_with`], but on already built `services` (for tests, e.g. on a
+/// shared in-memory backend); sessions are bound to `backend_label` instead
+/// of a backend URL.
+#[cfg(test)]
+pub(crate) fn run_with_services<I, T>(
     args: I,
     io: &mut Io,
     services: &Services,
@@ -159,7 +160,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// The bcrypt cost for new hashes: `TENANCY_BCRYPT_COST`, default 10.
-pub fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
+pub(crate) fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
     match io.var("TENANCY_BCRYPT_COST") {
         None => Ok(DEFAULT_BCRYPT_COST),
         Some(v) => match v.parse::<u32>() {
@@ -175,7 +176,7 @@ pub fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
 
 /// The backend URL: `--backend`, else `TENANCY_BACKEND`, else
 /// `file://$TENANCY_HOME/data` (created on first use).
-pub fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::Result<String> {
+pub(crate) fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::Result<String> {
     let given = flag
         .filter(|s| !s.is_empty())
         .or_else(|| io.var("TENANCY_BACKEND"));
@@ -232,7 +233,7 @@ pub fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::Result<S
 
 impl Services {
     /// The registry and lock manager stored on `backend`, on the system clock.
-    pub fn on_backend(backend: Arc<dyn StateBackend>, bcrypt_cost: u32) -> Self {
+    pub(crate) fn on_backend(backend: Arc<dyn StateBackend>, bcrypt_cost: u32) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let registry: Arc<dyn TenantRegistry> = Arc::new(
             StoreRegistry::new(backend.clone())
@@ -250,7 +251,7 @@ impl Services {
     }
 
     /// Opens the backend at `url` and builds the services on it.
-    pub async fn open(
+    pub(crate) async fn open(
         url: &str,
         bcrypt_cost: u32,
         probe: tenancy_state::Probe,

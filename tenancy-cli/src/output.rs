@@ -10,7 +10,7 @@ use tenancy_core::{Tenant, TenantStatus};
 use crate::cli::OutputFormat;
 
 /// Writes results to stdout in the chosen format.
-pub struct Out<'a> {
+pub(crate) struct Out<'a> {
     w: &'a mut dyn Write,
     /// The output format.
     pub format: OutputFormat,
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Out<'_> {
 
 /// ANSI styles, used only when colour is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// Bold (headers).
     Bold,
     /// Green (good).
@@ -37,8 +37,6 @@ pub enum Style {
     Yellow,
     /// Red (bad).
     Red,
-    /// Dim (secondary).
-    Dim,
 }
 
 impl Style {
@@ -48,13 +46,12 @@ impl Style {
             Style::Green => "32",
             Style::Yellow => "33",
             Style::Red => "31",
-            Style::Dim => "2",
         }
     }
 }
 
 /// `text` in `style` when `color`, else as is.
-pub fn paint(color: bool, style: Style, text: &str) -> String {
+pub(crate) fn paint(color: bool, style: Style, text: &str) -> String {
     if color {
         format!("\x1b[{}m{text}\x1b[0m", style.code())
     } else {
@@ -63,7 +60,7 @@ pub fn paint(color: bool, style: Style, text: &str) -> String {
 }
 
 /// The style of a status word.
-pub fn status_style(status: TenantStatus) -> Style {
+pub(crate) fn status_style(status: TenantStatus) -> Style {
     match status {
         TenantStatus::Active => Style::Green,
         TenantStatus::Suspended => Style::Yellow,
@@ -73,14 +70,14 @@ pub fn status_style(status: TenantStatus) -> Style {
 
 /// One table cell: text and an optional style applied after padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cell {
+pub(crate) struct Cell {
     text: String,
     style: Option<Style>,
 }
 
 impl Cell {
     /// A styled cell.
-    pub fn styled(text: impl Into<String>, style: Style) -> Self {
+    pub(crate) fn styled(text: impl Into<String>, style: Style) -> Self {
         Cell {
             text: text.into(),
             style: Some(style),
@@ -114,44 +111,30 @@ fn safe(s: &str) -> String {
 
 impl<'a> Out<'a> {
     /// An output on `w`.
-    pub fn new(w: &'a mut dyn Write, format: OutputFormat, color: bool) -> Self {
+    pub(crate) fn new(w: &'a mut dyn Write, format: OutputFormat, color: bool) -> Self {
         Out { w, format, color }
     }
 
     /// True for `--output json`.
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.format == OutputFormat::Json
     }
 
-    /// True when colour is on.
-    pub fn color(&self) -> bool {
-        self.color
-    }
-
     /// Prints a JSON document (pretty, one per command).
-    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> anyhow::Result<()> {
+    pub(crate) fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> anyhow::Result<()> {
         serde_json::to_writer_pretty(&mut *self.w, value)?;
         writeln!(self.w)?;
         Ok(())
     }
 
     /// Prints a line of text.
-    pub fn line(&mut self, text: &str) -> anyhow::Result<()> {
+    pub(crate) fn line(&mut self, text: &str) -> anyhow::Result<()> {
         writeln!(self.w, "{text}")?;
         Ok(())
     }
 
-    /// Writes raw bytes (a stored document).
-    pub fn raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.w.write_all(bytes)?;
-        if !bytes.ends_with(b"\n") {
-            writeln!(self.w)?;
-        }
-        Ok(())
-    }
-
     /// Prints an aligned table; an empty table prints `empty` instead.
-    pub fn table(
+    pub(crate) fn table(
         &mut self,
         headers: &[&str],
         rows: Vec<Vec<Cell>>,
@@ -215,7 +198,7 @@ impl<'a> Out<'a> {
     }
 
     /// Prints `key: value` pairs with aligned values.
-    pub fn pairs(&mut self, pairs: Vec<(&str, Cell)>) -> anyhow::Result<()> {
+    pub(crate) fn pairs(&mut self, pairs: Vec<(&str, Cell)>) -> anyhow::Result<()> {
         let width = pairs
             .iter()
             .map(|(k, _)| k.chars().count())
@@ -234,18 +217,18 @@ impl<'a> Out<'a> {
 }
 
 /// A time for tables: `2024-05-01 12:00:00Z`.
-pub fn time(t: &DateTime<Utc>) -> String {
+pub(crate) fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 /// An optional time for tables.
-pub fn opt_time(t: &Option<DateTime<Utc>>) -> String {
+pub(crate) fn opt_time(t: &Option<DateTime<Utc>>) -> String {
     t.as_ref().map(time).unwrap_or_else(|| "-".into())
 }
 
 /// A tenant as shown to users: effective status and limits, and never the
 /// credential hash.
-pub fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
+pub(crate) fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
     json!({
         "id": t.id,
         "display_name": t.display_name,
@@ -268,7 +251,7 @@ pub fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
 }
 
 /// A tenant as `key: value` rows for tables.
-pub fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str, Cell)> {
+pub(crate) fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str, Cell)> {
     let status = t.effective_status(now);
     let l = t.limits();
     let mut rows: Vec<(&'static str, Cell)> = vec![

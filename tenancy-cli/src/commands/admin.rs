@@ -20,10 +20,10 @@ use crate::home::SessionSlot;
 use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell};
 
 /// The shortest admin password `init` accepts.
-pub const MIN_ADMIN_PASSWORD: usize = 8;
+pub(crate) const MIN_ADMIN_PASSWORD: usize = 8;
 
 /// `tenancy init`: bootstraps the registry with an admin password.
-pub async fn init(ctx: &mut Ctx<'_>, admin_password_stdin: bool) -> anyhow::Result<()> {
+pub(crate) async fn init(ctx: &mut Ctx<'_>, admin_password_stdin: bool) -> anyhow::Result<()> {
     if ctx.services.registry.is_bootstrapped().await? {
         return Err(Error::already_exists(format!(
             "a registry already exists at {}; log in with `tenancy admin login`",
@@ -76,7 +76,7 @@ pub async fn init(ctx: &mut Ctx<'_>, admin_password_stdin: bool) -> anyhow::Resu
 }
 
 /// `tenancy admin login`.
-pub async fn login(ctx: &mut Ctx<'_>, password_stdin: bool) -> anyhow::Result<()> {
+pub(crate) async fn login(ctx: &mut Ctx<'_>, password_stdin: bool) -> anyhow::Result<()> {
     if !ctx.services.registry.is_bootstrapped().await? {
         return Err(Error::not_found(format!(
             "no registry at {}; create one with `tenancy init`",
@@ -115,7 +115,7 @@ pub async fn login(ctx: &mut Ctx<'_>, password_stdin: bool) -> anyhow::Result<()
 }
 
 /// `tenancy admin session`: shows the admin session; fails (exit 3/4) when there is no valid one.
-pub async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let Some(file) = ctx.home.load(SessionSlot::Admin)? else {
         return Err(CliError::not_logged_in(
@@ -179,7 +179,7 @@ fn show_secret(ctx: &mut Ctx<'_>, created: &CreatedTenant, verb: &str) -> anyhow
 }
 
 /// `tenancy tenant init`.
-pub async fn tenant_init(
+pub(crate) async fn tenant_init(
     ctx: &mut Ctx<'_>,
     name: &str,
     display_name: Option<String>,
@@ -210,7 +210,7 @@ pub async fn tenant_init(
 }
 
 /// `tenancy tenant list`.
-pub async fn tenant_list(
+pub(crate) async fn tenant_list(
     ctx: &mut Ctx<'_>,
     status: Option<StatusArg>,
     plan: Option<PlanArg>,
@@ -252,7 +252,7 @@ pub async fn tenant_list(
 }
 
 /// `tenancy tenant show ID`.
-pub async fn tenant_show(ctx: &mut Ctx<'_>, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn tenant_show(ctx: &mut Ctx<'_>, id: &str) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let id = tenant_id(id)?;
     let t = ctx.services.registry.get(&id).await?;
@@ -265,7 +265,7 @@ pub async fn tenant_show(ctx: &mut Ctx<'_>, id: &str) -> anyhow::Result<()> {
 }
 
 /// `tenancy tenant stats`: counts by status and plan.
-pub async fn tenant_stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn tenant_stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let tenants = ctx
         .services
@@ -306,7 +306,7 @@ pub async fn tenant_stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 
 /// The flags of `tenancy tenant update`.
 #[derive(Debug, Clone, Default)]
-pub struct UpdateArgs {
+pub(crate) struct UpdateArgs {
     /// New plan.
     pub plan: Option<PlanArg>,
     /// New display name.
@@ -322,7 +322,11 @@ pub struct UpdateArgs {
 }
 
 /// `tenancy tenant update ID ...`.
-pub async fn tenant_update(ctx: &mut Ctx<'_>, id: &str, args: UpdateArgs) -> anyhow::Result<()> {
+pub(crate) async fn tenant_update(
+    ctx: &mut Ctx<'_>,
+    id: &str,
+    args: UpdateArgs,
+) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let id = tenant_id(id)?;
     let limits = overrides(&args.limits);
@@ -382,7 +386,7 @@ pub async fn tenant_update(ctx: &mut Ctx<'_>, id: &str, args: UpdateArgs) -> any
 }
 
 /// `tenancy tenant rotate ID [--yes]`.
-pub async fn tenant_rotate(ctx: &mut Ctx<'_>, id: &str, yes: bool) -> anyhow::Result<()> {
+pub(crate) async fn tenant_rotate(ctx: &mut Ctx<'_>, id: &str, yes: bool) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let id = tenant_id(id)?;
     // Fail on an unknown tenant before asking anything.
@@ -411,7 +415,7 @@ pub async fn tenant_rotate(ctx: &mut Ctx<'_>, id: &str, yes: bool) -> anyhow::Re
 }
 
 /// `tenancy tenant suspend ID`.
-pub async fn tenant_suspend(
+pub(crate) async fn tenant_suspend(
     ctx: &mut Ctx<'_>,
     id: &str,
     reason: Option<String>,
@@ -428,7 +432,7 @@ pub async fn tenant_suspend(
 }
 
 /// `tenancy tenant activate ID`.
-pub async fn tenant_activate(ctx: &mut Ctx<'_>, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn tenant_activate(ctx: &mut Ctx<'_>, id: &str) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let id = tenant_id(id)?;
     let t = ctx
@@ -441,7 +445,11 @@ pub async fn tenant_activate(ctx: &mut Ctx<'_>, id: &str) -> anyhow::Result<()> 
 }
 
 /// `tenancy tenant delete ID --confirm`.
-pub async fn tenant_delete(ctx: &mut Ctx<'_>, id: &str, confirm: bool) -> anyhow::Result<()> {
+pub(crate) async fn tenant_delete(
+    ctx: &mut Ctx<'_>,
+    id: &str,
+    confirm: bool,
+) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let id = tenant_id(id)?;
     ctx.services.registry.get(&id).await?;
@@ -487,7 +495,7 @@ fn status_changed(
 }
 
 /// `tenancy migrate --tenant ID [--from PREFIX]`.
-pub async fn migrate(ctx: &mut Ctx<'_>, tenant: &str, from: &str) -> anyhow::Result<()> {
+pub(crate) async fn migrate(ctx: &mut Ctx<'_>, tenant: &str, from: &str) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let id = tenant_id(tenant)?;
     let from = StateKey::new(from).context("--from")?;

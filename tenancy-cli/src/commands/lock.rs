@@ -35,7 +35,7 @@ fn holder_name() -> String {
 }
 
 /// The lock key of `--stack S --env E` (exit 2 when either is malformed).
-pub fn stack_env_key(stack: &str, env: &str) -> anyhow::Result<LockKey> {
+pub(crate) fn stack_env_key(stack: &str, env: &str) -> anyhow::Result<LockKey> {
     super::state::check_names(stack, env)?;
     Ok(LockKey::stack_env(stack, env)?)
 }
@@ -56,7 +56,7 @@ fn info_json(i: &LockInfo) -> serde_json::Value {
 }
 
 /// `tenancy lock acquire`.
-pub async fn acquire(
+pub(crate) async fn acquire(
     ctx: &mut Ctx<'_>,
     stack: &str,
     env: &str,
@@ -94,7 +94,12 @@ pub async fn acquire(
 }
 
 /// `tenancy lock release`.
-pub async fn release(ctx: &mut Ctx<'_>, stack: &str, env: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn release(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    id: &str,
+) -> anyhow::Result<()> {
     let key = stack_env_key(stack, env)?;
     let lock_id = LockId::parse(id)?;
     let t = ctx.require_tenant().await?;
@@ -108,7 +113,7 @@ pub async fn release(ctx: &mut Ctx<'_>, stack: &str, env: &str, id: &str) -> any
 }
 
 /// `tenancy lock renew`.
-pub async fn renew(
+pub(crate) async fn renew(
     ctx: &mut Ctx<'_>,
     stack: &str,
     env: &str,
@@ -131,7 +136,7 @@ pub async fn renew(
 }
 
 /// `tenancy lock list`: this tenant's held locks.
-pub async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let mut all = locks_for(ctx, &t).list("").await?;
     all.sort_by(|a, b| a.key.cmp(&b.key));
@@ -160,7 +165,7 @@ pub async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy lock force-unlock`.
-pub async fn force_unlock(
+pub(crate) async fn force_unlock(
     ctx: &mut Ctx<'_>,
     stack: &str,
     env: &str,

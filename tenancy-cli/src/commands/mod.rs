@@ -1,10 +1,10 @@
 //! Command handlers. Each takes a [`Ctx`]: the registry, backend and lock
 //! manager as trait objects ([`Services`]), the output, and the session files.
 
-pub mod admin;
-pub mod lock;
-pub mod state;
-pub mod tenant;
+pub(crate) mod admin;
+pub(crate) mod lock;
+pub(crate) mod state;
+pub(crate) mod tenant;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::output::{paint, Out, Style};
 
 /// The store behind a command: registry, raw backend and lock manager.
 #[derive(Debug, Clone)]
-pub struct Services {
+pub(crate) struct Services {
     /// The tenant registry.
     pub registry: Arc<dyn TenantRegistry>,
     /// The whole store (tenant scoping is applied per command).
@@ -36,7 +36,7 @@ pub struct Services {
 
 /// What a handler works with.
 #[derive(Debug)]
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// Registry, backend, locks.
     pub services: &'a Services,
     /// Streams, environment, prompts.
@@ -51,24 +51,24 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     /// The result writer (stdout).
-    pub fn out(&mut self) -> Out<'_> {
+    pub(crate) fn out(&mut self) -> Out<'_> {
         let color = self.io.stdout_color();
         Out::new(&mut *self.io.stdout, self.format, color)
     }
 
     /// True for `--output json`.
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.format == OutputFormat::Json
     }
 
     /// An informational line on stderr.
-    pub fn note(&mut self, msg: &str) -> anyhow::Result<()> {
+    pub(crate) fn note(&mut self, msg: &str) -> anyhow::Result<()> {
         writeln!(self.io.stderr, "{msg}")?;
         Ok(())
     }
 
     /// A warning on stderr.
-    pub fn warn(&mut self, msg: &str) -> anyhow::Result<()> {
+    pub(crate) fn warn(&mut self, msg: &str) -> anyhow::Result<()> {
         let color = self.io.stderr_color();
         writeln!(
             self.io.stderr,
@@ -79,7 +79,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The current time.
-    pub fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.services.clock.now()
     }
 
@@ -102,7 +102,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Checks the admin session: present, this backend, not expired, admin.
-    pub async fn require_admin(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn require_admin(&mut self) -> anyhow::Result<()> {
         let now = self.now();
         match self.home.load(SessionSlot::Admin)? {
             Some(file) => {
@@ -139,7 +139,7 @@ impl<'a> Ctx<'a> {
 
     /// Checks the tenant session against the registry (status and credential
     /// generation) and returns the tenant.
-    pub async fn require_tenant(&mut self) -> anyhow::Result<Tenant> {
+    pub(crate) async fn require_tenant(&mut self) -> anyhow::Result<Tenant> {
         let now = self.now();
         let Some(file) = self.home.load(SessionSlot::Tenant)? else {
             if let Ok(Some(_)) = self.home.load(SessionSlot::Admin) {
@@ -190,7 +190,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Writes a session file for this backend.
-    pub fn save_session(
+    pub(crate) fn save_session(
         &self,
         slot: SessionSlot,
         session: tenancy_core::Session,
@@ -207,6 +207,6 @@ impl<'a> Ctx<'a> {
 }
 
 /// Validates a tenant id typed by the user (exit 2 when malformed).
-pub fn tenant_id(raw: &str) -> anyhow::Result<TenantId> {
+pub(crate) fn tenant_id(raw: &str) -> anyhow::Result<TenantId> {
     Ok(TenantId::new(raw)?)
 }

@@ -20,12 +20,12 @@ use crate::exit::CliError;
 use crate::output::{opt_time, time};
 
 /// The largest state document `state put` accepts: 64 MiB.
-pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 type Store = StackStore<TenantScoped<Arc<dyn StateBackend>>>;
 
 /// Validates `--stack` and `--env` as single key segments (exit 2 when malformed).
-pub fn check_names(stack: &str, env: &str) -> anyhow::Result<()> {
+pub(crate) fn check_names(stack: &str, env: &str) -> anyhow::Result<()> {
     StateKey::segment(stack).map_err(|e| anyhow::Error::new(e).context("--stack"))?;
     StateKey::segment(env).map_err(|e| anyhow::Error::new(e).context("--env"))?;
     Ok(())
@@ -85,7 +85,7 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
 }
 
 /// `tenancy state put --stack S --env E [--file F]`.
-pub async fn put(
+pub(crate) async fn put(
     ctx: &mut Ctx<'_>,
     stack: &str,
     env: &str,
@@ -175,7 +175,7 @@ pub async fn put(
 
 /// `tenancy state get --stack S --env E [--version N]`: prints the stored
 /// JSON document itself (in both output modes).
-pub async fn get(
+pub(crate) async fn get(
     ctx: &mut Ctx<'_>,
     stack: &str,
     env: &str,
@@ -197,7 +197,7 @@ pub async fn get(
 }
 
 /// `tenancy state list`: every stack environment with its current version.
-pub async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
     let mut rows = Vec::new();
@@ -240,7 +240,7 @@ pub async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy tenant stacks`: stacks and their environments, against the stack limit.
-pub async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
     let mut by_stack: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -271,7 +271,7 @@ pub async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy state history --stack S --env E`, oldest first.
-pub async fn history(ctx: &mut Ctx<'_>, stack: &str, env: &str) -> anyhow::Result<()> {
+pub(crate) async fn history(ctx: &mut Ctx<'_>, stack: &str, env: &str) -> anyhow::Result<()> {
     check_names(stack, env)?;
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
@@ -313,7 +313,12 @@ pub async fn history(ctx: &mut Ctx<'_>, stack: &str, env: &str) -> anyhow::Resul
 
 /// `tenancy state rollback --stack S --env E --to N`: makes version N current
 /// again, as a new version.
-pub async fn rollback(ctx: &mut Ctx<'_>, stack: &str, env: &str, to: u64) -> anyhow::Result<()> {
+pub(crate) async fn rollback(
+    ctx: &mut Ctx<'_>,
+    stack: &str,
+    env: &str,
+    to: u64,
+) -> anyhow::Result<()> {
     check_names(stack, env)?;
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;

@@ -9,7 +9,7 @@ use crate::home::SessionSlot;
 use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell};
 
 /// `tenancy login --tenant ID [--secret-stdin]`.
-pub async fn login(
+pub(crate) async fn login(
     ctx: &mut Ctx<'_>,
     tenant: Option<String>,
     secret_stdin: bool,
@@ -64,7 +64,7 @@ pub async fn login(
 
 /// `tenancy session`: shows the tenant session after checking it against the
 /// registry; fails (exit 3/4) when it is not valid.
-pub async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let Some(file) = ctx.home.load(SessionSlot::Tenant)? else {
         return Err(CliError::not_logged_in(
@@ -100,7 +100,7 @@ pub async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy tenant details`: the logged-in tenant's profile, plan and limits.
-pub async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let now = ctx.now();
     if ctx.is_json() {
@@ -111,7 +111,7 @@ pub async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy tenant usage`: usage counters against the effective limits.
-pub async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let u = ctx.services.registry.usage(&t.id).await?;
     let l = t.limits();
