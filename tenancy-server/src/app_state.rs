@@ -266,7 +266,9 @@ impl AppStateBuilder {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
                 usage: UsageCache::new(self.config.usage_cache_ttl),
-                registry: self.registry,
+                // Handlers change tenants through this one: every change
+                // reaches this replica's auth cache at once.
+                registry: auth.watching(self.registry),
                 stores: self.stores,
                 auth,
                 admin,

@@ -280,6 +280,13 @@ impl TenantAuth {
         self.inner.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `registry`, telling this cache about every tenant change made
+    /// through it ([`TenantAuth::tenant_changed`]), so none can be
+    /// forgotten. [`crate::AppState`] hands this to its handlers.
+    pub fn watching(&self, registry: Arc<dyn TenantRegistry>) -> Arc<dyn TenantRegistry> {
+        Arc::new(crate::watched::Watched::new(registry, self.clone()))
+    }
+
     /// Tells the cache that `tenant` changed (rotation, suspension,
     /// activation, update, deletion): entries of an older credential
     /// generation are dropped, the others take the new record. Takes effect

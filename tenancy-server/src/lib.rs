@@ -27,6 +27,7 @@ mod ratelimit;
 mod routes;
 pub mod server;
 mod views;
+mod watched;
 
 pub use app_state::{
     AppState, AppStateBuilder, ServerConfig, SharedStores, TenantStores, UsageCache,

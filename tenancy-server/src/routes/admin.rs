@@ -40,9 +40,8 @@ fn lifecycle(e: tenancy_core::Error) -> ApiError {
     }
 }
 
-/// Tells this replica's caches about a changed tenant and renders it.
+/// Renders a changed tenant (the registry already told the auth cache).
 fn changed(state: &AppState, t: &Tenant) -> TenantView {
-    state.auth().tenant_changed(t);
     if t.status == TenantStatus::Deleted {
         state.metrics().forget_tenant(&t.id);
     }

@@ -1,0 +1,101 @@
+//! A [`TenantRegistry`] that tells a [`TenantAuth`] cache about every change
+//! it makes, so a server (or an embedder) cannot forget to: a rotation,
+//! suspension, activation, update or deletion made through it applies to the
+//! very next request on this replica.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use tenancy_core::{
+    CreatedTenant, NewTenant, Reservation, Resource, Result, Secret, Tenant, TenantFilter,
+    TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+};
+
+use crate::auth::TenantAuth;
+
+/// See the module docs; made by [`TenantAuth::watching`].
+#[derive(Debug)]
+pub(crate) struct Watched {
+    inner: Arc<dyn TenantRegistry>,
+    auth: TenantAuth,
+}
+
+impl Watched {
+    pub(crate) fn new(inner: Arc<dyn TenantRegistry>, auth: TenantAuth) -> Self {
+        Watched { inner, auth }
+    }
+
+    fn changed(&self, t: Result<Tenant>) -> Result<Tenant> {
+        if let Ok(t) = &t {
+            self.auth.tenant_changed(t);
+        }
+        t
+    }
+}
+
+#[async_trait]
+impl TenantRegistry for Watched {
+    async fn is_bootstrapped(&self) -> Result<bool> {
+        self.inner.is_bootstrapped().await
+    }
+    async fn bootstrap(&self, p: &Secret) -> Result<()> {
+        self.inner.bootstrap(p).await
+    }
+    async fn verify_admin(&self, p: &Secret) -> Result<()> {
+        self.inner.verify_admin(p).await
+    }
+    async fn create(&self, new: NewTenant) -> Result<CreatedTenant> {
+        let created = self.inner.create(new).await?;
+        self.auth.tenant_changed(&created.tenant);
+        Ok(created)
+    }
+    async fn get(&self, id: &TenantId) -> Result<Tenant> {
+        self.inner.get(id).await
+    }
+    fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
+        self.inner.list(filter)
+    }
+    async fn update(&self, id: &TenantId, u: TenantUpdate) -> Result<Tenant> {
+        self.changed(self.inner.update(id, u).await)
+    }
+    async fn suspend(&self, id: &TenantId, r: Option<String>) -> Result<Tenant> {
+        self.changed(self.inner.suspend(id, r).await)
+    }
+    async fn activate(&self, id: &TenantId) -> Result<Tenant> {
+        self.changed(self.inner.activate(id).await)
+    }
+    async fn rotate(&self, id: &TenantId) -> Result<CreatedTenant> {
+        let rotated = self.inner.rotate(id).await?;
+        self.auth.tenant_changed(&rotated.tenant);
+        Ok(rotated)
+    }
+    async fn delete(&self, id: &TenantId) -> Result<Tenant> {
+        self.changed(self.inner.delete(id).await)
+    }
+    async fn purge(&self, id: &TenantId, grace: Duration) -> Result<u64> {
+        self.inner.purge(id, grace).await
+    }
+    async fn authenticate(&self, id: &TenantId, s: &Secret) -> Result<Tenant> {
+        self.inner.authenticate(id, s).await
+    }
+    async fn authenticate_key(&self, s: &Secret) -> Result<Tenant> {
+        self.inner.authenticate_key(s).await
+    }
+    async fn usage(&self, id: &TenantId) -> Result<Usage> {
+        self.inner.usage(id).await
+    }
+    async fn reserve(&self, id: &TenantId, r: Resource, n: u64) -> Result<Reservation> {
+        self.inner.reserve(id, r, n).await
+    }
+    async fn commit(&self, r: &Reservation) -> Result<()> {
+        self.inner.commit(r).await
+    }
+    async fn release(&self, r: &Reservation) -> Result<()> {
+        self.inner.release(r).await
+    }
+    async fn record_usage(&self, id: &TenantId, e: UsageEvent) -> Result<Usage> {
+        self.inner.record_usage(id, e).await
+    }
+}
