@@ -29,6 +29,18 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Asserts the status (the body is in the message) and passes the answer on.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.bytes)
+        );
+        self
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
             panic!(
@@ -95,7 +107,43 @@ pub async fn harness_on(
     }
 }
 
+/// Requests as one tenant: `client.post(path, body).await.expect(201)`.
+pub struct Client<'a> {
+    harness: &'a Harness,
+    key: String,
+}
+
+impl Client<'_> {
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, Value::Null).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send("POST", path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.send("PUT", path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send("DELETE", path, Value::Null).await
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Value) -> Answer {
+        self.harness.tenant(&self.key, method, path, body).await
+    }
+}
+
 impl Harness {
+    /// A client bound to the tenant whose key this is.
+    pub fn client(&self, key: &str) -> Client<'_> {
+        Client {
+            harness: self,
+            key: key.to_string(),
+        }
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -1,0 +1,184 @@
+//! Router tests: admin.
+
+use super::*;
+
+#[tokio::test]
+async fn admin_needs_the_admin_token() {
+    let h = harness().await;
+    let a = h.call("GET", "/v1/tenants", &[], "").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.error_code(), "unauthorized");
+    let a = h
+        .call(
+            "GET",
+            "/v1/tenants",
+            &[("authorization", "Bearer wrong-token")],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = h
+        .call(
+            "GET",
+            "/v1/tenants",
+            &[("authorization", "Basic YWRtaW46eA==")],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = h.admin("GET", "/v1/tenants", Value::Null).await;
+    assert_eq!(a.status, StatusCode::OK);
+    // A tenant secret is not an admin token.
+    let secret = h.create_tenant("acme", json!({})).await;
+    let a = h
+        .call(
+            "GET",
+            "/v1/tenants",
+            &[("authorization", &format!("Bearer {secret}"))],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn tenant_lifecycle_through_the_admin_api() {
+    let h = harness().await;
+    let a = h
+        .admin(
+            "POST",
+            "/v1/tenants",
+            json!({"id": "acme", "display_name": "Acme", "email": "ops@acme.test",
+                   "plan": "basic", "limits": {"max_workers": 7}, "secret_prefix": "acme"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let body = a.json();
+    assert!(body["secret"].as_str().unwrap().starts_with("acme_"));
+    assert_eq!(body["tenant"]["status"], "active");
+    assert_eq!(body["tenant"]["plan"], "basic");
+    assert_eq!(body["tenant"]["limits"]["max_workers"], 7);
+    let text = String::from_utf8_lossy(&a.bytes).to_string();
+    assert!(!text.contains("$2"), "no bcrypt hash in the answer: {text}");
+    assert!(!text.contains("lookup_id"), "no lookup id in the answer");
+
+    let a = h.admin("POST", "/v1/tenants", json!({"id": "acme"})).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.error_code(), "already_exists");
+
+    h.create_tenant("beta", json!({})).await;
+    let a = h.admin("GET", "/v1/tenants", Value::Null).await;
+    let ids: Vec<String> = a.json()["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["acme", "beta"]);
+
+    let a = h
+        .admin(
+            "POST",
+            "/v1/tenants/beta/suspend",
+            json!({"reason": "unpaid"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["status"], "suspended");
+    assert_eq!(a.json()["suspended_reason"], "unpaid");
+    let a = h
+        .admin("POST", "/v1/tenants/beta/suspend", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "already suspended");
+    let a = h
+        .admin("GET", "/v1/tenants?status=suspended", Value::Null)
+        .await;
+    assert_eq!(a.json()["tenants"].as_array().unwrap().len(), 1);
+    let a = h
+        .admin("GET", "/v1/tenants?status=bogus", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = h
+        .admin("POST", "/v1/tenants/beta/activate", Value::Null)
+        .await;
+    assert_eq!(a.json()["status"], "active");
+
+    let a = h
+        .admin(
+            "PATCH",
+            "/v1/tenants/acme",
+            json!({"plan": "pro", "display_name": "Acme Inc"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["plan"], "pro");
+    let rev = a.json()["revision"].as_u64().unwrap();
+    let a = h
+        .admin(
+            "PATCH",
+            "/v1/tenants/acme",
+            json!({"email": "x@y.test", "expected_revision": rev - 1}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::PRECONDITION_FAILED);
+    let a = h
+        .admin("PATCH", "/v1/tenants/acme", json!({"plan": "gold"}))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let a = h
+        .admin("POST", "/v1/tenants/acme/rotate", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.json()["secret"].as_str().unwrap().starts_with("acme_"));
+    assert_eq!(a.json()["tenant"]["credential_generation"], 2);
+
+    let a = h.admin("GET", "/v1/tenants/acme/stats", Value::Null).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let quotas = a.json()["quotas"].as_array().unwrap().clone();
+    assert!(quotas
+        .iter()
+        .any(|q| q["resource"] == "concurrent_jobs" && q["limit"] == 100));
+
+    let a = h.admin("DELETE", "/v1/tenants/beta", Value::Null).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["status"], "deleted");
+    let a = h.admin("GET", "/v1/tenants/beta", Value::Null).await;
+    assert_eq!(a.json()["status"], "deleted");
+    let a = h.admin("GET", "/v1/tenants/nobody", Value::Null).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = h.admin("GET", "/v1/tenants/Bad..Id", Value::Null).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn create_refuses_bad_input() {
+    let h = harness().await;
+    let bearer = format!("Bearer {ADMIN}");
+    let auth = [("authorization", bearer.as_str())];
+    for (body, why) in [
+        ("{", "bad JSON"),
+        ("[]", "wrong shape"),
+        (r#"{"id": 5}"#, "wrong type"),
+        (r#"{"id": "acme", "plan": 3}"#, "wrong plan type"),
+        (r#"{"id": "acme", "surprise": true}"#, "unknown field"),
+        (r#"{"id": "default"}"#, "reserved id"),
+        (r#"{"id": "../etc"}"#, "traversal id"),
+        (r#"{"id": "acme", "email": "nope"}"#, "bad email"),
+        (r#"{"id": "acme", "secret_prefix": "NO"}"#, "bad prefix"),
+        (
+            r#"{"id": "acme", "limits": {"max_stacks": 99999999999999}}"#,
+            "absurd limit",
+        ),
+        ("", "empty body"),
+    ] {
+        let a = h.call("POST", "/v1/tenants", &auth, body).await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{why}: {}",
+            String::from_utf8_lossy(&a.bytes)
+        );
+        assert_eq!(a.error_code(), "invalid_input", "{why}");
+    }
+}

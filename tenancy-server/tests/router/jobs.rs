@@ -1,0 +1,454 @@
+//! Router tests: jobs and workers.
+
+use super::*;
+
+#[tokio::test]
+async fn thirty_two_concurrent_jobs_on_the_free_plan_give_five_created() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({"plan": "free"})).await;
+    // Warm the cache so the burst measures the quota, not bcrypt.
+    h.tenant(&key, "GET", "/v1/tenant", Value::Null).await;
+    let calls = (0..32).map(|i| {
+        h.tenant(
+            &key,
+            "POST",
+            "/v1/jobs",
+            json!({"name": format!("job-{i}")}),
+        )
+    });
+    let answers = futures::future::join_all(calls).await;
+    let created = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!((created, refused.len()), (5, 27));
+    for a in refused {
+        assert_eq!(a.error_code(), "quota_exceeded");
+        assert_eq!(a.json()["error"]["quota"]["resource"], "concurrent_jobs");
+    }
+    let a = h.admin("GET", "/v1/tenants/acme/stats", Value::Null).await;
+    let usage = a.json()["usage"].clone();
+    assert_eq!(usage["jobs_active"], 5);
+    assert_eq!(usage["jobs_this_hour"], 5);
+    // The tenant's own view shows this replica's changes at once, whatever its usage cache.
+    let me = h
+        .tenant(&key, "GET", "/v1/tenant", Value::Null)
+        .await
+        .json();
+    assert_eq!(me["usage"]["jobs_active"], 5);
+}
+
+#[tokio::test]
+async fn jobs_run_through_workers_and_give_their_quota_back() {
+    let h = harness().await;
+    let key = h
+        .create_tenant("acme", json!({"limits": {"max_concurrent_jobs": 2}}))
+        .await;
+    let a = h
+        .tenant(&key, "POST", "/v1/workers", json!({"name": "w1", "cpu": 1}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let worker = a.json()["id"].as_str().unwrap().to_string();
+    let a = h
+        .tenant(&key, "POST", "/v1/workers", json!({"name": "w2"}))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "free plan: one worker"
+    );
+    assert_eq!(a.json()["error"]["quota"]["resource"], "workers");
+
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+
+    let j1 = h
+        .tenant(
+            &key,
+            "POST",
+            "/v1/jobs",
+            json!({"name": "first", "cpu": 2, "payload": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(j1.status, StatusCode::CREATED);
+    let j1 = j1.json();
+    assert_eq!(j1["status"], "queued");
+    let j2 = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "second"}))
+        .await
+        .json();
+    let a = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "third"}))
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    let a = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "gpu", "gpu": 1}))
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // FIFO claim.
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["id"], j1["id"]);
+    assert_eq!(a.json()["status"], "running");
+    assert_eq!(a.json()["worker_id"].as_str().unwrap(), worker);
+    let id1 = j1["id"].as_str().unwrap();
+
+    // Only the holder may complete.
+    let stranger = uuid::Uuid::new_v4();
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/jobs/{id1}/complete"),
+            json!({"worker_id": stranger}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let id2 = j2["id"].as_str().unwrap();
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/jobs/{id2}/complete"),
+            json!({"worker_id": worker}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "queued, not held");
+
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/jobs/{id1}/complete"),
+            json!({"worker_id": worker, "result": {"ok": true}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["status"], "completed");
+    assert_eq!(a.json()["result"]["ok"], true);
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/jobs/{id1}/complete"),
+            json!({"worker_id": worker}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "completed once");
+
+    // The slot is free again.
+    let a = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "third"}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.json()["id"].as_str().unwrap(), id2);
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/jobs/{id2}/fail"),
+            json!({"worker_id": worker, "error": "boom"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["status"], "failed");
+    assert_eq!(a.json()["error"], "boom");
+
+    let a = h.tenant(&key, "GET", "/v1/jobs", Value::Null).await;
+    assert_eq!(a.json()["jobs"].as_array().unwrap().len(), 3);
+    let a = h
+        .tenant(&key, "GET", "/v1/jobs?status=completed", Value::Null)
+        .await;
+    assert_eq!(a.json()["jobs"].as_array().unwrap().len(), 1);
+    let a = h
+        .tenant(&key, "GET", &format!("/v1/jobs/{id1}"), Value::Null)
+        .await;
+    assert_eq!(a.json()["status"], "completed");
+    let a = h
+        .tenant(&key, "GET", "/v1/jobs?status=bogus", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let stats = h
+        .admin("GET", "/v1/tenants/acme/stats", Value::Null)
+        .await
+        .json();
+    assert_eq!(stats["usage"]["jobs_completed"], 1);
+    assert_eq!(stats["usage"]["jobs_failed"], 1);
+    assert_eq!(stats["usage"]["jobs_active"], 1);
+    assert_eq!(
+        stats["usage"]["cpu_cores"], 1,
+        "the worker's core; the finished job's are back"
+    );
+    assert_eq!(stats["usage"]["workers"], 1);
+
+    // Deleting a worker requeues what it holds and frees its quota.
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    let held = a.json()["id"].as_str().unwrap().to_string();
+    let a = h
+        .tenant(
+            &key,
+            "DELETE",
+            &format!("/v1/workers/{worker}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = h
+        .tenant(
+            &key,
+            "DELETE",
+            &format!("/v1/workers/{worker}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = h
+        .tenant(&key, "GET", &format!("/v1/jobs/{held}"), Value::Null)
+        .await;
+    assert_eq!(a.json()["status"], "queued");
+    let a = h
+        .tenant(&key, "POST", "/v1/workers", json!({"name": "w3"}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let w3 = a.json()["id"].as_str().unwrap().to_string();
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{w3}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.json()["id"].as_str().unwrap(), held);
+    let stats = h
+        .admin("GET", "/v1/tenants/acme/stats", Value::Null)
+        .await
+        .json();
+    assert_eq!(stats["usage"]["workers"], 1);
+    assert_eq!(stats["usage"]["cpu_cores"], 0);
+}
+
+#[tokio::test]
+async fn jobs_per_hour_answers_429_with_retry_after() {
+    let h = harness().await;
+    let key = h
+        .create_tenant(
+            "acme",
+            json!({"limits": {"max_jobs_per_hour": 2, "max_concurrent_jobs": 10}}),
+        )
+        .await;
+    for _ in 0..2 {
+        h.client(&key)
+            .post("/v1/jobs", json!({"name": "j"}))
+            .await
+            .expect(201);
+    }
+    let a = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "j"}))
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.json()["error"]["quota"]["resource"], "jobs_per_hour");
+    let secs: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&secs));
+    // The refused request took nothing.
+    let stats = h
+        .admin("GET", "/v1/tenants/acme/stats", Value::Null)
+        .await
+        .json();
+    assert_eq!(stats["usage"]["jobs_active"], 2);
+}
+
+#[tokio::test]
+async fn jobs_refuse_bad_input() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    for (body, why) in [
+        (json!({}), "no name"),
+        (json!({"name": ""}), "empty name"),
+        (json!({"name": "x".repeat(300)}), "long name"),
+        (json!({"name": 5}), "wrong type"),
+        (json!({"name": "a", "cpu": -1}), "negative cpu"),
+        (json!({"name": "a", "cpu": "two"}), "cpu as text"),
+        (json!({"name": "a", "gpu": 99_999_999_999u64}), "absurd gpu"),
+        (json!({"name": "a", "extra": 1}), "unknown field"),
+    ] {
+        let a = h.tenant(&key, "POST", "/v1/jobs", body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{why}");
+    }
+    let a = h
+        .tenant(&key, "GET", "/v1/jobs/not-a-uuid", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = h
+        .tenant(
+            &key,
+            "GET",
+            &format!("/v1/jobs/{}", uuid::Uuid::new_v4()),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{}/claim", uuid::Uuid::new_v4()),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let stats = h
+        .admin("GET", "/v1/tenants/acme/stats", Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        stats["usage"]["jobs_active"], 0,
+        "refused requests reserve nothing"
+    );
+}
+
+#[tokio::test]
+async fn one_tenant_never_sees_anothers_jobs_workers_state_or_locks() {
+    let h = harness().await;
+    let a_key = h.create_tenant("alpha", json!({})).await;
+    let b_key = h.create_tenant("bravo", json!({})).await;
+    let job = h
+        .tenant(&a_key, "POST", "/v1/jobs", json!({"name": "secret-job"}))
+        .await
+        .json();
+    let job_id = job["id"].as_str().unwrap();
+    let a_worker = h
+        .tenant(&a_key, "POST", "/v1/workers", json!({"name": "wa"}))
+        .await
+        .json();
+    let a_worker = a_worker["id"].as_str().unwrap();
+    let b_worker = h
+        .tenant(&b_key, "POST", "/v1/workers", json!({"name": "wb"}))
+        .await
+        .json();
+    let b_worker = b_worker["id"].as_str().unwrap();
+    h.call(
+        "PUT",
+        "/v1/state/stacks/x/prod/state.json",
+        &[("x-api-key", &a_key)],
+        "alpha-data",
+    )
+    .await;
+    h.tenant(
+        &a_key,
+        "POST",
+        "/v1/locks/stack:x:env:prod",
+        json!({"ttl_seconds": 60}),
+    )
+    .await;
+
+    // Bravo's worker finds nothing to claim: alpha's queue is invisible.
+    let a = h
+        .tenant(
+            &b_key,
+            "POST",
+            &format!("/v1/workers/{b_worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    // Alpha's ids mean nothing to bravo.
+    h.client(&b_key)
+        .get(&format!("/v1/jobs/{job_id}"))
+        .await
+        .expect(404);
+    h.client(&b_key)
+        .send(
+            "POST",
+            &format!("/v1/workers/{a_worker}/claim"),
+            Value::Null,
+        )
+        .await
+        .expect(404);
+    h.client(&b_key)
+        .delete(&format!("/v1/workers/{a_worker}"))
+        .await
+        .expect(404);
+    h.client(&b_key)
+        .send(
+            "POST",
+            &format!("/v1/jobs/{job_id}/complete"),
+            json!({"worker_id": b_worker}),
+        )
+        .await
+        .expect(404);
+    let list = h
+        .tenant(&b_key, "GET", "/v1/jobs", Value::Null)
+        .await
+        .json();
+    assert!(list["jobs"].as_array().unwrap().is_empty());
+    let a = h
+        .call(
+            "GET",
+            "/v1/state/stacks/x/prod/state.json",
+            &[("x-api-key", &b_key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = h.tenant(&b_key, "GET", "/v1/state", Value::Null).await;
+    assert!(!String::from_utf8_lossy(&a.bytes).contains("stacks/x"));
+    let a = h.tenant(&b_key, "GET", "/v1/locks", Value::Null).await;
+    assert!(a.json()["locks"].as_array().unwrap().is_empty());
+    // The same lock key is a different lock for bravo.
+    let a = h
+        .tenant(
+            &b_key,
+            "POST",
+            "/v1/locks/stack:x:env:prod",
+            json!({"ttl_seconds": 60}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    // Alpha's job is untouched and still claimable by alpha.
+    let a = h
+        .tenant(
+            &a_key,
+            "POST",
+            &format!("/v1/workers/{a_worker}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.json()["id"].as_str().unwrap(), job_id);
+}

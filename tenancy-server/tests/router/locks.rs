@@ -1,0 +1,133 @@
+//! Router tests: locks.
+
+use super::*;
+
+#[tokio::test]
+async fn locks_acquire_conflict_renew_release() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            json!({"ttl_seconds": 60, "operation": "apply", "owner": "ci@runner"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let lease = a.json();
+    assert_eq!(lease["key"], "stack:web:env:prod");
+    assert_eq!(lease["owner"], "ci@runner");
+    assert_eq!(lease["tenant"], "acme");
+    let lock_id = lease["lock_id"].as_str().unwrap().to_string();
+    let token = lease["fencing_token"].as_u64().unwrap();
+
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            json!({"ttl_seconds": 60}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.error_code(), "lock_held");
+    assert_eq!(a.json()["error"]["holder"]["owner"], "ci@runner");
+
+    let a = h
+        .tenant(
+            &key,
+            "PUT",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={lock_id}&ttl_seconds=120"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = h
+        .tenant(
+            &key,
+            "PUT",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={lock_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "renew with the lease it had");
+    let other_id = uuid::Uuid::new_v4();
+    let a = h
+        .tenant(
+            &key,
+            "PUT",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={other_id}"),
+            json!({"ttl_seconds": 30}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.error_code(), "lock_lost");
+    let a = h
+        .tenant(&key, "PUT", "/v1/locks/stack:web:env:prod", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "lock_id required");
+    let a = h
+        .tenant(
+            &key,
+            "PUT",
+            "/v1/locks/stack:web:env:prod?lock_id=nope",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let a = h.tenant(&key, "GET", "/v1/locks", Value::Null).await;
+    let locks = a.json()["locks"].as_array().unwrap().clone();
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0]["key"], "stack:web:env:prod");
+
+    let a = h
+        .tenant(
+            &key,
+            "DELETE",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={other_id}"),
+            Value::Null,
+        )
+        .await;
+    assert!(a.status == StatusCode::CONFLICT || a.status == StatusCode::NOT_FOUND);
+    let a = h
+        .tenant(
+            &key,
+            "DELETE",
+            &format!("/v1/locks/stack:web:env:prod?lock_id={lock_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = h
+        .tenant(
+            &key,
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            json!({"ttl_seconds": 5}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert!(a.json()["fencing_token"].as_u64().unwrap() > token);
+
+    for (path, body, why) in [
+        (
+            "/v1/locks/a::b",
+            json!({"ttl_seconds": 60}),
+            "empty segment",
+        ),
+        ("/v1/locks/..%2Fx", json!({"ttl_seconds": 60}), "traversal"),
+        ("/v1/locks/ok", json!({"ttl_seconds": 0}), "zero ttl"),
+        (
+            "/v1/locks/ok",
+            json!({"ttl_seconds": 9_999_999}),
+            "huge ttl",
+        ),
+        ("/v1/locks/ok", json!({"ttl_seconds": "60"}), "wrong type"),
+        ("/v1/locks/ok", json!({}), "missing ttl"),
+    ] {
+        let a = h.tenant(&key, "POST", path, body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{why}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Router tests: state.
+
+use super::*;
+
+#[tokio::test]
+async fn state_with_etags_and_preconditions() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    let put = |body: &'static str, headers: Vec<(&'static str, String)>| {
+        let key = key.clone();
+        let h = &h;
+        async move {
+            let mut hs: Vec<(&str, &str)> = vec![("x-api-key", &key)];
+            for (k, v) in &headers {
+                hs.push((k, v));
+            }
+            h.call("PUT", "/v1/state/stacks/web/prod/state.json", &hs, body)
+                .await
+        }
+    };
+    let a = put("{\"v\":1}", vec![("if-none-match", "*".into())]).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let etag1 = a.header("etag").unwrap();
+    assert_eq!(a.json()["etag"], etag1.as_str());
+    let a = put("{\"v\":1}", vec![("if-none-match", "*".into())]).await;
+    assert_eq!(a.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(a.error_code(), "precondition_failed");
+
+    let a = h
+        .call(
+            "GET",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.bytes, b"{\"v\":1}");
+    assert_eq!(a.header("etag").unwrap(), etag1);
+    let a = h
+        .call(
+            "GET",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key), ("if-none-match", &etag1)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+
+    let a = put("{\"v\":2}", vec![("if-match", etag1.clone())]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let etag2 = a.header("etag").unwrap();
+    assert_ne!(etag1, etag2);
+    let a = put("{\"v\":3}", vec![("if-match", etag1.clone())]).await;
+    assert_eq!(a.status, StatusCode::PRECONDITION_FAILED, "stale If-Match");
+    let a = put("{\"v\":3}", vec![("if-match", "\"garbage\"".into())]).await;
+    assert_eq!(a.status, StatusCode::PRECONDITION_FAILED);
+    let a = put("{\"v\":3}", vec![]).await;
+    assert_eq!(a.status, StatusCode::OK, "unconditional overwrite");
+
+    h.call(
+        "PUT",
+        "/v1/state/stacks/api/prod/state.json",
+        &[("x-api-key", &key)],
+        "x",
+    )
+    .await;
+    let a = h
+        .call(
+            "GET",
+            "/v1/state?prefix=stacks/web",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    let keys: Vec<String> = a.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["stacks/web/prod/state.json"]);
+    let a = h
+        .call("GET", "/v1/state?limit=1", &[("x-api-key", &key)], "")
+        .await;
+    assert_eq!(a.json()["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(a.json()["truncated"], true);
+
+    let a = h
+        .call(
+            "DELETE",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key), ("if-match", &etag1)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::PRECONDITION_FAILED);
+    let a = h
+        .call(
+            "DELETE",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = h
+        .call(
+            "GET",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.error_code(), "not_found");
+    let a = h
+        .call(
+            "DELETE",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    // Stored under the tenant's own prefix.
+    let raw = StateKey::new("tenants/acme/v1/stacks/api/prod/state.json").unwrap();
+    assert!(h.backend.get(&raw).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn state_refuses_traversal_and_reserved_keys() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    for path in [
+        "/v1/state/..%2Fregistry%2Facme.yaml",
+        "/v1/state/%2e%2e/%2e%2e/registry/acme.yaml",
+        "/v1/state/a/../../b",
+        "/v1/state/.hidden",
+        "/v1/state/a%00b",
+        "/v1/state/a%5Cb",
+        "/v1/state/a//b",
+    ] {
+        for method in ["GET", "PUT", "DELETE"] {
+            let a = h.call(method, path, &[("x-api-key", &key)], "x").await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{method} {path}");
+            assert_eq!(a.error_code(), "invalid_input");
+        }
+    }
+    let a = h
+        .call(
+            "GET",
+            "/v1/state?prefix=..%2F..",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    for method in ["GET", "PUT", "DELETE"] {
+        let a = h
+            .call(
+                method,
+                "/v1/state/_server/jobs/x",
+                &[("x-api-key", &key)],
+                "x",
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{method} reserved");
+    }
+    let a = h
+        .call(
+            "GET",
+            "/v1/state?prefix=_server",
+            &[("x-api-key", &key)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
