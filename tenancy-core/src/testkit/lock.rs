@@ -96,65 +96,6 @@ pub const CHECKS: [&str; 10] = [
 
 /// A free key is taken; a held one is `LockHeld` naming the holder.
 pub async fn try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_try_acquire_and_held(locks, clock).await;
-    Outcome::Passed
-}
-
-/// `acquire(wait)` waits for a release or expiry, and gives up after `wait`.
-pub async fn acquire_waits(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_acquire_waits(locks, clock).await;
-    Outcome::Passed
-}
-
-/// Renew extends one's own lease; a foreign, stale or expired lease is refused.
-pub async fn renew(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_renew(locks, clock).await;
-    Outcome::Passed
-}
-
-/// Release frees one's own lease only.
-pub async fn release(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
-    check_release(locks).await;
-    Outcome::Passed
-}
-
-/// Inspect shows the holder and nothing for a free or expired key.
-pub async fn inspect(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_inspect(locks, clock).await;
-    Outcome::Passed
-}
-
-/// List returns exactly the held locks below a prefix.
-pub async fn list_prefix(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_list(locks, clock).await;
-    Outcome::Passed
-}
-
-/// Force-unlock frees any lease and the key can be taken again.
-pub async fn force_unlock(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
-    check_force_unlock(locks).await;
-    Outcome::Passed
-}
-
-/// An expired lease can be taken over and the old holder can no longer renew.
-pub async fn expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_expiry_takeover(locks, clock).await;
-    Outcome::Passed
-}
-
-/// Fencing tokens strictly increase per key across every acquire and takeover.
-pub async fn fencing_tokens_increase(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
-    check_fencing_tokens(locks, clock).await;
-    Outcome::Passed
-}
-
-/// Bad keys, TTLs and texts are `InvalidInput`.
-pub async fn bad_input(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
-    check_bad_input(locks).await;
-    Outcome::Passed
-}
-
-async fn check_try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) {
     let keys = Keys::new();
     let key = keys.key("stack:web:env:prod");
     let request = req(&key, 30).who("alice@laptop").info("{\"pr\": 42}");
@@ -215,9 +156,11 @@ async fn check_try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock
         .await
         .expect("release");
     locks.release(&key, lease.lock_id).await.expect("release");
+    Outcome::Passed
 }
 
-async fn check_acquire_waits(locks: &dyn LockManager, clock: &ManualClock) {
+/// `acquire(wait)` waits for a release or expiry, and gives up after `wait`.
+pub async fn acquire_waits(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("wait");
 
@@ -256,9 +199,11 @@ async fn check_acquire_waits(locks: &dyn LockManager, clock: &ManualClock) {
     assert_ne!(taken.lock_id, free.lock_id);
     assert!(taken.fencing_token > free.fencing_token);
     locks.release(&key, taken.lock_id).await.expect("release");
+    Outcome::Passed
 }
 
-async fn check_renew(locks: &dyn LockManager, clock: &ManualClock) {
+/// Renew extends one's own lease; a foreign, stale or expired lease is refused.
+pub async fn renew(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("renew");
     let lease = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
@@ -343,9 +288,11 @@ async fn check_renew(locks: &dyn LockManager, clock: &ManualClock) {
         ),
         "renew of a free key is NotFound"
     );
+    Outcome::Passed
 }
 
-async fn check_release(locks: &dyn LockManager) {
+/// Release frees one's own lease only.
+pub async fn release(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("release");
     let lease = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
@@ -385,9 +332,11 @@ async fn check_release(locks: &dyn LockManager) {
     let again = locks.try_acquire(&req(&key, 30)).await.expect("re-acquire");
     assert!(again.fencing_token > lease.fencing_token);
     locks.release(&key, again.lock_id).await.expect("release");
+    Outcome::Passed
 }
 
-async fn check_inspect(locks: &dyn LockManager, clock: &ManualClock) {
+/// Inspect shows the holder and nothing for a free or expired key.
+pub async fn inspect(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("inspect");
     assert!(
@@ -403,9 +352,11 @@ async fn check_inspect(locks: &dyn LockManager, clock: &ManualClock) {
         current(locks, &key).await.is_none(),
         "an expired lock inspects as free"
     );
+    Outcome::Passed
 }
 
-async fn check_list(locks: &dyn LockManager, clock: &ManualClock) {
+/// List returns exactly the held locks below a prefix.
+pub async fn list_prefix(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let a1 = keys.key("a:1");
     let a2 = keys.key("a:2");
@@ -475,9 +426,11 @@ async fn check_list(locks: &dyn LockManager, clock: &ManualClock) {
         .await
         .expect("list")
         .is_empty());
+    Outcome::Passed
 }
 
-async fn check_force_unlock(locks: &dyn LockManager) {
+/// Force-unlock frees any lease and the key can be taken again.
+pub async fn force_unlock(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("force");
     let lease = locks.try_acquire(&req(&key, 600)).await.expect("acquire");
@@ -523,9 +476,11 @@ async fn check_force_unlock(locks: &dyn LockManager) {
         ),
         "force-unlock of a free key is NotFound"
     );
+    Outcome::Passed
 }
 
-async fn check_expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) {
+/// An expired lease can be taken over and the old holder can no longer renew.
+pub async fn expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("takeover");
     let old = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
@@ -575,9 +530,11 @@ async fn check_expiry_takeover(locks: &dyn LockManager, clock: &ManualClock) {
         "acquire after a takeover",
     );
     locks.release(&key, new.lock_id).await.expect("release");
+    Outcome::Passed
 }
 
-async fn check_fencing_tokens(locks: &dyn LockManager, clock: &ManualClock) {
+/// Fencing tokens strictly increase per key across every acquire and takeover.
+pub async fn fencing_tokens_increase(locks: &dyn LockManager, clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("tokens");
     let mut tokens = Vec::new();
@@ -615,9 +572,11 @@ async fn check_fencing_tokens(locks: &dyn LockManager, clock: &ManualClock) {
     let last = locks.try_acquire(&req(&key, 30)).await.expect("acquire");
     assert!(last.fencing_token > tokens[tokens.len() - 1]);
     locks.release(&key, last.lock_id).await.expect("release");
+    Outcome::Passed
 }
 
-async fn check_bad_input(locks: &dyn LockManager) {
+/// Bad keys, TTLs and texts are `InvalidInput`.
+pub async fn bad_input(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome {
     let keys = Keys::new();
     let key = keys.key("bad");
 
@@ -710,6 +669,7 @@ async fn check_bad_input(locks: &dyn LockManager) {
     expect_refused(locks.release(&key, typo).await, "release with a wrong id");
     assert_eq!(current(locks, &key).await.as_ref(), Some(&lease));
     locks.release(&key, lease.lock_id).await.expect("release");
+    Outcome::Passed
 }
 
 /// A lock manager under test and the [`ManualClock`] it reads time from.

@@ -76,150 +76,6 @@ async fn bootstrapped(registry: &dyn TenantRegistry) {
 
 /// Bootstrap once; the admin password verifies, wrong ones do not.
 pub async fn bootstrap(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    check_bootstrap(registry).await;
-    Outcome::Passed
-}
-
-/// Create returns the secret once; authenticate accepts it and nothing else.
-pub async fn create_authenticate(
-    registry: &dyn TenantRegistry,
-    _: Option<&ManualClock>,
-) -> Outcome {
-    bootstrapped(registry).await;
-    check_create_authenticate(registry).await;
-    Outcome::Passed
-}
-
-/// A secret alone resolves to its tenant, and only its own.
-pub async fn authenticate_key(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_authenticate_key(registry).await;
-    Outcome::Passed
-}
-
-/// Rotation issues a new secret; the old one and its generation stop working.
-pub async fn rotation(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_rotation(registry).await;
-    Outcome::Passed
-}
-
-/// Suspended, expired and deleted tenants are refused with `Forbidden`.
-pub async fn refused_statuses(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_refused_statuses(registry).await;
-    Outcome::Passed
-}
-
-/// An update with a stale expected revision is `Precondition`.
-pub async fn update_with_revision(
-    registry: &dyn TenantRegistry,
-    _: Option<&ManualClock>,
-) -> Outcome {
-    bootstrapped(registry).await;
-    check_update_with_revision(registry).await;
-    Outcome::Passed
-}
-
-/// Of concurrent creates of one id exactly one wins.
-pub async fn concurrent_creates(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_concurrent_creates(registry).await;
-    Outcome::Passed
-}
-
-/// Concurrent updates all land (none is lost).
-pub async fn concurrent_updates(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_concurrent_updates(registry).await;
-    Outcome::Passed
-}
-
-/// A burst of reservations never ends above the limit.
-pub async fn quota_race(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_quota_race(registry).await;
-    Outcome::Passed
-}
-
-/// Reserve, commit and release follow the quota rules.
-pub async fn quota_semantics(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_quota_semantics(registry).await;
-    Outcome::Passed
-}
-
-/// No secret or hash appears in Debug or Display output.
-pub async fn secrets_never_shown(
-    registry: &dyn TenantRegistry,
-    _: Option<&ManualClock>,
-) -> Outcome {
-    bootstrapped(registry).await;
-    check_secrets_never_shown(registry).await;
-    Outcome::Passed
-}
-
-/// Bad input is `InvalidInput` and writes nothing.
-pub async fn bad_input(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_bad_input(registry).await;
-    Outcome::Passed
-}
-
-/// Every status transition in the lifecycle table, allowed or refused.
-pub async fn lifecycle_table(
-    registry: &dyn TenantRegistry,
-    clock: Option<&ManualClock>,
-) -> Outcome {
-    let Some(clock) = clock else {
-        return Outcome::skipped("needs the registry's ManualClock");
-    };
-    bootstrapped(registry).await;
-    check_lifecycle_table(registry, clock).await;
-    Outcome::Passed
-}
-
-/// A tenant past `expires_at` reads expired and is refused.
-pub async fn expiry(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
-    let Some(clock) = clock else {
-        return Outcome::skipped("needs the registry's ManualClock");
-    };
-    bootstrapped(registry).await;
-    check_expiry(registry, clock).await;
-    Outcome::Passed
-}
-
-/// The jobs-per-hour window counts per clock hour.
-pub async fn jobs_per_hour(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
-    let Some(clock) = clock else {
-        return Outcome::skipped("needs the registry's ManualClock");
-    };
-    bootstrapped(registry).await;
-    check_jobs_per_hour(registry, clock).await;
-    Outcome::Passed
-}
-
-/// Delete archives state; purge removes it after the grace period.
-pub async fn delete_and_purge(
-    registry: &dyn TenantRegistry,
-    clock: Option<&ManualClock>,
-) -> Outcome {
-    let Some(clock) = clock else {
-        return Outcome::skipped("needs the registry's ManualClock");
-    };
-    bootstrapped(registry).await;
-    check_delete_and_purge(registry, clock).await;
-    Outcome::Passed
-}
-
-/// List yields each tenant once and filters by status and plan.
-pub async fn list_filters(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
-    bootstrapped(registry).await;
-    check_list_filters(registry).await;
-    Outcome::Passed
-}
-
-async fn check_bootstrap(registry: &dyn TenantRegistry) {
     let admin = Secret::new(ADMIN);
     assert!(!registry.is_bootstrapped().await.expect("is_bootstrapped"));
     let err = registry
@@ -253,9 +109,15 @@ async fn check_bootstrap(registry: &dyn TenantRegistry) {
         .verify_admin(&admin)
         .await
         .expect("admin password still verifies");
+    Outcome::Passed
 }
 
-async fn check_create_authenticate(registry: &dyn TenantRegistry) {
+/// Create returns the secret once; authenticate accepts it and nothing else.
+pub async fn create_authenticate(
+    registry: &dyn TenantRegistry,
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("acme");
     let created = registry
         .create(NewTenant::new(id.clone()))
@@ -358,9 +220,12 @@ async fn check_create_authenticate(registry: &dyn TenantRegistry) {
         .await
         .expect("create from a name");
     assert_eq!(named.tenant.id.as_str(), "globex-corp");
+    Outcome::Passed
 }
 
-async fn check_authenticate_key(registry: &dyn TenantRegistry) {
+/// A secret alone resolves to its tenant, and only its own.
+pub async fn authenticate_key(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let a = registry
         .create(NewTenant::new(tid("key-a")))
         .await
@@ -404,9 +269,12 @@ async fn check_authenticate_key(registry: &dyn TenantRegistry) {
             assert!(!e.to_string().contains(bad), "error echoes the key: {e}");
         }
     }
+    Outcome::Passed
 }
 
-async fn check_rotation(registry: &dyn TenantRegistry) {
+/// Rotation issues a new secret; the old one and its generation stop working.
+pub async fn rotation(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("rotor");
     let created = registry
         .create(NewTenant {
@@ -455,9 +323,12 @@ async fn check_rotation(registry: &dyn TenantRegistry) {
     let stored = registry.get(&id).await.expect("get");
     assert_eq!(stored.credential.generation, 3);
     assert_eq!(stored.credential.rotations, 2);
+    Outcome::Passed
 }
 
-async fn check_refused_statuses(registry: &dyn TenantRegistry) {
+/// Suspended, expired and deleted tenants are refused with `Forbidden`.
+pub async fn refused_statuses(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("sleepy");
     let created = registry
         .create(NewTenant::new(id.clone()))
@@ -528,9 +399,15 @@ async fn check_refused_statuses(registry: &dyn TenantRegistry) {
         "Precondition",
         "updating a deleted tenant",
     );
+    Outcome::Passed
 }
 
-async fn check_update_with_revision(registry: &dyn TenantRegistry) {
+/// An update with a stale expected revision is `Precondition`.
+pub async fn update_with_revision(
+    registry: &dyn TenantRegistry,
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("revved");
     registry
         .create(NewTenant::new(id.clone()))
@@ -596,9 +473,12 @@ async fn check_update_with_revision(registry: &dyn TenantRegistry) {
         "NotFound",
         "update of an unknown tenant",
     );
+    Outcome::Passed
 }
 
-async fn check_concurrent_creates(registry: &dyn TenantRegistry) {
+/// Of concurrent creates of one id exactly one wins.
+pub async fn concurrent_creates(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("contested");
     let results = join_all((0..16).map(|_| registry.create(NewTenant::new(id.clone())))).await;
     let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -618,9 +498,12 @@ async fn check_concurrent_creates(registry: &dyn TenantRegistry) {
         .authenticate_key(&winner.secret)
         .await
         .expect("winner's key");
+    Outcome::Passed
 }
 
-async fn check_concurrent_updates(registry: &dyn TenantRegistry) {
+/// Concurrent updates all land (none is lost).
+pub async fn concurrent_updates(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("busy");
     registry
         .create(NewTenant::new(id.clone()))
@@ -646,9 +529,12 @@ async fn check_concurrent_updates(registry: &dyn TenantRegistry) {
     let t = registry.get(&id).await.expect("get");
     assert_eq!(t.metadata.len(), n, "no update lost: {:?}", t.metadata);
     assert_eq!(t.revision, before + n as u64);
+    Outcome::Passed
 }
 
-async fn check_quota_race(registry: &dyn TenantRegistry) {
+/// A burst of reservations never ends above the limit.
+pub async fn quota_race(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("racer");
     registry
         .create(NewTenant {
@@ -685,9 +571,12 @@ async fn check_quota_race(registry: &dyn TenantRegistry) {
         .into_iter()
         .for_each(|r| r.expect("release"));
     assert_eq!(registry.usage(&id).await.expect("usage").jobs_active, 0);
+    Outcome::Passed
 }
 
-async fn check_quota_semantics(registry: &dyn TenantRegistry) {
+/// Reserve, commit and release follow the quota rules.
+pub async fn quota_semantics(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     let id = tid("metered");
     registry
         .create(NewTenant {
@@ -764,9 +653,15 @@ async fn check_quota_semantics(registry: &dyn TenantRegistry) {
         "NotFound",
         "usage of an unknown tenant",
     );
+    Outcome::Passed
 }
 
-async fn check_secrets_never_shown(registry: &dyn TenantRegistry) {
+/// No secret or hash appears in Debug or Display output.
+pub async fn secrets_never_shown(
+    registry: &dyn TenantRegistry,
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
     let created = registry
         .create(NewTenant::new(tid("hush")))
         .await
@@ -820,9 +715,12 @@ async fn check_secrets_never_shown(registry: &dyn TenantRegistry) {
         .await
         .expect_err("wrong admin");
     assert!(!admin_err.to_string().contains("hunter2"));
+    Outcome::Passed
 }
 
-async fn check_bad_input(registry: &dyn TenantRegistry) {
+/// Bad input is `InvalidInput` and writes nothing.
+pub async fn bad_input(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     registry
         .create(NewTenant::new(tid("acme")))
         .await
@@ -1012,9 +910,18 @@ async fn check_bad_input(registry: &dyn TenantRegistry) {
         .await
         .expect("list");
     assert_eq!(before, after, "bad input wrote nothing");
+    Outcome::Passed
 }
 
-async fn check_lifecycle_table(registry: &dyn TenantRegistry, clock: &ManualClock) {
+/// Every status transition in the lifecycle table, allowed or refused.
+pub async fn lifecycle_table(
+    registry: &dyn TenantRegistry,
+    clock: Option<&ManualClock>,
+) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
     use TenantStatus::*;
     #[derive(Clone, Copy, Debug)]
     enum Op {
@@ -1105,9 +1012,15 @@ async fn check_lifecycle_table(registry: &dyn TenantRegistry, clock: &ManualCloc
             );
         }
     }
+    Outcome::Passed
 }
 
-async fn check_expiry(registry: &dyn TenantRegistry, clock: &ManualClock) {
+/// A tenant past `expires_at` reads expired and is refused.
+pub async fn expiry(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
     let id = tid("mayfly");
     let created = registry
         .create(NewTenant {
@@ -1182,9 +1095,15 @@ async fn check_expiry(registry: &dyn TenantRegistry, clock: &ManualClock) {
         .await
         .expect("new expiry");
     assert_eq!(t.status, TenantStatus::Active);
+    Outcome::Passed
 }
 
-async fn check_jobs_per_hour(registry: &dyn TenantRegistry, clock: &ManualClock) {
+/// The jobs-per-hour window counts per clock hour.
+pub async fn jobs_per_hour(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
     let id = tid("hourly");
     registry
         .create(NewTenant {
@@ -1228,9 +1147,18 @@ async fn check_jobs_per_hour(registry: &dyn TenantRegistry, clock: &ManualClock)
         .await
         .expect("a new hour, a new quota");
     assert_eq!(registry.usage(&id).await.expect("usage").jobs_this_hour, 1);
+    Outcome::Passed
 }
 
-async fn check_delete_and_purge(registry: &dyn TenantRegistry, clock: &ManualClock) {
+/// Delete archives state; purge removes it after the grace period.
+pub async fn delete_and_purge(
+    registry: &dyn TenantRegistry,
+    clock: Option<&ManualClock>,
+) -> Outcome {
+    let Some(clock) = clock else {
+        return Outcome::skipped("needs the registry's ManualClock");
+    };
+    bootstrapped(registry).await;
     let id = tid("purgeable");
     registry
         .create(NewTenant::new(id.clone()))
@@ -1263,9 +1191,12 @@ async fn check_delete_and_purge(registry: &dyn TenantRegistry, clock: &ManualClo
         "AlreadyExists",
         "a deleted tenant's id is not reused",
     );
+    Outcome::Passed
 }
 
-async fn check_list_filters(registry: &dyn TenantRegistry) {
+/// List yields each tenant once and filters by status and plan.
+pub async fn list_filters(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
     for (id, plan) in [
         ("acme", Plan::Free),
         ("contested", Plan::Basic),
@@ -1331,6 +1262,7 @@ async fn check_list_filters(registry: &dyn TenantRegistry) {
         suspended.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["plan-pro"]
     );
+    Outcome::Passed
 }
 
 /// A registry under test and, when it reads one, its [`ManualClock`].
