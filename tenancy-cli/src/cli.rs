@@ -294,24 +294,16 @@ pub(crate) enum TenantCommand {
 pub(crate) enum StateCommand {
     /// Store a new version of a stack environment's state (JSON).
     Put {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// Read the JSON document from this file (default: stdin).
         #[arg(long, value_name = "F")]
         file: Option<std::path::PathBuf>,
     },
     /// Print the current (or an older) state document.
     Get {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// A version (serial) from `state history`.
         #[arg(long, value_name = "N")]
         version: Option<u64>,
@@ -320,21 +312,13 @@ pub(crate) enum StateCommand {
     List,
     /// The versions of a stack environment's state.
     History {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
     },
     /// Make an older version current again (as a new version).
     Rollback {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// The version (serial) to go back to.
         #[arg(long, value_name = "N")]
         to: u64,
@@ -346,12 +330,8 @@ pub(crate) enum StateCommand {
 pub(crate) enum LockCommand {
     /// Take the lock of a stack environment.
     Acquire {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// Lease length (e.g. 30s, 5m, 1h).
         #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
@@ -364,24 +344,16 @@ pub(crate) enum LockCommand {
     },
     /// Release a lock you hold.
     Release {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// The lock id from `lock acquire`.
         #[arg(long, value_name = "LOCK_ID")]
         id: String,
     },
     /// Extend the lease of a lock you hold.
     Renew {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// The lock id from `lock acquire`.
         #[arg(long, value_name = "LOCK_ID")]
         id: String,
@@ -393,12 +365,8 @@ pub(crate) enum LockCommand {
     List,
     /// Free a lock whatever its lease, given its current lock id.
     ForceUnlock {
-        /// The stack.
-        #[arg(long, value_name = "S")]
-        stack: String,
-        /// The environment.
-        #[arg(long, value_name = "E")]
-        env: String,
+        #[command(flatten)]
+        at: StackEnv,
         /// The current holder's lock id (see `lock list`).
         #[arg(long, value_name = "LOCK_ID")]
         id: String,
@@ -645,4 +613,15 @@ mod tests {
             assert!(Cli::try_parse_from(*args).is_err(), "{args:?}");
         }
     }
+}
+
+/// `--stack S --env E`: the stack-env a state or lock command works on.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StackEnv {
+    /// The stack.
+    #[arg(long, value_name = "S")]
+    pub(crate) stack: String,
+    /// The environment.
+    #[arg(long, value_name = "E")]
+    pub(crate) env: String,
 }

@@ -419,38 +419,28 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
         } => tenant::login(ctx, tenant, secret_stdin).await,
         Command::Session => tenant::session(ctx).await,
         Command::State { command } => match command {
-            StateCommand::Put { stack, env, file } => {
-                state::put(ctx, &stack, &env, file.as_deref()).await
+            StateCommand::Put { at, file } => {
+                state::put(ctx, &at.stack, &at.env, file.as_deref()).await
             }
-            StateCommand::Get {
-                stack,
-                env,
-                version,
-            } => state::get(ctx, &stack, &env, version).await,
+            StateCommand::Get { at, version } => state::get(ctx, &at.stack, &at.env, version).await,
             StateCommand::List => state::list(ctx).await,
-            StateCommand::History { stack, env } => state::history(ctx, &stack, &env).await,
-            StateCommand::Rollback { stack, env, to } => {
-                state::rollback(ctx, &stack, &env, to).await
-            }
+            StateCommand::History { at } => state::history(ctx, &at.stack, &at.env).await,
+            StateCommand::Rollback { at, to } => state::rollback(ctx, &at.stack, &at.env, to).await,
         },
         Command::Lock { command } => match command {
             LockCommand::Acquire {
-                stack,
-                env,
+                at,
                 ttl,
                 wait,
                 operation,
-            } => lock::acquire(ctx, &stack, &env, ttl, wait, &operation).await,
-            LockCommand::Release { stack, env, id } => lock::release(ctx, &stack, &env, &id).await,
-            LockCommand::Renew {
-                stack,
-                env,
-                id,
-                ttl,
-            } => lock::renew(ctx, &stack, &env, &id, ttl).await,
+            } => lock::acquire(ctx, &at.stack, &at.env, ttl, wait, &operation).await,
+            LockCommand::Release { at, id } => lock::release(ctx, &at.stack, &at.env, &id).await,
+            LockCommand::Renew { at, id, ttl } => {
+                lock::renew(ctx, &at.stack, &at.env, &id, ttl).await
+            }
             LockCommand::List => lock::list(ctx).await,
-            LockCommand::ForceUnlock { stack, env, id } => {
-                lock::force_unlock(ctx, &stack, &env, &id).await
+            LockCommand::ForceUnlock { at, id } => {
+                lock::force_unlock(ctx, &at.stack, &at.env, &id).await
             }
         },
     }
