@@ -53,6 +53,7 @@ use tower::{Layer, Service};
 
 use crate::error::ApiError;
 use crate::ratelimit::{RateInfo, RateLimits, TenantLimiter};
+use crate::ttl::TtlMap;
 
 /// The header carrying a tenant's API key.
 pub(crate) const API_KEY_HEADER: &str = "x-api-key";
@@ -119,11 +120,11 @@ struct AuthInner {
     clock: Arc<dyn Clock>,
     config: AuthConfig,
     cache: RwLock<HashMap<Digest32, Entry>>,
-    negative: Mutex<HashMap<Digest32, Instant>>,
+    negative: TtlMap<Digest32, ()>,
     /// Valid keys of tenants that may not work (suspended, expired, deleted)
     /// seen on a cold cache: refused with 403 without bcrypt for one refresh
     /// interval; emptied by any tenant change made through this server.
-    forbidden: Mutex<HashMap<Digest32, (Instant, String)>>,
+    forbidden: TtlMap<Digest32, String>,
     inflight: Mutex<HashMap<Digest32, Arc<tokio::sync::Mutex<()>>>>,
     permits: Semaphore,
     limits: RateLimits,
@@ -240,10 +241,10 @@ impl TenantAuth {
             inner: Arc::new(AuthInner {
                 registry,
                 clock,
+                negative: TtlMap::new(config.negative_ttl, config.capacity),
+                forbidden: TtlMap::new(config.refresh_interval, config.capacity),
                 config,
                 cache: RwLock::new(HashMap::new()),
-                negative: Mutex::new(HashMap::new()),
-                forbidden: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 permits,
                 limits: RateLimits::new(),
@@ -317,30 +318,12 @@ impl TenantAuth {
     }
 
     fn clear_forbidden(&self) {
-        self.inner
-            .forbidden
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.inner.forbidden.clear();
     }
 
     /// The refusal remembered for a valid key of a tenant that may not work.
     fn forbidden_cached(&self, d: &Digest32) -> Option<String> {
-        let mut map = self
-            .inner
-            .forbidden
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match map.get(d) {
-            Some((at, msg)) if at.elapsed() < self.inner.config.refresh_interval => {
-                Some(msg.clone())
-            }
-            Some(_) => {
-                map.remove(d);
-                None
-            }
-            None => None,
-        }
+        self.inner.forbidden.get(d)
     }
 
     /// Drops every cached key of a tenant.
@@ -485,15 +468,7 @@ impl TenantAuth {
                 Err(ApiError::unauthorized("invalid credentials"))
             }
             Err(Error::Forbidden { message }) => {
-                let mut map = self
-                    .inner
-                    .forbidden
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if map.len() >= self.inner.config.capacity {
-                    map.clear();
-                }
-                map.insert(d, (Instant::now(), message.clone()));
+                self.inner.forbidden.insert(d, message.clone());
                 Err(ApiError::forbidden(message))
             }
             Err(e) => Err(e.into()),
@@ -537,35 +512,11 @@ impl TenantAuth {
     }
 
     fn negatively_cached(&self, d: &Digest32) -> bool {
-        let mut neg = self
-            .inner
-            .negative
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match neg.get(d) {
-            Some(at) if at.elapsed() < self.inner.config.negative_ttl => true,
-            Some(_) => {
-                neg.remove(d);
-                false
-            }
-            None => false,
-        }
+        self.inner.negative.contains(d)
     }
 
     fn remember_failure(&self, d: Digest32) {
-        let mut neg = self
-            .inner
-            .negative
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if neg.len() >= self.inner.config.capacity {
-            let ttl = self.inner.config.negative_ttl;
-            neg.retain(|_, at| at.elapsed() < ttl);
-            if neg.len() >= self.inner.config.capacity {
-                neg.clear();
-            }
-        }
-        neg.insert(d, Instant::now());
+        self.inner.negative.insert(d, ());
     }
 }
 
@@ -685,8 +636,8 @@ struct AdminInner {
     registry: Arc<dyn TenantRegistry>,
     extra_hash: Option<String>,
     ttl: Duration,
-    verified: Mutex<HashMap<Digest32, Instant>>,
-    failed: Mutex<HashMap<Digest32, Instant>>,
+    verified: TtlMap<Digest32, ()>,
+    failed: TtlMap<Digest32, ()>,
     permits: Semaphore,
 }
 
@@ -708,8 +659,8 @@ impl AdminAuth {
                 registry,
                 extra_hash: None,
                 ttl,
-                verified: Mutex::new(HashMap::new()),
-                failed: Mutex::new(HashMap::new()),
+                verified: TtlMap::new(ttl, 1024),
+                failed: TtlMap::new(ttl, 10_000),
                 permits: Semaphore::new(2),
             }),
         }
@@ -747,22 +698,11 @@ impl AdminAuth {
             .filter(|t| !t.is_empty() && t.len() <= MAX_CREDENTIAL_LEN)
             .ok_or_else(|| ApiError::unauthorized("invalid admin credentials"))?;
         let d = digest(token);
-        let ttl = self.inner.ttl;
-        {
-            let verified = self
-                .inner
-                .verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if verified.get(&d).is_some_and(|at| at.elapsed() < ttl) {
-                return Ok(());
-            }
+        if self.inner.verified.contains(&d) {
+            return Ok(());
         }
-        {
-            let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
-            if failed.get(&d).is_some_and(|at| at.elapsed() < ttl) {
-                return Err(ApiError::unauthorized("invalid admin credentials"));
-            }
+        if self.inner.failed.contains(&d) {
+            return Err(ApiError::unauthorized("invalid admin credentials"));
         }
         let _permit = self
             .inner
@@ -787,24 +727,11 @@ impl AdminAuth {
                 Err(Error::Unauthorized { .. }) => false,
                 Err(e) => return Err(e.into()),
             };
-        let now = Instant::now();
         if ok {
-            let mut v = self
-                .inner
-                .verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if v.len() > 1024 {
-                v.clear();
-            }
-            v.insert(d, now);
+            self.inner.verified.insert(d, ());
             Ok(())
         } else {
-            let mut f = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
-            if f.len() > 10_000 {
-                f.clear();
-            }
-            f.insert(d, now);
+            self.inner.failed.insert(d, ());
             Err(ApiError::unauthorized("invalid admin credentials"))
         }
     }

@@ -26,6 +26,7 @@ mod openapi;
 mod ratelimit;
 mod routes;
 pub mod server;
+mod ttl;
 mod views;
 mod watched;
 
