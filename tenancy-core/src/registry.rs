@@ -1,7 +1,7 @@
 //! The `TenantRegistry` trait and its request types.
 //!
-//! The implementation stored on any `StateBackend` lives in
-//! [`crate::store_registry`]; see ARCHITECTURE.md for its layout.
+//! The implementation stored on any `StateBackend` is
+//! `tenancy_state::StoreRegistry`; see its module docs for the layout.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
