@@ -38,6 +38,20 @@
 //! its acknowledgement had been lost. Because every writer of `state.json`
 //! at N+1 writes the same bytes (those of entry N+1) and all use CAS on the
 //! version at N, state and history can never disagree.
+//!
+//! # Stale writers after pruning
+//!
+//! A writer with an old cached serial may claim an entry that retention
+//! already deleted; its commit then fails (the version moved), it returns
+//! `Precondition` and deletes its stray entry, which readers ignored anyway
+//! (it is off the chain).
+//!
+//! # Retention
+//!
+//! [`StackStore::prune`] deletes committed entries older than the last
+//! `keep` (the current one always stays; pending entries are left alone).
+//! [`StackStore::with_retention`] deletes the entry leaving the window after
+//! each save (one more call) and runs a full prune every 64 serials.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
