@@ -225,7 +225,7 @@ pub struct AppStateBuilder {
     stores: Arc<dyn TenantStores>,
     config: ServerConfig,
     clock: Arc<dyn Clock>,
-    admin: Option<AdminAuth>,
+    admin_token: Option<(Secret, u32)>,
 }
 
 impl AppStateBuilder {
@@ -241,28 +241,29 @@ impl AppStateBuilder {
         self
     }
 
-    /// Also accepts `token` as the admin credential (keeps only its bcrypt hash).
-    pub fn admin_token(mut self, token: &Secret, bcrypt_cost: u32) -> Result<Self> {
-        self.admin = Some(AdminAuth::with_extra_token(
-            self.registry.clone(),
-            self.config.admin_cache_ttl,
-            token,
-            bcrypt_cost,
-        )?);
-        Ok(self)
+    /// Also accepts `token` as the admin credential; `build` keeps only its
+    /// bcrypt hash (at `bcrypt_cost`).
+    pub fn admin_token(mut self, token: &Secret, bcrypt_cost: u32) -> Self {
+        self.admin_token = Some((token.clone(), bcrypt_cost));
+        self
     }
 
-    /// The state.
-    pub fn build(self) -> AppState {
+    /// The state: everything set above is resolved here, whatever the order
+    /// of the setters. Fails only when the admin token cannot be hashed.
+    pub fn build(self) -> Result<AppState> {
         let auth = TenantAuth::with_config(
             self.registry.clone(),
             self.config.auth.clone(),
             self.clock.clone(),
         );
-        let admin = self
-            .admin
-            .unwrap_or_else(|| AdminAuth::new(self.registry.clone(), self.config.admin_cache_ttl));
-        AppState {
+        let ttl = self.config.admin_cache_ttl;
+        let admin = match &self.admin_token {
+            Some((token, cost)) => {
+                AdminAuth::with_extra_token(self.registry.clone(), ttl, token, *cost)?
+            }
+            None => AdminAuth::new(self.registry.clone(), ttl),
+        };
+        Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
                 usage: UsageCache::new(self.config.usage_cache_ttl),
@@ -275,7 +276,7 @@ impl AppStateBuilder {
                 clock: self.clock,
                 config: self.config,
             }),
-        }
+        })
     }
 }
 
@@ -290,7 +291,7 @@ impl AppState {
             stores,
             config: ServerConfig::default(),
             clock: Arc::new(SystemClock),
-            admin: None,
+            admin_token: None,
         }
     }
 

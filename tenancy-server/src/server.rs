@@ -210,14 +210,12 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
                     "the given admin token differs from the registry's admin credential; \
                      both are accepted by this server"
                 );
-                builder = builder
-                    .admin_token(token, cost)
-                    .context("cannot hash the admin token")?;
+                builder = builder.admin_token(token, cost);
             }
             Err(e) => return Err(e).context("cannot check the admin token"),
         }
     }
-    let state = builder.build();
+    let state = builder.build().context("cannot hash the admin token")?;
     let router = crate::app(state.clone());
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -98,7 +98,8 @@ pub async fn harness_on(
     let state = AppState::builder(registry, Arc::new(SharedStores::new(backend.clone())))
         .config(config)
         .clock(clock_dyn)
-        .build();
+        .build()
+        .unwrap();
     Harness {
         app: app(state.clone()),
         state,

@@ -182,3 +182,34 @@ async fn create_refuses_bad_input() {
         assert_eq!(a.error_code(), "invalid_input", "{why}");
     }
 }
+
+#[tokio::test]
+async fn the_builder_resolves_the_admin_token_whatever_the_setter_order() {
+    use tower::ServiceExt;
+    let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+    let registry = Arc::new(tenancy_state::StoreRegistry::new(backend.clone()).with_bcrypt_cost(4));
+    tenancy_core::TenantRegistry::bootstrap(&*registry, &tenancy_core::Secret::new(ADMIN))
+        .await
+        .unwrap();
+    let extra = tenancy_core::Secret::new("a-second-admin-token");
+    // admin_token before config: the token still counts, with the config's cache TTL.
+    let state = tenancy_server::AppState::builder(
+        registry,
+        Arc::new(tenancy_server::SharedStores::new(backend)),
+    )
+    .admin_token(&extra, 4)
+    .config(ServerConfig::default())
+    .build()
+    .unwrap();
+    for token in [ADMIN, extra.expose()] {
+        let req = axum::http::Request::get("/v1/tenants")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = tenancy_server::app(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "token {token}");
+    }
+}
