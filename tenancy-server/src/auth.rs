@@ -635,7 +635,6 @@ pub struct AdminAuth {
 struct AdminInner {
     registry: Arc<dyn TenantRegistry>,
     extra_hash: Option<String>,
-    ttl: Duration,
     verified: TtlMap<Digest32, ()>,
     failed: TtlMap<Digest32, ()>,
     permits: Semaphore,
@@ -645,7 +644,7 @@ impl std::fmt::Debug for AdminInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAuth")
             .field("extra_token", &self.extra_hash.is_some())
-            .field("ttl", &self.ttl)
+            .field("ttl", &self.verified.ttl())
             .finish_non_exhaustive()
     }
 }
@@ -658,7 +657,6 @@ impl AdminAuth {
             inner: Arc::new(AdminInner {
                 registry,
                 extra_hash: None,
-                ttl,
                 verified: TtlMap::new(ttl, 1024),
                 failed: TtlMap::new(ttl, 10_000),
                 permits: Semaphore::new(2),

@@ -32,13 +32,7 @@ impl BlockingRunner for TokioBlocking {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    TokioBlocking
-        .run(Box::new(move || {
-            let _ = tx.send(f());
-        }))
-        .await;
-    rx.await.ok()
+    tenancy_state::run_blocking(&TokioBlocking, f).await
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         }
     }
 
+    /// How long an entry lives.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Instant, V)>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -44,7 +44,7 @@ pub use object::ObjectStoreBackend;
 #[cfg(feature = "s3")]
 pub use object::S3Config;
 pub use prefix::Prefixed;
-pub use registry::{BlockingRunner, StoreRegistry};
+pub use registry::{run_blocking, BlockingRunner, StoreRegistry};
 pub use scoped::TenantScoped;
 
 /// When [`open_with`] checks that a remote store honours conditional writes.

@@ -103,6 +103,23 @@ pub trait BlockingRunner: Send + Sync + fmt::Debug {
     fn run(&self, job: Box<dyn FnOnce() + Send + 'static>) -> BoxFuture<'static, ()>;
 }
 
+/// Runs `f` on `runner` and hands back its result; `None` when the runner
+/// dropped the job (a panic, a shut-down pool). The one way the registry
+/// and its callers (the server's admin token) send bcrypt off the caller.
+pub async fn run_blocking<T, F>(runner: &dyn BlockingRunner, f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    runner
+        .run(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .await;
+    rx.await.ok()
+}
+
 /// The tenant registry on a [`StateBackend`].
 ///
 /// Cheap to share behind an `Arc`; holds no cache, so several processes and

@@ -30,14 +30,9 @@ impl StoreRegistry {
         let Some(runner) = &self.blocking else {
             return Ok(f());
         };
-        let (tx, rx) = futures::channel::oneshot::channel();
-        runner
-            .run(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .await;
-        rx.await
-            .map_err(|_| Error::backend("blocking", "the blocking runner dropped a bcrypt job"))
+        super::run_blocking(runner.as_ref(), f)
+            .await
+            .ok_or_else(|| Error::backend("blocking", "the blocking runner dropped a bcrypt job"))
     }
 
     /// bcrypt verify; a job the runner dropped counts as a mismatch.
