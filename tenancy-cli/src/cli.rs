@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tenancy_core::{Plan, TenantStatus};
+use tenancy_core::{LockId, LockKey, Plan, StateKey, TenantId, TenantStatus};
 
 /// Shown at the end of `tenancy --help`.
 pub(crate) const EXIT_CODES_HELP: &str = "\
@@ -45,7 +45,6 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
-    /// The command.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,82 +75,90 @@ pub(crate) enum Command {
     /// Print the version of tenancy.
     Version,
     /// Write a shell completion script to stdout.
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: CompletionShell,
-    },
+    Completions(CompletionsArgs),
     /// Bootstrap the registry on the backend; refuses if one exists.
-    Init {
-        /// Read the new admin password from the first line of stdin
-        /// (else TENANCY_ADMIN_PASSWORD, else a hidden prompt).
-        #[arg(long)]
-        admin_password_stdin: bool,
-    },
+    Init(InitArgs),
     /// Admin sessions: login, logout, session.
-    Admin {
-        /// The admin command.
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Tenants: admin commands (init, list, show, ...) and a tenant's own view
     /// (details, usage, stacks).
-    Tenant {
-        /// The tenant command.
-        #[command(subcommand)]
-        command: TenantCommand,
-    },
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Admin: copy a single-tenant `stacks/` tree on the backend into a tenant.
-    Migrate {
-        /// The tenant to copy into.
-        #[arg(long, value_name = "ID")]
-        tenant: String,
-        /// The prefix of the single-tenant tree.
-        #[arg(long, value_name = "PREFIX", default_value = "stacks")]
-        from: String,
-    },
+    Migrate(MigrateArgs),
     /// Log in as a tenant (session lasts 7 days).
-    Login {
-        /// The tenant id [env: TENANCY_TENANT] (prompted on a terminal).
-        #[arg(long, value_name = "ID")]
-        tenant: Option<String>,
-        /// Read the secret from the first line of stdin
-        /// (else TENANCY_SECRET, else a hidden prompt).
-        #[arg(long)]
-        secret_stdin: bool,
-    },
+    Login(LoginArgs),
     /// Remove the tenant session.
     Logout,
     /// Show and check the tenant session.
     Session,
     /// Tenant state with history.
-    State {
-        /// The state command.
-        #[command(subcommand)]
-        command: StateCommand,
-    },
+    #[command(subcommand)]
+    State(StateCommand),
     /// Tenant locks: leased, with fencing tokens.
-    Lock {
-        /// The lock command.
-        #[command(subcommand)]
-        command: LockCommand,
-    },
+    #[command(subcommand)]
+    Lock(LockCommand),
+}
+
+/// `tenancy completions SHELL`
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// `tenancy init`
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Read the new admin password from the first line of stdin
+    /// (else TENANCY_ADMIN_PASSWORD, else a hidden prompt).
+    #[arg(long)]
+    pub admin_password_stdin: bool,
+}
+
+/// `tenancy migrate`
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The tenant to copy into.
+    #[arg(long, value_name = "ID")]
+    pub tenant: TenantId,
+    /// The prefix of the single-tenant tree.
+    #[arg(long, value_name = "PREFIX", default_value = "stacks")]
+    pub from: StateKey,
+}
+
+/// `tenancy login`
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The tenant id [env: TENANCY_TENANT] (prompted on a terminal).
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+    /// Read the secret from the first line of stdin
+    /// (else TENANCY_SECRET, else a hidden prompt).
+    #[arg(long)]
+    pub secret_stdin: bool,
 }
 
 /// `tenancy admin ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
     /// Log in as the admin (session lasts 8 hours).
-    Login {
-        /// Read the admin password from the first line of stdin
-        /// (else TENANCY_ADMIN_PASSWORD, else a hidden prompt).
-        #[arg(long)]
-        password_stdin: bool,
-    },
+    Login(AdminLoginArgs),
     /// Remove the admin session.
     Logout,
     /// Show and check the admin session.
     Session,
+}
+
+/// `tenancy admin login`
+#[derive(Debug, Args)]
+pub(crate) struct AdminLoginArgs {
+    /// Read the admin password from the first line of stdin
+    /// (else TENANCY_ADMIN_PASSWORD, else a hidden prompt).
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 /// Limit overrides settable on `tenant init` and `tenant update`.
@@ -193,94 +200,23 @@ pub(crate) struct LimitArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum TenantCommand {
     /// Admin: create a tenant and show its secret once.
-    Init {
-        /// The tenant id: lowercase letters, digits and '-', 3 to 63 characters.
-        #[arg(long, value_name = "ID")]
-        name: String,
-        /// Human-readable name (default: the id).
-        #[arg(long, value_name = "S")]
-        display_name: Option<String>,
-        /// Contact e-mail.
-        #[arg(long, value_name = "S")]
-        email: Option<String>,
-        /// The plan.
-        #[arg(long, value_enum, default_value_t = PlanArg::Free)]
-        plan: PlanArg,
-        /// The secret's prefix, 2 to 8 lowercase letters (default tnc).
-        #[arg(long, value_name = "P")]
-        secret_prefix: Option<String>,
-        /// Limit overrides.
-        #[command(flatten)]
-        limits: LimitArgs,
-    },
+    Init(TenantInitArgs),
     /// Admin: list tenants.
-    List {
-        /// Only tenants with this status.
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
-        /// Only tenants on this plan.
-        #[arg(long, value_enum)]
-        plan: Option<PlanArg>,
-    },
+    List(TenantListArgs),
     /// Admin: show one tenant.
-    Show {
-        /// The tenant id.
-        id: String,
-    },
+    Show(TenantArg),
     /// Admin: counts of tenants by status and plan.
     Stats,
     /// Admin: change a tenant's plan, profile or limits.
-    Update {
-        /// The tenant id.
-        id: String,
-        /// New plan.
-        #[arg(long, value_enum)]
-        plan: Option<PlanArg>,
-        /// New display name.
-        #[arg(long, value_name = "S")]
-        display_name: Option<String>,
-        /// New e-mail.
-        #[arg(long, value_name = "S")]
-        email: Option<String>,
-        /// Expiry time (RFC 3339, e.g. 2030-01-01T00:00:00Z).
-        #[arg(long, value_name = "TIME")]
-        expires_at: Option<String>,
-        /// Metadata entry to set (repeatable).
-        #[arg(long = "metadata", value_name = "KEY=VALUE")]
-        metadata: Vec<String>,
-        /// Limit overrides.
-        #[command(flatten)]
-        limits: LimitArgs,
-    },
+    Update(TenantUpdateArgs),
     /// Admin: issue a new secret; the old secret and its sessions stop working.
-    Rotate {
-        /// The tenant id.
-        id: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
+    Rotate(TenantRotateArgs),
     /// Admin: suspend a tenant (login and sessions refused until activated).
-    Suspend {
-        /// The tenant id.
-        id: String,
-        /// Why (stored with the tenant).
-        #[arg(long, value_name = "S")]
-        reason: Option<String>,
-    },
+    Suspend(TenantSuspendArgs),
     /// Admin: activate a suspended or expired tenant.
-    Activate {
-        /// The tenant id.
-        id: String,
-    },
+    Activate(TenantArg),
     /// Admin: soft-delete a tenant and archive its state.
-    Delete {
-        /// The tenant id.
-        id: String,
-        /// Confirm the deletion (else prompted on a terminal).
-        #[arg(long)]
-        confirm: bool,
-    },
+    Delete(TenantDeleteArgs),
     /// Tenant: this tenant's profile, plan and limits.
     Details,
     /// Tenant: usage against limits.
@@ -289,93 +225,200 @@ pub(crate) enum TenantCommand {
     Stacks,
 }
 
+/// `tenancy tenant init`
+#[derive(Debug, Args)]
+pub(crate) struct TenantInitArgs {
+    /// The tenant id: lowercase letters, digits and '-', 3 to 63 characters.
+    #[arg(long, value_name = "ID")]
+    pub name: TenantId,
+    /// Human-readable name (default: the id).
+    #[arg(long, value_name = "S")]
+    pub display_name: Option<String>,
+    /// Contact e-mail.
+    #[arg(long, value_name = "S")]
+    pub email: Option<String>,
+    /// The plan.
+    #[arg(long, value_enum, default_value_t = PlanArg::Free)]
+    pub plan: PlanArg,
+    /// The secret's prefix, 2 to 8 lowercase letters (default tnc).
+    #[arg(long, value_name = "P")]
+    pub secret_prefix: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `tenancy tenant list`
+#[derive(Debug, Args)]
+pub(crate) struct TenantListArgs {
+    /// Only tenants with this status.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// Only tenants on this plan.
+    #[arg(long, value_enum)]
+    pub plan: Option<PlanArg>,
+}
+
+/// The one tenant a command acts on.
+#[derive(Debug, Args)]
+pub(crate) struct TenantArg {
+    /// The tenant id.
+    pub id: TenantId,
+}
+
+/// `tenancy tenant update`
+#[derive(Debug, Args)]
+pub(crate) struct TenantUpdateArgs {
+    /// The tenant id.
+    pub id: TenantId,
+    /// New plan.
+    #[arg(long, value_enum)]
+    pub plan: Option<PlanArg>,
+    /// New display name.
+    #[arg(long, value_name = "S")]
+    pub display_name: Option<String>,
+    /// New e-mail.
+    #[arg(long, value_name = "S")]
+    pub email: Option<String>,
+    /// Expiry time (RFC 3339, e.g. 2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// Metadata entry to set (repeatable).
+    #[arg(long = "metadata", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `tenancy tenant rotate`
+#[derive(Debug, Args)]
+pub(crate) struct TenantRotateArgs {
+    /// The tenant id.
+    pub id: TenantId,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `tenancy tenant suspend`
+#[derive(Debug, Args)]
+pub(crate) struct TenantSuspendArgs {
+    /// The tenant id.
+    pub id: TenantId,
+    /// Why (stored with the tenant).
+    #[arg(long, value_name = "S")]
+    pub reason: Option<String>,
+}
+
+/// `tenancy tenant delete`
+#[derive(Debug, Args)]
+pub(crate) struct TenantDeleteArgs {
+    /// The tenant id.
+    pub id: TenantId,
+    /// Confirm the deletion (else prompted on a terminal).
+    #[arg(long)]
+    pub confirm: bool,
+}
+
 /// `tenancy state ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum StateCommand {
     /// Store a new version of a stack environment's state (JSON).
-    Put {
-        #[command(flatten)]
-        at: StackEnv,
-        /// Read the JSON document from this file (default: stdin).
-        #[arg(long, value_name = "F")]
-        file: Option<std::path::PathBuf>,
-    },
+    Put(StatePutArgs),
     /// Print the current (or an older) state document.
-    Get {
-        #[command(flatten)]
-        at: StackEnv,
-        /// A version (serial) from `state history`.
-        #[arg(long, value_name = "N")]
-        version: Option<u64>,
-    },
+    Get(StateGetArgs),
     /// List stack environments with state.
     List,
     /// The versions of a stack environment's state.
-    History {
-        #[command(flatten)]
-        at: StackEnv,
-    },
+    History(StackEnv),
     /// Make an older version current again (as a new version).
-    Rollback {
-        #[command(flatten)]
-        at: StackEnv,
-        /// The version (serial) to go back to.
-        #[arg(long, value_name = "N")]
-        to: u64,
-    },
+    Rollback(StateRollbackArgs),
+}
+
+/// `tenancy state put`
+#[derive(Debug, Args)]
+pub(crate) struct StatePutArgs {
+    #[command(flatten)]
+    pub at: StackEnv,
+    /// Read the JSON document from this file (default: stdin).
+    #[arg(long, value_name = "F")]
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// `tenancy state get`
+#[derive(Debug, Args)]
+pub(crate) struct StateGetArgs {
+    #[command(flatten)]
+    pub at: StackEnv,
+    /// A version (serial) from `state history`.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+}
+
+/// `tenancy state rollback`
+#[derive(Debug, Args)]
+pub(crate) struct StateRollbackArgs {
+    #[command(flatten)]
+    pub at: StackEnv,
+    /// The version (serial) to go back to.
+    #[arg(long, value_name = "N")]
+    pub to: u64,
 }
 
 /// `tenancy lock ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum LockCommand {
     /// Take the lock of a stack environment.
-    Acquire {
-        #[command(flatten)]
-        at: StackEnv,
-        /// Lease length (e.g. 30s, 5m, 1h).
-        #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration)]
-        ttl: Duration,
-        /// How long to keep trying while the lock is held (0s: fail at once).
-        #[arg(long, value_name = "D", default_value = "0s", value_parser = parse_duration)]
-        wait: Duration,
-        /// What the holder is doing.
-        #[arg(long, value_name = "OP", default_value = "")]
-        operation: String,
-    },
+    Acquire(LockAcquireArgs),
     /// Release a lock you hold.
-    Release {
-        #[command(flatten)]
-        at: StackEnv,
-        /// The lock id from `lock acquire`.
-        #[arg(long, value_name = "LOCK_ID")]
-        id: String,
-    },
+    Release(LockHeldArgs),
     /// Extend the lease of a lock you hold.
-    Renew {
-        #[command(flatten)]
-        at: StackEnv,
-        /// The lock id from `lock acquire`.
-        #[arg(long, value_name = "LOCK_ID")]
-        id: String,
-        /// New lease length from now.
-        #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration)]
-        ttl: Duration,
-    },
+    Renew(LockRenewArgs),
     /// List this tenant's held locks.
     List,
-    /// Free a lock whatever its lease, given its current lock id.
-    ForceUnlock {
-        #[command(flatten)]
-        at: StackEnv,
-        /// The current holder's lock id (see `lock list`).
-        #[arg(long, value_name = "LOCK_ID")]
-        id: String,
-    },
+    /// Free a lock whatever its lease, given its current lock id
+    /// (the holder's id from `lock list`).
+    ForceUnlock(LockHeldArgs),
+}
+
+/// `tenancy lock acquire`
+#[derive(Debug, Args)]
+pub(crate) struct LockAcquireArgs {
+    #[command(flatten)]
+    pub at: StackEnv,
+    /// Lease length (e.g. 30s, 5m, 1h).
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// How long to keep trying while the lock is held (0s: fail at once).
+    #[arg(long, value_name = "D", default_value = "0s", value_parser = parse_duration)]
+    pub wait: Duration,
+    /// What the holder is doing.
+    #[arg(long, value_name = "OP", default_value = "")]
+    pub operation: String,
+}
+
+/// A held lock: its stack-env and lock id.
+#[derive(Debug, Args)]
+pub(crate) struct LockHeldArgs {
+    #[command(flatten)]
+    pub at: StackEnv,
+    /// The lock id from `lock acquire` (or `lock list`).
+    #[arg(long, value_name = "LOCK_ID")]
+    pub id: LockId,
+}
+
+/// `tenancy lock renew`
+#[derive(Debug, Args)]
+pub(crate) struct LockRenewArgs {
+    #[command(flatten)]
+    pub held: LockHeldArgs,
+    /// New lease length from now.
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration)]
+    pub ttl: Duration,
 }
 
 /// A plan on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlanArg {
+pub(crate) enum PlanArg {
     /// Free.
     Free,
     /// Basic.
@@ -399,7 +442,7 @@ impl From<PlanArg> for Plan {
 
 /// A tenant status on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StatusArg {
+pub(crate) enum StatusArg {
     /// Active.
     Active,
     /// Suspended.
@@ -564,10 +607,27 @@ mod tests {
                 "deploy",
             ],
             &[
-                "tenancy", "lock", "release", "--stack", "s", "--env", "e", "--id", "x",
+                "tenancy",
+                "lock",
+                "release",
+                "--stack",
+                "s",
+                "--env",
+                "e",
+                "--id",
+                "9b2f4c7e-1d3a-4e5b-8c6d-0a1b2c3d4e5f",
             ],
             &[
-                "tenancy", "lock", "renew", "--stack", "s", "--env", "e", "--id", "x", "--ttl",
+                "tenancy",
+                "lock",
+                "renew",
+                "--stack",
+                "s",
+                "--env",
+                "e",
+                "--id",
+                "9b2f4c7e-1d3a-4e5b-8c6d-0a1b2c3d4e5f",
+                "--ttl",
                 "1m",
             ],
             &["tenancy", "lock", "list"],
@@ -580,7 +640,7 @@ mod tests {
                 "--env",
                 "e",
                 "--id",
-                "x",
+                "9b2f4c7e-1d3a-4e5b-8c6d-0a1b2c3d4e5f",
             ],
             &[
                 "tenancy",
@@ -608,6 +668,10 @@ mod tests {
             &[
                 "tenancy", "state", "rollback", "--stack", "s", "--env", "e", "--to", "-1",
             ],
+            &["tenancy", "tenant", "show", "Not_An_Id"],
+            &[
+                "tenancy", "lock", "release", "--stack", "s", "--env", "e", "--id", "x",
+            ],
         ];
         for args in bad {
             assert!(Cli::try_parse_from(*args).is_err(), "{args:?}");
@@ -615,13 +679,26 @@ mod tests {
     }
 }
 
-/// `--stack S --env E`: the stack-env a state or lock command works on.
+/// `--stack S --env E`: the stack-env a state or lock command works on,
+/// each one key segment (checked while parsing, so a bad name is exit 2).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct StackEnv {
     /// The stack.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", value_parser = segment)]
     pub(crate) stack: String,
     /// The environment.
-    #[arg(long, value_name = "E")]
+    #[arg(long, value_name = "E", value_parser = segment)]
     pub(crate) env: String,
+}
+
+impl StackEnv {
+    /// The lock key of this stack-env.
+    pub(crate) fn lock_key(&self) -> Result<LockKey, tenancy_core::Error> {
+        LockKey::stack_env(&self.stack, &self.env)
+    }
+}
+
+/// A single state-key segment: no `/`, no `..`, no control characters.
+fn segment(s: &str) -> Result<String, tenancy_core::Error> {
+    StateKey::segment(s).map(|_| s.to_string())
 }

@@ -35,7 +35,7 @@ use crate::cli::{
     AdminCommand, Cli, Command, CompletionShell, LockCommand, OutputFormat, StateCommand,
     TenantCommand,
 };
-use crate::commands::{admin, lock, state, tenant};
+use crate::commands::{admin, lock, session, state, tenant};
 use crate::exit::{exit_code, one_line, CliError, OK};
 use crate::home::{create_private_dir, Home, SessionSlot};
 use crate::output::{paint, Out, Style};
@@ -316,15 +316,15 @@ fn logout(io: &mut Io, home: &Home, format: OutputFormat, slot: SessionSlot) -> 
 async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> anyhow::Result<()> {
     match &cli.command {
         Command::Version => return version(io, cli.output),
-        Command::Completions { shell } => return completions(io, *shell),
+        Command::Completions(args) => return completions(io, args.shell),
         _ => {}
     }
     let home = Home::from_env(io)?;
     match &cli.command {
         Command::Logout => return logout(io, &home, cli.output, SessionSlot::Tenant),
-        Command::Admin {
-            command: AdminCommand::Logout,
-        } => return logout(io, &home, cli.output, SessionSlot::Admin),
+        Command::Admin(AdminCommand::Logout) => {
+            return logout(io, &home, cli.output, SessionSlot::Admin)
+        }
         _ => {}
     }
     let opened;
@@ -337,7 +337,7 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             // only a probed store holds, so it trusts the store without a
             // request (read-only commands write nothing).
             let probe = match &cli.command {
-                Command::Init { .. } => tenancy_state::Probe::Now,
+                Command::Init(_) => tenancy_state::Probe::Now,
                 _ => tenancy_state::Probe::Assume,
             };
             opened = Services::open(&url, bcrypt_cost(io)?, probe).await?;
@@ -353,95 +353,43 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
     };
     let ctx = &mut ctx;
     match cli.command {
-        Command::Version | Command::Completions { .. } | Command::Logout => Ok(()),
-        Command::Init {
-            admin_password_stdin,
-        } => admin::init(ctx, admin_password_stdin).await,
-        Command::Admin { command } => match command {
-            AdminCommand::Login { password_stdin } => admin::login(ctx, password_stdin).await,
+        Command::Version | Command::Completions(_) | Command::Logout => Ok(()),
+        Command::Init(args) => admin::init(ctx, args).await,
+        Command::Admin(command) => match command {
+            AdminCommand::Login(args) => admin::login(ctx, args).await,
             AdminCommand::Logout => Ok(()),
             AdminCommand::Session => admin::session(ctx).await,
         },
-        Command::Tenant { command } => match command {
-            TenantCommand::Init {
-                name,
-                display_name,
-                email,
-                plan,
-                secret_prefix,
-                limits,
-            } => {
-                admin::tenant_init(
-                    ctx,
-                    &name,
-                    display_name,
-                    email,
-                    plan,
-                    secret_prefix,
-                    &limits,
-                )
-                .await
-            }
-            TenantCommand::List { status, plan } => admin::tenant_list(ctx, status, plan).await,
-            TenantCommand::Show { id } => admin::tenant_show(ctx, &id).await,
-            TenantCommand::Stats => admin::tenant_stats(ctx).await,
-            TenantCommand::Update {
-                id,
-                plan,
-                display_name,
-                email,
-                expires_at,
-                metadata,
-                limits,
-            } => {
-                let args = admin::UpdateArgs {
-                    plan,
-                    display_name,
-                    email,
-                    expires_at,
-                    metadata,
-                    limits,
-                };
-                admin::tenant_update(ctx, &id, args).await
-            }
-            TenantCommand::Rotate { id, yes } => admin::tenant_rotate(ctx, &id, yes).await,
-            TenantCommand::Suspend { id, reason } => admin::tenant_suspend(ctx, &id, reason).await,
-            TenantCommand::Activate { id } => admin::tenant_activate(ctx, &id).await,
-            TenantCommand::Delete { id, confirm } => admin::tenant_delete(ctx, &id, confirm).await,
+        Command::Tenant(command) => match command {
+            TenantCommand::Init(args) => tenant::init(ctx, args).await,
+            TenantCommand::List(args) => tenant::list(ctx, args).await,
+            TenantCommand::Show(args) => tenant::show(ctx, args).await,
+            TenantCommand::Stats => tenant::stats(ctx).await,
+            TenantCommand::Update(args) => tenant::update(ctx, args).await,
+            TenantCommand::Rotate(args) => tenant::rotate(ctx, args).await,
+            TenantCommand::Suspend(args) => tenant::suspend(ctx, args).await,
+            TenantCommand::Activate(args) => tenant::activate(ctx, args).await,
+            TenantCommand::Delete(args) => tenant::delete(ctx, args).await,
             TenantCommand::Details => tenant::details(ctx).await,
             TenantCommand::Usage => tenant::usage(ctx).await,
             TenantCommand::Stacks => state::stacks(ctx).await,
         },
-        Command::Migrate { tenant, from } => admin::migrate(ctx, &tenant, &from).await,
-        Command::Login {
-            tenant,
-            secret_stdin,
-        } => tenant::login(ctx, tenant, secret_stdin).await,
-        Command::Session => tenant::session(ctx).await,
-        Command::State { command } => match command {
-            StateCommand::Put { at, file } => {
-                state::put(ctx, &at.stack, &at.env, file.as_deref()).await
-            }
-            StateCommand::Get { at, version } => state::get(ctx, &at.stack, &at.env, version).await,
+        Command::Migrate(args) => admin::migrate(ctx, args).await,
+        Command::Login(args) => session::login(ctx, args).await,
+        Command::Session => session::session(ctx).await,
+        Command::State(command) => match command {
+            StateCommand::Put(args) => state::put(ctx, args).await,
+            StateCommand::Get(args) => state::get(ctx, args).await,
             StateCommand::List => state::list(ctx).await,
-            StateCommand::History { at } => state::history(ctx, &at.stack, &at.env).await,
-            StateCommand::Rollback { at, to } => state::rollback(ctx, &at.stack, &at.env, to).await,
+            StateCommand::History(at) => state::history(ctx, at).await,
+            StateCommand::Rollback(args) => state::rollback(ctx, args).await,
         },
-        Command::Lock { command } => match command {
-            LockCommand::Acquire {
-                at,
-                ttl,
-                wait,
-                operation,
-            } => lock::acquire(ctx, &at.stack, &at.env, ttl, wait, &operation).await,
-            LockCommand::Release { at, id } => lock::release(ctx, &at.stack, &at.env, &id).await,
-            LockCommand::Renew { at, id, ttl } => {
-                lock::renew(ctx, &at.stack, &at.env, &id, ttl).await
-            }
+        Command::Lock(command) => match command {
+            LockCommand::Acquire(args) => lock::acquire(ctx, args).await,
+            LockCommand::Release(args) => lock::release(ctx, args).await,
+            LockCommand::Renew(args) => lock::renew(ctx, args).await,
             LockCommand::List => lock::list(ctx).await,
-            LockCommand::ForceUnlock { at, id } => {
-                lock::force_unlock(ctx, &at.stack, &at.env, &id).await
-            }
+            LockCommand::ForceUnlock(args) => lock::force_unlock(ctx, args).await,
         },
     }
 }

@@ -3,15 +3,17 @@
 //!
 //! # The tenant verification cache
 //!
-//! A presented key (`X-API-Key: <secret>` or `Authorization: Bearer <secret>`)
-//! is hashed with SHA-256; the digest is the cache key, so the secret itself
-//! is never kept. On a miss the registry's `authenticate_key` resolves the
-//! key to its tenant through the key's lookup id (one read, no scan) and
-//! checks it with bcrypt, off the async workers, one verification per key at
-//! a time and at most `max_concurrent_verifications` at once. The entry then
-//! binds the digest to the tenant's credential **generation** and keeps the
-//! tenant record it was checked against. Later requests with the same key
-//! cost one SHA-256 and one map lookup; bcrypt never runs on that path.
+//! A presented key (`X-API-Key: <secret>` or `Authorization: Bearer <secret>`,
+//! at most 512 bytes) is hashed with SHA-256; the digest is the cache key,
+//! so the secret itself is never kept. On a miss the registry's
+//! `authenticate_key` resolves the key to its tenant through the key's
+//! lookup id (one read, no scan) and checks it with bcrypt on the blocking
+//! pool, one verification per key at a time (concurrent requests with the
+//! same key wait for it) and at most `max_concurrent_verifications` (default
+//! 2 x cores) at once. The entry then binds the digest to the tenant's
+//! credential **generation** and keeps the tenant record it was checked
+//! against. Later requests with the same key cost one SHA-256 and one map
+//! lookup; bcrypt never runs on that path.
 //!
 //! - The entry's tenant record gives the status on every request, and
 //!   expiry is checked against the clock on every request.
@@ -19,16 +21,27 @@
 //!   this server call [`TenantAuth::tenant_changed`], which updates every
 //!   entry of the tenant at once: a rotated key (older generation) is
 //!   dropped and answers 401 on the very next request; a suspended or
-//!   deleted tenant answers 403.
+//!   deleted tenant answers 403. Handlers get the registry wrapped by
+//!   [`TenantAuth::watching`], which makes that call after every change
+//!   made through it, so no route or embedder can forget it.
 //! - Changes made elsewhere (another replica, the CLI) are seen within the
 //!   **refresh interval** (default 5 s, [`AuthConfig::refresh_interval`]):
 //!   an entry older than that re-reads the tenant record (one small read,
-//!   no bcrypt) before it is used again.
+//!   no bcrypt) before it is used again; another generation means the key
+//!   was rotated (401, remembered as failed), a missing record 401, else
+//!   the entry is renewed with the new record.
 //! - Keys that failed verification are remembered (by digest) for
-//!   `negative_ttl`, so a flood of bad keys does not buy a bcrypt each. A
-//!   valid key of a suspended, expired or deleted tenant met on a cold cache
-//!   is answered 403 without bcrypt for one refresh interval (any tenant
-//!   change made through this server forgets these at once).
+//!   `negative_ttl` (default 60 s), so a flood of one bad key does not buy a
+//!   bcrypt per request. A valid key of a suspended, expired or deleted
+//!   tenant met on a cold cache is answered 403 without bcrypt for one
+//!   refresh interval (any tenant change made through this server forgets
+//!   these at once).
+//!
+//! # The admin token
+//!
+//! [`AdminAuth`] checks a bearer token with bcrypt against the registry's
+//! admin hash (and the token given at start, if it differs), then trusts it
+//! by digest for the admin cache TTL (default 60 s).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,14 +3,13 @@
 //! Every call goes through [`TenantLocks`], so a tenant only ever names keys
 //! below `tenant:<id>:`; lock keys are `stack:<stack>:env:<env>`.
 
-use std::time::Duration;
-
 use serde_json::json;
 use tenancy_core::lock::validate_ttl;
-use tenancy_core::{LockId, LockInfo, LockKey, LockManager, LockRequest, Tenant};
+use tenancy_core::{LockInfo, LockManager, LockRequest, Tenant};
 use tenancy_lock::TenantLocks;
 
 use super::Ctx;
+use crate::cli::{LockAcquireArgs, LockHeldArgs, LockRenewArgs, StackEnv};
 use crate::output::time;
 
 fn locks_for(ctx: &Ctx<'_>, t: &Tenant) -> TenantLocks<std::sync::Arc<dyn LockManager>> {
@@ -34,12 +33,6 @@ fn holder_name() -> String {
     tenancy_core::lock::who(&user, &host)
 }
 
-/// The lock key of `--stack S --env E` (exit 2 when either is malformed).
-pub(crate) fn stack_env_key(stack: &str, env: &str) -> anyhow::Result<LockKey> {
-    super::state::check_names(stack, env)?;
-    Ok(LockKey::stack_env(stack, env)?)
-}
-
 fn info_json(i: &LockInfo) -> serde_json::Value {
     json!({
         "key": i.key,
@@ -56,15 +49,15 @@ fn info_json(i: &LockInfo) -> serde_json::Value {
 }
 
 /// `tenancy lock acquire`.
-pub(crate) async fn acquire(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    ttl: Duration,
-    wait: Duration,
-    operation: &str,
-) -> anyhow::Result<()> {
-    let key = stack_env_key(stack, env)?;
+pub(crate) async fn acquire(ctx: &mut Ctx<'_>, args: LockAcquireArgs) -> anyhow::Result<()> {
+    let LockAcquireArgs {
+        at,
+        ttl,
+        wait,
+        operation,
+    } = args;
+    let key = at.lock_key()?;
+    let StackEnv { stack, env } = at;
     validate_ttl(ttl)?;
     let t = ctx.require_tenant().await?;
     let locks = locks_for(ctx, &t);
@@ -94,14 +87,9 @@ pub(crate) async fn acquire(
 }
 
 /// `tenancy lock release`.
-pub(crate) async fn release(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    id: &str,
-) -> anyhow::Result<()> {
-    let key = stack_env_key(stack, env)?;
-    let lock_id = LockId::parse(id)?;
+pub(crate) async fn release(ctx: &mut Ctx<'_>, args: LockHeldArgs) -> anyhow::Result<()> {
+    let key = args.at.lock_key()?;
+    let lock_id = args.id;
     let t = ctx.require_tenant().await?;
     locks_for(ctx, &t).release(&key, lock_id).await?;
     if ctx.is_json() {
@@ -113,15 +101,9 @@ pub(crate) async fn release(
 }
 
 /// `tenancy lock renew`.
-pub(crate) async fn renew(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    id: &str,
-    ttl: Duration,
-) -> anyhow::Result<()> {
-    let key = stack_env_key(stack, env)?;
-    let lock_id = LockId::parse(id)?;
+pub(crate) async fn renew(ctx: &mut Ctx<'_>, args: LockRenewArgs) -> anyhow::Result<()> {
+    let key = args.held.at.lock_key()?;
+    let (lock_id, ttl) = (args.held.id, args.ttl);
     validate_ttl(ttl)?;
     let t = ctx.require_tenant().await?;
     let info = locks_for(ctx, &t).renew(&key, lock_id, ttl).await?;
@@ -165,14 +147,9 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy lock force-unlock`.
-pub(crate) async fn force_unlock(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    id: &str,
-) -> anyhow::Result<()> {
-    let key = stack_env_key(stack, env)?;
-    let lock_id = LockId::parse(id)?;
+pub(crate) async fn force_unlock(ctx: &mut Ctx<'_>, args: LockHeldArgs) -> anyhow::Result<()> {
+    let key = args.at.lock_key()?;
+    let lock_id = args.id;
     let t = ctx.require_tenant().await?;
     locks_for(ctx, &t).force_unlock(&key, lock_id).await?;
     if ctx.is_json() {

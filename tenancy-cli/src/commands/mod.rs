@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod lock;
+pub(crate) mod session;
 pub(crate) mod state;
 pub(crate) mod tenant;
 
@@ -11,9 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tenancy_core::{
-    Clock, Error, LockManager, StateBackend, Tenant, TenantId, TenantRegistry, TenantStatus,
-};
+use tenancy_core::{Clock, Error, LockManager, StateBackend, Tenant, TenantRegistry, TenantStatus};
 
 use crate::cli::OutputFormat;
 use crate::exit::{CliError, UNAUTHORIZED};
@@ -204,9 +203,4 @@ impl<'a> Ctx<'a> {
             },
         )
     }
-}
-
-/// Validates a tenant id typed by the user (exit 2 when malformed).
-pub(crate) fn tenant_id(raw: &str) -> anyhow::Result<TenantId> {
-    Ok(TenantId::new(raw)?)
 }

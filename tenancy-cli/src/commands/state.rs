@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use tenancy_core::{Error, Resource, StateBackend, StateKey, Tenant};
+use tenancy_core::{Error, Resource, StateBackend, Tenant};
 use tenancy_state::stack::StackStore;
 use tenancy_state::TenantScoped;
 
 use super::Ctx;
+use crate::cli::{StackEnv, StateGetArgs, StatePutArgs, StateRollbackArgs};
 use crate::exit::CliError;
 use crate::output::{opt_time, time};
 
@@ -23,13 +24,6 @@ use crate::output::{opt_time, time};
 pub(crate) const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 type Store = StackStore<TenantScoped<Arc<dyn StateBackend>>>;
-
-/// Validates `--stack` and `--env` as single key segments (exit 2 when malformed).
-pub(crate) fn check_names(stack: &str, env: &str) -> anyhow::Result<()> {
-    StateKey::segment(stack).map_err(|e| anyhow::Error::new(e).context("--stack"))?;
-    StateKey::segment(env).map_err(|e| anyhow::Error::new(e).context("--env"))?;
-    Ok(())
-}
 
 fn store_for(ctx: &Ctx<'_>, t: &Tenant) -> anyhow::Result<Store> {
     let scoped = TenantScoped::for_tenant(ctx.services.backend.clone(), t)
@@ -85,15 +79,10 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
 }
 
 /// `tenancy state put --stack S --env E [--file F]`.
-pub(crate) async fn put(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    file: Option<&Path>,
-) -> anyhow::Result<()> {
-    check_names(stack, env)?;
+pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result<()> {
+    let (stack, env) = (args.at.stack.as_str(), args.at.env.as_str());
     let t = ctx.require_tenant().await?;
-    let doc = read_document(ctx, file)?;
+    let doc = read_document(ctx, args.file.as_deref())?;
     let store = store_for(ctx, &t)?;
     let current = store.current(stack, env).await?;
     let mut reservation = None;
@@ -175,13 +164,8 @@ pub(crate) async fn put(
 
 /// `tenancy state get --stack S --env E [--version N]`: prints the stored
 /// JSON document itself (in both output modes).
-pub(crate) async fn get(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    version: Option<u64>,
-) -> anyhow::Result<()> {
-    check_names(stack, env)?;
+pub(crate) async fn get(ctx: &mut Ctx<'_>, args: StateGetArgs) -> anyhow::Result<()> {
+    let (stack, env, version) = (args.at.stack.as_str(), args.at.env.as_str(), args.version);
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
     let snapshot = match version {
@@ -271,8 +255,8 @@ pub(crate) async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `tenancy state history --stack S --env E`, oldest first.
-pub(crate) async fn history(ctx: &mut Ctx<'_>, stack: &str, env: &str) -> anyhow::Result<()> {
-    check_names(stack, env)?;
+pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<()> {
+    let (stack, env) = (at.stack.as_str(), at.env.as_str());
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
     let entries = store.history(stack, env).await?;
@@ -313,13 +297,8 @@ pub(crate) async fn history(ctx: &mut Ctx<'_>, stack: &str, env: &str) -> anyhow
 
 /// `tenancy state rollback --stack S --env E --to N`: makes version N current
 /// again, as a new version.
-pub(crate) async fn rollback(
-    ctx: &mut Ctx<'_>,
-    stack: &str,
-    env: &str,
-    to: u64,
-) -> anyhow::Result<()> {
-    check_names(stack, env)?;
+pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyhow::Result<()> {
+    let (stack, env, to) = (args.at.stack.as_str(), args.at.env.as_str(), args.to);
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
     let cur = store

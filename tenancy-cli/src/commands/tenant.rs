@@ -1,101 +1,333 @@
-//! Tenant commands: `login`, `session`, `tenant details|usage` (`logout` needs no store: see `lib.rs`).
+//! `tenancy tenant ...`: the admin's commands on tenants (init, list, show,
+//! stats, update, rotate, suspend, activate, delete) and a tenant's own view
+//! (details, usage; `stacks` shares the state listing in `state.rs`).
 
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use chrono::DateTime;
 use serde_json::json;
-use tenancy_core::{Error, Session};
+use tenancy_core::registry::TenantRegistryExt;
+use tenancy_core::{
+    CreatedTenant, LimitOverrides, NewTenant, Plan, TenantFilter, TenantStatus, TenantUpdate,
+};
 
-use super::{tenant_id, Ctx};
+use super::Ctx;
+use crate::cli::{
+    LimitArgs, TenantArg, TenantDeleteArgs, TenantInitArgs, TenantListArgs, TenantRotateArgs,
+    TenantSuspendArgs, TenantUpdateArgs,
+};
 use crate::exit::CliError;
-use crate::home::SessionSlot;
 use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell};
 
-/// `tenancy login --tenant ID [--secret-stdin]`.
-pub(crate) async fn login(
-    ctx: &mut Ctx<'_>,
-    tenant: Option<String>,
-    secret_stdin: bool,
-) -> anyhow::Result<()> {
-    let raw = ctx.io.value(
-        "tenant id",
-        tenant,
-        "--tenant ID",
-        "TENANCY_TENANT",
-        "Tenant id: ",
-    )?;
-    let id = tenant_id(&raw)?;
-    let secret = ctx.io.secret(
-        "tenant secret",
-        secret_stdin,
-        "--secret-stdin",
-        "TENANCY_SECRET",
-        &format!("Secret of tenant {id}: "),
-    )?;
-    let t = ctx
-        .services
-        .registry
-        .authenticate(&id, &secret)
-        .await
-        .map_err(|e| match e {
-            Error::Unauthorized { .. } => Error::unauthorized(format!(
-                "login as tenant {id} refused: unknown tenant or wrong secret; check both, or ask the admin to rotate the secret"
-            )),
-            Error::Forbidden { message } => Error::forbidden(format!(
-                "login as tenant {id} refused: {message}; ask the admin to activate it"
-            )),
-            other => other,
-        })?;
+fn overrides(l: &LimitArgs) -> LimitOverrides {
+    LimitOverrides {
+        max_stacks: l.max_stacks,
+        max_services: l.max_services,
+        monthly_cost_limit: l.monthly_cost_limit,
+        max_concurrent_jobs: l.max_concurrent_jobs,
+        max_workers: l.max_workers,
+        max_jobs_per_hour: l.max_jobs_per_hour,
+        max_cpu_cores: l.max_cpu_cores,
+        max_gpus: l.max_gpus,
+        requests_per_second: l.requests_per_second,
+        burst: l.burst,
+    }
+}
+
+fn show_secret(ctx: &mut Ctx<'_>, created: &CreatedTenant, verb: &str) -> anyhow::Result<()> {
     let now = ctx.now();
-    let session = Session::tenant(&t, now);
-    let expires = session.expires_at;
-    ctx.save_session(SessionSlot::Tenant, session)?;
+    let id = created.tenant.id.clone();
     if ctx.is_json() {
         ctx.out().json(&json!({
-            "tenant": t.id,
-            "expires_at": expires,
+            "secret": created.secret.expose(),
+            "tenant": tenant_json(&created.tenant, now),
         }))?;
     } else {
-        ctx.out().line(&format!(
-            "Logged in as tenant {} until {}.",
-            t.id,
-            time(&expires)
-        ))?;
+        let mut out = ctx.out();
+        out.line(&format!("{verb} tenant {id}."))?;
+        out.pairs(tenant_pairs(&created.tenant, now))?;
+        out.line("")?;
+        out.pairs(vec![("secret", created.secret.expose().into())])?;
     }
+    ctx.warn(&format!(
+        "the secret of tenant {id} is shown only this once and cannot be recovered; store it now (if lost, run `tenancy tenant rotate {id}`)"
+    ))?;
     Ok(())
 }
 
-/// `tenancy session`: shows the tenant session after checking it against the
-/// registry; fails (exit 3/4) when it is not valid.
-pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
-    let Some(file) = ctx.home.load(SessionSlot::Tenant)? else {
-        return Err(CliError::not_logged_in(
-            "not logged in as a tenant; run `tenancy login --tenant ID`",
+/// `tenancy tenant init`.
+pub(crate) async fn init(ctx: &mut Ctx<'_>, args: TenantInitArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let id = args.name;
+    let limits = overrides(&args.limits);
+    limits.validate()?;
+    let new = NewTenant {
+        display_name: args.display_name,
+        email: args.email,
+        plan: Plan::from(args.plan),
+        secret_prefix: args.secret_prefix,
+        limits,
+        ..NewTenant::new(id.clone())
+    };
+    let created = ctx
+        .services
+        .registry
+        .create(new)
+        .await
+        .with_context(|| format!("creating tenant {id}"))?;
+    show_secret(ctx, &created, "Created")
+}
+
+/// `tenancy tenant list`.
+pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let filter = TenantFilter {
+        status: args.status.map(TenantStatus::from),
+        plan: args.plan.map(Plan::from),
+    };
+    let tenants = ctx
+        .services
+        .registry
+        .list_all(filter)
+        .await
+        .context("listing tenants")?;
+    let now = ctx.now();
+    if ctx.is_json() {
+        let all: Vec<_> = tenants.iter().map(|t| tenant_json(t, now)).collect();
+        return ctx.out().json(&all);
+    }
+    let rows = tenants
+        .iter()
+        .map(|t| {
+            let s = t.effective_status(now);
+            vec![
+                t.id.to_string().into(),
+                Cell::styled(s.as_str(), status_style(s)),
+                t.plan.as_str().into(),
+                t.display_name.clone().into(),
+                time(&t.created_at).into(),
+            ]
+        })
+        .collect();
+    ctx.out().table(
+        &["ID", "STATUS", "PLAN", "DISPLAY NAME", "CREATED"],
+        rows,
+        "No tenants. Create one with `tenancy tenant init --name ID`.",
+    )
+}
+
+/// `tenancy tenant show ID`.
+pub(crate) async fn show(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let id = args.id;
+    let t = ctx.services.registry.get(&id).await?;
+    let now = ctx.now();
+    if ctx.is_json() {
+        ctx.out().json(&tenant_json(&t, now))
+    } else {
+        ctx.out().pairs(tenant_pairs(&t, now))
+    }
+}
+
+/// `tenancy tenant stats`: counts by status and plan.
+pub(crate) async fn stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let tenants = ctx
+        .services
+        .registry
+        .list_all(TenantFilter::default())
+        .await
+        .context("listing tenants")?;
+    let now = ctx.now();
+    let mut by_status: BTreeMap<&str, u64> =
+        TenantStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut by_plan: BTreeMap<&str, u64> = Plan::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+    for t in &tenants {
+        *by_status
+            .entry(t.effective_status(now).as_str())
+            .or_default() += 1;
+        *by_plan.entry(t.plan.as_str()).or_default() += 1;
+    }
+    if ctx.is_json() {
+        return ctx.out().json(&json!({
+            "total": tenants.len(),
+            "by_status": by_status,
+            "by_plan": by_plan,
+        }));
+    }
+    let mut rows = vec![vec![
+        "total".into(),
+        "all".into(),
+        tenants.len().to_string().into(),
+    ]];
+    for (s, n) in &by_status {
+        rows.push(vec!["status".into(), (*s).into(), n.to_string().into()]);
+    }
+    for (p, n) in &by_plan {
+        rows.push(vec!["plan".into(), (*p).into(), n.to_string().into()]);
+    }
+    ctx.out().table(&["BY", "VALUE", "TENANTS"], rows, "")
+}
+
+/// `tenancy tenant update ID ...`.
+pub(crate) async fn update(ctx: &mut Ctx<'_>, args: TenantUpdateArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let id = args.id.clone();
+    let limits = overrides(&args.limits);
+    limits.validate()?;
+    let expires_at = match &args.expires_at {
+        None => None,
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(s)
+                .map_err(|_| {
+                    CliError::usage(format!(
+                        "--expires-at \"{}\" is not an RFC 3339 time; use e.g. 2030-01-01T00:00:00Z",
+                        s.escape_debug()
+                    ))
+                })?
+                .to_utc(),
+        ),
+    };
+    let mut metadata = BTreeMap::new();
+    for entry in &args.metadata {
+        let Some((k, v)) = entry.split_once('=') else {
+            return Err(CliError::usage(format!(
+                "--metadata \"{}\" is not KEY=VALUE",
+                entry.escape_debug()
+            ))
+            .into());
+        };
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    let update = TenantUpdate {
+        display_name: args.display_name,
+        email: args.email,
+        plan: args.plan.map(Plan::from),
+        limits: (limits != LimitOverrides::default()).then_some(limits),
+        metadata: (!metadata.is_empty()).then_some(metadata),
+        expires_at,
+        expected_revision: None,
+    };
+    if update == TenantUpdate::default() {
+        return Err(CliError::usage(
+            "nothing to update; pass e.g. --plan, --display-name, --email, --max-stacks (see `tenancy tenant update --help`)",
         )
         .into());
-    };
-    let s = file.session;
+    }
+    let t = ctx
+        .services
+        .registry
+        .update(&id, update)
+        .await
+        .with_context(|| format!("updating tenant {id}"))?;
     let now = ctx.now();
-    let status = t.effective_status(now);
     if ctx.is_json() {
-        ctx.out().json(&json!({
-            "kind": "tenant",
-            "tenant": t.id,
-            "status": status,
-            "backend": file.backend,
-            "issued_at": s.issued_at,
-            "expires_at": s.expires_at,
-        }))
+        ctx.out().json(&tenant_json(&t, now))
     } else {
-        ctx.out().pairs(vec![
-            ("session", "tenant".into()),
-            ("tenant", t.id.to_string().into()),
-            (
-                "status",
-                Cell::styled(status.as_str(), status_style(status)),
-            ),
-            ("backend", file.backend.into()),
-            ("issued", time(&s.issued_at).into()),
-            ("expires", time(&s.expires_at).into()),
-        ])
+        ctx.out().line(&format!("Updated tenant {id}."))?;
+        ctx.out().pairs(tenant_pairs(&t, now))
+    }
+}
+
+/// `tenancy tenant rotate ID [--yes]`.
+pub(crate) async fn rotate(ctx: &mut Ctx<'_>, args: TenantRotateArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let TenantRotateArgs { id, yes } = args;
+    // Fail on an unknown tenant before asking anything.
+    ctx.services.registry.get(&id).await?;
+    if !yes {
+        match ctx.io.confirm(&format!(
+            "Rotate the secret of tenant {id}? The old secret and every session stop working. [y/N] "
+        ))? {
+            Some(true) => {}
+            Some(false) => return Err(CliError::usage("rotation cancelled; nothing changed").into()),
+            None => {
+                return Err(CliError::usage(format!(
+                    "rotating needs confirmation; pass --yes (`tenancy tenant rotate {id} --yes`)"
+                ))
+                .into())
+            }
+        }
+    }
+    let rotated = ctx
+        .services
+        .registry
+        .rotate(&id)
+        .await
+        .with_context(|| format!("rotating the secret of tenant {id}"))?;
+    show_secret(ctx, &rotated, "Rotated the secret of")
+}
+
+/// `tenancy tenant suspend ID`.
+pub(crate) async fn suspend(ctx: &mut Ctx<'_>, args: TenantSuspendArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let TenantSuspendArgs { id, reason } = args;
+    let t = ctx
+        .services
+        .registry
+        .suspend(&id, reason)
+        .await
+        .with_context(|| format!("suspending tenant {id}"))?;
+    status_changed(ctx, &t, "Suspended tenant {id}: its logins and sessions are refused until `tenancy tenant activate {id}`.")
+}
+
+/// `tenancy tenant activate ID`.
+pub(crate) async fn activate(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let id = args.id;
+    let t = ctx
+        .services
+        .registry
+        .activate(&id)
+        .await
+        .with_context(|| format!("activating tenant {id}"))?;
+    status_changed(ctx, &t, "Activated tenant {id}.")
+}
+
+/// `tenancy tenant delete ID --confirm`.
+pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let TenantDeleteArgs { id, confirm } = args;
+    ctx.services.registry.get(&id).await?;
+    if !confirm {
+        if !ctx.io.prompter.is_interactive() {
+            return Err(CliError::usage(format!(
+                "deleting needs confirmation; pass --confirm (`tenancy tenant delete {id} --confirm`)"
+            ))
+            .into());
+        }
+        let typed = ctx.io.prompter.ask(&format!(
+            "Delete tenant {id}? Its state is archived and its secret stops working. Type the tenant id to confirm: "
+        ))?;
+        if typed.trim() != id.as_str() {
+            return Err(CliError::usage("deletion cancelled; nothing changed").into());
+        }
+    }
+    let t = ctx
+        .services
+        .registry
+        .delete(&id)
+        .await
+        .with_context(|| format!("deleting tenant {id}"))?;
+    status_changed(
+        ctx,
+        &t,
+        "Deleted tenant {id}; its state was archived under archive/{id}/.",
+    )
+}
+
+fn status_changed(
+    ctx: &mut Ctx<'_>,
+    t: &tenancy_core::Tenant,
+    message: &str,
+) -> anyhow::Result<()> {
+    let now = ctx.now();
+    if ctx.is_json() {
+        ctx.out().json(&tenant_json(t, now))
+    } else {
+        let msg = message.replace("{id}", t.id.as_str());
+        ctx.out().line(&msg)
     }
 }
 

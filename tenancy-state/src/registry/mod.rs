@@ -22,39 +22,82 @@
 //! The stored records (`records.rs`) are private to this crate: callers get
 //! core's [`Tenant`], which carries no hash and no lookup id.
 //!
+//! # Stored format and caching
+//!
+//! Records are YAML through `serde_yaml_ng` (the maintained fork of the
+//! deprecated `serde_yaml`). The registry holds no cache: every call reads
+//! the store, so CLI users and server replicas sharing one store see each
+//! other's writes at once.
+//!
 //! # Writes (`writes.rs`)
 //!
-//! Every write is a compare-and-swap: [`PutMode::Create`] for new objects,
+//! Every write is a compare-and-swap: [`PutMode::Create`] for new objects
+//! (manifest, record, index entry, usage record, tenant config, marker),
 //! [`PutMode::Update`] with the version just read otherwise. Read-modify-writes
 //! that are safe to repeat (an update without an expected revision, suspend,
-//! activate, rotate, a quota reservation, the admin hash) go through core's
+//! activate, rotate, delete's status change, a quota reservation, the admin
+//! hash, an archive copy) go through core's
 //! [`StateBackendExt::update_with`], which retries a lost race after a
-//! jittered backoff slept through the registry's [`Clock`]. A race that is
-//! not safe to repeat comes back as [`Error::AlreadyExists`] (two creates of
-//! one id) or [`Error::Precondition`] (a stale `expected_revision`).
+//! jittered backoff (`Backoff::cas`: 1 ms doubling to 50 ms, at most 200
+//! attempts) slept through the registry's [`Clock`]. A race that is not safe
+//! to repeat comes back as [`Error::AlreadyExists`] (two creates of one id:
+//! exactly one wins) or [`Error::Precondition`] (a stale
+//! `expected_revision`). Every record write bumps `revision`.
 //!
 //! # Secrets and API-key lookup (`secrets.rs`)
 //!
-//! A presented secret alone resolves to its tenant with two reads and one
-//! bcrypt verify, never a scan: `credentials::lookup_id(secret)` (the first
-//! 128 bits of its SHA-256, hex) names the index object
-//! `registry-keys/<lookup-id>.yaml`, which holds the tenant id; the tenant's
-//! record is then read, its stored lookup id compared in constant time, and
-//! the secret verified against the record's bcrypt hash. The index is written
-//! (Create) before the record on create and rotate, and the old index object
-//! is deleted after a rotation, so a crash leaves at worst a dangling index
-//! object that no longer matches its record and is ignored. The lookup id is
-//! not secret: the secret has about 190 random bits, so knowing the SHA-256
-//! prefix does not help to guess it, and the bcrypt hash is still checked.
-//! Every bcrypt hash and verify runs through the [`BlockingRunner`] when one
-//! is set.
+//! Secrets (`<prefix>_<32 base62>`) are returned once; the record keeps the
+//! bcrypt hash (cost from `with_bcrypt_cost`, default 10), the prefix, the
+//! generation (1 on create, +1 per rotation), the rotation count and time,
+//! and the lookup id.
+//!
+//! - `authenticate(id, secret)`: one record read, one bcrypt verify. An
+//!   unknown id verifies against a dummy hash, so it costs the same as a
+//!   wrong secret and gets the same [`Error::Unauthorized`]. The status is
+//!   checked only after the secret verified: [`Error::Forbidden`] for a
+//!   suspended, expired or deleted tenant.
+//! - `authenticate_key(secret)`: a presented secret alone resolves to its
+//!   tenant with two reads and one bcrypt verify, never a scan:
+//!   `credentials::lookup_id(secret)` (the first 128 bits of its SHA-256,
+//!   hex) names the index object `registry-keys/<lookup-id>.yaml`, which
+//!   holds the tenant id; the tenant's record is then read, its stored
+//!   lookup id compared in constant time, and the secret verified against
+//!   the record's bcrypt hash. The lookup id is not secret: the secret has
+//!   about 190 random bits, so knowing the SHA-256 prefix does not help to
+//!   guess it, and the bcrypt hash is still checked.
+//! - The index is written (Create) before the record on create and rotate,
+//!   and the old index object is deleted after a rotation, so a crash
+//!   leaves at worst a dangling index object that no longer matches its
+//!   record and is ignored.
+//! - bcrypt runs inline by default (core has no runtime); a server passes a
+//!   [`BlockingRunner`] with [`StoreRegistry::with_blocking`] so a verify
+//!   never stalls its executor. A runner that drops a job makes the verify
+//!   fail, never pass.
+//!
+//! # Lifecycle
+//!
+//! Transitions follow `TenantStatus::can_transition_to` on the *effective*
+//! status (`Tenant::effective_status`: active or suspended past `expires_at`
+//! reads `expired` in get, list and authenticate). Activating or suspending
+//! an expired tenant clears `expires_at`; `create` and `update` refuse an
+//! `expires_at` that is not in the future.
 //!
 //! # Delete and purge (`archive.rs`), quotas (`usage.rs`)
 //!
 //! Delete is soft: the record says `deleted`, then every object under
 //! `tenants/<id>/` is copied to `archive/<id>/<deleted_at>/` and the source
-//! deleted; running delete again resumes an interrupted move. Quotas are
-//! reservations on `registry-usage/<id>.yaml`, see `usage.rs`.
+//! deleted; running delete again resumes an interrupted move, and with
+//! nothing left to move it is [`Error::Precondition`]. Purge keeps the
+//! record (ids are never reused). Quotas are reservations on
+//! `registry-usage/<id>.yaml`, see `usage.rs`.
+//!
+//! # Damaged records
+//!
+//! A record that does not decode (or names another tenant) gives
+//! [`Error::Corrupt`] for that tenant only: `list` yields it as an `Err`
+//! item and goes on with the others; `TenantRegistryExt::list_all` stops at
+//! the first error, `list_partial` returns the readable tenants and the
+//! errors.
 
 mod archive;
 mod layout;

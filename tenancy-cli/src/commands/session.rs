@@ -1,0 +1,102 @@
+//! The tenant session: `login` and `session` (`logout` needs no store: see `lib.rs`).
+
+use serde_json::json;
+use tenancy_core::{Error, Session, TenantId};
+
+use super::Ctx;
+use crate::cli::LoginArgs;
+use crate::exit::CliError;
+use crate::home::SessionSlot;
+use crate::output::{status_style, time, Cell};
+
+/// `tenancy login --tenant ID [--secret-stdin]`.
+pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<()> {
+    let id = match args.tenant {
+        Some(id) => id,
+        None => {
+            let raw = ctx.io.value(
+                "tenant id",
+                None,
+                "--tenant ID",
+                "TENANCY_TENANT",
+                "Tenant id: ",
+            )?;
+            TenantId::new(raw)?
+        }
+    };
+    let secret = ctx.io.secret(
+        "tenant secret",
+        args.secret_stdin,
+        "--secret-stdin",
+        "TENANCY_SECRET",
+        &format!("Secret of tenant {id}: "),
+    )?;
+    let t = ctx
+        .services
+        .registry
+        .authenticate(&id, &secret)
+        .await
+        .map_err(|e| match e {
+            Error::Unauthorized { .. } => Error::unauthorized(format!(
+                "login as tenant {id} refused: unknown tenant or wrong secret; check both, or ask the admin to rotate the secret"
+            )),
+            Error::Forbidden { message } => Error::forbidden(format!(
+                "login as tenant {id} refused: {message}; ask the admin to activate it"
+            )),
+            other => other,
+        })?;
+    let now = ctx.now();
+    let session = Session::tenant(&t, now);
+    let expires = session.expires_at;
+    ctx.save_session(SessionSlot::Tenant, session)?;
+    if ctx.is_json() {
+        ctx.out().json(&json!({
+            "tenant": t.id,
+            "expires_at": expires,
+        }))?;
+    } else {
+        ctx.out().line(&format!(
+            "Logged in as tenant {} until {}.",
+            t.id,
+            time(&expires)
+        ))?;
+    }
+    Ok(())
+}
+
+/// `tenancy session`: shows the tenant session after checking it against the
+/// registry; fails (exit 3/4) when it is not valid.
+pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let t = ctx.require_tenant().await?;
+    let Some(file) = ctx.home.load(SessionSlot::Tenant)? else {
+        return Err(CliError::not_logged_in(
+            "not logged in as a tenant; run `tenancy login --tenant ID`",
+        )
+        .into());
+    };
+    let s = file.session;
+    let now = ctx.now();
+    let status = t.effective_status(now);
+    if ctx.is_json() {
+        ctx.out().json(&json!({
+            "kind": "tenant",
+            "tenant": t.id,
+            "status": status,
+            "backend": file.backend,
+            "issued_at": s.issued_at,
+            "expires_at": s.expires_at,
+        }))
+    } else {
+        ctx.out().pairs(vec![
+            ("session", "tenant".into()),
+            ("tenant", t.id.to_string().into()),
+            (
+                "status",
+                Cell::styled(status.as_str(), status_style(status)),
+            ),
+            ("backend", file.backend.into()),
+            ("issued", time(&s.issued_at).into()),
+            ("expires", time(&s.expires_at).into()),
+        ])
+    }
+}
