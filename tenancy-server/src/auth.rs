@@ -4,19 +4,30 @@
 //! # The tenant verification cache
 //!
 //! A presented key (`X-API-Key: <secret>` or `Authorization: Bearer <secret>`,
-//! at most 512 bytes) is hashed with SHA-256; the digest is the cache key,
-//! so the secret itself is never kept. On a miss the registry's
-//! `authenticate_key` resolves the key to its tenant through the key's
-//! lookup id (one read, no scan) and checks it with bcrypt on the blocking
-//! pool, one verification per key at a time (concurrent requests with the
-//! same key wait for it) and at most `max_concurrent_verifications` (default
-//! 2 x cores) at once. The entry then binds the digest to the tenant's
+//! at most 512 bytes) that is not shaped like a secret is refused at once
+//! (no cache, permit or read). Otherwise it is hashed with SHA-256; the
+//! digest is the cache key, so the secret itself is never kept. On a miss
+//! the registry's `authenticate_key` resolves the key to its tenant through
+//! the key's lookup id (one read, no scan; a lookup id that names no tenant
+//! is refused there without bcrypt) and checks it with bcrypt on the
+//! blocking pool, one verification per key at a time (concurrent requests
+//! with the same key wait for it) and at most `max_concurrent_verifications`
+//! (default 2 x cores) at once. Each verification runs in its own task that
+//! owns its permit, so a request that is abandoned (client gone, timeout)
+//! cannot free the bound while its bcrypt still runs. The entry then binds the digest to the tenant's
 //! credential **generation** and keeps the tenant record it was checked
 //! against. Later requests with the same key cost one SHA-256 and one map
 //! lookup; bcrypt never runs on that path.
 //!
 //! - The entry's tenant record gives the status on every request, and
 //!   expiry is checked against the clock on every request.
+//! - **No revocation is lost to a race.** Every tenant change this server
+//!   learns of bumps an epoch under the cache's write lock; a verification
+//!   or refresh notes the epoch before it reads the record and caches its
+//!   result only if the epoch is unchanged, else it re-reads the record (no
+//!   bcrypt) first. So a suspend, rotate or delete that returns while a
+//!   cold-cache verification of that tenant is in flight applies to the
+//!   very next request.
 //! - Rotation, suspension, activation, updates and deletion made through
 //!   this server call [`TenantAuth::tenant_changed`], which updates every
 //!   entry of the tenant at once: a rotated key (older generation) is
@@ -122,7 +133,8 @@ struct Entry {
 pub struct AuthStats {
     /// Cache entries refreshed by re-reading the tenant record.
     pub refreshes: AtomicU64,
-    /// bcrypt verifications run (cache misses).
+    /// Well-formed keys checked through the registry (cache misses); one
+    /// whose lookup id names no tenant is refused there without bcrypt.
     pub verifications: AtomicU64,
     /// Requests refused from the caches of failed keys and forbidden tenants.
     pub negative_hits: AtomicU64,
@@ -139,7 +151,13 @@ struct AuthInner {
     /// interval; emptied by any tenant change made through this server.
     forbidden: TtlMap<Digest32, String>,
     inflight: Mutex<HashMap<Digest32, Arc<tokio::sync::Mutex<()>>>>,
-    permits: Semaphore,
+    /// The verification pool's bound. A verification owns its permit until
+    /// its bcrypt finishes, even when the request that started it is gone.
+    permits: Arc<Semaphore>,
+    /// Bumped (under the cache's write lock) by every tenant change this
+    /// server learns of; a verification that saw another epoch when it
+    /// started does not cache what it read before the change.
+    epoch: AtomicU64,
     limits: RateLimits,
     stats: AuthStats,
 }
@@ -249,7 +267,7 @@ impl TenantAuth {
         config: AuthConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let permits = Semaphore::new(config.max_concurrent_verifications.max(1));
+        let permits = Arc::new(Semaphore::new(config.max_concurrent_verifications.max(1)));
         TenantAuth {
             inner: Arc::new(AuthInner {
                 registry,
@@ -260,6 +278,7 @@ impl TenantAuth {
                 cache: RwLock::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 permits,
+                epoch: AtomicU64::new(0),
                 limits: RateLimits::new(),
                 stats: AuthStats::default(),
             }),
@@ -310,7 +329,9 @@ impl TenantAuth {
         let fresh = Arc::new(tenant.clone());
         let limiter = self.inner.limits.bucket(&tenant.id, &tenant.limits());
         let mut superseded = Vec::new();
-        self.write_cache().retain(|d, e| {
+        let mut cache = self.write_cache();
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        cache.retain(|d, e| {
             if e.tenant.id != tenant.id {
                 return true;
             }
@@ -328,6 +349,11 @@ impl TenantAuth {
             self.remember_failure(d);
         }
         self.clear_forbidden();
+        drop(cache);
+    }
+
+    fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::SeqCst)
     }
 
     fn clear_forbidden(&self) {
@@ -341,15 +367,22 @@ impl TenantAuth {
 
     /// Drops every cached key of a tenant.
     pub fn forget_tenant(&self, id: &TenantId) {
-        self.write_cache().retain(|_, e| &e.tenant.id != id);
+        let mut cache = self.write_cache();
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        cache.retain(|_, e| &e.tenant.id != id);
         self.inner.limits.forget(id);
         self.clear_forbidden();
+        drop(cache);
     }
 
     /// Authenticates the credential in `headers` and applies the tenant's
     /// rate limit. On success returns the tenant and the rate-limit state.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authorized, Refused> {
         let key = presented_key(headers)?;
+        // Not a secret at all: refused before any cache, permit or store read.
+        if tenancy_core::credentials::parse_secret(key).is_none() {
+            return Err(ApiError::unauthorized("invalid credentials").into());
+        }
         let d = digest(key);
         let entry = match self.lookup(&d) {
             Some(e) => e,
@@ -453,35 +486,54 @@ impl TenantAuth {
         if let Some(stale) = stale {
             return self.refresh(d, stale).await;
         }
-        let _permit = self
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| ApiError::internal())?;
+        // The verification runs in its own task that owns the permit: a
+        // request that is dropped (client gone, timeout) stops waiting, but
+        // its bcrypt still counts against the bound until it finishes, and
+        // its result still reaches the cache.
+        let this = self.clone();
+        let secret = Secret::new(key);
+        tokio::spawn(async move {
+            let _permit = permit;
+            this.verify_key(secret, d).await
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+    }
+
+    /// One bcrypt verification of a key that is in no cache.
+    async fn verify_key(&self, secret: Secret, d: Digest32) -> Result<Entry, ApiError> {
         self.inner
             .stats
             .verifications
             .fetch_add(1, Ordering::Relaxed);
+        let started = self.epoch();
         // bcrypt runs on the registry's BlockingRunner (the server wires
         // TokioBlocking), so this await keeps the async workers free.
-        let outcome = self
-            .inner
-            .registry
-            .authenticate_key(&Secret::new(key))
-            .await;
+        let outcome = self.inner.registry.authenticate_key(&secret).await;
         match outcome {
-            Ok(tenant) => Ok(self.insert(d, tenant)),
-            Err(Error::Unauthorized { .. }) | Err(Error::CredentialsRotated { .. }) => {
-                self.remember_failure(d);
-                Err(ApiError::unauthorized("invalid credentials"))
-            }
-            Err(Error::InvalidInput { .. }) | Err(Error::NotFound { .. }) => {
+            Ok(tenant) => self.settle(d, tenant, started).await,
+            Err(Error::Unauthorized { .. })
+            | Err(Error::CredentialsRotated { .. })
+            | Err(Error::InvalidInput { .. })
+            | Err(Error::NotFound { .. }) => {
                 self.remember_failure(d);
                 Err(ApiError::unauthorized("invalid credentials"))
             }
             Err(Error::Forbidden { message }) => {
-                self.inner.forbidden.insert(d, message.clone());
+                // Remembered only if no tenant changed meanwhile (an
+                // activation must not be hidden for a refresh interval).
+                let cache = self.write_cache();
+                if self.epoch() == started {
+                    self.inner.forbidden.insert(d, message.clone());
+                }
+                drop(cache);
                 Err(ApiError::forbidden(message))
             }
             Err(e) => Err(e.into()),
@@ -491,8 +543,11 @@ impl TenantAuth {
     /// Re-reads the tenant record of a stale entry (no bcrypt).
     async fn refresh(&self, d: Digest32, stale: Entry) -> Result<Entry, ApiError> {
         self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        let started = self.epoch();
         match self.inner.registry.get(&stale.tenant.id).await {
-            Ok(t) if t.credential.generation == stale.generation => Ok(self.insert(d, t)),
+            Ok(t) if t.credential.generation == stale.generation => {
+                self.settle(d, t, started).await
+            }
             Ok(_) | Err(Error::NotFound { .. }) => {
                 self.write_cache().remove(&d);
                 self.remember_failure(d);
@@ -502,15 +557,55 @@ impl TenantAuth {
         }
     }
 
-    fn insert(&self, d: Digest32, tenant: Tenant) -> Entry {
+    /// Caches `tenant` (read while the epoch was `started`) for `d`, unless
+    /// a tenant change arrived since: then the record may predate a
+    /// suspension, rotation or deletion, so it is read again (no bcrypt)
+    /// and only a record read in an unchanged epoch is cached.
+    async fn settle(
+        &self,
+        d: Digest32,
+        mut tenant: Tenant,
+        mut started: u64,
+    ) -> Result<Entry, ApiError> {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            if let Some(entry) = self.insert_unless_changed(d, &tenant, started) {
+                return Ok(entry);
+            }
+            started = self.epoch();
+            let generation = tenant.credential.generation;
+            tenant = match self.inner.registry.get(&tenant.id).await {
+                Ok(t) if t.credential.generation == generation => t,
+                Ok(_) | Err(Error::NotFound { .. }) => {
+                    self.write_cache().remove(&d);
+                    self.remember_failure(d);
+                    return Err(ApiError::unauthorized("invalid credentials"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+        // Tenants keep changing: answer from the fresh record, cache nothing.
+        Ok(self.entry(tenant))
+    }
+
+    fn entry(&self, tenant: Tenant) -> Entry {
         let limiter = self.inner.limits.bucket(&tenant.id, &tenant.limits());
-        let entry = Entry {
+        Entry {
             generation: tenant.credential.generation,
             tenant: Arc::new(tenant),
             checked_at: Instant::now(),
             limiter,
-        };
+        }
+    }
+
+    /// Inserts the entry if the epoch is still `started` (checked under the
+    /// write lock that tenant changes take to bump it).
+    fn insert_unless_changed(&self, d: Digest32, tenant: &Tenant, started: u64) -> Option<Entry> {
+        let entry = self.entry(tenant.clone());
         let mut cache = self.write_cache();
+        if self.epoch() != started {
+            return None;
+        }
         if cache.len() >= self.inner.config.capacity && !cache.contains_key(&d) {
             let refresh = self.inner.config.refresh_interval;
             cache.retain(|_, e| e.checked_at.elapsed() < refresh);
@@ -521,7 +616,7 @@ impl TenantAuth {
             }
         }
         cache.insert(d, entry.clone());
-        entry
+        Some(entry)
     }
 
     fn negatively_cached(&self, d: &Digest32) -> bool {
@@ -650,7 +745,8 @@ struct AdminInner {
     extra_hash: Option<String>,
     verified: TtlMap<Digest32, ()>,
     failed: TtlMap<Digest32, ()>,
-    permits: Semaphore,
+    /// Owned by each check's task until its bcrypt finishes.
+    permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AdminInner {
@@ -672,7 +768,7 @@ impl AdminAuth {
                 extra_hash: None,
                 verified: TtlMap::new(ttl, 1024),
                 failed: TtlMap::new(ttl, 10_000),
-                permits: Semaphore::new(2),
+                permits: Arc::new(Semaphore::new(2)),
             }),
         }
     }
@@ -715,13 +811,26 @@ impl AdminAuth {
         if self.inner.failed.contains(&d) {
             return Err(ApiError::unauthorized("invalid admin credentials"));
         }
-        let _permit = self
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| ApiError::internal())?;
+        // Its own task, owning the permit: an abandoned request cannot free
+        // the bound while its bcrypt still runs.
+        let this = self.clone();
         let secret = Secret::new(token);
+        tokio::spawn(async move {
+            let _permit = permit;
+            this.verify(secret, d).await
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+    }
+
+    async fn verify(&self, secret: Secret, d: Digest32) -> Result<(), ApiError> {
         let extra = self.inner.extra_hash.clone();
         let given = match extra {
             Some(h) => {

@@ -225,8 +225,8 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "tenancy_auth_bcrypt_verifications_total",
-            "bcrypt verifications of tenant keys (cache misses).",
+            "tenancy_auth_registry_checks_total",
+            "Well-formed tenant keys checked against the registry on a cache miss (one bcrypt each at most; none when the key's lookup id names no tenant).",
             auth.verifications.load(Ordering::Relaxed),
         );
         counter(

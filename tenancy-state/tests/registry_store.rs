@@ -744,6 +744,90 @@ impl tenancy_state::BlockingRunner for TokioBlocking {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_and_unknown_keys_are_refused_without_bcrypt() {
+    let runner = Arc::new(TokioBlocking {
+        jobs: AtomicU64::new(0),
+    });
+    let r = StoreRegistry::new(Arc::new(MemoryBackend::new()))
+        .with_bcrypt_cost(4)
+        .with_blocking(runner.clone());
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let old = r.create(NewTenant::new(tid("keyed"))).await.unwrap().secret;
+    let new = r.rotate(&tid("keyed")).await.unwrap().secret;
+    runner.jobs.store(0, Ordering::SeqCst);
+    for junk in [
+        "junk123",
+        "",
+        "tnc_short",
+        "tnc_0123456789abcdefghijABCDEFGHIJ01", // well-formed, no such lookup id
+        old.expose(),                           // rotated out: its index entry is gone
+    ] {
+        assert!(
+            matches!(
+                r.authenticate_key(&Secret::new(junk)).await,
+                Err(Error::Unauthorized { .. })
+            ),
+            "{junk}"
+        );
+        assert_eq!(
+            runner.jobs.load(Ordering::SeqCst),
+            0,
+            "no bcrypt for {junk:?}"
+        );
+    }
+    assert_eq!(r.authenticate_key(&new).await.unwrap().id.as_str(), "keyed");
+    assert_eq!(
+        runner.jobs.load(Ordering::SeqCst),
+        1,
+        "one verify for a real key"
+    );
+}
+
+/// A one-shot process (a fresh registry, as each CLI run is) configured
+/// with another bcrypt cost than the store's records: a login that names no
+/// tenant must cost what a wrong secret costs. Medians of 30 interleaved
+/// tries each, with a generous bound (before the manifest kept a dummy
+/// hash, the unknown-tenant login hashed and verified at the configured
+/// cost 4 and took about a tenth of the wrong-secret login at cost 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tenant_and_wrong_secret_cost_the_same_in_a_fresh_process() {
+    let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+    let admin = StoreRegistry::new(backend.clone()).with_bcrypt_cost(8);
+    admin
+        .bootstrap(&Secret::new("admin-password"))
+        .await
+        .unwrap();
+    admin.create(NewTenant::new(tid("known"))).await.unwrap();
+    let wrong = Secret::new("tnc_0123456789abcdefghijABCDEFGHIJ01");
+    let (mut unknown_ms, mut wrong_ms) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        for (id, times) in [("nobody", &mut unknown_ms), ("known", &mut wrong_ms)] {
+            let runner = Arc::new(TokioBlocking {
+                jobs: AtomicU64::new(0),
+            });
+            let fresh = StoreRegistry::new(backend.clone())
+                .with_bcrypt_cost(4)
+                .with_blocking(runner.clone());
+            let started = std::time::Instant::now();
+            let refused = fresh.authenticate(&tid(id), &wrong).await;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            assert!(matches!(refused, Err(Error::Unauthorized { .. })));
+            assert_eq!(runner.jobs.load(Ordering::SeqCst), 1, "one verify for {id}");
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (u, w) = (median(&mut unknown_ms), median(&mut wrong_ms));
+    let ratio = u / w;
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "unknown tenant median {u:.2} ms vs wrong secret {w:.2} ms (ratio {ratio:.2})"
+    );
+}
+
 #[derive(Debug)]
 struct Dropping;
 
@@ -776,8 +860,8 @@ async fn bcrypt_runs_on_the_blocking_runner() {
         r.authenticate(&tid("nobody-here"), &c.secret).await,
         Err(Error::Unauthorized { .. })
     ));
-    // bootstrap hash, admin verify, create hash, verify, dummy verify
-    assert_eq!(runner.jobs.load(Ordering::SeqCst), 5);
+    // bootstrap: admin hash + dummy hash; admin verify, create hash, verify, dummy verify
+    assert_eq!(runner.jobs.load(Ordering::SeqCst), 6);
 
     // a runner that loses jobs never lets anyone in and never stores a bad hash
     let lossy = StoreRegistry::new(backend)

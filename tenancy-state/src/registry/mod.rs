@@ -51,11 +51,16 @@
 //! generation (1 on create, +1 per rotation), the rotation count and time,
 //! and the lookup id.
 //!
-//! - `authenticate(id, secret)`: one record read, one bcrypt verify. An
-//!   unknown id verifies against a dummy hash, so it costs the same as a
-//!   wrong secret and gets the same [`Error::Unauthorized`]. The status is
-//!   checked only after the secret verified: [`Error::Forbidden`] for a
-//!   suspended, expired or deleted tenant.
+//! - `authenticate(id, secret)`: the record and the manifest's dummy hash
+//!   are read side by side (the dummy once per process), then one bcrypt
+//!   verify: against the record's hash, or against the dummy when the id
+//!   names no tenant. The dummy hash is written at bootstrap at the cost of
+//!   the records (older manifests use the admin hash, of the same cost), so
+//!   an unknown id costs what a wrong secret costs, even in a one-shot
+//!   process configured with another cost, and gets the same
+//!   [`Error::Unauthorized`]. The status is checked only after the secret
+//!   verified: [`Error::Forbidden`] for a suspended, expired or deleted
+//!   tenant.
 //! - `authenticate_key(secret)`: a presented secret alone resolves to its
 //!   tenant with two reads and one bcrypt verify, never a scan:
 //!   `credentials::lookup_id(secret)` (the first 128 bits of its SHA-256,
@@ -64,7 +69,11 @@
 //!   lookup id compared in constant time, and the secret verified against
 //!   the record's bcrypt hash. The lookup id is not secret: the secret has
 //!   about 190 random bits, so knowing the SHA-256 prefix does not help to
-//!   guess it, and the bcrypt hash is still checked.
+//!   guess it, and the bcrypt hash is still checked. A key that is
+//!   malformed, whose lookup id has no index entry, or whose entry no
+//!   longer matches its record is refused with **no bcrypt at all**: the
+//!   lookup id comes from the key, so the early answer tells the sender
+//!   nothing it did not already know, and junk keys cannot buy CPU.
 //! - The index is written (Create) before the record on create and rotate,
 //!   and the old index object is deleted after a rotation, so a crash
 //!   leaves at worst a dangling index object that no longer matches its

@@ -52,6 +52,13 @@ pub(crate) struct RegistryConfig {
     pub(crate) default_state_version: String,
     /// The admin credential.
     pub(crate) admin: AdminCredential,
+    /// A bcrypt hash of a random secret nobody knows, at the cost of the
+    /// tenant records, written at bootstrap: a login that names no tenant
+    /// verifies against it, so it costs exactly what a wrong secret costs,
+    /// even in a one-shot process. Manifests written before it existed lack
+    /// it (the admin hash, of the same cost, stands in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dummy_hash: Option<String>,
 }
 
 /// `tenants.yaml`.

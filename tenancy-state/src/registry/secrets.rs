@@ -49,21 +49,29 @@ impl StoreRegistry {
             .await?
     }
 
-    fn dummy_hash(&self) -> &str {
-        self.dummy_hash.get_or_init(|| {
-            // A fixed, well-formed cost-4 hash only if hashing itself fails,
-            // which cannot happen for a cost inside the accepted range.
-            credentials::dummy_hash(self.cost).unwrap_or_else(|_| {
+    /// The hash a login that names no tenant verifies against: the
+    /// manifest's dummy hash (read once per process), which has the cost of
+    /// the stored records whatever this process's configured cost is.
+    async fn login_dummy(&self) -> String {
+        if let Some(h) = self.dummy_hash.get() {
+            return h.clone();
+        }
+        let stored = match self.manifest().await {
+            Ok((m, _)) => Some(m.config.dummy_hash.unwrap_or(m.config.admin.hash)),
+            Err(_) => None,
+        };
+        let hash = match stored {
+            Some(h) if is_bcrypt_hash(&h).is_some() => h,
+            // No readable manifest: the record read failed or found nothing
+            // either way; hash at the configured cost (a fixed, well-formed
+            // cost-4 hash only if hashing itself fails, which cannot happen
+            // for a cost inside the accepted range).
+            _ => credentials::dummy_hash(self.cost).unwrap_or_else(|_| {
                 "$2b$04$abcdefghijklmnopqrstuu5Qd0Z7kk0SUT8ElNhk8eYN3ao6W/Ifq".to_string()
-            })
-        })
-    }
-
-    async fn refuse_after_dummy_verify(&self, secret: &Secret) -> Error {
-        // Same work as a wrong secret for a known tenant.
-        let dummy = self.dummy_hash().to_string();
-        let _ = self.verify(secret, &dummy).await;
-        Error::unauthorized(UNAUTHORIZED)
+            }),
+        };
+        let _ = self.dummy_hash.set(hash.clone());
+        hash
     }
 
     /// Checks the secret of a record already read: `Unauthorized` on a
@@ -132,6 +140,9 @@ impl StoreRegistry {
         let cost = is_bcrypt_hash(admin_hash)
             .ok_or_else(|| Error::invalid("the admin credential hash is not a bcrypt hash"))?;
         self.ensure_cas()?;
+        let unknown = credentials::generate_secret(credentials::DEFAULT_SECRET_PREFIX)?;
+        let dummy = self.hash(&unknown).await?;
+        let dummy_kept = dummy.clone();
         let now = self.now();
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
@@ -147,6 +158,7 @@ impl StoreRegistry {
                     generation: 1,
                     updated_at: now,
                 },
+                dummy_hash: Some(dummy.clone()),
             },
         };
         let bytes = to_yaml(&manifest, "the registry manifest")?;
@@ -155,7 +167,10 @@ impl StoreRegistry {
             .put(&layout::manifest()?, bytes, PutMode::Create)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let _ = self.dummy_hash.set(dummy_kept);
+                Ok(())
+            }
             Err(Error::AlreadyExists { .. }) => Err(Error::already_exists(
                 "a tenant registry (tenants.yaml) already exists on this store",
             )),
@@ -218,15 +233,25 @@ impl StoreRegistry {
         id: &TenantId,
         secret: &Secret,
     ) -> Result<Tenant> {
-        match self.read_record(id).await? {
-            None => Err(self.refuse_after_dummy_verify(secret).await),
+        // The record and the dummy hash are read side by side on every
+        // login, so a known and an unknown id cost the same reads and one
+        // bcrypt verify each, at the same cost.
+        let (record, dummy) = futures::join!(self.read_record(id), self.login_dummy());
+        match record? {
+            None => {
+                let _ = self.verify(secret, &dummy).await;
+                Err(Error::unauthorized(UNAUTHORIZED))
+            }
             Some((t, _)) => self.check_secret(t, secret).await,
         }
     }
 
+    /// A key alone: refused with no bcrypt at all when it is malformed or
+    /// its lookup id names no tenant (the lookup id comes from the key
+    /// itself, so refusing early tells an attacker nothing it did not send).
     pub(super) async fn authenticate_by_key(&self, secret: &Secret) -> Result<Tenant> {
         if credentials::parse_secret(secret.expose()).is_none() {
-            return Err(self.refuse_after_dummy_verify(secret).await);
+            return Err(Error::unauthorized(UNAUTHORIZED));
         }
         let lookup = credentials::lookup_id(secret.expose());
         let index = match self.backend.get(&layout::key_index(&lookup)?).await? {
@@ -237,7 +262,7 @@ impl StoreRegistry {
             )?),
         };
         let Some(entry) = index else {
-            return Err(self.refuse_after_dummy_verify(secret).await);
+            return Err(Error::unauthorized(UNAUTHORIZED));
         };
         match self.read_record(&entry.tenant).await? {
             Some((t, _))
@@ -248,7 +273,8 @@ impl StoreRegistry {
             {
                 self.check_secret(t, secret).await
             }
-            _ => Err(self.refuse_after_dummy_verify(secret).await),
+            // An index entry left by a rotation or a crash: no such key.
+            _ => Err(Error::unauthorized(UNAUTHORIZED)),
         }
     }
 
