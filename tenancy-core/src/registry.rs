@@ -120,6 +120,17 @@ pub struct Reservation {
     pub created_at: DateTime<Utc>,
 }
 
+/// A reservation the tenant's usage record still lists: pending (it expires
+/// unless committed or released) or committed (held until released).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedReservation {
+    /// The reservation (for a committed one made before the record kept
+    /// creation times, `created_at` is the Unix epoch).
+    pub reservation: Reservation,
+    /// True once committed.
+    pub committed: bool,
+}
+
 /// A usage event that is not a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -310,6 +321,19 @@ pub trait TenantRegistry: Send + Sync + Debug {
 
     /// Records a usage event (job outcome, cost).
     async fn record_usage(&self, id: &TenantId, event: UsageEvent) -> Result<Usage>;
+
+    /// Releases `reservation` and records `event` in the same write, exactly
+    /// once: only the call that finds the reservation still listed (pending
+    /// or committed) releases it and counts the event, and returns true;
+    /// every other call changes nothing and returns false. This is how an
+    /// outcome is counted once however often a crashed operation is redone.
+    async fn release_recording(&self, reservation: &Reservation, event: UsageEvent)
+        -> Result<bool>;
+
+    /// The reservations the tenant's usage record lists (pending ones that
+    /// have not expired, and committed ones), for reconciling them with
+    /// their owners after a crash.
+    async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>>;
 }
 
 macro_rules! forward_registry {
@@ -372,6 +396,12 @@ macro_rules! forward_registry {
             }
             async fn record_usage(&self, id: &TenantId, e: UsageEvent) -> Result<Usage> {
                 (**self).record_usage(id, e).await
+            }
+            async fn release_recording(&self, r: &Reservation, e: UsageEvent) -> Result<bool> {
+                (**self).release_recording(r, e).await
+            }
+            async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>> {
+                (**self).reservations(id).await
             }
         }
     };

@@ -84,6 +84,13 @@ pub struct ServerConfig {
     /// How long `GET /v1/tenant` may show a tenant's usage before re-reading
     /// it. Changes made through this replica show at once. Default 1 s.
     pub usage_cache_ttl: Duration,
+    /// How often every tenant's jobs and workers are reconciled with its
+    /// quota reservations (also at start and when a quota is refused).
+    /// Default 60 s.
+    pub reconcile_interval: Duration,
+    /// How old a half-done job or worker step must be before the reconciler
+    /// finishes or undoes it (operations in flight are younger). Default 60 s.
+    pub reconcile_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +103,8 @@ impl Default for ServerConfig {
             tenant_count_interval: Duration::from_secs(15),
             max_list: 10_000,
             usage_cache_ttl: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(60),
+            reconcile_grace: crate::jobs::DEFAULT_RECONCILE_GRACE,
         }
     }
 }

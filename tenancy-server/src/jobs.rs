@@ -8,16 +8,56 @@
 //!
 //! ```text
 //! _server/jobs/<job-id>      the job record (JSON), with its quota reservations
-//! _server/queue/<job-id>     a marker per queued job (what claim scans)
+//! _server/queue/<job-id>[.n] a marker per queued job (what claim scans);
+//!                            `.n` after its n-th requeue
 //! _server/workers/<id>       the worker record, with its quota reservations
 //! ```
 //!
 //! Job ids are UUID v7, so markers sort in creation order and claims are FIFO.
 //! Every state change is a compare-and-swap on the record, so exactly one
-//! caller wins a claim, a completion or a worker deletion, and each quota
-//! reservation is released exactly once.
+//! caller wins a claim, a completion, a cancel or a worker deletion. Create
+//! reserves concurrent jobs, CPU, GPU and, last, jobs per hour (a refusal
+//! never burns an hourly slot). Claim reads a marker's version before the
+//! job and deletes it conditionally where the backend can; a requeue writes
+//! a marker under a new name, so even an unconditional delete (S3) of the
+//! marker a claimer read never removes the marker of a later requeue.
+//! Deleting a worker requeues the jobs it held; a claim re-reads its worker
+//! after its swap and puts the job back if the worker was deleted meanwhile
+//! (one of the two always sees the other). A cancelled job's marker is
+//! skipped and removed by the next claim.
+//!
+//! # Safe to stop at any step
+//!
+//! A server may die (kill -9, power) between any two writes. Every
+//! multi-step operation is ordered so that what a crash leaves is
+//! recognisable, and [`JobStore::reconcile`] repairs it:
+//!
+//! - **Every live reservation has an owner record that names it.** Create
+//!   and register reserve (pending), write the record naming the
+//!   reservations, commit, and (create) write the queue marker. Finish,
+//!   cancel and worker delete first swap the record (finished, cancelled,
+//!   `deleted`), keeping its reservations listed, and only then release.
+//! - **Outcomes count once.** A job's outcome is counted by
+//!   `release_recording` on its concurrent-jobs reservation: the release
+//!   and the count are one write, done by whoever finds the reservation
+//!   still listed, so a redone finish never counts twice.
+//! - **The reconciler** (at start, every `reconcile_interval`, and when a
+//!   quota is refused) compares the usage record's reservations with the
+//!   records: a reservation owned by a live job or worker and still pending
+//!   after the grace period is committed; one owned by a finished job, a
+//!   cancelled job or a deleted worker is released (counting the job's
+//!   outcome once); one that no record names is released once it is older
+//!   than the grace period (a create in flight has not written its record
+//!   yet); a committed one no record names is released at once (its record
+//!   was written before the commit). A queued job without a marker, older
+//!   than the grace period, gets its marker back; a running job whose
+//!   worker is gone goes back to the queue; a worker record left `deleted`
+//!   is removed. Every repair is a compare-and-swap or idempotent, so
+//!   replicas may reconcile the same tenant at once.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -37,6 +77,8 @@ pub(crate) const SERVER_PREFIX: &str = "_server";
 pub(crate) const MAX_NAME_LEN: usize = 200;
 /// The longest failure message kept, in characters.
 pub(crate) const MAX_ERROR_LEN: usize = 4096;
+/// How old a half-done step must be before the reconciler acts on it: 60 s.
+pub(crate) const DEFAULT_RECONCILE_GRACE: Duration = Duration::from_secs(60);
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -50,6 +92,26 @@ pub(crate) enum JobStatus {
     Completed,
     /// Finished with a failure.
     Failed,
+    /// Cancelled by the tenant before it finished.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The lowercase name, as in the API.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Queued or running: the job still holds its quota.
+    pub(crate) fn is_live(self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
 }
 
 /// A job, as the API shows it.
@@ -76,7 +138,7 @@ pub(crate) struct Job {
     pub updated_at: DateTime<Utc>,
     /// When a worker claimed it.
     pub started_at: Option<DateTime<Utc>>,
-    /// When it completed or failed.
+    /// When it completed, failed or was cancelled.
     pub finished_at: Option<DateTime<Utc>>,
     /// The result given on completion.
     #[schema(value_type = Option<Object>)]
@@ -204,6 +266,36 @@ pub(crate) struct JobStore {
     registry: Arc<dyn TenantRegistry>,
     tenant: TenantId,
     clock: Arc<dyn Clock>,
+    grace: Duration,
+}
+
+/// What one [`JobStore::reconcile`] repaired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reconciled {
+    /// Reservations given back (orphaned, or owned by a finished owner).
+    pub released: u64,
+    /// Pending reservations of live owners committed.
+    pub committed: u64,
+    /// Queue markers written for queued jobs that had none.
+    pub markers: u64,
+    /// Running jobs of vanished workers put back in the queue.
+    pub requeued: u64,
+    /// Worker records left `deleted` that were removed.
+    pub workers_removed: u64,
+}
+
+impl Reconciled {
+    /// True if anything was repaired.
+    pub(crate) fn changed(&self) -> bool {
+        *self != Reconciled::default()
+    }
+}
+
+/// Who names a reservation.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Job(JobStatus),
+    Worker { deleted: bool },
 }
 
 impl JobStore {
@@ -219,7 +311,15 @@ impl JobStore {
             registry,
             tenant,
             clock,
+            grace: DEFAULT_RECONCILE_GRACE,
         }
+    }
+
+    /// How old a step must be before the reconciler finishes or undoes it
+    /// (in-flight operations are younger). Default [`DEFAULT_RECONCILE_GRACE`].
+    pub(crate) fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     fn key(kind: &str, id: &Uuid) -> Result<StateKey> {
@@ -257,6 +357,23 @@ impl JobStore {
             }
         }
         Ok(taken)
+    }
+
+    /// Like [`JobStore::reserve_all`], but a refusal first reconciles the
+    /// tenant (a crash may have left capacity taken) and tries once more if
+    /// that gave anything back.
+    async fn reserve_or_reconcile(&self, wants: &[(Resource, u64)]) -> Result<Vec<Reservation>> {
+        match self.reserve_all(wants).await {
+            Err(e @ Error::QuotaExceeded { .. }) => match self.reconcile().await {
+                Ok(r) if r.released > 0 => self.reserve_all(wants).await,
+                Ok(_) => Err(e),
+                Err(err) => {
+                    tracing::warn!(tenant = %self.tenant, error = %err, "reconcile after a quota refusal failed");
+                    Err(e)
+                }
+            },
+            other => other,
+        }
     }
 
     async fn commit_all(&self, rs: &[Reservation]) -> Result<()> {
@@ -303,7 +420,7 @@ impl JobStore {
         // The windowed resource goes last: a refusal of an earlier one must
         // not use up an hourly slot that is never given back.
         let reservations = self
-            .reserve_all(&[
+            .reserve_or_reconcile(&[
                 (Resource::ConcurrentJobs, 1),
                 (Resource::CpuCores, cpu),
                 (Resource::Gpus, gpu),
@@ -403,7 +520,7 @@ impl JobStore {
         let cpu = validate_amount("cpu", new.cpu)?;
         let gpu = validate_amount("gpu", new.gpu)?;
         let reservations = self
-            .reserve_all(&[
+            .reserve_or_reconcile(&[
                 (Resource::Workers, 1),
                 (Resource::CpuCores, cpu),
                 (Resource::Gpus, gpu),
@@ -452,7 +569,28 @@ impl JobStore {
         }
         self.release_all(&record.reservations).await;
         self.requeue_jobs_of(id).await?;
-        self.state.delete(&key, DeleteMode::Any).await
+        match self.state.delete(&key, DeleteMode::Any).await {
+            // The reconciler may have finished this delete meanwhile.
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The tenant's registered workers, oldest first.
+    pub(crate) async fn list_workers(&self) -> Result<Vec<Worker>> {
+        let mut out = Vec::new();
+        for key in self
+            .state
+            .list_keys(Some(&Self::prefix("workers")?))
+            .await?
+        {
+            if let Some((w, _)) = self.state.get_json::<WorkerRecord>(&key).await? {
+                if !w.deleted {
+                    out.push(w.worker);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn requeue_jobs_of(&self, worker: &Uuid) -> Result<()> {
@@ -464,12 +602,12 @@ impl JobStore {
 
     /// Puts the job at `key` back in the queue if it is running on `worker`
     /// (a compare-and-swap, so a job completed or requeued meanwhile is left alone).
-    async fn requeue(&self, key: &StateKey, worker: &Uuid) -> Result<()> {
+    async fn requeue(&self, key: &StateKey, worker: &Uuid) -> Result<bool> {
         let Some((mut rec, version)) = self.state.get_json::<JobRecord>(key).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if rec.job.status != JobStatus::Running || rec.job.worker_id != Some(*worker) {
-            return Ok(());
+            return Ok(false);
         }
         rec.job.status = JobStatus::Queued;
         rec.job.worker_id = None;
@@ -486,10 +624,10 @@ impl JobStore {
                 self.state
                     .put(&marker, Bytes::from_static(b"{}"), PutMode::Overwrite)
                     .await?;
-                Ok(())
+                Ok(true)
             }
             // Completed, failed or requeued meanwhile: nothing to do.
-            Err(Error::Precondition { .. }) => Ok(()),
+            Err(Error::Precondition { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -552,8 +690,15 @@ impl JobStore {
     }
 
     /// Completes or fails a job held by `worker`; its quota is given back and
-    /// the outcome recorded in the tenant's usage.
+    /// the outcome counted in the tenant's usage, once.
     pub(crate) async fn finish(&self, id: &Uuid, worker: &Uuid, outcome: Outcome) -> Result<Job> {
+        if let Outcome::Failed(Some(e)) = &outcome {
+            if e.chars().count() > MAX_ERROR_LEN {
+                return Err(Error::invalid(format!(
+                    "error message is longer than {MAX_ERROR_LEN} characters"
+                )));
+            }
+        }
         let (mut rec, version) = self
             .read_job(id)
             .await?
@@ -561,39 +706,51 @@ impl JobStore {
         if rec.job.status != JobStatus::Running || rec.job.worker_id != Some(*worker) {
             return Err(Error::precondition(format!(
                 "job {id} is {} and not held by worker {worker}",
-                match rec.job.status {
-                    JobStatus::Queued => "queued",
-                    JobStatus::Running => "running",
-                    JobStatus::Completed => "completed",
-                    JobStatus::Failed => "failed",
-                }
+                rec.job.status.as_str()
             )));
         }
-        let now = self.clock.now();
-        let event = match outcome {
+        match outcome {
             Outcome::Completed(result) => {
                 rec.job.status = JobStatus::Completed;
                 rec.job.result = result;
-                UsageEvent::JobCompleted
             }
             Outcome::Failed(error) => {
-                if let Some(e) = &error {
-                    if e.chars().count() > MAX_ERROR_LEN {
-                        return Err(Error::invalid(format!(
-                            "error message is longer than {MAX_ERROR_LEN} characters"
-                        )));
-                    }
-                }
                 rec.job.status = JobStatus::Failed;
                 rec.job.error = error;
-                UsageEvent::JobFailed
             }
-        };
+        }
+        self.close(rec, version).await
+    }
+
+    /// Cancels a queued or running job; its quota is given back. A worker
+    /// that still runs it gets 409 when it reports the outcome.
+    pub(crate) async fn cancel(&self, id: &Uuid) -> Result<Job> {
+        let (mut rec, version) = self
+            .read_job(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("job {id}")))?;
+        if !rec.job.status.is_live() {
+            return Err(Error::precondition(format!(
+                "job {id} is {} already",
+                rec.job.status.as_str()
+            )));
+        }
+        rec.job.status = JobStatus::Cancelled;
+        let job = self.close(rec, version).await?;
+        // Its marker, if queued, is skipped and removed by the next claim.
+        Ok(job)
+    }
+
+    /// Swaps a job record to its final status (keeping its reservations
+    /// listed, so a crash right after leaves an owner the reconciler
+    /// recognises as finished), then gives the reservations back.
+    async fn close(&self, mut rec: JobRecord, version: Version) -> Result<Job> {
+        let id = rec.job.id;
+        let now = self.clock.now();
         rec.job.finished_at = Some(now);
         rec.job.updated_at = now;
-        let reservations = std::mem::take(&mut rec.reservations);
         self.state
-            .put_json(&Self::key("jobs", id)?, &rec, PutMode::Update(version))
+            .put_json(&Self::key("jobs", &id)?, &rec, PutMode::Update(version))
             .await
             .map_err(|e| match e {
                 Error::Precondition { .. } => {
@@ -601,9 +758,196 @@ impl JobStore {
                 }
                 e => e,
             })?;
-        // Only the caller whose swap won gets here: each reservation is released once.
-        self.release_all(&reservations).await;
-        self.registry.record_usage(&self.tenant, event).await?;
+        // Only the caller whose swap won gets here; the reconciler may race
+        // it for the releases, which are exact and count the outcome once.
+        self.give_back(rec.job.status, &rec.reservations).await?;
         Ok(rec.job)
     }
+
+    /// Releases the reservations of a job that ended in `status`, counting
+    /// its outcome with its concurrent-jobs reservation. Returns how many
+    /// this call released.
+    async fn give_back(&self, status: JobStatus, rs: &[Reservation]) -> Result<u64> {
+        let mut released = 0;
+        for r in rs {
+            let event = match status {
+                JobStatus::Completed => Some(UsageEvent::JobCompleted),
+                JobStatus::Failed => Some(UsageEvent::JobFailed),
+                _ => None,
+            };
+            match event {
+                Some(event) if r.resource == Resource::ConcurrentJobs => {
+                    if self.registry.release_recording(r, event).await? {
+                        released += 1;
+                    }
+                }
+                _ => {
+                    self.registry.release(r).await?;
+                    released += 1;
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// Repairs what crashed operations of this tenant left behind (see the
+    /// module docs): usage then equals what the live records hold, and
+    /// every queued job is claimable.
+    pub(crate) async fn reconcile(&self) -> Result<Reconciled> {
+        let mut done = Reconciled::default();
+        // The usage snapshot first: a reservation it lists was made before
+        // the records below were read.
+        let listed = self.registry.reservations(&self.tenant).await?;
+        let workers = self.read_all::<WorkerRecord>("workers").await?;
+        let jobs = self.read_all::<JobRecord>("jobs").await?;
+        let damaged = workers.damaged + jobs.damaged;
+        let mut owners: HashMap<Uuid, (Owner, Reservation)> = HashMap::new();
+        for (_, w, _) in &workers.records {
+            for r in &w.reservations {
+                owners.insert(r.id, (Owner::Worker { deleted: w.deleted }, r.clone()));
+            }
+        }
+        for (_, j, _) in &jobs.records {
+            for r in &j.reservations {
+                owners.insert(r.id, (Owner::Job(j.job.status), r.clone()));
+            }
+        }
+        let now = self.clock.now();
+        let old = |at: DateTime<Utc>| {
+            now.signed_duration_since(at)
+                .to_std()
+                .is_ok_and(|age| age >= self.grace)
+        };
+        for l in listed {
+            let r = &l.reservation;
+            let owner = owners.get(&r.id);
+            let live = match owner {
+                Some((Owner::Job(status), _)) => status.is_live(),
+                Some((Owner::Worker { deleted }, _)) => !deleted,
+                None => false,
+            };
+            if live {
+                // Its pending reservation is committed once the operation
+                // that made it has had time to do so itself.
+                if !l.committed && old(r.created_at) {
+                    self.commit_quietly(r, &mut done).await;
+                }
+                continue;
+            }
+            match owner {
+                Some((Owner::Job(status), owned)) => {
+                    done.released += self.give_back(*status, std::slice::from_ref(owned)).await?;
+                }
+                Some((Owner::Worker { .. }, _)) => {
+                    self.registry.release(r).await?;
+                    done.released += 1;
+                }
+                // Owned by a record that does not parse: leave it alone.
+                None if damaged > 0 => {}
+                None if l.committed || old(r.created_at) => {
+                    self.registry.release(r).await?;
+                    done.released += 1;
+                }
+                None => {}
+            }
+        }
+        // Queued jobs that lost their marker.
+        let mut marked = HashSet::new();
+        for m in self.state.list_keys(Some(&Self::prefix("queue")?)).await? {
+            let name = m.file_name();
+            if let Ok(id) = Uuid::parse_str(name.split('.').next().unwrap_or(name)) {
+                marked.insert(id);
+            }
+        }
+        let live_workers: HashSet<Uuid> = workers
+            .records
+            .iter()
+            .filter(|(_, w, _)| !w.deleted)
+            .map(|(_, w, _)| w.worker.id)
+            .collect();
+        for (key, j, _) in &jobs.records {
+            match j.job.status {
+                JobStatus::Queued if !marked.contains(&j.job.id) && old(j.job.updated_at) => {
+                    let marker = Self::marker_key(&j.job.id, j.requeues)?;
+                    match self
+                        .state
+                        .put(&marker, Bytes::from_static(b"{}"), PutMode::Create)
+                        .await
+                    {
+                        Ok(_) => done.markers += 1,
+                        Err(Error::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                JobStatus::Running => {
+                    let Some(w) = j.job.worker_id else { continue };
+                    // Re-read the worker: it may have registered after the
+                    // listing above and claimed this job since.
+                    if live_workers.contains(&w) || self.read_worker(&w).await.is_ok() {
+                        continue;
+                    }
+                    if self.requeue(key, &w).await? {
+                        done.requeued += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Worker deletes that stopped after their swap.
+        for (key, w, _) in &workers.records {
+            if w.deleted {
+                self.requeue_jobs_of(&w.worker.id).await?;
+                match self.state.delete(key, DeleteMode::Any).await {
+                    Ok(()) => done.workers_removed += 1,
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if done.changed() {
+            tracing::info!(tenant = %self.tenant, released = done.released,
+                committed = done.committed, markers = done.markers,
+                requeued = done.requeued, workers_removed = done.workers_removed,
+                "reconciled what crashed operations left");
+        }
+        Ok(done)
+    }
+
+    async fn commit_quietly(&self, r: &Reservation, done: &mut Reconciled) {
+        match self.registry.commit(r).await {
+            Ok(()) => done.committed += 1,
+            // Committed or released meanwhile, or expired: nothing to do here.
+            Err(Error::Precondition { .. }) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant, error = %e, "could not commit a reservation while reconciling");
+            }
+        }
+    }
+
+    /// Every record under `_server/<kind>/` with its key and version;
+    /// records that do not parse are counted, not returned.
+    async fn read_all<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Records<T>> {
+        let mut out = Records {
+            records: Vec::new(),
+            damaged: 0,
+        };
+        for key in self.state.list_keys(Some(&Self::prefix(kind)?)).await? {
+            match self.state.get_json::<T>(&key).await {
+                Ok(Some((rec, version))) => out.records.push((key, rec, version)),
+                Ok(None) => {}
+                Err(Error::Corrupt { .. }) | Err(Error::InvalidInput { .. }) => {
+                    tracing::warn!(tenant = %self.tenant, key = %key, "a job store record does not parse; reconcile leaves its reservations alone");
+                    out.damaged += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Records read by [`JobStore::read_all`].
+struct Records<T> {
+    records: Vec<(StateKey, T, Version)>,
+    damaged: usize,
 }

@@ -20,10 +20,13 @@ mod error;
 mod extract;
 mod jobs;
 #[cfg(test)]
+mod jobs_crashes;
+#[cfg(test)]
 mod jobs_races;
 mod metrics;
 mod openapi;
 mod ratelimit;
+mod reconcile;
 mod routes;
 pub mod server;
 mod ttl;

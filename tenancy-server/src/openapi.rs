@@ -33,7 +33,8 @@ impl Modify for Security {
         tenant::me, tenant::list_state, tenant::get_state, tenant::put_state, tenant::delete_state,
         tenant::acquire_lock, tenant::renew_lock, tenant::release_lock, tenant::list_locks,
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::complete_job, jobs::fail_job,
-        jobs::register_worker, jobs::delete_worker, jobs::claim,
+        jobs::cancel_job, jobs::register_worker, jobs::list_workers, jobs::delete_worker,
+        jobs::claim,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),

@@ -57,6 +57,14 @@ pub struct Args {
     /// Seconds before a request is answered 503.
     #[arg(long, env = "TENANCY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Seconds between two reconciles of every tenant's jobs and workers with
+    /// its quota reservations (also run at start and when a quota is refused).
+    #[arg(long, env = "TENANCY_RECONCILE_INTERVAL_SECS", default_value_t = 60)]
+    pub reconcile_interval_secs: u64,
+    /// Seconds a half-done job or worker step must be old before the
+    /// reconciler finishes or undoes it.
+    #[arg(long, env = "TENANCY_RECONCILE_GRACE_SECS", default_value_t = 60)]
+    pub reconcile_grace_secs: u64,
 }
 
 /// A server ready to serve: bound, bootstrapped, with its router.
@@ -91,10 +99,14 @@ impl Prepared {
     }
 
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+    /// The reconciler runs beside it (at once, then every interval).
     pub async fn serve(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let reconciler = crate::reconcile::spawn(self.state.clone());
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown_signal())
-            .await
+            .await;
+        reconciler.abort();
+        served
     }
 }
 
@@ -197,6 +209,8 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
             refresh_interval: Duration::from_secs(args.auth_refresh_secs),
             ..AuthConfig::default()
         },
+        reconcile_interval: Duration::from_secs(args.reconcile_interval_secs.max(1)),
+        reconcile_grace: Duration::from_secs(args.reconcile_grace_secs),
         ..ServerConfig::default()
     };
     let registry_dyn: Arc<dyn TenantRegistry> = registry.clone();

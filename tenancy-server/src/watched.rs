@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tenancy_core::{
-    CreatedTenant, NewTenant, Reservation, Resource, Result, Secret, Tenant, TenantFilter,
-    TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+    CreatedTenant, ListedReservation, NewTenant, Reservation, Resource, Result, Secret, Tenant,
+    TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
 };
 
 use crate::auth::TenantAuth;
@@ -97,5 +97,11 @@ impl TenantRegistry for Watched {
     }
     async fn record_usage(&self, id: &TenantId, e: UsageEvent) -> Result<Usage> {
         self.inner.record_usage(id, e).await
+    }
+    async fn release_recording(&self, r: &Reservation, e: UsageEvent) -> Result<bool> {
+        self.inner.release_recording(r, e).await
+    }
+    async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>> {
+        self.inner.reservations(id).await
     }
 }

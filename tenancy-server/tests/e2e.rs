@@ -565,6 +565,209 @@ async fn two_servers_share_the_quota(backend: &str) {
     assert_eq!(la, lb);
 }
 
+/// One client's create -> claim -> complete/fail loop with worker churn,
+/// every failure ignored (the server dies under it).
+async fn churn(http: Client, base: String, key: String) {
+    let call = |method: &'static str, path: String, body: Value| {
+        let req = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .header("x-api-key", &key)
+            .json(&body);
+        async move {
+            let res = req.send().await.ok()?;
+            let ok = res.status().is_success();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            ok.then_some(v)
+        }
+    };
+    for round in 0u64.. {
+        let worker = call("POST", "/v1/workers".into(), json!({"name": "w", "cpu": 1}))
+            .await
+            .and_then(|w| w["id"].as_str().map(str::to_string));
+        for _ in 0..2 {
+            call("POST", "/v1/jobs".into(), json!({"name": "j", "cpu": 1})).await;
+        }
+        let Some(w) = worker else { continue };
+        for _ in 0..2 {
+            let claimed = call("POST", format!("/v1/workers/{w}/claim"), json!({})).await;
+            let Some(id) = claimed.and_then(|j| j["id"].as_str().map(str::to_string)) else {
+                break;
+            };
+            let how = if round % 3 == 0 { "fail" } else { "complete" };
+            call(
+                "POST",
+                format!("/v1/jobs/{id}/{how}"),
+                json!({"worker_id": w}),
+            )
+            .await;
+        }
+        if round % 2 == 1 {
+            call("DELETE", format!("/v1/workers/{w}"), Value::Null).await;
+        }
+    }
+}
+
+/// Usage against the live records: Ok when they agree, else what differs.
+async fn usage_matches_records(api: &Api, s: &Server, key: &str) -> Result<(), String> {
+    let (_, jobs) = api
+        .tenant(s, key, "GET", "/v1/jobs?limit=1000", Value::Null)
+        .await;
+    let (_, workers) = api.tenant(s, key, "GET", "/v1/workers", Value::Null).await;
+    let (_, me) = api.tenant(s, key, "GET", "/v1/tenant", Value::Null).await;
+    let jobs = jobs["jobs"].as_array().cloned().unwrap_or_default();
+    let workers = workers["workers"].as_array().cloned().unwrap_or_default();
+    let count = |st: &str| jobs.iter().filter(|j| j["status"] == st).count() as u64;
+    let live = count("queued") + count("running");
+    let cpu: u64 = jobs
+        .iter()
+        .filter(|j| j["status"] == "queued" || j["status"] == "running")
+        .chain(workers.iter())
+        .map(|x| x["cpu"].as_u64().unwrap_or(0))
+        .sum();
+    let u = &me["usage"];
+    let want = json!({
+        "jobs_active": live, "workers": workers.len(), "cpu_cores": cpu,
+        "jobs_completed": count("completed"), "jobs_failed": count("failed"),
+    });
+    let got = json!({
+        "jobs_active": u["jobs_active"], "workers": u["workers"], "cpu_cores": u["cpu_cores"],
+        "jobs_completed": u["jobs_completed"], "jobs_failed": u["jobs_failed"],
+    });
+    if want == got {
+        Ok(())
+    } else {
+        Err(format!("records say {want}, usage says {got}"))
+    }
+}
+
+/// kill -9 of the server at 20 pseudo-random points of a busy job and
+/// worker loop; then, within a few reconcile intervals of the next start,
+/// usage equals exactly what the live records hold and every queued job is
+/// claimable.
+async fn kill_nine_loop(backend: &str) {
+    let api = Api::new();
+    let fast = [
+        "--reconcile-interval-secs",
+        "1",
+        "--reconcile-grace-secs",
+        "1",
+    ];
+    let key = {
+        let s = Server::start(backend, Some(ADMIN), &fast);
+        let (st, t) = api
+            .admin(
+                &s,
+                "POST",
+                "/v1/tenants",
+                json!({"id": "crashy", "plan": "free",
+                    "limits": {"max_workers": 3, "max_jobs_per_hour": 100000, "max_cpu_cores": 1000}}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{t}");
+        t["secret"].as_str().unwrap().to_string()
+    };
+    for i in 0..20u64 {
+        let s = Server::start(backend, Some(ADMIN), &fast);
+        let clients: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(churn(api.http.clone(), s.base.clone(), key.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(40 + (i * 61) % 260)).await;
+        drop(s); // SIGKILL, then wait for the process
+        for c in clients {
+            c.abort();
+        }
+    }
+    let s = Server::start(backend, Some(ADMIN), &fast);
+    let mut last = Err(String::new());
+    for _ in 0..80 {
+        last = usage_matches_records(&api, &s, &key).await;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        last,
+        Ok(()),
+        "usage never matched the records after the crashes"
+    );
+    // Every queued job is claimable: free the worker slots, then claim all.
+    let (_, workers) = api
+        .tenant(&s, &key, "GET", "/v1/workers", Value::Null)
+        .await;
+    for w in workers["workers"].as_array().unwrap() {
+        let id = w["id"].as_str().unwrap();
+        let (st, _) = api
+            .tenant(
+                &s,
+                &key,
+                "DELETE",
+                &format!("/v1/workers/{id}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(st, StatusCode::NO_CONTENT);
+    }
+    let (_, w) = api
+        .tenant(&s, &key, "POST", "/v1/workers", json!({"name": "sweeper"}))
+        .await;
+    let w = w["id"].as_str().unwrap().to_string();
+    let (_, jobs) = api
+        .tenant(
+            &s,
+            &key,
+            "GET",
+            "/v1/jobs?status=queued&limit=1000",
+            Value::Null,
+        )
+        .await;
+    let queued = jobs["jobs"].as_array().unwrap().len();
+    let mut claimed = 0;
+    loop {
+        let (st, j) = api
+            .tenant(
+                &s,
+                &key,
+                "POST",
+                &format!("/v1/workers/{w}/claim"),
+                Value::Null,
+            )
+            .await;
+        if st == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert_eq!(st, StatusCode::OK, "{j}");
+        claimed += 1;
+        let id = j["id"].as_str().unwrap();
+        api.tenant(
+            &s,
+            &key,
+            "POST",
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"worker_id": w}),
+        )
+        .await;
+    }
+    assert!(
+        claimed >= queued,
+        "{claimed} of {queued} queued jobs were claimable"
+    );
+    assert_eq!(usage_matches_records(&api, &s, &key).await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_loses_no_quota_and_strands_no_job_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_nine_loop(&format!("file://{}", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_loses_no_quota_and_strands_no_job_on_s3() {
+    if let Some(url) = s3_url("kill_nine_loses_no_quota_and_strands_no_job_on_s3") {
+        kill_nine_loop(&url).await;
+    }
+}
+
 fn s3_url(test: &str) -> Option<String> {
     tenancy_state::testing::s3_url_or_skip(test, "e2e")
 }

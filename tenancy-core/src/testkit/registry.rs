@@ -656,6 +656,71 @@ pub async fn quota_semantics(registry: &dyn TenantRegistry, _: Option<&ManualClo
     Outcome::Passed
 }
 
+/// `reservations` lists pending and committed reservations (not released
+/// ones); `release_recording` releases and counts an outcome exactly once.
+pub async fn release_recording_counts_once(
+    registry: &dyn TenantRegistry,
+    _: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
+    let id = tid("recorded");
+    registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    assert!(registry.reservations(&id).await.expect("list").is_empty());
+    let pending = registry
+        .reserve(&id, Resource::ConcurrentJobs, 1)
+        .await
+        .expect("reserve");
+    let held = registry
+        .reserve_committed(&id, Resource::ConcurrentJobs, 1)
+        .await
+        .expect("reserve and commit");
+    let mut listed = registry.reservations(&id).await.expect("list");
+    listed.sort_by_key(|l| l.committed);
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|l| (l.reservation.id, l.committed))
+        .collect();
+    assert_eq!(seen, vec![(pending.id, false), (held.id, true)]);
+    assert_eq!(
+        listed[0].reservation, pending,
+        "a listed reservation is the one handed out"
+    );
+
+    assert!(registry
+        .release_recording(&held, UsageEvent::JobCompleted)
+        .await
+        .expect("release recording"));
+    for _ in 0..2 {
+        assert!(
+            !registry
+                .release_recording(&held, UsageEvent::JobCompleted)
+                .await
+                .expect("release recording again"),
+            "a repeated release_recording changes nothing"
+        );
+    }
+    assert!(registry
+        .release_recording(&pending, UsageEvent::JobFailed)
+        .await
+        .expect("release a pending one"));
+    let u = registry.usage(&id).await.expect("usage");
+    assert_eq!(
+        (u.jobs_active, u.jobs_completed, u.jobs_failed),
+        (0, 1, 1),
+        "each outcome counted once, each slot given back once"
+    );
+    assert!(registry.reservations(&id).await.expect("list").is_empty());
+    expect_kind(
+        registry.reservations(&tid("nobody-here")).await,
+        "NotFound",
+        "reservations of an unknown tenant",
+    );
+    Outcome::Passed
+}
+
 /// No secret or hash appears in Debug or Display output.
 pub async fn secrets_never_shown(
     registry: &dyn TenantRegistry,
@@ -1315,7 +1380,7 @@ macro_rules! __registry_suite {
             bootstrap, create_authenticate, authenticate_key, rotation, refused_statuses,
             update_with_revision, concurrent_creates, concurrent_updates, quota_race,
             quota_semantics, secrets_never_shown, bad_input, lifecycle_table, expiry,
-            jobs_per_hour, delete_and_purge, list_filters,
+            jobs_per_hour, delete_and_purge, list_filters, release_recording_counts_once,
         ]);
     };
 }

@@ -24,7 +24,8 @@ fn store(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<JobStore> {
         state.registry().clone(),
         who.id().clone(),
         state.clock().clone(),
-    ))
+    )
+    .with_grace(state.config().reconcile_grace))
 }
 
 /// Runs `fut` to completion in its own task, whatever happens to the request.
@@ -204,6 +205,46 @@ pub(crate) async fn fail_job(
     finish(state, who, id, body.worker_id, Outcome::Failed(body.error)).await
 }
 
+/// Cancels a queued or running job; its quota is given back (409 if it
+/// already finished). A worker still running it gets 409 when it reports.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "job id")), security(("api_key" = [])),
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(id): Path<String>,
+    OptionalJson(_empty): OptionalJson<ClaimJob>,
+) -> ApiResult<axum::Json<Job>> {
+    let id = parse_id("job", &id)?;
+    let jobs = store(&state, &who)?;
+    let job = detached(async move { jobs.cancel(&id).await })
+        .await
+        .map_err(job_conflict)?;
+    refresh_usage(&state, &who);
+    Ok(axum::Json(job))
+}
+
+/// A list of workers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct WorkerList {
+    /// The workers, oldest first.
+    pub workers: Vec<Worker>,
+}
+
+/// Lists the tenant's registered workers.
+#[utoipa::path(get, path = "/v1/workers", tag = "jobs", security(("api_key" = [])),
+    responses((status = 200, body = WorkerList), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_workers(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+) -> ApiResult<axum::Json<WorkerList>> {
+    let workers = store(&state, &who)?.list_workers().await?;
+    Ok(axum::Json(WorkerList { workers }))
+}
+
 /// Registers a worker, within the worker quota (429 over it).
 #[utoipa::path(post, path = "/v1/workers", tag = "jobs", request_body = NewWorker,
     security(("api_key" = [])),
@@ -237,7 +278,7 @@ pub(crate) async fn delete_worker(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The optional body of a claim: an empty object (no options yet).
+/// The optional body of a claim or a cancel: an empty object (no options yet).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClaimJob {}

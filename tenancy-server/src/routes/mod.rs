@@ -58,7 +58,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/jobs/{id}"),
     ("POST", "/v1/jobs/{id}/complete"),
     ("POST", "/v1/jobs/{id}/fail"),
+    ("POST", "/v1/jobs/{id}/cancel"),
     ("POST", "/v1/workers"),
+    ("GET", "/v1/workers"),
     ("DELETE", "/v1/workers/{id}"),
     ("POST", "/v1/workers/{id}/claim"),
 ];
@@ -100,7 +102,11 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/complete", post(jobs::complete_job))
         .route("/v1/jobs/{id}/fail", post(jobs::fail_job))
-        .route("/v1/workers", post(jobs::register_worker))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route(
+            "/v1/workers",
+            post(jobs::register_worker).get(jobs::list_workers),
+        )
         .route("/v1/workers/{id}", delete(jobs::delete_worker))
         .route("/v1/workers/{id}/claim", post(jobs::claim))
         .route_layer(state.auth().layer())

@@ -452,3 +452,108 @@ async fn one_tenant_never_sees_anothers_jobs_workers_state_or_locks() {
         .await;
     assert_eq!(a.json()["id"].as_str().unwrap(), job_id);
 }
+
+#[tokio::test]
+async fn a_tenant_lists_its_workers_and_cancels_its_jobs() {
+    let h = harness().await;
+    let key = h
+        .create_tenant("acme", json!({"limits": {"max_concurrent_jobs": 1}}))
+        .await;
+    let other = h.create_tenant("beta", json!({})).await;
+    let w = h
+        .tenant(&key, "POST", "/v1/workers", json!({"name": "w1", "cpu": 2}))
+        .await
+        .json();
+    let wid = w["id"].as_str().unwrap().to_string();
+    let list = h.tenant(&key, "GET", "/v1/workers", Value::Null).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.json()["workers"][0]["id"], wid.as_str());
+    assert_eq!(list.json()["workers"][0]["cpu"], 2);
+    let theirs = h.tenant(&other, "GET", "/v1/workers", Value::Null).await;
+    assert_eq!(
+        theirs.json()["workers"],
+        json!([]),
+        "another tenant sees none"
+    );
+
+    // A queued job is cancelled and gives its slot back at once.
+    let job = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "j"}))
+        .await
+        .json();
+    let jid = job["id"].as_str().unwrap().to_string();
+    let full = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "j2"}))
+        .await;
+    assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS);
+    let stranger = h
+        .tenant(
+            &other,
+            "POST",
+            &format!("/v1/jobs/{jid}/cancel"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        stranger.status,
+        StatusCode::NOT_FOUND,
+        "not another tenant's"
+    );
+    let c = h
+        .tenant(&key, "POST", &format!("/v1/jobs/{jid}/cancel"), Value::Null)
+        .await;
+    assert_eq!(c.status, StatusCode::OK);
+    assert_eq!(c.json()["status"], "cancelled");
+    assert!(c.json()["finished_at"].is_string());
+    let again = h
+        .tenant(&key, "POST", &format!("/v1/jobs/{jid}/cancel"), Value::Null)
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let claim = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/workers/{wid}/claim"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        claim.status,
+        StatusCode::NO_CONTENT,
+        "a cancelled job is never claimed"
+    );
+
+    // A running job is cancelled; its worker's report is then refused.
+    let job = h
+        .tenant(&key, "POST", "/v1/jobs", json!({"name": "j3"}))
+        .await;
+    assert_eq!(job.status, StatusCode::CREATED, "the slot came back");
+    let jid = job.json()["id"].as_str().unwrap().to_string();
+    h.tenant(
+        &key,
+        "POST",
+        &format!("/v1/workers/{wid}/claim"),
+        Value::Null,
+    )
+    .await;
+    let c = h
+        .tenant(&key, "POST", &format!("/v1/jobs/{jid}/cancel"), Value::Null)
+        .await;
+    assert_eq!(c.json()["status"], "cancelled");
+    let late = h
+        .tenant(
+            &key,
+            "POST",
+            &format!("/v1/jobs/{jid}/complete"),
+            json!({"worker_id": wid}),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+    let me = h
+        .tenant(&key, "GET", "/v1/tenant", Value::Null)
+        .await
+        .json();
+    assert_eq!(me["usage"]["jobs_active"], 0);
+    assert_eq!(me["usage"]["jobs_completed"], 0);
+    assert_eq!(me["usage"]["cpu_cores"], 2, "the worker's cores only");
+}

@@ -126,9 +126,9 @@ use futures::stream::BoxStream;
 use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use tenancy_core::quota::DEFAULT_RESERVATION_TTL;
 use tenancy_core::{
-    Clock, CreatedTenant, Error, NewTenant, Reservation, Resource, Result, Retry, Secret,
-    StateBackend, SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage,
-    UsageEvent,
+    Clock, CreatedTenant, Error, ListedReservation, NewTenant, Reservation, Resource, Result,
+    Retry, Secret, StateBackend, SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry,
+    TenantUpdate, Usage, UsageEvent,
 };
 
 #[cfg(doc)]
@@ -346,6 +346,18 @@ impl TenantRegistry for StoreRegistry {
 
     async fn release(&self, reservation: &Reservation) -> Result<()> {
         self.release_reservation(reservation).await
+    }
+
+    async fn release_recording(
+        &self,
+        reservation: &Reservation,
+        event: UsageEvent,
+    ) -> Result<bool> {
+        self.release_reservation_recording(reservation, event).await
+    }
+
+    async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>> {
+        self.listed_reservations(id).await
     }
 
     async fn record_usage(&self, id: &TenantId, event: UsageEvent) -> Result<Usage> {

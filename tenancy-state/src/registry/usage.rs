@@ -49,8 +49,8 @@ use tenancy_core::clock::chrono_duration;
 use tenancy_core::quota::{hour_start, month_of, validate_amount};
 use tenancy_core::tenant::MAX_LIMIT_VALUE;
 use tenancy_core::{
-    Error, Limits, Reservation, Resource, Result, StateBackendExt, Step, TenantId, Usage,
-    UsageEvent,
+    Error, Limits, ListedReservation, Reservation, Resource, Result, StateBackendExt, Step,
+    TenantId, Usage, UsageEvent,
 };
 
 use super::records::{from_yaml, to_yaml};
@@ -90,6 +90,13 @@ pub(crate) struct CommittedReservation {
     pub(crate) resource: Resource,
     /// How much.
     pub(crate) amount: u64,
+    /// When it was made (records written before this was kept: the epoch).
+    #[serde(default = "epoch")]
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+fn epoch() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
 }
 
 /// How a reservation that is no longer pending or committed ended.
@@ -287,6 +294,7 @@ impl UsageRecord {
                     id,
                     resource: p.resource,
                     amount: p.amount,
+                    created_at: p.created_at,
                 });
             }
             return Ok(());
@@ -330,6 +338,51 @@ impl UsageRecord {
         }
         self.finish(id, Finish::Released, now);
         Ok(())
+    }
+
+    /// Releases `reservation` and records `event`, both only if the
+    /// reservation is still listed (pending or committed); returns whether
+    /// it was. The record must have been [rolled](UsageRecord::roll) to `now`.
+    pub(crate) fn release_recording(
+        &mut self,
+        reservation: &Reservation,
+        event: UsageEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let id = reservation.id;
+        let listed =
+            self.pending.iter().any(|p| p.id == id) || self.committed.iter().any(|c| c.id == id);
+        if !listed {
+            return Ok(false);
+        }
+        self.record(event)?;
+        self.release(reservation, now)?;
+        Ok(true)
+    }
+
+    /// The reservations this record lists, as the registry hands them out.
+    pub(crate) fn listed(&self) -> Vec<ListedReservation> {
+        let pending = self.pending.iter().map(|p| ListedReservation {
+            reservation: Reservation {
+                id: p.id,
+                tenant: self.tenant.clone(),
+                resource: p.resource,
+                amount: p.amount,
+                created_at: p.created_at,
+            },
+            committed: false,
+        });
+        let committed = self.committed.iter().map(|c| ListedReservation {
+            reservation: Reservation {
+                id: c.id,
+                tenant: self.tenant.clone(),
+                resource: c.resource,
+                amount: c.amount,
+                created_at: c.created_at,
+            },
+            committed: true,
+        });
+        pending.chain(committed).collect()
     }
 
     /// Records a usage event.
@@ -453,6 +506,35 @@ impl StoreRegistry {
         })
         .await?;
         Ok(())
+    }
+
+    pub(super) async fn release_reservation_recording(
+        &self,
+        reservation: &Reservation,
+        event: UsageEvent,
+    ) -> Result<bool> {
+        let (released, _) = self
+            .modify_usage(&reservation.tenant, |rec, now| {
+                rec.release_recording(reservation, event, now)
+            })
+            .await?;
+        Ok(released)
+    }
+
+    pub(super) async fn listed_reservations(
+        &self,
+        id: &TenantId,
+    ) -> Result<Vec<ListedReservation>> {
+        match self.read_usage(id).await? {
+            Some(mut rec) => {
+                rec.roll(self.now());
+                Ok(rec.listed())
+            }
+            None => {
+                self.get_record(id).await?;
+                Ok(Vec::new())
+            }
+        }
     }
 
     pub(super) async fn record_event(&self, id: &TenantId, event: UsageEvent) -> Result<Usage> {
