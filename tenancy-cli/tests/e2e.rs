@@ -805,3 +805,126 @@ fn quota_burst_on_s3() {
         quota_burst(&store, 4);
     }
 }
+
+fn admin_of(store: &Store) -> User {
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin
+}
+
+fn put_raw(store: &Store, key: &str, bytes: &str) {
+    let b = store.backend();
+    runtime()
+        .block_on(b.put(
+            &tenancy_core::StateKey::new(key).unwrap(),
+            bytes.to_string().into(),
+            tenancy_core::PutMode::Overwrite,
+        ))
+        .unwrap();
+}
+
+/// Item 9: one damaged registry record or `state.json` hurts only itself.
+fn damaged_objects(store: &Store) {
+    let admin = admin_of(store);
+    let secret = create_tenant(&admin, "acme", &[]);
+    create_tenant(&admin, "globex", &[]);
+    let team = store.user();
+    team.login("acme", &secret);
+    for (env, doc) in [
+        ("prod", r#"{"n": 1}"#),
+        ("prod", r#"{"n": 2}"#),
+        ("dev", "{}"),
+    ] {
+        team.ok(&["state", "put", "--stack", "web", "--env", env], doc);
+    }
+    put_raw(store, "registry/globex.yaml", "id: [globex\n");
+    put_raw(
+        store,
+        "tenants/acme/v1/stacks/web/prod/state.json",
+        "{\"format\":1,\"ser",
+    );
+
+    // tenant list and stats go on, showing the damaged record
+    let r = admin.run(&["--output", "json", "tenant", "list"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    let list = r.json();
+    assert_eq!(list[0]["id"], "acme", "{list}");
+    assert_eq!(list[1]["id"], "globex", "{list}");
+    assert_eq!(list[1]["status"], "damaged", "{list}");
+    assert!(r.err.contains("registry/globex.yaml"), "{r:?}");
+    let table = admin.ok(&["tenant", "list"], "");
+    assert!(table.out.contains("damaged"), "{table:?}");
+    assert_eq!(admin.json(&["tenant", "stats"], "")["damaged"], 1);
+
+    // state list goes on; history and intact versions stay readable
+    let r = team.run(&["--output", "json", "state", "list"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    let list = r.json();
+    assert_eq!(list[0]["env"], "dev", "{list}");
+    assert_eq!(list[0]["serial"], 1, "{list}");
+    assert!(list[1]["damaged"].is_string(), "{list}");
+    assert!(r.err.contains("tenancy state rollback"), "{r:?}");
+    assert_eq!(
+        team.json(
+            &[
+                "state",
+                "get",
+                "--stack",
+                "web",
+                "--env",
+                "prod",
+                "--version",
+                "1"
+            ],
+            ""
+        ),
+        json!({"n": 1})
+    );
+    let history = team.json(&["state", "history", "--stack", "web", "--env", "prod"], "");
+    let serials: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["serial"])
+        .collect();
+    assert_eq!(serials, [&json!(1), &json!(2), &Value::Null], "{history}");
+    let r = team.fails(&["state", "get", "--stack", "web", "--env", "prod"], "", 1);
+    assert!(r.err.contains("state.json"), "{r:?}");
+    // rollback to an intact version works and repairs the stack
+    team.ok(
+        &[
+            "state", "rollback", "--stack", "web", "--env", "prod", "--to", "1",
+        ],
+        "",
+    );
+    assert_eq!(
+        team.json(&["state", "get", "--stack", "web", "--env", "prod"], ""),
+        json!({"n": 1})
+    );
+    assert_eq!(
+        team.json(&["state", "history", "--stack", "web", "--env", "prod"], "")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn damaged_objects_hurt_only_themselves_on_local_files() {
+    damaged_objects(&local_store());
+}
+
+#[test]
+fn damaged_objects_hurt_only_themselves_on_s3() {
+    if let Some(store) = s3_store("damaged_objects_hurt_only_themselves_on_s3") {
+        damaged_objects(&store);
+    }
+}
