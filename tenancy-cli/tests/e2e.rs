@@ -917,6 +917,128 @@ fn damaged_objects(store: &Store) {
     );
 }
 
+/// The single-tenant tree of the seed documents: plain JSON.
+const PLAIN_TREE: [(&str, &str); 5] = [
+    ("stacks/app/prod/state.json", r#"{"resources": ["a", "b"]}"#),
+    (
+        "stacks/app/prod/history/001.json",
+        r#"{"resources": ["a"]}"#,
+    ),
+    ("stacks/app/staging/state.json", r#"{"resources": []}"#),
+    (
+        "stacks/web/prod/state.json",
+        r#"{"serial": 4, "resources": ["w"]}"#,
+    ),
+    ("stacks/db/prod/state.json", "{}"),
+];
+
+/// Item 10: what our tools write (or copy in), our tools read; migrated
+/// stacks count against max_stacks; `--from stacks/app` keeps the
+/// structure; `--dry-run` shows the plan and writes nothing.
+fn plain_tree_migration(store: &Store) {
+    let admin = admin_of(store);
+    for (k, v) in PLAIN_TREE {
+        put_raw(store, k, v);
+    }
+    // a real single-tenant tree, migrated whole: state get/list/history work
+    let solo_secret = create_tenant(&admin, "solo", &[]);
+    let report = admin.json(&["migrate", "--tenant", "solo"], "");
+    assert_eq!(report["clean"], true, "{report}");
+    let solo = store.user();
+    solo.login("solo", &solo_secret);
+    assert_eq!(
+        solo.json(&["state", "get", "--stack", "app", "--env", "prod"], ""),
+        json!({"resources": ["a", "b"]})
+    );
+    assert_eq!(
+        solo.json(&["state", "list"], "").as_array().unwrap().len(),
+        4
+    );
+    let h = solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "");
+    assert_eq!(h.as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(
+        solo.json(
+            &[
+                "state",
+                "get",
+                "--stack",
+                "app",
+                "--env",
+                "prod",
+                "--version",
+                "1"
+            ],
+            ""
+        ),
+        json!({"resources": ["a"]})
+    );
+    let saved = solo.json(
+        &["state", "put", "--stack", "app", "--env", "prod"],
+        r#"{"resources": ["c"]}"#,
+    );
+    assert_eq!(saved["serial"], 3);
+    assert_eq!(
+        solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(admin.json(&["tenant", "show", "solo"], "")["id"], "solo");
+    let usage = solo.json(&["tenant", "usage"], "");
+    assert_eq!(
+        usage["usage"]["stacks"], 3,
+        "migrated stacks are counted: {usage}"
+    );
+
+    // a tenant with room for 2 stacks: the dry run shows the plan, writes nothing
+    let tight_secret = create_tenant(&admin, "tight", &["--max-stacks", "2"]);
+    let before = store.keys();
+    let dry = admin.json(&["migrate", "--tenant", "tight", "--dry-run"], "");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["copies"].as_array().unwrap().len(), 5, "{dry}");
+    assert_eq!(dry["new_stacks"], json!(["app", "db", "web"]), "{dry}");
+    let table = admin.ok(&["migrate", "--tenant", "tight", "--dry-run"], "");
+    assert!(
+        table
+            .out
+            .contains("tenants/tight/v1/stacks/app/prod/history/001.json"),
+        "{table:?}"
+    );
+    assert!(table.err.contains("--force"), "{table:?}");
+    assert_eq!(store.keys(), before, "a dry run wrote");
+    // over the quota: refused up front, saying how to go on
+    let r = admin.fails(&["migrate", "--tenant", "tight"], "", 7);
+    assert!(
+        r.err.contains("--force") && r.err.contains("max_stacks"),
+        "{r:?}"
+    );
+    assert_eq!(store.keys(), before, "a refused migration wrote");
+    // one stack keeps its stack/env structure
+    admin.ok(
+        &["migrate", "--tenant", "tight", "--from", "stacks/app"],
+        "",
+    );
+    let tight = store.user();
+    tight.login("tight", &tight_secret);
+    let stacks = tight.json(&["tenant", "stacks"], "");
+    assert_eq!(
+        stacks["stacks"],
+        json!([{"stack": "app", "envs": ["prod", "staging"]}]),
+        "{stacks}"
+    );
+    // the rest needs --force, and says so
+    admin.fails(&["migrate", "--tenant", "tight"], "", 7);
+    let forced = admin.ok(&["migrate", "--tenant", "tight", "--force"], "");
+    assert!(forced.err.contains("over its max_stacks"), "{forced:?}");
+    assert_eq!(tight.json(&["tenant", "stacks"], "")["count"], 3);
+    tight.fails(
+        &["state", "put", "--stack", "new", "--env", "prod"],
+        "{}",
+        7,
+    );
+}
+
 #[test]
 fn damaged_objects_hurt_only_themselves_on_local_files() {
     damaged_objects(&local_store());
@@ -926,5 +1048,17 @@ fn damaged_objects_hurt_only_themselves_on_local_files() {
 fn damaged_objects_hurt_only_themselves_on_s3() {
     if let Some(store) = s3_store("damaged_objects_hurt_only_themselves_on_s3") {
         damaged_objects(&store);
+    }
+}
+
+#[test]
+fn a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_local_files() {
+    plain_tree_migration(&local_store());
+}
+
+#[test]
+fn a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_s3() {
+    if let Some(store) = s3_store("a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_s3") {
+        plain_tree_migration(&store);
     }
 }
