@@ -126,6 +126,8 @@ pub(crate) struct MigrateArgs {
     pub tenant: TenantId,
     /// The prefix of the single-tenant tree (`stacks`, or one stack:
     /// `stacks/app`; the tree below its last `stacks` segment is kept).
+    /// The store's own prefixes (registry, archive, locks, tenants, ...)
+    /// are refused.
     #[arg(long, value_name = "PREFIX", default_value = "stacks")]
     pub from: StateKey,
     /// Show what would be copied (and the stack count against max_stacks);

@@ -1039,6 +1039,41 @@ fn plain_tree_migration(store: &Store) {
     );
 }
 
+/// Item 11: migrate copies tenant data only: every reserved prefix is refused
+/// and nothing is copied.
+fn reserved_prefixes(store: &Store) {
+    let admin = admin_of(store);
+    create_tenant(&admin, "acme", &[]);
+    create_tenant(&admin, "globex", &[]);
+    let before = store.keys();
+    for from in [
+        "registry",
+        "registry-keys",
+        "registry-usage",
+        "registry/globex.yaml",
+        "archive",
+        "archive/globex",
+        "locks",
+        "tenants",
+        "tenants/globex",
+        "tenants.yaml",
+    ] {
+        let r = admin.fails(&["migrate", "--tenant", "acme", "--from", from], "", 2);
+        assert!(r.err.contains("reserved"), "--from {from}: {r:?}");
+        admin.fails(
+            &["migrate", "--tenant", "acme", "--from", from, "--dry-run"],
+            "",
+            2,
+        );
+    }
+    admin.fails(
+        &["migrate", "--tenant", "acme", "--from", ".tenancy-probe"],
+        "",
+        2,
+    );
+    assert_eq!(store.keys(), before, "a refused migration copied something");
+}
+
 #[test]
 fn damaged_objects_hurt_only_themselves_on_local_files() {
     damaged_objects(&local_store());
@@ -1060,5 +1095,17 @@ fn a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_local_files() {
 fn a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_s3() {
     if let Some(store) = s3_store("a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_s3") {
         plain_tree_migration(&store);
+    }
+}
+
+#[test]
+fn migrate_refuses_every_reserved_prefix_on_local_files() {
+    reserved_prefixes(&local_store());
+}
+
+#[test]
+fn migrate_refuses_every_reserved_prefix_on_s3() {
+    if let Some(store) = s3_store("migrate_refuses_every_reserved_prefix_on_s3") {
+        reserved_prefixes(&store);
     }
 }

@@ -4,6 +4,11 @@
 //! `stacks`, as a single-tenant tool left it) to
 //! `tenants/<id>/<version>/stacks/...` on the same backend.
 //!
+//! - **Tenant data only**: a source on or below one of the store's reserved
+//!   top-level names ([`RESERVED_PREFIXES`]: the registry's records, key
+//!   index and usage, the manifest, the archive, the locks, every tenant's
+//!   tree, the probe marker) is refused with [`Error::InvalidInput`] before
+//!   anything is read.
 //! - **Keeps the stack/env structure**: the tree below the last `stacks`
 //!   segment of the source is kept, so `--from stacks/app` copies
 //!   `stacks/app/prod/state.json` to `tenants/<id>/v1/stacks/app/prod/state.json`.
@@ -42,6 +47,22 @@ use tenancy_core::{
     Error, PutMode, Reservation, Resource, Result, StateBackend, StateKey, Tenant, TenantRegistry,
     TenantStatus,
 };
+
+use crate::object::PROBE_PREFIX;
+use crate::registry::layout::{ARCHIVE, KEY_INDEX, MANIFEST, RECORDS, USAGE};
+
+/// The top-level names the shared store keeps for itself; `migrate` refuses a
+/// source on or below any of them.
+pub const RESERVED_PREFIXES: &[&str] = &[
+    MANIFEST,
+    RECORDS,
+    KEY_INDEX,
+    USAGE,
+    ARCHIVE,
+    tenancy_core::layout::TENANTS,
+    tenancy_core::layout::LOCKS,
+    PROBE_PREFIX,
+];
 
 /// How [`migrate_stacks`] runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,6 +122,12 @@ impl MigrationReport {
     }
 }
 
+/// The reserved top-level name `key` is on or below, if any.
+pub fn reserved_prefix(key: &StateKey) -> Option<&'static str> {
+    let first = key.segments().next()?;
+    RESERVED_PREFIXES.iter().copied().find(|r| *r == first)
+}
+
 /// The root of the stacks tree `from` is in: `from` up to its last `stacks`
 /// segment, or `from` itself when it has none.
 fn tree_root(from: &StateKey) -> Result<StateKey> {
@@ -123,8 +150,8 @@ fn stack_of(rest: &StateKey) -> Option<String> {
 
 /// Copies the tree below `from` into `tenants/<id>/<version>/stacks/` of
 /// `tenant`, calling `progress(done, total)` after each object. The rules
-/// (structure, the stack quota through `registry`, dry run, idempotence)
-/// are in the [module docs](self).
+/// (reserved sources, structure, the stack quota through `registry`, dry
+/// run, idempotence) are in the [module docs](self).
 pub async fn migrate_stacks(
     backend: &dyn StateBackend,
     registry: &dyn TenantRegistry,
@@ -133,6 +160,11 @@ pub async fn migrate_stacks(
     options: MigrateOptions,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<MigrationReport> {
+    if let Some(reserved) = reserved_prefix(from) {
+        return Err(Error::invalid(format!(
+            "cannot migrate {from}: {reserved}/ is reserved for the store's own records, not tenant data; pass the prefix of a single-tenant stacks tree (e.g. --from stacks)"
+        )));
+    }
     if tenant.status == TenantStatus::Deleted {
         return Err(Error::precondition(format!(
             "tenant {} is deleted; nothing can be migrated into it",
@@ -140,17 +172,6 @@ pub async fn migrate_stacks(
         )));
     }
     let dest_root = tenant.state_root()?.child("stacks")?;
-    let tenants_root = StateKey::new(tenancy_core::layout::TENANTS)?;
-    if from == &dest_root
-        || dest_root.is_under(from)
-        || from.is_under(&dest_root)
-        || from.is_under(&tenants_root)
-        || from == &tenants_root
-    {
-        return Err(Error::invalid(format!(
-            "cannot migrate {from} into {dest_root}: the source must be a single-tenant tree outside tenants/"
-        )));
-    }
     let root = tree_root(from)?;
 
     let mut sources = Vec::new();

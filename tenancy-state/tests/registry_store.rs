@@ -1072,3 +1072,104 @@ async fn migrate_copies_a_plain_tree_in_shape_within_the_stack_quota_on_s3() {
     };
     migration_of_a_plain_tree(b).await;
 }
+
+/// Item 11 on one backend: a source on or below any of the store's reserved
+/// prefixes (other tenants' records and bcrypt hashes, the key index, usage,
+/// the archive, the locks, tenant trees, the manifest) is refused before
+/// anything is read, for real runs and dry runs, forced or not.
+async fn reserved_prefixes_are_refused(raw: Arc<dyn StateBackend>) {
+    use tenancy_core::testkit::Op;
+    use tenancy_state::migrate::RESERVED_PREFIXES;
+
+    let hooked = Arc::new(HookBackend::new(raw));
+    let b: Arc<dyn StateBackend> = hooked.clone();
+    let r = StoreRegistry::new(b.clone()).with_bcrypt_cost(4);
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let t = r.create(NewTenant::new(tid("thief"))).await.unwrap().tenant;
+    r.create(NewTenant::new(tid("victim"))).await.unwrap();
+    b.put(
+        &key("tenants/victim/v1/stacks/web/prod/state.json"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    r.delete(&tid("victim")).await.unwrap();
+    b.put(
+        &key("locks/tenant:victim:stack:web:env:prod"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    let before = all_keys(b.as_ref()).await;
+    let ops = Arc::new(AtomicU64::new(0));
+    let o = ops.clone();
+    hooked.set_hook(move |_: Op| {
+        o.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    });
+    for p in RESERVED_PREFIXES {
+        let Ok(top) = StateKey::new(*p) else {
+            // the probe marker: hidden, so no key (and no --from) can name it
+            assert!(p.starts_with('.'), "{p} is no key but not hidden either");
+            continue;
+        };
+        for from in [top.clone(), top.child("victim").unwrap()] {
+            for (dry_run, force) in [(false, false), (false, true), (true, false)] {
+                let err = migrate_stacks(
+                    b.as_ref(),
+                    &r,
+                    &t,
+                    &from,
+                    MigrateOptions { dry_run, force },
+                    &mut |_, _| {},
+                )
+                .await
+                .unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidInput { .. })
+                        && err.to_string().contains("reserved"),
+                    "--from {from}: {err}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        ops.load(Ordering::SeqCst),
+        0,
+        "a refused migration touched the store"
+    );
+    hooked.clear_hook();
+    assert_eq!(
+        all_keys(b.as_ref()).await,
+        before,
+        "a refused migration copied"
+    );
+}
+
+#[tokio::test]
+async fn migrate_refuses_every_reserved_prefix_and_touches_nothing_on_memory() {
+    reserved_prefixes_are_refused(Arc::new(MemoryBackend::new())).await;
+}
+
+#[tokio::test]
+async fn migrate_refuses_every_reserved_prefix_and_touches_nothing_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    reserved_prefixes_are_refused(Arc::new(
+        tenancy_state::LocalBackend::open(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_every_reserved_prefix_and_touches_nothing_on_s3() {
+    let Some(b) = tenancy_state::testing::s3_backend_or_skip(
+        "registry_store::migrate_refuses_every_reserved_prefix_and_touches_nothing_on_s3",
+    )
+    .await
+    else {
+        return;
+    };
+    reserved_prefixes_are_refused(b).await;
+}
