@@ -53,10 +53,12 @@ async fn main() -> Result<(), Error> {
 
     // history and rollback
     for e in stacks.history("web", "prod").await? {
-        println!(
-            "  history: serial {} at {} ({} bytes)",
-            e.serial, e.saved_at, e.size
-        );
+        // saved_at is unknown only for plain JSON on a backend without times
+        let at = e
+            .saved_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into());
+        println!("  history: serial {} at {at} ({} bytes)", e.serial, e.size);
     }
     let v3 = stacks.rollback("web", "prod", 1, Some(v2.serial)).await?;
     let now = stacks.version("web", "prod", v3.serial).await?;

@@ -124,9 +124,19 @@ pub(crate) struct MigrateArgs {
     /// The tenant to copy into.
     #[arg(long, value_name = "ID")]
     pub tenant: TenantId,
-    /// The prefix of the single-tenant tree.
+    /// The prefix of the single-tenant tree (`stacks`, or one stack:
+    /// `stacks/app`; the tree below its last `stacks` segment is kept).
+    /// The store's own prefixes (registry, archive, locks, tenants, ...)
+    /// are refused.
     #[arg(long, value_name = "PREFIX", default_value = "stacks")]
     pub from: StateKey,
+    /// Show what would be copied (and the stack count against max_stacks);
+    /// write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Copy even when the new stacks take the tenant over its max_stacks.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `tenancy login`
@@ -566,6 +576,16 @@ mod tests {
             &["tenancy", "tenant", "activate", "acme"],
             &["tenancy", "tenant", "delete", "acme", "--confirm"],
             &["tenancy", "migrate", "--tenant", "acme", "--from", "stacks"],
+            &[
+                "tenancy",
+                "migrate",
+                "--tenant",
+                "acme",
+                "--from",
+                "stacks/app",
+                "--dry-run",
+                "--force",
+            ],
             &["tenancy", "login", "--tenant", "acme", "--secret-stdin"],
             &["tenancy", "logout"],
             &["tenancy", "session"],

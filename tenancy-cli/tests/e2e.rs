@@ -805,3 +805,307 @@ fn quota_burst_on_s3() {
         quota_burst(&store, 4);
     }
 }
+
+fn admin_of(store: &Store) -> User {
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin
+}
+
+fn put_raw(store: &Store, key: &str, bytes: &str) {
+    let b = store.backend();
+    runtime()
+        .block_on(b.put(
+            &tenancy_core::StateKey::new(key).unwrap(),
+            bytes.to_string().into(),
+            tenancy_core::PutMode::Overwrite,
+        ))
+        .unwrap();
+}
+
+/// Item 9: one damaged registry record or `state.json` hurts only itself.
+fn damaged_objects(store: &Store) {
+    let admin = admin_of(store);
+    let secret = create_tenant(&admin, "acme", &[]);
+    create_tenant(&admin, "globex", &[]);
+    let team = store.user();
+    team.login("acme", &secret);
+    for (env, doc) in [
+        ("prod", r#"{"n": 1}"#),
+        ("prod", r#"{"n": 2}"#),
+        ("dev", "{}"),
+    ] {
+        team.ok(&["state", "put", "--stack", "web", "--env", env], doc);
+    }
+    put_raw(store, "registry/globex.yaml", "id: [globex\n");
+    put_raw(
+        store,
+        "tenants/acme/v1/stacks/web/prod/state.json",
+        "{\"format\":1,\"ser",
+    );
+
+    // tenant list and stats go on, showing the damaged record
+    let r = admin.run(&["--output", "json", "tenant", "list"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    let list = r.json();
+    assert_eq!(list[0]["id"], "acme", "{list}");
+    assert_eq!(list[1]["id"], "globex", "{list}");
+    assert_eq!(list[1]["status"], "damaged", "{list}");
+    assert!(r.err.contains("registry/globex.yaml"), "{r:?}");
+    let table = admin.ok(&["tenant", "list"], "");
+    assert!(table.out.contains("damaged"), "{table:?}");
+    assert_eq!(admin.json(&["tenant", "stats"], "")["damaged"], 1);
+
+    // state list goes on; history and intact versions stay readable
+    let r = team.run(&["--output", "json", "state", "list"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    let list = r.json();
+    assert_eq!(list[0]["env"], "dev", "{list}");
+    assert_eq!(list[0]["serial"], 1, "{list}");
+    assert!(list[1]["damaged"].is_string(), "{list}");
+    assert!(r.err.contains("tenancy state rollback"), "{r:?}");
+    assert_eq!(
+        team.json(
+            &[
+                "state",
+                "get",
+                "--stack",
+                "web",
+                "--env",
+                "prod",
+                "--version",
+                "1"
+            ],
+            ""
+        ),
+        json!({"n": 1})
+    );
+    let history = team.json(&["state", "history", "--stack", "web", "--env", "prod"], "");
+    let serials: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["serial"])
+        .collect();
+    assert_eq!(serials, [&json!(1), &json!(2), &Value::Null], "{history}");
+    let r = team.fails(&["state", "get", "--stack", "web", "--env", "prod"], "", 1);
+    assert!(r.err.contains("state.json"), "{r:?}");
+    // rollback to an intact version works and repairs the stack
+    team.ok(
+        &[
+            "state", "rollback", "--stack", "web", "--env", "prod", "--to", "1",
+        ],
+        "",
+    );
+    assert_eq!(
+        team.json(&["state", "get", "--stack", "web", "--env", "prod"], ""),
+        json!({"n": 1})
+    );
+    assert_eq!(
+        team.json(&["state", "history", "--stack", "web", "--env", "prod"], "")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// The single-tenant tree of the seed documents: plain JSON.
+const PLAIN_TREE: [(&str, &str); 5] = [
+    ("stacks/app/prod/state.json", r#"{"resources": ["a", "b"]}"#),
+    (
+        "stacks/app/prod/history/001.json",
+        r#"{"resources": ["a"]}"#,
+    ),
+    ("stacks/app/staging/state.json", r#"{"resources": []}"#),
+    (
+        "stacks/web/prod/state.json",
+        r#"{"serial": 4, "resources": ["w"]}"#,
+    ),
+    ("stacks/db/prod/state.json", "{}"),
+];
+
+/// Item 10: what our tools write (or copy in), our tools read; migrated
+/// stacks count against max_stacks; `--from stacks/app` keeps the
+/// structure; `--dry-run` shows the plan and writes nothing.
+fn plain_tree_migration(store: &Store) {
+    let admin = admin_of(store);
+    for (k, v) in PLAIN_TREE {
+        put_raw(store, k, v);
+    }
+    // a real single-tenant tree, migrated whole: state get/list/history work
+    let solo_secret = create_tenant(&admin, "solo", &[]);
+    let report = admin.json(&["migrate", "--tenant", "solo"], "");
+    assert_eq!(report["clean"], true, "{report}");
+    let solo = store.user();
+    solo.login("solo", &solo_secret);
+    assert_eq!(
+        solo.json(&["state", "get", "--stack", "app", "--env", "prod"], ""),
+        json!({"resources": ["a", "b"]})
+    );
+    assert_eq!(
+        solo.json(&["state", "list"], "").as_array().unwrap().len(),
+        4
+    );
+    let h = solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "");
+    assert_eq!(h.as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(
+        solo.json(
+            &[
+                "state",
+                "get",
+                "--stack",
+                "app",
+                "--env",
+                "prod",
+                "--version",
+                "1"
+            ],
+            ""
+        ),
+        json!({"resources": ["a"]})
+    );
+    let saved = solo.json(
+        &["state", "put", "--stack", "app", "--env", "prod"],
+        r#"{"resources": ["c"]}"#,
+    );
+    assert_eq!(saved["serial"], 3);
+    assert_eq!(
+        solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(admin.json(&["tenant", "show", "solo"], "")["id"], "solo");
+    let usage = solo.json(&["tenant", "usage"], "");
+    assert_eq!(
+        usage["usage"]["stacks"], 3,
+        "migrated stacks are counted: {usage}"
+    );
+
+    // a tenant with room for 2 stacks: the dry run shows the plan, writes nothing
+    let tight_secret = create_tenant(&admin, "tight", &["--max-stacks", "2"]);
+    let before = store.keys();
+    let dry = admin.json(&["migrate", "--tenant", "tight", "--dry-run"], "");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["copies"].as_array().unwrap().len(), 5, "{dry}");
+    assert_eq!(dry["new_stacks"], json!(["app", "db", "web"]), "{dry}");
+    let table = admin.ok(&["migrate", "--tenant", "tight", "--dry-run"], "");
+    assert!(
+        table
+            .out
+            .contains("tenants/tight/v1/stacks/app/prod/history/001.json"),
+        "{table:?}"
+    );
+    assert!(table.err.contains("--force"), "{table:?}");
+    assert_eq!(store.keys(), before, "a dry run wrote");
+    // over the quota: refused up front, saying how to go on
+    let r = admin.fails(&["migrate", "--tenant", "tight"], "", 7);
+    assert!(
+        r.err.contains("--force") && r.err.contains("max_stacks"),
+        "{r:?}"
+    );
+    assert_eq!(store.keys(), before, "a refused migration wrote");
+    // one stack keeps its stack/env structure
+    admin.ok(
+        &["migrate", "--tenant", "tight", "--from", "stacks/app"],
+        "",
+    );
+    let tight = store.user();
+    tight.login("tight", &tight_secret);
+    let stacks = tight.json(&["tenant", "stacks"], "");
+    assert_eq!(
+        stacks["stacks"],
+        json!([{"stack": "app", "envs": ["prod", "staging"]}]),
+        "{stacks}"
+    );
+    // the rest needs --force, and says so
+    admin.fails(&["migrate", "--tenant", "tight"], "", 7);
+    let forced = admin.ok(&["migrate", "--tenant", "tight", "--force"], "");
+    assert!(forced.err.contains("over its max_stacks"), "{forced:?}");
+    assert_eq!(tight.json(&["tenant", "stacks"], "")["count"], 3);
+    tight.fails(
+        &["state", "put", "--stack", "new", "--env", "prod"],
+        "{}",
+        7,
+    );
+}
+
+/// Item 11: migrate copies tenant data only: every reserved prefix is refused
+/// and nothing is copied.
+fn reserved_prefixes(store: &Store) {
+    let admin = admin_of(store);
+    create_tenant(&admin, "acme", &[]);
+    create_tenant(&admin, "globex", &[]);
+    let before = store.keys();
+    for from in [
+        "registry",
+        "registry-keys",
+        "registry-usage",
+        "registry/globex.yaml",
+        "archive",
+        "archive/globex",
+        "locks",
+        "tenants",
+        "tenants/globex",
+        "tenants.yaml",
+    ] {
+        let r = admin.fails(&["migrate", "--tenant", "acme", "--from", from], "", 2);
+        assert!(r.err.contains("reserved"), "--from {from}: {r:?}");
+        admin.fails(
+            &["migrate", "--tenant", "acme", "--from", from, "--dry-run"],
+            "",
+            2,
+        );
+    }
+    admin.fails(
+        &["migrate", "--tenant", "acme", "--from", ".tenancy-probe"],
+        "",
+        2,
+    );
+    assert_eq!(store.keys(), before, "a refused migration copied something");
+}
+
+#[test]
+fn damaged_objects_hurt_only_themselves_on_local_files() {
+    damaged_objects(&local_store());
+}
+
+#[test]
+fn damaged_objects_hurt_only_themselves_on_s3() {
+    if let Some(store) = s3_store("damaged_objects_hurt_only_themselves_on_s3") {
+        damaged_objects(&store);
+    }
+}
+
+#[test]
+fn a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_local_files() {
+    plain_tree_migration(&local_store());
+}
+
+#[test]
+fn a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_s3() {
+    if let Some(store) = s3_store("a_migrated_plain_tree_is_read_counted_and_kept_in_shape_on_s3") {
+        plain_tree_migration(&store);
+    }
+}
+
+#[test]
+fn migrate_refuses_every_reserved_prefix_on_local_files() {
+    reserved_prefixes(&local_store());
+}
+
+#[test]
+fn migrate_refuses_every_reserved_prefix_on_s3() {
+    if let Some(store) = s3_store("migrate_refuses_every_reserved_prefix_on_s3") {
+        reserved_prefixes(&store);
+    }
+}

@@ -5,6 +5,7 @@
 //! tenants/<id>/                  the tenant's own tree (tenant_root)
 //! tenants/<id>/<version>/        its versioned state (state_root), e.g. tenants/acme/v1
 //! tenant:<id>:<lock key>         its lock keys (lock_prefix)
+//! locks/<lock key>               where a store-backed lock manager keeps them (LOCKS)
 //! ```
 //!
 //! The registry's own keys (records, key index, usage, archive) live in
@@ -17,6 +18,10 @@ use crate::keys::{StateKey, TenantId};
 
 /// The prefix below which every tenant's own tree lives.
 pub const TENANTS: &str = "tenants";
+
+/// The prefix below which a store-backed lock manager keeps its lock
+/// objects (`tenancy_lock::StoreLockManager`).
+pub const LOCKS: &str = "locks";
 
 /// `tenants/<id>`: the tenant's own tree (config, versioned state).
 pub fn tenant_root(id: &TenantId) -> Result<StateKey> {

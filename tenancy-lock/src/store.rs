@@ -57,8 +57,8 @@ use tenancy_core::{
 use crate::backoff::acquire_with_backoff;
 use crate::lease::{classify, expired, expiry, foreign, new_lease, not_held, Holder};
 
-/// The folder of the lock objects.
-pub const LOCKS_PREFIX: &str = "locks";
+/// The folder of the lock objects (core's `layout::LOCKS`).
+pub const LOCKS_PREFIX: &str = tenancy_core::layout::LOCKS;
 
 /// The current [`LockRecord::format`].
 pub const LOCK_RECORD_FORMAT: u32 = 1;

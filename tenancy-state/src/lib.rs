@@ -39,7 +39,7 @@ use std::sync::Arc;
 use tenancy_core::{Error, Result, StateBackend};
 
 pub use local::LocalBackend;
-pub use migrate::migrate_stacks;
+pub use migrate::{migrate_stacks, MigrateOptions, MigrationReport};
 pub use object::ObjectStoreBackend;
 #[cfg(feature = "s3")]
 pub use object::S3Config;

@@ -52,8 +52,57 @@
 //! `keep` (the current one always stays; pending entries are left alone).
 //! [`StackStore::with_retention`] deletes the entry leaving the window after
 //! each save (one more call) and runs a full prune every 64 serials.
+//!
+//! # Plain JSON written by other tools
+//!
+//! A `state.json` or history entry that is JSON but not a record (it has no
+//! `format` and `document` fields) was written by another tool: a
+//! single-tenant tree copied in by `migrate` (`state.json` plus
+//! `history/001.json`...), `aws s3 sync`, or a raw `PUT` through the
+//! server's `/v1/state/` API. It is read as that stack's state, never as an
+//! error:
+//!
+//! - a plain history entry's serial is the number in its name (`001.json` is
+//!   version 1); entries named otherwise than `000001.json` are found by
+//!   listing `history/`, so reading them costs one more call;
+//! - a plain `state.json`'s serial is its document's `serial` (a positive
+//!   integer, as in Terraform state) when that is above every history entry;
+//!   otherwise it comes from the highest entry: that entry's serial when it
+//!   holds the same bytes (a tool that keeps the current state in its
+//!   history too, or the copy a save makes when it wraps plain JSON), one
+//!   below it when it is a save claimed on top of this plain state and not
+//!   yet committed, one above it otherwise. Working that out lists the stack
+//!   environment and may read that entry (two or three calls);
+//! - its `saved_at` is the object's modification time where the backend
+//!   knows it;
+//! - a plain record carries no chain: below one, every lower entry that
+//!   decodes is shown;
+//! - the next save **wraps it**: before claiming `N+1` it copies the plain
+//!   `state.json` to `history/<N>.json` (`Create`; one more call, once), so
+//!   version N stays in the history, and its record's `prev_id` is the plain
+//!   record's id (`plain-<fnv64 of its bytes>`).
+//!
+//! # Damaged objects
+//!
+//! An object that is not JSON, or a record with missing fields, is damaged:
+//! it hurts only itself.
+//!
+//! - [`StackStore::current`] and [`StackStore::save`] of a stack whose
+//!   `state.json` is damaged fail with [`Error::Corrupt`].
+//! - [`StackStore::history_report`] lists damaged objects in
+//!   [`History::damaged`] and goes on: below a damaged entry (or a damaged
+//!   `state.json`, whose serial is unknown) every lower entry that decodes is
+//!   shown, as below plain JSON. [`StackStore::history`] returns the same
+//!   entries without the damage report.
+//! - [`StackStore::version`] reads an intact version whatever else is
+//!   damaged (with a damaged `state.json` it walks the history from the
+//!   highest entry).
+//! - [`StackStore::restore`] writes an intact version over a damaged
+//!   `state.json`, as `highest history entry + 1`, with an `Update` on the
+//!   damaged object's version; [`StackStore::rollback`] needs a readable
+//!   `state.json`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -62,7 +111,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenancy_core::{
-    Clock, DeleteMode, Error, PutMode, Result, StateBackend, StateKey, SystemClock, Version,
+    Clock, DeleteMode, Error, Object, PutMode, Result, StateBackend, StateKey, SystemClock, Version,
 };
 
 /// The record format written by this version.
@@ -89,10 +138,14 @@ pub struct StackVersion {
 pub struct StackSnapshot {
     /// Its serial.
     pub serial: u64,
-    /// When it was saved.
-    pub saved_at: DateTime<Utc>,
+    /// When it was saved (for plain JSON written by another tool: the
+    /// object's modification time where the backend knows it).
+    pub saved_at: Option<DateTime<Utc>>,
     /// The serial it restored, if it was written by a rollback.
     pub rolled_back_from: Option<u64>,
+    /// True when it is plain JSON written by another tool, not yet wrapped
+    /// in a record by a save (see the [module docs](self)).
+    pub plain: bool,
     /// The state document.
     pub document: Value,
 }
@@ -102,12 +155,34 @@ pub struct StackSnapshot {
 pub struct HistoryEntry {
     /// Its serial.
     pub serial: u64,
-    /// When it was saved.
-    pub saved_at: DateTime<Utc>,
-    /// Size of the stored record in bytes.
+    /// When it was saved (see [`StackSnapshot::saved_at`]).
+    pub saved_at: Option<DateTime<Utc>>,
+    /// Size of the stored object in bytes.
     pub size: u64,
     /// The serial it restored, if it was written by a rollback.
     pub rolled_back_from: Option<u64>,
+    /// True for plain JSON written by another tool.
+    pub plain: bool,
+}
+
+/// A stored object of a stack that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// Its key (relative to the store's backend).
+    pub key: StateKey,
+    /// Its serial, for a history entry (`None` for `state.json`).
+    pub serial: Option<u64>,
+    /// Why it cannot be read.
+    pub message: String,
+}
+
+/// A stack environment's history with the objects that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// The readable versions, oldest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Damaged objects, `state.json` first, then entries newest first.
+    pub damaged: Vec<Damaged>,
 }
 
 #[derive(Serialize)]
@@ -134,12 +209,27 @@ struct Record {
     document: Value,
 }
 
-impl Record {
+/// A stored `state.json` or history entry as read: a record, or plain JSON.
+#[derive(Debug, Clone)]
+struct Rec {
+    serial: u64,
+    saved_at: Option<DateTime<Utc>>,
+    /// The record's `write_id`; `plain-<fnv64 of the bytes>` for plain JSON.
+    id: String,
+    /// The record's `prev_id`; `None` for plain JSON (no chain).
+    prev_id: Option<String>,
+    plain: bool,
+    rolled_back_from: Option<u64>,
+    document: Value,
+}
+
+impl Rec {
     fn snapshot(self) -> StackSnapshot {
         StackSnapshot {
             serial: self.serial,
             saved_at: self.saved_at,
             rolled_back_from: self.rolled_back_from,
+            plain: self.plain,
             document: self.document,
         }
     }
@@ -150,8 +240,32 @@ impl Record {
             saved_at: self.saved_at,
             size: size as u64,
             rolled_back_from: self.rolled_back_from,
+            plain: self.plain,
         }
     }
+
+    /// How the chain goes on below this record.
+    fn link(&self) -> Link {
+        if self.plain {
+            Link::Any
+        } else {
+            Link::Prev(self.prev_id.clone())
+        }
+    }
+
+    /// True when `below` (the entry one serial lower) is on the chain below this record.
+    fn accepts(&self, below: &Rec) -> bool {
+        self.plain || self.prev_id.as_deref() == Some(below.id.as_str())
+    }
+}
+
+/// How a history walk goes on below a record.
+#[derive(Debug, Clone)]
+enum Link {
+    /// Only the entry one serial lower, with this id.
+    Prev(Option<String>),
+    /// Any lower entry that decodes (below plain JSON or a damaged object).
+    Any,
 }
 
 /// What this store last saw in one `state.json`.
@@ -159,25 +273,39 @@ impl Record {
 struct Seen {
     serial: u64,
     version: Version,
-    write_id: String,
+    id: String,
+    plain: bool,
+}
+
+impl Seen {
+    fn of(rec: &Rec, version: Version) -> Seen {
+        Seen {
+            serial: rec.serial,
+            version,
+            id: rec.id.clone(),
+            plain: rec.plain,
+        }
+    }
 }
 
 /// The keys of one stack environment.
 struct Keys {
     name: String,
+    dir: StateKey,
     state: StateKey,
     history: StateKey,
 }
 
 impl Keys {
     fn new(stack: &str, env: &str) -> Result<Keys> {
-        let base = StateKey::new("stacks")?
+        let dir = StateKey::new("stacks")?
             .join(&StateKey::segment(stack)?)?
             .join(&StateKey::segment(env)?)?;
         Ok(Keys {
             name: format!("{stack}/{env}"),
-            state: base.child("state.json")?,
-            history: base.child("history")?,
+            state: dir.child("state.json")?,
+            history: dir.child("history")?,
+            dir,
         })
     }
 
@@ -192,7 +320,30 @@ fn serial_of(key: &StateKey) -> Option<u64> {
     if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    stem.parse().ok().filter(|s| *s > 0)
+}
+
+/// One listed history entry.
+#[derive(Debug, Clone)]
+struct Listed {
+    key: StateKey,
+    modified: Option<DateTime<Utc>>,
+}
+
+/// A listing of one stack environment.
+#[derive(Debug, Default)]
+struct Scan {
+    /// History entries by serial (the `000001.json` name preferred when two
+    /// names give one serial).
+    entries: BTreeMap<u64, Listed>,
+    /// The modification time of `state.json`.
+    state_modified: Option<DateTime<Utc>>,
+}
+
+impl Scan {
+    fn top(&self) -> u64 {
+        self.entries.keys().next_back().copied().unwrap_or(0)
+    }
 }
 
 /// Stack state with history on any [`StateBackend`], usually a
@@ -224,11 +375,61 @@ fn stale(keys: &Keys, expected: Option<u64>, now: Option<u64>) -> Error {
     ))
 }
 
-fn decode(key: &StateKey, bytes: &[u8]) -> Result<Record> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+fn corrupt(key: &StateKey, message: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
         what: key.to_string(),
-        message: e.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Decodes a stored object: a record, or plain JSON (serial `entry_serial`
+/// for a history entry; for `state.json` the document's `serial`, or 0 when
+/// it has none, fixed up by the caller).
+fn decode(key: &StateKey, bytes: &[u8], entry_serial: Option<u64>) -> Result<Rec> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
+    let ours = value
+        .as_object()
+        .is_some_and(|o| o.contains_key("format") && o.contains_key("document"));
+    if ours {
+        let r: Record = serde_json::from_value(value).map_err(|e| corrupt(key, e))?;
+        return Ok(Rec {
+            serial: r.serial,
+            saved_at: Some(r.saved_at),
+            id: r.write_id,
+            prev_id: r.prev_id,
+            plain: false,
+            rolled_back_from: r.rolled_back_from,
+            document: r.document,
+        });
+    }
+    let serial = entry_serial
+        .or_else(|| value.get("serial").and_then(Value::as_u64))
+        .unwrap_or(0);
+    Ok(Rec {
+        serial,
+        saved_at: None,
+        id: format!("plain-{:016x}", fnv1a(bytes)),
+        prev_id: None,
+        plain: true,
+        rolled_back_from: None,
+        document: value,
     })
+}
+
+/// What reading `state.json` found.
+enum StateRead {
+    Missing,
+    Damaged(Version, Error),
+    Intact(Rec, Object),
 }
 
 impl<B: StateBackend> StackStore<B> {
@@ -282,25 +483,134 @@ impl<B: StateBackend> StackStore<B> {
     fn recall(&self, stack: &str, env: &str, serial: u64) -> Option<Seen> {
         self.seen_lock()
             .get(&(stack.to_string(), env.to_string()))
-            .filter(|s| s.serial == serial)
+            .filter(|s| s.serial == serial && !s.plain)
             .cloned()
     }
 
-    async fn read_state(&self, keys: &Keys) -> Result<Option<(Record, Version, usize)>> {
-        match self.backend.get(&keys.state).await? {
-            None => Ok(None),
-            Some(obj) => {
-                let rec = decode(&keys.state, &obj.bytes)?;
-                Ok(Some((rec, obj.version, obj.bytes.len())))
+    /// Lists the stack environment: its history entries and `state.json`'s time.
+    async fn scan(&self, keys: &Keys) -> Result<Scan> {
+        let mut scan = Scan::default();
+        let mut listing = self.backend.list(Some(&keys.dir));
+        while let Some(e) = listing.next().await {
+            let e = e?;
+            if e.key == keys.state {
+                scan.state_modified = e.last_modified;
+                continue;
+            }
+            if e.key
+                .strip_prefix(&keys.history)
+                .map(|k| k.segments().count())
+                != Some(1)
+            {
+                continue;
+            }
+            let Some(serial) = serial_of(&e.key) else {
+                continue;
+            };
+            let canonical = keys.entry(serial).ok().as_ref() == Some(&e.key);
+            let listed = Listed {
+                key: e.key,
+                modified: e.last_modified,
+            };
+            match scan.entries.get(&serial) {
+                Some(old) if !canonical && keys.entry(serial).ok().as_ref() == Some(&old.key) => {}
+                Some(old) if !canonical && old.key.as_str() <= listed.key.as_str() => {}
+                _ => {
+                    scan.entries.insert(serial, listed);
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Reads `state.json`. A plain one gets its serial and time from a
+    /// listing of the stack environment.
+    async fn read(&self, keys: &Keys) -> Result<StateRead> {
+        let Some(obj) = self.backend.get(&keys.state).await? else {
+            return Ok(StateRead::Missing);
+        };
+        match decode(&keys.state, &obj.bytes, None) {
+            Err(e) => Ok(StateRead::Damaged(obj.version, e)),
+            Ok(mut rec) => {
+                if rec.plain {
+                    let scan = self.scan(keys).await?;
+                    rec.serial = self.plain_serial(&scan, &rec, &obj.bytes).await?;
+                    rec.saved_at = scan.state_modified;
+                }
+                Ok(StateRead::Intact(rec, obj))
             }
         }
     }
 
-    async fn read_entry(&self, keys: &Keys, serial: u64) -> Result<Option<(Record, usize)>> {
-        let key = keys.entry(serial)?;
-        match self.backend.get(&key).await? {
+    /// The serial of a plain `state.json` (see the [module docs](self)):
+    /// its document's `serial` when that is above every history entry; else
+    /// the highest entry's serial when that entry holds the same bytes (a
+    /// tool that keeps the current state in its history too, or the copy a
+    /// save makes when it wraps plain JSON), one below it when that entry is
+    /// a save claimed on top of this plain state and not yet committed, and
+    /// one above it otherwise.
+    async fn plain_serial(&self, scan: &Scan, rec: &Rec, bytes: &Bytes) -> Result<u64> {
+        let top = scan.top();
+        if rec.serial > top {
+            return Ok(rec.serial);
+        }
+        let Some(listed) = scan.entries.get(&top) else {
+            return Ok(1);
+        };
+        match self.backend.get(&listed.key).await? {
+            Some(obj) if obj.bytes == *bytes => Ok(top),
+            Some(obj) => match decode(&listed.key, &obj.bytes, Some(top)) {
+                Ok(pending) if !pending.plain && pending.prev_id.as_deref() == Some(&rec.id) => {
+                    Ok(top.saturating_sub(1).max(1))
+                }
+                _ => Ok(top + 1),
+            },
+            None => Ok(top + 1),
+        }
+    }
+
+    /// `state.json`, or `None`; a damaged one is [`Error::Corrupt`].
+    async fn read_state(&self, keys: &Keys) -> Result<Option<(Rec, Object)>> {
+        match self.read(keys).await? {
+            StateRead::Missing => Ok(None),
+            StateRead::Damaged(_, e) => Err(e),
+            StateRead::Intact(rec, obj) => Ok(Some((rec, obj))),
+        }
+    }
+
+    async fn read_key(&self, key: &StateKey, serial: u64) -> Result<Option<(Rec, usize)>> {
+        match self.backend.get(key).await? {
             None => Ok(None),
-            Some(obj) => Ok(Some((decode(&key, &obj.bytes)?, obj.bytes.len()))),
+            Some(obj) => Ok(Some((
+                decode(key, &obj.bytes, Some(serial))?,
+                obj.bytes.len(),
+            ))),
+        }
+    }
+
+    /// The entry `history/<serial>.json` under its usual name only.
+    async fn read_entry(&self, keys: &Keys, serial: u64) -> Result<Option<(Rec, usize)>> {
+        self.read_key(&keys.entry(serial)?, serial).await
+    }
+
+    /// The entry of `serial` under any name (`000001.json`, else a listing
+    /// for names such as `001.json` that other tools write).
+    async fn find_entry(&self, keys: &Keys, serial: u64) -> Result<Option<(Rec, usize)>> {
+        if let Some(found) = self.read_entry(keys, serial).await? {
+            return Ok(Some(found));
+        }
+        let scan = self.scan(keys).await?;
+        match scan.entries.get(&serial) {
+            Some(l) if Some(&l.key) != keys.entry(serial).ok().as_ref() => {
+                let mut found = self.read_key(&l.key, serial).await?;
+                if let Some((rec, _)) = &mut found {
+                    if rec.plain {
+                        rec.saved_at = l.modified;
+                    }
+                }
+                Ok(found)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -318,6 +628,30 @@ impl<B: StateBackend> StackStore<B> {
         self.commit(stack, env, document, expected, None).await
     }
 
+    fn encode(
+        &self,
+        keys: &Keys,
+        serial: u64,
+        write_id: &str,
+        prev_id: Option<&str>,
+        rolled_back_from: Option<u64>,
+        document: &Value,
+    ) -> Result<(Bytes, DateTime<Utc>)> {
+        let saved_at = self.clock.now();
+        let record = RecordOut {
+            format: FORMAT,
+            serial,
+            saved_at,
+            write_id,
+            prev_id,
+            rolled_back_from,
+            document,
+        };
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| Error::invalid(format!("cannot encode state of {}: {e}", keys.name)))?;
+        Ok((Bytes::from(bytes), saved_at))
+    }
+
     async fn commit(
         &self,
         stack: &str,
@@ -333,25 +667,24 @@ impl<B: StateBackend> StackStore<B> {
             Some(n) => match self.recall(stack, env, n) {
                 Some(seen) => Some(seen),
                 None => match self.read_state(&keys).await? {
-                    Some((rec, version, _)) if rec.serial == n => {
-                        let seen = Seen {
-                            serial: n,
-                            version,
-                            write_id: rec.write_id,
-                        };
+                    Some((rec, obj)) if rec.serial == n => {
+                        let seen = Seen::of(&rec, obj.version.clone());
                         self.remember(stack, env, seen.clone());
+                        if rec.plain {
+                            // wrap it: keep the plain version in the history
+                            match self
+                                .backend
+                                .put(&keys.entry(n)?, obj.bytes, PutMode::Create)
+                                .await
+                            {
+                                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
                         Some(seen)
                     }
-                    Some((rec, version, _)) => {
-                        self.remember(
-                            stack,
-                            env,
-                            Seen {
-                                serial: rec.serial,
-                                version,
-                                write_id: rec.write_id,
-                            },
-                        );
+                    Some((rec, obj)) => {
+                        self.remember(stack, env, Seen::of(&rec, obj.version));
                         return Err(stale(&keys, expected, Some(rec.serial)));
                     }
                     None => return Err(stale(&keys, expected, None)),
@@ -365,20 +698,14 @@ impl<B: StateBackend> StackStore<B> {
                 .ok_or_else(|| Error::invalid(format!("serial {n} is too large")))?,
         };
         let write_id = uuid::Uuid::new_v4().simple().to_string();
-        let saved_at = self.clock.now();
-        let record = RecordOut {
-            format: FORMAT,
+        let (bytes, saved_at) = self.encode(
+            &keys,
             serial,
-            saved_at,
-            write_id: &write_id,
-            prev_id: base.as_ref().map(|b| b.write_id.as_str()),
+            &write_id,
+            base.as_ref().map(|b| b.id.as_str()),
             rolled_back_from,
             document,
-        };
-        let bytes =
-            Bytes::from(serde_json::to_vec(&record).map_err(|e| {
-                Error::invalid(format!("cannot encode state of {}: {e}", keys.name))
-            })?);
+        )?;
         let entry_key = keys.entry(serial)?;
 
         // 1. claim the serial
@@ -410,7 +737,8 @@ impl<B: StateBackend> StackStore<B> {
                     Seen {
                         serial,
                         version,
-                        write_id,
+                        id: write_id,
+                        plain: false,
                     },
                 );
             }
@@ -418,39 +746,39 @@ impl<B: StateBackend> StackStore<B> {
                 self.forget(stack, env);
                 // someone moved state.json: either they rolled this save
                 // forward (it is committed), or our base was stale
-                let (now, now_version, now_write_id, now_prev) =
-                    match self.read_state(&keys).await? {
-                        Some((rec, v, _)) => (Some(rec.serial), Some(v), rec.write_id, rec.prev_id),
-                        None => (None, None, String::new(), None),
-                    };
-                let committed = match now {
-                    Some(s) if s == serial => now_write_id == write_id,
-                    Some(s) if s == serial + 1 => now_prev.as_deref() == Some(write_id.as_str()),
-                    Some(s) if s > serial + 1 => match self.read_entry(&keys, serial + 1).await? {
-                        Some((next, _)) => next.prev_id.as_deref() == Some(write_id.as_str()),
-                        // the next entry was pruned, so ours is in the pruned
-                        // range whether or not it was ever committed: remove
-                        // it, and report the (unknowable) outcome as stale
-                        None => false,
-                    },
+                let now = match self.read(&keys).await? {
+                    StateRead::Intact(rec, obj) => Some((rec, obj.version)),
+                    _ => None,
+                };
+                let committed = match &now {
+                    Some((rec, _)) if rec.plain => false,
+                    Some((rec, _)) if rec.serial == serial => rec.id == write_id,
+                    Some((rec, _)) if rec.serial == serial + 1 => {
+                        rec.prev_id.as_deref() == Some(write_id.as_str())
+                    }
+                    Some((rec, _)) if rec.serial > serial + 1 => {
+                        match self.read_entry(&keys, serial + 1).await {
+                            Ok(Some((next, _))) => {
+                                next.prev_id.as_deref() == Some(write_id.as_str())
+                            }
+                            // the next entry was pruned (or is damaged), so
+                            // ours is in the pruned range whether or not it
+                            // was ever committed: remove it, and report the
+                            // (unknowable) outcome as stale
+                            _ => false,
+                        }
+                    }
                     _ => false,
                 };
+                let now_serial = now.as_ref().map(|(r, _)| r.serial);
                 if !committed {
                     // our entry can never be committed (state.json has moved
                     // past its serial without it): remove the stray entry
                     let _ = self.backend.delete(&entry_key, DeleteMode::Any).await;
-                    return Err(stale(&keys, expected, now));
+                    return Err(stale(&keys, expected, now_serial));
                 }
-                if let (Some(s), Some(v)) = (now, now_version) {
-                    self.remember(
-                        stack,
-                        env,
-                        Seen {
-                            serial: s,
-                            version: v,
-                            write_id: now_write_id,
-                        },
-                    );
+                if let Some((rec, version)) = now {
+                    self.remember(stack, env, Seen::of(&rec, version));
                 }
             }
             Err(e) => return Err(e),
@@ -467,27 +795,29 @@ impl<B: StateBackend> StackStore<B> {
     /// `state.json` is at afterwards, as far as this call knows.
     async fn roll_forward(&self, keys: &Keys, expected: Option<u64>) -> Result<Option<u64>> {
         let current = self.read_state(keys).await?;
-        let (base_serial, base_write_id, mode) = match (&current, expected) {
+        let (base_serial, base_id, mode) = match (&current, expected) {
             (None, None) => (0, None, PutMode::Create),
-            (Some((rec, v, _)), Some(n)) if rec.serial == n => {
-                (n, Some(rec.write_id.clone()), PutMode::Update(v.clone()))
-            }
-            (cur, _) => return Ok(cur.as_ref().map(|(r, _, _)| r.serial)),
+            (Some((rec, obj)), Some(n)) if rec.serial == n => (
+                n,
+                Some(rec.id.clone()),
+                PutMode::Update(obj.version.clone()),
+            ),
+            (cur, _) => return Ok(cur.as_ref().map(|(r, _)| r.serial)),
         };
         let key = keys.entry(base_serial + 1)?;
         let Some(obj) = self.backend.get(&key).await? else {
-            return Ok(current.map(|(r, _, _)| r.serial));
+            return Ok(current.map(|(r, _)| r.serial));
         };
-        let rec = decode(&key, &obj.bytes)?;
-        if rec.serial != base_serial + 1 || rec.prev_id != base_write_id {
+        let rec = decode(&key, &obj.bytes, Some(base_serial + 1))?;
+        if rec.plain || rec.serial != base_serial + 1 || rec.prev_id != base_id {
             // not based on the current state: a stray entry, never committed
-            return Ok(current.map(|(r, _, _)| r.serial));
+            return Ok(current.map(|(r, _)| r.serial));
         }
         match self.backend.put(&keys.state, obj.bytes, mode).await {
             Ok(_) => Ok(Some(rec.serial)),
             Err(e) if e.is_conflict() => {
                 // someone else committed it (or something newer) first
-                Ok(self.read_state(keys).await?.map(|(r, _, _)| r.serial))
+                Ok(self.read_state(keys).await?.map(|(r, _)| r.serial))
             }
             Err(e) => Err(e),
         }
@@ -505,7 +835,9 @@ impl<B: StateBackend> StackStore<B> {
         }
     }
 
-    /// The current state, or `None` if the stack environment has none. One backend call.
+    /// The current state, or `None` if the stack environment has none. One
+    /// backend call (two or three for plain JSON written by another tool);
+    /// [`Error::Corrupt`] when `state.json` is damaged.
     pub async fn current(&self, stack: &str, env: &str) -> Result<Option<StackSnapshot>> {
         let keys = Keys::new(stack, env)?;
         match self.read_state(&keys).await? {
@@ -513,24 +845,17 @@ impl<B: StateBackend> StackStore<B> {
                 self.forget(stack, env);
                 Ok(None)
             }
-            Some((rec, version, _)) => {
-                self.remember(
-                    stack,
-                    env,
-                    Seen {
-                        serial: rec.serial,
-                        version,
-                        write_id: rec.write_id.clone(),
-                    },
-                );
+            Some((rec, obj)) => {
+                self.remember(stack, env, Seen::of(&rec, obj.version));
                 Ok(Some(rec.snapshot()))
             }
         }
     }
 
     /// A committed version by serial; [`Error::NotFound`] if it does not
-    /// exist or was pruned. One backend call for the current version,
-    /// otherwise two or three.
+    /// exist or was pruned, [`Error::Corrupt`] if that version is damaged.
+    /// One backend call for the current version, otherwise two or three;
+    /// works with a damaged `state.json` (then it reads the whole history).
     pub async fn version(&self, stack: &str, env: &str, serial: u64) -> Result<StackSnapshot> {
         let keys = Keys::new(stack, env)?;
         self.version_of(&keys, stack, env, serial).await
@@ -544,19 +869,23 @@ impl<B: StateBackend> StackStore<B> {
         serial: u64,
     ) -> Result<StackSnapshot> {
         let missing = || Error::not_found(format!("version {serial} of stack {}", keys.name));
-        let Some((cur, version, _)) = self.read_state(keys).await? else {
-            self.forget(stack, env);
-            return Err(missing());
+        let cur = match self.read(keys).await? {
+            StateRead::Missing => {
+                self.forget(stack, env);
+                return Err(missing());
+            }
+            StateRead::Damaged(..) => {
+                self.forget(stack, env);
+                return self
+                    .version_in_walk(keys, serial)
+                    .await?
+                    .ok_or_else(missing);
+            }
+            StateRead::Intact(cur, obj) => {
+                self.remember(stack, env, Seen::of(&cur, obj.version));
+                cur
+            }
         };
-        self.remember(
-            stack,
-            env,
-            Seen {
-                serial: cur.serial,
-                version,
-                write_id: cur.write_id.clone(),
-            },
-        );
         if serial == cur.serial {
             return Ok(cur.snapshot());
         }
@@ -564,63 +893,151 @@ impl<B: StateBackend> StackStore<B> {
             return Err(missing());
         }
         // committed iff the next committed record points back at it
-        let (entry, next_prev) = if serial + 1 == cur.serial {
-            (self.read_entry(keys, serial).await?, cur.prev_id)
-        } else {
-            let (entry, next) = futures::try_join!(
-                self.read_entry(keys, serial),
-                self.read_entry(keys, serial + 1)
-            )?;
-            (entry, next.and_then(|(n, _)| n.prev_id))
+        let Some((entry, _)) = self
+            .find_entry(keys, serial)
+            .await?
+            .filter(|(e, _)| e.serial == serial)
+        else {
+            return Err(missing());
         };
-        match entry {
-            Some((rec, _))
-                if rec.serial == serial && next_prev.as_deref() == Some(rec.write_id.as_str()) =>
-            {
-                Ok(rec.snapshot())
+        let next_ok = if serial + 1 == cur.serial {
+            cur.accepts(&entry)
+        } else {
+            match self.find_entry(keys, serial + 1).await {
+                Ok(Some((next, _))) if next.accepts(&entry) => true,
+                // a gap or a damaged entry above: only the full walk can tell
+                Ok(_) | Err(Error::Corrupt { .. }) => {
+                    return self
+                        .version_in_walk(keys, serial)
+                        .await?
+                        .ok_or_else(missing);
+                }
+                Err(e) => return Err(e),
             }
-            _ => Err(missing()),
+        };
+        if next_ok {
+            Ok(entry.snapshot())
+        } else {
+            Err(missing())
         }
     }
 
-    /// The committed history, oldest first (empty if the stack environment
-    /// has no state).
-    pub async fn history(&self, stack: &str, env: &str) -> Result<Vec<HistoryEntry>> {
-        let keys = Keys::new(stack, env)?;
-        let Some((cur, _, cur_size)) = self.read_state(&keys).await? else {
-            return Ok(Vec::new());
-        };
-        let serials: Vec<u64> = self
-            .backend
-            .list(Some(&keys.history))
-            .try_filter_map(|e| futures::future::ready(Ok(serial_of(&e.key))))
-            .try_filter(|s| futures::future::ready(*s < cur.serial))
-            .try_collect()
-            .await?;
-        let keys_ref = &keys;
-        let mut entries: HashMap<u64, (Record, usize)> = stream::iter(serials)
-            .map(|s| async move { Ok::<_, Error>((s, self.read_entry(keys_ref, s).await?)) })
-            .buffer_unordered(PARALLEL)
-            .try_filter_map(|(s, e)| futures::future::ready(Ok(e.map(|e| (s, e)))))
-            .try_collect()
-            .await?;
-        let mut out = vec![cur.entry(cur_size)];
-        let mut expect = cur.prev_id.clone();
-        let mut s = cur.serial;
-        while s > 1 {
-            s -= 1;
-            match entries.remove(&s) {
-                Some((rec, size))
-                    if rec.serial == s && expect.as_deref() == Some(rec.write_id.as_str()) =>
-                {
-                    out.push(rec.entry(size));
-                    expect = rec.prev_id.clone();
-                }
-                _ => break,
+    /// Finds `serial` on the chain by walking the whole history.
+    async fn version_in_walk(&self, keys: &Keys, serial: u64) -> Result<Option<StackSnapshot>> {
+        let (chain, _) = self.walk(keys).await?;
+        Ok(chain
+            .into_iter()
+            .find(|(r, _)| r.serial == serial)
+            .map(|(r, _)| r.snapshot()))
+    }
+
+    /// The committed history, newest first, and the damaged objects.
+    async fn walk(&self, keys: &Keys) -> Result<(Vec<(Rec, usize)>, Vec<Damaged>)> {
+        let mut damaged = Vec::new();
+        let cur = match self.read(keys).await? {
+            StateRead::Missing => return Ok((Vec::new(), damaged)),
+            StateRead::Damaged(_, e) => {
+                damaged.push(Damaged {
+                    key: keys.state.clone(),
+                    serial: None,
+                    message: e.to_string(),
+                });
+                None
             }
+            StateRead::Intact(rec, obj) => Some((rec, obj.bytes.len())),
+        };
+        let scan = self.scan(keys).await?;
+        let below = cur.as_ref().map_or(u64::MAX, |(r, _)| r.serial);
+        let wanted: Vec<(u64, Listed)> = scan
+            .entries
+            .range(..below)
+            .map(|(s, l)| (*s, l.clone()))
+            .collect();
+        let mut read: BTreeMap<u64, std::result::Result<(Rec, usize), Error>> =
+            stream::iter(wanted)
+                .map(|(s, l)| async move {
+                    let got = match self.read_key(&l.key, s).await {
+                        Ok(Some((mut rec, size))) => {
+                            if rec.plain {
+                                rec.saved_at = l.modified;
+                            }
+                            Some(Ok((rec, size)))
+                        }
+                        Ok(None) => None,
+                        Err(e @ Error::Corrupt { .. }) => Some(Err(e)),
+                        Err(e) => return Err(e),
+                    };
+                    Ok::<_, Error>((s, got))
+                })
+                .buffer_unordered(PARALLEL)
+                .try_filter_map(|(s, got)| futures::future::ready(Ok(got.map(|g| (s, g)))))
+                .try_collect()
+                .await?;
+        let mut chain = Vec::new();
+        let (mut link, mut s) = match cur {
+            Some((rec, size)) => {
+                let link = rec.link();
+                let s = rec.serial;
+                chain.push((rec, size));
+                (link, s)
+            }
+            None => (Link::Any, u64::MAX),
+        };
+        while let Some((&serial, _)) = read.range(..s).next_back() {
+            let Some(item) = read.remove(&serial) else {
+                break;
+            };
+            let next = serial + 1 == s;
+            match (&link, item) {
+                (Link::Prev(_), _) if !next => break,
+                (Link::Prev(p), Ok((rec, size))) => {
+                    if rec.serial != serial || p.as_deref() != Some(rec.id.as_str()) {
+                        break;
+                    }
+                    link = rec.link();
+                    chain.push((rec, size));
+                }
+                (Link::Any, Ok((rec, size))) => {
+                    if rec.serial != serial {
+                        break;
+                    }
+                    link = rec.link();
+                    chain.push((rec, size));
+                }
+                (_, Err(e)) => {
+                    let key = scan
+                        .entries
+                        .get(&serial)
+                        .map(|l| l.key.clone())
+                        .unwrap_or_else(|| keys.history.clone());
+                    damaged.push(Damaged {
+                        key,
+                        serial: Some(serial),
+                        message: e.to_string(),
+                    });
+                    link = Link::Any;
+                }
+            }
+            s = serial;
         }
-        out.reverse();
-        Ok(out)
+        Ok((chain, damaged))
+    }
+
+    /// The committed history, oldest first (empty if the stack environment
+    /// has no state). Damaged objects are left out; see
+    /// [`StackStore::history_report`].
+    pub async fn history(&self, stack: &str, env: &str) -> Result<Vec<HistoryEntry>> {
+        Ok(self.history_report(stack, env).await?.entries)
+    }
+
+    /// The committed history, oldest first, and the objects of the stack
+    /// environment that cannot be read (see the [module docs](self)).
+    pub async fn history_report(&self, stack: &str, env: &str) -> Result<History> {
+        let keys = Keys::new(stack, env)?;
+        let (chain, damaged) = self.walk(&keys).await?;
+        let mut entries: Vec<HistoryEntry> = chain.iter().map(|(r, n)| r.entry(*n)).collect();
+        entries.reverse();
+        Ok(History { entries, damaged })
     }
 
     /// Writes a new version whose document equals committed version `to`
@@ -641,6 +1058,84 @@ impl<B: StateBackend> StackStore<B> {
             .await
     }
 
+    /// Writes version `to` over a damaged `state.json` (see the
+    /// [module docs](self)): the new version is one above the highest
+    /// history entry and replaces the damaged object only if nobody changed
+    /// it meanwhile ([`Error::Precondition`] otherwise). Refused with
+    /// [`Error::Precondition`] when `state.json` is readable (use
+    /// [`StackStore::rollback`]) and [`Error::NotFound`] when there is none.
+    pub async fn restore(&self, stack: &str, env: &str, to: u64) -> Result<StackVersion> {
+        let keys = Keys::new(stack, env)?;
+        self.forget(stack, env);
+        let damaged_version = match self.read(&keys).await? {
+            StateRead::Missing => {
+                return Err(Error::not_found(format!(
+                    "no state for stack {}",
+                    keys.name
+                )))
+            }
+            StateRead::Intact(rec, _) => {
+                return Err(Error::precondition(format!(
+                "the state of stack {} is readable (version {}); roll it back instead of restoring",
+                keys.name, rec.serial
+            )))
+            }
+            StateRead::Damaged(v, _) => v,
+        };
+        let (chain, _) = self.walk(&keys).await?;
+        let Some((old, _)) = chain.iter().find(|(r, _)| r.serial == to) else {
+            return Err(Error::not_found(format!(
+                "version {to} of stack {}",
+                keys.name
+            )));
+        };
+        let top = self.scan(&keys).await?.top();
+        let prev = chain
+            .first()
+            .filter(|(r, _)| r.serial == top)
+            .map(|(r, _)| r.id.clone());
+        let serial = top
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid(format!("serial {top} is too large")))?;
+        let write_id = uuid::Uuid::new_v4().simple().to_string();
+        let (bytes, saved_at) = self.encode(
+            &keys,
+            serial,
+            &write_id,
+            prev.as_deref(),
+            Some(to),
+            &old.document,
+        )?;
+        let entry_key = keys.entry(serial)?;
+        let changed = || {
+            Error::precondition(format!(
+                "stack {} changed while it was being restored; look at it again and retry",
+                keys.name
+            ))
+        };
+        match self
+            .backend
+            .put(&entry_key, bytes.clone(), PutMode::Create)
+            .await
+        {
+            Ok(_) => {}
+            Err(Error::AlreadyExists { .. }) => return Err(changed()),
+            Err(e) => return Err(e),
+        }
+        match self
+            .backend
+            .put(&keys.state, bytes, PutMode::Update(damaged_version))
+            .await
+        {
+            Ok(_) => Ok(StackVersion { serial, saved_at }),
+            Err(e) if e.is_conflict() => {
+                let _ = self.backend.delete(&entry_key, DeleteMode::Any).await;
+                Err(changed())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes history entries older than the last `keep` versions and
     /// returns how many it deleted. `keep` must be at least 1: the current
     /// version always stays. Pending entries above the current serial are
@@ -652,7 +1147,7 @@ impl<B: StateBackend> StackStore<B> {
             ));
         }
         let keys = Keys::new(stack, env)?;
-        let Some((cur, _, _)) = self.read_state(&keys).await? else {
+        let Some((cur, _)) = self.read_state(&keys).await? else {
             return Ok(0);
         };
         let Some(limit) = cur.serial.checked_sub(keep as u64) else {

@@ -17,8 +17,8 @@ use tenancy_core::{
     TenantRegistryExt, TenantStatus,
 };
 use tenancy_state::counting::CountingBackend;
-use tenancy_state::migrate_stacks;
 use tenancy_state::StoreRegistry;
+use tenancy_state::{migrate_stacks, MigrateOptions};
 
 /// A MemoryBackend that counts calls, to show how many reads an operation takes.
 type Counting = CountingBackend<MemoryBackend>;
@@ -574,9 +574,14 @@ async fn migration_copies_verifies_and_is_idempotent() {
     .await
     .unwrap();
     let mut seen = Vec::new();
-    let report = migrate_stacks(b.as_ref(), &t, &key("stacks"), &mut |d, n| {
-        seen.push((d, n))
-    })
+    let report = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        MigrateOptions::default(),
+        &mut |d, n| seen.push((d, n)),
+    )
     .await
     .unwrap();
     assert_eq!(report.source_objects, 4);
@@ -598,9 +603,16 @@ async fn migration_copies_verifies_and_is_idempotent() {
         .is_none());
 
     // again: everything identical is skipped
-    let again = migrate_stacks(b.as_ref(), &t, &key("stacks"), &mut |_, _| {})
-        .await
-        .unwrap();
+    let again = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        MigrateOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((again.copied, again.skipped_identical), (0, 4));
     assert!(again.is_clean());
 
@@ -620,9 +632,16 @@ async fn migration_copies_verifies_and_is_idempotent() {
     )
     .await
     .unwrap();
-    let third = migrate_stacks(b.as_ref(), &t, &key("stacks"), &mut |_, _| {})
-        .await
-        .unwrap();
+    let third = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        MigrateOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(third.copied, 1);
     assert_eq!(third.skipped_identical, 3);
     assert_eq!(third.conflicts, vec![moved.clone()]);
@@ -634,16 +653,40 @@ async fn migration_copies_verifies_and_is_idempotent() {
 
     // refusals
     assert!(matches!(
-        migrate_stacks(b.as_ref(), &t, &key("tenants/migrant/v1"), &mut |_, _| {}).await,
+        migrate_stacks(
+            b.as_ref(),
+            &r,
+            &t,
+            &key("tenants/migrant/v1"),
+            MigrateOptions::default(),
+            &mut |_, _| {}
+        )
+        .await,
         Err(Error::InvalidInput { .. })
     ));
     assert!(matches!(
-        migrate_stacks(b.as_ref(), &t, &key("tenants"), &mut |_, _| {}).await,
+        migrate_stacks(
+            b.as_ref(),
+            &r,
+            &t,
+            &key("tenants"),
+            MigrateOptions::default(),
+            &mut |_, _| {}
+        )
+        .await,
         Err(Error::InvalidInput { .. })
     ));
     let gone = r.delete(&tid("migrant")).await.unwrap();
     assert!(matches!(
-        migrate_stacks(b.as_ref(), &gone, &key("stacks"), &mut |_, _| {}).await,
+        migrate_stacks(
+            b.as_ref(),
+            &r,
+            &gone,
+            &key("stacks"),
+            MigrateOptions::default(),
+            &mut |_, _| {}
+        )
+        .await,
         Err(Error::Precondition { .. })
     ));
     // an empty source migrates nothing, cleanly
@@ -652,9 +695,16 @@ async fn migration_copies_verifies_and_is_idempotent() {
         .await
         .unwrap()
         .tenant;
-    let empty = migrate_stacks(b.as_ref(), &t2, &key("nothing-here"), &mut |_, _| {})
-        .await
-        .unwrap();
+    let empty = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t2,
+        &key("nothing-here"),
+        MigrateOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((empty.source_objects, empty.copied), (0, 0));
 }
 
@@ -916,4 +966,294 @@ async fn public_values_carry_no_hash_and_no_lookup_id() {
     }
     assert_eq!(got.credential.generation, 2);
     assert_eq!(got.credential.prefix, "tnc");
+}
+
+/// Item 10 on one backend: a plain single-tenant tree (the seed layout)
+/// migrates into a tenant keeping its stack/env structure and is read as its
+/// stacks' state; the new stacks count against `max_stacks` (refused up
+/// front, or copied with `force`); a dry run writes nothing.
+async fn migration_of_a_plain_tree(raw: Arc<dyn StateBackend>) {
+    use tenancy_core::testkit::Op;
+    use tenancy_core::LimitOverrides;
+    use tenancy_state::stack::StackStore;
+    use tenancy_state::TenantScoped;
+
+    let hooked = Arc::new(HookBackend::new(raw));
+    let b: Arc<dyn StateBackend> = hooked.clone();
+    let r = StoreRegistry::new(b.clone()).with_bcrypt_cost(4);
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let mut new = NewTenant::new(tid("solo"));
+    new.limits = LimitOverrides {
+        max_stacks: Some(2),
+        ..Default::default()
+    };
+    let t = r.create(new).await.unwrap().tenant;
+    let tree = [
+        (
+            "stacks/app/prod/state.json",
+            "{\"resources\":[\"a\",\"b\"]}",
+        ),
+        (
+            "stacks/app/prod/history/001.json",
+            "{\"resources\":[\"a\"]}",
+        ),
+        ("stacks/app/staging/state.json", "{\"resources\":[]}"),
+        ("stacks/web/prod/state.json", "{\"serial\":4}"),
+        ("stacks/db/prod/state.json", "{}"),
+    ];
+    for (k, v) in tree {
+        b.put(&key(k), Bytes::from(v), PutMode::Overwrite)
+            .await
+            .unwrap();
+    }
+    let writes = Arc::new(AtomicU64::new(0));
+    let w = writes.clone();
+    hooked.set_hook(move |op: Op| {
+        if op.is_write() {
+            w.fetch_add(1, Ordering::SeqCst);
+        }
+        Box::pin(async { Ok(()) })
+    });
+    let dest = |b: Arc<dyn StateBackend>| async move {
+        b.list_keys(Some(&key("tenants/solo/v1/stacks")))
+            .await
+            .unwrap()
+    };
+    let opts = |dry_run, force| MigrateOptions { dry_run, force };
+
+    // a dry run shows the plan and the quota, and writes nothing
+    let plan = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        opts(true, false),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(writes.load(Ordering::SeqCst), 0, "a dry run wrote");
+    assert!(plan.dry_run && plan.is_clean());
+    assert_eq!((plan.copied, plan.copies.len()), (5, 5));
+    assert!(plan.copies.contains(&(
+        key("stacks/app/prod/history/001.json"),
+        key("tenants/solo/v1/stacks/app/prod/history/001.json")
+    )));
+    assert_eq!(plan.new_stacks, ["app", "db", "web"]);
+    assert!(
+        plan.forced_over_quota,
+        "3 stacks over a limit of 2: {plan:?}"
+    );
+    assert!(dest(b.clone()).await.is_empty());
+
+    // over max_stacks: refused up front, nothing copied or reserved
+    let err = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        opts(false, false),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        0,
+        "a refused migration wrote"
+    );
+    assert!(dest(b.clone()).await.is_empty());
+    assert_eq!(r.usage(&tid("solo")).await.unwrap().stacks, 0);
+
+    // one stack: the stack/env structure is kept, the stack is counted
+    let one = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks/app"),
+        opts(false, false),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(one.is_clean());
+    assert_eq!(
+        (one.copied, one.new_stacks.clone()),
+        (3, vec!["app".to_string()])
+    );
+    assert_eq!(r.usage(&tid("solo")).await.unwrap().stacks, 1);
+    let stacks = StackStore::new(TenantScoped::for_tenant(b.clone(), &t).unwrap());
+    assert_eq!(
+        stacks.stacks().await.unwrap(),
+        [
+            ("app".to_string(), "prod".to_string()),
+            ("app".to_string(), "staging".to_string())
+        ]
+    );
+    let cur = stacks.current("app", "prod").await.unwrap().unwrap();
+    assert_eq!(
+        (cur.serial, cur.document),
+        (2, serde_json::json!({"resources": ["a", "b"]}))
+    );
+    let h = stacks.history("app", "prod").await.unwrap();
+    assert_eq!(h.iter().map(|e| e.serial).collect::<Vec<_>>(), [1, 2]);
+
+    // the rest would make 3 stacks: refused, then copied with force
+    let err = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        opts(false, false),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
+    let forced = migrate_stacks(
+        b.as_ref(),
+        &r,
+        &t,
+        &key("stacks"),
+        opts(false, true),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(forced.is_clean() && forced.forced_over_quota);
+    assert_eq!((forced.copied, forced.skipped_identical), (2, 3));
+    assert_eq!(
+        stacks.current("web", "prod").await.unwrap().unwrap().serial,
+        4
+    );
+
+    hooked.clear_hook();
+}
+
+#[tokio::test]
+async fn migrate_copies_a_plain_tree_in_shape_within_the_stack_quota_on_memory() {
+    migration_of_a_plain_tree(Arc::new(MemoryBackend::new())).await;
+}
+
+#[tokio::test]
+async fn migrate_copies_a_plain_tree_in_shape_within_the_stack_quota_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    migration_of_a_plain_tree(Arc::new(
+        tenancy_state::LocalBackend::open(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_a_plain_tree_in_shape_within_the_stack_quota_on_s3() {
+    let Some(b) = tenancy_state::testing::s3_backend_or_skip(
+        "registry_store::migrate_copies_a_plain_tree_in_shape_within_the_stack_quota_on_s3",
+    )
+    .await
+    else {
+        return;
+    };
+    migration_of_a_plain_tree(b).await;
+}
+
+/// Item 11 on one backend: a source on or below any of the store's reserved
+/// prefixes (other tenants' records and bcrypt hashes, the key index, usage,
+/// the archive, the locks, tenant trees, the manifest) is refused before
+/// anything is read, for real runs and dry runs, forced or not.
+async fn reserved_prefixes_are_refused(raw: Arc<dyn StateBackend>) {
+    use tenancy_core::testkit::Op;
+    use tenancy_state::migrate::RESERVED_PREFIXES;
+
+    let hooked = Arc::new(HookBackend::new(raw));
+    let b: Arc<dyn StateBackend> = hooked.clone();
+    let r = StoreRegistry::new(b.clone()).with_bcrypt_cost(4);
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let t = r.create(NewTenant::new(tid("thief"))).await.unwrap().tenant;
+    r.create(NewTenant::new(tid("victim"))).await.unwrap();
+    b.put(
+        &key("tenants/victim/v1/stacks/web/prod/state.json"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    r.delete(&tid("victim")).await.unwrap();
+    b.put(
+        &key("locks/tenant:victim:stack:web:env:prod"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+    let before = all_keys(b.as_ref()).await;
+    let ops = Arc::new(AtomicU64::new(0));
+    let o = ops.clone();
+    hooked.set_hook(move |_: Op| {
+        o.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    });
+    for p in RESERVED_PREFIXES {
+        let Ok(top) = StateKey::new(*p) else {
+            // the probe marker: hidden, so no key (and no --from) can name it
+            assert!(p.starts_with('.'), "{p} is no key but not hidden either");
+            continue;
+        };
+        for from in [top.clone(), top.child("victim").unwrap()] {
+            for (dry_run, force) in [(false, false), (false, true), (true, false)] {
+                let err = migrate_stacks(
+                    b.as_ref(),
+                    &r,
+                    &t,
+                    &from,
+                    MigrateOptions { dry_run, force },
+                    &mut |_, _| {},
+                )
+                .await
+                .unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidInput { .. })
+                        && err.to_string().contains("reserved"),
+                    "--from {from}: {err}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        ops.load(Ordering::SeqCst),
+        0,
+        "a refused migration touched the store"
+    );
+    hooked.clear_hook();
+    assert_eq!(
+        all_keys(b.as_ref()).await,
+        before,
+        "a refused migration copied"
+    );
+}
+
+#[tokio::test]
+async fn migrate_refuses_every_reserved_prefix_and_touches_nothing_on_memory() {
+    reserved_prefixes_are_refused(Arc::new(MemoryBackend::new())).await;
+}
+
+#[tokio::test]
+async fn migrate_refuses_every_reserved_prefix_and_touches_nothing_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    reserved_prefixes_are_refused(Arc::new(
+        tenancy_state::LocalBackend::open(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_every_reserved_prefix_and_touches_nothing_on_s3() {
+    let Some(b) = tenancy_state::testing::s3_backend_or_skip(
+        "registry_store::migrate_refuses_every_reserved_prefix_and_touches_nothing_on_s3",
+    )
+    .await
+    else {
+        return;
+    };
+    reserved_prefixes_are_refused(b).await;
 }

@@ -1,4 +1,5 @@
-//! Stack state: history, rollback, optimistic concurrency, retention,
+//! Stack state: history, rollback, optimistic concurrency, retention, plain
+//! JSON from other tools, damaged objects,
 //! interrupted saves, stale writers, and backend call counts.
 #![allow(clippy::unwrap_used)]
 
@@ -42,7 +43,7 @@ async fn exercise_history<B: StateBackend>(store: StackStore<B>) {
     let cur = store.current("web", "prod").await.unwrap().unwrap();
     assert_eq!(cur.serial, 3);
     assert_eq!(cur.document, json!({"n": 3}));
-    assert_eq!(cur.saved_at, v3.saved_at);
+    assert_eq!(cur.saved_at, Some(v3.saved_at));
     for (s, n) in [(1, 1), (2, 2), (3, 3)] {
         let snap = store.version("web", "prod", s).await.unwrap();
         assert_eq!(snap.serial, s);
@@ -432,4 +433,232 @@ async fn history_and_rollback_s3() {
         return;
     };
     exercise_history(StackStore::new(acme(b))).await;
+}
+
+async fn put_raw<B: StateBackend>(b: &B, k: &str, bytes: &'static [u8]) {
+    b.put(&key(k), Bytes::from_static(bytes), PutMode::Overwrite)
+        .await
+        .unwrap();
+}
+
+/// Item 9: one damaged `state.json` or history entry hurts only itself.
+async fn damaged_objects_hurt_only_themselves<B: StateBackend>(store: StackStore<B>) {
+    for n in 1..=3 {
+        let expected = (n > 1).then(|| n - 1);
+        store
+            .save("web", "prod", &json!({ "n": n }), expected)
+            .await
+            .unwrap();
+    }
+    store
+        .save("web", "dev", &json!({"dev": 1}), None)
+        .await
+        .unwrap();
+    put_raw(
+        store.backend(),
+        "stacks/web/prod/state.json",
+        b"{\"format\":1,\"ser",
+    )
+    .await;
+
+    let err = store.current("web", "prod").await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    // the other environment is untouched
+    assert_eq!(
+        store.current("web", "dev").await.unwrap().unwrap().document,
+        json!({"dev": 1})
+    );
+    // history and intact versions are still readable
+    let report = store.history_report("web", "prod").await.unwrap();
+    let serials: Vec<u64> = report.entries.iter().map(|e| e.serial).collect();
+    assert_eq!(serials, vec![1, 2, 3]);
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].serial, None);
+    assert_eq!(report.damaged[0].key, key("stacks/web/prod/state.json"));
+    assert_eq!(
+        store.version("web", "prod", 2).await.unwrap().document,
+        json!({"n": 2})
+    );
+    // rollback needs a readable state.json; restore writes over the damaged one
+    assert!(store.rollback("web", "prod", 2, Some(3)).await.is_err());
+    let restored = store.restore("web", "prod", 2).await.unwrap();
+    assert_eq!(restored.serial, 4);
+    let cur = store.current("web", "prod").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.document.clone()), (4, json!({"n": 2})));
+    assert_eq!(cur.rolled_back_from, Some(2));
+    let err = store.restore("web", "prod", 1).await.unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    let h = store.history("web", "prod").await.unwrap();
+    assert_eq!(h.iter().map(|e| e.serial).collect::<Vec<_>>(), [1, 2, 3, 4]);
+
+    // a damaged history entry: listed as damaged, the versions around it stay
+    put_raw(
+        store.backend(),
+        "stacks/web/prod/history/000002.json",
+        b"garbage",
+    )
+    .await;
+    let report = store.history_report("web", "prod").await.unwrap();
+    let serials: Vec<u64> = report.entries.iter().map(|e| e.serial).collect();
+    assert_eq!(serials, vec![1, 3, 4]);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].serial, Some(2));
+    let err = store.version("web", "prod", 2).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(
+        store.version("web", "prod", 1).await.unwrap().document,
+        json!({"n": 1})
+    );
+    let back = store.rollback("web", "prod", 1, Some(4)).await.unwrap();
+    assert_eq!(back.serial, 5);
+    assert_eq!(
+        store
+            .current("web", "prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .document,
+        json!({"n": 1})
+    );
+}
+
+#[tokio::test]
+async fn damaged_objects_hurt_only_themselves_on_memory() {
+    damaged_objects_hurt_only_themselves(StackStore::new(acme(MemoryBackend::new()))).await;
+}
+
+#[tokio::test]
+async fn damaged_objects_hurt_only_themselves_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = acme(LocalBackend::open(dir.path()).unwrap());
+    damaged_objects_hurt_only_themselves(StackStore::new(backend)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_objects_hurt_only_themselves_on_s3() {
+    let Some(b) = tenancy_state::testing::s3_backend_or_skip(
+        "stack::damaged_objects_hurt_only_themselves_on_s3",
+    )
+    .await
+    else {
+        return;
+    };
+    damaged_objects_hurt_only_themselves(StackStore::new(acme(b))).await;
+}
+
+/// Item 10: plain JSON written by another tool (the seed layout:
+/// `state.json` and `history/001.json`) is read as the stack's state, and
+/// the next save wraps it without losing a version.
+async fn plain_json_is_read_as_the_stack_state<B: StateBackend>(store: StackStore<B>) {
+    put_raw(
+        store.backend(),
+        "stacks/app/prod/history/001.json",
+        b"{\"resources\":[\"a\"]}",
+    )
+    .await;
+    put_raw(
+        store.backend(),
+        "stacks/app/prod/state.json",
+        b"{\"resources\":[\"a\",\"b\"]}",
+    )
+    .await;
+    // Terraform-style: the document's serial
+    put_raw(
+        store.backend(),
+        "stacks/tf/prod/state.json",
+        b"{\"version\":4,\"serial\":7}",
+    )
+    .await;
+
+    let cur = store.current("app", "prod").await.unwrap().unwrap();
+    assert_eq!(cur.serial, 2);
+    assert!(cur.plain);
+    assert_eq!(cur.document, json!({"resources": ["a", "b"]}));
+    let tf = store.current("tf", "prod").await.unwrap().unwrap();
+    assert_eq!(tf.serial, 7);
+    let h = store.history("app", "prod").await.unwrap();
+    assert_eq!(h.iter().map(|e| e.serial).collect::<Vec<_>>(), [1, 2]);
+    assert!(h.iter().all(|e| e.plain));
+    assert_eq!(
+        store.version("app", "prod", 1).await.unwrap().document,
+        json!({"resources": ["a"]})
+    );
+    assert_eq!(
+        store.stacks().await.unwrap(),
+        vec![
+            ("app".to_string(), "prod".to_string()),
+            ("tf".to_string(), "prod".to_string())
+        ]
+    );
+
+    // the next save wraps it: versions 1 and 2 stay in the history
+    let v3 = store
+        .save("app", "prod", &json!({"resources": ["c"]}), Some(2))
+        .await
+        .unwrap();
+    assert_eq!(v3.serial, 3);
+    let cur = store.current("app", "prod").await.unwrap().unwrap();
+    assert!(!cur.plain);
+    let h = store.history("app", "prod").await.unwrap();
+    assert_eq!(h.iter().map(|e| e.serial).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        store.version("app", "prod", 2).await.unwrap().document,
+        json!({"resources": ["a", "b"]})
+    );
+    let back = store.rollback("app", "prod", 1, Some(3)).await.unwrap();
+    assert_eq!(back.serial, 4);
+    assert_eq!(
+        store
+            .current("app", "prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .document,
+        json!({"resources": ["a"]})
+    );
+    // a stale save over plain state is refused like any other
+    let err = store
+        .save("tf", "prod", &json!({}), Some(6))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "{err}");
+    let tf = store
+        .save("tf", "prod", &json!({"serial": 8}), Some(7))
+        .await
+        .unwrap();
+    assert_eq!(tf.serial, 8);
+    assert_eq!(
+        store
+            .history("tf", "prod")
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.serial)
+            .collect::<Vec<_>>(),
+        [7, 8]
+    );
+}
+
+#[tokio::test]
+async fn plain_json_from_another_tool_is_read_as_the_stack_state_on_memory() {
+    plain_json_is_read_as_the_stack_state(StackStore::new(acme(MemoryBackend::new()))).await;
+}
+
+#[tokio::test]
+async fn plain_json_from_another_tool_is_read_as_the_stack_state_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = acme(LocalBackend::open(dir.path()).unwrap());
+    plain_json_is_read_as_the_stack_state(StackStore::new(backend)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_json_from_another_tool_is_read_as_the_stack_state_on_s3() {
+    let Some(b) = tenancy_state::testing::s3_backend_or_skip(
+        "stack::plain_json_from_another_tool_is_read_as_the_stack_state_on_s3",
+    )
+    .await
+    else {
+        return;
+    };
+    plain_json_is_read_as_the_stack_state(StackStore::new(acme(b))).await;
 }

@@ -5,6 +5,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tenancy_core::{Error, Session};
+use tenancy_state::MigrateOptions;
 
 use super::Ctx;
 use crate::cli::{AdminLoginArgs, InitArgs, MigrateArgs};
@@ -135,14 +136,19 @@ pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `tenancy migrate --tenant ID [--from PREFIX]`.
+/// `tenancy migrate --tenant ID [--from PREFIX] [--dry-run] [--force]`.
 pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Result<()> {
     ctx.require_admin().await?;
-    let MigrateArgs { tenant: id, from } = args;
+    let MigrateArgs {
+        tenant: id,
+        from,
+        dry_run,
+        force,
+    } = args;
     let t = ctx.services.registry.get(&id).await?;
     let bar = ProgressBar::with_draw_target(
         None,
-        if ctx.io.terminal.stderr {
+        if ctx.io.terminal.stderr && !dry_run {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -157,34 +163,89 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
         bar.set_length(total);
         bar.set_position(done);
     };
-    let result =
-        tenancy_state::migrate_stacks(ctx.services.backend.as_ref(), &t, &from, &mut progress)
-            .await;
+    let options = MigrateOptions { dry_run, force };
+    let result = tenancy_state::migrate_stacks(
+        ctx.services.backend.as_ref(),
+        ctx.services.registry.as_ref(),
+        &t,
+        &from,
+        options,
+        &mut progress,
+    )
+    .await;
     bar.finish_and_clear();
-    let report = result.with_context(|| format!("migrating {from}/ into tenant {id}"))?;
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ Error::QuotaExceeded { .. }) => {
+            let (limit, requested) = match &e {
+                Error::QuotaExceeded {
+                    limit, requested, ..
+                } => (*limit, *requested),
+                _ => (0, 0),
+            };
+            return Err(anyhow::Error::new(e).context(format!(
+                "migrating {from}/ would give tenant {id} {requested} stacks, over its max_stacks of {limit}; nothing was copied: raise the limit (`tenancy tenant update {id} --max-stacks {requested}`) or pass --force (see --dry-run)"
+            )));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("migrating {from}/ into tenant {id}")))
+        }
+    };
     if ctx.is_json() {
         ctx.out().json(&json!({
             "tenant": id,
+            "dry_run": report.dry_run,
             "source": report.source,
             "destination": report.destination,
             "source_objects": report.source_objects,
             "copied": report.copied,
+            "copies": report
+                .copies
+                .iter()
+                .map(|(s, d)| json!({ "from": s.as_str(), "to": d.as_str() }))
+                .collect::<Vec<_>>(),
             "skipped_identical": report.skipped_identical,
             "conflicts": report.conflicts.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
             "bytes_copied": report.bytes_copied,
             "verified_objects": report.verified_objects,
+            "existing_stacks": report.existing_stacks,
+            "new_stacks": report.new_stacks,
+            "max_stacks": report.max_stacks,
+            "forced_over_quota": report.forced_over_quota,
             "clean": report.is_clean(),
         }))?;
+    } else if report.dry_run {
+        let rows = report
+            .copies
+            .iter()
+            .map(|(s, d)| vec![s.to_string().into(), d.to_string().into()])
+            .collect();
+        ctx.out()
+            .table(&["WOULD COPY", "TO"], rows, "Nothing to copy.")?;
+        ctx.out().line(&format!(
+            "Dry run, nothing was written: {} of {} objects under {} would be copied into tenant {id} ({} bytes), {} already there; {} new stacks ({} of {} max stacks).",
+            report.copied,
+            report.source_objects,
+            report.source,
+            report.bytes_copied,
+            report.skipped_identical,
+            report.new_stacks.len(),
+            report.stacks_after(),
+            report.max_stacks
+        ))?;
     } else {
         ctx.out().line(&format!(
-            "Migrated {} into tenant {id} ({}): {} objects, {} copied ({} bytes), {} already there, {} verified.",
+            "Migrated {} into tenant {id} ({}): {} objects, {} copied ({} bytes), {} already there, {} verified; {} new stacks ({} of {} max stacks).",
             report.source,
             report.destination,
             report.source_objects,
             report.copied,
             report.bytes_copied,
             report.skipped_identical,
-            report.verified_objects
+            report.verified_objects,
+            report.new_stacks.len(),
+            report.stacks_after(),
+            report.max_stacks
         ))?;
     }
     if report.source_objects == 0 {
@@ -193,11 +254,31 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
             ctx.backend_url
         ))?;
     }
+    if report.forced_over_quota {
+        let msg = if report.dry_run {
+            format!(
+                "tenant {id} would have {} stacks, over its max_stacks of {}: the migration is refused unless you raise the limit or pass --force",
+                report.stacks_after(),
+                report.max_stacks
+            )
+        } else {
+            format!(
+                "--force: tenant {id} now has {} stacks, over its max_stacks of {}; it cannot start new stacks until the limit is raised",
+                report.stacks_after(),
+                report.max_stacks
+            )
+        };
+        ctx.warn(&msg)?;
+    }
     if !report.conflicts.is_empty() {
         for k in &report.conflicts {
             ctx.warn(&format!(
-                "{k} differs at the destination and was left alone"
+                "{k} differs at the destination and {} left alone",
+                if report.dry_run { "would be" } else { "was" }
             ))?;
+        }
+        if report.dry_run {
+            return Ok(());
         }
         return Err(Error::precondition(format!(
             "{} objects of tenant {id} differ from their source and were not overwritten; compare them, then remove or keep them",

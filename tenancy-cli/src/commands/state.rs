@@ -18,7 +18,7 @@ use tenancy_state::TenantScoped;
 use super::Ctx;
 use crate::cli::{StackEnv, StateGetArgs, StatePutArgs, StateRollbackArgs};
 use crate::exit::CliError;
-use crate::output::{opt_time, time};
+use crate::output::{opt_time, Cell, Style};
 
 /// The largest state document `state put` accepts: 64 MiB.
 pub(crate) const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -180,47 +180,82 @@ pub(crate) async fn get(ctx: &mut Ctx<'_>, args: StateGetArgs) -> anyhow::Result
     ctx.out().line(&text)
 }
 
-/// `tenancy state list`: every stack environment with its current version.
+/// The warning for a stack environment whose `state.json` is damaged.
+fn damaged_hint(stack: &str, env: &str, message: &str) -> String {
+    format!(
+        "{message}; restore an intact version with `tenancy state rollback --stack {stack} --env {env} --to N` (versions: `tenancy state history --stack {stack} --env {env}`)"
+    )
+}
+
+/// `tenancy state list`: every stack environment with its current version;
+/// one whose `state.json` is damaged is shown as damaged (and warned about
+/// on stderr) and the listing goes on.
 pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
     let mut rows = Vec::new();
+    let mut damaged = Vec::new();
     for (stack, env) in store.stacks().await? {
-        let cur = store.current(&stack, &env).await?;
-        rows.push((stack, env, cur.map(|c| (c.serial, c.saved_at))));
+        let cur = match store.current(&stack, &env).await {
+            Ok(cur) => Ok(cur.map(|c| (c.serial, c.saved_at))),
+            Err(e @ Error::Corrupt { .. }) => {
+                damaged.push(damaged_hint(&stack, &env, &e.to_string()));
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rows.push((stack, env, cur));
     }
     if ctx.is_json() {
         let v: Vec<Value> = rows
             .iter()
-            .map(|(s, e, c)| {
-                json!({
+            .map(|(s, e, c)| match c {
+                Ok(c) => json!({
                     "stack": s,
                     "env": e,
                     "serial": c.map(|c| c.0),
-                    "saved_at": c.map(|c| c.1),
-                })
+                    "saved_at": c.and_then(|c| c.1),
+                }),
+                Err(message) => json!({
+                    "stack": s,
+                    "env": e,
+                    "serial": null,
+                    "saved_at": null,
+                    "damaged": message,
+                }),
             })
             .collect();
-        return ctx.out().json(&v);
+        ctx.out().json(&v)?;
+    } else {
+        let rows = rows
+            .into_iter()
+            .map(|(s, e, c)| match c {
+                Ok(c) => vec![
+                    s.into(),
+                    e.into(),
+                    c.map(|c| c.0.to_string())
+                        .unwrap_or_else(|| "-".into())
+                        .into(),
+                    opt_time(&c.and_then(|c| c.1)).into(),
+                ],
+                Err(_) => vec![
+                    s.into(),
+                    e.into(),
+                    Cell::styled("damaged", Style::Red),
+                    "-".into(),
+                ],
+            })
+            .collect();
+        ctx.out().table(
+            &["STACK", "ENV", "VERSION", "SAVED"],
+            rows,
+            "No state yet. Store some with `tenancy state put --stack S --env E --file state.json`.",
+        )?;
     }
-    let rows = rows
-        .into_iter()
-        .map(|(s, e, c)| {
-            vec![
-                s.into(),
-                e.into(),
-                c.map(|c| c.0.to_string())
-                    .unwrap_or_else(|| "-".into())
-                    .into(),
-                opt_time(&c.map(|c| c.1)).into(),
-            ]
-        })
-        .collect();
-    ctx.out().table(
-        &["STACK", "ENV", "VERSION", "SAVED"],
-        rows,
-        "No state yet. Store some with `tenancy state put --stack S --env E --file state.json`.",
-    )
+    for w in &damaged {
+        ctx.warn(w)?;
+    }
+    Ok(())
 }
 
 /// `tenancy tenant stacks`: stacks and their environments, against the stack limit.
@@ -254,14 +289,21 @@ pub(crate) async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     ctx.note(&format!("{count} of {limit} stacks used."))
 }
 
-/// `tenancy state history --stack S --env E`, oldest first.
+/// `tenancy state history --stack S --env E`, oldest first; damaged objects
+/// are shown as damaged (and warned about on stderr) and the rest listed.
 pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<()> {
     let (stack, env) = (at.stack.as_str(), at.env.as_str());
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
-    let entries = store.history(stack, env).await?;
+    let report = store.history_report(stack, env).await?;
+    let note = |h: &tenancy_state::stack::HistoryEntry| match (h.rolled_back_from, h.plain) {
+        (Some(n), _) => format!("rollback to {n}"),
+        (None, true) => "plain JSON (another tool's)".to_string(),
+        (None, false) => String::new(),
+    };
     if ctx.is_json() {
-        let v: Vec<Value> = entries
+        let mut v: Vec<Value> = report
+            .entries
             .iter()
             .map(|h| {
                 json!({
@@ -269,30 +311,59 @@ pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<(
                     "saved_at": h.saved_at,
                     "size": h.size,
                     "rolled_back_from": h.rolled_back_from,
+                    "plain": h.plain,
                 })
             })
             .collect();
-        return ctx.out().json(&v);
-    }
-    let rows = entries
-        .iter()
-        .map(|h| {
+        v.extend(report.damaged.iter().map(|d| {
+            json!({
+                "serial": d.serial,
+                "key": d.key.as_str(),
+                "damaged": d.message,
+            })
+        }));
+        ctx.out().json(&v)?;
+    } else {
+        let mut rows: Vec<Vec<Cell>> = report
+            .entries
+            .iter()
+            .map(|h| {
+                vec![
+                    h.serial.to_string().into(),
+                    opt_time(&h.saved_at).into(),
+                    h.size.to_string().into(),
+                    note(h).into(),
+                ]
+            })
+            .collect();
+        rows.extend(report.damaged.iter().map(|d| {
             vec![
-                h.serial.to_string().into(),
-                time(&h.saved_at).into(),
-                h.size.to_string().into(),
-                h.rolled_back_from
-                    .map(|n| format!("rollback to {n}"))
-                    .unwrap_or_default()
+                d.serial
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "current".into())
                     .into(),
+                "-".into(),
+                "-".into(),
+                Cell::styled("damaged", Style::Red),
             ]
-        })
-        .collect();
-    ctx.out().table(
-        &["VERSION", "SAVED", "BYTES", "NOTE"],
-        rows,
-        &format!("No state for {stack}/{env}."),
-    )
+        }));
+        ctx.out().table(
+            &["VERSION", "SAVED", "BYTES", "NOTE"],
+            rows,
+            &format!("No state for {stack}/{env}."),
+        )?;
+    }
+    for d in &report.damaged {
+        if d.serial.is_none() {
+            ctx.warn(&damaged_hint(stack, env, &d.message))?;
+        } else {
+            ctx.warn(&format!(
+                "{}; that version cannot be read, the others are listed",
+                d.message
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// `tenancy state rollback --stack S --env E --to N`: makes version N current
@@ -301,14 +372,16 @@ pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyh
     let (stack, env, to) = (args.at.stack.as_str(), args.at.env.as_str(), args.to);
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
-    let cur = store
-        .current(stack, env)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("no state for stack {stack} env {env}")))?;
-    let v = store
-        .rollback(stack, env, to, Some(cur.serial))
-        .await
-        .with_context(|| format!("rolling {stack}/{env} back to version {to}"))?;
+    // A damaged state.json cannot say its serial: restore over it instead.
+    let v = match store.current(stack, env).await {
+        Ok(Some(cur)) => store.rollback(stack, env, to, Some(cur.serial)).await,
+        Ok(None) => Err(Error::not_found(format!(
+            "no state for stack {stack} env {env}"
+        ))),
+        Err(Error::Corrupt { .. }) => store.restore(stack, env, to).await,
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("rolling {stack}/{env} back to version {to}"))?;
     if ctx.is_json() {
         ctx.out().json(&json!({
             "stack": stack,

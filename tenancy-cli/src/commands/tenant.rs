@@ -18,7 +18,7 @@ use crate::cli::{
     TenantSuspendArgs, TenantUpdateArgs,
 };
 use crate::exit::CliError;
-use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell};
+use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell, Style};
 
 fn overrides(l: &LimitArgs) -> LimitOverrides {
     LimitOverrides {
@@ -79,25 +79,67 @@ pub(crate) async fn init(ctx: &mut Ctx<'_>, args: TenantInitArgs) -> anyhow::Res
     show_secret(ctx, &created, "Created")
 }
 
-/// `tenancy tenant list`.
+/// A tenant record that could not be read, as listings show it.
+struct DamagedTenant {
+    /// The tenant id, where the error names one.
+    id: Option<String>,
+    /// The one-line reason.
+    message: String,
+}
+
+/// Splits the errors of `list_partial` into damaged records (shown, the
+/// listing goes on) and the first other error (the listing fails).
+fn damaged_tenants(errors: Vec<tenancy_core::Error>) -> anyhow::Result<Vec<DamagedTenant>> {
+    let mut damaged = Vec::new();
+    for e in errors {
+        match &e {
+            tenancy_core::Error::Corrupt { what, .. } => damaged.push(DamagedTenant {
+                // the registry names a record "tenant <id> (registry/<id>.yaml)"
+                id: what
+                    .strip_prefix("tenant ")
+                    .and_then(|rest| rest.split(' ').next())
+                    .map(str::to_string),
+                message: e.to_string(),
+            }),
+            _ => return Err(anyhow::Error::new(e).context("listing tenants")),
+        }
+    }
+    Ok(damaged)
+}
+
+fn warn_damaged(ctx: &mut Ctx<'_>, damaged: &[DamagedTenant]) -> anyhow::Result<()> {
+    for d in damaged {
+        let id = d.id.as_deref().unwrap_or("?");
+        ctx.warn(&format!(
+            "{}; the other tenants are listed. Restore registry/{id}.yaml from a backup (other commands on tenant {id} fail until then)",
+            d.message
+        ))?;
+    }
+    Ok(())
+}
+
+/// `tenancy tenant list`: every readable tenant, and a `damaged` row for
+/// each record that cannot be read (warned about on stderr; exit 0).
 pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Result<()> {
     ctx.require_admin().await?;
     let filter = TenantFilter {
         status: args.status.map(TenantStatus::from),
         plan: args.plan.map(Plan::from),
     };
-    let tenants = ctx
-        .services
-        .registry
-        .list_all(filter)
-        .await
-        .context("listing tenants")?;
+    let (tenants, errors) = ctx.services.registry.list_partial(filter).await;
+    let damaged = damaged_tenants(errors)?;
     let now = ctx.now();
     if ctx.is_json() {
-        let all: Vec<_> = tenants.iter().map(|t| tenant_json(t, now)).collect();
-        return ctx.out().json(&all);
+        let mut all: Vec<_> = tenants.iter().map(|t| tenant_json(t, now)).collect();
+        all.extend(
+            damaged
+                .iter()
+                .map(|d| json!({ "id": d.id, "status": "damaged", "error": d.message })),
+        );
+        ctx.out().json(&all)?;
+        return warn_damaged(ctx, &damaged);
     }
-    let rows = tenants
+    let mut rows: Vec<Vec<Cell>> = tenants
         .iter()
         .map(|t| {
             let s = t.effective_status(now);
@@ -110,11 +152,21 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
             ]
         })
         .collect();
+    rows.extend(damaged.iter().map(|d| {
+        vec![
+            d.id.clone().unwrap_or_else(|| "?".into()).into(),
+            Cell::styled("damaged", Style::Red),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]
+    }));
     ctx.out().table(
         &["ID", "STATUS", "PLAN", "DISPLAY NAME", "CREATED"],
         rows,
         "No tenants. Create one with `tenancy tenant init --name ID`.",
-    )
+    )?;
+    warn_damaged(ctx, &damaged)
 }
 
 /// `tenancy tenant show ID`.
@@ -133,12 +185,12 @@ pub(crate) async fn show(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<(
 /// `tenancy tenant stats`: counts by status and plan.
 pub(crate) async fn stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     ctx.require_admin().await?;
-    let tenants = ctx
+    let (tenants, errors) = ctx
         .services
         .registry
-        .list_all(TenantFilter::default())
-        .await
-        .context("listing tenants")?;
+        .list_partial(TenantFilter::default())
+        .await;
+    let damaged = damaged_tenants(errors)?;
     let now = ctx.now();
     let mut by_status: BTreeMap<&str, u64> =
         TenantStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
@@ -150,24 +202,34 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         *by_plan.entry(t.plan.as_str()).or_default() += 1;
     }
     if ctx.is_json() {
-        return ctx.out().json(&json!({
-            "total": tenants.len(),
+        ctx.out().json(&json!({
+            "total": tenants.len() + damaged.len(),
             "by_status": by_status,
             "by_plan": by_plan,
-        }));
+            "damaged": damaged.len(),
+        }))?;
+        return warn_damaged(ctx, &damaged);
     }
     let mut rows = vec![vec![
         "total".into(),
         "all".into(),
-        tenants.len().to_string().into(),
+        (tenants.len() + damaged.len()).to_string().into(),
     ]];
+    if !damaged.is_empty() {
+        rows.push(vec![
+            "record".into(),
+            "damaged".into(),
+            damaged.len().to_string().into(),
+        ]);
+    }
     for (s, n) in &by_status {
         rows.push(vec!["status".into(), (*s).into(), n.to_string().into()]);
     }
     for (p, n) in &by_plan {
         rows.push(vec!["plan".into(), (*p).into(), n.to_string().into()]);
     }
-    ctx.out().table(&["BY", "VALUE", "TENANTS"], rows, "")
+    ctx.out().table(&["BY", "VALUE", "TENANTS"], rows, "")?;
+    warn_damaged(ctx, &damaged)
 }
 
 /// `tenancy tenant update ID ...`.

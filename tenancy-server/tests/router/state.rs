@@ -178,3 +178,72 @@ async fn state_refuses_traversal_and_reserved_keys() {
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 }
+
+/// Item 10: a state document PUT through `/v1/state/stacks/...` is plain
+/// JSON; the stack store (what the CLI's `state get/list/history` read)
+/// reads it as the stack's state, and the next save wraps it.
+async fn a_state_document_put_through_the_server_is_read_as_stack_state(
+    backend: Arc<dyn StateBackend>,
+) {
+    use tenancy_state::stack::StackStore;
+    use tenancy_state::TenantScoped;
+    let h = harness_on(backend.clone(), ServerConfig::default(), true).await;
+    let key = h.create_tenant("acme", json!({})).await;
+    let a = h
+        .call(
+            "PUT",
+            "/v1/state/stacks/web/prod/state.json",
+            &[("x-api-key", &key)],
+            "{\"version\":4,\"serial\":3,\"resources\":[]}",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let acme = tenancy_core::TenantRegistry::get(
+        h.state.registry().as_ref(),
+        &tenancy_core::TenantId::new("acme").unwrap(),
+    )
+    .await
+    .unwrap();
+    let stacks = StackStore::new(TenantScoped::for_tenant(backend, &acme).unwrap());
+    let cur = stacks.current("web", "prod").await.unwrap().unwrap();
+    assert_eq!(cur.serial, 3);
+    assert_eq!(cur.document["resources"], json!([]));
+    assert_eq!(
+        stacks.stacks().await.unwrap(),
+        [("web".to_string(), "prod".to_string())]
+    );
+    assert_eq!(stacks.history("web", "prod").await.unwrap().len(), 1);
+    let v = stacks
+        .save("web", "prod", &json!({"serial": 4}), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(v.serial, 4);
+    assert_eq!(stacks.version("web", "prod", 3).await.unwrap().serial, 3);
+}
+
+#[tokio::test]
+async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_memory() {
+    a_state_document_put_through_the_server_is_read_as_stack_state(Arc::new(MemoryBackend::new()))
+        .await;
+}
+
+#[tokio::test]
+async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    a_state_document_put_through_the_server_is_read_as_stack_state(Arc::new(
+        tenancy_state::LocalBackend::open(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_s3() {
+    let Some(b) = tenancy_state::testing::s3_backend_or_skip(
+        "router::state::a_state_document_put_through_the_server_is_read_as_stack_state_on_s3",
+    )
+    .await
+    else {
+        return;
+    };
+    a_state_document_put_through_the_server_is_read_as_stack_state(b).await;
+}

@@ -109,7 +109,7 @@
 //! errors.
 
 mod archive;
-mod layout;
+pub(crate) mod layout;
 pub(crate) mod records;
 mod secrets;
 mod usage;
