@@ -397,7 +397,7 @@ async fn whole_flow(backend: &str) {
             &key,
             "POST",
             &format!("/v1/jobs/{job_id}/complete"),
-            json!({"worker_id": worker, "result": "ok"}),
+            json!({"worker_id": worker, "result": {"frames": 1}}),
         )
         .await;
     assert_eq!(st, 200);
