@@ -5,6 +5,13 @@
 //! in a directory of mode 0700. Two different `TENANCY_HOME`s are two
 //! different users.
 //!
+//! The home is not a trap: like ssh, the CLI refuses a home that another
+//! user could plant files in (writable by group or others, or owned by
+//! someone else) before it reads, writes or removes anything there, and a
+//! session is written through a temp file that is created exclusively with
+//! a random name (the `tempfile` crate: `O_EXCL`, so a planted symlink is
+//! never followed) and then renamed over the session file.
+//!
 //! A session file is a convenience, not the security boundary: the CLI talks
 //! to the store directly, so whoever can write the store can do anything.
 //! Every command re-checks a tenant session against the registry (status,
@@ -18,7 +25,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tenancy_core::Session;
 
-use crate::exit::{CliError, UNAUTHORIZED};
+use crate::exit::{CliError, UNAUTHORIZED, USAGE};
 use crate::io::Io;
 
 /// The format version of session files.
@@ -68,7 +75,8 @@ pub(crate) struct Home {
 }
 
 impl Home {
-    /// `TENANCY_HOME`, else `$HOME/.tenancy`; made absolute.
+    /// `TENANCY_HOME`, else `$HOME/.tenancy`; made absolute. An existing
+    /// home that another user could plant files in is refused (exit 2).
     pub(crate) fn from_env(io: &Io) -> anyhow::Result<Self> {
         let dir = match (io.var("TENANCY_HOME"), io.var("HOME")) {
             (Some(h), _) => PathBuf::from(h),
@@ -87,7 +95,9 @@ impl Home {
                 .context("finding the current directory for a relative TENANCY_HOME")?
                 .join(dir)
         };
-        Ok(Home { dir })
+        let home = Home { dir };
+        home.check_existing()?;
+        Ok(home)
     }
 
     /// A home at `dir` (tests).
@@ -96,7 +106,8 @@ impl Home {
         Home { dir: dir.into() }
     }
 
-    /// The directory.
+    /// The directory (tests).
+    #[cfg(test)]
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
@@ -111,31 +122,41 @@ impl Home {
         self.dir.join(slot.file_name())
     }
 
-    /// Creates the home directory (mode 0700) if missing.
+    /// Creates the home directory (mode 0700) if missing, and refuses one
+    /// that another user could plant files in (exit 2).
     pub(crate) fn ensure_dir(&self) -> anyhow::Result<()> {
-        create_private_dir(&self.dir)
+        create_private_dir(&self.dir)?;
+        refuse_unsafe_home(&self.dir)
     }
 
-    /// Writes a session file atomically with mode 0600.
+    /// Refuses an existing home that another user could plant files in; a
+    /// missing one is fine (nothing to read, and it is created private).
+    fn check_existing(&self) -> anyhow::Result<()> {
+        if self.dir.exists() {
+            refuse_unsafe_home(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a session file atomically with mode 0600: a temp file created
+    /// exclusively under a random name (never through a planted link), then
+    /// renamed over the session file.
     pub(crate) fn save(&self, slot: SessionSlot, file: &SessionFile) -> anyhow::Result<()> {
         self.ensure_dir()?;
         let path = self.session_path(slot);
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp.{}", slot.file_name(), std::process::id()));
         let bytes = serde_json::to_vec_pretty(file).context("encoding the session")?;
         let write = || -> std::io::Result<()> {
-            let mut f = open_private(&tmp)?;
-            f.write_all(&bytes)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&format!(".{}.tmp.", slot.file_name()))
+                .tempfile_in(&self.dir)?;
+            make_private(tmp.as_file())?;
+            tmp.write_all(&bytes)?;
+            tmp.write_all(b"\n")?;
+            tmp.as_file().sync_all()?;
+            // On failure the temp file is removed when dropped.
+            tmp.persist(&path).map(drop).map_err(|e| e.error)
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("writing the session file {}", path.display()));
-        }
-        Ok(())
+        write().with_context(|| format!("writing the session file {}", path.display()))
     }
 
     /// Reads a session file: `None` when there is none; an error (exit 3)
@@ -186,7 +207,8 @@ impl Home {
     }
 }
 
-/// Creates a directory (and parents) with mode 0700 for the last one.
+/// Creates a directory (and parents) with mode 0700, whatever the umask,
+/// for the last one (an existing directory keeps its mode).
 pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -199,25 +221,82 @@ pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         b.mode(0o700);
     }
     b.create(dir)
-        .with_context(|| format!("creating the directory {}", dir.display()))
-}
-
-fn open_private(path: &Path) -> std::io::Result<fs::File> {
-    let mut o = fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+        .with_context(|| format!("creating the directory {}", dir.display()))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        o.mode(0o600);
-        let f = o.open(path)?;
-        // The mode above is masked by the umask, and an old file keeps its mode.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        Ok(f)
+        use std::os::unix::fs::PermissionsExt;
+        // The mode above is masked by the umask.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Mode 0600 on an open file, whatever the umask took away at creation.
+fn make_private(file: &fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
     }
     #[cfg(not(unix))]
-    {
-        o.open(path)
+    let _ = file;
+    Ok(())
+}
+
+/// The user this process runs as: the owner of a file it just created (no
+/// `libc` needed), in the temp directory or else in `near`.
+#[cfg(unix)]
+fn current_uid(near: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let probe = tempfile::tempfile()
+        .or_else(|_| tempfile::tempfile_in(near))
+        .context("creating a temp file to learn the current user")?;
+    Ok(probe
+        .metadata()
+        .context("reading the owner of a temp file")?
+        .uid())
+}
+
+/// Refuses a home that another user could plant files in, as ssh does:
+/// writable by group or others, or owned by someone else (exit 2, one line
+/// naming the fix).
+#[cfg(unix)]
+fn refuse_unsafe_home(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let me = current_uid(dir)?;
+    if meta.uid() != me {
+        return Err(CliError::new(
+            USAGE,
+            format!(
+                "TENANCY_HOME {} belongs to another user (uid {}, you are {me}), who could plant \
+                 sessions in it; set TENANCY_HOME to a directory of your own",
+                dir.display(),
+                meta.uid()
+            ),
+        )
+        .into());
     }
+    if meta.mode() & 0o022 != 0 {
+        return Err(CliError::new(
+            USAGE,
+            format!(
+                "TENANCY_HOME {} is writable by group or others (mode {:o}), who could plant \
+                 files in it; run `chmod 700 {}`",
+                dir.display(),
+                meta.mode() & 0o7777,
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_unsafe_home(_dir: &Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -253,6 +332,40 @@ mod tests {
         assert!(!home.remove(SessionSlot::Admin).unwrap());
         let leftovers: Vec<_> = fs::read_dir(home.dir()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_temp_file_symlink_is_neither_followed_nor_chmodded() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::at(tmp.path().join("h"));
+        home.ensure_dir().unwrap();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        // The names the CLI used to write through, planted before it runs.
+        for slot in ["session", "admin-session"] {
+            let planted = home
+                .dir()
+                .join(format!(".{slot}.tmp.{}", std::process::id()));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        let f = admin_file();
+        home.save(SessionSlot::Admin, &f).unwrap();
+        assert_eq!(home.load(SessionSlot::Admin).unwrap(), Some(f));
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious",
+            "the link target was written"
+        );
+        let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the link target was chmodded");
+        let session = home.session_path(SessionSlot::Admin);
+        assert!(
+            fs::symlink_metadata(&session).unwrap().is_file(),
+            "a plain file"
+        );
     }
 
     #[test]

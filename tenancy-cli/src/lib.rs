@@ -184,7 +184,7 @@ pub(crate) fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::R
         Some(u) => u.to_string(),
         None => {
             let dir = home.data_dir();
-            create_private_dir(home.dir())?;
+            home.ensure_dir()?;
             create_private_dir(&dir)?;
             url::Url::from_file_path(&dir)
                 .map_err(|()| {

@@ -922,3 +922,73 @@ fn store_calls_per_command() {
         n(2, 1, 0, 0)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_home_writable_by_group_or_others_is_refused_with_the_fix_and_nothing_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new();
+    h.admin();
+    let session = Home::at(h.home.path()).session_path(SessionSlot::Admin);
+    let before = std::fs::read(&session).unwrap();
+    for mode in [0o777, 0o770, 0o702] {
+        std::fs::set_permissions(h.home.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = h.fails(
+            &["admin", "login", "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+            2,
+        );
+        let fix = format!("run `chmod 700 {}`", h.home.path().display());
+        assert!(o.err.contains("writable by group or others"), "{o:?}");
+        assert!(o.err.contains(&fix), "{o:?}");
+        // Reading a session that could have been planted is refused too.
+        h.fails(&["tenant", "list"], "", 2);
+        h.fails(&["admin", "logout"], "", 2);
+        assert_eq!(
+            std::fs::read(&session).unwrap(),
+            before,
+            "the session changed"
+        );
+    }
+    std::fs::set_permissions(h.home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    h.ok(&["tenant", "list"], "");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_home_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let h = Harness::new();
+    h.admin();
+    let mine = std::fs::metadata(h.home.path()).unwrap().uid();
+    let session = h.home.path().join("admin-session");
+    let before = std::fs::read(&session).unwrap();
+    // As root, give the home away; otherwise `/` belongs to someone else (root).
+    let (home, owner) = if std::os::unix::fs::chown(h.home.path(), Some(65534), Some(65534)).is_ok()
+    {
+        (h.home.path().to_path_buf(), 65534)
+    } else {
+        (std::path::PathBuf::from("/"), 0)
+    };
+    assert_ne!(owner, mine);
+    let home_str = home.to_string_lossy().into_owned();
+    let o = h.run_full(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+        &[("TENANCY_HOME", &home_str)],
+        Scripted::default(),
+    );
+    assert_eq!(o.code, 2, "{o:?}");
+    assert_eq!(o.err.trim_end().lines().count(), 1, "{o:?}");
+    assert!(o.err.contains("belongs to another user"), "{o:?}");
+    assert!(o.err.contains("set TENANCY_HOME"), "{o:?}");
+    if home == h.home.path() {
+        assert_eq!(
+            std::fs::read(&session).unwrap(),
+            before,
+            "the session changed"
+        );
+    } else {
+        assert!(!home.join("admin-session").exists());
+    }
+}

@@ -794,6 +794,61 @@ fn the_default_backend_lives_under_tenancy_home() {
     assert!(!r.err.contains("pass@"), "credentials echoed: {r:?}");
 }
 
+/// Every directory and file below `dir` whose mode is not 0700 / 0600.
+fn not_private_below(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if mode != want {
+                bad.push(format!("{} is {mode:o}", p.display()));
+            }
+            if meta.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn a_store_made_through_an_explicit_file_url_is_private_to_its_user() {
+    let store = local_store();
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let secret = create_tenant(&admin, "acme", &[]);
+    let team = store.user();
+    team.login("acme", &secret);
+    team.ok(
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{\"a\": 1}",
+    );
+    team.ok(
+        &[
+            "lock", "acquire", "--stack", "web", "--env", "prod", "--ttl", "5m",
+        ],
+        "",
+    );
+    let root = store._dir.as_ref().unwrap().path();
+    assert!(root.join("store").join("tenants.yaml").is_file());
+    let mut bad = not_private_below(root);
+    bad.extend(not_private_below(admin.home.path()));
+    bad.extend(not_private_below(team.home.path()));
+    assert!(bad.is_empty(), "readable by others: {bad:?}");
+}
+
 #[test]
 fn quota_burst_on_local_files() {
     quota_burst(&local_store(), 6);

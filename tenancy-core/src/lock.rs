@@ -134,7 +134,10 @@ impl LockRequest {
         self
     }
 
-    /// Refuses a zero, tiny or huge TTL and over-long texts.
+    /// Refuses a zero, tiny or huge TTL, over-long texts, and control
+    /// characters (newlines, escapes) in `who` and `operation`, which are
+    /// shown on one line in listings, errors and logs. `info` is free-form
+    /// (e.g. JSON) and only bounded in length.
     pub fn validate(&self) -> Result<()> {
         validate_ttl(self.ttl)?;
         for (what, v) in [
@@ -146,6 +149,13 @@ impl LockRequest {
                 return Err(Error::invalid(format!(
                     "lock {what} is {} bytes; the limit is {MAX_LOCK_TEXT}",
                     v.len()
+                )));
+            }
+        }
+        for (what, v) in [("who", &self.who), ("operation", &self.operation)] {
+            if let Some(c) = v.chars().find(|c| c.is_control()) {
+                return Err(Error::invalid(format!(
+                    "lock {what} contains the control character {c:?}; use one line of printable text"
                 )));
             }
         }

@@ -255,6 +255,17 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
+/// The optional `X-Tenant-ID`: more than one is a 400 (which one would count?).
+fn claimed_tenant(headers: &HeaderMap) -> Result<Option<&axum::http::HeaderValue>, ApiError> {
+    let mut given = headers.get_all(TENANT_ID_HEADER).iter();
+    match (given.next(), given.next()) {
+        (claimed, None) => Ok(claimed),
+        (_, Some(_)) => Err(ApiError::bad_request(
+            "X-Tenant-ID is given more than once; send it once, or not at all",
+        )),
+    }
+}
+
 impl TenantAuth {
     /// Tenant authentication against `registry` with the default configuration.
     pub fn new(registry: Arc<dyn TenantRegistry>) -> Self {
@@ -378,6 +389,7 @@ impl TenantAuth {
     /// Authenticates the credential in `headers` and applies the tenant's
     /// rate limit. On success returns the tenant and the rate-limit state.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authorized, Refused> {
+        let claimed = claimed_tenant(headers)?;
         let key = presented_key(headers)?;
         // Not a secret at all: refused before any cache, permit or store read.
         if tenancy_core::credentials::parse_secret(key).is_none() {
@@ -397,7 +409,7 @@ impl TenantAuth {
                 );
             }
         }
-        if let Some(claimed) = headers.get(TENANT_ID_HEADER) {
+        if let Some(claimed) = claimed {
             if claimed.as_bytes() != tenant.id.as_str().as_bytes() {
                 return Err(ApiError::forbidden(
                     "X-Tenant-ID does not match the tenant of the credential",

@@ -14,6 +14,11 @@
 //! ```
 //!
 //! Job ids are UUID v7, so markers sort in creation order and claims are FIFO.
+//! A job's `payload` and `result` are JSON objects or absent, as the OpenAPI
+//! document says: anything else is refused at the door (400). A record
+//! written before that rule with another value shows it as
+//! `{"value": <it>}`, so every answer keeps the documented shape and nothing
+//! stored is lost.
 //! Every state change is a compare-and-swap on the record, so exactly one
 //! caller wins a claim, a completion, a cancel or a worker deletion. Create
 //! reserves concurrent jobs, CPU, GPU and, last, jobs per hour (a refusal
@@ -80,6 +85,22 @@ pub(crate) const MAX_ERROR_LEN: usize = 4096;
 /// How old a half-done step must be before the reconciler acts on it: 60 s.
 pub(crate) const DEFAULT_RECONCILE_GRACE: Duration = Duration::from_secs(60);
 
+/// A job's `payload` or `result`: a JSON object.
+pub(crate) type JsonObject = serde_json::Map<String, Value>;
+
+/// Reads a stored `payload` or `result`: an object or null as it is, any
+/// other value of an older record as `{"value": <it>}`.
+fn stored_object<'de, D>(d: D) -> std::result::Result<Option<JsonObject>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(other) => Some(JsonObject::from_iter([("value".to_string(), other)])),
+    })
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -125,9 +146,10 @@ pub(crate) struct Job {
     pub cpu: u64,
     /// GPUs requested.
     pub gpu: u64,
-    /// Free-form input.
+    /// Free-form input: a JSON object.
+    #[serde(default, deserialize_with = "stored_object")]
     #[schema(value_type = Option<Object>)]
-    pub payload: Option<Value>,
+    pub payload: Option<JsonObject>,
     /// The status.
     pub status: JobStatus,
     /// The worker that holds (or held) the job.
@@ -140,9 +162,10 @@ pub(crate) struct Job {
     pub started_at: Option<DateTime<Utc>>,
     /// When it completed, failed or was cancelled.
     pub finished_at: Option<DateTime<Utc>>,
-    /// The result given on completion.
+    /// The result given on completion: a JSON object.
+    #[serde(default, deserialize_with = "stored_object")]
     #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
+    pub result: Option<JsonObject>,
     /// The message given on failure.
     pub error: Option<String>,
 }
@@ -196,10 +219,10 @@ pub(crate) struct NewJob {
     /// GPUs requested (default 0).
     #[serde(default)]
     pub gpu: Option<u64>,
-    /// Free-form input.
+    /// Free-form input: a JSON object (anything else is refused).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub payload: Option<Value>,
+    pub payload: Option<JsonObject>,
 }
 
 /// The body of `POST /v1/workers`.
@@ -220,7 +243,7 @@ pub(crate) struct NewWorker {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
     /// Completed, with an optional result.
-    Completed(Option<Value>),
+    Completed(Option<JsonObject>),
     /// Failed, with an optional message.
     Failed(Option<String>),
 }

@@ -24,9 +24,22 @@ struct Server {
 
 impl Server {
     fn start(backend: &str, admin_token: Option<&str>, extra: &[&str]) -> Server {
+        let mut args = vec!["--backend", backend];
+        args.extend_from_slice(extra);
+        Server::start_with(&args, admin_token, None)
+    }
+
+    /// Starts the binary with `args` (after `--listen`), and `TENANCY_HOME`
+    /// set to `home` when given.
+    fn start_with(
+        args: &[&str],
+        admin_token: Option<&str>,
+        home: Option<&std::path::Path>,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy-server"));
-        cmd.args(["--listen", "127.0.0.1:0", "--backend", backend])
-            .args(extra)
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("TENANCY_BACKEND")
             .env("TENANCY_BCRYPT_COST", "4")
             .env("RUST_LOG", "warn")
             .env_remove("TENANCY_ADMIN_TOKEN")
@@ -36,6 +49,9 @@ impl Server {
             .stderr(Stdio::inherit());
         if let Some(t) = admin_token {
             cmd.env("TENANCY_ADMIN_TOKEN", t);
+        }
+        if let Some(h) = home {
+            cmd.env("TENANCY_HOME", h);
         }
         let mut child = cmd.spawn().expect("start tenancy-server");
         let stdout = child.stdout.take().unwrap();
@@ -381,7 +397,7 @@ async fn whole_flow(backend: &str) {
             &key,
             "POST",
             &format!("/v1/jobs/{job_id}/complete"),
-            json!({"worker_id": worker, "result": "ok"}),
+            json!({"worker_id": worker, "result": {"frames": 1}}),
         )
         .await;
     assert_eq!(st, 200);
@@ -858,6 +874,71 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// Every directory and file below `dir` whose mode is not 0700 / 0600.
+fn not_private_below(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if mode != want {
+                bad.push(format!("{} is {mode:o}", p.display()));
+            }
+            if meta.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_store_under_tenancy_home_is_private_to_its_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let s = Server::start_with(&[], Some(ADMIN), Some(&home));
+    let api = Api::new();
+    let (st, created) = api
+        .admin(&s, "POST", "/v1/tenants", json!({"id": "acme"}))
+        .await;
+    assert_eq!(st, 201, "{created}");
+    let key = created["secret"].as_str().unwrap().to_string();
+    let res = api
+        .http
+        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .header("x-api-key", &key)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let (st, _) = api
+        .tenant(
+            &s,
+            &key,
+            "POST",
+            "/v1/locks/stack:web",
+            json!({"ttl_seconds": 60}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (st, _) = api
+        .tenant(&s, &key, "POST", "/v1/jobs", json!({"name": "j"}))
+        .await;
+    assert_eq!(st, 201);
+    assert!(s.terminate().success());
+    assert!(home.join("data").join("tenants.yaml").is_file());
+    let bad = not_private_below(dir.path());
+    use std::os::unix::fs::PermissionsExt;
+    let home_mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+    assert_eq!(home_mode, 0o700, "TENANCY_HOME");
+    assert!(bad.is_empty(), "readable by others: {bad:?}");
 }
 
 #[test]

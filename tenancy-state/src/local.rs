@@ -30,6 +30,17 @@
 //! name them, since key segments cannot start with `.`. Directories are never
 //! removed (their lock file lives in them), which keeps the lock protocol
 //! free of delete-while-locked races.
+//!
+//! # Permissions
+//!
+//! A store holds bcrypt hashes and every tenant's state, so on unix every
+//! directory it creates (the root and its missing parents included) is mode
+//! 0700 and every file it creates (temp files, hence objects, and lock
+//! files) is mode 0600, whoever opens the store and whatever the umask: the
+//! mode is given at creation and set again on what was just created, since
+//! the umask may have taken bits away. Directories and files that already
+//! exist keep their mode, until an object is rewritten (the new file is
+//! 0600).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
@@ -123,6 +134,72 @@ fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
     meta.modified().ok().map(DateTime::<Utc>::from)
 }
 
+/// The mode of every directory a store creates.
+#[cfg(unix)]
+const DIR_MODE: u32 = 0o700;
+/// The mode of every file a store creates.
+#[cfg(unix)]
+const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents, each with mode 0700 whatever the
+/// umask; an existing directory is left as it is. Like `create_dir_all`, a
+/// file in the way is an error (`NotADirectory` or `AlreadyExists`).
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(io::Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", dir.display()),
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dirs(parent)?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(DIR_MODE);
+    }
+    match builder.create(dir) {
+        Ok(()) => {
+            // The umask may have taken bits away from the mode above.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
+            }
+            Ok(())
+        }
+        // Created meanwhile by another writer.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a new file (never an existing one, never through a symlink) with
+/// mode 0600 whatever the umask.
+fn create_private_file(path: &Path, read: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(read).write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(FILE_MODE);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
 /// Holds the exclusive lock of one directory until dropped.
 struct DirLock {
     _file: File,
@@ -131,13 +208,18 @@ struct DirLock {
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_err(&format!("cannot open lock file {}", path.display()), e))?;
+        // Usually it exists; the first writer of a directory creates it (0600).
+        let opened = match OpenOptions::new().read(true).write(true).open(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => match create_private_file(&path, true) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    OpenOptions::new().read(true).write(true).open(&path)
+                }
+                created => created,
+            },
+            other => other,
+        };
+        let file =
+            opened.map_err(|e| io_err(&format!("cannot open lock file {}", path.display()), e))?;
         file.lock()
             .map_err(|e| io_err(&format!("cannot lock {}", path.display()), e))?;
         Ok(DirLock { _file: file })
@@ -178,7 +260,7 @@ fn sync_dir(dir: &Path) {
 impl LocalFs {
     /// Opens (and creates) the root directory.
     pub(crate) fn open(root: &Path) -> Result<LocalFs> {
-        fs::create_dir_all(root).map_err(|e| {
+        create_private_dirs(root).map_err(|e| {
             io_err(
                 &format!("cannot create state directory {}", root.display()),
                 e,
@@ -222,7 +304,7 @@ impl LocalFs {
             Some(d) => d.to_path_buf(),
             None => return Err(Error::invalid(format!("key {key} has no directory"))),
         };
-        if let Err(e) = fs::create_dir_all(&dir) {
+        if let Err(e) = create_private_dirs(&dir) {
             return Err(match e.kind() {
                 ErrorKind::NotADirectory | ErrorKind::AlreadyExists => Error::invalid(format!(
                     "cannot store key {key}: a key above it is an object, and local files \
@@ -235,7 +317,7 @@ impl LocalFs {
         // 1. write and fsync a temp file, outside the lock
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let written = (|| -> io::Result<fs::Metadata> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = create_private_file(&tmp, false)?;
             f.write_all(value)?;
             f.sync_all()?;
             f.metadata()
@@ -548,6 +630,57 @@ mod tests {
         assert!(
             names.iter().all(|n| n == "y" || n == LOCK_FILE),
             "only the object and the lock file remain: {names:?}"
+        );
+    }
+
+    /// Every directory and file below `dir`, with its mode.
+    #[cfg(unix)]
+    fn modes_below(dir: &Path) -> Vec<(PathBuf, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let meta = fs::symlink_metadata(&p).unwrap();
+                out.push((p.clone(), meta.permissions().mode() & 0o7777));
+                if meta.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_store_creates_its_directories_0700_and_its_files_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The root and a missing parent of it are created by the store.
+        let fs = LocalFs::open(&dir.path().join("home").join("data")).unwrap();
+        fs.put("tenants.yaml", b"m", LocalPut::Create).unwrap();
+        let v = fs
+            .put("tenants/acme/v1/state.json", b"1", LocalPut::Create)
+            .unwrap();
+        fs.put("tenants/acme/v1/state.json", b"2", LocalPut::Update(v))
+            .unwrap();
+        fs.put("locks/x", b"l", LocalPut::Overwrite).unwrap();
+        fs.delete("locks/x", None).unwrap();
+        let found = modes_below(dir.path());
+        assert!(found.len() >= 10, "{found:?}");
+        for (path, mode) in found {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{} is {mode:o}", path.display());
+        }
+        // An existing root keeps its mode: the store only sets what it creates.
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        LocalFs::open(&shared).unwrap();
+        assert_eq!(
+            fs::metadata(&shared).unwrap().permissions().mode() & 0o777,
+            0o750
         );
     }
 

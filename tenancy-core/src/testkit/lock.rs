@@ -81,7 +81,7 @@ fn expect_invalid(result: crate::Result<impl std::fmt::Debug>, what: &str) {
 }
 
 /// The checks of this suite, in the order [`lock_suite!`](crate::lock_suite) lists them.
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 11] = [
     "try_acquire_and_held",
     "acquire_waits",
     "renew",
@@ -92,6 +92,7 @@ pub const CHECKS: [&str; 10] = [
     "expiry_takeover",
     "fencing_tokens_increase",
     "bad_input",
+    "control_characters_in_who_or_operation_are_refused",
 ];
 
 /// A free key is taken; a held one is `LockHeld` naming the holder.
@@ -672,6 +673,61 @@ pub async fn bad_input(locks: &dyn LockManager, _clock: &ManualClock) -> Outcome
     Outcome::Passed
 }
 
+/// `who` and `operation` with a control character (a newline that would
+/// forge a log line, an escape, a NUL) are refused, on a free key and on a
+/// held one, and change nothing; `info` stays free-form.
+pub async fn control_characters_in_who_or_operation_are_refused(
+    locks: &dyn LockManager,
+    _clock: &ManualClock,
+) -> Outcome {
+    let keys = Keys::new();
+    let key = keys.key("ctl");
+    let bad = [
+        "deploy\nINFO forged line",
+        "a\rb",
+        "\u{1b}[31mred",
+        "nul\0",
+        "tab\t",
+        "del\u{7f}",
+        "c1\u{85}",
+    ];
+    for text in bad {
+        expect_invalid(
+            locks.try_acquire(&req(&key, 30).operation(text)).await,
+            &format!("acquire with operation {text:?}"),
+        );
+        expect_invalid(
+            locks.try_acquire(&req(&key, 30).who(text)).await,
+            &format!("acquire with who {text:?}"),
+        );
+        expect_invalid(
+            locks.acquire(&req(&key, 30).operation(text), secs(5)).await,
+            &format!("acquire(wait) with operation {text:?}"),
+        );
+    }
+    assert!(
+        current(locks, &key).await.is_none(),
+        "refused acquires take nothing"
+    );
+    let lease = locks
+        .try_acquire(&req(&key, 30).who("ci@runner-1").info("{\n  \"pr\": 42\n}"))
+        .await
+        .expect("printable who and operation, multi-line info");
+    for text in bad {
+        expect_invalid(
+            locks.try_acquire(&req(&key, 30).operation(text)).await,
+            &format!("acquire of a held key with operation {text:?}"),
+        );
+    }
+    assert_eq!(
+        current(locks, &key).await.as_ref(),
+        Some(&lease),
+        "the holder is unchanged"
+    );
+    locks.release(&key, lease.lock_id).await.expect("release");
+    Outcome::Passed
+}
+
 /// A lock manager under test and the [`ManualClock`] it reads time from.
 #[allow(missing_debug_implementations)]
 pub struct LockFixture<L> {
@@ -718,6 +774,7 @@ macro_rules! lock_suite {
         $crate::__testkit_tests!(lock, true, f => (&f.locks, &f.clock), $make, [
             try_acquire_and_held, acquire_waits, renew, release, inspect, list_prefix,
             force_unlock, expiry_takeover, fencing_tokens_increase, bad_input,
+            control_characters_in_who_or_operation_are_refused,
         ]);
     };
 }

@@ -185,12 +185,12 @@ pub(crate) struct PatchTenant {
     pub expected_revision: Option<u64>,
 }
 
-/// Updates a tenant.
+/// Updates a tenant: 412 when `expected_revision` is stale, 409 when the tenant is deleted.
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", request_body = PatchTenant,
     params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
     responses((status = 200, body = TenantView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -205,7 +205,21 @@ pub(crate) async fn update(
         expires_at: body.expires_at,
         expected_revision: body.expected_revision,
     };
-    let t = state.registry().update(&tenant_id(&id)?, update).await?;
+    let id = tenant_id(&id)?;
+    let t = match state.registry().update(&id, update).await {
+        Ok(t) => t,
+        // The registry refuses both a stale `expected_revision` and a deleted
+        // tenant as a precondition; only the first is one the client set
+        // (412): a deleted tenant is a refused transition (409), like
+        // suspending or deleting it again.
+        Err(e @ tenancy_core::Error::Precondition { .. }) => {
+            return Err(match state.registry().get(&id).await {
+                Ok(t) if t.status == TenantStatus::Deleted => lifecycle(e),
+                _ => e.into(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(axum::Json(changed(&state, &t)))
 }
 

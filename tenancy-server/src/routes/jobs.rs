@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -16,7 +15,9 @@ use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, OptionalJson, Path, Query};
-use crate::jobs::{parse_id, Job, JobStatus, JobStore, NewJob, NewWorker, Outcome, Worker};
+use crate::jobs::{
+    parse_id, Job, JobStatus, JobStore, JsonObject, NewJob, NewWorker, Outcome, Worker,
+};
 
 fn store(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<JobStore> {
     Ok(JobStore::new(
@@ -135,10 +136,10 @@ pub(crate) async fn get_job(
 pub(crate) struct CompleteJob {
     /// The worker that holds the job.
     pub worker_id: Uuid,
-    /// The result.
+    /// The result: a JSON object (anything else is refused).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
+    pub result: Option<JsonObject>,
 }
 
 /// The body of `POST /v1/jobs/{id}/fail`.

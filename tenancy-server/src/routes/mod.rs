@@ -271,6 +271,38 @@ impl MakeRequestId for RequestIds {
     }
 }
 
+/// The longest client request id that is kept.
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// True for a request id a client may choose: 1 to
+/// [`MAX_REQUEST_ID_LEN`] characters of `[A-Za-z0-9._:-]`, so that it is
+/// short and safe in every log line it is echoed into.
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Drops a client's `x-request-id` unless it is exactly one safe id, so the
+/// next layer makes one instead.
+fn keep_only_a_safe_request_id(mut req: Request) -> Request {
+    let headers = req.headers_mut();
+    let mut given = headers.get_all(REQUEST_ID).iter();
+    let keep = match (given.next(), given.next()) {
+        (None, _) => return req,
+        (Some(id), None) => is_safe_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        headers.remove(REQUEST_ID);
+    }
+    req
+}
+
+/// The request id header.
+const REQUEST_ID: &str = "x-request-id";
+
 fn request_span(req: &Request) -> tracing::Span {
     // Method, route template, path and request id only: never headers (they
     // carry credentials) and never the query (it carries lock ids).
@@ -280,7 +312,7 @@ fn request_span(req: &Request) -> tracing::Span {
         .map_or("-", |m| m.as_str());
     let request_id = req
         .headers()
-        .get("x-request-id")
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!(
@@ -293,7 +325,9 @@ fn request_span(req: &Request) -> tracing::Span {
 }
 
 /// The whole API over `state`: admin, tenant and open routes with request
-/// ids, tracing, metrics, JSON errors, the body limit and the request timeout.
+/// ids (a client's `x-request-id` is kept only when it is one id of at most
+/// 64 characters of `[A-Za-z0-9._:-]`; else one is made), tracing,
+/// metrics, JSON errors, the body limit and the request timeout.
 pub fn app(state: AppState) -> Router {
     let config = state.config().clone();
     let metrics: Arc<Metrics> = state.metrics().clone();
@@ -305,6 +339,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
+                .map_request(keep_only_a_safe_request_id as fn(Request) -> Request)
                 .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
                 .layer(
                     TraceLayer::new_for_http()
@@ -332,6 +367,30 @@ pub fn app(state: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_short_request_ids_of_safe_characters_are_kept() {
+        for ok in [
+            "a",
+            "req-42",
+            "2026-12-01T12:00:00.5Z",
+            "A_b.c:d-e",
+            &"x".repeat(64),
+        ] {
+            assert!(is_safe_request_id(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a\tb",
+            "a/b",
+            "<script>",
+            "id\u{e9}",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_safe_request_id(bad.as_bytes()), "{bad:?}");
+        }
+    }
 
     #[test]
     fn request_ids_are_prefix_dash_hex_counter() {

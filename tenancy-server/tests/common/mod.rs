@@ -108,6 +108,40 @@ pub async fn harness_on(
     }
 }
 
+/// A store a test runs on, and whatever must outlive it (a temp directory).
+pub struct TestStore {
+    pub name: &'static str,
+    pub backend: Arc<dyn StateBackend>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The stores of a test that touches one: memory, local files, and S3 on
+/// the test server (skipped loudly without one, see `s3_backend_or_skip`).
+pub async fn stores(test: &str) -> Vec<TestStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let local = tenancy_state::LocalBackend::open(dir.path()).unwrap();
+    let mut out = vec![
+        TestStore {
+            name: "memory",
+            backend: Arc::new(MemoryBackend::new()),
+            _dir: None,
+        },
+        TestStore {
+            name: "local files",
+            backend: Arc::new(local),
+            _dir: Some(dir),
+        },
+    ];
+    if let Some(backend) = tenancy_state::testing::s3_backend_or_skip(test).await {
+        out.push(TestStore {
+            name: "s3",
+            backend,
+            _dir: None,
+        });
+    }
+    out
+}
+
 /// Requests as one tenant: `client.post(path, body).await.expect(201)`.
 pub struct Client<'a> {
     harness: &'a Harness,

@@ -213,3 +213,50 @@ async fn the_builder_resolves_the_admin_token_whatever_the_setter_order() {
         assert_eq!(res.status(), StatusCode::OK, "token {token}");
     }
 }
+
+#[tokio::test]
+async fn patching_a_deleted_tenant_is_a_conflict_not_a_failed_precondition() {
+    for store in common::stores("patching_a_deleted_tenant").await {
+        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        h.create_tenant("acme", json!({})).await;
+        let deleted = h
+            .admin("DELETE", "/v1/tenants/acme", Value::Null)
+            .await
+            .expect(200)
+            .json();
+        let rev = deleted["revision"].as_u64().unwrap();
+        for body in [
+            json!({"plan": "pro"}),
+            json!({"plan": "pro", "expected_revision": rev}),
+            json!({"plan": "pro", "expected_revision": rev + 7}),
+        ] {
+            let a = h.admin("PATCH", "/v1/tenants/acme", body.clone()).await;
+            assert_eq!(a.status, StatusCode::CONFLICT, "{}: {body}", store.name);
+            assert_eq!(a.error_code(), "conflict");
+            let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(msg.contains("deleted"), "{}: {msg}", store.name);
+        }
+        let now = h
+            .admin("GET", "/v1/tenants/acme", Value::Null)
+            .await
+            .expect(200);
+        assert_eq!(now.json()["status"], "deleted");
+        assert_eq!(
+            now.json()["plan"],
+            "free",
+            "{}: nothing changed",
+            store.name
+        );
+        assert_eq!(now.json()["revision"], rev);
+        // A stale revision of a live tenant is still the client's failed precondition.
+        h.create_tenant("beta", json!({})).await;
+        let a = h
+            .admin(
+                "PATCH",
+                "/v1/tenants/beta",
+                json!({"expected_revision": 99}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::PRECONDITION_FAILED, "{}", store.name);
+    }
+}

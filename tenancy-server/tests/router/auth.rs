@@ -269,3 +269,51 @@ async fn rate_limit_answers_429_with_headers() {
     let other = h.create_tenant("beta", json!({})).await;
     h.client(&other).get("/v1/state").await.expect(200);
 }
+
+#[tokio::test]
+async fn two_tenant_id_headers_are_a_bad_request() {
+    let h = harness().await;
+    let secret = h.create_tenant("acme", json!({})).await;
+    for (first, second) in [("acme", "acme"), ("acme", "other"), ("other", "acme")] {
+        let a = h
+            .call(
+                "GET",
+                "/v1/tenant",
+                &[
+                    ("x-api-key", &secret),
+                    ("x-tenant-id", first),
+                    ("x-tenant-id", second),
+                ],
+                "",
+            )
+            .await
+            .expect(400);
+        assert_eq!(a.error_code(), "invalid_input");
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-Tenant-ID"),
+            "{:?}",
+            a.json()
+        );
+    }
+    // Refused before the credential is even looked at.
+    h.call(
+        "GET",
+        "/v1/tenant",
+        &[("x-tenant-id", "acme"), ("x-tenant-id", "acme")],
+        "",
+    )
+    .await
+    .expect(400);
+    // One is still fine.
+    h.call(
+        "GET",
+        "/v1/tenant",
+        &[("x-api-key", &secret), ("x-tenant-id", "acme")],
+        "",
+    )
+    .await
+    .expect(200);
+}

@@ -557,3 +557,137 @@ async fn a_tenant_lists_its_workers_and_cancels_its_jobs() {
     assert_eq!(me["usage"]["jobs_completed"], 0);
     assert_eq!(me["usage"]["cpu_cores"], 2, "the worker's cores only");
 }
+
+#[tokio::test]
+async fn a_payload_or_result_that_is_not_an_object_is_refused_and_nothing_is_taken() {
+    let not_objects = [
+        json!([null, null]),
+        json!(42),
+        json!("text"),
+        json!(true),
+        json!([]),
+    ];
+    for store in common::stores("a_payload_or_result_that_is_not_an_object").await {
+        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        let key = h.create_tenant("acme", json!({})).await;
+        let c = h.client(&key);
+        for bad in &not_objects {
+            let a = c
+                .post("/v1/jobs", json!({"name": "j", "payload": bad}))
+                .await;
+            assert_eq!(
+                a.status,
+                StatusCode::BAD_REQUEST,
+                "{}: payload {bad}",
+                store.name
+            );
+            assert_eq!(a.error_code(), "invalid_input");
+        }
+        assert_eq!(
+            c.get("/v1/jobs").await.expect(200).json()["jobs"],
+            json!([])
+        );
+        use tenancy_core::TenantRegistry as _;
+        let acme = tenancy_core::TenantId::new("acme").unwrap();
+        let usage = h.state.registry().usage(&acme).await.unwrap();
+        assert_eq!(usage.jobs_active, 0, "{}: no quota taken", store.name);
+
+        // What the document says: an object, null, or nothing.
+        for ok in [
+            json!({"payload": {"frame": 7}}),
+            json!({"payload": null}),
+            json!({}),
+        ] {
+            let mut body = ok.clone();
+            body["name"] = json!("j");
+            let a = c.post("/v1/jobs", body).await.expect(201);
+            let p = &a.json()["payload"];
+            assert!(p.is_object() || p.is_null(), "{}: {p}", store.name);
+        }
+        let worker = c
+            .post("/v1/workers", json!({"name": "w"}))
+            .await
+            .expect(201);
+        let worker = worker.json()["id"].as_str().unwrap().to_string();
+        let job = c
+            .post(&format!("/v1/workers/{worker}/claim"), Value::Null)
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(job["payload"], json!({"frame": 7}));
+        let id = job["id"].as_str().unwrap();
+        for bad in &not_objects {
+            let a = c
+                .post(
+                    &format!("/v1/jobs/{id}/complete"),
+                    json!({"worker_id": worker, "result": bad}),
+                )
+                .await;
+            assert_eq!(
+                a.status,
+                StatusCode::BAD_REQUEST,
+                "{}: result {bad}",
+                store.name
+            );
+        }
+        let still = c.get(&format!("/v1/jobs/{id}")).await.expect(200).json();
+        assert_eq!(
+            still["status"], "running",
+            "{}: the job is still held",
+            store.name
+        );
+        assert_eq!(still["result"], Value::Null);
+        let done = c
+            .post(
+                &format!("/v1/jobs/{id}/complete"),
+                json!({"worker_id": worker, "result": {"ok": true}}),
+            )
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(done["result"], json!({"ok": true}));
+        for job in c.get("/v1/jobs").await.expect(200).json()["jobs"]
+            .as_array()
+            .unwrap()
+        {
+            for field in ["payload", "result"] {
+                assert!(
+                    job[field].is_object() || job[field].is_null(),
+                    "{}: {field} {}",
+                    store.name,
+                    job[field]
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_stored_with_a_non_object_payload_is_shown_in_the_documented_shape() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    let c = h.client(&key);
+    let made = c
+        .post("/v1/jobs", json!({"name": "old", "payload": {"x": 1}}))
+        .await
+        .expect(201)
+        .json();
+    let id = made["id"].as_str().unwrap();
+    // Rewrite the record as an older server could have written it.
+    let k = StateKey::new(format!("tenants/acme/v1/_server/jobs/{id}")).unwrap();
+    let obj = h.backend.get(&k).await.unwrap().unwrap();
+    let mut rec: Value = serde_json::from_slice(&obj.bytes).unwrap();
+    rec["payload"] = json!([null, null]);
+    rec["result"] = json!(42);
+    h.backend
+        .put(
+            &k,
+            serde_json::to_vec(&rec).unwrap().into(),
+            tenancy_core::PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let job = c.get(&format!("/v1/jobs/{id}")).await.expect(200).json();
+    assert_eq!(job["payload"], json!({"value": [null, null]}));
+    assert_eq!(job["result"], json!({"value": 42}));
+}

@@ -131,3 +131,41 @@ async fn locks_acquire_conflict_renew_release() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{why}");
     }
 }
+
+#[tokio::test]
+async fn lock_owner_or_operation_with_control_characters_is_refused_and_takes_nothing() {
+    for store in common::stores("lock_owner_or_operation_with_control_characters").await {
+        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        let key = h.create_tenant("acme", json!({})).await;
+        let c = h.client(&key);
+        for body in [
+            json!({"ttl_seconds": 60, "operation": "apply\nINFO forged log line"}),
+            json!({"ttl_seconds": 60, "operation": "apply\r"}),
+            json!({"ttl_seconds": 60, "owner": "ci\u{1b}[2J@runner"}),
+            json!({"ttl_seconds": 60, "owner": "ci\u{0}"}),
+        ] {
+            let a = c.post("/v1/locks/stack:web", body.clone()).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}: {body}", store.name);
+            assert_eq!(a.error_code(), "invalid_input");
+            let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(msg.contains("control character"), "{}: {msg}", store.name);
+        }
+        let a = c.get("/v1/locks").await.expect(200);
+        assert_eq!(
+            a.json()["locks"],
+            json!([]),
+            "{}: nothing taken",
+            store.name
+        );
+        // Printable text, and multi-line free-form info, are fine.
+        let a = c
+            .post(
+                "/v1/locks/stack:web",
+                json!({"ttl_seconds": 60, "operation": "apply", "owner": "ci@runner",
+                       "info": "{\n  \"pr\": 42\n}"}),
+            )
+            .await
+            .expect(201);
+        assert_eq!(a.json()["operation"], "apply", "{}", store.name);
+    }
+}
