@@ -27,7 +27,7 @@ trap cleanup EXIT
 token="load-bench-admin-token-0123456789"
 sport=$(free_port); bport=$(free_port)
 TENANCY_HOME="$work/home" TENANCY_ADMIN_TOKEN="$token" TENANCY_BCRYPT_COST=4 RUST_LOG=warn \
-  target/release/tenancy-server --listen "127.0.0.1:$sport" --backend "file://$work/data" \
+  target/release/tenancy-server --listen "127.0.0.1:$sport" --metrics-listen off --backend "file://$work/data" \
   >"$work/server.log" 2>&1 &
 spid=$!; pids+=("$spid")
 target/release/bare-axum "127.0.0.1:$bport" >"$work/bare.log" 2>&1 &

@@ -23,6 +23,7 @@ mod jobs;
 mod jobs_crashes;
 #[cfg(test)]
 mod jobs_races;
+mod listener;
 mod metrics;
 mod openapi;
 mod ratelimit;
@@ -42,4 +43,4 @@ pub use auth::{
 pub use blocking::TokioBlocking;
 pub use error::{ApiError, ApiResult};
 pub use ratelimit::RateInfo;
-pub use routes::{app, ROUTES};
+pub use routes::{app, metrics_app, ROUTES};

@@ -24,6 +24,9 @@ async fn main() -> ExitCode {
         ),
         Err(e) => eprintln!("tenancy-server: {e}"),
     }
+    if let Some(Ok(addr)) = server.metrics_addr() {
+        println!("tenancy-server metrics on http://{addr}/metrics");
+    }
     server
         .serve()
         .await

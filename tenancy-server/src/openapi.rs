@@ -27,7 +27,7 @@ impl Modify for Security {
     info(title = "tenancy-server", description = "Multi-tenant API: tenants, state, locks, jobs and workers."),
     modifiers(&Security),
     paths(
-        open::healthz, open::readyz, open::metrics, open::openapi_json,
+        open::healthz, open::readyz, open::openapi_json,
         admin::create, admin::list, admin::get, admin::update, admin::delete,
         admin::suspend, admin::activate, admin::rotate, admin::stats,
         tenant::me, tenant::list_state, tenant::get_state, tenant::put_state, tenant::delete_state,
@@ -42,7 +42,7 @@ impl Modify for Security {
         (name = "state", description = "The tenant's state, with ETags"),
         (name = "locks", description = "The tenant's leased locks"),
         (name = "jobs", description = "Quota-checked jobs and the tenant's own workers"),
-        (name = "open", description = "Health, readiness, metrics, this document"),
+        (name = "open", description = "Health, readiness, this document (metrics are served on their own listener)"),
     )
 )]
 pub(crate) struct ApiDoc;

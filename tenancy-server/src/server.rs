@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::app_state::{AppState, ServerConfig, SharedStores};
 use crate::auth::AuthConfig;
+pub use crate::listener::ConnLimits;
 
 /// The command line of `tenancy-server`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -65,12 +66,42 @@ pub struct Args {
     /// reconciler finishes or undoes it.
     #[arg(long, env = "TENANCY_RECONCILE_GRACE_SECS", default_value_t = 60)]
     pub reconcile_grace_secs: u64,
+    /// Seconds a client may take to send a complete request head.
+    #[arg(long, env = "TENANCY_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection without a request in flight may stay silent.
+    #[arg(long, env = "TENANCY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// The most client connections open at once (beyond it, new ones wait).
+    #[arg(long, env = "TENANCY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds shutdown waits for requests in flight before dropping them.
+    #[arg(long, env = "TENANCY_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+    /// Address of the separate Prometheus listener (`/metrics` only), or
+    /// `off`. Keep it off the public network: it names every tenant.
+    #[arg(long, env = "TENANCY_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+}
+
+impl Args {
+    /// The connection limits the flags give.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        }
+    }
 }
 
 /// A server ready to serve: bound, bootstrapped, with its router.
 #[derive(Debug)]
 pub struct Prepared {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    limits: ConnLimits,
     router: Router,
     state: AppState,
     generated_admin_token: Option<Secret>,
@@ -81,6 +112,11 @@ impl Prepared {
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The bound address of the metrics listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// The admin token generated at this start, to be shown once.
@@ -98,14 +134,22 @@ impl Prepared {
         &self.state
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
-    /// The reconciler runs beside it (at once, then every interval).
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight
+    /// within the drain timeout (see `listener.rs` for the connection
+    /// limits). The reconciler and the metrics listener run beside it.
     pub async fn serve(self) -> std::io::Result<()> {
+        use futures::FutureExt;
+        let stop = shutdown_signal().shared();
         let reconciler = crate::reconcile::spawn(self.state.clone());
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await;
+        let metrics = self.metrics_listener.map(|l| {
+            let router = crate::routes::metrics_app(self.state.clone());
+            tokio::spawn(crate::listener::serve(l, router, self.limits, stop.clone()))
+        });
+        let served = crate::listener::serve(self.listener, self.router, self.limits, stop).await;
         reconciler.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         served
     }
 }
@@ -164,6 +208,17 @@ fn given_admin_token(args: &Args) -> anyhow::Result<Option<Secret>> {
 /// Opens the backend, bootstraps the registry if missing, settles the admin
 /// token and binds the listener.
 pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
+    // Bind first: a start that cannot listen must fail before it bootstraps
+    // a store (and generates an admin token nobody would see).
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let metrics_listener = match args.metrics_listen.trim() {
+        "off" | "" => None,
+        addr => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen for metrics on {addr} (--metrics-listen; `off` disables it)")
+        })?),
+    };
     let url = match &args.backend {
         Some(u) => u.clone(),
         None => default_backend()?,
@@ -231,11 +286,10 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
     }
     let state = builder.build().context("cannot hash the admin token")?;
     let router = crate::app(state.clone());
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     Ok(Prepared {
         listener,
+        metrics_listener,
+        limits: args.conn_limits(),
         router,
         state,
         generated_admin_token: generated,

@@ -20,6 +20,8 @@ struct Server {
     lines: mpsc::Receiver<String>,
     /// Stdout lines printed before the address (the generated admin token).
     early: Vec<String>,
+    /// The metrics listener's base URL.
+    metrics: String,
 }
 
 impl Server {
@@ -37,7 +39,7 @@ impl Server {
         home: Option<&std::path::Path>,
     ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy-server"));
-        cmd.args(["--listen", "127.0.0.1:0"])
+        cmd.args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("TENANCY_BACKEND")
             .env("TENANCY_BCRYPT_COST", "4")
@@ -68,6 +70,7 @@ impl Server {
             base: String::new(),
             lines,
             early: Vec::new(),
+            metrics: String::new(),
         };
         loop {
             let line = server
@@ -77,6 +80,14 @@ impl Server {
             if let Some(rest) = line.strip_prefix("tenancy-server listening on ") {
                 let addr = rest.split_whitespace().next().unwrap();
                 server.base = format!("http://{addr}");
+                let line = server
+                    .lines
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the server prints its metrics address");
+                let url = line
+                    .strip_prefix("tenancy-server metrics on ")
+                    .unwrap_or_else(|| panic!("not the metrics line: {line}"));
+                server.metrics = url.trim_end_matches("/metrics").to_string();
                 break;
             }
             // Earlier lines (the generated admin token) stay readable.
@@ -506,9 +517,15 @@ async fn whole_flow(backend: &str) {
         403
     );
 
+    let public = api.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "the public listener serves no metrics"
+    );
     let metrics = api
         .http
-        .get(s.url("/metrics"))
+        .get(format!("{}/metrics", s.metrics))
         .send()
         .await
         .unwrap()

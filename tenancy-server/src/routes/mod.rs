@@ -33,7 +33,6 @@ use crate::metrics::Metrics;
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
-    ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("POST", "/v1/tenants"),
     ("GET", "/v1/tenants"),
@@ -116,7 +115,6 @@ fn open_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(open::healthz))
         .route("/readyz", get(open::readyz))
-        .route("/metrics", get(open::metrics))
         .route("/openapi.json", get(open::openapi_json))
 }
 
@@ -322,6 +320,17 @@ fn request_span(req: &Request) -> tracing::Span {
         path = req.uri().path(),
         request_id,
     )
+}
+
+/// The metrics listener's router: `GET /metrics` (Prometheus text) only,
+/// every other path 404. Serve it apart from [`app`], on an address only
+/// the scraper reaches: it names every tenant, its activity and its limits.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(open::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 /// The whole API over `state`: admin, tenant and open routes with request

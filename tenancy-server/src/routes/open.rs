@@ -1,4 +1,5 @@
-//! The open routes: health, readiness, metrics and the OpenAPI document.
+//! The open routes: health, readiness and the OpenAPI document, and the
+//! metrics route that only the separate metrics listener serves.
 
 use std::sync::OnceLock;
 
@@ -62,9 +63,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Jso
     }
 }
 
-/// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "open",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+/// Prometheus metrics (text exposition format), on the metrics listener.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     if state.metrics().tenant_counts_stale() {
         if state.metrics().has_tenant_counts() {

@@ -179,6 +179,24 @@ impl Harness {
         }
     }
 
+    /// The metrics listener's `GET /metrics` body.
+    pub async fn metrics(&self) -> String {
+        let res = tenancy_server::metrics_app(self.state.clone())
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -51,7 +51,12 @@ async fn metrics_have_templated_routes_and_tenant_counts() {
     h.tenant(&key, "GET", "/v1/tenant", Value::Null).await;
     h.call("GET", "/v1/tenant", &[("x-api-key", "tnc_nope")], "")
         .await; // malformed: refused before the registry
-    let text = String::from_utf8(h.call("GET", "/metrics", &[], "").await.bytes).unwrap();
+    assert_eq!(
+        h.call("GET", "/metrics", &[], "").await.status,
+        StatusCode::NOT_FOUND,
+        "the public router serves no metrics"
+    );
+    let text = h.metrics().await;
     assert!(text.contains("tenants_total 2"), "{text}");
     assert!(text.contains("tenants_active 1"), "{text}");
     assert!(
@@ -88,7 +93,12 @@ async fn metrics_have_templated_routes_and_tenant_counts() {
     h.create_tenant("gamma", json!({})).await;
     let mut seen = false;
     for _ in 0..200 {
-        let text = String::from_utf8(h.call("GET", "/metrics", &[], "").await.bytes).unwrap();
+        assert_eq!(
+            h.call("GET", "/metrics", &[], "").await.status,
+            StatusCode::NOT_FOUND,
+            "the public router serves no metrics"
+        );
+        let text = h.metrics().await;
         if text.contains("tenants_total 3") {
             seen = true;
             break;
