@@ -21,6 +21,7 @@ Environment:
   TENANCY_HOME            where sessions and the default store live (default ~/.tenancy)
   TENANCY_BACKEND         backend URL, like --backend
   TENANCY_ADMIN_PASSWORD  admin password for `init` and `admin login`
+  TENANCY_NEW_ADMIN_PASSWORD  the new admin password for `admin passwd`
   TENANCY_TENANT          tenant id for `login`
   TENANCY_SECRET          tenant secret for `login`
   TENANCY_BCRYPT_COST     bcrypt cost for new hashes (default 10; 4 is fast, for tests)
@@ -160,6 +161,21 @@ pub(crate) enum AdminCommand {
     Logout,
     /// Show and check the admin session.
     Session,
+    /// Change the admin password; every admin session and cached admin token ends.
+    Passwd(AdminPasswdArgs),
+}
+
+/// `tenancy admin passwd`
+#[derive(Debug, Args)]
+pub(crate) struct AdminPasswdArgs {
+    /// Read the new password from the first line of stdin
+    /// (else TENANCY_NEW_ADMIN_PASSWORD, else a hidden prompt, twice).
+    #[arg(long)]
+    pub new_password_stdin: bool,
+    /// Without an admin session: for whoever holds the store's own
+    /// credentials and lost the admin password.
+    #[arg(long)]
+    pub reset: bool,
 }
 
 /// `tenancy admin login`

@@ -309,7 +309,7 @@ mod tests {
         SessionFile {
             format: SESSION_FORMAT,
             backend: "file:///x".into(),
-            session: Session::admin(Utc::now()),
+            session: Session::admin(Utc::now(), 1),
         }
     }
 

@@ -359,6 +359,7 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             AdminCommand::Login(args) => admin::login(ctx, args).await,
             AdminCommand::Logout => Ok(()),
             AdminCommand::Session => admin::session(ctx).await,
+            AdminCommand::Passwd(args) => admin::passwd(ctx, args).await,
         },
         Command::Tenant(command) => match command {
             TenantCommand::Init(args) => tenant::init(ctx, args).await,

@@ -992,3 +992,73 @@ fn a_home_owned_by_another_user_is_refused() {
         assert!(!home.join("admin-session").exists());
     }
 }
+
+#[test]
+fn admin_passwd_changes_the_one_credential_and_ends_every_admin_session() {
+    let h = Harness::new();
+    h.admin();
+    // A second admin, logged in from another home on the same store.
+    let other = Harness {
+        home: tempfile::tempdir().unwrap(),
+        backend: h.backend.clone(),
+        services: h.services.clone(),
+    };
+    other.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    other.ok(&["tenant", "list"], "");
+
+    let long = "x".repeat(73);
+    let o = h.fails(
+        &["admin", "passwd", "--new-password-stdin"],
+        &format!("{long}\n"),
+        2,
+    );
+    assert!(o.err.contains("8 to 72 bytes"), "{o:?}");
+    h.fails(&["admin", "passwd", "--new-password-stdin"], "short\n", 2);
+    let o = h.ok(
+        &[
+            "--output",
+            "json",
+            "admin",
+            "passwd",
+            "--new-password-stdin",
+        ],
+        "a brand new password\n",
+    );
+    assert_eq!(o.json()["generation"], 2);
+
+    // Every admin session ended, this one and the other home's.
+    h.fails(&["tenant", "list"], "", 3);
+    let o = other.fails(&["tenant", "list"], "", 3);
+    assert!(o.err.contains("admin credential changed"), "{o:?}");
+    // The old password is refused; the new one works; a 72-byte prefix of a
+    // longer password never does.
+    h.fails(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+        3,
+    );
+    h.ok(
+        &["admin", "login", "--password-stdin"],
+        "a brand new password\n",
+    );
+    h.ok(&["tenant", "list"], "");
+
+    // Lost it: whoever holds the store resets it without a session.
+    h.ok(&["admin", "logout"], "");
+    h.fails(
+        &["admin", "passwd", "--new-password-stdin"],
+        "whatever123\n",
+        3,
+    );
+    h.ok(
+        &["admin", "passwd", "--reset", "--new-password-stdin"],
+        "recovered password\n",
+    );
+    h.ok(
+        &["admin", "login", "--password-stdin"],
+        "recovered password\n",
+    );
+}

@@ -261,6 +261,16 @@ pub trait TenantRegistry: Send + Sync + Debug {
     /// (`AlreadyExists`) if a registry already exists.
     async fn bootstrap(&self, admin_password: &Secret) -> Result<()>;
 
+    /// The generation of the one admin credential (1 at bootstrap, +1 per
+    /// change); admin sessions and cached admin tokens of another
+    /// generation are no longer valid.
+    async fn admin_generation(&self) -> Result<u64>;
+
+    /// Replaces the admin credential (8 to 72 bytes, never truncated) and
+    /// bumps its generation; returns the new generation. The caller has
+    /// checked that it may (an admin, or whoever holds the store).
+    async fn set_admin_password(&self, new: &Secret) -> Result<u64>;
+
     /// Checks the admin credential; `Unauthorized` if wrong.
     async fn verify_admin(&self, password: &Secret) -> Result<()>;
 
@@ -345,6 +355,12 @@ macro_rules! forward_registry {
             }
             async fn bootstrap(&self, p: &Secret) -> Result<()> {
                 (**self).bootstrap(p).await
+            }
+            async fn admin_generation(&self) -> Result<u64> {
+                (**self).admin_generation().await
+            }
+            async fn set_admin_password(&self, p: &Secret) -> Result<u64> {
+                (**self).set_admin_password(p).await
             }
             async fn verify_admin(&self, p: &Secret) -> Result<()> {
                 (**self).verify_admin(p).await

@@ -23,7 +23,12 @@ pub const TENANT_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SessionKind {
     /// The registry's administrator.
-    Admin,
+    Admin {
+        /// The admin credential generation the session was opened with
+        /// (0 in sessions written before it was recorded: never valid).
+        #[serde(default)]
+        generation: u64,
+    },
     /// A tenant team.
     Tenant {
         /// The tenant.
@@ -46,10 +51,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new admin session at `now`, lasting [`ADMIN_SESSION_TTL`].
-    pub fn admin(now: DateTime<Utc>) -> Self {
+    /// A new admin session at `now` for admin credential `generation`,
+    /// lasting [`ADMIN_SESSION_TTL`].
+    pub fn admin(now: DateTime<Utc>, generation: u64) -> Self {
         Session {
-            kind: SessionKind::Admin,
+            kind: SessionKind::Admin { generation },
             issued_at: now,
             expires_at: now + chrono_duration(ADMIN_SESSION_TTL),
         }
@@ -71,13 +77,13 @@ impl Session {
     pub fn tenant_id(&self) -> Option<&TenantId> {
         match &self.kind {
             SessionKind::Tenant { tenant, .. } => Some(tenant),
-            SessionKind::Admin => None,
+            SessionKind::Admin { .. } => None,
         }
     }
 
     /// True for an admin session.
     pub fn is_admin(&self) -> bool {
-        matches!(self.kind, SessionKind::Admin)
+        matches!(self.kind, SessionKind::Admin { .. })
     }
 
     /// Checks only the session's own expiry.
@@ -100,7 +106,7 @@ impl Session {
     pub fn validate_tenant(&self, tenant: &Tenant, now: DateTime<Utc>) -> Result<()> {
         self.check_expiry(now)?;
         match &self.kind {
-            SessionKind::Admin => Err(Error::forbidden(
+            SessionKind::Admin { .. } => Err(Error::forbidden(
                 "this is an admin session; log in as a tenant for tenant commands",
             )),
             SessionKind::Tenant {
@@ -123,15 +129,20 @@ impl Session {
         }
     }
 
-    /// Checks an admin session: not expired and really an admin session.
-    pub fn validate_admin(&self, now: DateTime<Utc>) -> Result<()> {
+    /// Checks an admin session: not expired, really an admin session, and
+    /// opened with the admin credential's `current` generation (a changed
+    /// admin credential ends every admin session:
+    /// [`Error::CredentialsRotated`]).
+    pub fn validate_admin(&self, now: DateTime<Utc>, current: u64) -> Result<()> {
         self.check_expiry(now)?;
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(Error::forbidden(
+        match self.kind {
+            SessionKind::Admin { generation } if generation == current => Ok(()),
+            SessionKind::Admin { .. } => Err(Error::CredentialsRotated {
+                tenant: "admin".into(),
+            }),
+            SessionKind::Tenant { .. } => Err(Error::forbidden(
                 "admin command refused: this is a tenant session; run `tenancy admin login`",
-            ))
+            )),
         }
     }
 }
@@ -208,20 +219,24 @@ mod tests {
     fn admin_and_tenant_sessions_do_not_mix() {
         let now = Utc::now();
         let t = tenant(now);
-        let admin = Session::admin(now);
-        admin.validate_admin(now).unwrap();
+        let admin = Session::admin(now, 1);
+        admin.validate_admin(now, 1).unwrap();
+        assert!(matches!(
+            admin.validate_admin(now, 2),
+            Err(Error::CredentialsRotated { .. })
+        ));
         assert!(matches!(
             admin.validate_tenant(&t, now),
             Err(Error::Forbidden { .. })
         ));
         let ts = Session::tenant(&t, now);
         assert!(matches!(
-            ts.validate_admin(now),
+            ts.validate_admin(now, 1),
             Err(Error::Forbidden { .. })
         ));
         let late = now + chrono::Duration::hours(9);
         assert!(matches!(
-            admin.validate_admin(late),
+            admin.validate_admin(late, 1),
             Err(Error::SessionExpired { .. })
         ));
         let json = serde_json::to_string(&ts).unwrap();

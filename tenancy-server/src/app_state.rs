@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenancy_core::{
-    Clock, LockManager, Result, Secret, StateBackend, SystemClock, Tenant, TenantId,
-    TenantRegistry, Usage,
+    Clock, LockManager, Result, StateBackend, SystemClock, Tenant, TenantId, TenantRegistry, Usage,
 };
 use tenancy_lock::{StoreLockManager, TenantLocks};
 use tenancy_state::TenantScoped;
@@ -234,7 +233,6 @@ pub struct AppStateBuilder {
     stores: Arc<dyn TenantStores>,
     config: ServerConfig,
     clock: Arc<dyn Clock>,
-    admin_token: Option<(Secret, u32)>,
 }
 
 impl AppStateBuilder {
@@ -250,15 +248,8 @@ impl AppStateBuilder {
         self
     }
 
-    /// Also accepts `token` as the admin credential; `build` keeps only its
-    /// bcrypt hash (at `bcrypt_cost`).
-    pub fn admin_token(mut self, token: &Secret, bcrypt_cost: u32) -> Self {
-        self.admin_token = Some((token.clone(), bcrypt_cost));
-        self
-    }
-
     /// The state: everything set above is resolved here, whatever the order
-    /// of the setters. Fails only when the admin token cannot be hashed.
+    /// of the setters. The admin credential is the registry's, only.
     pub fn build(self) -> Result<AppState> {
         let auth = TenantAuth::with_config(
             self.registry.clone(),
@@ -266,12 +257,7 @@ impl AppStateBuilder {
             self.clock.clone(),
         );
         let ttl = self.config.admin_cache_ttl;
-        let admin = match &self.admin_token {
-            Some((token, cost)) => {
-                AdminAuth::with_extra_token(self.registry.clone(), ttl, token, *cost)?
-            }
-            None => AdminAuth::new(self.registry.clone(), ttl),
-        };
+        let admin = AdminAuth::new(self.registry.clone(), ttl);
         Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
@@ -300,7 +286,6 @@ impl AppState {
             stores,
             config: ServerConfig::default(),
             clock: Arc::new(SystemClock),
-            admin_token: None,
         }
     }
 

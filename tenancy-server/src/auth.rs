@@ -50,9 +50,11 @@
 //!
 //! # The admin token
 //!
-//! [`AdminAuth`] checks a bearer token with bcrypt against the registry's
-//! admin hash (and the token given at start, if it differs), then trusts it
-//! by digest for the admin cache TTL (default 60 s).
+//! [`AdminAuth`] checks a bearer token of 8 to 72 bytes (others are refused
+//! without bcrypt, never cut to 72) with bcrypt against the registry's one
+//! admin credential, then trusts its digest for the admin cache TTL (default
+//! 60 s) while the credential's generation stays the one it verified at: a
+//! change made on any replica ends every cached token at its next request.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,7 +70,6 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use tenancy_core::credentials::{hash_secret, verify_secret};
 use tenancy_core::{
     Clock, Error, Secret, SystemClock, Tenant, TenantId, TenantRegistry, TenantStatus,
 };
@@ -743,10 +744,12 @@ where
     }
 }
 
-/// The admin credential check: a bearer token verified against the
-/// registry's admin hash (and, if the server was given a token that differs
-/// from it, against that token's bcrypt hash), with a short-lived cache of
-/// verified tokens keyed by SHA-256.
+/// The admin credential check: a bearer token verified with bcrypt against
+/// the registry's one admin credential, then trusted by SHA-256 digest for
+/// the cache TTL, but only while the credential's generation is the one it
+/// was verified at (one small read of the manifest per admin request), so
+/// `PUT /v1/admin/credential` or `tenancy admin passwd` on any replica ends
+/// every cached admin token at the next request.
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
     inner: Arc<AdminInner>,
@@ -754,9 +757,10 @@ pub struct AdminAuth {
 
 struct AdminInner {
     registry: Arc<dyn TenantRegistry>,
-    extra_hash: Option<String>,
-    verified: TtlMap<Digest32, ()>,
-    failed: TtlMap<Digest32, ()>,
+    /// Digest -> the admin credential generation it verified against.
+    verified: TtlMap<Digest32, u64>,
+    /// Digest -> the generation it failed against.
+    failed: TtlMap<Digest32, u64>,
     /// Owned by each check's task until its bcrypt finishes.
     permits: Arc<Semaphore>,
 }
@@ -764,20 +768,22 @@ struct AdminInner {
 impl std::fmt::Debug for AdminInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAuth")
-            .field("extra_token", &self.extra_hash.is_some())
             .field("ttl", &self.verified.ttl())
             .finish_non_exhaustive()
     }
 }
 
+/// The shortest and longest admin credential, in bytes (bcrypt reads 72).
+pub(crate) const ADMIN_TOKEN_BYTES: std::ops::RangeInclusive<usize> = 8..=72;
+
 impl AdminAuth {
     /// Checks admin tokens against the registry's admin credential; a
-    /// verified token is trusted for `ttl` before bcrypt runs again.
+    /// verified token is trusted for `ttl` (while the credential's
+    /// generation stays) before bcrypt runs again.
     pub fn new(registry: Arc<dyn TenantRegistry>, ttl: Duration) -> Self {
         AdminAuth {
             inner: Arc::new(AdminInner {
                 registry,
-                extra_hash: None,
                 verified: TtlMap::new(ttl, 1024),
                 failed: TtlMap::new(ttl, 10_000),
                 permits: Arc::new(Semaphore::new(2)),
@@ -785,19 +791,10 @@ impl AdminAuth {
         }
     }
 
-    /// Also accepts `token` (only its bcrypt hash at `cost` is kept).
-    pub fn with_extra_token(
-        registry: Arc<dyn TenantRegistry>,
-        ttl: Duration,
-        token: &Secret,
-        cost: u32,
-    ) -> tenancy_core::Result<Self> {
-        let hash = hash_secret(token, cost)?;
-        let mut a = Self::new(registry, ttl);
-        if let Some(inner) = Arc::get_mut(&mut a.inner) {
-            inner.extra_hash = Some(hash);
-        }
-        Ok(a)
+    /// Forgets every verified and failed token (the credential changed).
+    pub fn forget_all(&self) {
+        self.inner.verified.clear();
+        self.inner.failed.clear();
     }
 
     /// Checks the `Authorization: Bearer` token of a request.
@@ -814,13 +811,16 @@ impl AdminAuth {
             .and_then(|s| s.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
-            .filter(|t| !t.is_empty() && t.len() <= MAX_CREDENTIAL_LEN)
+            // Outside 8..=72 bytes no admin credential can match: refused
+            // without bcrypt, and never truncated to a matching prefix.
+            .filter(|t| ADMIN_TOKEN_BYTES.contains(&t.len()))
             .ok_or_else(|| ApiError::unauthorized("invalid admin credentials"))?;
         let d = digest(token);
-        if self.inner.verified.contains(&d) {
+        let current = self.inner.registry.admin_generation().await?;
+        if self.inner.verified.get(&d) == Some(current) {
             return Ok(());
         }
-        if self.inner.failed.contains(&d) {
+        if self.inner.failed.get(&d) == Some(current) {
             return Err(ApiError::unauthorized("invalid admin credentials"));
         }
         let permit = self
@@ -836,35 +836,23 @@ impl AdminAuth {
         let secret = Secret::new(token);
         tokio::spawn(async move {
             let _permit = permit;
-            this.verify(secret, d).await
+            this.verify(secret, d, current).await
         })
         .await
         .map_err(|_| ApiError::internal())?
     }
 
-    async fn verify(&self, secret: Secret, d: Digest32) -> Result<(), ApiError> {
-        let extra = self.inner.extra_hash.clone();
-        let given = match extra {
-            Some(h) => {
-                let presented = secret.clone();
-                crate::blocking::blocking(move || verify_secret(presented.expose(), &h))
-                    .await
-                    .unwrap_or(false)
+    async fn verify(&self, secret: Secret, d: Digest32, generation: u64) -> Result<(), ApiError> {
+        match self.inner.registry.verify_admin(&secret).await {
+            Ok(()) => {
+                self.inner.verified.insert(d, generation);
+                Ok(())
             }
-            None => false,
-        };
-        let ok = given
-            || match self.inner.registry.verify_admin(&secret).await {
-                Ok(()) => true,
-                Err(Error::Unauthorized { .. }) => false,
-                Err(e) => return Err(e.into()),
-            };
-        if ok {
-            self.inner.verified.insert(d, ());
-            Ok(())
-        } else {
-            self.inner.failed.insert(d, ());
-            Err(ApiError::unauthorized("invalid admin credentials"))
+            Err(Error::Unauthorized { .. }) => {
+                self.inner.failed.insert(d, generation);
+                Err(ApiError::unauthorized("invalid admin credentials"))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 }

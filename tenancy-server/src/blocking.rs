@@ -27,14 +27,6 @@ impl BlockingRunner for TokioBlocking {
     }
 }
 
-/// Runs one CPU-heavy closure on the blocking pool (for bcrypt work that is
-/// not the registry's, e.g. the admin token given at start).
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    tenancy_state::run_blocking(&TokioBlocking, f).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,7 +34,8 @@ mod tests {
     #[tokio::test]
     async fn jobs_run_off_the_calling_thread() {
         let caller = std::thread::current().id();
-        let ran_on = blocking(|| std::thread::current().id()).await;
+        let ran_on =
+            tenancy_state::run_blocking(&TokioBlocking, || std::thread::current().id()).await;
         assert!(
             ran_on.is_some_and(|t| t != caller),
             "{ran_on:?} vs {caller:?}"

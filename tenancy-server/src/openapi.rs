@@ -29,7 +29,7 @@ impl Modify for Security {
     paths(
         open::healthz, open::readyz, open::openapi_json,
         admin::create, admin::list, admin::get, admin::update, admin::delete,
-        admin::suspend, admin::activate, admin::rotate, admin::stats,
+        admin::suspend, admin::activate, admin::rotate, admin::stats, admin::change_credential,
         tenant::me, tenant::list_state, tenant::get_state, tenant::put_state, tenant::delete_state,
         tenant::acquire_lock, tenant::renew_lock, tenant::release_lock, tenant::list_locks,
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::complete_job, jobs::fail_job,

@@ -3,14 +3,20 @@
 //!
 //! # The admin token
 //!
-//! - `TENANCY_ADMIN_TOKEN` or `--admin-token-file` gives it. On a store
-//!   without a registry, the registry is bootstrapped with it (only its bcrypt
-//!   hash is stored, in `tenants.yaml`). On a bootstrapped store it is also
-//!   accepted if it differs from the registry's admin credential (only its
-//!   bcrypt hash is kept, in memory).
-//! - With neither, on a store without a registry, a token is generated,
-//!   the registry bootstrapped with its hash, and the token handed to the
-//!   caller to print once. On later starts the registry's credential is used.
+//! There is one admin credential, the registry's (a bcrypt hash with a
+//! generation, in `tenants.yaml`); the server never keeps a second one.
+//!
+//! - `TENANCY_ADMIN_TOKEN` or `--admin-token-file` gives a token of 8 to 72
+//!   bytes (anything else is a startup error: bcrypt would silently read
+//!   only the first 72). On a store without a registry, the registry is
+//!   bootstrapped with it. On a bootstrapped store it must match the stored
+//!   credential, or the server refuses to start and says how to change it
+//!   (`PUT /v1/admin/credential`, `tenancy admin passwd`).
+//! - With neither, on a store without a registry, a token is generated, the
+//!   registry bootstrapped with its hash, and the token handed to the caller
+//!   to print once. The listeners are bound before that, so a start that
+//!   cannot listen never generates a token nobody sees. On later starts the
+//!   registry's credential is used.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -233,6 +239,14 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
             .with_blocking(Arc::new(crate::TokioBlocking)),
     );
     let given = given_admin_token(&args)?;
+    if let Some(t) = &given {
+        let n = t.expose().len();
+        if !crate::auth::ADMIN_TOKEN_BYTES.contains(&n) {
+            bail!(
+                "the admin token is {n} bytes; it must be 8 to 72 bytes (bcrypt reads no more, so a longer one would be cut)"
+            );
+        }
+    }
 
     let mut generated = None;
     if !registry
@@ -269,22 +283,21 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
         ..ServerConfig::default()
     };
     let registry_dyn: Arc<dyn TenantRegistry> = registry.clone();
-    let mut builder =
-        AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend))).config(config);
-    if let Some(token) = &given {
+    if let (Some(token), None) = (&given, &generated) {
         match registry.verify_admin(token).await {
             Ok(()) => {}
-            Err(Error::Unauthorized { .. }) => {
-                tracing::warn!(
-                    "the given admin token differs from the registry's admin credential; \
-                     both are accepted by this server"
-                );
-                builder = builder.admin_token(token, cost);
-            }
+            Err(Error::Unauthorized { .. }) => bail!(
+                "the given admin token (TENANCY_ADMIN_TOKEN or --admin-token-file) does not match this store's admin credential; \
+                 start without it to use the stored one, or change the stored one first \
+                 (`tenancy admin passwd`, or PUT /v1/admin/credential)"
+            ),
             Err(e) => return Err(e).context("cannot check the admin token"),
         }
     }
-    let state = builder.build().context("cannot hash the admin token")?;
+    let state = AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend)))
+        .config(config)
+        .build()
+        .context("cannot build the server state")?;
     let router = crate::app(state.clone());
     Ok(Prepared {
         listener,

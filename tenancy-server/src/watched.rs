@@ -46,6 +46,12 @@ impl TenantRegistry for Watched {
     async fn verify_admin(&self, p: &Secret) -> Result<()> {
         self.inner.verify_admin(p).await
     }
+    async fn admin_generation(&self) -> Result<u64> {
+        self.inner.admin_generation().await
+    }
+    async fn set_admin_password(&self, p: &Secret) -> Result<u64> {
+        self.inner.set_admin_password(p).await
+    }
     async fn create(&self, new: NewTenant) -> Result<CreatedTenant> {
         let created = self.inner.create(new).await?;
         self.auth.tenant_changed(&created.tenant);

@@ -875,9 +875,23 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
         .unwrap();
     assert_eq!(res.status(), 401);
     drop(second);
-    // A token file works as well.
+    // There is one admin credential: a token file that does not match it
+    // stops the start with a message (it never becomes a second credential),
+    // and so does a token outside 8..=72 bytes; the matching one works.
     let file = dir.path().join("admin-token");
-    std::fs::write(&file, "file-token-0123456789\n").unwrap();
+    for (bad, says) in [
+        (
+            "file-token-0123456789",
+            "does not match this store's admin credential",
+        ),
+        ("x", "must be 8 to 72 bytes"),
+        (&*"y".repeat(117), "must be 8 to 72 bytes"),
+    ] {
+        std::fs::write(&file, format!("{bad}\n")).unwrap();
+        let err = failed_start(&backend, &["--admin-token-file", file.to_str().unwrap()]);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    std::fs::write(&file, format!("{token}\n")).unwrap();
     let third = Server::start(
         &backend,
         None,
@@ -886,86 +900,35 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
     let res = api
         .http
         .get(third.url("/v1/tenants"))
-        .bearer_auth("file-token-0123456789")
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
 }
 
-/// Every directory and file below `dir` whose mode is not 0700 / 0600.
-fn not_private_below(dir: &std::path::Path) -> Vec<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut bad = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let mode = meta.permissions().mode() & 0o7777;
-            let want = if meta.is_dir() { 0o700 } else { 0o600 };
-            if mode != want {
-                bad.push(format!("{} is {mode:o}", p.display()));
-            }
-            if meta.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    bad
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_store_under_tenancy_home_is_private_to_its_user() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let s = Server::start_with(&[], Some(ADMIN), Some(&home));
-    let api = Api::new();
-    let (st, created) = api
-        .admin(&s, "POST", "/v1/tenants", json!({"id": "acme"}))
-        .await;
-    assert_eq!(st, 201, "{created}");
-    let key = created["secret"].as_str().unwrap().to_string();
-    let res = api
-        .http
-        .put(s.url("/v1/state/stacks/web/prod/state.json"))
-        .header("x-api-key", &key)
-        .body("{}")
-        .send()
-        .await
+/// Runs the binary expecting it to refuse to start; returns its stderr.
+fn failed_start(backend: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenancy-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--backend",
+            backend,
+        ])
+        .args(extra)
+        .env("TENANCY_BCRYPT_COST", "4")
+        .env_remove("TENANCY_ADMIN_TOKEN")
+        .output()
         .unwrap();
-    assert!(res.status().is_success(), "{}", res.status());
-    let (st, _) = api
-        .tenant(
-            &s,
-            &key,
-            "POST",
-            "/v1/locks/stack:web",
-            json!({"ttl_seconds": 60}),
-        )
-        .await;
-    assert_eq!(st, 201);
-    let (st, _) = api
-        .tenant(&s, &key, "POST", "/v1/jobs", json!({"name": "j"}))
-        .await;
-    assert_eq!(st, 201);
-    assert!(s.terminate().success());
-    assert!(home.join("data").join("tenants.yaml").is_file());
-    let bad = not_private_below(dir.path());
-    use std::os::unix::fs::PermissionsExt;
-    let home_mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
-    assert_eq!(home_mode, 0o700, "TENANCY_HOME");
-    assert!(bad.is_empty(), "readable by others: {bad:?}");
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
 fn a_bad_backend_fails_the_start_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tenancy-server"))
-        .args(["--listen", "127.0.0.1:0", "--backend", "ftp://nowhere"])
-        .env("TENANCY_BCRYPT_COST", "4")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_start("ftp://nowhere", &[]);
     assert!(err.contains("unsupported scheme"), "{err}");
 }

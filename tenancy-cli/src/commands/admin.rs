@@ -4,17 +4,19 @@
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use tenancy_core::{Error, Session};
+use tenancy_core::{Error, Secret, Session};
 use tenancy_state::MigrateOptions;
 
 use super::Ctx;
-use crate::cli::{AdminLoginArgs, InitArgs, MigrateArgs};
+use crate::cli::{AdminLoginArgs, AdminPasswdArgs, InitArgs, MigrateArgs};
 use crate::exit::CliError;
 use crate::home::SessionSlot;
 use crate::output::time;
 
-/// The shortest admin password `init` accepts.
+/// The shortest admin password, in bytes.
 pub(crate) const MIN_ADMIN_PASSWORD: usize = 8;
+/// The longest admin password, in bytes (bcrypt reads no further).
+pub(crate) const MAX_ADMIN_PASSWORD: usize = 72;
 
 /// `tenancy init`: bootstraps the registry with an admin password.
 pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()> {
@@ -25,33 +27,13 @@ pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()
         ))
         .into());
     }
-    let password = if !args.admin_password_stdin
-        && ctx.io.var("TENANCY_ADMIN_PASSWORD").is_none()
-        && ctx.io.prompter.is_interactive()
-    {
-        let first = ctx.io.prompter.ask_hidden("New admin password: ")?;
-        let again = ctx.io.prompter.ask_hidden("Repeat the admin password: ")?;
-        if first != again {
-            return Err(
-                CliError::usage("the two passwords differ; run `tenancy init` again").into(),
-            );
-        }
-        first
-    } else {
-        ctx.io.secret(
-            "admin password",
-            args.admin_password_stdin,
-            "--admin-password-stdin",
-            "TENANCY_ADMIN_PASSWORD",
-            "New admin password: ",
-        )?
-    };
-    if password.expose().chars().count() < MIN_ADMIN_PASSWORD {
-        return Err(CliError::usage(format!(
-            "the admin password must be at least {MIN_ADMIN_PASSWORD} characters; choose a longer one"
-        ))
-        .into());
-    }
+    let password = new_password(
+        ctx,
+        args.admin_password_stdin,
+        "--admin-password-stdin",
+        "TENANCY_ADMIN_PASSWORD",
+        "tenancy init",
+    )?;
     ctx.services
         .registry
         .bootstrap(&password)
@@ -65,6 +47,86 @@ pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()
         ctx.out()
             .line(&format!("Initialized the tenant registry at {url}."))?;
         ctx.note("Next: `tenancy admin login`, then `tenancy tenant init --name ID`.")?;
+    }
+    Ok(())
+}
+
+/// A new admin password: from stdin, `env_var`, or asked twice on a
+/// terminal; 8 to 72 bytes (bcrypt's limit: longer is refused, never cut).
+fn new_password(
+    ctx: &mut Ctx<'_>,
+    stdin: bool,
+    flag: &str,
+    env_var: &str,
+    again: &str,
+) -> anyhow::Result<Secret> {
+    let password = if !stdin && ctx.io.var(env_var).is_none() && ctx.io.prompter.is_interactive() {
+        let first = ctx.io.prompter.ask_hidden("New admin password: ")?;
+        let repeat = ctx.io.prompter.ask_hidden("Repeat the admin password: ")?;
+        if first != repeat {
+            return Err(
+                CliError::usage(format!("the two passwords differ; run `{again}` again")).into(),
+            );
+        }
+        first
+    } else {
+        ctx.io.secret(
+            "admin password",
+            stdin,
+            flag,
+            env_var,
+            "New admin password: ",
+        )?
+    };
+    let n = password.expose().len();
+    if !(MIN_ADMIN_PASSWORD..=MAX_ADMIN_PASSWORD).contains(&n) {
+        return Err(CliError::usage(format!(
+            "the admin password must be {MIN_ADMIN_PASSWORD} to {MAX_ADMIN_PASSWORD} bytes (it is {n}); choose another"
+        ))
+        .into());
+    }
+    Ok(password)
+}
+
+/// `tenancy admin passwd`: replaces the admin credential and bumps its
+/// generation, which ends every admin session (this one too) and every
+/// admin token a server has cached. `--reset` needs no admin session: it
+/// is for whoever holds the store's own credentials (they control
+/// everything on it anyway) and has lost the admin password.
+pub(crate) async fn passwd(ctx: &mut Ctx<'_>, args: AdminPasswdArgs) -> anyhow::Result<()> {
+    if args.reset {
+        if !ctx.services.registry.is_bootstrapped().await? {
+            return Err(Error::not_found(format!(
+                "no registry at {}; create one with `tenancy init`",
+                ctx.backend_url
+            ))
+            .into());
+        }
+    } else {
+        ctx.require_admin().await?;
+    }
+    let password = new_password(
+        ctx,
+        args.new_password_stdin,
+        "--new-password-stdin",
+        "TENANCY_NEW_ADMIN_PASSWORD",
+        "tenancy admin passwd",
+    )?;
+    let generation = ctx
+        .services
+        .registry
+        .set_admin_password(&password)
+        .await
+        .context("changing the admin credential")?;
+    ctx.home.remove(SessionSlot::Admin)?;
+    if ctx.is_json() {
+        ctx.out()
+            .json(&json!({ "changed": true, "generation": generation }))?;
+    } else {
+        ctx.out().line(&format!(
+            "Changed the admin credential (generation {generation}); every admin session and cached admin token has ended."
+        ))?;
+        ctx.note("Next: `tenancy admin login` with the new password.")?;
     }
     Ok(())
 }
@@ -95,7 +157,8 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
             ),
             other => other,
         })?;
-    let session = Session::admin(ctx.now());
+    let generation = ctx.services.registry.admin_generation().await?;
+    let session = Session::admin(ctx.now(), generation);
     let expires = session.expires_at;
     ctx.save_session(SessionSlot::Admin, session)?;
     if ctx.is_json() {

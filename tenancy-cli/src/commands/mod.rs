@@ -106,15 +106,27 @@ impl<'a> Ctx<'a> {
         match self.home.load(SessionSlot::Admin)? {
             Some(file) => {
                 self.check_backend(&file, SessionSlot::Admin)?;
-                file.session.validate_admin(now)?;
-                if !self.services.registry.is_bootstrapped().await? {
-                    return Err(Error::not_found(format!(
-                        "no registry at {} any more; create one with `tenancy init`",
-                        self.backend_url
-                    ))
-                    .into());
+                file.session.check_expiry(now)?;
+                // One manifest read: its absence means no registry.
+                let current = match self.services.registry.admin_generation().await {
+                    Ok(g) => g,
+                    Err(e) if e.is_not_found() => {
+                        return Err(Error::not_found(format!(
+                            "no registry at {} any more; create one with `tenancy init`",
+                            self.backend_url
+                        ))
+                        .into())
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                match file.session.validate_admin(now, current) {
+                    Err(Error::CredentialsRotated { .. }) => Err(CliError::new(
+                        UNAUTHORIZED,
+                        "the admin credential changed since this session began; run `tenancy admin login`",
+                    )
+                    .into()),
+                    other => Ok(other?),
                 }
-                Ok(())
             }
             None => {
                 if let Ok(Some(t)) = self.home.load(SessionSlot::Tenant) {

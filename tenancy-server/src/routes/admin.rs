@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tenancy_core::{
     LimitOverrides, NewTenant, Plan, Tenant, TenantFilter, TenantId, TenantRegistryExt,
     TenantStatus, TenantUpdate,
@@ -325,4 +325,44 @@ pub(crate) async fn stats(
         state.metrics().record_usage(&t, &usage);
     }
     Ok(axum::Json(StatsView::new(&t, usage, state.clock().now())))
+}
+
+/// The body of `PUT /v1/admin/credential`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewAdminCredential {
+    /// The new admin token, 8 to 72 bytes.
+    pub token: String,
+}
+
+/// The answer of `PUT /v1/admin/credential`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct AdminCredentialChanged {
+    /// The admin credential's new generation.
+    pub generation: u64,
+}
+
+/// Replaces the one admin credential and bumps its generation: every admin
+/// CLI session and every admin token cached by any replica stops working
+/// (the old token gets 401 on its next request).
+#[utoipa::path(put, path = "/v1/admin/credential", tag = "admin",
+    request_body = NewAdminCredential, security(("admin" = [])),
+    responses((status = 200, body = AdminCredentialChanged), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn change_credential(
+    State(state): State<AppState>,
+    Json(body): Json<NewAdminCredential>,
+) -> ApiResult<axum::Json<AdminCredentialChanged>> {
+    let n = body.token.len();
+    if !crate::auth::ADMIN_TOKEN_BYTES.contains(&n) {
+        return Err(ApiError::bad_request(format!(
+            "the admin token must be 8 to 72 bytes (this one is {n}); a longer one would be cut by bcrypt"
+        )));
+    }
+    let generation = state
+        .registry()
+        .set_admin_password(&tenancy_core::Secret::new(body.token))
+        .await?;
+    state.admin().forget_all();
+    Ok(axum::Json(AdminCredentialChanged { generation }))
 }

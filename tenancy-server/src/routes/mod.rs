@@ -14,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tenants/{id}/activate"),
     ("POST", "/v1/tenants/{id}/rotate"),
     ("GET", "/v1/tenants/{id}/stats"),
+    ("PUT", "/v1/admin/credential"),
     ("GET", "/v1/tenant"),
     ("GET", "/v1/state"),
     ("GET", "/v1/state/{*key}"),
@@ -76,6 +77,7 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/tenants/{id}/activate", post(admin::activate))
         .route("/v1/tenants/{id}/rotate", post(admin::rotate))
         .route("/v1/tenants/{id}/stats", get(admin::stats))
+        .route("/v1/admin/credential", put(admin::change_credential))
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
 

@@ -184,33 +184,45 @@ async fn create_refuses_bad_input() {
 }
 
 #[tokio::test]
-async fn the_builder_resolves_the_admin_token_whatever_the_setter_order() {
-    use tower::ServiceExt;
-    let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
-    let registry = Arc::new(tenancy_state::StoreRegistry::new(backend.clone()).with_bcrypt_cost(4));
-    tenancy_core::TenantRegistry::bootstrap(&*registry, &tenancy_core::Secret::new(ADMIN))
-        .await
-        .unwrap();
-    let extra = tenancy_core::Secret::new("a-second-admin-token");
-    // admin_token before config: the token still counts, with the config's cache TTL.
-    let state = tenancy_server::AppState::builder(
-        registry,
-        Arc::new(tenancy_server::SharedStores::new(backend)),
-    )
-    .admin_token(&extra, 4)
-    .config(ServerConfig::default())
-    .build()
-    .unwrap();
-    for token in [ADMIN, extra.expose()] {
-        let req = axum::http::Request::get("/v1/tenants")
-            .header("authorization", format!("Bearer {token}"))
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let res = tenancy_server::app(state.clone())
-            .oneshot(req)
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "token {token}");
+async fn the_one_admin_credential_changes_and_old_tokens_stop_on_every_replica() {
+    let h = harness().await;
+    // A second replica on the same store, its cache warm with the old token.
+    let other = harness_on(h.backend.clone(), ServerConfig::default(), false).await;
+    let old = format!("Bearer {ADMIN}");
+    for r in [&h, &other] {
+        let a = r
+            .call("GET", "/v1/tenants", &[("authorization", &old)], "")
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    for bad in ["short", &"x".repeat(73)] {
+        let a = h
+            .admin("PUT", "/v1/admin/credential", json!({ "token": bad }))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let new72 = "n".repeat(72);
+    let a = h
+        .admin("PUT", "/v1/admin/credential", json!({ "token": new72 }))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["generation"], 2);
+    for r in [&h, &other] {
+        let a = r
+            .call("GET", "/v1/tenants", &[("authorization", &old)], "")
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "the old token stopped");
+        let new = format!("Bearer {new72}");
+        let a = r
+            .call("GET", "/v1/tenants", &[("authorization", &new)], "")
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "the new token works");
+        // A longer token sharing its first 72 bytes is refused, never cut.
+        let longer = format!("Bearer {new72}zzz");
+        let a = r
+            .call("GET", "/v1/tenants", &[("authorization", &longer)], "")
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "117-byte prefix trick");
     }
 }
 

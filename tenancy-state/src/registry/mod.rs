@@ -287,6 +287,14 @@ impl TenantRegistry for StoreRegistry {
         self.verify_admin_password(password).await
     }
 
+    async fn admin_generation(&self) -> Result<u64> {
+        self.stored_admin_generation().await
+    }
+
+    async fn set_admin_password(&self, new: &Secret) -> Result<u64> {
+        self.change_admin_password(new).await
+    }
+
     async fn create(&self, new: NewTenant) -> Result<CreatedTenant> {
         self.create_tenant(new).await
     }

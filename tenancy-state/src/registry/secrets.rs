@@ -122,9 +122,14 @@ impl StoreRegistry {
 
     // ---- the admin credential ----
 
-    /// The generation of the admin credential (bumped by [`StoreRegistry::set_admin_hash`]).
-    pub async fn admin_generation(&self) -> Result<u64> {
+    pub(super) async fn stored_admin_generation(&self) -> Result<u64> {
         Ok(self.manifest().await?.0.config.admin.generation)
+    }
+
+    pub(super) async fn change_admin_password(&self, new: &Secret) -> Result<u64> {
+        check_password(new, MIN_ADMIN_PASSWORD_LEN)?;
+        let hash = self.hash(new).await?;
+        self.set_admin_hash(&hash).await
     }
 
     pub(super) async fn bootstrap_with_password(&self, admin_password: &Secret) -> Result<()> {
