@@ -16,6 +16,7 @@ Exit codes:
   5  not found
   6  conflict or lock held
   7  quota exceeded
+  8  doctor: problems remain (after --repair: the ones it cannot fix)
 
 Environment:
   TENANCY_HOME            where sessions and the default store live (default ~/.tenancy)
@@ -88,6 +89,10 @@ pub(crate) enum Command {
     Tenant(TenantCommand),
     /// Admin: copy a single-tenant `stacks/` tree on the backend into a tenant.
     Migrate(MigrateArgs),
+    /// Admin: report every inconsistency in the store (damaged records,
+    /// crash leftovers, reservations without owners, file modes, the S3
+    /// probe); exit 8 while problems remain.
+    Doctor(DoctorArgs),
     /// Log in as a tenant (session lasts 7 days).
     Login(LoginArgs),
     /// Remove the tenant session.
@@ -138,6 +143,16 @@ pub(crate) struct MigrateArgs {
     /// Copy even when the new stacks take the tenant over its max_stacks.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `tenancy doctor`
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Fix what is safe to fix: delete orphan index entries, roll back
+    /// half-created tenants, finish incomplete ones, release reservations
+    /// nobody owns, remove old temp files, make files private, run the probe.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `tenancy login`
@@ -602,6 +617,8 @@ mod tests {
                 "--dry-run",
                 "--force",
             ],
+            &["tenancy", "doctor"],
+            &["tenancy", "doctor", "--repair", "--output", "json"],
             &["tenancy", "login", "--tenant", "acme", "--secret-stdin"],
             &["tenancy", "logout"],
             &["tenancy", "session"],

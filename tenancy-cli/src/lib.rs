@@ -24,7 +24,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use serde_json::json;
 use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
-use tenancy_core::{Clock, LockManager, StateBackend, SystemClock, TenantRegistry};
+use tenancy_core::{Clock, LockManager, SystemClock, TenantRegistry};
 use tenancy_lock::StoreLockManager;
 use tenancy_state::StoreRegistry;
 
@@ -233,7 +233,17 @@ pub(crate) fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::R
 
 impl Services {
     /// The registry and lock manager stored on `backend`, on the system clock.
-    pub(crate) fn on_backend(backend: Arc<dyn StateBackend>, bcrypt_cost: u32) -> Self {
+    #[cfg(test)]
+    pub(crate) fn on_backend(
+        backend: Arc<dyn tenancy_core::StateBackend>,
+        bcrypt_cost: u32,
+    ) -> Self {
+        Self::on_store(tenancy_state::Store::Other(backend), bcrypt_cost)
+    }
+
+    /// Like [`Services::on_backend`], keeping the concrete backend for `doctor`.
+    pub(crate) fn on_store(store: tenancy_state::Store, bcrypt_cost: u32) -> Self {
+        let backend = store.backend();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let registry: Arc<dyn TenantRegistry> = Arc::new(
             StoreRegistry::new(backend.clone())
@@ -247,6 +257,7 @@ impl Services {
             backend,
             locks,
             clock,
+            store,
         }
     }
 
@@ -256,10 +267,10 @@ impl Services {
         bcrypt_cost: u32,
         probe: tenancy_state::Probe,
     ) -> anyhow::Result<Self> {
-        let backend = tenancy_state::open_with(url, tenancy_state::OpenOptions { probe })
+        let store = tenancy_state::open_store(url, tenancy_state::OpenOptions { probe })
             .await
             .with_context(|| format!("opening the backend {url}"))?;
-        Ok(Self::on_backend(backend, bcrypt_cost))
+        Ok(Self::on_store(store, bcrypt_cost))
     }
 }
 
@@ -376,6 +387,7 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             TenantCommand::Stacks => state::stacks(ctx).await,
         },
         Command::Migrate(args) => admin::migrate(ctx, args).await,
+        Command::Doctor(args) => admin::doctor(ctx, args).await,
         Command::Login(args) => session::login(ctx, args).await,
         Command::Session => session::session(ctx).await,
         Command::State(command) => match command {

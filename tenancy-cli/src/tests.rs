@@ -38,6 +38,14 @@ impl Harness {
         Self::on(Arc::new(MemoryBackend::new()))
     }
 
+    fn on_store(store: tenancy_state::Store) -> Self {
+        Harness {
+            home: tempfile::tempdir().unwrap(),
+            backend: store.backend(),
+            services: Services::on_store(store, 4),
+        }
+    }
+
     fn on(backend: Arc<dyn StateBackend>) -> Self {
         Harness {
             home: tempfile::tempdir().unwrap(),
@@ -1061,4 +1069,84 @@ fn admin_passwd_changes_the_one_credential_and_ends_every_admin_session() {
         &["admin", "login", "--password-stdin"],
         "recovered password\n",
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn doctor_reports_repairs_and_is_clean_again_on_local_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let local = tenancy_state::LocalBackend::open(dir.path().join("store")).unwrap();
+    let root = local.root().to_path_buf();
+    let h = Harness::on_store(tenancy_state::Store::Local(local));
+    h.fails(&["doctor"], "", 3);
+    h.admin();
+    let secret = h.tenant("acme", &[]);
+    let o = h.ok(&["doctor"], "");
+    assert!(o.out.contains("No problems found."), "{o:?}");
+
+    // what crashes leave: an index entry whose create died before its
+    // record, a killed writer's temp file; and a record others may read
+    let orphan = root
+        .join("registry-keys")
+        .join("00112233445566778899aabbccddeeff.yaml");
+    std::fs::write(&orphan, "tenant: ghost\ncreated_at: 2020-01-01T00:00:00Z\n").unwrap();
+    std::fs::set_permissions(&orphan, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tmp = root.join("registry").join(".tmp-crashed");
+    let f = std::fs::File::create(&tmp).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    let record = root.join("registry").join("acme.yaml");
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let o = h.fails(&["--output", "json", "doctor"], "", 8);
+    assert!(o.err.contains("tenancy doctor --repair"), "{o:?}");
+    let v = o.json();
+    let mut found: Vec<(String, String, bool)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["key"].as_str().unwrap().to_string(),
+                f["repairable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            ("file_mode".into(), "registry/acme.yaml".into(), true),
+            (
+                "orphan_index_entry".into(),
+                "registry-keys/00112233445566778899aabbccddeeff.yaml".into(),
+                true
+            ),
+            ("temp_file".into(), "registry/.tmp-crashed".into(), true),
+        ],
+        "{v:#}"
+    );
+    let table = h.fails(&["doctor"], "", 8);
+    assert!(table.out.contains("orphan_index_entry"), "{table:?}");
+
+    let o = h.ok(&["--output", "json", "doctor", "--repair"], "");
+    let v = o.json();
+    assert_eq!(v["clean"], true, "{v:#}");
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["repaired"] == true));
+    assert!(!tmp.exists());
+    assert_eq!(
+        std::fs::metadata(&record).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let o = h.ok(&["doctor"], "");
+    assert!(o.out.contains("No problems found."), "{o:?}");
+    // the valid tenant still works
+    h.login("acme", &secret);
+    h.ok(&["tenant", "details"], "");
 }

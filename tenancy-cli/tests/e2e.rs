@@ -1164,3 +1164,85 @@ fn migrate_refuses_every_reserved_prefix_on_s3() {
         reserved_prefixes(&store);
     }
 }
+
+/// Item 15: `tenancy doctor` reports leftovers, `--repair` fixes what it
+/// can (exit 8 while a problem remains), and the valid tenant is untouched.
+fn doctor_on(store: &Store) {
+    let admin = admin_of(store);
+    let secret = create_tenant(&admin, "acme", &[]);
+    let clean = admin.json(&["doctor"], "");
+    assert_eq!(clean["clean"], true, "{clean:#}");
+    let orphan = "registry-keys/00112233445566778899aabbccddeeff.yaml";
+    put_raw(
+        store,
+        orphan,
+        "tenant: ghost\ncreated_at: 2020-01-01T00:00:00Z\n",
+    );
+    put_raw(store, "registry/broken.yaml", "{ not: [yaml");
+    let before: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains("acme"))
+        .collect();
+
+    let found = admin.fails(&["--output", "json", "doctor"], "", 8);
+    let v = found.json();
+    let kinds: Vec<(String, String, bool)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().into(),
+                f["key"].as_str().unwrap().into(),
+                f["repairable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                "damaged_record".into(),
+                "registry/broken.yaml".into(),
+                false
+            ),
+            ("orphan_index_entry".into(), orphan.into(), true),
+        ],
+        "{v:#}"
+    );
+    // the damaged record remains: exit 8, the orphan is gone
+    let repaired = admin.fails(&["doctor", "--repair"], "", 8);
+    assert!(repaired.out.contains("repaired"), "{repaired:?}");
+    assert!(!store.keys().contains(&orphan.to_string()));
+    let b = store.backend();
+    runtime()
+        .block_on(b.delete(
+            &tenancy_core::StateKey::new("registry/broken.yaml").unwrap(),
+            tenancy_core::DeleteMode::Any,
+        ))
+        .unwrap();
+    let again = admin.ok(&["doctor"], "");
+    assert!(again.out.contains("No problems found."), "{again:?}");
+    let after: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains("acme"))
+        .collect();
+    assert_eq!(after, before, "nothing valid was touched");
+    let team = store.user();
+    team.login("acme", &secret);
+    team.ok(&["tenant", "details"], "");
+}
+
+#[test]
+fn doctor_reports_and_repairs_on_local_files() {
+    doctor_on(&local_store());
+}
+
+#[test]
+fn doctor_reports_and_repairs_on_s3() {
+    if let Some(store) = s3_store("doctor_reports_and_repairs_on_s3") {
+        doctor_on(&store);
+    }
+}

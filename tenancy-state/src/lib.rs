@@ -25,6 +25,7 @@
 //! for how compare-and-swap works across processes.
 
 pub mod counting;
+pub mod doctor;
 mod local;
 pub mod migrate;
 mod object;
@@ -38,7 +39,7 @@ use std::sync::Arc;
 
 use tenancy_core::{Error, Result, StateBackend};
 
-pub use local::LocalBackend;
+pub use local::{LocalBackend, TEMP_FILE_MAX_AGE};
 pub use migrate::{migrate_stacks, MigrateOptions, MigrationReport};
 pub use object::ObjectStoreBackend;
 #[cfg(feature = "s3")]
@@ -72,6 +73,30 @@ pub struct OpenOptions {
     pub probe: Probe,
 }
 
+/// A store opened by URL: the backend, and its concrete type for the
+/// checks that look below [`StateBackend`] (`doctor`: temp files and file
+/// modes on local files, the probe marker on S3).
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Local files.
+    Local(LocalBackend),
+    /// An object store (S3).
+    Object(ObjectStoreBackend),
+    /// Any other backend (memory, a wrapper): only the trait is looked at.
+    Other(Arc<dyn StateBackend>),
+}
+
+impl Store {
+    /// The backend, as every other part of the toolkit takes it.
+    pub fn backend(&self) -> Arc<dyn StateBackend> {
+        match self {
+            Store::Local(b) => Arc::new(b.clone()),
+            Store::Object(b) => Arc::new(b.clone()),
+            Store::Other(b) => b.clone(),
+        }
+    }
+}
+
 /// Opens a backend from a URL with [`OpenOptions::default`]:
 ///
 /// - `memory://`: a fresh in-memory store;
@@ -92,6 +117,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn StateBackend>> {
 
 /// Opens a backend from a URL (see [`open`]) with `options`.
 pub async fn open_with(url: &str, options: OpenOptions) -> Result<Arc<dyn StateBackend>> {
+    Ok(open_store(url, options).await?.backend())
+}
+
+/// Opens a backend from a URL like [`open_with`], keeping its concrete type.
+pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
     let url = url.trim();
     if url.is_empty() {
         return Err(Error::invalid(
@@ -111,7 +141,7 @@ pub async fn open_with(url: &str, options: OpenOptions) -> Result<Arc<dyn StateB
                  use memory://, file:///path or s3://bucket/prefix"
             )));
         }
-        return Ok(Arc::new(LocalBackend::open(url)?));
+        return Ok(Store::Local(LocalBackend::open(url)?));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "memory" | "mem" => {
@@ -120,9 +150,9 @@ pub async fn open_with(url: &str, options: OpenOptions) -> Result<Arc<dyn StateB
                     "backend URL \"{url}\": memory:// takes no path"
                 )));
             }
-            Ok(Arc::new(tenancy_core::MemoryBackend::new()))
+            Ok(Store::Other(Arc::new(tenancy_core::MemoryBackend::new())))
         }
-        "file" => Ok(Arc::new(LocalBackend::open(file_path(url, rest)?)?)),
+        "file" => Ok(Store::Local(LocalBackend::open(file_path(url, rest)?)?)),
         "s3" => open_s3(url, rest, options).await,
         other => Err(Error::invalid(format!(
             "backend URL \"{url}\" has unsupported scheme \"{other}\"; \
@@ -186,7 +216,7 @@ fn s3_location(url: &str, rest: &str) -> Result<(String, Option<String>)> {
 }
 
 #[cfg(feature = "s3")]
-async fn open_s3(url: &str, rest: &str, options: OpenOptions) -> Result<Arc<dyn StateBackend>> {
+async fn open_s3(url: &str, rest: &str, options: OpenOptions) -> Result<Store> {
     let (bucket, prefix) = s3_location(url, rest)?;
     let backend = ObjectStoreBackend::s3(S3Config::from_env(bucket, prefix.as_deref()))?;
     let backend = match options.probe {
@@ -197,11 +227,11 @@ async fn open_s3(url: &str, rest: &str, options: OpenOptions) -> Result<Arc<dyn 
         }
         Probe::Assume => backend.assume_probed(),
     };
-    Ok(Arc::new(backend))
+    Ok(Store::Object(backend))
 }
 
 #[cfg(not(feature = "s3"))]
-async fn open_s3(url: &str, rest: &str, _: OpenOptions) -> Result<Arc<dyn StateBackend>> {
+async fn open_s3(url: &str, rest: &str, _: OpenOptions) -> Result<Store> {
     s3_location(url, rest)?;
     Err(Error::not_implemented(format!(
         "backend URL \"{url}\": S3 support is not built in; build tenancy-state with --features s3"

@@ -26,6 +26,17 @@
 //! only come back with a later mtime, and even on a filesystem with coarse
 //! timestamps the content hash must match too.
 //!
+//! # Leftovers of a crash
+//!
+//! A writer killed between step 1 and the rename leaves its temp file
+//! behind. Temp files older than [`TEMP_FILE_MAX_AGE`] (1 h: a live writer
+//! renames within seconds) are removed by the first write of each process
+//! into their directory (one directory scan per directory and process,
+//! never on the read path), and by `tenancy doctor --repair`, which also
+//! reports every younger one. A writer paused for longer than the bound
+//! loses its temp file and its rename fails: the write reports an error
+//! and changes nothing.
+//!
 //! Hidden names (starting with `.`) are never listed and no `StateKey` can
 //! name them, since key segments cannot start with `.`. Directories are never
 //! removed (their lock file lives in them), which keeps the lock protocol
@@ -42,11 +53,12 @@
 //! exist keep their mode, until an object is rewritten (the new file is
 //! 0600).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,6 +70,11 @@ use tenancy_core::{
 };
 
 const LOCK_FILE: &str = ".tenancy.lock";
+/// The name prefix of temp files.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+/// How old a temp file must be before it is taken for a crash's leftover
+/// and removed (see the module docs).
+pub const TEMP_FILE_MAX_AGE: Duration = Duration::from_secs(3600);
 const BACKEND: &str = "local";
 
 /// The mode of a local write, without borrowing.
@@ -80,6 +97,63 @@ pub(crate) struct LocalEntry {
 #[derive(Debug)]
 pub(crate) struct LocalFs {
     root: PathBuf,
+    /// Directories this process has swept of old temp files already.
+    swept: Mutex<HashSet<PathBuf>>,
+}
+
+/// Something below the root that `tenancy doctor` looks at: a temp file or
+/// a file or directory (the root included) that group or others may read,
+/// write or enter.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalFinding {
+    pub(crate) path: PathBuf,
+    pub(crate) is_dir: bool,
+    /// The permission bits.
+    pub(crate) mode: u32,
+    /// A `.tmp-*` file, with its age (zero when the mtime is unreadable or in the future).
+    pub(crate) temp_age: Option<Duration>,
+}
+
+/// The age of a file by its mtime.
+fn age_of(meta: &fs::Metadata, now: SystemTime) -> Duration {
+    meta.modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &fs::Metadata) -> u32 {
+    0
+}
+
+/// Removes the temp files in `dir` older than `max_age` (best effort: a
+/// file another sweeper removed first, or one that cannot be removed, is
+/// left to `tenancy doctor`).
+fn sweep_dir(dir: &Path, max_age: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        let old = is_temp
+            && entry
+                .metadata()
+                .is_ok_and(|m| m.is_file() && age_of(&m, now) > max_age);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn io_err(what: &str, e: io::Error) -> Error {
@@ -277,7 +351,106 @@ impl LocalFs {
         // absolute, so a later change of the working directory moves nothing
         let root = fs::canonicalize(root)
             .map_err(|e| io_err(&format!("cannot resolve {}", root.display()), e))?;
-        Ok(LocalFs { root })
+        Ok(LocalFs {
+            root,
+            swept: Mutex::default(),
+        })
+    }
+
+    /// Sweeps `dir` of old temp files, once per process.
+    fn sweep_once(&self, dir: &Path) {
+        let first = match self.swept.lock() {
+            Ok(mut seen) => seen.insert(dir.to_path_buf()),
+            Err(_) => false,
+        };
+        if first {
+            sweep_dir(dir, TEMP_FILE_MAX_AGE);
+        }
+    }
+
+    /// Every temp file and every file or directory that group or others
+    /// may use, below the root and the root itself (symlinks are not followed).
+    pub(crate) fn inspect(&self) -> Result<Vec<LocalFinding>> {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        let meta = fs::symlink_metadata(&self.root)
+            .map_err(|e| io_err(&format!("cannot stat {}", self.root.display()), e))?;
+        if mode_of(&meta) & 0o077 != 0 {
+            out.push(LocalFinding {
+                path: self.root.clone(),
+                is_dir: true,
+                mode: mode_of(&meta),
+                temp_age: None,
+            });
+        }
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = fs::read_dir(&dir)
+                .map_err(|e| io_err(&format!("cannot list {}", dir.display()), e))?;
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| io_err(&format!("cannot list {}", dir.display()), e))?;
+                let path = entry.path();
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if is_missing(&e) => continue,
+                    Err(e) => return Err(io_err(&format!("cannot stat {}", path.display()), e)),
+                };
+                let is_temp = meta.is_file()
+                    && entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+                let mode = mode_of(&meta);
+                if is_temp || (!meta.file_type().is_symlink() && mode & 0o077 != 0) {
+                    out.push(LocalFinding {
+                        path: path.clone(),
+                        is_dir: meta.is_dir(),
+                        mode,
+                        temp_age: is_temp.then(|| age_of(&meta, now)),
+                    });
+                }
+                if meta.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Removes a temp file found by [`LocalFs::inspect`] if it is still
+    /// older than `max_age`.
+    pub(crate) fn remove_temp(&self, path: &Path, max_age: Duration) -> Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() && age_of(&m, SystemTime::now()) > max_age => {
+                match fs::remove_file(path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if is_missing(&e) => Ok(false),
+                    Err(e) => Err(io_err(&format!("cannot remove {}", path.display()), e)),
+                }
+            }
+            Ok(_) => Ok(false),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(e) => Err(io_err(&format!("cannot stat {}", path.display()), e)),
+        }
+    }
+
+    /// Takes group and other permissions away (0700 / 0600, the modes the
+    /// store creates).
+    pub(crate) fn make_private(&self, path: &Path, is_dir: bool) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if is_dir { DIR_MODE } else { FILE_MODE };
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|e| io_err(&format!("cannot change the mode of {}", path.display()), e))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (path, is_dir);
+            Ok(())
+        }
     }
 
     /// The root directory.
@@ -314,8 +487,9 @@ impl LocalFs {
             });
         }
 
+        self.sweep_once(&dir);
         // 1. write and fsync a temp file, outside the lock
-        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let written = (|| -> io::Result<fs::Metadata> {
             let mut f = create_private_file(&tmp, false)?;
             f.write_all(value)?;
@@ -497,6 +671,10 @@ impl LocalBackend {
     pub fn root(&self) -> &Path {
         self.fs.root()
     }
+
+    pub(crate) fn files(&self) -> &LocalFs {
+        &self.fs
+    }
 }
 
 #[async_trait]
@@ -630,6 +808,45 @@ mod tests {
         assert!(
             names.iter().all(|n| n == "y" || n == LOCK_FILE),
             "only the object and the lock file remain: {names:?}"
+        );
+    }
+
+    /// Plants `n` temp files in `dir`, `age` old, as killed writers leave them.
+    fn plant_temp_files(dir: &Path, n: usize, age: Duration) -> Vec<PathBuf> {
+        let when = SystemTime::now() - age;
+        (0..n)
+            .map(|_| {
+                let p = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+                let f = File::create(&p).unwrap();
+                f.set_modified(when).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_write_into_a_directory_sweeps_temp_files_older_than_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFs::open(dir.path()).unwrap();
+        fs.put("tenants/acme/v1/state.json", b"1", LocalPut::Create)
+            .unwrap();
+        let d = dir.path().join("tenants").join("acme").join("v1");
+        // 20 crashes of writers, after the directory was first written
+        let old = plant_temp_files(&d, 42, TEMP_FILE_MAX_AGE + Duration::from_secs(60));
+        let young = plant_temp_files(&d, 1, Duration::from_secs(5));
+        // the next process that writes there
+        let next = LocalFs::open(dir.path()).unwrap();
+        next.put("tenants/acme/v1/other.json", b"2", LocalPut::Create)
+            .unwrap();
+        let left = old.iter().filter(|p| p.exists()).count();
+        assert_eq!(left, 0, "{left} of 42 old temp files are still there");
+        assert!(
+            young[0].exists(),
+            "a young temp file may be a live writer's"
+        );
+        assert_eq!(
+            &next.get("tenants/acme/v1/state.json").unwrap().unwrap().0[..],
+            b"1"
         );
     }
 

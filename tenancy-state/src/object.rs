@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path as StorePath;
 #[cfg(feature = "s3")]
@@ -309,6 +310,37 @@ impl ObjectStoreBackend {
                 "conditional writes: a refused write changed the probe object on the {backend} store"
             ))),
         }
+    }
+
+    /// True when the store holds the probe marker (one read; never probes).
+    pub(crate) async fn has_probe_marker(&self) -> Result<bool> {
+        Ok(store_get(&*self.store, self.name, PROBE_MARKER)
+            .await?
+            .is_some())
+    }
+
+    /// Probe objects other than the marker, with their last-modified
+    /// times: what a probe that was killed before its cleanup leaves.
+    pub(crate) async fn probe_leftovers(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let prefix = store_path(PROBE_PREFIX)?;
+        let mut out = Vec::new();
+        let mut listed = self.store.list(Some(&prefix));
+        while let Some(item) = listed.next().await {
+            let meta = item.map_err(|e| store_err(self.name, PROBE_PREFIX, e))?;
+            let key = meta.location.to_string();
+            if key != PROBE_MARKER {
+                out.push((key, meta.last_modified));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a probe object found by [`ObjectStoreBackend::probe_leftovers`].
+    pub(crate) async fn delete_probe_leftover(&self, key: &str) -> Result<()> {
+        if !key.starts_with(&format!("{PROBE_PREFIX}/")) || key == PROBE_MARKER {
+            return Err(Error::invalid(format!("{key} is no probe leftover")));
+        }
+        store_delete(&*self.store, self.name, key).await
     }
 
     async fn put_now(&self, key: &str, value: Bytes, mode: PutMode) -> Result<Version> {

@@ -66,12 +66,18 @@ pub fn s3_url_or_skip(test: &str, label: &str) -> Option<String> {
 /// panics; it also panics when the server is configured but unusable, or
 /// when S3 is required and the crate was built without feature `s3`.
 pub async fn s3_backend_or_skip(test: &str) -> Option<Arc<dyn StateBackend>> {
+    Some(s3_store_or_skip(test).await?.backend())
+}
+
+/// Like [`s3_backend_or_skip`], keeping the concrete type ([`crate::Store`])
+/// for checks below the trait (the doctor's).
+pub async fn s3_store_or_skip(test: &str) -> Option<crate::Store> {
     let bucket = test_bucket(test)?;
     connect(test, &bucket).await
 }
 
 #[cfg(feature = "s3")]
-async fn connect(test: &str, bucket: &str) -> Option<Arc<dyn StateBackend>> {
+async fn connect(test: &str, bucket: &str) -> Option<crate::Store> {
     use crate::{ObjectStoreBackend, S3Config};
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
     let config = S3Config::from_env(bucket, Some(&prefix));
@@ -82,11 +88,11 @@ async fn connect(test: &str, bucket: &str) -> Option<Arc<dyn StateBackend>> {
     if let Err(e) = backend.probe_conditional_writes().await {
         panic!("{test}: the S3 test server at $AWS_ENDPOINT is unusable: {e}");
     }
-    Some(Arc::new(backend))
+    Some(crate::Store::Object(backend))
 }
 
 #[cfg(not(feature = "s3"))]
-async fn connect(test: &str, _bucket: &str) -> Option<Arc<dyn StateBackend>> {
+async fn connect(test: &str, _bucket: &str) -> Option<crate::Store> {
     // test_bucket already refused: without the feature it never returns a bucket.
     skip_or_panic(test, "tenancy-state was built without feature `s3`")
 }

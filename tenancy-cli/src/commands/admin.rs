@@ -1,5 +1,6 @@
-//! Admin commands outside `tenant`: `init`, `admin login|session` and
-//! `migrate` (the admin's tenant commands are in `tenant.rs`).
+//! Admin commands outside `tenant`: `init`, `admin login|session`,
+//! `migrate` and `doctor` (the admin's tenant commands are in `tenant.rs`).
+//! `doctor` only renders `tenancy_state::doctor`'s report.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -8,8 +9,8 @@ use tenancy_core::{Error, Secret, Session};
 use tenancy_state::MigrateOptions;
 
 use super::Ctx;
-use crate::cli::{AdminLoginArgs, AdminPasswdArgs, InitArgs, MigrateArgs};
-use crate::exit::CliError;
+use crate::cli::{AdminLoginArgs, AdminPasswdArgs, DoctorArgs, InitArgs, MigrateArgs};
+use crate::exit::{CliError, PROBLEMS};
 use crate::home::SessionSlot;
 use crate::output::time;
 
@@ -350,4 +351,78 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
         .into());
     }
     Ok(())
+}
+
+/// `tenancy doctor [--repair]`: exit 0 when nothing is left to fix, 8
+/// ([`PROBLEMS`]) while findings remain.
+pub(crate) async fn doctor(ctx: &mut Ctx<'_>, args: DoctorArgs) -> anyhow::Result<()> {
+    ctx.require_admin().await?;
+    let registry = tenancy_state::StoreRegistry::new(ctx.services.backend.clone())
+        .with_clock(ctx.services.clock.clone());
+    let options = tenancy_state::doctor::DoctorOptions {
+        repair: args.repair,
+        ..Default::default()
+    };
+    let report = tenancy_state::doctor::doctor(&ctx.services.store, &registry, options)
+        .await
+        .context("checking the store")?;
+    let remaining = report.remaining().count();
+    let fixable = report.remaining().filter(|f| f.repairable).count();
+    if ctx.is_json() {
+        let url = ctx.backend_url.clone();
+        ctx.out().json(&json!({
+            "backend": url,
+            "repair": report.repair,
+            "tenants": report.tenants,
+            "clean": report.is_clean(),
+            "remaining": remaining,
+            "findings": report.findings,
+        }))?;
+    } else {
+        let rows = report
+            .findings
+            .iter()
+            .map(|f| {
+                let fix = if f.repaired {
+                    "repaired"
+                } else if f.repairable {
+                    "--repair"
+                } else {
+                    "by hand"
+                };
+                vec![
+                    f.kind.as_str().into(),
+                    f.key.clone().into(),
+                    fix.into(),
+                    f.message.clone().into(),
+                ]
+            })
+            .collect();
+        ctx.out().table(
+            &["KIND", "KEY", "FIX", "MESSAGE"],
+            rows,
+            "No problems found.",
+        )?;
+        ctx.out().line(&format!(
+            "{} tenants checked, {} findings, {} repaired, {remaining} remaining.",
+            report.tenants,
+            report.findings.len(),
+            report.findings.iter().filter(|f| f.repaired).count()
+        ))?;
+    }
+    if remaining == 0 {
+        return Ok(());
+    }
+    let next = if fixable > 0 && !args.repair {
+        format!("{fixable} of them can be fixed with `tenancy doctor --repair`, the others by hand (see the messages)")
+    } else if fixable > 0 {
+        "run `tenancy doctor` again later for the ones that were in flight, and fix the others by hand (see the messages)".to_string()
+    } else {
+        "fix them by hand as the messages say, then run `tenancy doctor` again".to_string()
+    };
+    Err(CliError::new(
+        PROBLEMS,
+        format!("{remaining} problems remain in the store: {next}"),
+    )
+    .into())
 }

@@ -31,6 +31,9 @@ pub(crate) struct Services {
     pub locks: Arc<dyn LockManager>,
     /// The clock for session times.
     pub clock: Arc<dyn Clock>,
+    /// The same store with its concrete backend, for `doctor`'s checks
+    /// below the trait (local files, the S3 probe).
+    pub store: tenancy_state::Store,
 }
 
 /// What a handler works with.

@@ -44,6 +44,30 @@
 //! exactly one wins) or [`Error::Precondition`] (a stale
 //! `expected_revision`). Every record write bumps `revision`.
 //!
+//! # Half-created tenants
+//!
+//! `create` writes the index entry, the record, `tenants/<id>/tenant.yaml`,
+//! the state marker and, last, the usage record; the secret is shown only
+//! after all of them. A create killed after the record leaves a tenant
+//! whose secret nobody ever saw: it cannot be used, and it would block its
+//! id for good. Such a tenant is **rolled back, not finished**: finishing
+//! it would keep a tenant nobody holds a secret for (the admin would have
+//! to find it and rotate it), while the admin who saw `init` fail simply
+//! runs it again. So the next `create` of that id takes the record over
+//! (a compare-and-swap on the version it read: of two creates exactly one
+//! wins), rewrites the config, deletes the old index entry and goes on as
+//! a fresh create; the caller gets a new secret. A record counts as
+//! half-created only when nothing can have used it: revision 1 and status
+//! active as written, created more than [`HALF_CREATED_GRACE`] ago (a
+//! create in flight is never taken over), no usage record, its config or
+//! marker missing, and no other object below `tenants/<id>/` (a tenant
+//! with state is never half-created). A create killed after the marker
+//! leaves only the usage record missing, which every usage read treats as
+//! empty; `tenancy doctor` reports that tenant as incomplete and `--repair`
+//! writes what is missing. `tenancy doctor --repair` also rolls back a
+//! half-created tenant nobody re-creates (the record deleted by version, so
+//! only on backends with conditional delete; see `doctor.rs`).
+//!
 //! # Secrets and API-key lookup (`secrets.rs`)
 //!
 //! Secrets (`<prefix>_<32 base62>`) are returned once; the record keeps the
@@ -115,6 +139,8 @@ mod secrets;
 mod usage;
 mod writes;
 
+pub(crate) use writes::decode_manifest as writes_decode_manifest;
+
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -142,6 +168,9 @@ pub const MIN_ADMIN_PASSWORD_LEN: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 72;
 /// How many records `list` reads at once.
 pub const LIST_CONCURRENCY: usize = 64;
+/// How long a tenant whose `create` stopped halfway is left to that create
+/// before another create of its id takes it over (see the module docs): 10 min.
+pub const HALF_CREATED_GRACE: Duration = Duration::from_secs(600);
 
 /// Runs CPU-heavy work (bcrypt hashing and verifying) off the async executor.
 ///

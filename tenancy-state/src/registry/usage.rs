@@ -415,7 +415,7 @@ enum Seen<T> {
 }
 
 impl StoreRegistry {
-    async fn read_usage(&self, id: &TenantId) -> Result<Option<UsageRecord>> {
+    pub(crate) async fn read_usage(&self, id: &TenantId) -> Result<Option<UsageRecord>> {
         let what = format!("usage of tenant {id} (registry-usage/{id}.yaml)");
         match self.backend.get(&layout::usage(id)?).await? {
             None => Ok(None),

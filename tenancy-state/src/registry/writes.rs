@@ -18,7 +18,7 @@ use tenancy_core::{
 
 use super::records::{from_yaml, storage_info, to_yaml, Manifest, TenantConfig, TenantRecord};
 use super::usage::UsageRecord;
-use super::{layout, StoreRegistry, LIST_CONCURRENCY, MANIFEST_FORMAT_VERSION};
+use super::{layout, StoreRegistry, HALF_CREATED_GRACE, LIST_CONCURRENCY, MANIFEST_FORMAT_VERSION};
 
 impl StoreRegistry {
     /// Reads the manifest; [`Error::NotFound`] when the registry is not bootstrapped.
@@ -42,7 +42,7 @@ impl StoreRegistry {
             .ok_or_else(|| Error::not_found(format!("tenant {id}")))
     }
 
-    pub(super) async fn read_record(
+    pub(crate) async fn read_record(
         &self,
         id: &TenantId,
     ) -> Result<Option<(TenantRecord, Version)>> {
@@ -91,7 +91,7 @@ impl StoreRegistry {
         self.view(&done.value)
     }
 
-    pub(super) async fn create_if_absent(&self, key: &StateKey, bytes: Bytes) -> Result<()> {
+    pub(crate) async fn create_if_absent(&self, key: &StateKey, bytes: Bytes) -> Result<()> {
         match self.backend.put(key, bytes, PutMode::Create).await {
             Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
@@ -147,42 +147,55 @@ impl StoreRegistry {
         // Index first: a crash after it leaves an index entry that matches no
         // record, which authenticate_key ignores.
         let index_key = self.write_index(&record.credential.lookup_id, &id).await?;
-        if let Err(e) = self
+        let record_key = layout::record(&id)?;
+        let took_over = match self
             .backend
-            .put(&layout::record(&id)?, record_bytes, PutMode::Create)
+            .put(&record_key, record_bytes.clone(), PutMode::Create)
             .await
         {
-            let _ = self.backend.delete(&index_key, DeleteMode::Any).await;
-            return Err(match e {
-                Error::AlreadyExists { .. } => Error::already_exists(format!("tenant {id}")),
-                e => e,
-            });
-        }
+            Ok(_) => false,
+            Err(Error::AlreadyExists { .. }) => {
+                match self.take_over_half_created(&id, record_bytes).await {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        let _ = self.backend.delete(&index_key, DeleteMode::Any).await;
+                        return Err(Error::already_exists(format!("tenant {id}")));
+                    }
+                    Err(e) => {
+                        let _ = self.backend.delete(&index_key, DeleteMode::Any).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = self.backend.delete(&index_key, DeleteMode::Any).await;
+                return Err(e);
+            }
+        };
         let config = TenantConfig {
             tenant: id.to_string(),
             display_name,
             state_version: state_version.clone(),
             ..Default::default()
         };
-        self.create_if_absent(
-            &layout::tenant_config(&id)?,
-            to_yaml(&config, "tenant config")?,
-        )
-        .await?;
-        #[derive(Serialize)]
-        struct Marker<'a> {
-            layout: &'a str,
-            tenant: &'a str,
-            created_at: DateTime<Utc>,
+        let config_bytes = to_yaml(&config, "tenant config")?;
+        if took_over {
+            // The half-created tenant's config, if any, belongs to a create
+            // whose caller never got the tenant: this one replaces it.
+            self.backend
+                .put(
+                    &layout::tenant_config(&id)?,
+                    config_bytes,
+                    PutMode::Overwrite,
+                )
+                .await?;
+        } else {
+            self.create_if_absent(&layout::tenant_config(&id)?, config_bytes)
+                .await?;
         }
-        let marker = Marker {
-            layout: &state_version,
-            tenant: id.as_str(),
-            created_at: now,
-        };
         self.create_if_absent(
             &layout::state_marker(&id, &state_version)?,
-            to_yaml(&marker, "state layout marker")?,
+            marker_bytes(&id, &state_version, now)?,
         )
         .await?;
         self.create_if_absent(
@@ -194,6 +207,78 @@ impl StoreRegistry {
             tenant: self.view(&record)?,
             secret,
         })
+    }
+
+    /// Replaces the record of a half-created tenant ([`Self::is_half_created`])
+    /// with `record_bytes`, by a compare-and-swap on the version just read,
+    /// so of two creates of the id exactly one takes it over; then deletes
+    /// the old record's index entry, which matches no record any more.
+    /// False when the stored tenant is not half-created (or another create
+    /// took it over first).
+    async fn take_over_half_created(&self, id: &TenantId, record_bytes: Bytes) -> Result<bool> {
+        let Some((old, version)) = self.read_record(id).await? else {
+            // deleted meanwhile (a doctor's rollback): the id is free, but
+            // another create may be taking it; one more Create decides
+            return match self
+                .backend
+                .put(&layout::record(id)?, record_bytes, PutMode::Create)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        if !self.is_half_created(&old).await? {
+            return Ok(false);
+        }
+        match self
+            .backend
+            .put(&layout::record(id)?, record_bytes, PutMode::Update(version))
+            .await
+        {
+            Ok(_) => {}
+            Err(Error::Precondition { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let old_index = layout::key_index(&old.credential.lookup_id)?;
+        let _ = self.backend.delete(&old_index, DeleteMode::Any).await;
+        Ok(true)
+    }
+
+    /// True when `rec` is a tenant whose `create` stopped halfway (see the
+    /// module docs, "Half-created tenants"): never changed since (revision
+    /// 1, stored status active), created more than [`HALF_CREATED_GRACE`]
+    /// ago, no usage record, its config or its state marker missing, and
+    /// nothing else below `tenants/<id>/`.
+    pub(crate) async fn is_half_created(&self, rec: &TenantRecord) -> Result<bool> {
+        let grace = chrono::Duration::from_std(HALF_CREATED_GRACE)
+            .map_err(|e| Error::invalid(format!("half-created grace: {e}")))?;
+        if rec.revision != 1
+            || rec.status != TenantStatus::Active
+            || self.now() - rec.created_at <= grace
+        {
+            return Ok(false);
+        }
+        let id = &rec.id;
+        if self.backend.get(&layout::usage(id)?).await?.is_some() {
+            return Ok(false);
+        }
+        let config = layout::tenant_config(id)?;
+        let marker = layout::state_marker(id, &rec.storage.version)?;
+        let mut below = self.backend.list(Some(&layout::tenant_root(id)?));
+        let (mut has_config, mut has_marker) = (false, false);
+        while let Some(entry) = below.next().await {
+            let key = entry?.key;
+            if key == config {
+                has_config = true;
+            } else if key == marker {
+                has_marker = true;
+            } else {
+                return Ok(false);
+            }
+        }
+        Ok(!(has_config && has_marker))
     }
 
     pub(super) fn list_tenants(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
@@ -334,9 +419,104 @@ impl StoreRegistry {
     }
 }
 
+/// The state layout marker `tenants/<id>/<version>/layout.yaml`.
+pub(crate) fn marker_bytes(
+    id: &TenantId,
+    version: &str,
+    created_at: DateTime<Utc>,
+) -> Result<Bytes> {
+    #[derive(Serialize)]
+    struct Marker<'a> {
+        layout: &'a str,
+        tenant: &'a str,
+        created_at: DateTime<Utc>,
+    }
+    let marker = Marker {
+        layout: version,
+        tenant: id.as_str(),
+        created_at,
+    };
+    to_yaml(&marker, "state layout marker")
+}
+
+impl StoreRegistry {
+    /// Writes whichever of a tenant's config, state marker and usage record
+    /// is missing (`tenancy doctor --repair` of an incomplete tenant); what
+    /// exists is left alone. Returns the keys written.
+    pub(crate) async fn finish_tenant(&self, rec: &TenantRecord) -> Result<Vec<StateKey>> {
+        let id = &rec.id;
+        let version = &rec.storage.version;
+        let config = TenantConfig {
+            tenant: id.to_string(),
+            display_name: rec.display_name.clone(),
+            state_version: version.clone(),
+            ..Default::default()
+        };
+        let objects = [
+            (
+                layout::tenant_config(id)?,
+                to_yaml(&config, "tenant config")?,
+            ),
+            (
+                layout::state_marker(id, version)?,
+                marker_bytes(id, version, rec.created_at)?,
+            ),
+            (
+                layout::usage(id)?,
+                to_yaml(&UsageRecord::new(id.clone()), "usage record")?,
+            ),
+        ];
+        let mut written = Vec::new();
+        for (key, bytes) in objects {
+            match self.backend.put(&key, bytes, PutMode::Create).await {
+                Ok(_) => written.push(key),
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Rolls back a half-created tenant ([`Self::is_half_created`], checked
+    /// again here): deletes its record by version (so a create that took it
+    /// over meanwhile wins), then its index entry, config and marker.
+    /// False when it is no longer half-created. Needs conditional delete.
+    pub(crate) async fn roll_back_half_created(&self, id: &TenantId) -> Result<bool> {
+        if !self.backend.capabilities().conditional_delete {
+            return Err(Error::not_implemented(format!(
+                "rolling back a half-created tenant needs conditional delete, which the {}                  backend lacks",
+                self.backend.name()
+            )));
+        }
+        let Some((rec, version)) = self.read_record(id).await? else {
+            return Ok(false);
+        };
+        if !self.is_half_created(&rec).await? {
+            return Ok(false);
+        }
+        match self
+            .backend
+            .delete(&layout::record(id)?, DeleteMode::IfVersion(version))
+            .await
+        {
+            Ok(()) => {}
+            Err(Error::Precondition { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for key in [
+            layout::key_index(&rec.credential.lookup_id)?,
+            layout::tenant_config(id)?,
+            layout::state_marker(id, &rec.storage.version)?,
+        ] {
+            self.backend.delete(&key, DeleteMode::Any).await?;
+        }
+        Ok(true)
+    }
+}
+
 /// Decodes a tenant record; one that does not decode or names another
 /// tenant is [`Error::Corrupt`] for that tenant only.
-fn decode_record(id: &TenantId, bytes: &[u8]) -> Result<TenantRecord> {
+pub(crate) fn decode_record(id: &TenantId, bytes: &[u8]) -> Result<TenantRecord> {
     let what = format!("tenant {id} (registry/{id}.yaml)");
     let t: TenantRecord = from_yaml(bytes, &what)?;
     if &t.id != id {
@@ -348,7 +528,7 @@ fn decode_record(id: &TenantId, bytes: &[u8]) -> Result<TenantRecord> {
     Ok(t)
 }
 
-pub(super) fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
+pub(crate) fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
     let m: Manifest = from_yaml(bytes, "registry manifest tenants.yaml")?;
     if m.format_version > MANIFEST_FORMAT_VERSION {
         return Err(Error::Corrupt {
