@@ -235,6 +235,12 @@ pub(crate) struct LimitArgs {
     /// API request burst.
     #[arg(long, value_name = "N")]
     pub burst: Option<u64>,
+    /// Max bytes stored through the server's state API.
+    #[arg(long, value_name = "BYTES")]
+    pub max_state_bytes: Option<u64>,
+    /// Max objects stored through the server's state API.
+    #[arg(long, value_name = "N")]
+    pub max_state_objects: Option<u64>,
 }
 
 /// `tenancy tenant ...`
@@ -285,7 +291,7 @@ pub(crate) struct TenantInitArgs {
     #[arg(long, value_name = "P")]
     pub secret_prefix: Option<String>,
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub limits: Box<LimitArgs>,
 }
 
 /// `tenancy tenant list`
@@ -327,7 +333,7 @@ pub(crate) struct TenantUpdateArgs {
     #[arg(long = "metadata", value_name = "KEY=VALUE")]
     pub metadata: Vec<String>,
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub limits: Box<LimitArgs>,
 }
 
 /// `tenancy tenant rotate`

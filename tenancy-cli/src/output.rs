@@ -263,7 +263,7 @@ pub(crate) fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str,
         (
             "limits",
             format!(
-                "stacks {}, services {}, monthly cost {}, jobs {}, workers {}, jobs/hour {}, cpu {}, gpu {}, rps {}",
+                "stacks {}, services {}, monthly cost {}, jobs {}, workers {}, jobs/hour {}, cpu {}, gpu {}, rps {}, state bytes {}, state objects {}",
                 l.max_stacks,
                 l.max_services,
                 l.monthly_cost_limit,
@@ -272,7 +272,9 @@ pub(crate) fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str,
                 l.max_jobs_per_hour,
                 l.max_cpu_cores,
                 l.max_gpus,
-                l.requests_per_second
+                l.requests_per_second,
+                l.max_state_bytes,
+                l.max_state_objects
             )
             .into(),
         ),

@@ -143,6 +143,14 @@ impl Plan {
     /// The plan's default quotas.
     pub fn limits(self) -> Limits {
         // (stacks, services, monthly cost, jobs, workers, jobs/hour, cpu, gpu, rps)
+        const MIB: u64 = 1024 * 1024;
+        // (bytes, objects) of the server's state API
+        let (bytes, objects) = match self {
+            Plan::Free => (10 * MIB, 100),
+            Plan::Basic => (100 * MIB, 1_000),
+            Plan::Pro => (1024 * MIB, 10_000),
+            Plan::Enterprise => (100 * 1024 * MIB, 1_000_000),
+        };
         let (s, sv, cost, j, w, jh, cpu, gpu, rps) = match self {
             Plan::Free => (5, 10, 100, 5, 1, 10, 4, 0, 50),
             Plan::Basic => (25, 50, 1_000, 20, 5, 100, 16, 1, 200),
@@ -160,6 +168,8 @@ impl Plan {
             max_gpus: gpu,
             requests_per_second: rps,
             burst: rps * 2,
+            max_state_bytes: bytes,
+            max_state_objects: objects,
         }
     }
 }
@@ -207,10 +217,20 @@ pub struct Limits {
     pub requests_per_second: u64,
     /// API request burst size.
     pub burst: u64,
+    /// Bytes stored through the server's state API (`/v1/state`).
+    #[serde(default)]
+    pub max_state_bytes: u64,
+    /// Objects stored through the server's state API (`/v1/state`).
+    #[serde(default)]
+    pub max_state_objects: u64,
 }
 
-/// The largest value any limit may be set to; larger is refused as absurd.
+/// The largest value any limit may be set to; larger is refused as absurd
+/// (except [`Limits::max_state_bytes`], see [`MAX_STATE_BYTES_LIMIT`]).
 pub const MAX_LIMIT_VALUE: u64 = 1_000_000_000;
+
+/// The largest value [`Limits::max_state_bytes`] may be set to: 1 PiB.
+pub const MAX_STATE_BYTES_LIMIT: u64 = 1 << 50;
 
 /// Per-tenant overrides on top of the plan's limits; `None` keeps the plan's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,10 +266,16 @@ pub struct LimitOverrides {
     /// Overrides [`Limits::burst`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
+    /// Overrides [`Limits::max_state_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_state_bytes: Option<u64>,
+    /// Overrides [`Limits::max_state_objects`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_state_objects: Option<u64>,
 }
 
 impl LimitOverrides {
-    fn fields(&self) -> [(&'static str, Option<u64>); 10] {
+    fn fields(&self) -> [(&'static str, Option<u64>); 11] {
         [
             ("max_stacks", self.max_stacks),
             ("max_services", self.max_services),
@@ -261,6 +287,7 @@ impl LimitOverrides {
             ("max_gpus", self.max_gpus),
             ("requests_per_second", self.requests_per_second),
             ("burst", self.burst),
+            ("max_state_objects", self.max_state_objects),
         ]
     }
 
@@ -273,6 +300,13 @@ impl LimitOverrides {
                         "limit {name} = {v} is absurd; the largest allowed is {MAX_LIMIT_VALUE}"
                     )));
                 }
+            }
+        }
+        if let Some(v) = self.max_state_bytes {
+            if v > MAX_STATE_BYTES_LIMIT {
+                return Err(Error::invalid(format!(
+                    "limit max_state_bytes = {v} is absurd; the largest allowed is {MAX_STATE_BYTES_LIMIT}"
+                )));
             }
         }
         if self.requests_per_second == Some(0) {
@@ -296,6 +330,8 @@ impl LimitOverrides {
             max_gpus: other.max_gpus.or(self.max_gpus),
             requests_per_second: other.requests_per_second.or(self.requests_per_second),
             burst: other.burst.or(self.burst),
+            max_state_bytes: other.max_state_bytes.or(self.max_state_bytes),
+            max_state_objects: other.max_state_objects.or(self.max_state_objects),
         }
     }
 
@@ -313,6 +349,8 @@ impl LimitOverrides {
             max_gpus: self.max_gpus.unwrap_or(d.max_gpus),
             requests_per_second: self.requests_per_second.unwrap_or(d.requests_per_second),
             burst: self.burst.unwrap_or(d.burst),
+            max_state_bytes: self.max_state_bytes.unwrap_or(d.max_state_bytes),
+            max_state_objects: self.max_state_objects.unwrap_or(d.max_state_objects),
         }
     }
 }
@@ -335,11 +373,18 @@ pub enum Resource {
     Stacks,
     /// Services ([`Limits::max_services`]).
     Services,
+    /// Bytes stored through the server's state API
+    /// ([`Limits::max_state_bytes`]); a committed reservation is not listed,
+    /// its amount stays in the counter until given back.
+    StateBytes,
+    /// Objects stored through the server's state API
+    /// ([`Limits::max_state_objects`]); counted like [`Resource::StateBytes`].
+    StateObjects,
 }
 
 impl Resource {
     /// All resources.
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 9] = [
         Resource::ConcurrentJobs,
         Resource::JobsPerHour,
         Resource::Workers,
@@ -347,6 +392,8 @@ impl Resource {
         Resource::Gpus,
         Resource::Stacks,
         Resource::Services,
+        Resource::StateBytes,
+        Resource::StateObjects,
     ];
 
     /// The resource's name, as used in errors and metrics.
@@ -359,7 +406,21 @@ impl Resource {
             Resource::Gpus => "gpus",
             Resource::Stacks => "stacks",
             Resource::Services => "services",
+            Resource::StateBytes => "state_bytes",
+            Resource::StateObjects => "state_objects",
         }
+    }
+
+    /// Whether a committed reservation of this resource is kept in the
+    /// usage record's list until released. Not for [`Resource::JobsPerHour`]
+    /// (its count stays for the hour) nor for the state API's
+    /// [`Resource::StateBytes`] and [`Resource::StateObjects`] (their counts
+    /// stay until given back, without one entry per object).
+    pub fn listed_when_committed(self) -> bool {
+        !matches!(
+            self,
+            Resource::JobsPerHour | Resource::StateBytes | Resource::StateObjects
+        )
     }
 
     /// The limit that applies to this resource.
@@ -372,6 +433,8 @@ impl Resource {
             Resource::Gpus => limits.max_gpus,
             Resource::Stacks => limits.max_stacks,
             Resource::Services => limits.max_services,
+            Resource::StateBytes => limits.max_state_bytes,
+            Resource::StateObjects => limits.max_state_objects,
         }
     }
 }
@@ -509,6 +572,12 @@ pub struct Usage {
     pub cost_this_month: u64,
     /// The month `cost_this_month` belongs to, `YYYY-MM`.
     pub cost_month: Option<String>,
+    /// Bytes stored through the server's state API (reserved writes included).
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// Objects stored through the server's state API (reserved writes included).
+    #[serde(default)]
+    pub state_objects: u64,
 }
 
 impl Usage {
@@ -522,6 +591,8 @@ impl Usage {
             Resource::Gpus => self.gpus,
             Resource::Stacks => self.stacks,
             Resource::Services => self.services,
+            Resource::StateBytes => self.state_bytes,
+            Resource::StateObjects => self.state_objects,
         }
     }
 
@@ -535,6 +606,8 @@ impl Usage {
             Resource::Gpus => &mut self.gpus,
             Resource::Stacks => &mut self.stacks,
             Resource::Services => &mut self.services,
+            Resource::StateBytes => &mut self.state_bytes,
+            Resource::StateObjects => &mut self.state_objects,
         }
     }
 }

@@ -4,16 +4,43 @@
 //! # Layout
 //!
 //! The lock `k` lives at `locks/<k>` (lock keys are valid state-key segments).
-//! A key longer than one segment allows (255 bytes) lives at
-//! `locks/=sha256-<hex of the key>`; `=` cannot start a lock key, so the two
-//! forms never collide, and the record inside names the full key.
+//! A key longer than one segment allows (255 bytes) lives under its hash, in
+//! the place of its *group*, the key's first two `:`-separated parts (for a
+//! tenant's key `tenant:<id>:...` that is `tenant:<id>`, the tenant's lock
+//! prefix): `locks/=<group>/sha256-<hex of the key>`. A long key with fewer
+//! than three parts, or whose group does not fit a segment, has no group and
+//! lives in the shared place `locks/=sha256-<hex>`. `=` cannot start a lock
+//! key, so none of these names collides with a short key (nor with each
+//! other: a group contains `:`), and the record inside names the full key.
 //!
-//! `list(prefix)` reads the short-key objects whose names start with the
-//! prefix and every long-key object (their names do not tell the key). A
-//! damaged object fails a list only if its key matches the prefix: a
-//! long-key object that does not decode counts by its `key` field if that
-//! can still be read, and otherwise only for the empty prefix. So one
-//! tenant's broken record never fails another tenant's list.
+//! `list(prefix)` lists the names below `locks/` and reads only the objects
+//! that can hold a matching key: short keys whose names start with the
+//! prefix, long keys of a group compatible with the prefix (one is a prefix
+//! of the other), and the shared `=sha256-` objects (their names do not tell
+//! the key). So a tenant's listing reads none of another tenant's lock
+//! objects. A damaged object fails a list only if its key matches the
+//! prefix: a shared long-key object that does not decode counts by its `key`
+//! field if that can still be read, and otherwise only for the empty prefix.
+//!
+//! ## The move of long keys out of the shared place
+//!
+//! Before groups, every long key lived at `locks/=sha256-<hex>`, so every
+//! tenant's listing read every tenant's long-key objects. Such a *legacy*
+//! object of a grouped key is moved to its group's place: the new place is
+//! created with the legacy bytes (`Create`; `AlreadyExists` means another
+//! process moved it first) and the legacy object is then deleted. This
+//! manager never writes a legacy object, so its bytes are frozen and copying
+//! them loses nothing (a store shared with a manager of an older version must
+//! not run both at once: the old one writes the legacy place). The move runs
+//!
+//! - on first touch: an operation on a grouped long key that this manager
+//!   does not remember reads the legacy place first (one more `get`, usually
+//!   answered "missing") and moves what it finds, so a key's fencing token
+//!   carries on across the move;
+//! - in one go: [`StoreLockManager::migrate_long_keys`] moves every legacy
+//!   object (the server runs it at start), after which no listing reads a
+//!   legacy object again. A crash between the two writes leaves both copies:
+//!   the next move deletes the legacy one, and `list` shows the key once.
 //!
 //! The object is a small JSON [`LockRecord`]: the key, the last fencing token
 //! handed out, and the holder (`null` when free). It is **never deleted**:
@@ -50,8 +77,9 @@ use sha2::{Digest, Sha256};
 use tenancy_core::keys::MAX_SEGMENT_LEN;
 use tenancy_core::lock::validate_ttl;
 use tenancy_core::{
-    Backoff, Clock, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, Object, PutMode,
-    Result, Retry, StateBackend, StateBackendExt, StateKey, Step, SystemClock, Updated, Version,
+    Backoff, Clock, DeleteMode, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, Object,
+    PutMode, Result, Retry, StateBackend, StateBackendExt, StateKey, Step, SystemClock, Updated,
+    Version,
 };
 
 use crate::backoff::acquire_with_backoff;
@@ -157,22 +185,111 @@ impl<B: StateBackend> StoreLockManager<B> {
         &self.backend
     }
 
-    /// The object key of the lock `key`: `locks/<key>`, or
-    /// `locks/=sha256-<hex>` for a key longer than one state-key segment.
+    /// The object key of the lock `key`: `locks/<key>`, or for a key longer
+    /// than one state-key segment `locks/=<group>/sha256-<hex>` (the group is
+    /// the key's first two `:`-separated parts) or, without a group,
+    /// `locks/=sha256-<hex>`. See the [module docs](self).
     pub fn object_key(key: &LockKey) -> Result<StateKey> {
         let k = key.as_str();
         if k.len() <= MAX_SEGMENT_LEN {
-            StateKey::new(format!("{LOCKS_PREFIX}/{k}"))
-        } else {
-            let digest = Sha256::digest(k.as_bytes());
-            StateKey::new(format!("{LOCKS_PREFIX}/=sha256-{digest:x}"))
+            return StateKey::new(format!("{LOCKS_PREFIX}/{k}"));
         }
+        let digest = Sha256::digest(k.as_bytes());
+        match long_key_group(k) {
+            Some(group) => StateKey::new(format!("{LOCKS_PREFIX}/={group}/sha256-{digest:x}")),
+            None => StateKey::new(format!("{LOCKS_PREFIX}/=sha256-{digest:x}")),
+        }
+    }
+
+    /// Where a long key with a group lived before groups
+    /// (`locks/=sha256-<hex>`); `None` for a short key or one without a group,
+    /// whose place never changed.
+    pub fn legacy_object_key(key: &LockKey) -> Result<Option<StateKey>> {
+        let k = key.as_str();
+        if k.len() <= MAX_SEGMENT_LEN || long_key_group(k).is_none() {
+            return Ok(None);
+        }
+        let digest = Sha256::digest(k.as_bytes());
+        StateKey::new(format!("{LOCKS_PREFIX}/=sha256-{digest:x}")).map(Some)
+    }
+
+    /// Moves the legacy object of `key`, if there is one, to its group's
+    /// place (see the [module docs](self)). Returns whether it moved one.
+    async fn move_legacy(&self, key: &LockKey) -> Result<bool> {
+        let Some(legacy) = Self::legacy_object_key(key)? else {
+            return Ok(false);
+        };
+        let Some(old) = self.backend.get(&legacy).await? else {
+            return Ok(false);
+        };
+        // Refuse to move what is not this key's record.
+        Self::decode(key, &legacy, &old.bytes)?;
+        let new = Self::object_key(key)?;
+        match self.backend.put(&new, old.bytes, PutMode::Create).await {
+            Ok(_) => {}
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.forget(key);
+        match self.backend.delete(&legacy, DeleteMode::Any).await {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves an operation's key out of the shared place on first touch: a
+    /// grouped long key this manager does not remember.
+    async fn touch(&self, key: &LockKey) -> Result<()> {
+        if key.as_str().len() > MAX_SEGMENT_LEN && self.cached(key).is_none() {
+            self.move_legacy(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves every legacy long-key object (`locks/=sha256-<hex>` of a key
+    /// that has a group) to its group's place, and returns how many it
+    /// moved. Objects that do not decode, and long keys without a group,
+    /// stay where they are. Safe to run while other managers of this
+    /// version work on the store, and to run again.
+    pub async fn migrate_long_keys(&self) -> Result<usize> {
+        self.check_cas()?;
+        let root = StateKey::new(LOCKS_PREFIX)?;
+        let legacy: Vec<StateKey> = self
+            .backend
+            .list(Some(&root))
+            .try_filter(|e| {
+                let shared = e
+                    .key
+                    .strip_prefix(&root)
+                    .is_some_and(|n| n.as_str().starts_with("=sha256-"));
+                futures::future::ready(shared)
+            })
+            .map_ok(|e| e.key)
+            .try_collect()
+            .await?;
+        let mut moved = 0;
+        for obj in legacy {
+            let Some(o) = self.backend.get(&obj).await? else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<LockRecord>(&o.bytes) else {
+                continue;
+            };
+            if Self::legacy_object_key(&record.key)?.as_ref() != Some(&obj) {
+                continue;
+            }
+            if self.move_legacy(&record.key).await? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     /// Reads the stored record of `key` (free or held, expired or not), for
     /// admins and debugging.
     pub async fn record(&self, key: &LockKey) -> Result<Option<LockRecord>> {
         self.check_cas()?;
+        self.touch(key).await?;
         let obj = Self::object_key(key)?;
         Ok(self.read(key, &obj).await?.map(|(r, _)| r))
     }
@@ -235,11 +352,14 @@ impl<B: StateBackend> StoreLockManager<B> {
     /// its key starts with `prefix`, for `list`. An object whose key does not
     /// match is `None` even when it is damaged, so one tenant's broken record
     /// never fails another tenant's list. A long-key object that does not
-    /// decode is attributed by the `key` field if that can still be read;
-    /// one that does not even name its key matches only the empty prefix.
+    /// decode is attributed by the `key` field if that can still be read,
+    /// else by its group; a shared one that does not even name its key
+    /// matches only the empty prefix.
     fn listed(obj: &StateKey, bytes: &[u8], prefix: &str) -> Result<Option<LockRecord>> {
         let name = obj.as_str().rsplit('/').next().unwrap_or_default();
-        if !name.starts_with('=') {
+        // `locks/<name>`: a short key, unless the name starts with `=`.
+        let short = obj.segments().count() == 2 && !name.starts_with('=');
+        if short {
             // A short key: the name is the key and already matched the prefix.
             let key = LockKey::new(name).map_err(|e| Error::Corrupt {
                 what: format!("lock object {obj}"),
@@ -251,7 +371,9 @@ impl<B: StateBackend> StoreLockManager<B> {
             Ok(record) if !record.key.as_str().starts_with(prefix) => Ok(None),
             Ok(record) => {
                 let key = record.key.clone();
-                if Self::object_key(&key)? != *obj {
+                if Self::object_key(&key)? != *obj
+                    && Self::legacy_object_key(&key)?.as_ref() != Some(obj)
+                {
                     return Err(Error::Corrupt {
                         what: format!("lock object {obj}"),
                         message: format!("it holds lock {key}, which is stored elsewhere"),
@@ -264,9 +386,10 @@ impl<B: StateBackend> StoreLockManager<B> {
                 struct KeyOnly {
                     key: String,
                 }
+                // A group's object already matched the prefix by its group.
                 let matches = match serde_json::from_slice::<KeyOnly>(bytes) {
                     Ok(k) => k.key.starts_with(prefix),
-                    Err(_) => prefix.is_empty(),
+                    Err(_) => prefix.is_empty() || obj.segments().count() == 3,
                 };
                 if matches {
                     Err(Error::Corrupt {
@@ -325,6 +448,7 @@ impl<B: StateBackend> StoreLockManager<B> {
         T: Send,
         F: FnMut(Option<LockRecord>, DateTime<Utc>) -> Result<(LockRecord, T)> + Send,
     {
+        self.touch(key).await?;
         let what = format!("lock {key}");
         let retry = Retry::new(self.clock.as_ref(), &what).attempts(MAX_CAS_ROUNDS);
         // A refusal decided on a record just read keeps that record in memory.
@@ -467,6 +591,34 @@ fn taken(req: &LockRequest, prev_token: u64, now: DateTime<Utc>) -> Result<(Lock
     Ok((record, lease))
 }
 
+/// The group of a long lock key: its first two `:`-separated parts, when
+/// it has at least three and they fit one state-key segment after the `=`.
+fn long_key_group(key: &str) -> Option<&str> {
+    let mut colons = key.match_indices(':').map(|(i, _)| i);
+    colons.next()?;
+    let end = colons.next()?;
+    (end < MAX_SEGMENT_LEN).then(|| &key[..end])
+}
+
+/// May the lock object named `name` (below `locks/`) hold a key that
+/// starts with `prefix`?
+fn may_hold(name: &str, prefix: &str) -> bool {
+    match name.split_once('/') {
+        // A short key: the name is the key. Or the shared long-key place.
+        None => {
+            name.starts_with("=sha256-") || (!name.starts_with('=') && name.starts_with(prefix))
+        }
+        // A group's long key: every key in `=<group>/` starts with `<group>:`.
+        Some((dir, file)) => match dir.strip_prefix('=') {
+            Some(group) if !file.contains('/') && file.starts_with("sha256-") => {
+                let head = format!("{group}:");
+                head.starts_with(prefix) || prefix.starts_with(&head)
+            }
+            _ => false,
+        },
+    }
+}
+
 fn encode(key: &LockKey, record: &LockRecord) -> Result<Bytes> {
     serde_json::to_vec(record)
         .map(Bytes::from)
@@ -527,6 +679,7 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
 
     async fn inspect(&self, key: &LockKey) -> Result<Option<LockInfo>> {
         self.check_cas()?;
+        self.touch(key).await?;
         let obj = Self::object_key(key)?;
         let now = self.clock.now();
         Ok(self
@@ -545,14 +698,12 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
             .map_ok(|e| e.key)
             .try_collect()
             .await?;
-        // Names tell the key, except for long keys stored under their hash.
+        // Names tell the key or its group, except in the shared long-key place.
         let candidates: Vec<StateKey> = entries
             .into_iter()
             .filter(|obj| {
-                obj.strip_prefix(&root).is_some_and(|name| {
-                    let name = name.as_str();
-                    !name.contains('/') && (name.starts_with('=') || name.starts_with(prefix))
-                })
+                obj.strip_prefix(&root)
+                    .is_some_and(|name| may_hold(name.as_str(), prefix))
             })
             .collect();
         let now = self.clock.now();
@@ -572,7 +723,9 @@ impl<B: StateBackend> LockManager for StoreLockManager<B> {
             .try_filter_map(|h| async move { Ok(h) })
             .try_collect()
             .await?;
+        // A crash in the middle of a move leaves a key in both places.
         held.sort_by(|a, b| a.key.cmp(&b.key));
+        held.dedup_by(|a, b| a.key == b.key);
         Ok(held)
     }
 

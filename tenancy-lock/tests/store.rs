@@ -91,9 +91,18 @@ async fn layout_and_free_record_keep_the_token() {
         .expect("acquire");
     assert_eq!(next.fencing_token, lease.fencing_token + 1);
 
-    // Long keys live under their hash, and list still finds them.
+    // Long keys live under their hash in their group's place (the first two
+    // `:` parts), and list still finds them.
     let long = LockKey::new(format!("{}:{}", k, "x".repeat(300))).expect("key");
     let obj = StoreLockManager::<MemoryBackend>::object_key(&long).expect("object key");
+    let group = k.as_str().split(':').take(2).collect::<Vec<_>>().join(":");
+    assert!(
+        obj.as_str().starts_with(&format!("locks/={group}/sha256-")),
+        "{obj}"
+    );
+    // Without a group (fewer than three parts) a long key stays in the shared place.
+    let flat = LockKey::new(format!("st-{}", "y".repeat(300))).expect("key");
+    let obj = StoreLockManager::<MemoryBackend>::object_key(&flat).expect("object key");
     assert!(obj.as_str().starts_with("locks/=sha256-"), "{obj}");
     let l = locks
         .try_acquire(&LockRequest::new(long.clone(), TTL))

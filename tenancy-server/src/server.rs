@@ -271,6 +271,19 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
         }
     }
 
+    // Long lock keys of earlier versions leave the shared place, so that no
+    // tenant's lock listing reads another tenant's lock objects.
+    let moved = tenancy_lock::StoreLockManager::new(backend.clone())
+        .migrate_long_keys()
+        .await
+        .context("cannot move long lock keys to their tenants' places")?;
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            "moved long-key lock objects to their tenants' places"
+        );
+    }
+
     let config = ServerConfig {
         body_limit: args.body_limit,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),

@@ -32,6 +32,8 @@ fn overrides(l: &LimitArgs) -> LimitOverrides {
         max_gpus: l.max_gpus,
         requests_per_second: l.requests_per_second,
         burst: l.burst,
+        max_state_bytes: l.max_state_bytes,
+        max_state_objects: l.max_state_objects,
     }
 }
 
@@ -425,6 +427,8 @@ pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         ("workers", u.workers, Some(l.max_workers)),
         ("cpu cores", u.cpu_cores, Some(l.max_cpu_cores)),
         ("gpus", u.gpus, Some(l.max_gpus)),
+        ("state bytes", u.state_bytes, Some(l.max_state_bytes)),
+        ("state objects", u.state_objects, Some(l.max_state_objects)),
         (
             "cost this month",
             u.cost_this_month,

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod jobs;
 pub(crate) mod open;
+pub(crate) mod state_quota;
 pub(crate) mod tenant;
 
 use std::sync::atomic::{AtomicU64, Ordering};

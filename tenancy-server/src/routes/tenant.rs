@@ -9,9 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
-use tenancy_core::{
-    DeleteMode, LockId, LockKey, LockManager, LockRequest, PutMode, StateBackend, StateKey, Version,
-};
+use tenancy_core::{LockId, LockKey, LockManager, LockRequest, StateBackend, StateKey, Version};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app_state::AppState;
@@ -19,6 +17,7 @@ use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Body, Json, OptionalJson, Path, Query};
 use crate::jobs::SERVER_PREFIX;
+use crate::routes::state_quota::{self, Want, Written};
 use crate::views::{LockList, LockView, OwnTenantView, StateEntryView, StateList, StateWritten};
 
 /// The calling tenant's profile and usage.
@@ -242,14 +241,17 @@ pub(crate) async fn get_state(
 }
 
 /// Writes one object. `If-Match: <etag>` writes only over that version,
-/// `If-None-Match: *` only if absent; otherwise 412.
+/// `If-None-Match: *` only if absent; otherwise 412. Counts against the
+/// tenant's `state_bytes` and `state_objects` quotas (429 over them; the
+/// protocol is in `routes::state_quota`).
 #[utoipa::path(put, path = "/v1/state/{key}", tag = "state",
     params(("key" = String, Path, description = "state key, `/`-separated")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     security(("api_key" = [])),
     responses((status = 200, body = StateWritten), (status = 201, body = StateWritten),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 412, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, description = "over the state_bytes or state_objects quota", body = ErrorBody)))]
 pub(crate) async fn put_state(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
@@ -261,35 +263,53 @@ pub(crate) async fn put_state(
     let store = tenant_state(&state, &who)?;
     let if_match = header_str(&headers, header::IF_MATCH)?;
     let if_none = header_str(&headers, header::IF_NONE_MATCH)?;
-    let mode = match (if_match, if_none) {
+    let want = match (if_match, if_none) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "send either If-Match or If-None-Match, not both",
             ))
         }
-        (None, Some(v)) if v.trim() == "*" => PutMode::Create,
+        (None, Some(v)) if v.trim() == "*" => Want::Absent,
         (None, Some(_)) => {
             return Err(ApiError::bad_request(
                 "If-None-Match on a write supports only *",
             ))
         }
         (Some(v), None) if v.trim() == "*" => match store.get(&key).await? {
-            Some(obj) => PutMode::Update(obj.version),
+            Some(obj) => Want::At(obj.version),
             None => return Err(ApiError::precondition(format!("no state at key {key}"))),
         },
-        (Some(v), None) => PutMode::Update(one_etag(v, "If-Match")?),
-        (None, None) => PutMode::Overwrite,
+        (Some(v), None) => Want::At(one_etag(v, "If-Match")?),
+        (None, None) => Want::Any,
     };
-    let created = mode == PutMode::Create;
-    let version = store.put(&key, bytes, mode).await.map_err(|e| match e {
-        tenancy_core::Error::AlreadyExists { .. } => {
-            ApiError::precondition(format!("key {key} already exists (If-None-Match: *)"))
+    let conditional = want != Want::Any;
+    // Its own task: a disconnect never stops it between write and settle.
+    let task = tokio::spawn(state_quota::put(
+        state.registry().clone(),
+        who.id().clone(),
+        store,
+        key.clone(),
+        bytes,
+        want,
+    ));
+    let written = task.await.map_err(|_| ApiError::internal());
+    state.usage_cache().invalidate(who.id());
+    let (version, created) = match written?? {
+        Written::Stored(v, new) => (v, new && conditional),
+        Written::Precondition("exists") => {
+            return Err(ApiError::precondition(format!(
+                "key {key} already exists (If-None-Match: *)"
+            )))
         }
-        tenancy_core::Error::Precondition { .. } => {
-            ApiError::precondition(format!("key {key} is not at the version given in If-Match"))
+        Written::Precondition("absent") => {
+            return Err(ApiError::precondition(format!("no state at key {key}")))
         }
-        e => e.into(),
-    })?;
+        Written::Precondition(_) => {
+            return Err(ApiError::precondition(format!(
+                "key {key} is not at the version given in If-Match"
+            )))
+        }
+    };
     let tag = etag(&version);
     let tag_value = HeaderValue::from_str(&tag).map_err(|_| ApiError::internal())?;
     let status = if created {
@@ -328,8 +348,8 @@ pub(crate) async fn delete_state(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no state at key {key}")))?;
     let version = match header_str(&headers, header::IF_MATCH)? {
-        None => current.version,
-        Some(v) if v.trim() == "*" => current.version,
+        None => current.version.clone(),
+        Some(v) if v.trim() == "*" => current.version.clone(),
         Some(v) => {
             let want = one_etag(v, "If-Match")?;
             if want != current.version {
@@ -340,12 +360,21 @@ pub(crate) async fn delete_state(
             want
         }
     };
-    let mode = if store.capabilities().conditional_delete {
-        DeleteMode::IfVersion(version)
-    } else {
-        DeleteMode::Any
-    };
-    store.delete(&key, mode).await.map_err(|e| match e {
+    if version != current.version {
+        return Err(ApiError::precondition(format!(
+            "key {key} changed meanwhile"
+        )));
+    }
+    let task = tokio::spawn(state_quota::delete(
+        state.registry().clone(),
+        who.id().clone(),
+        store,
+        key.clone(),
+        current,
+    ));
+    let deleted = task.await.map_err(|_| ApiError::internal());
+    state.usage_cache().invalidate(who.id());
+    deleted?.map_err(|e| match e {
         tenancy_core::Error::Precondition { .. } => {
             ApiError::precondition(format!("key {key} changed meanwhile"))
         }

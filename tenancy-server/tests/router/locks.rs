@@ -169,3 +169,68 @@ async fn lock_owner_or_operation_with_control_characters_is_refused_and_takes_no
         assert_eq!(a.json()["operation"], "apply", "{}", store.name);
     }
 }
+
+#[tokio::test]
+async fn a_victims_lock_list_reads_none_of_a_noisy_tenants_lock_objects() {
+    for store in common::stores("a_victims_lock_list_reads_none_of_a_noisy").await {
+        let counting = Arc::new(tenancy_state::counting::CountingBackend::new(
+            store.backend.clone(),
+        ));
+        let backend: Arc<dyn StateBackend> = counting.clone();
+        let h = harness_on(backend, ServerConfig::default(), true).await;
+        let noisy = h.client(
+            &h.create_tenant("noisy", json!({"plan": "enterprise"}))
+                .await,
+        );
+        let victim = h.client(&h.create_tenant("victim", json!({})).await);
+        let long = |i: usize| format!("job:{}{i}", "x".repeat(300));
+        for i in 0..40 {
+            noisy
+                .post(
+                    &format!("/v1/locks/{}", long(i)),
+                    json!({"ttl_seconds": 600}),
+                )
+                .await
+                .expect(201);
+        }
+        noisy
+            .post("/v1/locks/stack:web", json!({"ttl_seconds": 600}))
+            .await
+            .expect(201);
+        victim
+            .post(
+                &format!("/v1/locks/{}", long(0)),
+                json!({"ttl_seconds": 600}),
+            )
+            .await
+            .expect(201);
+        victim
+            .post("/v1/locks/stack:web", json!({"ttl_seconds": 600}))
+            .await
+            .expect(201);
+        victim.get("/v1/locks").await.expect(200);
+
+        counting.reset();
+        let a = victim.get("/v1/locks").await.expect(200);
+        let gets = counting.counts().get;
+        assert_eq!(
+            a.json()["locks"].as_array().unwrap().len(),
+            2,
+            "{}",
+            store.name
+        );
+        // the victim's two lock objects, and nothing of the noisy tenant's 41
+        assert!(
+            gets <= 2,
+            "{}: the victim's listing read {gets} objects",
+            store.name
+        );
+        let a = noisy.get("/v1/locks").await.expect(200);
+        assert_eq!(
+            a.json()["locks"].as_array().unwrap().len(),
+            41,
+            "{}",
+            store.name
+        );
+    }
+}

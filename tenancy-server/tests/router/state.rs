@@ -247,3 +247,73 @@ async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_s3() 
     };
     a_state_document_put_through_the_server_is_read_as_stack_state(b).await;
 }
+
+#[tokio::test]
+async fn state_bytes_and_objects_are_bounded_and_counted_exactly() {
+    for store in common::stores("state_bytes_and_objects_are_bounded").await {
+        let name = store.name;
+        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        let free = h.create_tenant("noisy", json!({})).await;
+        let me = h.client(&free).get("/v1/tenant").await.expect(200).json();
+        assert_eq!(me["limits"]["max_state_bytes"], 10 * 1024 * 1024, "{name}");
+        assert_eq!(me["limits"]["max_state_objects"], 100, "{name}");
+        let key = h
+            .create_tenant(
+                "small",
+                json!({"limits": {"max_state_bytes": 100, "max_state_objects": 2}}),
+            )
+            .await;
+        let put = |k: &'static str, n: usize| {
+            let key = key.clone();
+            let h = &h;
+            async move {
+                h.call(
+                    "PUT",
+                    &format!("/v1/state/{k}"),
+                    &[("x-api-key", &key)],
+                    vec![b'x'; n],
+                )
+                .await
+            }
+        };
+        let usage = || async {
+            let u = h.client(&key).get("/v1/tenant").await.expect(200).json();
+            (
+                u["usage"]["state_bytes"].as_u64().unwrap(),
+                u["usage"]["state_objects"].as_u64().unwrap(),
+            )
+        };
+        let refused = |a: common::Answer, resource: &str| {
+            assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{name}");
+            assert_eq!(a.error_code(), "quota_exceeded", "{name}");
+            let msg = a.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(msg.contains(resource), "{name}: {msg}");
+        };
+        put("a", 40).await.expect(200);
+        put("b", 50).await.expect(200);
+        assert_eq!(usage().await, (90, 2), "{name}");
+        // a third object: refused, nothing stored
+        refused(put("c", 1).await, "state_objects");
+        h.client(&key).get("/v1/state/c").await.expect(404);
+        // growing a past the bytes limit: refused, a unchanged
+        refused(put("a", 60).await, "state_bytes");
+        let a = h.client(&key).get("/v1/state/a").await.expect(200);
+        assert_eq!(a.bytes.len(), 40, "{name}");
+        assert_eq!(
+            usage().await,
+            (90, 2),
+            "{name}: refused writes take nothing"
+        );
+        // overwrites count the difference, deletes give back
+        put("a", 10).await.expect(200);
+        assert_eq!(usage().await, (60, 2), "{name}");
+        put("b", 50).await.expect(200);
+        assert_eq!(usage().await, (60, 2), "{name}");
+        h.client(&key).delete("/v1/state/b").await.expect(204);
+        assert_eq!(usage().await, (10, 1), "{name}");
+        put("c", 90).await.expect(200);
+        assert_eq!(usage().await, (100, 2), "{name}");
+        refused(put("a", 11).await, "state_bytes");
+        assert_eq!(usage().await, (100, 2), "{name}");
+    }
+}

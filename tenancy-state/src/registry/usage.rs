@@ -37,6 +37,14 @@
 //!   committed one is not listed (only its id is remembered a while). Over
 //!   the limit, [`Error::QuotaExceeded`] carries `retry_after` = the time to
 //!   the next hour.
+//! - [`Resource::StateBytes`] and [`Resource::StateObjects`] (the server's
+//!   state API) are not listed when committed either: a tenant may hold a
+//!   million objects, and one entry each would make the record huge. The
+//!   committed amount stays in the counter, and the server gives back a
+//!   shrink or a deletion with a release of a fresh reservation id, which
+//!   gives back at most the part of the counter that no pending reservation
+//!   holds (the unknown-id rule above), exactly once per id. The protocol is
+//!   described in `tenancy-server`'s state routes.
 //! - Cost is counted per calendar month (UTC) and reset when a new month starts.
 
 use std::time::Duration;
@@ -287,7 +295,7 @@ impl UsageRecord {
         let id = reservation.id;
         if let Some(pos) = self.pending.iter().position(|p| p.id == id) {
             let p = self.pending.remove(pos);
-            if p.resource == Resource::JobsPerHour {
+            if !p.resource.listed_when_committed() {
                 self.finish(id, Finish::Committed, now);
             } else {
                 self.committed.push(CommittedReservation {
