@@ -411,6 +411,18 @@ impl Resource {
         }
     }
 
+    /// The resources the server's jobs and workers reserve (their records
+    /// name these reservations). Only these may be judged by the job
+    /// reconciler or `doctor`: stacks, services and state belong to owners
+    /// that keep no per-reservation record.
+    pub const JOBS_AND_WORKERS: [Resource; 5] = [
+        Resource::ConcurrentJobs,
+        Resource::JobsPerHour,
+        Resource::CpuCores,
+        Resource::Gpus,
+        Resource::Workers,
+    ];
+
     /// Whether a committed reservation of this resource is kept in the
     /// usage record's list until released. Not for [`Resource::JobsPerHour`]
     /// (its count stays for the hour) nor for the state API's

@@ -324,6 +324,18 @@ impl AppState {
         &self.inner.clock
     }
 
+    /// The jobs and workers of `tenant`, on its scoped state (the one
+    /// place the routes and the reconciler get a job store from).
+    pub(crate) fn jobs(&self, tenant: &Tenant) -> Result<crate::jobs::JobStore> {
+        Ok(crate::jobs::JobStore::new(
+            self.stores().state(tenant)?,
+            self.registry().clone(),
+            tenant.id.clone(),
+            self.clock().clone(),
+        )
+        .with_grace(self.config().reconcile_grace))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config

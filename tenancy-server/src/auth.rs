@@ -73,6 +73,7 @@ use sha2::{Digest, Sha256};
 use tenancy_core::{
     Clock, Error, Secret, SystemClock, Tenant, TenantId, TenantRegistry, TenantStatus,
 };
+use tenancy_state::registry::ADMIN_PASSWORD_BYTES;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
@@ -499,25 +500,13 @@ impl TenantAuth {
         if let Some(stale) = stale {
             return self.refresh(d, stale).await;
         }
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::internal())?;
-        // The verification runs in its own task that owns the permit: a
-        // request that is dropped (client gone, timeout) stops waiting, but
-        // its bcrypt still counts against the bound until it finishes, and
-        // its result still reaches the cache.
+        // Its result still reaches the cache if the request is gone.
         let this = self.clone();
         let secret = Secret::new(key);
-        tokio::spawn(async move {
-            let _permit = permit;
+        bounded(&self.inner.permits, async move {
             this.verify_key(secret, d).await
         })
         .await
-        .map_err(|_| ApiError::internal())?
     }
 
     /// One bcrypt verification of a key that is in no cache.
@@ -773,9 +762,6 @@ impl std::fmt::Debug for AdminInner {
     }
 }
 
-/// The shortest and longest admin credential, in bytes (bcrypt reads 72).
-pub(crate) const ADMIN_TOKEN_BYTES: std::ops::RangeInclusive<usize> = 8..=72;
-
 impl AdminAuth {
     /// Checks admin tokens against the registry's admin credential; a
     /// verified token is trusted for `ttl` (while the credential's
@@ -813,7 +799,7 @@ impl AdminAuth {
             .map(|(_, t)| t.trim())
             // Outside 8..=72 bytes no admin credential can match: refused
             // without bcrypt, and never truncated to a matching prefix.
-            .filter(|t| ADMIN_TOKEN_BYTES.contains(&t.len()))
+            .filter(|t| ADMIN_PASSWORD_BYTES.contains(&t.len()))
             .ok_or_else(|| ApiError::unauthorized("invalid admin credentials"))?;
         let d = digest(token);
         let current = self.inner.registry.admin_generation().await?;
@@ -823,23 +809,12 @@ impl AdminAuth {
         if self.inner.failed.get(&d) == Some(current) {
             return Err(ApiError::unauthorized("invalid admin credentials"));
         }
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::internal())?;
-        // Its own task, owning the permit: an abandoned request cannot free
-        // the bound while its bcrypt still runs.
         let this = self.clone();
         let secret = Secret::new(token);
-        tokio::spawn(async move {
-            let _permit = permit;
+        bounded(&self.inner.permits, async move {
             this.verify(secret, d, current).await
         })
         .await
-        .map_err(|_| ApiError::internal())?
     }
 
     async fn verify(&self, secret: Secret, d: Digest32, generation: u64) -> Result<(), ApiError> {
@@ -855,6 +830,28 @@ impl AdminAuth {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Runs a bcrypt-bound `job` within `permits`, in its own task that owns
+/// its permit until the job ends: a request that is dropped (client gone,
+/// timeout) stops waiting, but the job still counts against the bound
+/// until its bcrypt finishes. Waiting for a permit is abandoned with the
+/// request.
+async fn bounded<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    job: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal())?;
+    tokio::spawn(async move {
+        let _permit = permit;
+        job.await
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
 }
 
 /// Removes a key's verification gate from the in-flight map when dropped.

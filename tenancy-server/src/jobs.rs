@@ -47,8 +47,9 @@
 //!   and the count are one write, done by whoever finds the reservation
 //!   still listed, so a redone finish never counts twice.
 //! - **The reconciler** (at start, every `reconcile_interval`, and when a
-//!   quota is refused) compares the usage record's reservations with the
-//!   records: a reservation owned by a live job or worker and still pending
+//!   quota is refused) compares the usage record's reservations of the
+//!   resources jobs and workers reserve (concurrent jobs, jobs per hour,
+//!   CPU, GPU, workers; never stacks, services or state) with the records: a reservation owned by a live job or worker and still pending
 //!   after the grace period is committed; one owned by a finished job, a
 //!   cancelled job or a deleted worker is released (counting the job's
 //!   outcome once); one that no record names is released once it is older
@@ -305,6 +306,16 @@ pub(crate) struct Reconciled {
     pub requeued: u64,
     /// Worker records left `deleted` that were removed.
     pub workers_removed: u64,
+}
+
+impl std::ops::AddAssign for Reconciled {
+    fn add_assign(&mut self, r: Reconciled) {
+        self.released += r.released;
+        self.committed += r.committed;
+        self.markers += r.markers;
+        self.requeued += r.requeued;
+        self.workers_removed += r.workers_removed;
+    }
 }
 
 impl Reconciled {
@@ -843,6 +854,11 @@ impl JobStore {
         };
         for l in listed {
             let r = &l.reservation;
+            // Stacks, services and state bytes belong to other owners (the
+            // CLI's state, the state API): never this reconciler's to judge.
+            if !Resource::JOBS_AND_WORKERS.contains(&r.resource) {
+                continue;
+            }
             let owner = owners.get(&r.id);
             let live = match owner {
                 Some((Owner::Job(status), _)) => status.is_live(),

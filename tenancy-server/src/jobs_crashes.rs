@@ -261,3 +261,24 @@ async fn every_operation_stopped_at_every_write_is_repaired_by_one_reconcile() {
     }
     assert!(cases > 30, "only {cases} crash points were tried");
 }
+
+#[tokio::test]
+async fn reconcile_leaves_reservations_it_does_not_own_alone() {
+    use tenancy_core::registry::TenantRegistryExt;
+    use tenancy_core::Resource;
+    let w = world().await;
+    // A stack slot held by the CLI's `state put`, a service: no job or
+    // worker record names them, and none ever will.
+    w.registry
+        .reserve_committed(&w.id, Resource::Stacks, 1)
+        .await
+        .expect("stack");
+    w.registry
+        .reserve_committed(&w.id, Resource::Services, 2)
+        .await
+        .expect("services");
+    w.clock.advance(GRACE + Duration::from_secs(1));
+    let done = w.jobs.reconcile().await.expect("reconcile");
+    let u = w.registry.usage(&w.id).await.expect("usage");
+    assert_eq!((u.stacks, u.services), (1, 2), "{done:?}");
+}

@@ -4,13 +4,14 @@
 //! once: every repair is a compare-and-swap or idempotent.
 
 use futures::StreamExt;
-use tenancy_core::{TenantFilter, TenantStatus};
+use tenancy_core::{Resource, TenantFilter, TenantStatus};
 
 use crate::app_state::AppState;
-use crate::jobs::{JobStore, Reconciled};
+use crate::jobs::Reconciled;
 
-/// Reconciles every tenant that is not deleted and holds reservations (a
-/// tenant without any has no live job or worker, so nothing to repair).
+/// Reconciles every tenant that is not deleted and holds reservations of
+/// the job resources (a tenant without any has no live job or worker, so
+/// nothing to repair).
 /// Returns the sum of what was repaired; a tenant that fails is logged and
 /// skipped.
 pub(crate) async fn all(state: &AppState) -> Reconciled {
@@ -22,34 +23,29 @@ pub(crate) async fn all(state: &AppState) -> Reconciled {
             continue;
         }
         match state.registry().reservations(&t.id).await {
-            Ok(listed) if listed.is_empty() => continue,
+            Ok(listed)
+                if !listed
+                    .iter()
+                    .any(|l| Resource::JOBS_AND_WORKERS.contains(&l.reservation.resource)) =>
+            {
+                continue
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(tenant = %t.id, error = %e, "cannot read reservations to reconcile");
                 continue;
             }
         }
-        let store = match state.stores().state(&t) {
-            Ok(s) => s,
+        let jobs = match state.jobs(&t) {
+            Ok(j) => j,
             Err(e) => {
                 tracing::warn!(tenant = %t.id, error = %e, "cannot open the tenant's state to reconcile");
                 continue;
             }
         };
-        let jobs = JobStore::new(
-            store,
-            state.registry().clone(),
-            t.id.clone(),
-            state.clock().clone(),
-        )
-        .with_grace(state.config().reconcile_grace);
         match jobs.reconcile().await {
             Ok(r) => {
-                total.released += r.released;
-                total.committed += r.committed;
-                total.markers += r.markers;
-                total.requeued += r.requeued;
-                total.workers_removed += r.workers_removed;
+                total += r;
                 if r.changed() {
                     state.usage_cache().invalidate(&t.id);
                 }

@@ -241,7 +241,7 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
     let given = given_admin_token(&args)?;
     if let Some(t) = &given {
         let n = t.expose().len();
-        if !crate::auth::ADMIN_TOKEN_BYTES.contains(&n) {
+        if !tenancy_state::registry::ADMIN_PASSWORD_BYTES.contains(&n) {
             bail!(
                 "the admin token is {n} bytes; it must be 8 to 72 bytes (bcrypt reads no more, so a longer one would be cut)"
             );

@@ -50,8 +50,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use tenancy_core::{
-    layout as core_layout, DeleteMode, Error, ListedReservation, Result, StateBackend, StateKey,
-    TenantId, TenantRegistry, TenantStatus,
+    layout as core_layout, DeleteMode, Error, ListedReservation, Resource, Result, StateBackend,
+    StateKey, TenantId, TenantRegistry, TenantStatus,
 };
 
 use crate::registry::layout;
@@ -583,7 +583,11 @@ async fn check_reservations(run: &mut Run<'_>, rec: &TenantRecord) -> Result<()>
     let bound = run.options.reservation_age;
     for l in listed {
         let r = l.reservation;
-        if names(&owners, &r.id.hyphenated().to_string()) {
+        // Only job and worker records name their reservations; a stack or
+        // state reservation has no record to be named by.
+        if !Resource::JOBS_AND_WORKERS.contains(&r.resource)
+            || names(&owners, &r.id.hyphenated().to_string())
+        {
             continue;
         }
         let old = older_than(r.created_at, now, bound);

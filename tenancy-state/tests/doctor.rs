@@ -435,3 +435,32 @@ async fn doctor_reports_and_repairs_every_leftover_s3() {
     let clean = doctor(&fresh, &r, DoctorOptions::default()).await.unwrap();
     assert!(clean.findings.is_empty(), "{clean:#?}");
 }
+
+/// A stack slot the CLI's `state put` holds is named by no job or worker
+/// record, and never will be: doctor must neither report nor release it.
+#[tokio::test]
+async fn doctor_leaves_reservations_that_no_job_or_worker_owns_alone() {
+    use tenancy_core::registry::TenantRegistryExt;
+    use tenancy_core::{NewTenant, Resource, Secret, TenantRegistry};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalBackend::open(dir.path().join("store")).unwrap());
+    let (r, _) = registry(store.backend());
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    r.create(NewTenant::new(id("acme"))).await.unwrap();
+    r.reserve_committed(&id("acme"), Resource::Stacks, 1)
+        .await
+        .unwrap();
+    let options = DoctorOptions {
+        repair: true,
+        reservation_age: Duration::ZERO,
+        ..DoctorOptions::default()
+    };
+    let report = doctor(&store, &r, options).await.unwrap();
+    assert!(
+        !kinds(&report)
+            .iter()
+            .any(|(k, _, _)| *k == FindingKind::OwnerlessReservation),
+        "{report:?}"
+    );
+    assert_eq!(r.usage(&id("acme")).await.unwrap().stacks, 1);
+}

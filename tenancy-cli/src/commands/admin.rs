@@ -14,11 +14,6 @@ use crate::exit::{CliError, PROBLEMS};
 use crate::home::SessionSlot;
 use crate::output::time;
 
-/// The shortest admin password, in bytes.
-pub(crate) const MIN_ADMIN_PASSWORD: usize = 8;
-/// The longest admin password, in bytes (bcrypt reads no further).
-pub(crate) const MAX_ADMIN_PASSWORD: usize = 72;
-
 /// `tenancy init`: bootstraps the registry with an admin password.
 pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()> {
     if ctx.services.registry.is_bootstrapped().await? {
@@ -80,9 +75,12 @@ fn new_password(
         )?
     };
     let n = password.expose().len();
-    if !(MIN_ADMIN_PASSWORD..=MAX_ADMIN_PASSWORD).contains(&n) {
+    let bytes = tenancy_state::registry::ADMIN_PASSWORD_BYTES;
+    if !bytes.contains(&n) {
         return Err(CliError::usage(format!(
-            "the admin password must be {MIN_ADMIN_PASSWORD} to {MAX_ADMIN_PASSWORD} bytes (it is {n}); choose another"
+            "the admin password must be {} to {} bytes (it is {n}); choose another",
+            bytes.start(),
+            bytes.end()
         ))
         .into());
     }

@@ -354,7 +354,7 @@ pub(crate) async fn change_credential(
     Json(body): Json<NewAdminCredential>,
 ) -> ApiResult<axum::Json<AdminCredentialChanged>> {
     let n = body.token.len();
-    if !crate::auth::ADMIN_TOKEN_BYTES.contains(&n) {
+    if !tenancy_state::registry::ADMIN_PASSWORD_BYTES.contains(&n) {
         return Err(ApiError::bad_request(format!(
             "the admin token must be 8 to 72 bytes (this one is {n}); a longer one would be cut by bcrypt"
         )));

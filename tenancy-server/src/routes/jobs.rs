@@ -20,13 +20,7 @@ use crate::jobs::{
 };
 
 fn store(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<JobStore> {
-    Ok(JobStore::new(
-        state.stores().state(who.tenant())?,
-        state.registry().clone(),
-        who.id().clone(),
-        state.clock().clone(),
-    )
-    .with_grace(state.config().reconcile_grace))
+    Ok(state.jobs(who.tenant())?)
 }
 
 /// Runs `fut` to completion in its own task, whatever happens to the request.

@@ -166,6 +166,10 @@ pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 pub const MIN_ADMIN_PASSWORD_LEN: usize = 8;
 /// bcrypt uses at most this many bytes of a password; longer ones are refused.
 pub const MAX_PASSWORD_BYTES: usize = 72;
+/// The lengths, in bytes, an admin password or token may have, everywhere
+/// (bootstrap, change, login, the server's admin token).
+pub const ADMIN_PASSWORD_BYTES: std::ops::RangeInclusive<usize> =
+    MIN_ADMIN_PASSWORD_LEN..=MAX_PASSWORD_BYTES;
 /// How many records `list` reads at once.
 pub const LIST_CONCURRENCY: usize = 64;
 /// How long a tenant whose `create` stopped halfway is left to that create
