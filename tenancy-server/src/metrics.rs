@@ -4,7 +4,7 @@
 //!   `route` is the matched route *template* (`/v1/jobs/{id}`), never the raw
 //!   path, and `tenant` is the authenticated tenant or `-`, never a header
 //!   value, so label cardinality stays bounded by tenants x routes x statuses.
-//! - `tenants_total`, `tenants_active`: from the registry, re-counted at most
+//! - `tenancy_tenants`, `tenancy_tenants_active`: from the registry, re-counted at most
 //!   once per `tenant_count_interval` (a full listing is expensive at 100k tenants).
 //! - `tenant_quota_usage{tenant,resource}` and `tenant_quota_limit{tenant,resource}`:
 //!   the last usage this replica saw for a tenant (updated by job, worker and
@@ -148,13 +148,13 @@ impl Metrics {
         {
             gauge(
                 &mut out,
-                "tenants_total",
+                "tenancy_tenants",
                 "Tenants in the registry (any status).",
                 total,
             );
             gauge(
                 &mut out,
-                "tenants_active",
+                "tenancy_tenants_active",
                 "Tenants whose status is active.",
                 active,
             );

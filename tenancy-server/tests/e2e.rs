@@ -532,7 +532,8 @@ async fn whole_flow(backend: &str) {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("tenants_total 2"), "{metrics}");
+    assert!(metrics.contains("tenancy_tenants 2"), "{metrics}");
+    promtool_accepts(&metrics);
     assert!(
         metrics.contains(
             r#"tenant_api_requests_total{tenant="other",route="/v1/jobs/{id}",status="404"} 1"#
@@ -905,6 +906,42 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// `promtool check metrics` (Prometheus's own linter) accepts the scrape.
+/// Required in CI (`.ci/run` installs it); elsewhere skipped loudly when
+/// promtool is missing.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("promtool is required in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED promtool check: promtool not found ({e})");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.

@@ -57,8 +57,8 @@ async fn metrics_have_templated_routes_and_tenant_counts() {
         "the public router serves no metrics"
     );
     let text = h.metrics().await;
-    assert!(text.contains("tenants_total 2"), "{text}");
-    assert!(text.contains("tenants_active 1"), "{text}");
+    assert!(text.contains("tenancy_tenants 2"), "{text}");
+    assert!(text.contains("tenancy_tenants_active 1"), "{text}");
     assert!(
         text.contains(
             r#"tenant_api_requests_total{tenant="acme",route="/v1/jobs/{id}",status="200"} 1"#
@@ -99,7 +99,7 @@ async fn metrics_have_templated_routes_and_tenant_counts() {
             "the public router serves no metrics"
         );
         let text = h.metrics().await;
-        if text.contains("tenants_total 3") {
+        if text.contains("tenancy_tenants 3") {
             seen = true;
             break;
         }
