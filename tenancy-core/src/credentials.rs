@@ -102,14 +102,24 @@ pub fn parse_secret(s: &str) -> Option<(&str, &str)> {
 /// Generates a new secret `<prefix>_<32 base62 chars>` from the OS CSPRNG.
 pub fn generate_secret(prefix: &str) -> Result<Secret> {
     validate_prefix(prefix)?;
-    let mut rng = OsRng;
     let mut s = String::with_capacity(prefix.len() + 1 + SECRET_RANDOM_LEN);
     s.push_str(prefix);
     s.push('_');
-    for _ in 0..SECRET_RANDOM_LEN {
+    push_random_base62(&mut s, SECRET_RANDOM_LEN);
+    Ok(Secret(s))
+}
+
+/// Appends `n` base62 characters from the OS CSPRNG (about 5.95 bits each).
+pub(crate) fn push_random_base62(s: &mut String, n: usize) {
+    let mut rng = OsRng;
+    for _ in 0..n {
         s.push(BASE62[rng.gen_range(0..BASE62.len())] as char);
     }
-    Ok(Secret(s))
+}
+
+/// True for `n` characters of `0-9 A-Z a-z`.
+pub(crate) fn is_base62(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Hashes a secret with bcrypt at `cost`.

@@ -43,7 +43,10 @@ pub use registry::{
     CreatedTenant, ListedReservation, NewTenant, Reservation, TenantFilter, TenantRegistry,
     TenantRegistryExt, TenantUpdate, UsageEvent,
 };
-pub use session::{Session, SessionKind};
+pub use session::{
+    AuthenticatedSession, IssuedSession, ServerSession, Session, SessionId, SessionKind,
+    SessionOwner,
+};
 pub use state::{
     Capabilities, DeleteMode, ListEntry, Object, PutMode, Retry, StateBackend, StateBackendExt,
     Step, Updated, Version,

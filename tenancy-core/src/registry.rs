@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::credentials::Secret;
 use crate::error::{Error, Result};
 use crate::keys::TenantId;
+use crate::session::{AuthenticatedSession, IssuedSession, ServerSession, SessionId, SessionOwner};
 use crate::tenant::{LimitOverrides, Plan, Resource, Tenant, TenantStatus, Usage};
 
 /// The longest display name.
@@ -344,6 +345,61 @@ pub trait TenantRegistry: Send + Sync + Debug {
     /// have not expired, and committed ones), for reconciling them with
     /// their owners after a crash.
     async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>>;
+
+    // ---- server-issued sessions (see `crate::session`) ----
+    //
+    // Registries that keep no sessions leave these at their defaults, which
+    // refuse with `NotImplemented`.
+
+    /// Checks a tenant's secret like [`TenantRegistry::authenticate`] and
+    /// opens a tenant session (7 days, bound to the tenant's credential
+    /// generation); the token is in the answer, once.
+    async fn login_tenant(&self, id: &TenantId, secret: &Secret) -> Result<IssuedSession> {
+        let _ = (id, secret);
+        Err(Error::not_implemented(
+            "server-issued sessions are not kept by this registry",
+        ))
+    }
+
+    /// Checks the admin credential like [`TenantRegistry::verify_admin`] and
+    /// opens an admin session (8 hours, bound to the admin credential's
+    /// generation); the token is in the answer, once.
+    async fn login_admin(&self, password: &Secret) -> Result<IssuedSession> {
+        let _ = password;
+        Err(Error::not_implemented(
+            "server-issued sessions are not kept by this registry",
+        ))
+    }
+
+    /// Checks a session token: `Unauthorized` when it opens no session (never
+    /// issued, revoked, or not shaped like a token), `SessionExpired`,
+    /// `CredentialsRotated` (the tenant's secret or the admin credential
+    /// changed since login), `Forbidden` (the tenant is suspended, expired
+    /// or deleted).
+    async fn authenticate_session(&self, token: &Secret) -> Result<AuthenticatedSession> {
+        let _ = token;
+        Err(Error::not_implemented(
+            "server-issued sessions are not kept by this registry",
+        ))
+    }
+
+    /// The unexpired sessions of `owner`, oldest first (`NotFound` for an
+    /// unknown tenant).
+    async fn sessions(&self, owner: &SessionOwner) -> Result<Vec<ServerSession>> {
+        let _ = owner;
+        Err(Error::not_implemented(
+            "server-issued sessions are not kept by this registry",
+        ))
+    }
+
+    /// Ends one session of `owner` at once (`NotFound` when it has none by
+    /// that id).
+    async fn revoke_session(&self, owner: &SessionOwner, id: &SessionId) -> Result<()> {
+        let _ = (owner, id);
+        Err(Error::not_implemented(
+            "server-issued sessions are not kept by this registry",
+        ))
+    }
 }
 
 macro_rules! forward_registry {
@@ -418,6 +474,21 @@ macro_rules! forward_registry {
             }
             async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>> {
                 (**self).reservations(id).await
+            }
+            async fn login_tenant(&self, id: &TenantId, s: &Secret) -> Result<IssuedSession> {
+                (**self).login_tenant(id, s).await
+            }
+            async fn login_admin(&self, p: &Secret) -> Result<IssuedSession> {
+                (**self).login_admin(p).await
+            }
+            async fn authenticate_session(&self, t: &Secret) -> Result<AuthenticatedSession> {
+                (**self).authenticate_session(t).await
+            }
+            async fn sessions(&self, o: &SessionOwner) -> Result<Vec<ServerSession>> {
+                (**self).sessions(o).await
+            }
+            async fn revoke_session(&self, o: &SessionOwner, id: &SessionId) -> Result<()> {
+                (**self).revoke_session(o, id).await
             }
         }
     };

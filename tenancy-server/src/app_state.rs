@@ -257,14 +257,22 @@ impl AppStateBuilder {
             self.clock.clone(),
         );
         let ttl = self.config.admin_cache_ttl;
-        let admin = AdminAuth::new(self.registry.clone(), ttl);
+        let admin = AdminAuth::with_sessions(
+            self.registry.clone(),
+            ttl,
+            self.config.auth.refresh_interval,
+            self.clock.clone(),
+        );
+        // Handlers change tenants and revoke sessions through this one:
+        // every change reaches this replica's caches at once.
+        let registry: Arc<dyn TenantRegistry> = Arc::new(
+            crate::watched::Watched::new(self.registry, auth.clone()).with_admin(admin.clone()),
+        );
         Ok(AppState {
             inner: Arc::new(Inner {
                 metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
                 usage: UsageCache::new(self.config.usage_cache_ttl),
-                // Handlers change tenants through this one: every change
-                // reaches this replica's auth cache at once.
-                registry: auth.watching(self.registry),
+                registry,
                 stores: self.stores,
                 auth,
                 admin,

@@ -48,6 +48,30 @@
 //!   refresh interval (any tenant change made through this server forgets
 //!   these at once).
 //!
+//! # Session tokens
+//!
+//! A tenant session token (`tns_<tenant>_<random>`, issued by `POST
+//! /v1/sessions`, see `tenancy_core::session`) is accepted wherever a key
+//! is, and cached the same way, by its SHA-256: a miss checks it with the
+//! registry's `authenticate_session` (the session record and the tenant
+//! record: two reads, no bcrypt) and binds the entry to the session's
+//! credential generation and expiry. Then:
+//!
+//! - expiry is checked on every request (401 `session_expired`);
+//! - a rotation made through this server drops the entry at once (401
+//!   `credentials_rotated`), a suspension or deletion answers 403 at once,
+//!   like keys;
+//! - a revocation made through this server ([`TenantAuth::session_revoked`],
+//!   called by the watched registry) drops the entry at once (401);
+//! - a stale entry (older than the refresh interval) is checked again with
+//!   `authenticate_session`, so a revocation, rotation or suspension made
+//!   on another replica applies within the refresh interval.
+//!
+//! Refusals of a session are final (a revoked, expired or rotated session
+//! never comes back), so they are remembered by digest for `negative_ttl`
+//! with their reason. An admin session token is refused on tenant routes
+//! with 403, and a tenant session on admin routes.
+//!
 //! # The admin token
 //!
 //! [`AdminAuth`] checks a bearer token of 8 to 72 bytes (others are refused
@@ -55,6 +79,13 @@
 //! admin credential, then trusts its digest for the admin cache TTL (default
 //! 60 s) while the credential's generation stays the one it verified at: a
 //! change made on any replica ends every cached token at its next request.
+//! An admin session token (`tns_admin_<random>`, from `POST
+//! /v1/admin/sessions`) is checked with `authenticate_session` (no bcrypt)
+//! and trusted for the refresh interval, while the admin credential's
+//! generation (read on every admin request) is the one it was opened with
+//! and it has not expired; a revocation through this server applies at
+//! once ([`AdminAuth::session_revoked`]), one made elsewhere within the
+//! refresh interval.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,9 +100,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tenancy_core::session::parse_session_token;
 use tenancy_core::{
-    Clock, Error, Secret, SystemClock, Tenant, TenantId, TenantRegistry, TenantStatus,
+    AuthenticatedSession, Clock, Error, Secret, SessionId, SessionKind, SessionOwner, SystemClock,
+    Tenant, TenantId, TenantRegistry, TenantStatus,
 };
 use tenancy_state::registry::ADMIN_PASSWORD_BYTES;
 use tokio::sync::Semaphore;
@@ -126,7 +160,52 @@ struct Entry {
     generation: u64,
     checked_at: Instant,
     limiter: Arc<TenantLimiter>,
+    /// Set when the credential is a session token.
+    session: Option<SessionMark>,
 }
+
+/// What a cache entry of a session token knows of its session.
+#[derive(Debug, Clone)]
+struct SessionMark {
+    id: SessionId,
+    expires_at: DateTime<Utc>,
+}
+
+/// Why a remembered credential is refused.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// A key that failed verification (or was rotated out).
+    Invalid,
+    /// A session token that opens no session (revoked, never issued).
+    NoSession(String),
+    /// A session that expired.
+    Expired(DateTime<Utc>),
+    /// A session opened before a rotation (or admin credential change).
+    Rotated(String),
+}
+
+impl Refusal {
+    fn error(&self) -> ApiError {
+        match self {
+            Refusal::Invalid => ApiError::unauthorized("invalid credentials"),
+            Refusal::NoSession(m) => ApiError::unauthorized(m.clone()),
+            Refusal::Expired(at) => Error::SessionExpired { expired_at: *at }.into(),
+            Refusal::Rotated(t) => Error::CredentialsRotated { tenant: t.clone() }.into(),
+        }
+    }
+
+    /// The final refusal a session check ended with, if it is one.
+    fn of_session(e: &Error) -> Option<Refusal> {
+        match e {
+            Error::Unauthorized { message } => Some(Refusal::NoSession(message.clone())),
+            Error::SessionExpired { expired_at } => Some(Refusal::Expired(*expired_at)),
+            Error::CredentialsRotated { tenant } => Some(Refusal::Rotated(tenant.clone())),
+            _ => None,
+        }
+    }
+}
+
+const REVOKED: &str = "the session was revoked; log in again";
 
 /// Counters of the verification cache (for tests, benches and `/metrics`).
 /// Cache hits are not counted (a shared counter would cost every request a
@@ -147,7 +226,7 @@ struct AuthInner {
     clock: Arc<dyn Clock>,
     config: AuthConfig,
     cache: RwLock<HashMap<Digest32, Entry>>,
-    negative: TtlMap<Digest32, ()>,
+    negative: TtlMap<Digest32, Refusal>,
     /// Valid keys of tenants that may not work (suspended, expired, deleted)
     /// seen on a cold cache: refused with 403 without bcrypt for one refresh
     /// interval; emptied by any tenant change made through this server.
@@ -183,9 +262,16 @@ impl std::fmt::Debug for AuthInner {
 #[derive(Debug, Clone)]
 pub struct AuthenticatedTenant {
     tenant: Arc<Tenant>,
+    session: Option<SessionId>,
 }
 
 impl AuthenticatedTenant {
+    /// The session the request was made with, when its credential is a
+    /// session token (not the tenant's secret).
+    pub fn session(&self) -> Option<&SessionId> {
+        self.session.as_ref()
+    }
+
     /// The tenant record the request was authorized against.
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
@@ -255,6 +341,23 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
         Some(k) if !k.is_empty() && k.len() <= MAX_CREDENTIAL_LEN => Ok(k),
         _ => Err(ApiError::unauthorized("invalid credentials")),
     }
+}
+
+/// The admin credential or admin session token of `Authorization: Bearer`.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing admin credentials: send Authorization: Bearer <admin token>",
+            )
+        })?
+        .to_str()
+        .ok()
+        .and_then(|s| s.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| ApiError::unauthorized("invalid admin credentials"))
 }
 
 /// The optional `X-Tenant-ID`: more than one is a 400 (which one would count?).
@@ -349,7 +452,7 @@ impl TenantAuth {
                 return true;
             }
             if e.generation != tenant.credential.generation {
-                superseded.push(*d);
+                superseded.push((*d, e.session.is_some()));
                 return false;
             }
             e.tenant = fresh.clone();
@@ -357,9 +460,14 @@ impl TenantAuth {
             e.limiter = limiter.clone();
             true
         });
-        // A rotated-out key is refused without bcrypt from now on.
-        for d in superseded {
-            self.remember_failure(d);
+        // A rotated-out key is refused without bcrypt from now on, and a
+        // session opened before the rotation says so.
+        for (d, session) in superseded {
+            if session {
+                self.remember(d, Refusal::Rotated(tenant.id.to_string()));
+            } else {
+                self.remember_failure(d);
+            }
         }
         self.clear_forbidden();
         drop(cache);
@@ -378,6 +486,25 @@ impl TenantAuth {
         self.inner.forbidden.get(d)
     }
 
+    /// Tells the cache that a tenant session was revoked: its entry goes,
+    /// and its token is refused (401) from the next request on.
+    pub fn session_revoked(&self, id: &SessionId) {
+        let mut gone = Vec::new();
+        let mut cache = self.write_cache();
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        cache.retain(|d, e| {
+            let hit = e.session.as_ref().is_some_and(|m| &m.id == id);
+            if hit {
+                gone.push(*d);
+            }
+            !hit
+        });
+        for d in gone {
+            self.remember(d, Refusal::NoSession(REVOKED.into()));
+        }
+        drop(cache);
+    }
+
     /// Drops every cached key of a tenant.
     pub fn forget_tenant(&self, id: &TenantId) {
         let mut cache = self.write_cache();
@@ -393,15 +520,34 @@ impl TenantAuth {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authorized, Refused> {
         let claimed = claimed_tenant(headers)?;
         let key = presented_key(headers)?;
-        // Not a secret at all: refused before any cache, permit or store read.
-        if tenancy_core::credentials::parse_secret(key).is_none() {
-            return Err(ApiError::unauthorized("invalid credentials").into());
+        match parse_session_token(key) {
+            Some((SessionOwner::Admin, _)) => {
+                return Err(ApiError::forbidden(
+                    "this is an admin session: tenant routes need a tenant secret or a tenant session (`tenancy login --tenant ID`)",
+                )
+                .into())
+            }
+            Some(_) => {}
+            // Not a secret at all: refused before any cache, permit or store read.
+            None if tenancy_core::credentials::parse_secret(key).is_none() => {
+                return Err(ApiError::unauthorized("invalid credentials").into());
+            }
+            None => {}
         }
         let d = digest(key);
         let entry = match self.lookup(&d) {
             Some(e) => e,
             None => self.verify(key, d).await?,
         };
+        if let Some(mark) = &entry.session {
+            if self.inner.clock.now() >= mark.expires_at {
+                self.write_cache().remove(&d);
+                let refusal = Refusal::Expired(mark.expires_at);
+                self.remember(d, refusal.clone());
+                return Err(refusal.error().into());
+            }
+        }
+        let session = entry.session.map(|m| m.id);
         let tenant = entry.tenant;
         if tenant.status != TenantStatus::Active || tenant.expires_at.is_some() {
             let status = tenant.effective_status(self.inner.clock.now());
@@ -437,7 +583,7 @@ impl TenantAuth {
             None
         };
         Ok(Authorized {
-            tenant: AuthenticatedTenant { tenant },
+            tenant: AuthenticatedTenant { tenant, session },
             rate,
         })
     }
@@ -454,12 +600,12 @@ impl TenantAuth {
     }
 
     async fn verify(&self, key: &str, d: Digest32) -> Result<Entry, Refused> {
-        if self.negatively_cached(&d) {
+        if let Some(refusal) = self.refusal(&d) {
             self.inner
                 .stats
                 .negative_hits
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::unauthorized("invalid credentials").into());
+            return Err(refusal.error().into());
         }
         // One verification per key at a time: concurrent requests with the
         // same key wait for the first and then read its cache entry.
@@ -486,8 +632,8 @@ impl TenantAuth {
         if let Some(e) = self.lookup(&d) {
             return Ok(e);
         }
-        if self.negatively_cached(&d) {
-            return Err(ApiError::unauthorized("invalid credentials"));
+        if let Some(refusal) = self.refusal(&d) {
+            return Err(refusal.error());
         }
         if let Some(message) = self.forbidden_cached(&d) {
             self.inner
@@ -498,7 +644,18 @@ impl TenantAuth {
         }
         let stale = self.read_cache().get(&d).cloned();
         if let Some(stale) = stale {
+            if stale.session.is_some() {
+                self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                return self.verify_session(key, d).await;
+            }
             return self.refresh(d, stale).await;
+        }
+        if parse_session_token(key).is_some() {
+            self.inner
+                .stats
+                .verifications
+                .fetch_add(1, Ordering::Relaxed);
+            return self.verify_session(key, d).await;
         }
         // Its result still reaches the cache if the request is gone.
         let this = self.clone();
@@ -542,6 +699,49 @@ impl TenantAuth {
         }
     }
 
+    /// Checks a session token with the registry (no bcrypt) and caches it;
+    /// also how a stale session entry is refreshed, so a revocation made
+    /// elsewhere is seen.
+    async fn verify_session(&self, token: &str, d: Digest32) -> Result<Entry, ApiError> {
+        let secret = Secret::new(token);
+        let mut started = self.epoch();
+        let mut outcome = self.inner.registry.authenticate_session(&secret).await;
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let auth = match outcome {
+                Ok(a) => a,
+                Err(e) => return Err(self.session_refused(d, e, started)),
+            };
+            let (tenant, mark) = session_parts(auth)?;
+            if let Some(entry) = self.insert_unless_changed(d, &tenant, started, Some(mark.clone()))
+            {
+                return Ok(entry);
+            }
+            // A tenant change or revocation arrived meanwhile: check again.
+            started = self.epoch();
+            outcome = self.inner.registry.authenticate_session(&secret).await;
+        }
+        // Sessions keep changing: answer from the last check, cache nothing.
+        let (tenant, mark) =
+            session_parts(outcome.map_err(|e| self.session_refused(d, e, started))?)?;
+        Ok(self.entry(tenant, Some(mark)))
+    }
+
+    /// The answer to a failed session check; final refusals are remembered.
+    fn session_refused(&self, d: Digest32, e: Error, started: u64) -> ApiError {
+        self.write_cache().remove(&d);
+        if let Some(refusal) = Refusal::of_session(&e) {
+            self.remember(d, refusal);
+        } else if let Error::Forbidden { message } = &e {
+            let cache = self.write_cache();
+            if self.epoch() == started {
+                self.inner.forbidden.insert(d, message.clone());
+            }
+            drop(cache);
+        }
+        e.into()
+    }
+
     /// Re-reads the tenant record of a stale entry (no bcrypt).
     async fn refresh(&self, d: Digest32, stale: Entry) -> Result<Entry, ApiError> {
         self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -571,7 +771,7 @@ impl TenantAuth {
     ) -> Result<Entry, ApiError> {
         const ATTEMPTS: usize = 3;
         for _ in 0..ATTEMPTS {
-            if let Some(entry) = self.insert_unless_changed(d, &tenant, started) {
+            if let Some(entry) = self.insert_unless_changed(d, &tenant, started, None) {
                 return Ok(entry);
             }
             started = self.epoch();
@@ -587,23 +787,30 @@ impl TenantAuth {
             };
         }
         // Tenants keep changing: answer from the fresh record, cache nothing.
-        Ok(self.entry(tenant))
+        Ok(self.entry(tenant, None))
     }
 
-    fn entry(&self, tenant: Tenant) -> Entry {
+    fn entry(&self, tenant: Tenant, session: Option<SessionMark>) -> Entry {
         let limiter = self.inner.limits.bucket(&tenant.id, &tenant.limits());
         Entry {
             generation: tenant.credential.generation,
             tenant: Arc::new(tenant),
             checked_at: Instant::now(),
             limiter,
+            session,
         }
     }
 
     /// Inserts the entry if the epoch is still `started` (checked under the
     /// write lock that tenant changes take to bump it).
-    fn insert_unless_changed(&self, d: Digest32, tenant: &Tenant, started: u64) -> Option<Entry> {
-        let entry = self.entry(tenant.clone());
+    fn insert_unless_changed(
+        &self,
+        d: Digest32,
+        tenant: &Tenant,
+        started: u64,
+        session: Option<SessionMark>,
+    ) -> Option<Entry> {
+        let entry = self.entry(tenant.clone(), session);
         let mut cache = self.write_cache();
         if self.epoch() != started {
             return None;
@@ -621,12 +828,31 @@ impl TenantAuth {
         Some(entry)
     }
 
-    fn negatively_cached(&self, d: &Digest32) -> bool {
-        self.inner.negative.contains(d)
+    fn refusal(&self, d: &Digest32) -> Option<Refusal> {
+        self.inner.negative.get(d)
     }
 
     fn remember_failure(&self, d: Digest32) {
-        self.inner.negative.insert(d, ());
+        self.remember(d, Refusal::Invalid);
+    }
+
+    fn remember(&self, d: Digest32, refusal: Refusal) {
+        self.inner.negative.insert(d, refusal);
+    }
+}
+
+/// The tenant and the cache's view of a tenant session that checked out.
+fn session_parts(auth: AuthenticatedSession) -> Result<(Tenant, SessionMark), ApiError> {
+    let mark = SessionMark {
+        id: auth.session.id,
+        expires_at: auth.session.session.expires_at,
+    };
+    match auth.tenant {
+        Some(t) => Ok((t, mark)),
+        // The registry checked an admin session: never a tenant's.
+        None => Err(ApiError::forbidden(
+            "this is an admin session: tenant routes need a tenant secret or a tenant session",
+        )),
     }
 }
 
@@ -738,18 +964,47 @@ where
 /// the cache TTL, but only while the credential's generation is the one it
 /// was verified at (one small read of the manifest per admin request), so
 /// `PUT /v1/admin/credential` or `tenancy admin passwd` on any replica ends
-/// every cached admin token at the next request.
+/// every cached admin token at the next request. Admin session tokens are
+/// accepted too (see the module docs).
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
     inner: Arc<AdminInner>,
 }
 
+/// Who passed the admin check: the admin credential itself, or an admin
+/// session. The admin guard puts it into the request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct AdminCaller {
+    session: Option<SessionId>,
+}
+
+impl AdminCaller {
+    /// The admin session of the request, when its credential is a session
+    /// token (not the admin credential).
+    pub fn session(&self) -> Option<&SessionId> {
+        self.session.as_ref()
+    }
+}
+
+/// What the admin check knows of a verified admin session.
+#[derive(Debug, Clone)]
+struct AdminSession {
+    id: SessionId,
+    generation: u64,
+    expires_at: DateTime<Utc>,
+}
+
 struct AdminInner {
     registry: Arc<dyn TenantRegistry>,
+    clock: Arc<dyn Clock>,
     /// Digest -> the admin credential generation it verified against.
     verified: TtlMap<Digest32, u64>,
     /// Digest -> the generation it failed against.
     failed: TtlMap<Digest32, u64>,
+    /// Admin session tokens, trusted for the refresh interval.
+    sessions: TtlMap<Digest32, AdminSession>,
+    /// Admin session tokens refused for good (revoked, expired, rotated).
+    refused: TtlMap<Digest32, Refusal>,
     /// Owned by each check's task until its bcrypt finishes.
     permits: Arc<Semaphore>,
 }
@@ -758,6 +1013,7 @@ impl std::fmt::Debug for AdminInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAuth")
             .field("ttl", &self.verified.ttl())
+            .field("session_refresh", &self.sessions.ttl())
             .finish_non_exhaustive()
     }
 }
@@ -765,46 +1021,85 @@ impl std::fmt::Debug for AdminInner {
 impl AdminAuth {
     /// Checks admin tokens against the registry's admin credential; a
     /// verified token is trusted for `ttl` (while the credential's
-    /// generation stays) before bcrypt runs again.
+    /// generation stays) before bcrypt runs again. Admin sessions are
+    /// checked again every 5 s, against the system clock.
     pub fn new(registry: Arc<dyn TenantRegistry>, ttl: Duration) -> Self {
+        Self::with_sessions(
+            registry,
+            ttl,
+            AuthConfig::default().refresh_interval,
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// Like [`AdminAuth::new`], with the interval after which an admin
+    /// session is checked again with the registry (the bound for a
+    /// revocation made on another replica) and the clock its expiry is
+    /// read from.
+    pub fn with_sessions(
+        registry: Arc<dyn TenantRegistry>,
+        ttl: Duration,
+        session_refresh: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         AdminAuth {
             inner: Arc::new(AdminInner {
                 registry,
+                clock,
                 verified: TtlMap::new(ttl, 1024),
                 failed: TtlMap::new(ttl, 10_000),
+                sessions: TtlMap::new(session_refresh, 10_000),
+                refused: TtlMap::new(AuthConfig::default().negative_ttl, 10_000),
                 permits: Arc::new(Semaphore::new(2)),
             }),
         }
     }
 
-    /// Forgets every verified and failed token (the credential changed).
+    /// Forgets every verified and failed token and every admin session
+    /// (the credential changed).
     pub fn forget_all(&self) {
         self.inner.verified.clear();
         self.inner.failed.clear();
+        self.inner.sessions.clear();
+    }
+
+    /// Tells the check that an admin session was revoked: its token is
+    /// refused (401) from the next request on.
+    pub fn session_revoked(&self, id: &SessionId) {
+        for d in self.inner.sessions.remove_where(|_, s| &s.id == id) {
+            self.inner
+                .refused
+                .insert(d, Refusal::NoSession(REVOKED.into()));
+        }
     }
 
     /// Checks the `Authorization: Bearer` token of a request.
     pub async fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let token = headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing admin credentials: send Authorization: Bearer <admin token>",
-                )
-            })?
-            .to_str()
-            .ok()
-            .and_then(|s| s.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            // Outside 8..=72 bytes no admin credential can match: refused
-            // without bcrypt, and never truncated to a matching prefix.
-            .filter(|t| ADMIN_PASSWORD_BYTES.contains(&t.len()))
-            .ok_or_else(|| ApiError::unauthorized("invalid admin credentials"))?;
+        self.authorize(headers).await.map(|_| ())
+    }
+
+    /// Checks the `Authorization: Bearer` token of a request and says
+    /// whether it was the admin credential or an admin session.
+    pub async fn authorize(&self, headers: &HeaderMap) -> Result<AdminCaller, ApiError> {
+        let token = bearer_token(headers)?;
+        match parse_session_token(token) {
+            Some((SessionOwner::Admin, _)) => return self.check_session(token).await,
+            Some(_) => {
+                return Err(ApiError::forbidden(
+                    "this is a tenant session: admin routes need the admin credential or an admin session (`tenancy admin login`)",
+                ))
+            }
+            None => {}
+        }
+        // Outside 8..=72 bytes no admin credential can match: refused
+        // without bcrypt, and never truncated to a matching prefix.
+        if !ADMIN_PASSWORD_BYTES.contains(&token.len()) {
+            return Err(ApiError::unauthorized("invalid admin credentials"));
+        }
         let d = digest(token);
         let current = self.inner.registry.admin_generation().await?;
         if self.inner.verified.get(&d) == Some(current) {
-            return Ok(());
+            return Ok(AdminCaller::default());
         }
         if self.inner.failed.get(&d) == Some(current) {
             return Err(ApiError::unauthorized("invalid admin credentials"));
@@ -814,7 +1109,61 @@ impl AdminAuth {
         bounded(&self.inner.permits, async move {
             this.verify(secret, d, current).await
         })
-        .await
+        .await?;
+        Ok(AdminCaller::default())
+    }
+
+    async fn check_session(&self, token: &str) -> Result<AdminCaller, ApiError> {
+        let d = digest(token);
+        if let Some(refusal) = self.inner.refused.get(&d) {
+            return Err(refusal.error());
+        }
+        let current = self.inner.registry.admin_generation().await?;
+        let now = self.inner.clock.now();
+        if let Some(known) = self.inner.sessions.get(&d) {
+            let refusal = if known.generation != current {
+                Refusal::Rotated("admin".into())
+            } else if now >= known.expires_at {
+                Refusal::Expired(known.expires_at)
+            } else {
+                return Ok(AdminCaller {
+                    session: Some(known.id),
+                });
+            };
+            self.inner.sessions.remove_where(|k, _| k == &d);
+            self.inner.refused.insert(d, refusal.clone());
+            return Err(refusal.error());
+        }
+        match self
+            .inner
+            .registry
+            .authenticate_session(&Secret::new(token))
+            .await
+        {
+            Ok(auth) => match auth.session.session.kind {
+                SessionKind::Admin { generation } => {
+                    let id = auth.session.id;
+                    self.inner.sessions.insert(
+                        d,
+                        AdminSession {
+                            id: id.clone(),
+                            generation,
+                            expires_at: auth.session.session.expires_at,
+                        },
+                    );
+                    Ok(AdminCaller { session: Some(id) })
+                }
+                SessionKind::Tenant { .. } => Err(ApiError::forbidden(
+                    "this is a tenant session: admin routes need the admin credential or an admin session",
+                )),
+            },
+            Err(e) => {
+                if let Some(refusal) = Refusal::of_session(&e) {
+                    self.inner.refused.insert(d, refusal);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     async fn verify(&self, secret: Secret, d: Digest32, generation: u64) -> Result<(), ApiError> {

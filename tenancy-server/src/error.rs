@@ -36,6 +36,9 @@ pub(crate) struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub quota: Option<Value>,
+    /// For `session_expired`: when the session ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An HTTP error with a JSON body (boxed: handlers return it by value).
@@ -52,6 +55,7 @@ struct Inner {
     retry_after: Option<Duration>,
     holder: Option<Value>,
     quota: Option<Value>,
+    expired_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Internal detail, logged (never sent) when the error becomes a response.
     cause: Option<String>,
 }
@@ -67,6 +71,7 @@ impl ApiError {
                 retry_after: None,
                 holder: None,
                 quota: None,
+                expired_at: None,
                 cause: None,
             }),
         }
@@ -216,9 +221,14 @@ impl From<Error> for ApiError {
             ErrorKind::Precondition => ApiError::precondition(e.to_string()),
             ErrorKind::LockHeld => ApiError::new(StatusCode::CONFLICT, "lock_held", ""),
             ErrorKind::Unauthorized => ApiError::unauthorized(""),
-            ErrorKind::SessionExpired | ErrorKind::CredentialsRotated => {
-                ApiError::unauthorized("the credentials are no longer valid")
+            ErrorKind::SessionExpired => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "session_expired", e.to_string())
             }
+            ErrorKind::CredentialsRotated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "credentials_rotated",
+                e.to_string(),
+            ),
             ErrorKind::Forbidden => ApiError::forbidden(""),
             ErrorKind::QuotaExceeded => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -260,6 +270,7 @@ impl From<Error> for ApiError {
                     "requested": requested,
                 }));
             }
+            Error::SessionExpired { expired_at } => err.inner.expired_at = Some(expired_at),
             e @ (Error::Corrupt { .. } | Error::Backend { .. }) => {
                 err.inner.cause = Some(e.to_string());
             }
@@ -282,6 +293,7 @@ impl IntoResponse for ApiError {
                 message: this.message,
                 holder: this.holder,
                 quota: this.quota,
+                expired_at: this.expired_at,
             },
         };
         let mut res = (this.status, axum::Json(body)).into_response();

@@ -38,7 +38,8 @@ pub use app_state::{
     AppState, AppStateBuilder, ServerConfig, SharedStores, TenantStores, UsageCache,
 };
 pub use auth::{
-    AdminAuth, AuthConfig, AuthenticatedTenant, TenantAuth, TenantAuthLayer, TenantAuthService,
+    AdminAuth, AdminCaller, AuthConfig, AuthenticatedTenant, TenantAuth, TenantAuthLayer,
+    TenantAuthService,
 };
 pub use blocking::TokioBlocking;
 pub use error::{ApiError, ApiResult};

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, jobs, open, tenant};
+use crate::routes::{admin, jobs, open, sessions, tenant};
 
 struct Security;
 
@@ -35,12 +35,17 @@ impl Modify for Security {
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::complete_job, jobs::fail_job,
         jobs::cancel_job, jobs::register_worker, jobs::list_workers, jobs::delete_worker,
         jobs::claim,
+        sessions::login, sessions::list_own, sessions::current_own, sessions::logout,
+        sessions::revoke_own, sessions::admin_login, sessions::admin_list, sessions::admin_current,
+        sessions::admin_logout, sessions::admin_revoke, sessions::tenant_list,
+        sessions::tenant_revoke,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),
         (name = "tenant", description = "The calling tenant"),
         (name = "state", description = "The tenant's state, with ETags"),
         (name = "locks", description = "The tenant's leased locks"),
+        (name = "sessions", description = "Server-issued sessions: a secret or the admin credential exchanged for a revocable token"),
         (name = "jobs", description = "Quota-checked jobs and the tenant's own workers"),
         (name = "open", description = "Health, readiness, this document (metrics are served on their own listener)"),
     )

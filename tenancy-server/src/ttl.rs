@@ -48,11 +48,6 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         }
     }
 
-    /// True when `k` has a fresh entry.
-    pub(crate) fn contains(&self, k: &K) -> bool {
-        self.get(k).is_some()
-    }
-
     /// Inserts (or refreshes) `k`.
     pub(crate) fn insert(&self, k: K, v: V) {
         let mut map = self.lock();
@@ -69,6 +64,22 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
     /// Forgets everything.
     pub(crate) fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Removes the entries `f` picks and returns their keys.
+    pub(crate) fn remove_where(&self, mut f: impl FnMut(&K, &V) -> bool) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let mut gone = Vec::new();
+        self.lock().retain(|k, (_, v)| {
+            let hit = f(k, v);
+            if hit {
+                gone.push(k.clone());
+            }
+            !hit
+        });
+        gone
     }
 }
 
@@ -89,15 +100,15 @@ mod tests {
             Some(11),
             "a refresh of a present key keeps the others"
         );
-        assert!(m.contains(&0));
+        assert!(m.get(&0).is_some());
         m.insert(3, 30);
-        assert!(!m.contains(&0), "full of fresh entries: it starts over");
+        assert!(m.get(&0).is_none(), "full of fresh entries: it starts over");
         assert_eq!(m.get(&3), Some(30));
 
         let expired = TtlMap::new(Duration::ZERO, 8);
         expired.insert("k", ());
         assert!(
-            !expired.contains(&"k"),
+            expired.get(&"k").is_none(),
             "an entry older than the ttl is gone"
         );
         expired.clear();

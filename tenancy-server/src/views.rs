@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tenancy_core::{LimitOverrides, Limits, LockInfo, Plan, Resource, Tenant, TenantStatus, Usage};
+use tenancy_core::{
+    LimitOverrides, Limits, LockInfo, Plan, Resource, ServerSession, SessionId, SessionKind,
+    Tenant, TenantStatus, Usage,
+};
 use utoipa::ToSchema;
 
 /// A tenant as the admin API shows it.
@@ -259,4 +262,67 @@ pub(crate) struct StateWritten {
 pub(crate) struct Health {
     /// `ok`.
     pub status: String,
+}
+
+/// A server-issued session as the API lists it (never its token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct SessionView {
+    /// The session id (32 hex characters; not a secret): revoke it with
+    /// `DELETE /v1/sessions/{id}`.
+    pub id: String,
+    /// `tenant` or `admin`.
+    pub kind: String,
+    /// The tenant of a tenant session.
+    pub tenant: Option<String>,
+    /// The credential generation it was opened with (the tenant's, or the
+    /// admin credential's): a rotation or credential change ends it.
+    pub generation: u64,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+    /// When it was last used (to within 10 minutes), if it was.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// True for the session the listing request was made with.
+    #[serde(default)]
+    pub current: bool,
+}
+
+impl SessionView {
+    /// The view of `s`; `current` when it is the caller's own.
+    pub(crate) fn new(s: &ServerSession, current: Option<&SessionId>) -> Self {
+        let (kind, tenant, generation) = match &s.session.kind {
+            SessionKind::Admin { generation } => ("admin", None, *generation),
+            SessionKind::Tenant { tenant, generation } => {
+                ("tenant", Some(tenant.to_string()), *generation)
+            }
+        };
+        SessionView {
+            id: s.id.to_string(),
+            kind: kind.to_string(),
+            tenant,
+            generation,
+            created_at: s.session.issued_at,
+            expires_at: s.session.expires_at,
+            last_used_at: s.last_used_at,
+            current: current == Some(&s.id),
+        }
+    }
+}
+
+/// A list of sessions, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct SessionList {
+    /// The unexpired sessions.
+    pub sessions: Vec<SessionView>,
+}
+
+/// A session just opened (`POST /v1/sessions`, `POST /v1/admin/sessions`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct IssuedSessionView {
+    /// The session token, shown here once (only its SHA-256 is kept): send
+    /// it as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The session.
+    pub session: SessionView,
 }

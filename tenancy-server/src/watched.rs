@@ -1,7 +1,9 @@
 //! A [`TenantRegistry`] that tells a [`TenantAuth`] cache about every change
 //! it makes, so a server (or an embedder) cannot forget to: a rotation,
 //! suspension, activation, update or deletion made through it applies to the
-//! very next request on this replica.
+//! very next request on this replica, and so does a session revocation
+//! (tenant sessions through the [`TenantAuth`], admin sessions through the
+//! [`AdminAuth`] when it has one).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,22 +11,34 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tenancy_core::{
-    CreatedTenant, ListedReservation, NewTenant, Reservation, Resource, Result, Secret, Tenant,
-    TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+    AuthenticatedSession, CreatedTenant, IssuedSession, ListedReservation, NewTenant, Reservation,
+    Resource, Result, Secret, ServerSession, SessionId, SessionOwner, Tenant, TenantFilter,
+    TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
 };
 
-use crate::auth::TenantAuth;
+use crate::auth::{AdminAuth, TenantAuth};
 
 /// See the module docs; made by [`TenantAuth::watching`].
 #[derive(Debug)]
 pub(crate) struct Watched {
     inner: Arc<dyn TenantRegistry>,
     auth: TenantAuth,
+    admin: Option<AdminAuth>,
 }
 
 impl Watched {
     pub(crate) fn new(inner: Arc<dyn TenantRegistry>, auth: TenantAuth) -> Self {
-        Watched { inner, auth }
+        Watched {
+            inner,
+            auth,
+            admin: None,
+        }
+    }
+
+    /// Also tells `admin` about revoked admin sessions.
+    pub(crate) fn with_admin(mut self, admin: AdminAuth) -> Self {
+        self.admin = Some(admin);
+        self
     }
 
     fn changed(&self, t: Result<Tenant>) -> Result<Tenant> {
@@ -109,5 +123,32 @@ impl TenantRegistry for Watched {
     }
     async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>> {
         self.inner.reservations(id).await
+    }
+    async fn login_tenant(&self, id: &TenantId, s: &Secret) -> Result<IssuedSession> {
+        self.inner.login_tenant(id, s).await
+    }
+    async fn login_admin(&self, p: &Secret) -> Result<IssuedSession> {
+        self.inner.login_admin(p).await
+    }
+    async fn authenticate_session(&self, t: &Secret) -> Result<AuthenticatedSession> {
+        self.inner.authenticate_session(t).await
+    }
+    async fn sessions(&self, o: &SessionOwner) -> Result<Vec<ServerSession>> {
+        self.inner.sessions(o).await
+    }
+    async fn revoke_session(&self, o: &SessionOwner, id: &SessionId) -> Result<()> {
+        let revoked = self.inner.revoke_session(o, id).await;
+        // Also when it was already gone: a cached entry must not outlive it.
+        if revoked.is_ok() || revoked.as_ref().is_err_and(|e| e.is_not_found()) {
+            match o {
+                SessionOwner::Tenant(_) => self.auth.session_revoked(id),
+                SessionOwner::Admin => {
+                    if let Some(admin) = &self.admin {
+                        admin.session_revoked(id);
+                    }
+                }
+            }
+        }
+        revoked
     }
 }

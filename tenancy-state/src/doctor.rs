@@ -16,6 +16,8 @@
 //! | `half_created_tenant` | a tenant whose `create` stopped halfway, its secret never shown (registry docs, "Half-created tenants") | rolled back: the record deleted by version, then its index entry, config and marker; only on backends with conditional delete (on S3 the next `tenancy tenant init --name ID` takes it over) |
 //! | `incomplete_tenant` | a tenant lacks its config, state marker or usage record, and is not half-created | the missing objects written (`Create`: what exists stays); a tenant younger than [`HALF_CREATED_GRACE`] that was never changed is left to its create |
 //! | `ownerless_reservation` | a reservation in a usage record that no job or worker record of the tenant names | released, once older than [`DoctorOptions::reservation_age`] |
+//! | `expired_session` | a server-issued session record past its expiry (its owner never logged in again, which sweeps them) | deleted: it authenticates nothing |
+//! | `damaged_session` | a session record that does not decode, or a name under `registry-sessions/` that is none | deleted: it authenticates nothing (its holder logs in again) |
 //! | `temp_file` | a `.tmp-*` file on local files, or a probe object a killed probe left on S3 | removed, once older than [`DoctorOptions::temp_file_age`] |
 //! | `file_mode` | a local file or directory (the root too) that group or others may use | chmod to 0600 / 0700, the modes the store creates |
 //!
@@ -55,7 +57,7 @@ use tenancy_core::{
 };
 
 use crate::registry::layout;
-use crate::registry::records::{from_yaml, KeyIndexEntry, TenantRecord};
+use crate::registry::records::{from_yaml, KeyIndexEntry, SessionRecord, TenantRecord};
 use crate::registry::{StoreRegistry, HALF_CREATED_GRACE};
 use crate::{Store, TEMP_FILE_MAX_AGE};
 
@@ -84,6 +86,10 @@ pub enum FindingKind {
     IncompleteTenant,
     /// A reservation no job or worker record names.
     OwnerlessReservation,
+    /// A server-issued session past its expiry.
+    ExpiredSession,
+    /// A session record that does not decode.
+    DamagedSession,
     /// A temp file (or a probe object) left by a killed writer.
     TempFile,
     /// A local file or directory that group or others may use.
@@ -100,6 +106,8 @@ impl FindingKind {
             FindingKind::HalfCreatedTenant => "half_created_tenant",
             FindingKind::IncompleteTenant => "incomplete_tenant",
             FindingKind::OwnerlessReservation => "ownerless_reservation",
+            FindingKind::ExpiredSession => "expired_session",
+            FindingKind::DamagedSession => "damaged_session",
             FindingKind::TempFile => "temp_file",
             FindingKind::FileMode => "file_mode",
         }
@@ -251,6 +259,7 @@ pub async fn doctor(
         check_tenant(&mut run, rec).await?;
         check_reservations(&mut run, rec).await?;
     }
+    check_sessions(&mut run).await?;
     if let Store::Local(local) = store {
         check_local_files(&mut run, local)?;
     }
@@ -616,6 +625,62 @@ async fn check_reservations(run: &mut Run<'_>, rec: &TenantRecord) -> Result<()>
             old,
             || async move { registry.release(&r).await.map(|()| true) },
         )
+        .await;
+    }
+    Ok(())
+}
+
+/// Expired and damaged server-issued session records.
+async fn check_sessions(run: &mut Run<'_>) -> Result<()> {
+    let prefix = StateKey::new(layout::SESSIONS)?;
+    let keys: Vec<StateKey> = {
+        let mut listed = run.backend.list(Some(&prefix));
+        let mut keys = Vec::new();
+        while let Some(entry) = listed.next().await {
+            keys.push(entry?.key);
+        }
+        keys
+    };
+    let now = run.now();
+    for key in keys {
+        let Some(obj) = run.backend.get(&key).await? else {
+            continue;
+        };
+        let decoded = layout::session_of(&key)
+            .map(|_| from_yaml::<SessionRecord>(&obj.bytes, &format!("session record {key}")));
+        let (kind, message) = match decoded {
+            Some(Ok(rec)) if rec.expires_at > now => continue,
+            Some(Ok(rec)) => (
+                FindingKind::ExpiredSession,
+                format!(
+                    "a session that expired at {} (its owner has not logged in since); it authenticates nothing, and `--repair` deletes it",
+                    rec.expires_at.to_rfc3339()
+                ),
+            ),
+            Some(Err(e)) => (
+                FindingKind::DamagedSession,
+                format!("{e}; it authenticates nothing (its holder logs in again), and `--repair` deletes it"),
+            ),
+            None => (
+                FindingKind::DamagedSession,
+                format!("{key} is not a session record name; it authenticates nothing, and `--repair` deletes it"),
+            ),
+        };
+        let backend = run.backend;
+        let version = obj.version.clone();
+        let k = key.clone();
+        run.found(kind, key.to_string(), message, true, || async move {
+            let mode = if backend.capabilities().conditional_delete {
+                DeleteMode::IfVersion(version)
+            } else {
+                DeleteMode::Any
+            };
+            match backend.delete(&k, mode).await {
+                Ok(()) => Ok(true),
+                Err(Error::Precondition { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
         .await;
     }
     Ok(())

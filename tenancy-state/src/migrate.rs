@@ -6,7 +6,7 @@
 //!
 //! - **Tenant data only**: a source on or below one of the store's reserved
 //!   top-level names ([`RESERVED_PREFIXES`]: the registry's records, key
-//!   index and usage, the manifest, the archive, the locks, every tenant's
+//!   index, usage and sessions, the manifest, the archive, the locks, every tenant's
 //!   tree, the probe marker) is refused with [`Error::InvalidInput`] before
 //!   anything is read.
 //! - **Keeps the stack/env structure**: the tree below the last `stacks`
@@ -49,7 +49,7 @@ use tenancy_core::{
 };
 
 use crate::object::PROBE_PREFIX;
-use crate::registry::layout::{ARCHIVE, KEY_INDEX, MANIFEST, RECORDS, USAGE};
+use crate::registry::layout::{ARCHIVE, KEY_INDEX, MANIFEST, RECORDS, SESSIONS, USAGE};
 
 /// The top-level names the shared store keeps for itself; `migrate` refuses a
 /// source on or below any of them.
@@ -58,6 +58,7 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     RECORDS,
     KEY_INDEX,
     USAGE,
+    SESSIONS,
     ARCHIVE,
     tenancy_core::layout::TENANTS,
     tenancy_core::layout::LOCKS,

@@ -464,3 +464,54 @@ async fn doctor_leaves_reservations_that_no_job_or_worker_owns_alone() {
     );
     assert_eq!(r.usage(&id("acme")).await.unwrap().stacks, 1);
 }
+
+/// Expired and damaged session records are reported and deleted; a live
+/// session is left alone and still opens its session.
+#[tokio::test]
+async fn doctor_deletes_expired_and_damaged_sessions_only() {
+    use tenancy_core::session::TENANT_SESSION_TTL;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalBackend::open(dir.path().join("store")).unwrap());
+    let b = store.backend();
+    let (r, clock) = registry(b.clone());
+    r.bootstrap(&Secret::new("admin-password")).await.unwrap();
+    let acme = r.create(NewTenant::new(id("acme"))).await.unwrap();
+    let old = r.login_tenant(&id("acme"), &acme.secret).await.unwrap();
+    clock.advance(TENANT_SESSION_TTL + Duration::from_secs(1));
+    let live = r.login_admin(&Secret::new("admin-password")).await.unwrap();
+    let damaged = key("registry-sessions/admin/0123456789abcdef0123456789abcdef.yaml");
+    b.put(
+        &damaged,
+        Bytes::from_static(b"{not: [yaml"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
+
+    let report = doctor(&store, &r, DoctorOptions::default()).await.unwrap();
+    let expired = format!("registry-sessions/tenants/acme/{}.yaml", old.session.id);
+    assert_eq!(
+        kinds(&report)
+            .into_iter()
+            .filter(|(k, _, _)| matches!(
+                k,
+                FindingKind::ExpiredSession | FindingKind::DamagedSession
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (FindingKind::DamagedSession, damaged.to_string(), true),
+            (FindingKind::ExpiredSession, expired.clone(), true),
+        ],
+        "{report:?}"
+    );
+    let options = DoctorOptions {
+        repair: true,
+        ..DoctorOptions::default()
+    };
+    doctor(&store, &r, options).await.unwrap();
+    assert!(b.get(&damaged).await.unwrap().is_none());
+    assert!(b.get(&key(&expired)).await.unwrap().is_none());
+    r.authenticate_session(&live.token).await.unwrap();
+    let again = doctor(&store, &r, DoctorOptions::default()).await.unwrap();
+    assert!(again.is_clean(), "{again:?}");
+}

@@ -21,6 +21,10 @@ use crate::keys::TenantId;
 use crate::registry::{
     NewTenant, TenantFilter, TenantRegistry, TenantRegistryExt, TenantUpdate, UsageEvent,
 };
+use crate::session::{
+    parse_session_token, SessionId, SessionKind, SessionOwner, ADMIN_SESSION_TTL,
+    TENANT_SESSION_TTL,
+};
 use crate::tenant::{LimitOverrides, Plan, Resource, TenantStatus, MAX_LIMIT_VALUE};
 
 fn tid(s: &str) -> TenantId {
@@ -43,7 +47,7 @@ fn expect_kind<T: std::fmt::Debug>(r: crate::Result<T>, want: &str, what: &str) 
 }
 
 /// The checks of this suite, in the order [`registry_suite!`](crate::registry_suite) lists them.
-pub const CHECKS: [&str; 17] = [
+pub const CHECKS: [&str; 18] = [
     "bootstrap",
     "create_authenticate",
     "authenticate_key",
@@ -61,6 +65,7 @@ pub const CHECKS: [&str; 17] = [
     "jobs_per_hour",
     "delete_and_purge",
     "list_filters",
+    "sessions",
 ];
 
 /// The admin password the suite bootstraps with.
@@ -1330,6 +1335,231 @@ pub async fn list_filters(registry: &dyn TenantRegistry, _: Option<&ManualClock>
     Outcome::Passed
 }
 
+/// Server-issued sessions: a login returns a token once; the token opens its
+/// session and nothing else; sessions are listed per owner and revocable;
+/// a rotation, a suspension, a deletion, an admin credential change and
+/// expiry end them. Skipped for a registry that keeps no sessions
+/// (`NotImplemented` on login).
+pub async fn sessions(registry: &dyn TenantRegistry, clock: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    let id = tid("sessioned");
+    let owner = SessionOwner::Tenant(id.clone());
+    let created = registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    let first = match registry.login_tenant(&id, &created.secret).await {
+        Err(Error::NotImplemented { what }) => return Outcome::skipped(what),
+        r => r.expect("tenant login"),
+    };
+    let token = first.token.expose().to_string();
+    assert_eq!(
+        parse_session_token(&token),
+        Some((owner.clone(), first.session.id.clone())),
+        "the token names its owner and session"
+    );
+    assert_eq!(first.session.id, SessionId::of_token(&token));
+    assert_eq!(first.session.owner(), owner);
+    assert_eq!(
+        first.session.session.kind,
+        SessionKind::Tenant {
+            tenant: id.clone(),
+            generation: 1
+        }
+    );
+    assert_eq!(
+        first.session.session.expires_at - first.session.session.issued_at,
+        crate::clock::chrono_duration(TENANT_SESSION_TTL),
+        "a tenant session lasts 7 days"
+    );
+    let random = token.rsplit('_').next().unwrap_or_default().to_string();
+    assert!(
+        !format!("{first:?}").contains(&random),
+        "Debug shows the token"
+    );
+
+    expect_kind(
+        registry.login_tenant(&id, &Secret::new("tnc_wrong")).await,
+        "Unauthorized",
+        "login with a wrong secret",
+    );
+    expect_kind(
+        registry
+            .login_tenant(&tid("nobody-here"), &created.secret)
+            .await,
+        "Unauthorized",
+        "login as an unknown tenant",
+    );
+    let authed = registry
+        .authenticate_session(&first.token)
+        .await
+        .expect("the token opens its session");
+    assert_eq!(authed.session.id, first.session.id);
+    assert_eq!(authed.tenant.map(|t| t.id), Some(id.clone()));
+    let mut flipped = token.clone();
+    let last = flipped.pop().expect("non-empty");
+    flipped.push(if last == 'a' { 'b' } else { 'a' });
+    for bad in [
+        flipped.as_str(),
+        "",
+        "tns_sessioned_00000000000000000000000000000000",
+        created.secret.expose(),
+        "not a token at all",
+    ] {
+        let e = expect_kind(
+            registry.authenticate_session(&Secret::new(bad)).await,
+            "Unauthorized",
+            "a token that opens no session",
+        );
+        assert!(
+            !e.to_string().contains(&random),
+            "error echoes a token: {e}"
+        );
+    }
+
+    let second = registry
+        .login_tenant(&id, &created.secret)
+        .await
+        .expect("second login");
+    let listed = registry.sessions(&owner).await.expect("list");
+    let ids: Vec<_> = listed.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ids.len(), 2, "both sessions are listed: {ids:?}");
+    assert!(ids.contains(&first.session.id) && ids.contains(&second.session.id));
+    expect_kind(
+        registry
+            .sessions(&SessionOwner::Tenant(tid("nobody-here")))
+            .await,
+        "NotFound",
+        "sessions of an unknown tenant",
+    );
+
+    registry
+        .revoke_session(&owner, &first.session.id)
+        .await
+        .expect("revoke");
+    expect_kind(
+        registry.authenticate_session(&first.token).await,
+        "Unauthorized",
+        "a revoked session",
+    );
+    expect_kind(
+        registry.revoke_session(&owner, &first.session.id).await,
+        "NotFound",
+        "revoking twice",
+    );
+    let listed = registry.sessions(&owner).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        vec![&second.session.id]
+    );
+    registry
+        .authenticate_session(&second.token)
+        .await
+        .expect("the other session lives on");
+
+    // admin sessions
+    let admin = registry
+        .login_admin(&Secret::new(ADMIN))
+        .await
+        .expect("admin login");
+    assert_eq!(admin.session.owner(), SessionOwner::Admin);
+    assert_eq!(
+        admin.session.session.expires_at - admin.session.session.issued_at,
+        crate::clock::chrono_duration(ADMIN_SESSION_TTL),
+        "an admin session lasts 8 hours"
+    );
+    expect_kind(
+        registry
+            .login_admin(&Secret::new("not the admin password"))
+            .await,
+        "Unauthorized",
+        "admin login with a wrong password",
+    );
+    let authed = registry
+        .authenticate_session(&admin.token)
+        .await
+        .expect("admin session");
+    assert!(authed.tenant.is_none());
+    assert!(registry
+        .sessions(&SessionOwner::Admin)
+        .await
+        .expect("admin sessions")
+        .iter()
+        .any(|s| s.id == admin.session.id));
+    assert!(
+        !registry
+            .sessions(&owner)
+            .await
+            .expect("list")
+            .iter()
+            .any(|s| s.id == admin.session.id),
+        "an admin session is not the tenant's"
+    );
+
+    // the tenant's status and credential end its sessions
+    registry.suspend(&id, None).await.expect("suspend");
+    expect_kind(
+        registry.authenticate_session(&second.token).await,
+        "Forbidden",
+        "a session of a suspended tenant",
+    );
+    registry.activate(&id).await.expect("activate");
+    registry
+        .authenticate_session(&second.token)
+        .await
+        .expect("active again");
+    let rotated = registry.rotate(&id).await.expect("rotate");
+    expect_kind(
+        registry.authenticate_session(&second.token).await,
+        "CredentialsRotated",
+        "a session from before a rotation",
+    );
+    let third = registry
+        .login_tenant(&id, &rotated.secret)
+        .await
+        .expect("login with the new secret");
+
+    // a changed admin credential ends admin sessions
+    registry
+        .set_admin_password(&Secret::new("another admin password"))
+        .await
+        .expect("change the admin password");
+    expect_kind(
+        registry.authenticate_session(&admin.token).await,
+        "CredentialsRotated",
+        "an admin session from before a credential change",
+    );
+
+    if let Some(clock) = clock {
+        clock.advance(TENANT_SESSION_TTL + Duration::from_secs(1));
+        expect_kind(
+            registry.authenticate_session(&third.token).await,
+            "SessionExpired",
+            "an expired session",
+        );
+        assert!(
+            !registry
+                .sessions(&owner)
+                .await
+                .expect("list")
+                .iter()
+                .any(|s| s.id == third.session.id),
+            "an expired session is not listed"
+        );
+    }
+    let last = registry
+        .login_tenant(&id, &rotated.secret)
+        .await
+        .expect("login");
+    registry.delete(&id).await.expect("delete");
+    expect_kind(
+        registry.authenticate_session(&last.token).await,
+        "Forbidden",
+        "a session of a deleted tenant",
+    );
+    Outcome::Passed
+}
+
 /// A registry under test and, when it reads one, its [`ManualClock`].
 #[allow(missing_debug_implementations)]
 pub struct RegistryFixture<R> {
@@ -1381,6 +1611,7 @@ macro_rules! __registry_suite {
             update_with_revision, concurrent_creates, concurrent_updates, quota_race,
             quota_semantics, secrets_never_shown, bad_input, lifecycle_table, expiry,
             jobs_per_hour, delete_and_purge, list_filters, release_recording_counts_once,
+            sessions,
         ]);
     };
 }

@@ -20,10 +20,14 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, OptionalJson, Path, Query};
 use crate::views::{StatsView, TenantList, TenantView, TenantWithSecret};
 
-/// Refuses requests without a valid admin token.
-pub(crate) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match state.admin().check(req.headers()).await {
-        Ok(()) => next.run(req).await,
+/// Refuses requests without a valid admin token or admin session; puts the
+/// [`AdminCaller`](crate::AdminCaller) into the request's extensions.
+pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.admin().authorize(req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }

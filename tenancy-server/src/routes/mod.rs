@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod jobs;
 pub(crate) mod open;
+pub(crate) mod sessions;
 pub(crate) mod state_quota;
 pub(crate) mod tenant;
 
@@ -45,7 +46,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tenants/{id}/rotate"),
     ("GET", "/v1/tenants/{id}/stats"),
     ("PUT", "/v1/admin/credential"),
+    ("POST", "/v1/admin/sessions"),
+    ("GET", "/v1/admin/sessions"),
+    ("GET", "/v1/admin/sessions/current"),
+    ("DELETE", "/v1/admin/sessions/current"),
+    ("DELETE", "/v1/admin/sessions/{id}"),
+    ("GET", "/v1/tenants/{id}/sessions"),
+    ("DELETE", "/v1/tenants/{id}/sessions/{session}"),
     ("GET", "/v1/tenant"),
+    ("POST", "/v1/sessions"),
+    ("GET", "/v1/sessions"),
+    ("GET", "/v1/sessions/current"),
+    ("DELETE", "/v1/sessions/current"),
+    ("DELETE", "/v1/sessions/{id}"),
     ("GET", "/v1/state"),
     ("GET", "/v1/state/{*key}"),
     ("PUT", "/v1/state/{*key}"),
@@ -79,6 +92,20 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/tenants/{id}/rotate", post(admin::rotate))
         .route("/v1/tenants/{id}/stats", get(admin::stats))
         .route("/v1/admin/credential", put(admin::change_credential))
+        .route(
+            "/v1/admin/sessions",
+            post(sessions::admin_login).get(sessions::admin_list),
+        )
+        .route(
+            "/v1/admin/sessions/current",
+            get(sessions::admin_current).delete(sessions::admin_logout),
+        )
+        .route("/v1/admin/sessions/{id}", delete(sessions::admin_revoke))
+        .route("/v1/tenants/{id}/sessions", get(sessions::tenant_list))
+        .route(
+            "/v1/tenants/{id}/sessions/{session}",
+            delete(sessions::tenant_revoke),
+        )
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
 
@@ -86,6 +113,15 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
 fn tenant_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/tenant", get(tenant::me))
+        .route(
+            "/v1/sessions",
+            post(sessions::login).get(sessions::list_own),
+        )
+        .route(
+            "/v1/sessions/current",
+            get(sessions::current_own).delete(sessions::logout),
+        )
+        .route("/v1/sessions/{id}", delete(sessions::revoke_own))
         .route("/v1/state", get(tenant::list_state))
         .route(
             "/v1/state/{*key}",
@@ -151,6 +187,7 @@ fn json_error_body(res: Response) -> Response {
             message: err.message().to_string(),
             holder: None,
             quota: None,
+            expired_at: None,
         },
     };
     let Ok(bytes) = serde_json::to_vec(&body) else {

@@ -13,6 +13,7 @@ mod jobs;
 mod limits;
 mod locks;
 mod open;
+mod sessions;
 mod state;
 
 use std::sync::atomic::Ordering;

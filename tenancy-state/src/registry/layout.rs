@@ -2,7 +2,7 @@
 //! records, the API-key index and usage sit outside `tenants/<id>/`, so a
 //! tenant that can write its own prefix can change none of them.
 
-use tenancy_core::{Result, StateKey, TenantId};
+use tenancy_core::{Result, SessionId, SessionOwner, StateKey, TenantId};
 
 pub(crate) use tenancy_core::layout::tenant_root;
 
@@ -16,6 +16,8 @@ pub(crate) const KEY_INDEX: &str = "registry-keys";
 pub(crate) const USAGE: &str = "registry-usage";
 /// The prefix of archived state.
 pub(crate) const ARCHIVE: &str = "archive";
+/// The prefix of server-issued session records.
+pub(crate) const SESSIONS: &str = "registry-sessions";
 
 fn key(s: String) -> Result<StateKey> {
     StateKey::new(s)
@@ -59,6 +61,31 @@ pub(crate) fn state_marker(id: &TenantId, version: &str) -> Result<StateKey> {
 pub(crate) fn archive_root(id: &TenantId) -> Result<StateKey> {
     key(format!("{ARCHIVE}/{id}"))
 }
+/// `registry-sessions/admin` or `registry-sessions/tenants/<id>`: one
+/// owner's sessions, so listing them reads no other owner's.
+pub(crate) fn session_dir(owner: &SessionOwner) -> Result<StateKey> {
+    match owner {
+        SessionOwner::Admin => key(format!("{SESSIONS}/admin")),
+        SessionOwner::Tenant(id) => key(format!("{SESSIONS}/tenants/{id}")),
+    }
+}
+/// `<session_dir>/<session-id>.yaml`.
+pub(crate) fn session(owner: &SessionOwner, id: &SessionId) -> Result<StateKey> {
+    session_dir(owner)?.child(&format!("{id}.yaml"))
+}
+/// The owner and id a key below `registry-sessions/` names, if it is a
+/// session record's name.
+pub(crate) fn session_of(k: &StateKey) -> Option<(SessionOwner, SessionId)> {
+    let rest = k.as_str().strip_prefix(SESSIONS)?.strip_prefix('/')?;
+    let (dir, file) = rest.rsplit_once('/')?;
+    let owner = match dir {
+        "admin" => SessionOwner::Admin,
+        _ => SessionOwner::Tenant(TenantId::new(dir.strip_prefix("tenants/")?).ok()?),
+    };
+    let id = SessionId::parse(file.strip_suffix(".yaml")?).ok()?;
+    Some((owner, id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +117,19 @@ mod tests {
             "registry-keys/ab12.yaml"
         );
         assert_eq!(archive_root(&id).unwrap().as_str(), "archive/acme");
+        let sid = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let owner = SessionOwner::Tenant(id);
+        let k = session(&owner, &sid).unwrap();
+        assert_eq!(
+            k.as_str(),
+            "registry-sessions/tenants/acme/0123456789abcdef0123456789abcdef.yaml"
+        );
+        assert_eq!(session_of(&k), Some((owner, sid.clone())));
+        let k = session(&SessionOwner::Admin, &sid).unwrap();
+        assert_eq!(session_of(&k), Some((SessionOwner::Admin, sid)));
+        assert_eq!(
+            session_of(&StateKey::new("registry-sessions/x/y.yaml").unwrap()),
+            None
+        );
     }
 }

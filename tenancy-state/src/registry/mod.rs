@@ -12,13 +12,16 @@
 //!                                      so `list` reads exactly one key per tenant)
 //! registry-keys/<lookup-id>.yaml       API-key index: lookup id of the current secret -> tenant id
 //! registry-usage/<id>.yaml             usage record (counters, pending and committed reservations)
+//! registry-sessions/admin/<sid>.yaml   server-issued admin sessions (token SHA-256, generation, expiry)
+//! registry-sessions/tenants/<id>/<sid>.yaml   a tenant's server-issued sessions (`sessions.rs`)
 //! tenants/<id>/tenant.yaml             tenant-readable config (environments, regions, policies)
 //! tenants/<id>/v1/layout.yaml          marker written on create: the state root exists
 //! archive/<id>/<YYYYMMDDTHHMMSSZ>/...  state moved here by delete
 //! ```
 //!
-//! Records, index and usage sit outside `tenants/<id>/`, so a tenant that can
-//! write its own prefix can change neither its limits, its usage nor its key.
+//! Records, index, usage and sessions sit outside `tenants/<id>/`, so a
+//! tenant that can write its own prefix can change neither its limits, its
+//! usage, its key nor a session.
 //! The stored records (`records.rs`) are private to this crate: callers get
 //! core's [`Tenant`], which carries no hash and no lookup id.
 //!
@@ -136,6 +139,7 @@ mod archive;
 pub(crate) mod layout;
 pub(crate) mod records;
 mod secrets;
+pub mod sessions;
 mod usage;
 mod writes;
 
@@ -152,9 +156,10 @@ use futures::stream::BoxStream;
 use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use tenancy_core::quota::DEFAULT_RESERVATION_TTL;
 use tenancy_core::{
-    Clock, CreatedTenant, Error, ListedReservation, NewTenant, Reservation, Resource, Result,
-    Retry, Secret, StateBackend, SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry,
-    TenantUpdate, Usage, UsageEvent,
+    AuthenticatedSession, Clock, CreatedTenant, Error, IssuedSession, ListedReservation, NewTenant,
+    Reservation, Resource, Result, Retry, Secret, ServerSession, SessionId, SessionOwner,
+    StateBackend, SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage,
+    UsageEvent,
 };
 
 #[cfg(doc)]
@@ -403,5 +408,25 @@ impl TenantRegistry for StoreRegistry {
 
     async fn record_usage(&self, id: &TenantId, event: UsageEvent) -> Result<Usage> {
         self.record_event(id, event).await
+    }
+
+    async fn login_tenant(&self, id: &TenantId, secret: &Secret) -> Result<IssuedSession> {
+        self.login_tenant_session(id, secret).await
+    }
+
+    async fn login_admin(&self, password: &Secret) -> Result<IssuedSession> {
+        self.login_admin_session(password).await
+    }
+
+    async fn authenticate_session(&self, token: &Secret) -> Result<AuthenticatedSession> {
+        self.authenticate_by_session(token).await
+    }
+
+    async fn sessions(&self, owner: &SessionOwner) -> Result<Vec<ServerSession>> {
+        self.list_sessions(owner).await
+    }
+
+    async fn revoke_session(&self, owner: &SessionOwner, id: &SessionId) -> Result<()> {
+        self.revoke(owner, id).await
     }
 }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tenancy_core::credentials::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use tenancy_core::{
-    layout, CredentialInfo, Error, LimitOverrides, Plan, Result, StorageInfo, Tenant, TenantId,
-    TenantStatus,
+    layout, CredentialInfo, Error, LimitOverrides, Plan, Result, Session, SessionKind, StorageInfo,
+    Tenant, TenantId, TenantStatus,
 };
 
 /// The admin credential kept in the manifest: a bcrypt hash, never the password.
@@ -103,6 +103,99 @@ pub(crate) struct KeyIndexEntry {
     pub(crate) tenant: TenantId,
     /// When the entry was written.
     pub(crate) created_at: DateTime<Utc>,
+}
+
+/// `registry-sessions/.../<id>.yaml`: a server-issued session. The token
+/// itself is never stored, only its SHA-256.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    /// `admin` or `tenant`.
+    pub(crate) kind: SessionRecordKind,
+    /// The tenant of a tenant session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant: Option<TenantId>,
+    /// The credential generation (the tenant's, or the admin credential's)
+    /// at login; another generation ends the session.
+    pub(crate) generation: u64,
+    /// SHA-256 of the token, hex.
+    pub(crate) token_sha256: String,
+    /// When it was opened.
+    pub(crate) created_at: DateTime<Utc>,
+    /// When it ends.
+    pub(crate) expires_at: DateTime<Utc>,
+    /// When it was last used (written at most once per
+    /// [`LAST_USED_GRANULARITY`](super::sessions::LAST_USED_GRANULARITY)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The kind of a stored session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SessionRecordKind {
+    /// The administrator's.
+    Admin,
+    /// A tenant's.
+    Tenant,
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("kind", &self.kind)
+            .field("tenant", &self.tenant)
+            .field("generation", &self.generation)
+            .field("token_sha256", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish()
+    }
+}
+
+impl SessionRecord {
+    /// The record of `session`, opened with a token whose SHA-256 is `token_sha256`.
+    pub(crate) fn new(session: &Session, token_sha256: String) -> Self {
+        let (kind, tenant, generation) = match &session.kind {
+            SessionKind::Admin { generation } => (SessionRecordKind::Admin, None, *generation),
+            SessionKind::Tenant { tenant, generation } => {
+                (SessionRecordKind::Tenant, Some(tenant.clone()), *generation)
+            }
+        };
+        SessionRecord {
+            kind,
+            tenant,
+            generation,
+            token_sha256,
+            created_at: session.issued_at,
+            expires_at: session.expires_at,
+            last_used_at: None,
+        }
+    }
+
+    /// The session it records; `Corrupt` for a tenant session without a tenant.
+    pub(crate) fn session(&self, what: &str) -> Result<Session> {
+        let kind = match (self.kind, &self.tenant) {
+            (SessionRecordKind::Admin, _) => SessionKind::Admin {
+                generation: self.generation,
+            },
+            (SessionRecordKind::Tenant, Some(t)) => SessionKind::Tenant {
+                tenant: t.clone(),
+                generation: self.generation,
+            },
+            (SessionRecordKind::Tenant, None) => {
+                return Err(Error::Corrupt {
+                    what: what.to_string(),
+                    message: "a tenant session names no tenant".into(),
+                })
+            }
+        };
+        Ok(Session {
+            kind,
+            issued_at: self.created_at,
+            expires_at: self.expires_at,
+        })
+    }
 }
 
 /// Encodes a value as YAML.

@@ -221,11 +221,17 @@ impl StoreRegistry {
     }
 
     pub(super) async fn verify_admin_password(&self, password: &Secret) -> Result<()> {
+        self.verify_admin_generation(password).await.map(|_| ())
+    }
+
+    /// Checks the admin credential and returns the generation of the
+    /// credential it matched (read with the hash, in one read).
+    pub(super) async fn verify_admin_generation(&self, password: &Secret) -> Result<u64> {
         let (m, _) = self.manifest().await?;
         if password.expose().len() <= MAX_PASSWORD_BYTES
             && self.verify(password, &m.config.admin.hash).await
         {
-            Ok(())
+            Ok(m.config.admin.generation)
         } else {
             Err(Error::unauthorized("invalid admin credential"))
         }
