@@ -252,25 +252,26 @@ pub(crate) struct Presented<'a> {
 /// way Terraform's and OpenTofu's `http` backend authenticate).
 pub(crate) fn presented_key(headers: &HeaderMap) -> Result<Presented<'_>, ApiError> {
     let invalid = || ApiError::unauthorized("invalid credentials");
-    let (raw, user): (Option<std::borrow::Cow<'_, str>>, Option<String>) =
-        if let Some(v) = headers.get(API_KEY_HEADER) {
-            (v.to_str().ok().map(Into::into), None)
-        } else if let Some(v) = headers.get(AUTHORIZATION) {
-            match v.to_str().ok().and_then(|s| s.trim().split_once(' ')) {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    (Some(token.into()), None)
-                }
-                Some((scheme, encoded)) if scheme.eq_ignore_ascii_case("basic") => {
-                    let (user, password) = basic_credentials(encoded.trim()).ok_or_else(invalid)?;
-                    (Some(password.into()), Some(user))
-                }
-                _ => (None, None),
+    let (raw, user): (Option<std::borrow::Cow<'_, str>>, Option<String>) = if let Some(v) =
+        headers.get(API_KEY_HEADER)
+    {
+        (v.to_str().ok().map(Into::into), None)
+    } else if let Some(v) = headers.get(AUTHORIZATION) {
+        match v.to_str().ok().and_then(|s| s.trim().split_once(' ')) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                (Some(token.into()), None)
             }
-        } else {
-            return Err(ApiError::unauthorized(
+            Some((scheme, encoded)) if scheme.eq_ignore_ascii_case("basic") => {
+                let (user, password) = basic_credentials(encoded.trim()).ok_or_else(invalid)?;
+                (Some(password.into()), Some(user))
+            }
+            _ => (None, None),
+        }
+    } else {
+        return Err(ApiError::unauthorized(
                 "missing credentials: send X-API-Key, Authorization: Bearer, or HTTP Basic auth (tenant id and secret)",
             ));
-        };
+    };
     match raw {
         Some(k) if !k.trim().is_empty() && k.trim().len() <= MAX_CREDENTIAL_LEN => {
             let key = match k {

@@ -984,7 +984,10 @@ impl<B: StateBackend> StackStore<B> {
         };
         if let Some(b) = &base {
             if kind == Kind::Delete && b.deleted {
-                return Err(Error::not_found(format!("no state for stack {}", keys.name)));
+                return Err(Error::not_found(format!(
+                    "no state for stack {}",
+                    keys.name
+                )));
             }
             if let (Some(mine), Some(recorded)) = (fence, b.fence) {
                 if recorded > mine {

@@ -15,7 +15,9 @@ fn acme<B: StateBackend>(b: B) -> TenantScoped<B> {
 
 const TERRAFORM_STATE: &[u8] = b"{\n    \"version\": 3,\n    \"terraform_version\": \"0.11.11\",\n    \"serial\": 2,\n    \"lineage\": \"4e7c\",\n    \"modules\": [\n        {\n            \"path\": [\n                \"root\"\n            ],\n            \"outputs\": {\"z\": 1, \"a\": 2},\n            \"resources\": {},\n            \"depends_on\": []\n        }\n    ]\n}\n";
 
-async fn documents_round_trip_byte_for_byte<B: StateBackend + Clone + 'static>(store: StackStore<B>) {
+async fn documents_round_trip_byte_for_byte<B: StateBackend + Clone + 'static>(
+    store: StackStore<B>,
+) {
     let doc = StateDocument::from_bytes(TERRAFORM_STATE).unwrap();
     let v = store
         .save_document("web", "prod", &doc, SaveOptions::new(Expected::Latest))
@@ -23,7 +25,11 @@ async fn documents_round_trip_byte_for_byte<B: StateBackend + Clone + 'static>(s
         .unwrap();
     assert_eq!(v.serial, 1);
     let cur = store.current("web", "prod").await.unwrap().unwrap();
-    assert_eq!(&cur.raw[..], TERRAFORM_STATE, "whitespace and key order kept");
+    assert_eq!(
+        &cur.raw[..],
+        TERRAFORM_STATE,
+        "whitespace and key order kept"
+    );
     assert_eq!(cur.document["modules"][0]["outputs"]["z"], json!(1));
     // a second store (another process or replica) reads the same bytes
     let other = StackStore::new(store.backend().clone());
@@ -48,7 +54,9 @@ async fn documents_round_trip_byte_for_byte<B: StateBackend + Clone + 'static>(s
     assert!(StateDocument::from_bytes(b"   ").is_err());
 }
 
-async fn a_late_save_under_a_lost_lease_is_fenced<B: StateBackend + Clone + 'static>(store: StackStore<B>) {
+async fn a_late_save_under_a_lost_lease_is_fenced<B: StateBackend + Clone + 'static>(
+    store: StackStore<B>,
+) {
     // A saves under its lock (token 5)
     let a = SaveOptions::new(Expected::Latest).fenced(Some(5));
     let doc = |n: u64| StateDocument::from_value(&json!({ "by": n })).unwrap();
@@ -91,12 +99,18 @@ async fn a_late_save_under_a_lost_lease_is_fenced<B: StateBackend + Clone + 'sta
 async fn a_delete_keeps_the_history_and_a_rollback_undoes_it<B: StateBackend + Clone + 'static>(
     store: StackStore<B>,
 ) {
-    store.save("web", "prod", &json!({"n": 1}), None).await.unwrap();
+    store
+        .save("web", "prod", &json!({"n": 1}), None)
+        .await
+        .unwrap();
     store
         .save("web", "prod", &json!({"n": 2}), Some(1))
         .await
         .unwrap();
-    store.save("web", "dev", &json!({"n": 1}), None).await.unwrap();
+    store
+        .save("web", "dev", &json!({"n": 1}), None)
+        .await
+        .unwrap();
     let gone = store
         .delete("web", "prod", SaveOptions::new(Expected::Latest))
         .await
@@ -113,7 +127,11 @@ async fn a_delete_keeps_the_history_and_a_rollback_undoes_it<B: StateBackend + C
     let history = fresh.history("web", "prod").await.unwrap();
     assert_eq!(history.len(), 3);
     assert!(history[2].deleted && !history[1].deleted);
-    assert!(fresh.version("web", "prod", 3).await.unwrap_err().is_not_found());
+    assert!(fresh
+        .version("web", "prod", 3)
+        .await
+        .unwrap_err()
+        .is_not_found());
     // deleting it again: not found, nothing written
     let err = fresh
         .delete("web", "prod", SaveOptions::new(Expected::Latest))
@@ -141,7 +159,9 @@ async fn a_delete_keeps_the_history_and_a_rollback_undoes_it<B: StateBackend + C
     assert_eq!(fresh.stacks().await.unwrap().len(), 2);
 }
 
-async fn latest_saves_from_many_writers_all_land<B: StateBackend + Clone + 'static>(store: StackStore<B>) {
+async fn latest_saves_from_many_writers_all_land<B: StateBackend + Clone + 'static>(
+    store: StackStore<B>,
+) {
     let tasks: Vec<_> = (0..8u64)
         .map(|i| {
             let s = StackStore::new(store.backend().clone());
@@ -158,7 +178,11 @@ async fn latest_saves_from_many_writers_all_land<B: StateBackend + Clone + 'stat
         serials.push(t.await.unwrap().unwrap());
     }
     serials.sort_unstable();
-    assert_eq!(serials, (1..=8).collect::<Vec<_>>(), "each save got its own serial");
+    assert_eq!(
+        serials,
+        (1..=8).collect::<Vec<_>>(),
+        "each save got its own serial"
+    );
     assert_eq!(store.history("busy", "prod").await.unwrap().len(), 8);
 }
 
