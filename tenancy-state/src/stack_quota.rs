@@ -21,7 +21,9 @@
 //! - **Delete** of a stack environment writes its tombstone
 //!   ([`StackStore::delete`]); when no environment of the stack has live
 //!   state any more, the marker is deleted (conditionally where the backend
-//!   can) and the unit given back.
+//!   can) and the unit given back by releasing the reservation it names
+//!   (committed stack reservations stay listed in the usage record; a stack
+//!   counted before markers gives back an unlisted unit).
 //!
 //! # Bounds
 //!
@@ -106,7 +108,7 @@ pub async fn save_counted<B: StateBackend>(
             .await
             .is_ok()
         {
-            let _ = give_back(registry, &r).await;
+            let _ = registry.release(&r).await;
         }
     }
     saved
@@ -195,18 +197,6 @@ async fn count_stack<B: StateBackend>(
     Ok(Some((key, r)))
 }
 
-/// Gives back one committed `stacks` unit.
-async fn give_back(registry: &dyn TenantRegistry, counted: &Reservation) -> Result<()> {
-    let r = Reservation {
-        id: Uuid::new_v4(),
-        tenant: counted.tenant.clone(),
-        resource: Resource::Stacks,
-        amount: 1,
-        created_at: Utc::now(),
-    };
-    registry.release(&r).await
-}
-
 /// Deletes `stack`/`env` like [`StackStore::delete`] and, when no
 /// environment of the stack has state any more, gives its `max_stacks`
 /// unit back (see the [module docs](self)). Returns the tombstone's
@@ -225,8 +215,8 @@ pub async fn delete_counted<B: StateBackend>(
     }
     let backend = store.backend();
     let key = marker_key(stack)?;
-    let unit = Reservation {
-        id: Uuid::new_v4(),
+    let unit = |id: Option<Uuid>| Reservation {
+        id: id.unwrap_or_else(Uuid::new_v4),
         tenant: tenant.id.clone(),
         resource: Resource::Stacks,
         amount: 1,
@@ -235,9 +225,14 @@ pub async fn delete_counted<B: StateBackend>(
     let Some(marker) = backend.get(&key).await? else {
         // never counted through a marker: a stack saved before markers
         // existed (or migrated) was counted then, so its unit goes back too
-        give_back(registry, &unit).await?;
+        registry.release(&unit(None)).await?;
         return Ok((gone, true));
     };
+    // The unit goes back through the reservation that took it (a committed
+    // stack reservation stays listed in the usage record).
+    let counted_with = serde_json::from_slice::<Marker>(&marker.bytes)
+        .ok()
+        .and_then(|m| m.reservation);
     let mode = if backend.capabilities().conditional_delete {
         DeleteMode::IfVersion(marker.version)
     } else {
@@ -249,6 +244,6 @@ pub async fn delete_counted<B: StateBackend>(
         Err(e) if e.is_conflict() || e.is_not_found() => return Ok((gone, false)),
         Err(e) => return Err(e),
     }
-    give_back(registry, &unit).await?;
+    registry.release(&unit(counted_with)).await?;
     Ok((gone, true))
 }
