@@ -11,7 +11,7 @@ use tenancy_core::{Error, LockId, LockInfo, LockKey, LockRequest, TOOL_VERSION};
 pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u64) -> LockInfo {
     LockInfo {
         key: req.key.clone(),
-        lock_id: random_lock_id(),
+        lock_id: req.lock_id.unwrap_or_else(random_lock_id),
         tenant: req.tenant.clone(),
         who: req.who.clone(),
         operation: req.operation.clone(),
@@ -19,8 +19,12 @@ pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u6
         expires: expiry(now, req.ttl),
         last_heartbeat: now,
         fencing_token,
-        version: TOOL_VERSION.to_string(),
+        version: req
+            .version
+            .clone()
+            .unwrap_or_else(|| TOOL_VERSION.to_string()),
         info: req.info.clone(),
+        path: req.path.clone(),
     }
 }
 

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, jobs, open, sessions, tenant};
+use crate::routes::{admin, jobs, open, sessions, stacks, tenant};
 
 struct Security;
 
@@ -13,6 +13,10 @@ impl Modify for Security {
         components.add_security_scheme(
             "admin",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
         components.add_security_scheme(
             "api_key",
@@ -39,6 +43,8 @@ impl Modify for Security {
         sessions::revoke_own, sessions::admin_login, sessions::admin_list, sessions::admin_current,
         sessions::admin_logout, sessions::admin_revoke, sessions::tenant_list,
         sessions::tenant_revoke,
+        stacks::list, stacks::get_state, stacks::save_state, stacks::delete_state,
+        stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),
@@ -46,6 +52,7 @@ impl Modify for Security {
         (name = "state", description = "The tenant's state, with ETags"),
         (name = "locks", description = "The tenant's leased locks"),
         (name = "sessions", description = "Server-issued sessions: a secret or the admin credential exchanged for a revocable token"),
+        (name = "stacks", description = "Stack state with history, rollback and fenced locks (Terraform/OpenTofu http backend)"),
         (name = "jobs", description = "Quota-checked jobs and the tenant's own workers"),
         (name = "open", description = "Health, readiness, this document (metrics are served on their own listener)"),
     )

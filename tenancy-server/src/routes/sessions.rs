@@ -81,7 +81,7 @@ pub(crate) async fn login(
             "a session cannot open another session: log in with the tenant secret",
         ));
     }
-    let secret = Secret::new(presented_key(&headers)?);
+    let secret = Secret::new(presented_key(&headers)?.key);
     let s = state.registry().login_tenant(who.id(), &secret).await?;
     Ok(issued(s))
 }
@@ -115,7 +115,7 @@ pub(crate) async fn current_own(
     if who.session().is_none() {
         return Err(not_a_session());
     }
-    current(&state, presented_key(&headers)?).await
+    current(&state, &presented_key(&headers)?.key).await
 }
 
 /// Logout: ends the session this request is made with (404 when made

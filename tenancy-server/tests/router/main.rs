@@ -14,6 +14,7 @@ mod limits;
 mod locks;
 mod open;
 mod sessions;
+mod stacks;
 mod state;
 
 use std::sync::atomic::Ordering;
