@@ -9,37 +9,10 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::Value;
 use tenancy_core::{Error, ErrorKind};
-use utoipa::ToSchema;
 
-/// The JSON body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// A stable, machine-readable code, e.g. `unauthorized`, `quota_exceeded`.
-    pub code: String,
-    /// A human-readable message, safe to show.
-    pub message: String,
-    /// For `lock_held`: the current holder of the lock.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub holder: Option<Value>,
-    /// For `quota_exceeded`: the resource, its limit and the usage the request would reach.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub quota: Option<Value>,
-    /// For `session_expired`: when the session ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expired_at: Option<chrono::DateTime<chrono::Utc>>,
-}
+pub(crate) use crate::views::{ErrorBody, ErrorDetail};
 
 /// An HTTP error with a JSON body (boxed: handlers return it by value).
 #[derive(Debug)]

@@ -1,19 +1,65 @@
 //! The JSON shapes the API returns and accepts (never a stored record as is:
-//! a tenant's credential hash and lookup id never leave the server).
+//! a tenant's credential hash and lookup id never leave the server). Built
+//! with both features: the server writes them and the `client` reads them,
+//! so the two cannot drift apart.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tenancy_core::{
-    LimitOverrides, Limits, LockInfo, Plan, Resource, ServerSession, SessionId, SessionKind,
-    Tenant, TenantStatus, Usage,
+    CredentialInfo, LimitOverrides, Limits, ListedReservation, LockId, LockInfo, LockKey, Plan,
+    Reservation, Resource, ServerSession, Session, SessionId, SessionKind, StorageInfo, Tenant,
+    TenantId, TenantStatus, Usage, UsageEvent,
 };
 use utoipa::ToSchema;
 
+/// An ETag for a backend version: `"v<version>"` when the version is made of
+/// safe characters, else `"x<hex>"`; both decode back exactly.
+pub fn etag(v: &tenancy_core::Version) -> String {
+    let raw = v.as_str();
+    if !raw.is_empty()
+        && raw.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+' | b'=')
+        })
+    {
+        format!("\"v{raw}\"")
+    } else {
+        let mut s = String::with_capacity(raw.len() * 2 + 3);
+        s.push_str("\"x");
+        for b in raw.bytes() {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.push('"');
+        s
+    }
+}
+
+/// Decodes an ETag made by [`etag`] (weak tags accepted).
+pub fn parse_etag(tag: &str) -> Option<tenancy_core::Version> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    if let Some(raw) = inner.strip_prefix('v') {
+        (!raw.is_empty()).then(|| tenancy_core::Version(raw.to_string()))
+    } else if let Some(hex) = inner.strip_prefix('x') {
+        if hex.len() % 2 != 0 || hex.is_empty() {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        String::from_utf8(bytes?).ok().map(tenancy_core::Version)
+    } else {
+        None
+    }
+}
+
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct TenantView {
+pub struct TenantView {
     /// The tenant id.
     pub id: String,
     /// Human-readable name.
@@ -44,6 +90,10 @@ pub(crate) struct TenantView {
     pub credential_last_rotated: Option<DateTime<Utc>>,
     /// The secret's prefix.
     pub secret_prefix: String,
+    /// The tenant's state layout version: its state lives under
+    /// `tenants/<id>/<state_version>/`.
+    #[serde(default = "default_state_version")]
+    pub state_version: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last update time.
@@ -58,7 +108,7 @@ pub(crate) struct TenantView {
 
 impl TenantView {
     /// The view of `t` at `now` (the status accounts for expiry).
-    pub(crate) fn new(t: &Tenant, now: DateTime<Utc>) -> Self {
+    pub fn new(t: &Tenant, now: DateTime<Utc>) -> Self {
         TenantView {
             id: t.id.to_string(),
             display_name: t.display_name.clone(),
@@ -73,6 +123,7 @@ impl TenantView {
             credential_rotations: t.credential.rotations,
             credential_last_rotated: t.credential.last_rotated,
             secret_prefix: t.credential.prefix.clone(),
+            state_version: t.storage.version.clone(),
             created_at: t.created_at,
             updated_at: t.updated_at,
             expires_at: t.expires_at,
@@ -82,9 +133,56 @@ impl TenantView {
     }
 }
 
+fn default_state_version() -> String {
+    tenancy_core::tenant::DEFAULT_STATE_VERSION.to_string()
+}
+
+impl TenantView {
+    /// The domain view back from the wire: what `TenantRegistry::get`
+    /// returns (the status is the effective one; prefixes are derived from
+    /// the id, as the registry derives them). `Corrupt` when the server
+    /// sent something no tenant can be.
+    pub fn to_tenant(&self) -> tenancy_core::Result<Tenant> {
+        let bad = |e: tenancy_core::Error| tenancy_core::Error::Corrupt {
+            what: format!("the server's view of tenant {}", self.id),
+            message: e.to_string(),
+        };
+        let id = TenantId::new(self.id.clone()).map_err(bad)?;
+        tenancy_core::layout::state_root(&id, &self.state_version).map_err(bad)?;
+        Ok(Tenant {
+            display_name: self.display_name.clone(),
+            email: self.email.clone(),
+            status: self.status,
+            plan: self.plan,
+            limit_overrides: self.limit_overrides,
+            credential: CredentialInfo {
+                prefix: self.secret_prefix.clone(),
+                generation: self.credential_generation,
+                rotations: self.credential_rotations,
+                last_rotated: self.credential_last_rotated,
+            },
+            storage: StorageInfo {
+                prefix: tenancy_core::layout::tenant_root(&id)
+                    .map_err(bad)?
+                    .to_string(),
+                version: self.state_version.clone(),
+            },
+            lock_prefix: tenancy_core::layout::lock_prefix(&id),
+            metadata: self.metadata.clone(),
+            suspended_reason: self.suspended_reason.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            deleted_at: self.deleted_at,
+            revision: self.revision,
+            id,
+        })
+    }
+}
+
 /// A tenant with its secret, shown once (create and rotate).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct TenantWithSecret {
+pub struct TenantWithSecret {
     /// The tenant.
     pub tenant: TenantView,
     /// The secret: shown here once, never stored.
@@ -93,14 +191,14 @@ pub(crate) struct TenantWithSecret {
 
 /// A list of tenants.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct TenantList {
+pub struct TenantList {
     /// The tenants, sorted by id.
     pub tenants: Vec<TenantView>,
 }
 
 /// Usage of one resource against its limit.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct QuotaView {
+pub struct QuotaView {
     /// The resource, e.g. `concurrent_jobs`.
     pub resource: String,
     /// Current usage.
@@ -113,7 +211,7 @@ pub(crate) struct QuotaView {
 
 /// Usage counters and quotas of a tenant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StatsView {
+pub struct StatsView {
     /// The tenant id.
     pub tenant: String,
     /// The effective status.
@@ -128,7 +226,7 @@ pub(crate) struct StatsView {
 
 impl StatsView {
     /// Usage of `t` against its limits.
-    pub(crate) fn new(t: &Tenant, usage: Usage, now: DateTime<Utc>) -> Self {
+    pub fn new(t: &Tenant, usage: Usage, now: DateTime<Utc>) -> Self {
         let limits = t.limits();
         let quotas = Resource::ALL
             .iter()
@@ -154,7 +252,7 @@ impl StatsView {
 
 /// The calling tenant's own profile and usage.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct OwnTenantView {
+pub struct OwnTenantView {
     /// The tenant id.
     pub id: String,
     /// Human-readable name.
@@ -178,7 +276,7 @@ pub(crate) struct OwnTenantView {
 
 /// A lock as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct LockView {
+pub struct LockView {
     /// The lock key, relative to the tenant.
     pub key: String,
     /// The holder's lock id (needed to renew or release).
@@ -201,6 +299,9 @@ pub(crate) struct LockView {
     pub fencing_token: u64,
     /// The version of the tool that took the lock.
     pub version: String,
+    /// The client's path for what it locked (empty when it gave none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
 }
 
 impl From<LockInfo> for LockView {
@@ -217,20 +318,53 @@ impl From<LockInfo> for LockView {
             last_heartbeat: l.last_heartbeat,
             fencing_token: l.fencing_token,
             version: l.version,
+            path: l.path,
         }
+    }
+}
+
+impl TryFrom<LockView> for LockInfo {
+    type Error = tenancy_core::Error;
+
+    /// The lock back from the wire; `Corrupt` when the server sent a key,
+    /// id or tenant no lock can have.
+    fn try_from(v: LockView) -> tenancy_core::Result<LockInfo> {
+        let bad = |e: tenancy_core::Error| tenancy_core::Error::Corrupt {
+            what: format!("the server's view of lock {}", v.key),
+            message: e.to_string(),
+        };
+        Ok(LockInfo {
+            key: LockKey::new(v.key.clone()).map_err(bad)?,
+            lock_id: LockId::parse(&v.lock_id).map_err(bad)?,
+            tenant: v
+                .tenant
+                .clone()
+                .map(TenantId::new)
+                .transpose()
+                .map_err(bad)?,
+            who: v.owner,
+            operation: v.operation,
+            created: v.created,
+            expires: v.expires,
+            last_heartbeat: v.last_heartbeat,
+            fencing_token: v.fencing_token,
+            version: v.version,
+            info: v.info,
+            path: v.path,
+        })
     }
 }
 
 /// A list of locks.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct LockList {
+pub struct LockList {
     /// The tenant's held locks, sorted by key.
     pub locks: Vec<LockView>,
 }
 
 /// One key of a state listing.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StateEntryView {
+pub struct StateEntryView {
     /// The key, relative to the tenant.
     pub key: String,
     /// Size in bytes.
@@ -241,7 +375,7 @@ pub(crate) struct StateEntryView {
 
 /// A state listing.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StateList {
+pub struct StateList {
     /// The keys, sorted.
     pub keys: Vec<StateEntryView>,
     /// True when more keys exist than `limit` allowed.
@@ -250,7 +384,7 @@ pub(crate) struct StateList {
 
 /// The answer to a state write.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StateWritten {
+pub struct StateWritten {
     /// The key.
     pub key: String,
     /// The new entity tag (also in the `ETag` header).
@@ -259,14 +393,14 @@ pub(crate) struct StateWritten {
 
 /// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Health {
+pub struct Health {
     /// `ok`.
     pub status: String,
 }
 
 /// A server-issued session as the API lists it (never its token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub(crate) struct SessionView {
+pub struct SessionView {
     /// The session id (32 hex characters; not a secret): revoke it with
     /// `DELETE /v1/sessions/{id}`.
     pub id: String,
@@ -290,7 +424,7 @@ pub(crate) struct SessionView {
 
 impl SessionView {
     /// The view of `s`; `current` when it is the caller's own.
-    pub(crate) fn new(s: &ServerSession, current: Option<&SessionId>) -> Self {
+    pub fn new(s: &ServerSession, current: Option<&SessionId>) -> Self {
         let (kind, tenant, generation) = match &s.session.kind {
             SessionKind::Admin { generation } => ("admin", None, *generation),
             SessionKind::Tenant { tenant, generation } => {
@@ -310,19 +444,293 @@ impl SessionView {
     }
 }
 
+impl SessionView {
+    /// The session back from the wire; `Corrupt` when the server sent
+    /// something no session can be.
+    pub fn to_session(&self) -> tenancy_core::Result<ServerSession> {
+        let bad = |m: String| tenancy_core::Error::Corrupt {
+            what: format!("the server's view of session {}", self.id),
+            message: m,
+        };
+        let kind = match (self.kind.as_str(), &self.tenant) {
+            ("admin", None) => SessionKind::Admin {
+                generation: self.generation,
+            },
+            ("tenant", Some(t)) => SessionKind::Tenant {
+                tenant: TenantId::new(t.clone()).map_err(|e| bad(e.to_string()))?,
+                generation: self.generation,
+            },
+            (k, _) => return Err(bad(format!("kind {k:?} with tenant {:?}", self.tenant))),
+        };
+        Ok(ServerSession {
+            id: SessionId::parse(&self.id).map_err(|e| bad(e.to_string()))?,
+            session: Session {
+                kind,
+                issued_at: self.created_at,
+                expires_at: self.expires_at,
+            },
+            last_used_at: self.last_used_at,
+        })
+    }
+}
+
 /// A list of sessions, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct SessionList {
+pub struct SessionList {
     /// The unexpired sessions.
     pub sessions: Vec<SessionView>,
 }
 
 /// A session just opened (`POST /v1/sessions`, `POST /v1/admin/sessions`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct IssuedSessionView {
+pub struct IssuedSessionView {
     /// The session token, shown here once (only its SHA-256 is kept): send
     /// it as `Authorization: Bearer <token>`.
     pub token: String,
     /// The session.
     pub session: SessionView,
+}
+
+/// The JSON body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `unauthorized`, `quota_exceeded`.
+    pub code: String,
+    /// A human-readable message, safe to show.
+    pub message: String,
+    /// For `lock_held`: the current holder of the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub holder: Option<Value>,
+    /// For `quota_exceeded`: the resource, its limit and the usage the request would reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub quota: Option<Value>,
+    /// For `session_expired`: when the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `GET /v1/admin/credential`: the admin credential's generation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AdminCredentialInfo {
+    /// Bumped by every change of the credential; admin sessions of an
+    /// older generation are refused.
+    pub generation: u64,
+}
+
+/// The answer of `POST /v1/tenants/{id}/purge`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Purged {
+    /// How many archived objects were removed.
+    pub removed: u64,
+}
+
+/// The reservations a tenant's usage record lists.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReservationList {
+    /// Pending (not yet expired) and committed reservations.
+    #[schema(value_type = Vec<Object>)]
+    pub reservations: Vec<ListedReservation>,
+}
+
+/// The answer of `POST /v1/tenants/{id}/reservations/{reservation}/release`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Released {
+    /// With an `event`: true when this call released the reservation and
+    /// counted the event (false when it was already given back). Without
+    /// one: true (a release is idempotent).
+    pub released: bool,
+}
+
+// ---- request bodies ----
+
+/// The body of `POST /v1/tenants`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// The tenant id: a lowercase DNS label, 3 to 63 characters (default:
+    /// derived from `display_name`, e.g. `Acme Corp` gives `acme-corp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Display name (default: the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Contact e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Plan: `free` (default), `basic`, `pro`, `enterprise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub plan: Option<Plan>,
+    /// Overrides of the plan's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<LimitOverrides>,
+    /// The secret's prefix, 2 to 8 lowercase letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_prefix: Option<String>,
+    /// Free-form metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// When the tenant expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The body of `PATCH /v1/tenants/{id}`: fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// New e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// New plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub plan: Option<Plan>,
+    /// Limit overrides, merged over the current ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<LimitOverrides>,
+    /// Metadata entries to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// New expiry time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Refuse with 412 unless the tenant is still at this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_revision: Option<u64>,
+}
+
+/// The optional body of `POST /v1/tenants/{id}/suspend`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Suspend {
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The body of `PUT /v1/admin/credential`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdminCredential {
+    /// The new admin token, 8 to 72 bytes.
+    pub token: String,
+}
+
+/// The answer of `PUT /v1/admin/credential`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AdminCredentialChanged {
+    /// The admin credential's new generation.
+    pub generation: u64,
+}
+
+/// The body of `POST /v1/locks/{key}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireLock {
+    /// The lease, in seconds (1 to 86400).
+    pub ttl_seconds: u64,
+    /// What the holder is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Who holds it (default: the tenant id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Free-form information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+    /// The lock id to hold it under (a UUID; default: a random one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_id: Option<String>,
+    /// The holder's tool version (default: the server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The client's path for what it locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// The optional body of a renew.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLock {
+    /// The new lease in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// The body of `POST /v1/tenants/{id}/purge`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeTenant {
+    /// Archived state younger than this many seconds is kept.
+    pub grace_seconds: u64,
+}
+
+/// The body of `POST /v1/tenants/{id}/reservations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveQuota {
+    /// The resource, e.g. `concurrent_jobs`, `cpu_cores`, `stacks`.
+    #[schema(value_type = String)]
+    pub resource: Resource,
+    /// How much.
+    pub amount: u64,
+}
+
+/// The body of `POST /v1/tenants/{id}/reservations/{reservation}/commit`:
+/// the reservation as `reserve` returned it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitReservation {
+    /// The reservation.
+    #[schema(value_type = Object)]
+    pub reservation: Reservation,
+}
+
+/// The body of `POST /v1/tenants/{id}/reservations/{reservation}/release`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseReservation {
+    /// The reservation, as `reserve` returned it.
+    #[schema(value_type = Object)]
+    pub reservation: Reservation,
+    /// An outcome to count in the same write, once (`job_completed`,
+    /// `job_failed`, `{"cost": n}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub event: Option<UsageEvent>,
+}
+
+/// The body of `POST /v1/tenants/{id}/usage`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordUsage {
+    /// The event (`job_completed`, `job_failed`, `{"cost": n}`).
+    #[schema(value_type = Object)]
+    pub event: UsageEvent,
+}
+
+/// The optional body of `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLogin {
+    /// The tenant the secret must belong to: another tenant's secret is
+    /// refused with 401, as a wrong one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }

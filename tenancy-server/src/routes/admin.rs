@@ -1,24 +1,27 @@
-//! The admin API (`Authorization: Bearer <admin token>`): tenant lifecycle,
-//! credentials and stats.
-
-use std::collections::BTreeMap;
+//! The admin API (`Authorization: Bearer <admin token or admin session>`):
+//! tenant lifecycle, credentials, stats, purge, and quota reservations and
+//! usage events for work run outside the server (what the HTTP client's
+//! `TenantRegistry` needs).
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tenancy_core::{
-    LimitOverrides, NewTenant, Plan, Tenant, TenantFilter, TenantId, TenantRegistryExt,
-    TenantStatus, TenantUpdate,
+    NewTenant, Tenant, TenantFilter, TenantId, TenantRegistryExt, TenantStatus, TenantUpdate,
 };
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::app_state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, OptionalJson, Path, Query};
-use crate::views::{StatsView, TenantList, TenantView, TenantWithSecret};
+use crate::views::{
+    AdminCredentialChanged, AdminCredentialInfo, CommitReservation, CreateTenant,
+    NewAdminCredential, PatchTenant, PurgeTenant, Purged, RecordUsage, ReleaseReservation,
+    Released, ReservationList, ReserveQuota, StatsView, Suspend, TenantList, TenantView,
+    TenantWithSecret,
+};
 
 /// Refuses requests without a valid admin token or admin session; puts the
 /// [`AdminCaller`](crate::AdminCaller) into the request's extensions.
@@ -52,37 +55,6 @@ fn changed(state: &AppState, t: &Tenant) -> TenantView {
     TenantView::new(t, state.clock().now())
 }
 
-/// The body of `POST /v1/tenants`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateTenant {
-    /// The tenant id: a lowercase DNS label, 3 to 63 characters.
-    pub id: String,
-    /// Display name (default: the id).
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// Contact e-mail.
-    #[serde(default)]
-    pub email: Option<String>,
-    /// Plan: `free` (default), `basic`, `pro`, `enterprise`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub plan: Option<Plan>,
-    /// Overrides of the plan's limits.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub limits: Option<LimitOverrides>,
-    /// The secret's prefix, 2 to 8 lowercase letters.
-    #[serde(default)]
-    pub secret_prefix: Option<String>,
-    /// Free-form metadata.
-    #[serde(default)]
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// When the tenant expires.
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
 /// Creates a tenant; its secret is in the answer, once.
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = CreateTenant,
     security(("admin" = [])),
@@ -93,7 +65,7 @@ pub(crate) async fn create(
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<(StatusCode, axum::Json<TenantWithSecret>)> {
     let new = NewTenant {
-        id: Some(tenant_id(&body.id)?),
+        id: body.id.as_deref().map(tenant_id).transpose()?,
         display_name: body.display_name,
         email: body.email,
         plan: body.plan.unwrap_or_default(),
@@ -160,35 +132,6 @@ pub(crate) async fn get(
     Ok(axum::Json(TenantView::new(&t, state.clock().now())))
 }
 
-/// The body of `PATCH /v1/tenants/{id}`: fields to change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PatchTenant {
-    /// New display name.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// New e-mail.
-    #[serde(default)]
-    pub email: Option<String>,
-    /// New plan.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub plan: Option<Plan>,
-    /// Limit overrides, merged over the current ones.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub limits: Option<LimitOverrides>,
-    /// Metadata entries to set.
-    #[serde(default)]
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// New expiry time.
-    #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Refuse with 412 unless the tenant is still at this revision.
-    #[serde(default)]
-    pub expected_revision: Option<u64>,
-}
-
 /// Updates a tenant: 412 when `expected_revision` is stale, 409 when the tenant is deleted.
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", request_body = PatchTenant,
     params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
@@ -245,15 +188,6 @@ pub(crate) async fn delete(
         .map_err(|_| ApiError::internal())?
         .map_err(lifecycle)?;
     Ok(axum::Json(changed(&state, &t)))
-}
-
-/// The optional body of `POST /v1/tenants/{id}/suspend`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Suspend {
-    /// Why.
-    #[serde(default)]
-    pub reason: Option<String>,
 }
 
 /// Suspends a tenant: its requests get 403 from the next one on.
@@ -331,21 +265,6 @@ pub(crate) async fn stats(
     Ok(axum::Json(StatsView::new(&t, usage, state.clock().now())))
 }
 
-/// The body of `PUT /v1/admin/credential`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewAdminCredential {
-    /// The new admin token, 8 to 72 bytes.
-    pub token: String,
-}
-
-/// The answer of `PUT /v1/admin/credential`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct AdminCredentialChanged {
-    /// The admin credential's new generation.
-    pub generation: u64,
-}
-
 /// Replaces the one admin credential and bumps its generation: every admin
 /// CLI session and every admin token cached by any replica stops working
 /// (the old token gets 401 on its next request).
@@ -369,4 +288,151 @@ pub(crate) async fn change_credential(
         .await?;
     state.admin().forget_all();
     Ok(axum::Json(AdminCredentialChanged { generation }))
+}
+
+/// The admin credential's generation (an admin session of another
+/// generation is refused). Also how a client checks an admin token.
+#[utoipa::path(get, path = "/v1/admin/credential", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = AdminCredentialInfo), (status = 401, body = ErrorBody)))]
+pub(crate) async fn credential(
+    State(state): State<AppState>,
+) -> ApiResult<axum::Json<AdminCredentialInfo>> {
+    let generation = state.registry().admin_generation().await?;
+    Ok(axum::Json(AdminCredentialInfo { generation }))
+}
+
+/// Removes a deleted tenant's archived state older than the grace period
+/// (409 for a tenant that is not deleted). The record stays: ids are never
+/// reused.
+#[utoipa::path(post, path = "/v1/tenants/{id}/purge", tag = "admin", request_body = PurgeTenant,
+    params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
+    responses((status = 200, body = Purged), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn purge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<PurgeTenant>,
+) -> ApiResult<axum::Json<Purged>> {
+    let id = tenant_id(&id)?;
+    let grace = std::time::Duration::from_secs(body.grace_seconds);
+    let registry = state.registry().clone();
+    // Deletes many objects: run to the end even if the client goes away.
+    let removed = tokio::spawn(async move { registry.purge(&id, grace).await })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(lifecycle)?;
+    Ok(axum::Json(Purged { removed }))
+}
+
+/// The reservation of a body, checked against the path.
+fn named(id: &str, reservation: &str, r: &tenancy_core::Reservation) -> ApiResult<()> {
+    let id = tenant_id(id)?;
+    if r.tenant != id || r.id.hyphenated().to_string() != reservation {
+        return Err(ApiError::bad_request(
+            "the reservation in the body is not the one the path names",
+        ));
+    }
+    Ok(())
+}
+
+/// Takes quota for a tenant (for work the server does not run itself):
+/// 201 with the reservation, or 429 `quota_exceeded` taking nothing.
+/// Commit or release it; a pending one expires on its own.
+#[utoipa::path(post, path = "/v1/tenants/{id}/reservations", tag = "quotas",
+    request_body = ReserveQuota, params(("id" = String, Path, description = "tenant id")),
+    security(("admin" = [])),
+    responses((status = 201, description = "the reservation", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub(crate) async fn reserve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ReserveQuota>,
+) -> ApiResult<(StatusCode, axum::Json<tenancy_core::Reservation>)> {
+    let id = tenant_id(&id)?;
+    let r = state
+        .registry()
+        .reserve(&id, body.resource, body.amount)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(r)))
+}
+
+/// The reservations a tenant's usage record lists.
+#[utoipa::path(get, path = "/v1/tenants/{id}/reservations", tag = "quotas",
+    params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
+    responses((status = 200, body = ReservationList), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn reservations(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ReservationList>> {
+    let reservations = state.registry().reservations(&tenant_id(&id)?).await?;
+    Ok(axum::Json(ReservationList { reservations }))
+}
+
+/// Commits a reservation: its capacity stays in use until released (412
+/// when it was committed already or expired).
+#[utoipa::path(post, path = "/v1/tenants/{id}/reservations/{reservation}/commit", tag = "quotas",
+    request_body = CommitReservation,
+    params(("id" = String, Path, description = "tenant id"),
+        ("reservation" = String, Path, description = "reservation id")),
+    security(("admin" = [])),
+    responses((status = 204, description = "committed"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody)))]
+pub(crate) async fn commit(
+    State(state): State<AppState>,
+    Path((id, reservation)): Path<(String, String)>,
+    Json(body): Json<CommitReservation>,
+) -> ApiResult<StatusCode> {
+    named(&id, &reservation, &body.reservation)?;
+    state.registry().commit(&body.reservation).await?;
+    state.usage_cache().invalidate(&body.reservation.tenant);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gives a reservation's capacity back (idempotent); with an `event`, the
+/// release and the event are one write, counted once.
+#[utoipa::path(post, path = "/v1/tenants/{id}/reservations/{reservation}/release", tag = "quotas",
+    request_body = ReleaseReservation,
+    params(("id" = String, Path, description = "tenant id"),
+        ("reservation" = String, Path, description = "reservation id")),
+    security(("admin" = [])),
+    responses((status = 200, body = Released), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    Path((id, reservation)): Path<(String, String)>,
+    Json(body): Json<ReleaseReservation>,
+) -> ApiResult<axum::Json<Released>> {
+    named(&id, &reservation, &body.reservation)?;
+    let registry = state.registry();
+    let released = match body.event {
+        Some(event) => registry.release_recording(&body.reservation, event).await?,
+        None => {
+            registry.release(&body.reservation).await?;
+            true
+        }
+    };
+    state.usage_cache().invalidate(&body.reservation.tenant);
+    Ok(axum::Json(Released { released }))
+}
+
+/// Records a usage event (a job outcome, a cost) and returns the usage.
+#[utoipa::path(post, path = "/v1/tenants/{id}/usage", tag = "quotas", request_body = RecordUsage,
+    params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
+    responses((status = 200, description = "the usage counters", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn record_usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<RecordUsage>,
+) -> ApiResult<axum::Json<tenancy_core::Usage>> {
+    let id = tenant_id(&id)?;
+    let usage = state.registry().record_usage(&id, body.event).await?;
+    state.usage_cache().invalidate(&id);
+    Ok(axum::Json(usage))
 }

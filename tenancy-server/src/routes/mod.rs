@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post, put};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
@@ -46,7 +46,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tenants/{id}/activate"),
     ("POST", "/v1/tenants/{id}/rotate"),
     ("GET", "/v1/tenants/{id}/stats"),
+    ("GET", "/v1/admin/credential"),
     ("PUT", "/v1/admin/credential"),
+    ("POST", "/v1/tenants/{id}/purge"),
+    ("POST", "/v1/tenants/{id}/reservations"),
+    ("GET", "/v1/tenants/{id}/reservations"),
+    ("POST", "/v1/tenants/{id}/reservations/{reservation}/commit"),
+    (
+        "POST",
+        "/v1/tenants/{id}/reservations/{reservation}/release",
+    ),
+    ("POST", "/v1/tenants/{id}/usage"),
     ("POST", "/v1/admin/sessions"),
     ("GET", "/v1/admin/sessions"),
     ("GET", "/v1/admin/sessions/current"),
@@ -64,6 +74,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/state/{*key}"),
     ("PUT", "/v1/state/{*key}"),
     ("DELETE", "/v1/state/{*key}"),
+    ("GET", "/v1/locks/{key}"),
     ("POST", "/v1/locks/{key}"),
     ("PUT", "/v1/locks/{key}"),
     ("DELETE", "/v1/locks/{key}"),
@@ -103,7 +114,24 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/tenants/{id}/activate", post(admin::activate))
         .route("/v1/tenants/{id}/rotate", post(admin::rotate))
         .route("/v1/tenants/{id}/stats", get(admin::stats))
-        .route("/v1/admin/credential", put(admin::change_credential))
+        .route(
+            "/v1/admin/credential",
+            get(admin::credential).put(admin::change_credential),
+        )
+        .route("/v1/tenants/{id}/purge", post(admin::purge))
+        .route(
+            "/v1/tenants/{id}/reservations",
+            post(admin::reserve).get(admin::reservations),
+        )
+        .route(
+            "/v1/tenants/{id}/reservations/{reservation}/commit",
+            post(admin::commit),
+        )
+        .route(
+            "/v1/tenants/{id}/reservations/{reservation}/release",
+            post(admin::release),
+        )
+        .route("/v1/tenants/{id}/usage", post(admin::record_usage))
         .route(
             "/v1/admin/sessions",
             post(sessions::admin_login).get(sessions::admin_list),
@@ -144,7 +172,8 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/locks", get(tenant::list_locks))
         .route(
             "/v1/locks/{key}",
-            post(tenant::acquire_lock)
+            get(tenant::inspect_lock)
+                .post(tenant::acquire_lock)
                 .put(tenant::renew_lock)
                 .delete(tenant::release_lock),
         )

@@ -15,8 +15,8 @@ use tenancy_core::{Secret, SessionId, SessionOwner, TenantId};
 use crate::app_state::AppState;
 use crate::auth::{bearer_token, presented_key, AdminCaller, AuthenticatedTenant};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::Path;
-use crate::views::{IssuedSessionView, SessionList, SessionView};
+use crate::extract::{OptionalJson, Path};
+use crate::views::{IssuedSessionView, SessionList, SessionView, TenantLogin};
 
 fn session_id(raw: &str) -> ApiResult<SessionId> {
     Ok(SessionId::parse(raw)?)
@@ -65,21 +65,31 @@ fn not_a_session() -> ApiError {
     )
 }
 
-/// Exchanges the tenant's secret (as `X-API-Key`, or `Authorization:
-/// Bearer`) for a session token, shown once. A session cannot open another.
+/// Exchanges the tenant's secret (as `X-API-Key`, `Authorization: Bearer`
+/// or Basic) for a session token, shown once. A session cannot open
+/// another. The optional body names the tenant the secret must belong to
+/// (401 for another tenant's secret, as for a wrong one).
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", security(("api_key" = [])),
-    responses((status = 201, body = IssuedSessionView), (status = 401, body = ErrorBody),
+    request_body(content = Option<TenantLogin>),
+    responses((status = 201, body = IssuedSessionView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
         (status = 403, description = "suspended, expired or deleted tenant, or a session token instead of the secret", body = ErrorBody),
         (status = 429, body = ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
     headers: HeaderMap,
+    OptionalJson(body): OptionalJson<TenantLogin>,
 ) -> ApiResult<(StatusCode, axum::Json<IssuedSessionView>)> {
     if who.session().is_some() {
         return Err(ApiError::forbidden(
             "a session cannot open another session: log in with the tenant secret",
         ));
+    }
+    if let Some(named) = body.and_then(|b| b.tenant) {
+        if named != who.id().as_str() {
+            return Err(ApiError::unauthorized("invalid credentials"));
+        }
     }
     let secret = Secret::new(presented_key(&headers)?.key);
     let s = state.registry().login_tenant(who.id(), &secret).await?;

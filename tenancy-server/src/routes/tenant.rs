@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
 use tenancy_core::{LockId, LockKey, LockManager, LockRequest, StateBackend, StateKey, Version};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
@@ -18,7 +18,10 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Body, Json, OptionalJson, Path, Query};
 use crate::jobs::SERVER_PREFIX;
 use crate::routes::state_quota::{self, Want, Written};
-use crate::views::{LockList, LockView, OwnTenantView, StateEntryView, StateList, StateWritten};
+use crate::views::{
+    AcquireLock, LockList, LockView, OwnTenantView, RenewLock, StateEntryView, StateList,
+    StateWritten,
+};
 
 /// The calling tenant's profile and usage.
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("api_key" = [])),
@@ -88,47 +91,7 @@ fn state_key(raw: &str) -> ApiResult<StateKey> {
     Ok(key)
 }
 
-/// An ETag for a backend version: `"v<version>"` when the version is made of
-/// safe characters, else `"x<hex>"`; both decode back exactly.
-pub(crate) fn etag(v: &Version) -> String {
-    let raw = v.as_str();
-    if !raw.is_empty()
-        && raw.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+' | b'=')
-        })
-    {
-        format!("\"v{raw}\"")
-    } else {
-        let mut s = String::with_capacity(raw.len() * 2 + 3);
-        s.push_str("\"x");
-        for b in raw.bytes() {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s.push('"');
-        s
-    }
-}
-
-/// Decodes an ETag made by [`etag`] (weak tags accepted).
-pub(crate) fn parse_etag(tag: &str) -> Option<Version> {
-    let tag = tag.trim();
-    let tag = tag.strip_prefix("W/").unwrap_or(tag);
-    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
-    if let Some(raw) = inner.strip_prefix('v') {
-        (!raw.is_empty()).then(|| Version(raw.to_string()))
-    } else if let Some(hex) = inner.strip_prefix('x') {
-        if hex.len() % 2 != 0 || hex.is_empty() {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect();
-        String::from_utf8(bytes?).ok().map(Version)
-    } else {
-        None
-    }
-}
+pub(crate) use crate::views::{etag, parse_etag};
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<&str>> {
     match headers.get(&name) {
@@ -387,23 +350,6 @@ fn lock_key(raw: &str) -> ApiResult<LockKey> {
     Ok(LockKey::new(raw)?)
 }
 
-/// The body of `POST /v1/locks/{key}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AcquireLock {
-    /// The lease, in seconds (1 to 86400).
-    pub ttl_seconds: u64,
-    /// What the holder is doing.
-    #[serde(default)]
-    pub operation: Option<String>,
-    /// Who holds it (default: the tenant id).
-    #[serde(default)]
-    pub owner: Option<String>,
-    /// Free-form information.
-    #[serde(default)]
-    pub info: Option<String>,
-}
-
 /// Takes a lock: 201 with the lease, or 409 with the holder.
 #[utoipa::path(post, path = "/v1/locks/{key}", tag = "locks", request_body = AcquireLock,
     params(("key" = String, Path, description = "lock key, `:`-separated")),
@@ -417,10 +363,17 @@ pub(crate) async fn acquire_lock(
     Json(body): Json<AcquireLock>,
 ) -> ApiResult<(StatusCode, axum::Json<LockView>)> {
     let key = lock_key(&raw)?;
-    let req = LockRequest::new(key, Duration::from_secs(body.ttl_seconds))
+    let mut req = LockRequest::new(key, Duration::from_secs(body.ttl_seconds))
         .who(body.owner.unwrap_or_else(|| who.id().to_string()))
         .operation(body.operation.unwrap_or_default())
-        .info(body.info.unwrap_or_default());
+        .info(body.info.unwrap_or_default())
+        .path(body.path.unwrap_or_default());
+    if let Some(id) = body.lock_id.as_deref() {
+        req = req.lock_id(LockId::parse(id)?);
+    }
+    if let Some(v) = body.version {
+        req = req.version(v);
+    }
     req.validate()?;
     let locks = tenant_locks(&state, &who)?;
     let info = locks.try_acquire(&req).await?;
@@ -435,15 +388,17 @@ pub(crate) struct LockQuery {
     pub lock_id: Option<String>,
     /// For renew: the new lease in seconds (default: the lease it had).
     pub ttl_seconds: Option<u64>,
+    /// For release: free the lock whatever its lease, if `lock_id` is the
+    /// current holder's (the escape hatch for a holder that is gone).
+    pub force: Option<bool>,
 }
 
-/// The optional body of a renew.
-#[derive(Debug, Deserialize, ToSchema)]
+/// The query of `GET /v1/locks`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RenewLock {
-    /// The new lease in seconds.
-    #[serde(default)]
-    pub ttl_seconds: Option<u64>,
+pub(crate) struct ListLocks {
+    /// Only locks whose key starts with this (plain string prefix).
+    pub prefix: Option<String>,
 }
 
 fn lock_id(q: &LockQuery) -> ApiResult<LockId> {
@@ -499,7 +454,7 @@ pub(crate) async fn renew_lock(
     Ok(axum::Json(info.into()))
 }
 
-/// Releases a lock (holder only).
+/// Releases a lock (holder only; `force=true` frees it whatever its lease, given the holder's lock id).
 #[utoipa::path(delete, path = "/v1/locks/{key}", tag = "locks", params(("key" = String, Path), LockQuery),
     security(("api_key" = [])),
     responses((status = 204, description = "released"), (status = 400, body = ErrorBody),
@@ -514,19 +469,52 @@ pub(crate) async fn release_lock(
     let key = lock_key(&raw)?;
     let id = lock_id(&q)?;
     let locks = tenant_locks(&state, &who)?;
-    locks.release(&key, id).await.map_err(holder_only)?;
+    if q.force == Some(true) {
+        locks.force_unlock(&key, id).await.map_err(holder_only)?;
+    } else {
+        locks.release(&key, id).await.map_err(holder_only)?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Lists the calling tenant's held locks.
-#[utoipa::path(get, path = "/v1/locks", tag = "locks", security(("api_key" = [])),
-    responses((status = 200, body = LockList), (status = 401, body = ErrorBody)))]
+/// The holder of one lock (404 when it is free or expired).
+#[utoipa::path(get, path = "/v1/locks/{key}", tag = "locks",
+    params(("key" = String, Path, description = "lock key, `:`-separated")),
+    security(("api_key" = [])),
+    responses((status = 200, body = LockView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn inspect_lock(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(raw): Path<String>,
+) -> ApiResult<axum::Json<LockView>> {
+    let key = lock_key(&raw)?;
+    let locks = tenant_locks(&state, &who)?;
+    let info = locks
+        .inspect(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the lock is not held"))?;
+    Ok(axum::Json(info.into()))
+}
+
+/// Lists the calling tenant's held locks (below `prefix`, if given).
+#[utoipa::path(get, path = "/v1/locks", tag = "locks", params(ListLocks),
+    security(("api_key" = [])),
+    responses((status = 200, body = LockList), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_locks(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
+    Query(q): Query<ListLocks>,
 ) -> ApiResult<axum::Json<LockList>> {
     let locks = tenant_locks(&state, &who)?;
-    let mut all: Vec<LockView> = locks.list("").await?.into_iter().map(Into::into).collect();
+    let prefix = q.prefix.unwrap_or_default();
+    let mut all: Vec<LockView> = locks
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(axum::Json(LockList { locks: all }))
 }

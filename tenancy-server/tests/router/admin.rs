@@ -272,3 +272,115 @@ async fn patching_a_deleted_tenant_is_a_conflict_not_a_failed_precondition() {
         assert_eq!(a.status, StatusCode::PRECONDITION_FAILED, "{}", store.name);
     }
 }
+
+#[tokio::test]
+async fn reservations_purge_and_the_credential_generation_over_the_admin_api() {
+    let h = harness().await;
+    h.create_tenant("acme", json!({})).await;
+    let a = h
+        .admin("GET", "/v1/admin/credential", Value::Null)
+        .await
+        .expect(200);
+    assert_eq!(a.json()["generation"], 1);
+
+    let r = h
+        .admin(
+            "POST",
+            "/v1/tenants/acme/reservations",
+            json!({"resource": "concurrent_jobs", "amount": 2}),
+        )
+        .await
+        .expect(201)
+        .json();
+    let rid = r["id"].as_str().unwrap().to_string();
+    let listed = h
+        .admin("GET", "/v1/tenants/acme/reservations", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["reservations"][0]["committed"], false);
+    // The body must be the reservation the path names.
+    let other = format!(
+        "/v1/tenants/acme/reservations/{}/commit",
+        uuid::Uuid::new_v4()
+    );
+    h.admin("POST", &other, json!({"reservation": r}))
+        .await
+        .expect(400);
+    let commit = format!("/v1/tenants/acme/reservations/{rid}/commit");
+    h.admin("POST", &commit, json!({"reservation": r}))
+        .await
+        .expect(204);
+    h.admin("POST", &commit, json!({"reservation": r}))
+        .await
+        .expect(412);
+    let release = format!("/v1/tenants/acme/reservations/{rid}/release");
+    let a = h
+        .admin(
+            "POST",
+            &release,
+            json!({"reservation": r, "event": "job_completed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(a.json()["released"], true);
+    let a = h
+        .admin(
+            "POST",
+            &release,
+            json!({"reservation": r, "event": "job_completed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(a.json()["released"], false, "an outcome is counted once");
+    let u = h
+        .admin(
+            "POST",
+            "/v1/tenants/acme/usage",
+            json!({"event": {"cost": 5}}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        (
+            u["jobs_active"].clone(),
+            u["jobs_completed"].clone(),
+            u["cost_this_month"].clone()
+        ),
+        (json!(0), json!(1), json!(5))
+    );
+    h.admin(
+        "POST",
+        "/v1/tenants/acme/reservations",
+        json!({"resource": "concurrent_jobs", "amount": 99}),
+    )
+    .await
+    .expect(429);
+
+    // Purge: only a deleted tenant's archive.
+    let purge = json!({"grace_seconds": 0});
+    h.admin("POST", "/v1/tenants/acme/purge", purge.clone())
+        .await
+        .expect(409);
+    h.admin("DELETE", "/v1/tenants/acme", Value::Null)
+        .await
+        .expect(200);
+    let a = h
+        .admin("POST", "/v1/tenants/acme/purge", purge)
+        .await
+        .expect(200);
+    assert!(a.json()["removed"].as_u64().is_some());
+
+    // A tenant id from the display name.
+    let a = h
+        .admin(
+            "POST",
+            "/v1/tenants",
+            json!({"display_name": "Globex Corp"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(a.json()["tenant"]["id"], "globex-corp");
+    assert_eq!(a.json()["tenant"]["state_version"], "v1");
+}

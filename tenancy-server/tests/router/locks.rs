@@ -234,3 +234,64 @@ async fn a_victims_lock_list_reads_none_of_a_noisy_tenants_lock_objects() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_lock_by_key_a_listing_by_prefix_and_force_unlock_by_the_holders_id() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    let other = h.create_tenant("globex", json!({})).await;
+    h.tenant(&key, "GET", "/v1/locks/stack:web:env:prod", Value::Null)
+        .await
+        .expect(404);
+    let lease = h
+        .tenant(
+            &key,
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            json!({"ttl_seconds": 600, "lock_id": "0b6d9c0e-5b7e-4f57-9d55-6d8f6e3c1a2b", "path": "web/prod"}),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(lease["lock_id"], "0b6d9c0e-5b7e-4f57-9d55-6d8f6e3c1a2b");
+    assert_eq!(lease["path"], "web/prod");
+    h.tenant(
+        &key,
+        "POST",
+        "/v1/locks/stack:api:env:prod",
+        json!({"ttl_seconds": 600}),
+    )
+    .await
+    .expect(201);
+    let held = h
+        .tenant(&key, "GET", "/v1/locks/stack:web:env:prod", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(held["lock_id"], lease["lock_id"]);
+    // Another tenant sees nothing of it.
+    h.tenant(&other, "GET", "/v1/locks/stack:web:env:prod", Value::Null)
+        .await
+        .expect(404);
+    let listed = h
+        .tenant(&key, "GET", "/v1/locks?prefix=stack:web:", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["locks"].as_array().unwrap().len(), 1);
+
+    // force=true frees it whatever its lease, with the holder's id only.
+    let wrong =
+        "/v1/locks/stack:web:env:prod?lock_id=5f0a4c1e-0000-4000-8000-000000000000&force=true";
+    h.tenant(&key, "DELETE", wrong, Value::Null)
+        .await
+        .expect(409);
+    let right =
+        "/v1/locks/stack:web:env:prod?lock_id=0b6d9c0e-5b7e-4f57-9d55-6d8f6e3c1a2b&force=true";
+    h.tenant(&key, "DELETE", right, Value::Null)
+        .await
+        .expect(204);
+    h.tenant(&key, "GET", "/v1/locks/stack:web:env:prod", Value::Null)
+        .await
+        .expect(404);
+}

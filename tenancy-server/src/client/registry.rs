@@ -1,0 +1,494 @@
+//! [`HttpRegistry`]: core's `TenantRegistry` over the admin API, with the
+//! admin token or an admin session token.
+//!
+//! Every method is one or two requests; what goes through the tenant
+//! routes (`authenticate`, `authenticate_key`, tenant sessions) is checked
+//! by the server's tenant layer, whose cache applies a change made on
+//! another replica within its refresh interval. The server bootstraps its
+//! own registry, so `is_bootstrapped` and `bootstrap` are `NotImplemented`.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::Method;
+use tenancy_core::session::parse_session_token;
+use tenancy_core::{
+    AuthenticatedSession, CreatedTenant, Error, IssuedSession, ListedReservation, NewTenant,
+    Reservation, Resource, Result, Secret, ServerSession, SessionId, SessionOwner, Tenant,
+    TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+};
+
+use super::{Auth, Client, TenantCredential};
+use crate::views::{
+    AdminCredentialChanged, AdminCredentialInfo, CommitReservation, CreateTenant,
+    NewAdminCredential, OwnTenantView, PatchTenant, PurgeTenant, Purged, RecordUsage,
+    ReleaseReservation, Released, ReservationList, ReserveQuota, SessionList, SessionView,
+    StatsView, Suspend, TenantList, TenantView, TenantWithSecret,
+};
+
+const NO_BOOTSTRAP: &str = "a tenancy-server bootstraps its own registry at its first start \
+     (`tenancy init` is for stores the CLI opens directly)";
+
+/// The admin API of one server as a [`TenantRegistry`]. After
+/// [`TenantRegistry::set_admin_password`] through it, a client that used
+/// the admin token goes on with the new one (one that used an admin session
+/// must log in again: the change ended it).
+#[derive(Debug)]
+pub struct HttpRegistry {
+    client: Client,
+    admin: RwLock<Secret>,
+}
+
+impl HttpRegistry {
+    pub(crate) fn new(client: Client, admin: Secret) -> Self {
+        HttpRegistry {
+            client,
+            admin: RwLock::new(admin),
+        }
+    }
+
+    /// The server.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Replaces the admin credential this client sends (the admin token or
+    /// an admin session token), e.g. after a new admin login.
+    pub fn set_credential(&self, admin: Secret) {
+        *self.admin.write().unwrap_or_else(|p| p.into_inner()) = admin;
+    }
+
+    fn admin(&self) -> Secret {
+        self.admin.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn admin_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &[&str],
+        body: Option<serde_json::Value>,
+    ) -> Result<T> {
+        let admin = self.admin();
+        let call = self.client.call(method, path, Auth::Admin(&admin));
+        let call = match &body {
+            Some(b) => call.json(b),
+            None => call,
+        };
+        call.send_json().await
+    }
+
+    async fn admin_empty(
+        &self,
+        method: Method,
+        path: &[&str],
+        body: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let admin = self.admin();
+        let call = self.client.call(method, path, Auth::Admin(&admin));
+        let call = match &body {
+            Some(b) => call.json(b),
+            None => call,
+        };
+        call.send_empty().await
+    }
+
+    async fn tenant_view(
+        &self,
+        method: Method,
+        path: &[&str],
+        body: Option<serde_json::Value>,
+    ) -> Result<Tenant> {
+        let view: TenantView = self.admin_json(method, path, body).await?;
+        view.to_tenant()
+    }
+
+    fn created(view: TenantWithSecret) -> Result<CreatedTenant> {
+        Ok(CreatedTenant {
+            tenant: view.tenant.to_tenant()?,
+            secret: Secret::new(view.secret),
+        })
+    }
+
+    /// The tenant a secret belongs to, through the tenant layer.
+    async fn key_owner(&self, secret: &Secret) -> Result<TenantId> {
+        // A session token opens tenant routes too, but is no secret.
+        if parse_session_token(secret.expose()).is_some() {
+            return Err(Error::unauthorized("invalid credentials"));
+        }
+        let credential = TenantCredential::Secret {
+            secret: secret.clone(),
+            tenant: None,
+        };
+        let me: OwnTenantView = self
+            .client
+            .call(Method::GET, &["v1", "tenant"], Auth::Tenant(&credential))
+            .send_json()
+            .await?;
+        TenantId::new(me.id)
+    }
+
+    fn reservation_path<'a>(r: &'a Reservation, id: &'a str, action: &'a str) -> [&'a str; 6] {
+        [
+            "v1",
+            "tenants",
+            r.tenant.as_str(),
+            "reservations",
+            id,
+            action,
+        ]
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| Error::invalid(format!("cannot encode the request: {e}")))
+}
+
+#[async_trait]
+impl TenantRegistry for HttpRegistry {
+    async fn is_bootstrapped(&self) -> Result<bool> {
+        Err(Error::not_implemented(NO_BOOTSTRAP))
+    }
+
+    async fn bootstrap(&self, _admin_password: &Secret) -> Result<()> {
+        Err(Error::not_implemented(NO_BOOTSTRAP))
+    }
+
+    async fn admin_generation(&self) -> Result<u64> {
+        let info: AdminCredentialInfo = self
+            .admin_json(Method::GET, &["v1", "admin", "credential"], None)
+            .await?;
+        Ok(info.generation)
+    }
+
+    async fn set_admin_password(&self, new: &Secret) -> Result<u64> {
+        let body = json(&NewAdminCredential {
+            token: new.expose().to_string(),
+        })?;
+        let changed: AdminCredentialChanged = self
+            .admin_json(Method::PUT, &["v1", "admin", "credential"], Some(body))
+            .await?;
+        let mut admin = self.admin.write().unwrap_or_else(|p| p.into_inner());
+        if parse_session_token(admin.expose()).is_none() {
+            *admin = new.clone();
+        }
+        Ok(changed.generation)
+    }
+
+    async fn verify_admin(&self, password: &Secret) -> Result<()> {
+        if parse_session_token(password.expose()).is_some() {
+            return Err(Error::unauthorized("invalid admin credential"));
+        }
+        self.client
+            .call(
+                Method::GET,
+                &["v1", "admin", "credential"],
+                Auth::Admin(password),
+            )
+            .send_empty()
+            .await
+    }
+
+    async fn create(&self, new: NewTenant) -> Result<CreatedTenant> {
+        let body = CreateTenant {
+            id: new.id.map(|id| id.to_string()),
+            display_name: new.display_name,
+            email: new.email,
+            plan: Some(new.plan),
+            limits: Some(new.limits),
+            secret_prefix: new.secret_prefix,
+            metadata: Some(new.metadata),
+            expires_at: new.expires_at,
+        };
+        let created: TenantWithSecret = self
+            .admin_json(Method::POST, &["v1", "tenants"], Some(json(&body)?))
+            .await?;
+        Self::created(created)
+    }
+
+    async fn get(&self, id: &TenantId) -> Result<Tenant> {
+        self.tenant_view(Method::GET, &["v1", "tenants", id.as_str()], None)
+            .await
+    }
+
+    fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
+        let fetch = async move {
+            let admin = self.admin();
+            let mut query = Vec::new();
+            if let Some(s) = filter.status {
+                query.push(("status", s.as_str()));
+            }
+            if let Some(p) = filter.plan {
+                query.push(("plan", p.as_str()));
+            }
+            let list: Result<TenantList> = self
+                .client
+                .call(Method::GET, &["v1", "tenants"], Auth::Admin(&admin))
+                .query(&query)
+                .send_json()
+                .await;
+            match list {
+                Ok(list) => stream::iter(list.tenants.into_iter().map(|v| v.to_tenant())).boxed(),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            }
+        };
+        stream::once(fetch).flatten().boxed()
+    }
+
+    async fn update(&self, id: &TenantId, update: TenantUpdate) -> Result<Tenant> {
+        let body = PatchTenant {
+            display_name: update.display_name,
+            email: update.email,
+            plan: update.plan,
+            limits: update.limits,
+            metadata: update.metadata,
+            expires_at: update.expires_at,
+            expected_revision: update.expected_revision,
+        };
+        self.tenant_view(
+            Method::PATCH,
+            &["v1", "tenants", id.as_str()],
+            Some(json(&body)?),
+        )
+        .await
+    }
+
+    async fn suspend(&self, id: &TenantId, reason: Option<String>) -> Result<Tenant> {
+        let body = reason
+            .map(|r| json(&Suspend { reason: Some(r) }))
+            .transpose()?;
+        self.tenant_view(
+            Method::POST,
+            &["v1", "tenants", id.as_str(), "suspend"],
+            body,
+        )
+        .await
+    }
+
+    async fn activate(&self, id: &TenantId) -> Result<Tenant> {
+        self.tenant_view(
+            Method::POST,
+            &["v1", "tenants", id.as_str(), "activate"],
+            None,
+        )
+        .await
+    }
+
+    async fn rotate(&self, id: &TenantId) -> Result<CreatedTenant> {
+        let rotated: TenantWithSecret = self
+            .admin_json(
+                Method::POST,
+                &["v1", "tenants", id.as_str(), "rotate"],
+                None,
+            )
+            .await?;
+        Self::created(rotated)
+    }
+
+    async fn delete(&self, id: &TenantId) -> Result<Tenant> {
+        self.tenant_view(Method::DELETE, &["v1", "tenants", id.as_str()], None)
+            .await
+    }
+
+    async fn purge(&self, id: &TenantId, grace: Duration) -> Result<u64> {
+        let body = json(&PurgeTenant {
+            grace_seconds: grace.as_secs(),
+        })?;
+        let purged: Purged = self
+            .admin_json(
+                Method::POST,
+                &["v1", "tenants", id.as_str(), "purge"],
+                Some(body),
+            )
+            .await?;
+        Ok(purged.removed)
+    }
+
+    /// Through the tenant layer (`GET /v1/tenant` with the secret), then the
+    /// tenant's record through the admin API. Another tenant's secret is
+    /// `Unauthorized`, as a wrong one is.
+    async fn authenticate(&self, id: &TenantId, secret: &Secret) -> Result<Tenant> {
+        if &self.key_owner(secret).await? != id {
+            return Err(Error::unauthorized("invalid credentials"));
+        }
+        self.get(id).await
+    }
+
+    async fn authenticate_key(&self, secret: &Secret) -> Result<Tenant> {
+        let id = self.key_owner(secret).await?;
+        self.get(&id).await
+    }
+
+    async fn usage(&self, id: &TenantId) -> Result<Usage> {
+        let stats: StatsView = self
+            .admin_json(Method::GET, &["v1", "tenants", id.as_str(), "stats"], None)
+            .await?;
+        Ok(stats.usage)
+    }
+
+    async fn reserve(&self, id: &TenantId, resource: Resource, amount: u64) -> Result<Reservation> {
+        let body = json(&ReserveQuota { resource, amount })?;
+        self.admin_json(
+            Method::POST,
+            &["v1", "tenants", id.as_str(), "reservations"],
+            Some(body),
+        )
+        .await
+    }
+
+    async fn commit(&self, reservation: &Reservation) -> Result<()> {
+        let id = reservation.id.hyphenated().to_string();
+        let body = json(&CommitReservation {
+            reservation: reservation.clone(),
+        })?;
+        self.admin_empty(
+            Method::POST,
+            &Self::reservation_path(reservation, &id, "commit"),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<()> {
+        let id = reservation.id.hyphenated().to_string();
+        let body = json(&ReleaseReservation {
+            reservation: reservation.clone(),
+            event: None,
+        })?;
+        let _: Released = self
+            .admin_json(
+                Method::POST,
+                &Self::reservation_path(reservation, &id, "release"),
+                Some(body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn record_usage(&self, id: &TenantId, event: UsageEvent) -> Result<Usage> {
+        let body = json(&RecordUsage { event })?;
+        self.admin_json(
+            Method::POST,
+            &["v1", "tenants", id.as_str(), "usage"],
+            Some(body),
+        )
+        .await
+    }
+
+    async fn release_recording(
+        &self,
+        reservation: &Reservation,
+        event: UsageEvent,
+    ) -> Result<bool> {
+        let id = reservation.id.hyphenated().to_string();
+        let body = json(&ReleaseReservation {
+            reservation: reservation.clone(),
+            event: Some(event),
+        })?;
+        let released: Released = self
+            .admin_json(
+                Method::POST,
+                &Self::reservation_path(reservation, &id, "release"),
+                Some(body),
+            )
+            .await?;
+        Ok(released.released)
+    }
+
+    async fn reservations(&self, id: &TenantId) -> Result<Vec<ListedReservation>> {
+        let list: ReservationList = self
+            .admin_json(
+                Method::GET,
+                &["v1", "tenants", id.as_str(), "reservations"],
+                None,
+            )
+            .await?;
+        Ok(list.reservations)
+    }
+
+    async fn login_tenant(&self, id: &TenantId, secret: &Secret) -> Result<IssuedSession> {
+        self.client.login_tenant(id, secret).await
+    }
+
+    async fn login_admin(&self, password: &Secret) -> Result<IssuedSession> {
+        self.client.login_admin(password).await
+    }
+
+    /// `GET /v1/sessions/current` (or `/v1/admin/sessions/current`) with the
+    /// token, then, for a tenant session, the tenant's record through the
+    /// admin API.
+    async fn authenticate_session(&self, token: &Secret) -> Result<AuthenticatedSession> {
+        let Some((owner, _)) = parse_session_token(token.expose()) else {
+            return Err(Error::unauthorized("invalid session token"));
+        };
+        let view: SessionView = match &owner {
+            SessionOwner::Admin => {
+                self.client
+                    .call(
+                        Method::GET,
+                        &["v1", "admin", "sessions", "current"],
+                        Auth::Admin(token),
+                    )
+                    .send_json()
+                    .await?
+            }
+            SessionOwner::Tenant(_) => {
+                let credential = TenantCredential::Session(token.clone());
+                self.client
+                    .call(
+                        Method::GET,
+                        &["v1", "sessions", "current"],
+                        Auth::Tenant(&credential),
+                    )
+                    .send_json()
+                    .await?
+            }
+        };
+        let session = view.to_session()?;
+        let tenant = match session.owner() {
+            SessionOwner::Admin => None,
+            SessionOwner::Tenant(t) => Some(self.get(&t).await?),
+        };
+        Ok(AuthenticatedSession { session, tenant })
+    }
+
+    async fn sessions(&self, owner: &SessionOwner) -> Result<Vec<ServerSession>> {
+        let list: SessionList = match owner {
+            SessionOwner::Admin => {
+                self.admin_json(Method::GET, &["v1", "admin", "sessions"], None)
+                    .await?
+            }
+            SessionOwner::Tenant(t) => {
+                self.admin_json(
+                    Method::GET,
+                    &["v1", "tenants", t.as_str(), "sessions"],
+                    None,
+                )
+                .await?
+            }
+        };
+        list.sessions.iter().map(SessionView::to_session).collect()
+    }
+
+    async fn revoke_session(&self, owner: &SessionOwner, id: &SessionId) -> Result<()> {
+        match owner {
+            SessionOwner::Admin => {
+                self.admin_empty(
+                    Method::DELETE,
+                    &["v1", "admin", "sessions", id.as_str()],
+                    None,
+                )
+                .await
+            }
+            SessionOwner::Tenant(t) => {
+                self.admin_empty(
+                    Method::DELETE,
+                    &["v1", "tenants", t.as_str(), "sessions", id.as_str()],
+                    None,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The HTTP client (feature `client`) against live servers on loopback TCP
+//! (`app()` served by `axum::serve` on 127.0.0.1:0, one per check): core's
+//! lock and registry conformance suites through `HttpLockManager` and
+//! `HttpRegistry`, and sessions end to end (login, use, logout, rotation,
+//! suspension, a revocation seen by a second replica on the same store
+//! within the refresh interval, a server that is down).
+#![allow(clippy::unwrap_used)]
+
+mod suites;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenancy_core::{
+    Clock, ManualClock, MemoryBackend, NewTenant, Secret, StateBackend, TenantId, TenantRegistry,
+};
+use tenancy_lock::StoreLockManager;
+use tenancy_server::client::{Client, TenantCredential};
+use tenancy_server::{app, AppState, AuthConfig, ServerConfig, SharedStores};
+use tenancy_state::StoreRegistry;
+
+/// The admin token of bootstrapped test servers.
+pub(crate) const ADMIN: &str = "admin-token-for-client-tests";
+
+/// A server on loopback; stops when dropped.
+pub(crate) struct Live {
+    pub(crate) url: String,
+    /// The server's own registry (what an operator has on the store).
+    pub(crate) registry: Arc<StoreRegistry>,
+    pub(crate) clock: ManualClock,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Test settings: no request-rate limit (the suites make bursts of calls).
+pub(crate) fn config(refresh: Duration) -> ServerConfig {
+    ServerConfig {
+        auth: AuthConfig {
+            refresh_interval: refresh,
+            rate_limit: false,
+            ..AuthConfig::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+/// A server on a fresh memory store (bootstrapped with [`ADMIN`] or not).
+pub(crate) async fn live(bootstrap: bool) -> Live {
+    let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+    let live = live_on(
+        backend,
+        ManualClock::starting_now(),
+        config(Duration::from_secs(5)),
+    )
+    .await;
+    if bootstrap {
+        live.registry.bootstrap(&Secret::new(ADMIN)).await.unwrap();
+    }
+    live
+}
+
+/// A server (a replica) on `backend`, reading `clock`.
+pub(crate) async fn live_on(
+    backend: Arc<dyn StateBackend>,
+    clock: ManualClock,
+    config: ServerConfig,
+) -> Live {
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let registry = Arc::new(
+        StoreRegistry::new(backend.clone())
+            .with_bcrypt_cost(4)
+            .with_clock(clock_dyn.clone())
+            .with_blocking(Arc::new(tenancy_server::TokioBlocking)),
+    );
+    let locks = Arc::new(StoreLockManager::new(backend.clone()).with_clock(clock_dyn.clone()));
+    let state = AppState::builder(
+        registry.clone(),
+        Arc::new(SharedStores::with_locks(backend.clone(), locks)),
+    )
+    .config(config)
+    .clock(clock_dyn)
+    .build()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(state.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Live {
+        url: format!("http://{addr}"),
+        registry,
+        clock,
+        server,
+    }
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_use_logout_rotate_and_suspend_through_the_client() {
+    let live = live(true).await;
+    let client = Client::new(&live.url).unwrap();
+    client.ready().await.unwrap();
+    let admin = client.registry(Secret::new(ADMIN));
+    let created = admin.create(NewTenant::new(tid("acme"))).await.unwrap();
+
+    let issued = client
+        .login_tenant(&tid("acme"), &created.secret)
+        .await
+        .unwrap();
+    assert!(issued.token.expose().starts_with("tns_acme_"));
+    assert!(!format!("{issued:?}").contains(issued.token.expose()));
+    let acme = client.tenant(TenantCredential::Session(issued.token.clone()));
+    assert_eq!(acme.me().await.unwrap().id, "acme");
+    assert_eq!(acme.session().await.unwrap().id, issued.session.id);
+    assert_eq!(acme.sessions().await.unwrap().len(), 1);
+
+    // Another tenant's secret, a wrong one and an unknown tenant: 401.
+    let other = admin.create(NewTenant::new(tid("globex"))).await.unwrap();
+    for (tenant, secret) in [
+        ("acme", &other.secret),
+        ("nobody-here", &created.secret),
+        ("acme", &Secret::new("tnc_wrong")),
+    ] {
+        let e = client.login_tenant(&tid(tenant), secret).await.unwrap_err();
+        assert!(matches!(e, tenancy_core::Error::Unauthorized { .. }), "{e}");
+    }
+
+    // Logout: refused after.
+    acme.logout().await.unwrap();
+    let e = acme.me().await.unwrap_err();
+    assert!(matches!(e, tenancy_core::Error::Unauthorized { .. }), "{e}");
+    assert!(!e.to_string().contains(issued.token.expose()));
+
+    // Rotation ends sessions (401 credentials_rotated -> CredentialsRotated).
+    let issued = client
+        .login_tenant(&tid("acme"), &created.secret)
+        .await
+        .unwrap();
+    let acme = client.tenant(TenantCredential::Session(issued.token.clone()));
+    acme.me().await.unwrap();
+    let rotated = admin.rotate(&tid("acme")).await.unwrap();
+    let e = acme.me().await.unwrap_err();
+    assert!(
+        matches!(&e, tenancy_core::Error::CredentialsRotated { tenant } if tenant == "acme"),
+        "{e}"
+    );
+
+    // Suspension: 403 -> Forbidden, until activated.
+    let issued = client
+        .login_tenant(&tid("acme"), &rotated.secret)
+        .await
+        .unwrap();
+    let acme = client.tenant(TenantCredential::Session(issued.token.clone()));
+    let locks = acme.locks();
+    let key = tenancy_core::LockKey::new("stack:web:env:prod").unwrap();
+    let lease = tenancy_core::LockManagerExt::try_lock(&locks, &key, Duration::from_secs(60))
+        .await
+        .unwrap();
+    admin
+        .suspend(&tid("acme"), Some("billing".into()))
+        .await
+        .unwrap();
+    let e = acme.me().await.unwrap_err();
+    assert!(matches!(e, tenancy_core::Error::Forbidden { .. }), "{e}");
+    admin.activate(&tid("acme")).await.unwrap();
+    assert_eq!(
+        tenancy_core::LockManager::inspect(&locks, &key)
+            .await
+            .unwrap()
+            .map(|l| l.lock_id),
+        Some(lease.lock_id)
+    );
+
+    // An admin session works for the admin API and ends at logout.
+    let admin_session = client.login_admin(&Secret::new(ADMIN)).await.unwrap();
+    let by_session = client.registry(admin_session.token.clone());
+    assert_eq!(by_session.list_all_ids().await, vec!["acme", "globex"]);
+    let e = client
+        .login_admin(&Secret::new("not-the-admin-token"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, tenancy_core::Error::Unauthorized { .. }), "{e}");
+    by_session
+        .revoke_session(
+            &tenancy_core::SessionOwner::Admin,
+            &admin_session.session.id,
+        )
+        .await
+        .unwrap();
+    let e = by_session.get(&tid("acme")).await.unwrap_err();
+    assert!(matches!(e, tenancy_core::Error::Unauthorized { .. }), "{e}");
+}
+
+trait ListIds {
+    async fn list_all_ids(&self) -> Vec<String>;
+}
+
+impl<R: TenantRegistry> ListIds for R {
+    async fn list_all_ids(&self) -> Vec<String> {
+        tenancy_core::TenantRegistryExt::list_all(self, Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id.to_string())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_through_one_replica_is_refused_by_the_other_within_the_refresh_interval()
+{
+    let refresh = Duration::from_secs(1);
+    let backend: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+    let clock = ManualClock::starting_now();
+    let a = live_on(backend.clone(), clock.clone(), config(refresh)).await;
+    let b = live_on(backend, clock, config(refresh)).await;
+    a.registry.bootstrap(&Secret::new(ADMIN)).await.unwrap();
+    let to_a = Client::new(&a.url).unwrap();
+    let to_b = Client::new(&b.url).unwrap();
+    let created = to_a
+        .registry(Secret::new(ADMIN))
+        .create(NewTenant::new(tid("acme")))
+        .await
+        .unwrap();
+
+    // Logged in through A, used through both (both cache it).
+    let issued = to_a
+        .login_tenant(&tid("acme"), &created.secret)
+        .await
+        .unwrap();
+    let via_a = to_a.tenant(TenantCredential::Session(issued.token.clone()));
+    let via_b = to_b.tenant(TenantCredential::Session(issued.token.clone()));
+    via_a.me().await.unwrap();
+    via_b.me().await.unwrap();
+    // A lock taken through A is held on B.
+    let key = tenancy_core::LockKey::new("stack:web:env:prod").unwrap();
+    let lease =
+        tenancy_core::LockManagerExt::try_lock(&via_a.locks(), &key, Duration::from_secs(60))
+            .await
+            .unwrap();
+    let e = tenancy_core::LockManagerExt::try_lock(&via_b.locks(), &key, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, tenancy_core::Error::LockHeld { holder } if holder.lock_id == lease.lock_id),
+        "{e}"
+    );
+
+    // Logout through A: A refuses at once, B within the refresh interval.
+    via_a.logout().await.unwrap();
+    assert!(via_a.me().await.is_err());
+    let started = std::time::Instant::now();
+    loop {
+        match via_b.me().await {
+            Err(tenancy_core::Error::Unauthorized { .. }) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            started.elapsed() < refresh * 3,
+            "replica B honours a revoked session {:?} later",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() <= refresh + Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_one_temporary_cannot_reach_error() {
+    // A port nothing listens on: bind one, then let it go.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let client = Client::builder(&url)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let e = client.ready().await.unwrap_err();
+    assert!(matches!(e, tenancy_core::Error::Backend { .. }), "{e}");
+    assert!(e.is_temporary());
+    let shown = e.to_string();
+    assert!(shown.contains(&format!("cannot reach {url}")), "{shown}");
+    assert!(!shown.contains('\n'), "one line: {shown}");
+    let e = client
+        .login_tenant(
+            &tid("acme"),
+            &Secret::new("tnc_0123456789abcdef0123456789abcdef"),
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+
+    assert!(matches!(
+        Client::new("ftp://example.com"),
+        Err(tenancy_core::Error::InvalidInput { .. })
+    ));
+}
