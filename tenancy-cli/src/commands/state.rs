@@ -91,7 +91,8 @@ async fn fence_for(
 ) -> anyhow::Result<Option<u64>> {
     let key = tenancy_core::LockKey::stack_env(stack, env)?;
     let locks = tenancy_lock::TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
-    match tenancy_lock::holder_fence(&locks, &key, lock_id, None).await {
+    let now = ctx.services.clock.now();
+    match tenancy_lock::holder_fence(&locks, &key, lock_id, None, now).await {
         Ok(fence) => Ok(fence),
         Err(e @ Error::LockHeld { .. }) => Err(anyhow::Error::new(e).context(format!(
             "{stack}/{env} is locked; pass --lock-id with the holder's lock id if you hold it"

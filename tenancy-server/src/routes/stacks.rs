@@ -26,8 +26,9 @@
 //!   client's (Terraform sends a UUID); the client's `Operation`, `Info`,
 //!   `Who`, `Version` and `Path` are stored with our lease and fencing
 //!   token. Terraform never renews, so the lease is the server's
-//!   `stack_lock_ttl` (default 1 h), and every save made under the lock
-//!   extends it by that much again.
+//!   `stack_lock_ttl` (default 1 h), and a save, delete or rollback made
+//!   under the lock extends it to that much from now whenever less than
+//!   half of it is left (so a save on a fresh lease costs no renew).
 //! - **Saves.** While the stack is locked, a save without `?ID` is 423 (also
 //!   for a client run with `-lock=false`) and a save with another id (stale
 //!   or foreign) is 409; a save with `?ID` of a lock that is no longer held
@@ -254,7 +255,8 @@ async fn under_lock(
         None => None,
         Some(raw) => Some(LockId::parse(raw).map_err(|e| ApiError::from(e).into_response())?),
     };
-    match holder_fence(locks, key, id, Some(state.config().stack_lock_ttl)).await {
+    let now = state.clock().now();
+    match holder_fence(locks, key, id, Some(state.config().stack_lock_ttl), now).await {
         Ok(fence) => Ok(fence),
         Err(Error::LockHeld { holder }) => Err(locked(&holder)),
         Err(Error::Fenced { what }) => Err(lost(what).into_response()),
@@ -697,3 +699,37 @@ pub(crate) async fn rollback(
 pub(crate) const DEFAULT_STACK_LOCK_TTL: Duration = Duration::from_secs(3600);
 /// The default largest stack state document: 32 MiB.
 pub(crate) const DEFAULT_STACK_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// The path of an admin force-unlock.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AdminStackPath {
+    id: String,
+    stack: String,
+    env: String,
+}
+
+/// The admin's force-unlock of a tenant's stack lock (whoever holds it):
+/// 200 with the lock it ended, or 404 when it is not locked.
+#[utoipa::path(delete, path = "/v1/tenants/{id}/stacks/{stack}/{env}/lock", tag = "admin",
+    params(("id" = String, Path, description = "tenant id"), ("stack" = String, Path), ("env" = String, Path)),
+    security(("admin" = [])),
+    responses((status = 200, body = TerraformLock), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn admin_force_unlock(
+    State(state): State<AppState>,
+    Path(p): Path<AdminStackPath>,
+) -> ApiResult<axum::Json<TerraformLock>> {
+    let id = tenancy_core::TenantId::new(&p.id)?;
+    let tenant = state.registry().get(&id).await?;
+    let key = lock_key(&StackPath {
+        stack: p.stack,
+        env: p.env,
+    })?;
+    let locks = state.stores().locks(&tenant)?;
+    let holder = locks
+        .inspect(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{key} of tenant {id} is not locked")))?;
+    locks.force_unlock(&key, holder.lock_id).await?;
+    Ok(axum::Json(TerraformLock::from(&holder)))
+}
