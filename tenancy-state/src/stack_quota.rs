@@ -25,6 +25,14 @@
 //!   (committed stack reservations stay listed in the usage record; a stack
 //!   counted before markers gives back an unlisted unit).
 //!
+//! The **current document** of each stack environment also counts against
+//! the plan's `state_bytes` (its size) and `state_objects` (one per stack
+//! environment), exactly like an object of the state API: a save reserves
+//! the growth (and one object for a new environment) before it writes,
+//! commits after, and gives a shrink back; a delete gives its size and the
+//! object back; a refused save stores nothing (429 `quota_exceeded`).
+//! History is not counted (it is bounded by retention where one is set).
+//!
 //! # Bounds
 //!
 //! - A crash between creating the marker and committing its reservation
@@ -76,8 +84,77 @@ async fn other_live_env<B: StateBackend>(
         .any(|(s, e)| s == stack && e != except))
 }
 
+/// How often a save on top of the latest version starts again after
+/// losing a race (each round is accounted afresh).
+const LATEST_ROUNDS: u32 = 16;
+
+/// The `state_bytes` / `state_objects` reservations of one write.
+struct Stored<'a> {
+    registry: &'a dyn TenantRegistry,
+    tenant: &'a Tenant,
+    taken: Vec<Reservation>,
+}
+
+impl<'a> Stored<'a> {
+    fn new(registry: &'a dyn TenantRegistry, tenant: &'a Tenant) -> Self {
+        Stored {
+            registry,
+            tenant,
+            taken: Vec::new(),
+        }
+    }
+
+    async fn reserve(&mut self, resource: Resource, amount: u64) -> Result<()> {
+        if amount > 0 {
+            let r = self
+                .registry
+                .reserve(&self.tenant.id, resource, amount)
+                .await?;
+            self.taken.push(r);
+        }
+        Ok(())
+    }
+
+    async fn settle(mut self, ok: bool) -> Result<()> {
+        for r in std::mem::take(&mut self.taken) {
+            if ok {
+                self.registry.commit(&r).await?;
+            } else {
+                self.registry.release(&r).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives back `amount` of `resource` held by committed stack writes.
+async fn give_back(
+    registry: &dyn TenantRegistry,
+    tenant: &Tenant,
+    resource: Resource,
+    amount: u64,
+) -> Result<()> {
+    if amount == 0 {
+        return Ok(());
+    }
+    registry
+        .release(&Reservation {
+            id: Uuid::new_v4(),
+            tenant: tenant.id.clone(),
+            resource,
+            amount,
+            created_at: Utc::now(),
+        })
+        .await
+}
+
+fn len(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
 /// Saves `doc` at `stack`/`env` like [`StackStore::save_document`],
-/// counting a new stack against the tenant's `max_stacks` (see the
+/// counting a new stack against the tenant's `max_stacks`, and the current
+/// document against `state_bytes` and `state_objects` (see the
 /// [module docs](self)).
 pub async fn save_counted<B: StateBackend>(
     store: &StackStore<B>,
@@ -88,53 +165,134 @@ pub async fn save_counted<B: StateBackend>(
     doc: &StateDocument,
     opts: SaveOptions,
 ) -> Result<StackVersion> {
-    // A save on top of the latest version reads it once here; the save
-    // then expects exactly that version (and starts again on top of the
-    // latest if it lost a race meanwhile).
-    let (maybe_new, pinned) = match opts.expected {
-        Expected::Serial(_) => (false, opts),
-        Expected::New => (true, opts),
-        Expected::Latest => match store.current(stack, env).await? {
-            None => (
-                true,
-                SaveOptions {
-                    expected: Expected::New,
-                    ..opts
-                },
-            ),
-            Some(cur) => (
-                false,
-                SaveOptions {
-                    expected: Expected::Serial(cur.serial),
-                    ..opts
-                },
-            ),
+    counted(store, registry, tenant, stack, env, doc, None, opts).await
+}
+
+/// [`save_once`], started again on top of the latest version after a lost
+/// race when `opts` expects [`Expected::Latest`].
+#[allow(clippy::too_many_arguments)]
+async fn counted<B: StateBackend>(
+    store: &StackStore<B>,
+    registry: &dyn TenantRegistry,
+    tenant: &Tenant,
+    stack: &str,
+    env: &str,
+    doc: &StateDocument,
+    rollback_to: Option<u64>,
+    opts: SaveOptions,
+) -> Result<StackVersion> {
+    let latest = opts.expected == Expected::Latest;
+    let mut round = 0;
+    loop {
+        round += 1;
+        match save_once(store, registry, tenant, stack, env, doc, rollback_to, opts).await {
+            Err(Error::Precondition { .. }) if latest && round < LATEST_ROUNDS => continue,
+            other => return other,
+        }
+    }
+}
+
+/// One accounted save (or rollback to `rollback_to`, whose document `doc`
+/// is): read the current version, reserve what the new document adds,
+/// write expecting exactly that version, settle.
+#[allow(clippy::too_many_arguments)]
+async fn save_once<B: StateBackend>(
+    store: &StackStore<B>,
+    registry: &dyn TenantRegistry,
+    tenant: &Tenant,
+    stack: &str,
+    env: &str,
+    doc: &StateDocument,
+    rollback_to: Option<u64>,
+    opts: SaveOptions,
+) -> Result<StackVersion> {
+    let cur = store.current(stack, env).await?;
+    let pinned = match (&cur, opts.expected) {
+        (None, Expected::Latest) => SaveOptions {
+            expected: Expected::New,
+            ..opts
         },
+        (Some(c), Expected::Latest) => SaveOptions {
+            expected: Expected::Serial(c.serial),
+            ..opts
+        },
+        _ => opts,
     };
-    let counted = if maybe_new {
-        count_stack(store, registry, tenant, stack, env).await?
+    let (old_len, new_len) = (cur.as_ref().map_or(0, |c| len(&c.raw)), len(doc.as_bytes()));
+    let mut stored = Stored::new(registry, tenant);
+    let reserved = async {
+        stored
+            .reserve(Resource::StateBytes, new_len.saturating_sub(old_len))
+            .await?;
+        stored
+            .reserve(Resource::StateObjects, u64::from(cur.is_none()))
+            .await
+    }
+    .await;
+    if let Err(e) = reserved {
+        stored.settle(false).await?;
+        return Err(e);
+    }
+    let counted = if cur.is_none() {
+        match count_stack(store, registry, tenant, stack, env).await {
+            Ok(c) => c,
+            Err(e) => {
+                stored.settle(false).await?;
+                return Err(e);
+            }
+        }
     } else {
         None
     };
-    let saved = match store.save_document(stack, env, doc, pinned).await {
-        Err(Error::Precondition { .. }) if opts.expected == Expected::Latest => {
-            store.save_document(stack, env, doc, opts).await
-        }
-        other => other,
+    let saved = match rollback_to {
+        None => store.save_document(stack, env, doc, pinned).await,
+        Some(to) => store.rollback_with(stack, env, to, pinned).await,
     };
-    if let (Err(_), Some((marker, r))) = (&saved, counted) {
-        // Best effort: a failure here leaves one unit counted for a
-        // stack without state (the bound in the module docs).
-        if store
-            .backend()
-            .delete(&marker, DeleteMode::Any)
-            .await
-            .is_ok()
-        {
-            let _ = registry.release(&r).await;
+    match &saved {
+        Ok(_) => {
+            stored.settle(true).await?;
+            give_back(
+                registry,
+                tenant,
+                Resource::StateBytes,
+                old_len.saturating_sub(new_len),
+            )
+            .await?;
+        }
+        Err(_) => {
+            stored.settle(false).await?;
+            if let Some((marker, r)) = counted {
+                // Best effort: a failure here leaves one unit counted for a
+                // stack without state (the bound in the module docs).
+                if store
+                    .backend()
+                    .delete(&marker, DeleteMode::Any)
+                    .await
+                    .is_ok()
+                {
+                    let _ = registry.release(&r).await;
+                }
+            }
         }
     }
     saved
+}
+
+/// Rolls `stack`/`env` back to version `to` like
+/// [`StackStore::rollback_with`], accounted like a save of that version's
+/// document (a deleted stack environment comes back counted).
+pub async fn rollback_counted<B: StateBackend>(
+    store: &StackStore<B>,
+    registry: &dyn TenantRegistry,
+    tenant: &Tenant,
+    stack: &str,
+    env: &str,
+    to: u64,
+    opts: SaveOptions,
+) -> Result<StackVersion> {
+    let old = store.version(stack, env, to).await?;
+    let doc = StateDocument::from_bytes(&old.raw)?;
+    counted(store, registry, tenant, stack, env, &doc, Some(to), opts).await
 }
 
 /// Counts `stack` if it is not counted yet; returns the marker and the
@@ -232,7 +390,29 @@ pub async fn delete_counted<B: StateBackend>(
     env: &str,
     opts: SaveOptions,
 ) -> Result<(StackVersion, bool)> {
-    let gone = store.delete(stack, env, opts).await?;
+    let latest = opts.expected == Expected::Latest;
+    let mut round = 0;
+    let (gone, size) = loop {
+        round += 1;
+        let cur = store
+            .current(stack, env)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no state for stack {stack}/{env}")))?;
+        let pinned = match opts.expected {
+            Expected::Latest => SaveOptions {
+                expected: Expected::Serial(cur.serial),
+                ..opts
+            },
+            _ => opts,
+        };
+        match store.delete(stack, env, pinned).await {
+            Ok(v) => break (v, len(&cur.raw)),
+            Err(Error::Precondition { .. }) if latest && round < LATEST_ROUNDS => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    give_back(registry, tenant, Resource::StateBytes, size).await?;
+    give_back(registry, tenant, Resource::StateObjects, 1).await?;
     if other_live_env(store, stack, env).await? {
         return Ok((gone, false));
     }

@@ -674,15 +674,18 @@ pub(crate) async fn rollback(
             let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
             let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
             let store = store(&state, &who).map_err(IntoResponse::into_response)?;
-            let v = store
-                .rollback_with(
-                    &p.stack,
-                    &p.env,
-                    body.to,
-                    SaveOptions::new(Expected::Latest).fenced(fence),
-                )
-                .await
-                .map_err(|e| ApiError::from(e).into_response())?;
+            let v = stack_quota::rollback_counted(
+                &store,
+                &**state.registry(),
+                who.tenant(),
+                &p.stack,
+                &p.env,
+                body.to,
+                SaveOptions::new(Expected::Latest).fenced(fence),
+            )
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+            state.usage_cache().invalidate(who.id());
             Ok(axum::Json(StackWritten {
                 stack: p.stack,
                 env: p.env,

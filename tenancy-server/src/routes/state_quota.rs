@@ -40,8 +40,9 @@
 //!   the drift is bounded by what was in flight at the crash.
 //! - **S3** has no conditional delete: two concurrent `DELETE`s of one object
 //!   both give its size back (the counter ends below the truth by that size).
-//! - Only the state API counts: stack state (`/v1/stacks/...`) and the
-//!   server's own `_server/` records are not counted.
+//! - The server's own `_server/` records are not counted. Stack state
+//!   (`/v1/stacks/...`) counts its current documents the same way, in
+//!   `tenancy_state::stack_quota`.
 
 use std::sync::Arc;
 
