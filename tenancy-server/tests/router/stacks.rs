@@ -461,18 +461,16 @@ async fn backend_calls_per_terraform_save_and_cli_put() {
         br#"{"grown": "by even more bytes than the Terraform save before it wrote, so it reserves again"}"#,
     )
     .unwrap();
-    tenancy_state::stack_quota::save_counted(
-        &store,
-        &**h.state.registry(),
-        &tenant,
-        "web",
-        "prod",
-        &doc,
-        tenancy_state::stack::SaveOptions::new(tenancy_state::stack::Expected::Latest)
-            .fenced(fence),
-    )
-    .await
-    .unwrap();
+    tenancy_state::stack_quota::StackQuota::new(&store, &**h.state.registry(), &tenant)
+        .save(
+            "web",
+            "prod",
+            &doc,
+            tenancy_state::stack::SaveOptions::new(tenancy_state::stack::Expected::Latest)
+                .fenced(fence),
+        )
+        .await
+        .unwrap();
     let cli = counting.take();
     println!("backend calls per Terraform save: {terraform:?}; per CLI state put (without its session check): {cli:?}");
     // a fresh lease is not renewed, so a Terraform save costs what a CLI put
