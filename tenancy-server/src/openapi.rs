@@ -46,7 +46,7 @@ impl Modify for Security {
         sessions::admin_logout, sessions::admin_revoke, sessions::tenant_list,
         sessions::tenant_revoke,
         stacks::list, stacks::get_state, stacks::save_state, stacks::delete_state,
-        stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback,
+        stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback, stacks::admin_force_unlock,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::{json, Value};
 use tenancy_core::{Error, StateBackend, Tenant};
-use tenancy_state::stack::{SaveOptions, StackStore, StateDocument};
-use tenancy_state::stack_quota;
+use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
+use tenancy_state::stack_quota::StackQuota;
 use tenancy_state::TenantScoped;
 
 use super::Ctx;
@@ -79,6 +79,28 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
     Ok(doc)
 }
 
+/// The fencing token of the stack environment's lock that `lock_id` holds
+/// (`None` when it is unlocked and no id is given); refused while someone
+/// else holds it, the same rule as the server's stack routes.
+async fn fence_for(
+    ctx: &Ctx<'_>,
+    t: &Tenant,
+    stack: &str,
+    env: &str,
+    lock_id: Option<tenancy_core::LockId>,
+) -> anyhow::Result<Option<u64>> {
+    let key = tenancy_core::LockKey::stack_env(stack, env)?;
+    let locks = tenancy_lock::TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
+    let now = ctx.services.clock.now();
+    match tenancy_lock::holder_fence(&locks, &key, lock_id, None, now).await {
+        Ok(fence) => Ok(fence),
+        Err(e @ Error::LockHeld { .. }) => Err(anyhow::Error::new(e).context(format!(
+            "{stack}/{env} is locked; pass --lock-id with the holder's lock id if you hold it"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `tenancy state put --stack S --env E [--file F]`.
 pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result<()> {
     let (stack, env) = (args.at.stack.as_str(), args.at.env.as_str());
@@ -86,11 +108,11 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result
     let doc = read_document(ctx, args.file.as_deref())?;
     let store = store_for(ctx, &t)?;
     let doc = StateDocument::from_value(&doc)?;
-    let current = store.current(stack, env).await?;
-    let opts = SaveOptions::new(current.as_ref().map(|c| c.serial));
-    let saved =
-        stack_quota::save_counted(&store, &*ctx.services.registry, &t, stack, env, &doc, opts)
-            .await;
+    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
+    let opts = SaveOptions::new(Expected::Latest).fenced(fence);
+    let saved = StackQuota::new(&store, &*ctx.services.registry, &t)
+        .save(stack, env, &doc, opts)
+        .await;
     let saved = saved.with_context(|| format!("saving the state of {stack}/{env}"))?;
     if ctx.is_json() {
         ctx.out().json(&json!({
@@ -315,9 +337,15 @@ pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyh
     let (stack, env, to) = (args.at.stack.as_str(), args.at.env.as_str(), args.to);
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
+    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
     // A damaged state.json cannot say its serial: restore over it instead.
     let v = match store.current(stack, env).await {
-        Ok(Some(cur)) => store.rollback(stack, env, to, Some(cur.serial)).await,
+        Ok(Some(cur)) => {
+            let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
+            StackQuota::new(&store, &*ctx.services.registry, &t)
+                .rollback(stack, env, to, opts)
+                .await
+        }
         Ok(None) => Err(Error::not_found(format!(
             "no state for stack {stack} env {env}"
         ))),

@@ -64,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/admin/sessions/{id}"),
     ("GET", "/v1/tenants/{id}/sessions"),
     ("DELETE", "/v1/tenants/{id}/sessions/{session}"),
+    ("DELETE", "/v1/tenants/{id}/stacks/{stack}/{env}/lock"),
     ("GET", "/v1/tenant"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions"),
@@ -145,6 +146,10 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/tenants/{id}/sessions/{session}",
             delete(sessions::tenant_revoke),
+        )
+        .route(
+            "/v1/tenants/{id}/stacks/{stack}/{env}/lock",
+            delete(stacks::admin_force_unlock),
         )
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
