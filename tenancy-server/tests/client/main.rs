@@ -307,3 +307,73 @@ async fn a_server_that_is_down_is_one_temporary_cannot_reach_error() {
         Err(tenancy_core::Error::InvalidInput { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_through_the_tenant_client_keeps_versions_and_conditions() {
+    use bytes::Bytes;
+    use tenancy_core::{DeleteMode, Error, PutMode, StateKey};
+    let live = live(true).await;
+    let client = Client::new(&live.url).unwrap();
+    let created = client
+        .registry(Secret::new(ADMIN))
+        .create(NewTenant::new(tid("acme")))
+        .await
+        .unwrap();
+    let issued = client
+        .login_tenant(&tid("acme"), &created.secret)
+        .await
+        .unwrap();
+    let acme = client.tenant(TenantCredential::Session(issued.token));
+    let key = StateKey::new("configs/web/app.json").unwrap();
+
+    assert!(acme.get_state(&key).await.unwrap().is_none());
+    let v1 = acme
+        .put_state(&key, Bytes::from_static(b"{\"n\":1}"), PutMode::Create)
+        .await
+        .unwrap();
+    let e = acme
+        .put_state(&key, Bytes::from_static(b"{}"), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
+    let got = acme.get_state(&key).await.unwrap().unwrap();
+    assert_eq!((got.bytes.as_ref(), &got.version), (&b"{\"n\":1}"[..], &v1));
+    let v2 = acme
+        .put_state(
+            &key,
+            Bytes::from_static(b"{\"n\":2}"),
+            PutMode::Update(v1.clone()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    let e = acme
+        .put_state(&key, Bytes::from_static(b"{}"), PutMode::Update(v1.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Precondition { .. }), "{e}");
+    let (listed, truncated) = acme
+        .list_state(Some(&StateKey::new("configs").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        ["configs/web/app.json"]
+    );
+    assert!(!truncated);
+    let e = acme
+        .delete_state(&key, DeleteMode::IfVersion(v1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Precondition { .. }), "{e}");
+    acme.delete_state(&key, DeleteMode::IfVersion(v2))
+        .await
+        .unwrap();
+    assert!(acme.get_state(&key).await.unwrap().is_none());
+    // The server's own prefix is refused, as for any client.
+    let e = acme
+        .get_state(&StateKey::new("_server/jobs/x").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Forbidden { .. }), "{e}");
+}
