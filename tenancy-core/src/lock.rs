@@ -101,6 +101,11 @@ pub struct LockRequest {
     pub info: String,
     /// The tenant (set by the tenant wrapper).
     pub tenant: Option<TenantId>,
+    /// The lock id the lease gets, or `None` (the default) for a fresh random
+    /// one. A wrapper that must name the lease before it exists sets it (the
+    /// lock quota layer, `tenancy_lock::LimitedLocks`); it must be a fresh
+    /// random id ([`LockId::new_random`]), never one a client chose.
+    pub lock_id: Option<LockId>,
 }
 
 impl LockRequest {
@@ -113,7 +118,14 @@ impl LockRequest {
             operation: String::new(),
             info: String::new(),
             tenant: None,
+            lock_id: None,
         }
+    }
+
+    /// Sets the lock id the lease gets (see [`LockRequest::lock_id`]).
+    pub fn with_lock_id(mut self, id: LockId) -> Self {
+        self.lock_id = Some(id);
+        self
     }
 
     /// Sets the operation.

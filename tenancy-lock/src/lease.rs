@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use tenancy_core::clock::chrono_duration;
 use tenancy_core::{Error, LockId, LockInfo, LockKey, LockRequest, TOOL_VERSION};
 
-/// A fresh lease for `req`, taken at `now` with `fencing_token`.
+/// A fresh lease for `req`, taken at `now` with `fencing_token`, with the
+/// request's lock id if it names one, else a random one.
 pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u64) -> LockInfo {
     LockInfo {
         key: req.key.clone(),
-        lock_id: random_lock_id(),
+        lock_id: req.lock_id.unwrap_or_else(random_lock_id),
         tenant: req.tenant.clone(),
         who: req.who.clone(),
         operation: req.operation.clone(),

@@ -95,7 +95,8 @@ pub async fn harness_on(
             .await
             .unwrap();
     }
-    let state = AppState::builder(registry, Arc::new(SharedStores::new(backend.clone())))
+    let stores = SharedStores::new(backend.clone()).with_clock(clock_dyn.clone());
+    let state = AppState::builder(registry, Arc::new(stores))
         .config(config)
         .clock(clock_dyn)
         .build()
