@@ -80,7 +80,10 @@ pub(crate) fn code_of(e: &Error) -> i32 {
         }
         ErrorKind::Forbidden => FORBIDDEN,
         ErrorKind::NotFound => NOT_FOUND,
-        ErrorKind::AlreadyExists | ErrorKind::Precondition | ErrorKind::LockHeld => CONFLICT,
+        ErrorKind::AlreadyExists
+        | ErrorKind::Precondition
+        | ErrorKind::Fenced
+        | ErrorKind::LockHeld => CONFLICT,
         ErrorKind::QuotaExceeded => QUOTA,
         ErrorKind::InvalidInput => USAGE,
         ErrorKind::Corrupt | ErrorKind::NotImplemented | ErrorKind::Backend => OTHER,
@@ -112,6 +115,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         ErrorKind::NotFound => "check the name or id and try again",
         ErrorKind::AlreadyExists => "pick another name, or use the existing one",
         ErrorKind::Precondition => "someone changed it meanwhile; read it again and retry",
+        ErrorKind::Fenced => {
+            "another holder took the lock and saved since; read the state again under a new lock"
+        }
         ErrorKind::LockHeld => {
             "wait for the lease to expire, retry with --wait, or ask the holder to release it"
         }

@@ -36,6 +36,15 @@ pub enum Error {
         what: String,
     },
 
+    /// A write made under a lock was refused because a newer holder has
+    /// written since (its fencing token is below the one recorded), or the
+    /// lock it was made under was lost.
+    #[error("fenced: {what}")]
+    Fenced {
+        /// What was refused, and which tokens were compared.
+        what: String,
+    },
+
     /// The lock is held by someone else.
     #[error("lock {} is held by {} (lock id {}, operation {:?}, expires {})",
         .holder.key, .holder.who, .holder.lock_id, .holder.operation, .holder.expires)]
@@ -136,6 +145,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// [`Error::Precondition`].
     Precondition,
+    /// [`Error::Fenced`].
+    Fenced,
     /// [`Error::LockHeld`].
     LockHeld,
     /// [`Error::Unauthorized`].
@@ -160,10 +171,11 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
         ErrorKind::Precondition,
+        ErrorKind::Fenced,
         ErrorKind::LockHeld,
         ErrorKind::Unauthorized,
         ErrorKind::SessionExpired,
@@ -184,6 +196,7 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::Precondition { .. } => ErrorKind::Precondition,
+            Error::Fenced { .. } => ErrorKind::Fenced,
             Error::LockHeld { .. } => ErrorKind::LockHeld,
             Error::Unauthorized { .. } => ErrorKind::Unauthorized,
             Error::SessionExpired { .. } => ErrorKind::SessionExpired,

@@ -77,6 +77,10 @@ pub struct LockInfo {
     pub version: String,
     /// Free-form information.
     pub info: String,
+    /// The client's path for what it locked (Terraform's `LockInfo.Path`);
+    /// empty when the client gave none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
 }
 
 impl LockInfo {
@@ -101,11 +105,13 @@ pub struct LockRequest {
     pub info: String,
     /// The tenant (set by the tenant wrapper).
     pub tenant: Option<TenantId>,
-    /// The lock id the lease gets, or `None` (the default) for a fresh random
-    /// one. A wrapper that must name the lease before it exists sets it (the
-    /// lock quota layer, `tenancy_lock::LimitedLocks`); it must be a fresh
-    /// random id ([`LockId::new_random`]), never one a client chose.
+    /// The lock id the holder chose (Terraform sends its own); `None`: the
+    /// manager makes a random one.
     pub lock_id: Option<LockId>,
+    /// The holder's tool version (default: this library's).
+    pub version: Option<String>,
+    /// The client's path for what it locks (Terraform's `LockInfo.Path`).
+    pub path: String,
 }
 
 impl LockRequest {
@@ -119,12 +125,26 @@ impl LockRequest {
             info: String::new(),
             tenant: None,
             lock_id: None,
+            version: None,
+            path: String::new(),
         }
     }
 
-    /// Sets the lock id the lease gets (see [`LockRequest::lock_id`]).
-    pub fn with_lock_id(mut self, id: LockId) -> Self {
+    /// Uses the holder's own lock id instead of a random one.
+    pub fn lock_id(mut self, id: LockId) -> Self {
         self.lock_id = Some(id);
+        self
+    }
+
+    /// Records the holder's tool version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Records the client's path for what it locks.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
         self
     }
 
@@ -152,10 +172,13 @@ impl LockRequest {
     /// (e.g. JSON) and only bounded in length.
     pub fn validate(&self) -> Result<()> {
         validate_ttl(self.ttl)?;
+        let version = self.version.clone().unwrap_or_default();
         for (what, v) in [
             ("who", &self.who),
             ("operation", &self.operation),
             ("info", &self.info),
+            ("version", &version),
+            ("path", &self.path),
         ] {
             if v.len() > MAX_LOCK_TEXT {
                 return Err(Error::invalid(format!(
@@ -164,7 +187,12 @@ impl LockRequest {
                 )));
             }
         }
-        for (what, v) in [("who", &self.who), ("operation", &self.operation)] {
+        for (what, v) in [
+            ("who", &self.who),
+            ("operation", &self.operation),
+            ("version", &version),
+            ("path", &self.path),
+        ] {
             if let Some(c) = v.chars().find(|c| c.is_control()) {
                 return Err(Error::invalid(format!(
                     "lock {what} contains the control character {c:?}; use one line of printable text"

@@ -20,8 +20,12 @@ pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u6
         expires: expiry(now, req.ttl),
         last_heartbeat: now,
         fencing_token,
-        version: TOOL_VERSION.to_string(),
+        version: req
+            .version
+            .clone()
+            .unwrap_or_else(|| TOOL_VERSION.to_string()),
         info: req.info.clone(),
+        path: req.path.clone(),
     }
 }
 

@@ -12,6 +12,8 @@
 //!   limit of locks at once, counted atomically and crash-safely on a store.
 //! - [`HeartbeatGuard`]: renews a lease every ttl/3 and reports its loss.
 //! - [`Backoff`]: the retry schedule of `acquire(req, wait)`.
+//! - [`holder_fence`]: whether a write under a lock id may go on, and the
+//!   fencing token it records.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -32,6 +34,7 @@
 //! ```
 
 mod backoff;
+mod fence;
 mod heartbeat;
 mod lease;
 mod limit;
@@ -40,6 +43,7 @@ mod store;
 mod tenant;
 
 pub use backoff::acquire_with_backoff;
+pub use fence::holder_fence;
 pub use heartbeat::{HeartbeatGuard, HeartbeatState};
 pub use limit::{HeldEntry, HeldRecord, LimitedLocks, DUPLICATE_SLACK, HELD_RECORD_FORMAT};
 pub use memory::MemoryLockManager;

@@ -12,13 +12,16 @@
 //!
 //! `locks-held/<tenant>.json` (core's `layout::locks_held`, outside the
 //! tenant's own tree, so a tenant that writes its state cannot change it): a
-//! JSON [`HeldRecord`] with one [`HeldEntry`] `(key, lock id, until)` per
-//! acquire that went through this layer and may hold its lock. `until` is
-//! when the entry's lease ends as far as the record knows: the acquire's
-//! `now + ttl`, moved only when a prune reads the real lease (a renew moves
-//! the lease, not the record, so renewing costs nothing here). The **count**
-//! is the number of distinct keys among the entries: a key is held by at
-//! most one lease, so another try on a held key needs no new slot.
+//! JSON [`HeldRecord`] with one [`HeldEntry`] `(key, lock id, claim, until)`
+//! per acquire that went through this layer and may hold its lock. The claim
+//! is the acquire's own random id (a client may choose its lock id, and use
+//! one twice, so entries are removed by claim). `until` is when the entry's
+//! lease ends as far as the record knows: the acquire's `now + ttl`, moved
+//! only when a prune reads the real lease (a renew moves the lease, not the
+//! record, so renewing costs nothing here). The **count** is the number of
+//! distinct keys among the entries: a key is held by at most one lease, so
+//! another try on a held key needs no new slot. At most one entry has a
+//! given key and lock id.
 //!
 //! # The invariant, and why the limit holds
 //!
@@ -32,26 +35,32 @@
 //!
 //! # Protocol
 //!
-//! - **acquire**: pick the lease's lock id up front (a fresh random one, see
-//!   `LockRequest::lock_id`); CAS-add `(key, id, now + ttl)` (refused when
-//!   full, after a prune); then acquire through the inner manager with that
-//!   id. A definite refusal (`LockHeld`, bad input) removes the entry; an
-//!   ambiguous failure (a backend error: the write may have landed) leaves it
-//!   to expire. An acquire that returns only at or after its entry's `until`
+//! - **acquire**: the lease's lock id is the request's or a fresh random one
+//!   (`LockRequest::lock_id`), and the acquire gets a fresh claim; CAS-add
+//!   `(key, id, claim, now + ttl)` (refused when full, after a prune; an
+//!   entry of the same key and id that is still live refuses it, as
+//!   `LockHeld` when the lock is held, else as an acquire in flight); then
+//!   acquire through the inner manager with that id. A definite refusal
+//!   (`LockHeld` by another id, bad input) removes the entry; an ambiguous
+//!   failure (a backend error: the write may have landed) leaves it to
+//!   expire. An acquire that returns only at or after its entry's `until`
 //!   (it took longer than its ttl) confirms its entry with one more CAS (or
 //!   re-adds it within the limit, else releases the lease and is refused),
 //!   because a prune may have judged it meanwhile.
-//! - **release / force-unlock**: through the inner manager, then CAS-remove
-//!   the entry. A crash or failure in between leaves the entry until its
-//!   `until`, then a prune drops it.
+//! - **release / force-unlock**: read the claim of the lease's entry, free
+//!   the lease through the inner manager, then CAS-remove that claim (not
+//!   whatever entry has the lock id then: an acquire of the same id that
+//!   came after the free keeps its entry). A crash or failure in between
+//!   leaves the entry until its `until`, then a prune drops it.
 //! - **renew, inspect, list**: straight to the inner manager.
 //! - **prune** (when the record is full, when it holds more than
 //!   [`DUPLICATE_SLACK`] entries beyond its distinct keys, and in
 //!   [`LimitedLocks::held`]): an entry whose `until` has passed is checked
-//!   against the lock itself (`inspect`): still held by its lock id (it was
-//!   renewed), it stays with `until` = the lease's expiry; otherwise it is
-//!   dropped. The drop is applied only to the very entry that was checked
-//!   (same key, id and `until`), on a fresh read, with compare-and-swap.
+//!   against the lock itself (`inspect`, after reading the clock): still
+//!   held by its lock id (it was renewed), it stays with `until` = the
+//!   lease's expiry; otherwise it is dropped. The drop is applied only to
+//!   the very entry that was checked (same key, id, claim and `until`), on a
+//!   fresh read, with compare-and-swap.
 //!
 //! # Why a crash or a lost release never leaks a slot
 //!
@@ -59,12 +68,13 @@
 //! entry left by a server killed between any two steps, by a release whose
 //! removal failed, or by a lease that simply ran out, is dropped by the
 //! first prune after its `until` (at most the lease's ttl, 24 h at most).
-//! Dropping is safe: the entry's lease cannot appear after the check,
-//! because an acquire that returned before `until` wrote its lease before
-//! the prune read the clock (the check sees it), and one that returned later
-//! confirms its entry, which either makes the prune's compare-and-swap fail
-//! (it re-reads and keeps the entry) or finds it gone and re-adds it within
-//! the limit. A renew of an expired lease is refused, so a dead lease stays
+//! Dropping is safe: the entry's lease cannot appear after the check. An
+//! acquire that returned before `until` wrote its lease before the prune
+//! read the clock, so the check sees it; one that returned later confirms
+//! its entry, which either makes the prune's compare-and-swap fail (it
+//! re-reads and keeps the entry) or finds it gone and re-adds it within the
+//! limit; another acquire of the same key and id is refused while the entry
+//! is there. A renew of an expired lease is refused, so a dead lease stays
 //! dead.
 //!
 //! # Bounds
@@ -73,7 +83,8 @@
 //!   the CLI, which talks to the store directly, do not.
 //! - Acquires in flight count (their entry is written first), and an entry
 //!   left by a crash counts until its `until`: the count may be above the
-//!   locks really held by those, never below.
+//!   locks really held by those, never below. An acquire of the same key and
+//!   lock id as such a leftover is refused until then.
 //! - Expiry reads this layer's clock: it must agree with the inner manager's
 //!   (and other replicas') to well within a ttl, as the lease protocol
 //!   already needs.
@@ -81,8 +92,8 @@
 //!   its) with [`Error::Corrupt`]; deleting it starts the count from zero, so
 //!   until the locks then held end, the tenant may hold up to twice its limit.
 //! - Every acquire costs one read and one compare-and-swap write of the
-//!   record (two more when it is refused as held, and for a release); a
-//!   renew costs nothing. Acquires of one tenant contend on its one record.
+//!   record (two more when it is refused as held); a release one read more;
+//!   a renew nothing. Acquires of one tenant contend on its one record.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -97,6 +108,8 @@ use tenancy_core::{
     Backoff, Clock, Error, ErrorKind, LockId, LockInfo, LockKey, LockManager, LockRequest, Object,
     Resource, Result, Retry, StateBackend, StateBackendExt, StateKey, Step, SystemClock, TenantId,
 };
+
+use uuid::Uuid;
 
 use crate::backoff::acquire_with_backoff;
 use crate::lease::expiry;
@@ -132,8 +145,11 @@ pub struct HeldRecord {
 pub struct HeldEntry {
     /// The lock key (as the wrapped manager names it).
     pub key: LockKey,
-    /// The lease's lock id.
+    /// The lease's lock id (the client's, or one this layer picked).
     pub lock_id: LockId,
+    /// This acquire's own id: a client may use one lock id more than once,
+    /// so entries are removed by claim, never by lock id.
+    pub claim: Uuid,
     /// When the lease ends as far as the record knows (see the [module docs](self)).
     pub until: DateTime<Utc>,
 }
@@ -205,6 +221,8 @@ enum Seen {
     Full(usize),
     /// These stale entries must be checked first.
     Check(Vec<HeldEntry>),
+    /// Another live entry has this key and lock id.
+    Taken,
     /// The count.
     Count(usize),
 }
@@ -290,7 +308,7 @@ impl<L: LockManager, B: StateBackend> LimitedLocks<L, B> {
             match seen {
                 Seen::Count(n) => return Ok(u64::try_from(n).unwrap_or(u64::MAX)),
                 Seen::Check(stale) => verdicts.extend(self.check(stale).await?),
-                Seen::Added | Seen::Full(_) => return Err(self.kept_changing()),
+                Seen::Added | Seen::Full(_) | Seen::Taken => return Err(self.kept_changing()),
             }
         }
         Err(self.kept_changing())
@@ -384,26 +402,42 @@ impl<L: LockManager, B: StateBackend> LimitedLocks<L, B> {
             .collect())
     }
 
-    /// Puts `(key, id, until)` in the record: a confirm of an entry that is
-    /// there moves its `until` later; a new entry needs a slot unless its key
-    /// is already counted. Refused with `QuotaExceeded` when full after a prune.
-    async fn reserve(&self, key: &LockKey, id: LockId, until: DateTime<Utc>) -> Result<()> {
+    /// Puts the acquire `claim` of `(key, id)` in the record with `until`.
+    /// A new claim needs a slot unless its key is already counted, and is
+    /// refused when full after a prune; another entry of the same key and
+    /// lock id refuses it (as `LockHeld` when that lock is held, else as an
+    /// acquire in flight). A `confirm` (an acquire that outlived its ttl) of
+    /// an entry that is there moves its `until` later.
+    async fn reserve(
+        &self,
+        key: &LockKey,
+        id: LockId,
+        claim: Uuid,
+        until: DateTime<Utc>,
+        confirm: bool,
+    ) -> Result<()> {
         let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
         let mut verdicts = Verdicts::new();
         for _ in 0..MAX_PRUNE_ROUNDS {
             let seen = self
                 .update(|current, now| {
                     let mut rec = current.unwrap_or_else(|| HeldRecord::new(self.tenant.clone()));
-                    let mut changed = rec.apply(&verdicts, now);
+                    let changed = rec.apply(&verdicts, now);
                     if let Some(e) = rec
                         .entries
                         .iter_mut()
                         .find(|e| e.key == *key && e.lock_id == id)
                     {
-                        if e.until < until {
-                            e.until = until;
+                        if confirm || e.claim == claim {
+                            if e.until < until {
+                                e.until = until;
+                            }
+                            return self.step(rec, true, Seen::Added);
                         }
-                        return self.step(rec, true, Seen::Added);
+                        if e.until <= now {
+                            return Ok(Step::Keep(Seen::Check(vec![e.clone()])));
+                        }
+                        return Ok(Step::Keep(Seen::Taken));
                     }
                     let full = !rec.has_key(key) && rec.keys() >= limit;
                     let bloated = rec.entries.len() >= rec.keys().saturating_add(DUPLICATE_SLACK);
@@ -420,10 +454,10 @@ impl<L: LockManager, B: StateBackend> LimitedLocks<L, B> {
                     rec.entries.push(HeldEntry {
                         key: key.clone(),
                         lock_id: id,
+                        claim,
                         until,
                     });
-                    changed = true;
-                    self.step(rec, changed, Seen::Added)
+                    self.step(rec, true, Seen::Added)
                 })
                 .await?;
             match seen {
@@ -438,20 +472,41 @@ impl<L: LockManager, B: StateBackend> LimitedLocks<L, B> {
                     })
                 }
                 Seen::Check(stale) => verdicts.extend(self.check(stale).await?),
+                Seen::Taken => {
+                    return Err(match self.inner.inspect(key).await? {
+                        Some(holder) => Error::LockHeld {
+                            holder: Box::new(holder),
+                        },
+                        None => Error::precondition(format!(
+                            "lock {key} is being acquired with lock id {id} by another request; try again"
+                        )),
+                    })
+                }
                 Seen::Count(_) => return Err(self.kept_changing()),
             }
         }
         Err(self.kept_changing())
     }
 
-    /// Removes the entry `(key, id)`, if it is there.
-    async fn forget(&self, key: &LockKey, id: LockId) -> Result<()> {
+    /// The claim of the entry of `(key, id)`, if the record has one (a
+    /// record that cannot be read has none: the free goes on).
+    async fn claim_of(&self, key: &LockKey, id: LockId) -> Option<Uuid> {
+        let obj = self.backend.get(&self.record).await.ok()??;
+        let rec = self.decode(&obj).ok()?;
+        rec.entries
+            .iter()
+            .find(|e| e.key == *key && e.lock_id == id)
+            .map(|e| e.claim)
+    }
+
+    /// Removes the entry of `claim`, if it is there.
+    async fn forget(&self, claim: Uuid) -> Result<()> {
         self.update(|current, _| {
             let Some(mut rec) = current else {
                 return Ok(Step::Keep(Seen::Count(0)));
             };
             let before = rec.entries.len();
-            rec.entries.retain(|e| !(e.key == *key && e.lock_id == id));
+            rec.entries.retain(|e| e.claim != claim);
             let changed = rec.entries.len() != before;
             let count = Seen::Count(rec.keys());
             self.step(rec, changed, count)
@@ -460,11 +515,26 @@ impl<L: LockManager, B: StateBackend> LimitedLocks<L, B> {
         .map(|_| ())
     }
 
-    /// After a lease is freed: its entry goes. A failure here only keeps the
-    /// slot until the entry's `until`, when a prune drops it, so the free
-    /// that already happened is reported as it went.
-    async fn freed(&self, key: &LockKey, id: LockId) {
-        let _ = self.forget(key, id).await;
+    /// After a lease is freed or refused: its entry goes. A failure here
+    /// only keeps the slot until the entry's `until`, when a prune drops
+    /// it, so what already happened is reported as it went.
+    async fn freed(&self, claim: Option<Uuid>) {
+        if let Some(claim) = claim {
+            let _ = self.forget(claim).await;
+        }
+    }
+
+    /// Frees the lease `(key, id)` with `free` (release or force-unlock) and
+    /// then removes the entry the record had for it *before* the free, so an
+    /// acquire of the same id that comes after the free keeps its own.
+    async fn free<F>(&self, key: &LockKey, id: LockId, free: F) -> Result<()>
+    where
+        F: std::future::Future<Output = Result<()>> + Send,
+    {
+        let claim = self.claim_of(key, id).await;
+        free.await?;
+        self.freed(claim).await;
+        Ok(())
     }
 }
 
@@ -473,16 +543,17 @@ impl<L: LockManager, B: StateBackend> LockManager for LimitedLocks<L, B> {
     async fn try_acquire(&self, req: &LockRequest) -> Result<LockInfo> {
         req.validate()?;
         let id = req.lock_id.unwrap_or_else(LockId::new_random);
+        let claim = Uuid::new_v4();
         let until = expiry(self.clock.now(), req.ttl);
-        self.reserve(&req.key, id, until).await?;
-        let named = req.clone().with_lock_id(id);
+        self.reserve(&req.key, id, claim, until, false).await?;
+        let named = req.clone().lock_id(id);
         let lease = match self.inner.try_acquire(&named).await {
             Ok(lease) => lease,
             Err(e) => {
                 // Only a definite refusal frees the slot now: after anything
                 // else the lease may exist, and the entry waits for `until`.
                 let refused = match &e {
-                    // (held by this very id: a caller that named its lease twice)
+                    // (held by this very id: the entry now stands for that lease)
                     Error::LockHeld { holder } => holder.lock_id != id,
                     e => matches!(
                         e.kind(),
@@ -490,7 +561,7 @@ impl<L: LockManager, B: StateBackend> LockManager for LimitedLocks<L, B> {
                     ),
                 };
                 if refused {
-                    self.freed(&req.key, id).await;
+                    self.freed(Some(claim)).await;
                 }
                 return Err(e);
             }
@@ -499,7 +570,7 @@ impl<L: LockManager, B: StateBackend> LockManager for LimitedLocks<L, B> {
             // A manager that ignores `LockRequest::lock_id`: its lease has no
             // entry, so it must not stand.
             let _ = self.inner.release(&lease.key, lease.lock_id).await;
-            self.freed(&req.key, id).await;
+            self.freed(Some(claim)).await;
             return Err(Error::not_implemented(
                 "a lock limit on a lock manager that ignores the requested lock id",
             ));
@@ -508,9 +579,9 @@ impl<L: LockManager, B: StateBackend> LockManager for LimitedLocks<L, B> {
         if now >= until && lease.expires > now {
             // Slower than its ttl: a prune may have judged the entry meanwhile.
             // A lease that cannot be confirmed must not stand.
-            if let Err(e) = self.reserve(&req.key, id, lease.expires).await {
+            if let Err(e) = self.reserve(&req.key, id, claim, lease.expires, true).await {
                 if self.inner.release(&lease.key, id).await.is_ok() {
-                    self.freed(&req.key, id).await;
+                    self.freed(Some(claim)).await;
                 }
                 return Err(e);
             }
@@ -527,9 +598,8 @@ impl<L: LockManager, B: StateBackend> LockManager for LimitedLocks<L, B> {
     }
 
     async fn release(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
-        self.inner.release(key, lock_id).await?;
-        self.freed(key, lock_id).await;
-        Ok(())
+        self.free(key, lock_id, self.inner.release(key, lock_id))
+            .await
     }
 
     async fn inspect(&self, key: &LockKey) -> Result<Option<LockInfo>> {
@@ -541,8 +611,7 @@ impl<L: LockManager, B: StateBackend> LockManager for LimitedLocks<L, B> {
     }
 
     async fn force_unlock(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
-        self.inner.force_unlock(key, lock_id).await?;
-        self.freed(key, lock_id).await;
-        Ok(())
+        self.free(key, lock_id, self.inner.force_unlock(key, lock_id))
+            .await
     }
 }

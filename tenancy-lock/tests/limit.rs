@@ -445,3 +445,118 @@ async fn an_acquire_slower_than_its_ttl_confirms_its_entry() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_clients_own_lock_id_used_twice_counts_once() {
+    let (backend, clock, locks) = memory_setup();
+    let acme = limited(&backend, &locks, "acme", 2, &clock);
+    let k = key("stack:web:env:prod");
+    let id = LockId::new_random();
+    let lease = acme
+        .try_acquire(&LockRequest::new(k.clone(), TTL).lock_id(id))
+        .await
+        .expect("acquire with the client's id");
+    assert_eq!(lease.lock_id, id);
+    // The same id again, while it holds: held by itself, no second slot.
+    match acme
+        .try_acquire(&LockRequest::new(k.clone(), TTL).lock_id(id))
+        .await
+    {
+        Err(Error::LockHeld { holder }) => assert_eq!(holder.lock_id, id),
+        other => panic!("expected LockHeld, got {other:?}"),
+    }
+    assert_eq!(acme.held().await.expect("held"), 1);
+    acme.release(&k, id).await.expect("release");
+    assert_eq!(acme.held().await.expect("held"), 0);
+    acme.try_acquire(&LockRequest::new(k.clone(), TTL).lock_id(id))
+        .await
+        .expect("the same id again after the release");
+    assert_eq!(acme.held().await.expect("held"), 1);
+}
+
+/// The tenant's real locks, but right after a release frees a lock (before
+/// the layer above forgets its entry), another request takes the same key
+/// with the same lock id through another replica's layer.
+#[derive(Debug)]
+struct ReacquiredDuringRelease {
+    inner: Tenant,
+    other_replica: Arc<LimitedLocks<Tenant, Arc<dyn StateBackend>>>,
+    got: std::sync::Mutex<Option<Result<LockInfo>>>,
+}
+
+#[async_trait]
+impl LockManager for ReacquiredDuringRelease {
+    async fn try_acquire(&self, req: &LockRequest) -> Result<LockInfo> {
+        self.inner.try_acquire(req).await
+    }
+    async fn acquire(&self, req: &LockRequest, wait: Duration) -> Result<LockInfo> {
+        self.inner.acquire(req, wait).await
+    }
+    async fn renew(&self, k: &LockKey, id: LockId, ttl: Duration) -> Result<LockInfo> {
+        self.inner.renew(k, id, ttl).await
+    }
+    async fn release(&self, k: &LockKey, id: LockId) -> Result<()> {
+        self.inner.release(k, id).await?;
+        let again = self
+            .other_replica
+            .try_acquire(&LockRequest::new(k.clone(), TTL).lock_id(id))
+            .await;
+        *self.got.lock().expect("lock") = Some(again);
+        Ok(())
+    }
+    async fn inspect(&self, k: &LockKey) -> Result<Option<LockInfo>> {
+        self.inner.inspect(k).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn force_unlock(&self, k: &LockKey, id: LockId) -> Result<()> {
+        self.inner.force_unlock(k, id).await
+    }
+}
+
+#[tokio::test]
+async fn a_release_racing_an_acquire_of_the_same_lock_id_never_undercounts() {
+    // renewed: the entry's own `until` has passed while the lease lives on.
+    for renewed in [false, true] {
+        let (backend, clock, locks) = memory_setup();
+        let other_replica = Arc::new(limited(&backend, &locks, "acme", 1, &clock));
+        let hooked = ReacquiredDuringRelease {
+            inner: TenantLocks::new(Arc::clone(&locks), tenant("acme")),
+            other_replica: Arc::clone(&other_replica),
+            got: std::sync::Mutex::new(None),
+        };
+        let acme = LimitedLocks::new(hooked, Arc::clone(&backend), tenant("acme"), 1)
+            .expect("layer")
+            .with_clock(Arc::new(clock.clone()));
+        let k = key("stack:web:env:prod");
+        let id = LockId::new_random();
+        acme.try_acquire(&LockRequest::new(k.clone(), Duration::from_secs(10)).lock_id(id))
+            .await
+            .expect("acquire");
+        if renewed {
+            acme.renew(&k, id, Duration::from_secs(3600))
+                .await
+                .expect("renew");
+            clock.advance(Duration::from_secs(20));
+        }
+        acme.release(&k, id).await.expect("release");
+        let again = acme.inner().got.lock().expect("lock").take().expect("ran");
+        let held = other_replica.list("").await.expect("list").len();
+        assert_eq!(
+            held,
+            usize::from(again.is_ok()),
+            "renewed {renewed}: {again:?}"
+        );
+        assert_eq!(
+            other_replica.held().await.expect("held"),
+            u64::try_from(held).expect("small"),
+            "renewed {renewed}: the count is what is held"
+        );
+        // With the limit of 1 used, no other key gets in.
+        let other = other_replica
+            .try_acquire(&LockRequest::new(key("other"), TTL))
+            .await;
+        assert_eq!(other.is_ok(), held == 0, "renewed {renewed}: {other:?}");
+    }
+}

@@ -142,6 +142,12 @@ pub struct ServerConfig {
     /// How old a half-done job or worker step must be before the reconciler
     /// finishes or undoes it (operations in flight are younger). Default 60 s.
     pub reconcile_grace: Duration,
+    /// The lease of a lock taken through the stack routes (Terraform never
+    /// renews; every save made under the lock extends it again). Default 1 h.
+    pub stack_lock_ttl: Duration,
+    /// The largest stack state document a save accepts, in bytes (larger
+    /// gets 413). Default 32 MiB.
+    pub stack_body_limit: usize,
 }
 
 impl Default for ServerConfig {
@@ -156,6 +162,8 @@ impl Default for ServerConfig {
             usage_cache_ttl: Duration::from_secs(1),
             reconcile_interval: Duration::from_secs(60),
             reconcile_grace: crate::jobs::DEFAULT_RECONCILE_GRACE,
+            stack_lock_ttl: crate::routes::stacks::DEFAULT_STACK_LOCK_TTL,
+            stack_body_limit: crate::routes::stacks::DEFAULT_STACK_BODY_LIMIT,
         }
     }
 }

@@ -237,24 +237,66 @@ fn digest(key: &str) -> Digest32 {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Reads the presented tenant key from `X-API-Key` or `Authorization: Bearer`.
-pub(crate) fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let raw = if let Some(v) = headers.get(API_KEY_HEADER) {
-        v.to_str().ok()
+/// A presented tenant credential: the key, and the user of HTTP Basic auth
+/// (the tenant id the client claims, checked like `X-Tenant-ID`).
+#[derive(Debug)]
+pub(crate) struct Presented<'a> {
+    /// The secret (or key) itself.
+    pub(crate) key: std::borrow::Cow<'a, str>,
+    /// The Basic auth user name, if the key came that way.
+    pub(crate) user: Option<String>,
+}
+
+/// Reads the presented tenant key from `X-API-Key`, `Authorization: Bearer`
+/// or `Authorization: Basic` (user: the tenant id, password: the secret; the
+/// way Terraform's and OpenTofu's `http` backend authenticate).
+pub(crate) fn presented_key(headers: &HeaderMap) -> Result<Presented<'_>, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid credentials");
+    let (raw, user): (Option<std::borrow::Cow<'_, str>>, Option<String>) = if let Some(v) =
+        headers.get(API_KEY_HEADER)
+    {
+        (v.to_str().ok().map(Into::into), None)
     } else if let Some(v) = headers.get(AUTHORIZATION) {
-        match v.to_str().ok().and_then(|s| s.split_once(' ')) {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Some(token),
-            _ => None,
+        match v.to_str().ok().and_then(|s| s.trim().split_once(' ')) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                (Some(token.into()), None)
+            }
+            Some((scheme, encoded)) if scheme.eq_ignore_ascii_case("basic") => {
+                let (user, password) = basic_credentials(encoded.trim()).ok_or_else(invalid)?;
+                (Some(password.into()), Some(user))
+            }
+            _ => (None, None),
         }
     } else {
         return Err(ApiError::unauthorized(
-            "missing credentials: send X-API-Key or Authorization: Bearer",
-        ));
+                "missing credentials: send X-API-Key, Authorization: Bearer, or HTTP Basic auth (tenant id and secret)",
+            ));
     };
-    match raw.map(str::trim) {
-        Some(k) if !k.is_empty() && k.len() <= MAX_CREDENTIAL_LEN => Ok(k),
-        _ => Err(ApiError::unauthorized("invalid credentials")),
+    match raw {
+        Some(k) if !k.trim().is_empty() && k.trim().len() <= MAX_CREDENTIAL_LEN => {
+            let key = match k {
+                std::borrow::Cow::Borrowed(b) => std::borrow::Cow::Borrowed(b.trim()),
+                std::borrow::Cow::Owned(o) => std::borrow::Cow::Owned(o.trim().to_string()),
+            };
+            Ok(Presented { key, user })
+        }
+        _ => Err(invalid()),
     }
+}
+
+/// Decodes the `user:password` of a Basic credential (RFC 7617); `None` when
+/// it is not base64 of UTF-8 with a `:`, or longer than any credential.
+fn basic_credentials(encoded: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    if encoded.len() > 4 * MAX_CREDENTIAL_LEN {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 /// The optional `X-Tenant-ID`: more than one is a 400 (which one would count?).
@@ -392,7 +434,8 @@ impl TenantAuth {
     /// rate limit. On success returns the tenant and the rate-limit state.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authorized, Refused> {
         let claimed = claimed_tenant(headers)?;
-        let key = presented_key(headers)?;
+        let presented = presented_key(headers)?;
+        let key: &str = &presented.key;
         // Not a secret at all: refused before any cache, permit or store read.
         if tenancy_core::credentials::parse_secret(key).is_none() {
             return Err(ApiError::unauthorized("invalid credentials").into());
@@ -417,6 +460,13 @@ impl TenantAuth {
                     "X-Tenant-ID does not match the tenant of the credential",
                 )
                 .into());
+            }
+        }
+        // The Basic auth user is part of the credential: a secret sent with
+        // another tenant's id is refused like a wrong secret.
+        if let Some(user) = presented.user.as_deref().filter(|u| !u.is_empty()) {
+            if user != tenant.id.as_str() {
+                return Err(ApiError::unauthorized("invalid credentials").into());
             }
         }
         let rate = if self.inner.config.rate_limit {

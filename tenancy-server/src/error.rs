@@ -214,6 +214,7 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }
             ErrorKind::Precondition => ApiError::precondition(e.to_string()),
+            ErrorKind::Fenced => ApiError::new(StatusCode::CONFLICT, "fenced", e.to_string()),
             ErrorKind::LockHeld => ApiError::new(StatusCode::CONFLICT, "lock_held", ""),
             ErrorKind::Unauthorized => ApiError::unauthorized(""),
             ErrorKind::SessionExpired | ErrorKind::CredentialsRotated => {

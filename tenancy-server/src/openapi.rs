@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, jobs, open, tenant};
+use crate::routes::{admin, jobs, open, stacks, tenant};
 
 struct Security;
 
@@ -13,6 +13,10 @@ impl Modify for Security {
         components.add_security_scheme(
             "admin",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
         components.add_security_scheme(
             "api_key",
@@ -35,12 +39,15 @@ impl Modify for Security {
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::complete_job, jobs::fail_job,
         jobs::cancel_job, jobs::register_worker, jobs::list_workers, jobs::delete_worker,
         jobs::claim,
+        stacks::list, stacks::get_state, stacks::save_state, stacks::delete_state,
+        stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),
         (name = "tenant", description = "The calling tenant"),
         (name = "state", description = "The tenant's state, with ETags"),
         (name = "locks", description = "The tenant's leased locks"),
+        (name = "stacks", description = "Stack state with history, rollback and fenced locks (Terraform/OpenTofu http backend)"),
         (name = "jobs", description = "Quota-checked jobs and the tenant's own workers"),
         (name = "open", description = "Health, readiness, this document (metrics are served on their own listener)"),
     )

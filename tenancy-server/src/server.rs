@@ -88,6 +88,14 @@ pub struct Args {
     /// `off`. Keep it off the public network: it names every tenant.
     #[arg(long, env = "TENANCY_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// Seconds a lock taken through the stack routes (Terraform) lasts; every
+    /// save made under it extends it again (1 to 86400).
+    #[arg(long, env = "TENANCY_STACK_LOCK_TTL_SECS", default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub stack_lock_ttl_secs: u64,
+    /// The largest stack state document a save accepts, in bytes.
+    #[arg(long, env = "TENANCY_STACK_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
+    pub stack_body_limit: usize,
 }
 
 impl Args {
@@ -293,6 +301,8 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
         },
         reconcile_interval: Duration::from_secs(args.reconcile_interval_secs.max(1)),
         reconcile_grace: Duration::from_secs(args.reconcile_grace_secs),
+        stack_lock_ttl: Duration::from_secs(args.stack_lock_ttl_secs),
+        stack_body_limit: args.stack_body_limit,
         ..ServerConfig::default()
     };
     let registry_dyn: Arc<dyn TenantRegistry> = registry.clone();

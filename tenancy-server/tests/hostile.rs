@@ -49,6 +49,7 @@ struct World {
 async fn world() -> World {
     let h = harness_with(ServerConfig {
         body_limit: LIMIT,
+        stack_body_limit: LIMIT,
         ..ServerConfig::default()
     })
     .await;
@@ -100,6 +101,9 @@ fn concrete(w: &World, path: &str) -> String {
     path.replace("{*key}", "stacks/x/prod/state.json")
         .replace("{key}", "stack:x")
         .replace("{id}", &id)
+        .replace("{stack}", "x")
+        .replace("{env}", "prod")
+        .replace("{serial}", "1")
 }
 
 fn with_param(path: &str, value: &str) -> Option<String> {

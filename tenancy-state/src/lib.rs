@@ -33,6 +33,7 @@ mod prefix;
 pub mod registry;
 pub mod scoped;
 pub mod stack;
+pub mod stack_quota;
 pub mod testing;
 
 use std::sync::Arc;

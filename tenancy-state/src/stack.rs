@@ -109,6 +109,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tenancy_core::{
     Clock, DeleteMode, Error, Object, PutMode, Result, StateBackend, StateKey, SystemClock, Version,
@@ -123,6 +124,19 @@ const CACHE_LIMIT: usize = 4096;
 const FULL_PRUNE_EVERY: u64 = 64;
 /// Concurrent reads or deletes of history entries.
 const PARALLEL: usize = 8;
+/// How often an [`Expected::Latest`] save starts again after losing a race.
+const LATEST_ROUNDS: u32 = 16;
+/// A `state.json` this small may be a tombstone: [`StackStore::stacks`]
+/// reads those (tombstone records are about 250 bytes).
+const TOMBSTONE_MAX: u64 = 1024;
+
+/// What a commit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Save,
+    Rollback(u64),
+    Delete,
+}
 
 /// What a save or rollback produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +162,14 @@ pub struct StackSnapshot {
     pub plain: bool,
     /// The state document.
     pub document: Value,
+    /// True when this version is the deletion of the stack environment
+    /// (only [`StackStore::history`] shows those).
+    pub deleted: bool,
+    /// The state document exactly as it was saved, byte for byte
+    /// (whitespace and key order included).
+    pub raw: Bytes,
+    /// The fencing token of the lock the save was made under, if any.
+    pub fence: Option<u64>,
 }
 
 /// One entry of a stack's history.
@@ -163,6 +185,102 @@ pub struct HistoryEntry {
     pub rolled_back_from: Option<u64>,
     /// True for plain JSON written by another tool.
     pub plain: bool,
+    /// True when this version is the deletion of the stack environment
+    /// ([`StackStore::delete`]); rolling back to an older version restores it.
+    pub deleted: bool,
+    /// The fencing token of the lock the save was made under, if any.
+    pub fence: Option<u64>,
+}
+
+/// A validated JSON state document, kept byte for byte as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDocument {
+    text: Arc<str>,
+}
+
+impl StateDocument {
+    /// Checks that `bytes` are one JSON value (surrounding whitespace is
+    /// allowed and kept).
+    pub fn from_bytes(bytes: &[u8]) -> Result<StateDocument> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| Error::invalid("the state document is not UTF-8 JSON"))?;
+        serde_json::from_str::<&RawValue>(text).map_err(|e| {
+            Error::invalid(format!(
+                "the state document is not JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        Ok(StateDocument { text: text.into() })
+    }
+
+    /// The compact JSON of `value`.
+    pub fn from_value(value: &Value) -> Result<StateDocument> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::invalid(format!("cannot encode the state document: {e}")))?;
+        Ok(StateDocument { text: text.into() })
+    }
+
+    /// The document's bytes, exactly as given.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+
+    /// The JSON value and the whitespace around it.
+    fn parts(&self) -> Result<(&str, &RawValue, &str)> {
+        let core = serde_json::from_str::<&RawValue>(&self.text)
+            .map_err(|e| Error::invalid(format!("the state document is not JSON: {e}")))?;
+        let start = (core.get().as_ptr() as usize).saturating_sub(self.text.as_ptr() as usize);
+        let end = start + core.get().len();
+        let lead = self.text.get(..start).unwrap_or("");
+        let trail = self.text.get(end..).unwrap_or("");
+        Ok((lead, core, trail))
+    }
+}
+
+/// What a save expects the stack environment to be at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No state yet (or deleted).
+    New,
+    /// At this serial.
+    Serial(u64),
+    /// Whatever it is at: the save goes on top of the current version (the
+    /// way Terraform's `http` backend saves, under its lock).
+    Latest,
+}
+
+impl From<Option<u64>> for Expected {
+    fn from(serial: Option<u64>) -> Self {
+        serial.map_or(Expected::New, Expected::Serial)
+    }
+}
+
+/// How a save is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// The version the save expects.
+    pub expected: Expected,
+    /// The fencing token of the lock the save is made under: refused with
+    /// [`Error::Fenced`] when the current version was saved under a higher
+    /// one. Recorded in the new version.
+    pub fence: Option<u64>,
+}
+
+impl SaveOptions {
+    /// A save expecting `expected`, not under a lock.
+    pub fn new(expected: impl Into<Expected>) -> Self {
+        SaveOptions {
+            expected: expected.into(),
+            fence: None,
+        }
+    }
+
+    /// Made under a lock with this fencing token.
+    pub fn fenced(mut self, token: Option<u64>) -> Self {
+        self.fence = token;
+        self
+    }
 }
 
 /// A stored object of a stack that cannot be read.
@@ -193,7 +311,14 @@ struct RecordOut<'a> {
     write_id: &'a str,
     prev_id: Option<&'a str>,
     rolled_back_from: Option<u64>,
-    document: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fence: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    /// The whitespace before and after the document, when there is any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ws: Option<[&'a str; 2]>,
+    document: &'a RawValue,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,7 +331,13 @@ struct Record {
     prev_id: Option<String>,
     #[serde(default)]
     rolled_back_from: Option<u64>,
-    document: Value,
+    #[serde(default)]
+    fence: Option<u64>,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    ws: Option<[String; 2]>,
+    document: Box<RawValue>,
 }
 
 /// A stored `state.json` or history entry as read: a record, or plain JSON.
@@ -220,7 +351,12 @@ struct Rec {
     prev_id: Option<String>,
     plain: bool,
     rolled_back_from: Option<u64>,
+    fence: Option<u64>,
+    /// A tombstone written by [`StackStore::delete`].
+    deleted: bool,
     document: Value,
+    /// The document exactly as saved.
+    raw: StateDocument,
 }
 
 impl Rec {
@@ -231,6 +367,9 @@ impl Rec {
             rolled_back_from: self.rolled_back_from,
             plain: self.plain,
             document: self.document,
+            deleted: self.deleted,
+            raw: Bytes::copy_from_slice(self.raw.as_bytes()),
+            fence: self.fence,
         }
     }
 
@@ -241,6 +380,8 @@ impl Rec {
             size: size as u64,
             rolled_back_from: self.rolled_back_from,
             plain: self.plain,
+            deleted: self.deleted,
+            fence: self.fence,
         }
     }
 
@@ -275,6 +416,8 @@ struct Seen {
     version: Version,
     id: String,
     plain: bool,
+    fence: Option<u64>,
+    deleted: bool,
 }
 
 impl Seen {
@@ -284,11 +427,14 @@ impl Seen {
             version,
             id: rec.id.clone(),
             plain: rec.plain,
+            fence: rec.fence,
+            deleted: rec.deleted,
         }
     }
 }
 
 /// The keys of one stack environment.
+#[derive(Clone)]
 struct Keys {
     name: String,
     dir: StateKey,
@@ -400,7 +546,16 @@ fn decode(key: &StateKey, bytes: &[u8], entry_serial: Option<u64>) -> Result<Rec
         .as_object()
         .is_some_and(|o| o.contains_key("format") && o.contains_key("document"));
     if ours {
-        let r: Record = serde_json::from_value(value).map_err(|e| corrupt(key, e))?;
+        let mut value = value;
+        let document = value
+            .as_object_mut()
+            .and_then(|o| o.remove("document"))
+            .unwrap_or(Value::Null);
+        let r: Record = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
+        let raw = match &r.ws {
+            None => r.document.get().to_string(),
+            Some([lead, trail]) => format!("{lead}{}{trail}", r.document.get()),
+        };
         return Ok(Rec {
             serial: r.serial,
             saved_at: Some(r.saved_at),
@@ -408,7 +563,10 @@ fn decode(key: &StateKey, bytes: &[u8], entry_serial: Option<u64>) -> Result<Rec
             prev_id: r.prev_id,
             plain: false,
             rolled_back_from: r.rolled_back_from,
-            document: r.document,
+            fence: r.fence,
+            deleted: r.deleted,
+            document,
+            raw: StateDocument { text: raw.into() },
         });
     }
     let serial = entry_serial
@@ -421,7 +579,10 @@ fn decode(key: &StateKey, bytes: &[u8], entry_serial: Option<u64>) -> Result<Rec
         prev_id: None,
         plain: true,
         rolled_back_from: None,
+        fence: None,
+        deleted: false,
         document: value,
+        raw: StateDocument::from_bytes(bytes).map_err(|e| corrupt(key, e))?,
     })
 }
 
@@ -478,6 +639,14 @@ impl<B: StateBackend> StackStore<B> {
     fn forget(&self, stack: &str, env: &str) {
         self.seen_lock()
             .remove(&(stack.to_string(), env.to_string()));
+    }
+
+    /// The serial of a tombstone this store last saw in `state.json`.
+    fn recall_deleted(&self, stack: &str, env: &str) -> Option<u64> {
+        self.seen_lock()
+            .get(&(stack.to_string(), env.to_string()))
+            .filter(|s| s.deleted)
+            .map(|s| s.serial)
     }
 
     fn recall(&self, stack: &str, env: &str, serial: u64) -> Option<Seen> {
@@ -625,9 +794,122 @@ impl<B: StateBackend> StackStore<B> {
         document: &Value,
         expected: Option<u64>,
     ) -> Result<StackVersion> {
-        self.commit(stack, env, document, expected, None).await
+        let doc = StateDocument::from_value(document)?;
+        self.save_document(stack, env, &doc, SaveOptions::new(expected))
+            .await
     }
 
+    /// Saves `doc` (kept byte for byte) as the new state of `stack`/`env`,
+    /// checked as `opts` says: a stale [`Expected`] serial is
+    /// [`Error::Precondition`]; a `fence` below the token recorded in the
+    /// current version is [`Error::Fenced`]. A deleted stack environment
+    /// counts as [`Expected::New`] and goes on from its tombstone's serial.
+    pub async fn save_document(
+        &self,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        opts: SaveOptions,
+    ) -> Result<StackVersion> {
+        let keys = Keys::new(stack, env)?;
+        self.write(&keys, stack, env, doc, opts, Kind::Save).await
+    }
+
+    /// Deletes the stack environment: writes a tombstone version on top of
+    /// the current one (a compare-and-swap like a save, so it is fenced and
+    /// checked the same way; [`Expected::New`] is not accepted). The history
+    /// is kept until pruned, so a rollback to an older version restores it;
+    /// [`StackStore::current`] and [`StackStore::stacks`] no longer show it.
+    /// [`Error::NotFound`] when it has no state (or is already deleted).
+    pub async fn delete(&self, stack: &str, env: &str, opts: SaveOptions) -> Result<StackVersion> {
+        let keys = Keys::new(stack, env)?;
+        if opts.expected == Expected::New {
+            return Err(Error::invalid(
+                "a delete expects a serial or the latest version, not a new stack",
+            ));
+        }
+        let doc = StateDocument {
+            text: "null".into(),
+        };
+        self.write(&keys, stack, env, &doc, opts, Kind::Delete)
+            .await
+    }
+
+    /// Resolves `opts.expected` and commits, retrying a lost race for
+    /// [`Expected::Latest`].
+    async fn write(
+        &self,
+        keys: &Keys,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        opts: SaveOptions,
+        kind: Kind,
+    ) -> Result<StackVersion> {
+        let gone = || Error::not_found(format!("no state for stack {}", keys.name));
+        match opts.expected {
+            Expected::Serial(n) => {
+                if kind == Kind::Delete {
+                    if let Some(seen) = self.recall(stack, env, n) {
+                        if seen.deleted {
+                            return Err(gone());
+                        }
+                    }
+                }
+                self.commit(keys, stack, env, doc, Some(n), opts.fence, kind)
+                    .await
+            }
+            Expected::New => {
+                if let Some(tomb) = self.recall_deleted(stack, env) {
+                    return self
+                        .commit(keys, stack, env, doc, Some(tomb), opts.fence, kind)
+                        .await;
+                }
+                match self
+                    .commit(keys, stack, env, doc, None, opts.fence, kind)
+                    .await
+                {
+                    Err(e @ Error::Precondition { .. }) => match self.read_state(keys).await? {
+                        Some((rec, obj)) if rec.deleted => {
+                            self.remember(stack, env, Seen::of(&rec, obj.version));
+                            self.commit(keys, stack, env, doc, Some(rec.serial), opts.fence, kind)
+                                .await
+                        }
+                        _ => Err(e),
+                    },
+                    other => other,
+                }
+            }
+            Expected::Latest => {
+                for _ in 0..LATEST_ROUNDS {
+                    let base = match self.read_state(keys).await? {
+                        Some((rec, obj)) => {
+                            self.remember(stack, env, Seen::of(&rec, obj.version));
+                            if rec.deleted && kind == Kind::Delete {
+                                return Err(gone());
+                            }
+                            Some(rec.serial)
+                        }
+                        None if kind == Kind::Delete => return Err(gone()),
+                        None => None,
+                    };
+                    match self
+                        .commit(keys, stack, env, doc, base, opts.fence, kind)
+                        .await
+                    {
+                        Err(Error::Precondition { .. }) => continue,
+                        other => return other,
+                    }
+                }
+                Err(Error::precondition(format!(
+                    "stack {} kept changing during {LATEST_ROUNDS} attempts; try again",
+                    keys.name
+                )))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
         keys: &Keys,
@@ -635,9 +917,12 @@ impl<B: StateBackend> StackStore<B> {
         write_id: &str,
         prev_id: Option<&str>,
         rolled_back_from: Option<u64>,
-        document: &Value,
+        fence: Option<u64>,
+        deleted: bool,
+        doc: &StateDocument,
     ) -> Result<(Bytes, DateTime<Utc>)> {
         let saved_at = self.clock.now();
+        let (lead, document, trail) = doc.parts()?;
         let record = RecordOut {
             format: FORMAT,
             serial,
@@ -645,6 +930,9 @@ impl<B: StateBackend> StackStore<B> {
             write_id,
             prev_id,
             rolled_back_from,
+            fence,
+            deleted,
+            ws: (!lead.is_empty() || !trail.is_empty()).then_some([lead, trail]),
             document,
         };
         let bytes = serde_json::to_vec(&record)
@@ -652,15 +940,18 @@ impl<B: StateBackend> StackStore<B> {
         Ok((Bytes::from(bytes), saved_at))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
+        keys: &Keys,
         stack: &str,
         env: &str,
-        document: &Value,
+        doc: &StateDocument,
         expected: Option<u64>,
-        rolled_back_from: Option<u64>,
+        fence: Option<u64>,
+        kind: Kind,
     ) -> Result<StackVersion> {
-        let keys = Keys::new(stack, env)?;
+        let keys = keys.clone();
         // the state.json the caller's serial refers to
         let base: Option<Seen> = match expected {
             None => None,
@@ -691,6 +982,28 @@ impl<B: StateBackend> StackStore<B> {
                 },
             },
         };
+        if let Some(b) = &base {
+            if kind == Kind::Delete && b.deleted {
+                return Err(Error::not_found(format!(
+                    "no state for stack {}",
+                    keys.name
+                )));
+            }
+            if let (Some(mine), Some(recorded)) = (fence, b.fence) {
+                if recorded > mine {
+                    return Err(Error::Fenced {
+                        what: format!(
+                            "stack {} was saved under fencing token {recorded}, newer than this lock's {mine}: the lease was lost to another holder; nothing was written",
+                            keys.name
+                        ),
+                    });
+                }
+            }
+        }
+        let rolled_back_from = match kind {
+            Kind::Rollback(to) => Some(to),
+            _ => None,
+        };
         let serial = match expected {
             None => 1,
             Some(n) => n
@@ -704,7 +1017,9 @@ impl<B: StateBackend> StackStore<B> {
             &write_id,
             base.as_ref().map(|b| b.id.as_str()),
             rolled_back_from,
-            document,
+            fence,
+            kind == Kind::Delete,
+            doc,
         )?;
         let entry_key = keys.entry(serial)?;
 
@@ -739,6 +1054,8 @@ impl<B: StateBackend> StackStore<B> {
                         version,
                         id: write_id,
                         plain: false,
+                        fence,
+                        deleted: kind == Kind::Delete,
                     },
                 );
             }
@@ -847,7 +1164,7 @@ impl<B: StateBackend> StackStore<B> {
             }
             Some((rec, obj)) => {
                 self.remember(stack, env, Seen::of(&rec, obj.version));
-                Ok(Some(rec.snapshot()))
+                Ok((!rec.deleted).then(|| rec.snapshot()))
             }
         }
     }
@@ -858,7 +1175,14 @@ impl<B: StateBackend> StackStore<B> {
     /// works with a damaged `state.json` (then it reads the whole history).
     pub async fn version(&self, stack: &str, env: &str, serial: u64) -> Result<StackSnapshot> {
         let keys = Keys::new(stack, env)?;
-        self.version_of(&keys, stack, env, serial).await
+        let snap = self.version_of(&keys, stack, env, serial).await?;
+        if snap.deleted {
+            return Err(Error::not_found(format!(
+                "version {serial} of stack {} is its deletion; pick an older version",
+                keys.name
+            )));
+        }
+        Ok(snap)
     }
 
     async fn version_of(
@@ -1050,11 +1374,25 @@ impl<B: StateBackend> StackStore<B> {
         to: u64,
         expected: Option<u64>,
     ) -> Result<StackVersion> {
+        self.rollback_with(stack, env, to, SaveOptions::new(expected))
+            .await
+    }
+
+    /// [`StackStore::rollback`] checked as `opts` says (see
+    /// [`StackStore::save_document`]); also undoes a delete.
+    pub async fn rollback_with(
+        &self,
+        stack: &str,
+        env: &str,
+        to: u64,
+        opts: SaveOptions,
+    ) -> Result<StackVersion> {
         let keys = Keys::new(stack, env)?;
         // reading the version also refreshes this store's view of state.json,
         // so the save that follows needs no extra read
-        let old = self.version_of(&keys, stack, env, to).await?;
-        self.commit(stack, env, &old.document, expected, Some(to))
+        let old = self.version(stack, env, to).await?;
+        let doc = StateDocument::from_bytes(&old.raw)?;
+        self.write(&keys, stack, env, &doc, opts, Kind::Rollback(to))
             .await
     }
 
@@ -1104,7 +1442,9 @@ impl<B: StateBackend> StackStore<B> {
             &write_id,
             prev.as_deref(),
             Some(to),
-            &old.document,
+            old.fence,
+            false,
+            &old.raw,
         )?;
         let entry_key = keys.entry(serial)?;
         let changed = || {
@@ -1172,9 +1512,11 @@ impl<B: StateBackend> StackStore<B> {
     }
 
     /// Every stack environment with state, as sorted `(stack, env)` pairs.
+    /// Deleted ones ([`StackStore::delete`]) are left out: a `state.json`
+    /// small enough to be a tombstone is read to tell.
     pub async fn stacks(&self) -> Result<Vec<(String, String)>> {
         let root = StateKey::new("stacks")?;
-        let mut pairs: Vec<(String, String)> = self
+        let found: Vec<(String, String, StateKey, u64)> = self
             .backend
             .list(Some(&root))
             .try_filter_map(|e| {
@@ -1185,8 +1527,25 @@ impl<B: StateBackend> StackStore<B> {
                     }
                     _ => None,
                 };
-                futures::future::ready(Ok(pair))
+                futures::future::ready(Ok(pair.map(|(s, v)| (s, v, e.key, e.size))))
             })
+            .try_collect()
+            .await?;
+        let backend = &self.backend;
+        let mut pairs: Vec<(String, String)> = stream::iter(found)
+            .map(|(stack, env, key, size)| async move {
+                if size > TOMBSTONE_MAX {
+                    return Ok::<_, Error>(Some((stack, env)));
+                }
+                let live = match backend.get(&key).await? {
+                    None => false,
+                    // a damaged one is shown (as damaged) by the callers
+                    Some(obj) => decode(&key, &obj.bytes, None).map_or(true, |r| !r.deleted),
+                };
+                Ok(live.then_some((stack, env)))
+            })
+            .buffer_unordered(PARALLEL)
+            .try_filter_map(|p| futures::future::ready(Ok(p)))
             .try_collect()
             .await?;
         pairs.sort();

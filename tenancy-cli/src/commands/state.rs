@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use tenancy_core::{Error, Resource, StateBackend, Tenant};
-use tenancy_state::stack::StackStore;
+use tenancy_core::{Error, StateBackend, Tenant};
+use tenancy_state::stack::{SaveOptions, StackStore, StateDocument};
+use tenancy_state::stack_quota;
 use tenancy_state::TenantScoped;
 
 use super::Ctx;
@@ -78,76 +79,40 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
     Ok(doc)
 }
 
+/// The fencing token of the stack environment's lock that `lock_id` holds
+/// (`None` when it is unlocked and no id is given); refused while someone
+/// else holds it, the same rule as the server's stack routes.
+async fn fence_for(
+    ctx: &Ctx<'_>,
+    t: &Tenant,
+    stack: &str,
+    env: &str,
+    lock_id: Option<tenancy_core::LockId>,
+) -> anyhow::Result<Option<u64>> {
+    let key = tenancy_core::LockKey::stack_env(stack, env)?;
+    let locks = tenancy_lock::TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
+    match tenancy_lock::holder_fence(&locks, &key, lock_id, None).await {
+        Ok(fence) => Ok(fence),
+        Err(e @ Error::LockHeld { .. }) => Err(anyhow::Error::new(e).context(format!(
+            "{stack}/{env} is locked; pass --lock-id with the holder's lock id if you hold it"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `tenancy state put --stack S --env E [--file F]`.
 pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result<()> {
     let (stack, env) = (args.at.stack.as_str(), args.at.env.as_str());
     let t = ctx.require_tenant().await?;
     let doc = read_document(ctx, args.file.as_deref())?;
     let store = store_for(ctx, &t)?;
+    let doc = StateDocument::from_value(&doc)?;
+    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
     let current = store.current(stack, env).await?;
-    let mut reservation = None;
-    // Only a put that may start a new stack needs the stack count: one whose
-    // stack-env has no state yet (its stack may still exist with other envs).
-    let pairs = match current {
-        Some(_) => Vec::new(),
-        None => store.stacks().await?,
-    };
-    if current.is_none() && !pairs.iter().any(|(s, _)| s == stack) {
-        // A new stack: check the quota on the stacks that exist, and reserve
-        // one atomically so concurrent creators cannot overshoot it together.
-        let existing = pairs
-            .iter()
-            .map(|(s, _)| s.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len() as u64;
-        let limit = t.limits().max_stacks;
-        if existing >= limit {
-            return Err(Error::QuotaExceeded {
-                tenant: t.id.to_string(),
-                resource: Resource::Stacks.as_str().into(),
-                limit,
-                requested: existing + 1,
-                retry_after: None,
-            }
-            .into());
-        }
-        match ctx
-            .services
-            .registry
-            .reserve(&t.id, Resource::Stacks, 1)
-            .await
-        {
-            Ok(r) => reservation = Some(r),
-            // Concurrent creators of this same stack may hold the capacity:
-            // if one of them has created it meanwhile, this is not a new
-            // stack any more and the save below reports the conflict.
-            Err(e @ Error::QuotaExceeded { .. }) => {
-                let now_there = store.stacks().await?.iter().any(|(s, _)| s == stack);
-                if !now_there {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("creating stack {stack} for tenant {}", t.id)));
-                }
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("reserving a new stack {stack} for tenant {}", t.id)))
-            }
-        }
-    }
-    let saved = store
-        .save(stack, env, &doc, current.as_ref().map(|c| c.serial))
-        .await;
-    if let Some(r) = &reservation {
-        let settle = match &saved {
-            Ok(_) => ctx.services.registry.commit(r).await,
-            Err(_) => ctx.services.registry.release(r).await,
-        };
-        if let Err(e) = settle {
-            ctx.warn(&format!(
-                "could not settle the stack quota reservation (it expires by itself): {e}"
-            ))?;
-        }
-    }
+    let opts = SaveOptions::new(current.as_ref().map(|c| c.serial)).fenced(fence);
+    let saved =
+        stack_quota::save_counted(&store, &*ctx.services.registry, &t, stack, env, &doc, opts)
+            .await;
     let saved = saved.with_context(|| format!("saving the state of {stack}/{env}"))?;
     if ctx.is_json() {
         ctx.out().json(&json!({
@@ -372,9 +337,13 @@ pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyh
     let (stack, env, to) = (args.at.stack.as_str(), args.at.env.as_str(), args.to);
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
+    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
     // A damaged state.json cannot say its serial: restore over it instead.
     let v = match store.current(stack, env).await {
-        Ok(Some(cur)) => store.rollback(stack, env, to, Some(cur.serial)).await,
+        Ok(Some(cur)) => {
+            let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
+            store.rollback_with(stack, env, to, opts).await
+        }
         Ok(None) => Err(Error::not_found(format!(
             "no state for stack {stack} env {env}"
         ))),

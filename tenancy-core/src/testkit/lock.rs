@@ -161,7 +161,7 @@ pub async fn try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) 
     Outcome::Passed
 }
 
-/// A request that names its lock id (`LockRequest::with_lock_id`) gets a
+/// A request that names its lock id (`LockRequest::lock_id`) gets a
 /// lease with exactly that id, which renews and releases it; a refused
 /// request with another id changes nothing.
 pub async fn requested_lock_id_is_the_leases(
@@ -172,13 +172,13 @@ pub async fn requested_lock_id_is_the_leases(
     let key = keys.key("named");
     let id = LockId::new_random();
     let lease = locks
-        .try_acquire(&req(&key, 30).with_lock_id(id))
+        .try_acquire(&req(&key, 30).lock_id(id))
         .await
         .expect("acquire with a named lock id");
     assert_eq!(lease.lock_id, id, "the lease has the requested id");
     let other = LockId::new_random();
     expect_held_by(
-        locks.try_acquire(&req(&key, 30).with_lock_id(other)).await,
+        locks.try_acquire(&req(&key, 30).lock_id(other)).await,
         &lease,
         "another named id on a held key",
     );

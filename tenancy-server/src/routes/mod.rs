@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod jobs;
 pub(crate) mod open;
+pub(crate) mod stacks;
 pub(crate) mod state_quota;
 pub(crate) mod tenant;
 
@@ -15,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
@@ -64,6 +65,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/workers"),
     ("DELETE", "/v1/workers/{id}"),
     ("POST", "/v1/workers/{id}/claim"),
+    ("GET", "/v1/stacks"),
+    ("GET", "/v1/stacks/{stack}/{env}/state"),
+    ("POST", "/v1/stacks/{stack}/{env}/state"),
+    ("DELETE", "/v1/stacks/{stack}/{env}/state"),
+    ("LOCK", "/v1/stacks/{stack}/{env}/lock"),
+    ("UNLOCK", "/v1/stacks/{stack}/{env}/lock"),
+    ("POST", "/v1/stacks/{stack}/{env}/lock"),
+    ("DELETE", "/v1/stacks/{stack}/{env}/lock"),
+    ("GET", "/v1/stacks/{stack}/{env}/history"),
+    ("GET", "/v1/stacks/{stack}/{env}/history/{serial}"),
+    ("POST", "/v1/stacks/{stack}/{env}/rollback"),
 ];
 
 /// The admin routes, behind the admin bearer-token check.
@@ -111,7 +123,28 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/workers/{id}", delete(jobs::delete_worker))
         .route("/v1/workers/{id}/claim", post(jobs::claim))
+        .merge(stack_routes(state))
         .route_layer(state.auth().layer())
+}
+
+/// The stack routes (Terraform's `http` backend), with their own body limit.
+fn stack_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/stacks", get(stacks::list))
+        .route(
+            "/v1/stacks/{stack}/{env}/state",
+            get(stacks::get_state)
+                .post(stacks::save_state)
+                .delete(stacks::delete_state),
+        )
+        .route("/v1/stacks/{stack}/{env}/lock", any(stacks::lock_route))
+        .route("/v1/stacks/{stack}/{env}/history", get(stacks::history))
+        .route(
+            "/v1/stacks/{stack}/{env}/history/{serial}",
+            get(stacks::version),
+        )
+        .route("/v1/stacks/{stack}/{env}/rollback", post(stacks::rollback))
+        .layer(DefaultBodyLimit::max(state.config().stack_body_limit))
 }
 
 fn open_routes() -> Router<AppState> {
@@ -165,16 +198,18 @@ fn json_error_body(res: Response) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// What the edge layer needs: the metrics, the body limits (plain routes,
+/// stack routes) and the timer anchor.
+type EdgeState = (Arc<Metrics>, (usize, usize), Arc<TimerAnchor>);
+
 /// The edge of every route, in one layer (each layer costs a boxed future):
 /// refuses a declared or known-size body over the limit before any handler
 /// runs (streamed bodies are cut by `DefaultBodyLimit`), gives every error a
 /// JSON body, and counts the answer in the metrics.
 async fn edge(
-    axum::extract::State((metrics, limit, _wheel)): axum::extract::State<(
-        Arc<Metrics>,
-        usize,
-        Arc<TimerAnchor>,
-    )>,
+    axum::extract::State((metrics, (plain_limit, stack_limit), _wheel)): axum::extract::State<
+        EdgeState,
+    >,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -186,6 +221,11 @@ async fn edge(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let at_least = req.body().size_hint().lower();
+    let limit = if req.uri().path().starts_with("/v1/stacks/") {
+        stack_limit
+    } else {
+        plain_limit
+    };
     let res = if declared.is_some_and(|n| n > limit as u64) || at_least > limit as u64 {
         ApiError::too_large(limit).into_response()
     } else {
@@ -362,7 +402,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(from_fn_with_state(
                     (
                         metrics,
-                        config.body_limit,
+                        (config.body_limit, config.stack_body_limit),
                         spawn_timer_anchor(config.request_timeout / 2),
                     ),
                     edge,

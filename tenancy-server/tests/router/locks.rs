@@ -262,7 +262,8 @@ async fn acquire_at_once(h: &common::Harness, key: &str, prefix: &str, n: usize)
 async fn locks_held_are_limited_per_tenant_and_shown_in_usage() {
     for store in common::stores("locks_held_are_limited_per_tenant").await {
         let name = store.name;
-        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        let h =
+            common::harness_on_manual_locks(store.backend.clone(), ServerConfig::default()).await;
         let acme = h
             .create_tenant("acme", json!({"limits": {"max_locks": 3}}))
             .await;

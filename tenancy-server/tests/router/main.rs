@@ -13,6 +13,7 @@ mod jobs;
 mod limits;
 mod locks;
 mod open;
+mod stacks;
 mod state;
 
 use std::sync::atomic::Ordering;

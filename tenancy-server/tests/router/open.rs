@@ -64,11 +64,21 @@ async fn openapi_documents_exactly_the_routes() {
         }
     }
     documented.sort();
+    // OpenAPI has no custom methods: LOCK and UNLOCK are documented as the
+    // POST and DELETE the same routes also accept.
     let mut routes: Vec<(String, String)> = tenancy_server::ROUTES
         .iter()
-        .map(|(m, p)| (m.to_string(), p.replace("{*key}", "{key}")))
+        .map(|(m, p)| {
+            let m = match *m {
+                "LOCK" => "POST",
+                "UNLOCK" => "DELETE",
+                m => m,
+            };
+            (m.to_string(), p.replace("{*key}", "{key}"))
+        })
         .collect();
     routes.sort();
+    routes.dedup();
     assert_eq!(documented, routes);
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }

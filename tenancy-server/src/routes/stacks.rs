@@ -1,0 +1,701 @@
+//! Stack state over HTTP: the tenant's stacks with history, rollback, the
+//! `max_stacks` quota and fenced locks, spoken the way Terraform's and
+//! OpenTofu's `http` state backend speaks.
+//!
+//! # Protocol (Terraform/OpenTofu `http` backend)
+//!
+//! ```text
+//! GET    /v1/stacks/{stack}/{env}/state   200 + the document (Content-MD5) | 204 when none
+//! POST   /v1/stacks/{stack}/{env}/state   save; ?ID=<lock id> while locked; Content-MD5 checked
+//! DELETE /v1/stacks/{stack}/{env}/state   delete (a tombstone version; history kept until pruned)
+//! LOCK   /v1/stacks/{stack}/{env}/lock    body: Terraform LockInfo; 200 | 423 + the holder's LockInfo
+//! UNLOCK /v1/stacks/{stack}/{env}/lock    body: LockInfo with the holder's ID; empty: force-unlock
+//! ```
+//!
+//! `POST` and `DELETE` on `.../lock` do what `LOCK` and `UNLOCK` do, for
+//! clients that cannot send custom methods. Authentication is HTTP Basic
+//! (user: the tenant id, password: the secret), `X-API-Key` or `Bearer`.
+//!
+//! - **Status codes** are the ones Terraform's client expects: `LOCK` and
+//!   `UNLOCK` answer exactly 200; a held lock is 423 with the holder's
+//!   LockInfo (Terraform prints its `ID`); `GET` of no state is 204.
+//! - **Locks.** The lock of `stack`/`env` is the tenant's lock key
+//!   `stack:<stack>:env:<env>` (`LockKey::stack_env`, the key `tenancy lock
+//!   acquire --stack S --env E` takes, so `/v1/locks` and `tenancy lock
+//!   list` show it). Its id is the
+//!   client's (Terraform sends a UUID); the client's `Operation`, `Info`,
+//!   `Who`, `Version` and `Path` are stored with our lease and fencing
+//!   token. Terraform never renews, so the lease is the server's
+//!   `stack_lock_ttl` (default 1 h), and every save made under the lock
+//!   extends it by that much again.
+//! - **Saves.** While the stack is locked, a save without `?ID` is 423 (also
+//!   for a client run with `-lock=false`) and a save with another id (stale
+//!   or foreign) is 409; a save with `?ID` of a lock that is no longer held
+//!   (lease ran out, force-unlocked) is 409. A save under the lock records
+//!   the lock's fencing token in the new version, and the store refuses a
+//!   save whose token is below the one recorded (409 `fenced`), so a holder
+//!   whose lease lapsed can never overwrite a newer holder's state, even if
+//!   its request was checked just before the takeover.
+//! - **Documents** are stored as given and returned byte for byte; a body
+//!   that is not JSON is 400; a `Content-MD5` that does not match is 400.
+//! - **Quota.** The first save of a new stack counts against `max_stacks`
+//!   (`tenancy_state::stack_quota`, the CLI's counting); `DELETE` of its
+//!   last environment gives it back.
+//!
+//! Besides Terraform's routes: `GET /v1/stacks` (every stack environment
+//! with its serial, save time and lock holder), `GET .../history`,
+//! `GET .../history/{serial}` (that version's document) and `POST
+//! .../rollback` (`{"to": serial}`, refused while another holder has the
+//! lock; `?ID=` to roll back under one's own lock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+use tenancy_core::{Error, LockId, LockInfo, LockKey, LockManager, LockRequest, StateBackend};
+use tenancy_lock::holder_fence;
+use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
+use tenancy_state::stack_quota;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app_state::AppState;
+use crate::auth::AuthenticatedTenant;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Body, Json, Path, Query};
+
+type Store = StackStore<Arc<dyn StateBackend>>;
+
+/// The path of one stack environment.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StackPath {
+    stack: String,
+    env: String,
+}
+
+/// The path of one version of a stack environment.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VersionPath {
+    stack: String,
+    env: String,
+    serial: u64,
+}
+
+/// The optional lock id of a save, delete or rollback.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct LockIdQuery {
+    /// The id of the lock the request is made under (Terraform's `?ID=`).
+    #[serde(rename = "ID")]
+    #[param(rename = "ID")]
+    id: Option<String>,
+}
+
+/// A lock as Terraform's and OpenTofu's `http` backend send and read it,
+/// with the server's lease and fencing token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TerraformLock {
+    /// The lock id (a UUID, chosen by the client).
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// What the holder is doing (`OperationTypeApply`, ...).
+    #[serde(default)]
+    pub operation: String,
+    /// Free-form information.
+    #[serde(default)]
+    pub info: String,
+    /// Who holds it (`user@host`).
+    #[serde(default)]
+    pub who: String,
+    /// The holder's tool version.
+    #[serde(default)]
+    pub version: String,
+    /// When the lock was taken.
+    #[serde(default)]
+    pub created: Option<DateTime<Utc>>,
+    /// The client's path for the state.
+    #[serde(default)]
+    pub path: String,
+    /// When the lease ends unless a save under the lock extends it (set by
+    /// the server).
+    #[serde(default, skip_deserializing)]
+    pub expires: Option<DateTime<Utc>>,
+    /// The fencing token of the lease (set by the server).
+    #[serde(default, skip_deserializing)]
+    pub fencing_token: Option<u64>,
+}
+
+impl From<&LockInfo> for TerraformLock {
+    fn from(l: &LockInfo) -> Self {
+        TerraformLock {
+            id: l.lock_id.to_string(),
+            operation: l.operation.clone(),
+            info: l.info.clone(),
+            who: l.who.clone(),
+            version: l.version.clone(),
+            created: Some(l.created),
+            path: l.path.clone(),
+            expires: Some(l.expires),
+            fencing_token: Some(l.fencing_token),
+        }
+    }
+}
+
+/// What a save, delete or rollback produced.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct StackWritten {
+    /// The stack.
+    pub stack: String,
+    /// The environment.
+    pub env: String,
+    /// The new serial.
+    pub serial: u64,
+    /// When it was written.
+    pub saved_at: DateTime<Utc>,
+}
+
+/// One stack environment in `GET /v1/stacks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct StackEnvView {
+    /// The stack.
+    pub stack: String,
+    /// The environment.
+    pub env: String,
+    /// The current serial (`None` when its state is damaged).
+    pub serial: Option<u64>,
+    /// When the current version was saved.
+    pub saved_at: Option<DateTime<Utc>>,
+    /// The lock holder, if it is locked.
+    pub locked_by: Option<TerraformLock>,
+    /// Why its state cannot be read, if it is damaged.
+    pub damaged: Option<String>,
+}
+
+/// The tenant's stack environments.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct StackList {
+    /// Every stack environment with state, sorted.
+    pub stacks: Vec<StackEnvView>,
+}
+
+/// One version in a stack environment's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct StackVersionView {
+    /// Its serial.
+    pub serial: u64,
+    /// When it was saved.
+    pub saved_at: Option<DateTime<Utc>>,
+    /// The stored size in bytes.
+    pub size: u64,
+    /// The serial it restored, for a rollback.
+    pub rolled_back_from: Option<u64>,
+    /// True for the version that deleted the stack environment.
+    pub deleted: bool,
+    /// The fencing token of the lock it was saved under.
+    pub fencing_token: Option<u64>,
+}
+
+/// A stack environment's history, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct StackHistory {
+    /// The versions.
+    pub versions: Vec<StackVersionView>,
+    /// Objects that cannot be read (key and reason).
+    pub damaged: Vec<String>,
+}
+
+/// The body of a rollback.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackBody {
+    /// The serial to roll back to.
+    pub to: u64,
+}
+
+fn store(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Store> {
+    Ok(StackStore::new(state.stores().state(who.tenant())?))
+}
+
+fn locks(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Arc<dyn LockManager>> {
+    Ok(state.stores().locks(who.tenant())?)
+}
+
+fn lock_key(p: &StackPath) -> ApiResult<LockKey> {
+    // the names must be state key segments too
+    tenancy_core::StateKey::segment(&p.stack)?;
+    tenancy_core::StateKey::segment(&p.env)?;
+    Ok(LockKey::stack_env(&p.stack, &p.env)?)
+}
+
+fn locked(holder: &LockInfo) -> Response {
+    (StatusCode::LOCKED, axum::Json(TerraformLock::from(holder))).into_response()
+}
+
+fn lost(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "lock_lost", message)
+}
+
+/// What a write may do given the stack's lock ([`holder_fence`]):
+/// `Ok(fence)` to go on, or the answer that refuses it (423 with the
+/// holder, 409 for a lost or foreign lock id).
+async fn under_lock(
+    state: &AppState,
+    locks: &dyn LockManager,
+    key: &LockKey,
+    given: Option<&str>,
+) -> Result<Option<u64>, Response> {
+    let id = match given.map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(LockId::parse(raw).map_err(|e| ApiError::from(e).into_response())?),
+    };
+    match holder_fence(locks, key, id, Some(state.config().stack_lock_ttl)).await {
+        Ok(fence) => Ok(fence),
+        Err(Error::LockHeld { holder }) => Err(locked(&holder)),
+        Err(Error::Fenced { what }) => Err(lost(what).into_response()),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+fn md5_base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
+}
+
+fn document_response(raw: Bytes, serial: u64) -> ApiResult<Response> {
+    let md5 = HeaderValue::from_str(&md5_base64(&raw)).map_err(|_| ApiError::internal())?;
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::HeaderName::from_static("content-md5"), md5),
+            (
+                header::HeaderName::from_static("x-tenancy-serial"),
+                HeaderValue::from(serial),
+            ),
+        ],
+        raw,
+    )
+        .into_response())
+}
+
+fn response(r: Result<Response, Response>) -> Response {
+    r.unwrap_or_else(|e| e)
+}
+
+/// The current state document: 200 with it, or 204 when there is none.
+#[utoipa::path(get, path = "/v1/stacks/{stack}/{env}/state", tag = "stacks",
+    params(("stack" = String, Path), ("env" = String, Path)), security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, description = "the state document, byte for byte", content_type = "application/json"),
+        (status = 204, description = "no state"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn get_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(p): Path<StackPath>,
+) -> ApiResult<Response> {
+    lock_key(&p)?;
+    match store(&state, &who)?.current(&p.stack, &p.env).await? {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(snap) => document_response(snap.raw, snap.serial),
+    }
+}
+
+/// Saves a new version (Terraform's `POST` with `?ID=` while locked).
+#[utoipa::path(post, path = "/v1/stacks/{stack}/{env}/state", tag = "stacks",
+    params(("stack" = String, Path), ("env" = String, Path), LockIdQuery),
+    request_body(content = String, content_type = "application/json", description = "the state document (any JSON)"),
+    security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, body = StackWritten), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 423, description = "locked by another holder", body = TerraformLock),
+        (status = 429, body = ErrorBody)))]
+pub(crate) async fn save_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(p): Path<StackPath>,
+    Query(q): Query<LockIdQuery>,
+    headers: HeaderMap,
+    Body(bytes): Body,
+) -> Response {
+    response(save_inner(state, who, p, q, headers, bytes).await)
+}
+
+async fn save_inner(
+    state: AppState,
+    who: AuthenticatedTenant,
+    p: StackPath,
+    q: LockIdQuery,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, Response> {
+    let key = lock_key(&p).map_err(IntoResponse::into_response)?;
+    if let Some(given) = headers.get("content-md5") {
+        let given = given
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request("Content-MD5 is not base64 of an MD5 digest").into_response()
+            })?;
+        if given.as_slice() != Md5::digest(&bytes).as_slice() {
+            return Err(ApiError::bad_request(
+                "the body does not match its Content-MD5; nothing was saved",
+            )
+            .into_response());
+        }
+    }
+    let doc = StateDocument::from_bytes(&bytes).map_err(|e| ApiError::from(e).into_response())?;
+    let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
+    let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
+    let store = store(&state, &who).map_err(IntoResponse::into_response)?;
+    let registry = state.registry().clone();
+    let tenant = who.tenant_arc();
+    // Its own task: a disconnect never stops it between quota and save.
+    let task = tokio::spawn(async move {
+        stack_quota::save_counted(
+            &store,
+            &*registry,
+            &tenant,
+            &p.stack,
+            &p.env,
+            &doc,
+            SaveOptions::new(Expected::Latest).fenced(fence),
+        )
+        .await
+        .map(|v| (p, v))
+    });
+    let saved = task
+        .await
+        .map_err(|_| ApiError::internal().into_response())?;
+    state.usage_cache().invalidate(who.id());
+    let (p, v) = saved.map_err(|e| ApiError::from(e).into_response())?;
+    Ok(axum::Json(StackWritten {
+        stack: p.stack,
+        env: p.env,
+        serial: v.serial,
+        saved_at: v.saved_at,
+    })
+    .into_response())
+}
+
+/// Deletes the stack environment (a tombstone version: the history stays
+/// until pruned and a rollback restores it); gives its stack quota back
+/// when it was the stack's last environment.
+#[utoipa::path(delete, path = "/v1/stacks/{stack}/{env}/state", tag = "stacks",
+    params(("stack" = String, Path), ("env" = String, Path), LockIdQuery),
+    security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, body = StackWritten), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 423, body = TerraformLock)))]
+pub(crate) async fn delete_state(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(p): Path<StackPath>,
+    Query(q): Query<LockIdQuery>,
+) -> Response {
+    response(
+        async {
+            let key = lock_key(&p).map_err(IntoResponse::into_response)?;
+            let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
+            let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
+            let store = store(&state, &who).map_err(IntoResponse::into_response)?;
+            let registry = state.registry().clone();
+            let tenant = who.tenant_arc();
+            let (stack, env) = (p.stack.clone(), p.env.clone());
+            let task = tokio::spawn(async move {
+                stack_quota::delete_counted(
+                    &store,
+                    &*registry,
+                    &tenant,
+                    &stack,
+                    &env,
+                    SaveOptions::new(Expected::Latest).fenced(fence),
+                )
+                .await
+            });
+            let done = task
+                .await
+                .map_err(|_| ApiError::internal().into_response())?;
+            state.usage_cache().invalidate(who.id());
+            let (v, _) = done.map_err(|e| ApiError::from(e).into_response())?;
+            Ok(axum::Json(StackWritten {
+                stack: p.stack,
+                env: p.env,
+                serial: v.serial,
+                saved_at: v.saved_at,
+            })
+            .into_response())
+        }
+        .await,
+    )
+}
+
+/// `LOCK`/`UNLOCK` (and `POST`/`DELETE`) on a stack environment's lock.
+pub(crate) async fn lock_route(
+    State(state): State<AppState>,
+    method: Method,
+    who: AuthenticatedTenant,
+    Path(p): Path<StackPath>,
+    Body(bytes): Body,
+) -> Response {
+    let r = match method.as_str() {
+        "LOCK" | "POST" => lock(&state, &who, &p, &bytes).await,
+        "UNLOCK" | "DELETE" => unlock(&state, &who, &p, &bytes).await,
+        _ => Err(ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+            .with_message("use LOCK or UNLOCK (or POST or DELETE) on a stack lock")
+            .into_response()),
+    };
+    response(r)
+}
+
+fn parse_lock(bytes: &[u8]) -> ApiResult<TerraformLock> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not a Terraform LockInfo JSON object: {e}"
+        ))
+    })
+}
+
+/// Takes the lock: 200 with the lease, 423 with the holder, or 429 when the
+/// tenant already holds its `max_locks` (counted by `SharedStores`' lock layer).
+#[utoipa::path(post, path = "/v1/stacks/{stack}/{env}/lock", tag = "stacks",
+    description = "Also `LOCK` (Terraform's default lock method).",
+    params(("stack" = String, Path), ("env" = String, Path)), request_body = TerraformLock,
+    security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, body = TerraformLock), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 423, body = TerraformLock),
+        (status = 429, description = "over the locks_held quota (max_locks)", body = ErrorBody)))]
+#[allow(dead_code)] // documents `lock_route` in the OpenAPI document
+pub(crate) async fn lock_doc() {}
+
+async fn lock(
+    state: &AppState,
+    who: &AuthenticatedTenant,
+    p: &StackPath,
+    bytes: &[u8],
+) -> Result<Response, Response> {
+    let key = lock_key(p).map_err(IntoResponse::into_response)?;
+    let info = parse_lock(bytes).map_err(IntoResponse::into_response)?;
+    let id = LockId::parse(&info.id).map_err(|e| ApiError::from(e).into_response())?;
+    let who_name = if info.who.trim().is_empty() {
+        who.id().to_string()
+    } else {
+        info.who
+    };
+    let mut req = LockRequest::new(key, state.config().stack_lock_ttl)
+        .lock_id(id)
+        .who(who_name)
+        .operation(info.operation)
+        .info(info.info)
+        .path(info.path);
+    if !info.version.is_empty() {
+        req = req.version(info.version);
+    }
+    req.validate()
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let locks = locks(state, who).map_err(IntoResponse::into_response)?;
+    match locks.try_acquire(&req).await {
+        Ok(held) => Ok((StatusCode::OK, axum::Json(TerraformLock::from(&held))).into_response()),
+        Err(Error::LockHeld { holder }) => Err(locked(&holder)),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+/// Releases the lock (the holder's LockInfo), or force-unlocks it (an empty body).
+#[utoipa::path(delete, path = "/v1/stacks/{stack}/{env}/lock", tag = "stacks",
+    description = "Also `UNLOCK` (Terraform's default unlock method). An empty body force-unlocks (`terraform force-unlock`).",
+    params(("stack" = String, Path), ("env" = String, Path)),
+    request_body(content = Option<TerraformLock>),
+    security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, description = "unlocked (or it was not locked)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, description = "held by another lock id", body = TerraformLock)))]
+#[allow(dead_code)] // documents `lock_route` in the OpenAPI document
+pub(crate) async fn unlock_doc() {}
+
+async fn unlock(
+    state: &AppState,
+    who: &AuthenticatedTenant,
+    p: &StackPath,
+    bytes: &[u8],
+) -> Result<Response, Response> {
+    let key = lock_key(p).map_err(IntoResponse::into_response)?;
+    let locks = locks(state, who).map_err(IntoResponse::into_response)?;
+    let fail = |e: Error| ApiError::from(e).into_response();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        // force-unlock by the tenant: whoever holds it
+        if let Some(h) = locks.inspect(&key).await.map_err(fail)? {
+            match locks.force_unlock(&key, h.lock_id).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        return Ok(StatusCode::OK.into_response());
+    }
+    let info = parse_lock(bytes).map_err(IntoResponse::into_response)?;
+    let id = LockId::parse(&info.id).map_err(fail)?;
+    match locks.release(&key, id).await {
+        Ok(()) => Ok(StatusCode::OK.into_response()),
+        // already free (released, or its lease ran out and it was cleared)
+        Err(Error::NotFound { .. }) => Ok(StatusCode::OK.into_response()),
+        Err(Error::Precondition { .. }) => match locks.inspect(&key).await.map_err(fail)? {
+            Some(h) => {
+                Err((StatusCode::CONFLICT, axum::Json(TerraformLock::from(&h))).into_response())
+            }
+            None => Ok(StatusCode::OK.into_response()),
+        },
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Every stack environment of the tenant with its serial, save time and lock holder.
+#[utoipa::path(get, path = "/v1/stacks", tag = "stacks", security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, body = StackList), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+) -> ApiResult<axum::Json<StackList>> {
+    let store = store(&state, &who)?;
+    let held = locks(&state, &who)?.list("stack:").await?;
+    let mut stacks = Vec::new();
+    for (stack, env) in store.stacks().await? {
+        let key = LockKey::stack_env(&stack, &env).ok();
+        let locked_by = held
+            .iter()
+            .find(|l| Some(&l.key) == key.as_ref())
+            .map(TerraformLock::from);
+        let (serial, saved_at, damaged) = match store.current(&stack, &env).await {
+            Ok(Some(s)) => (Some(s.serial), s.saved_at, None),
+            Ok(None) => continue,
+            Err(e @ Error::Corrupt { .. }) => (None, None, Some(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        stacks.push(StackEnvView {
+            stack,
+            env,
+            serial,
+            saved_at,
+            locked_by,
+            damaged,
+        });
+    }
+    Ok(axum::Json(StackList { stacks }))
+}
+
+/// The versions of a stack environment, oldest first.
+#[utoipa::path(get, path = "/v1/stacks/{stack}/{env}/history", tag = "stacks",
+    params(("stack" = String, Path), ("env" = String, Path)), security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, body = StackHistory), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(p): Path<StackPath>,
+) -> ApiResult<axum::Json<StackHistory>> {
+    lock_key(&p)?;
+    let report = store(&state, &who)?
+        .history_report(&p.stack, &p.env)
+        .await?;
+    Ok(axum::Json(StackHistory {
+        versions: report
+            .entries
+            .into_iter()
+            .map(|e| StackVersionView {
+                serial: e.serial,
+                saved_at: e.saved_at,
+                size: e.size,
+                rolled_back_from: e.rolled_back_from,
+                deleted: e.deleted,
+                fencing_token: e.fence,
+            })
+            .collect(),
+        damaged: report
+            .damaged
+            .into_iter()
+            .map(|d| format!("{}: {}", d.key, d.message))
+            .collect(),
+    }))
+}
+
+/// One version's document, byte for byte.
+#[utoipa::path(get, path = "/v1/stacks/{stack}/{env}/history/{serial}", tag = "stacks",
+    params(("stack" = String, Path), ("env" = String, Path), ("serial" = u64, Path)),
+    security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, description = "the document", content_type = "application/json"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn version(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(p): Path<VersionPath>,
+) -> ApiResult<Response> {
+    let sp = StackPath {
+        stack: p.stack,
+        env: p.env,
+    };
+    lock_key(&sp)?;
+    let snap = store(&state, &who)?
+        .version(&sp.stack, &sp.env, p.serial)
+        .await?;
+    document_response(snap.raw, snap.serial)
+}
+
+/// Rolls back to an older version (a new version with its document);
+/// refused while another holder has the lock.
+#[utoipa::path(post, path = "/v1/stacks/{stack}/{env}/rollback", tag = "stacks",
+    params(("stack" = String, Path), ("env" = String, Path), LockIdQuery),
+    request_body = RollbackBody, security(("api_key" = []), ("basic" = [])),
+    responses((status = 200, body = StackWritten), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 423, body = TerraformLock)))]
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    who: AuthenticatedTenant,
+    Path(p): Path<StackPath>,
+    Query(q): Query<LockIdQuery>,
+    Json(body): Json<RollbackBody>,
+) -> Response {
+    response(
+        async {
+            let key = lock_key(&p).map_err(IntoResponse::into_response)?;
+            let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
+            let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
+            let store = store(&state, &who).map_err(IntoResponse::into_response)?;
+            let v = store
+                .rollback_with(
+                    &p.stack,
+                    &p.env,
+                    body.to,
+                    SaveOptions::new(Expected::Latest).fenced(fence),
+                )
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?;
+            Ok(axum::Json(StackWritten {
+                stack: p.stack,
+                env: p.env,
+                serial: v.serial,
+                saved_at: v.saved_at,
+            })
+            .into_response())
+        }
+        .await,
+    )
+}
+
+/// The default lease of a lock taken through these routes.
+pub(crate) const DEFAULT_STACK_LOCK_TTL: Duration = Duration::from_secs(3600);
+/// The default largest stack state document: 32 MiB.
+pub(crate) const DEFAULT_STACK_BODY_LIMIT: usize = 32 * 1024 * 1024;
