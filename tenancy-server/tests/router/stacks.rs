@@ -535,3 +535,35 @@ async fn stack_documents_count_against_state_bytes_and_objects() {
         assert_eq!(usage().await, (82, 2), "{}", store.name);
     }
 }
+
+#[tokio::test]
+async fn stack_locks_count_against_max_locks() {
+    let h = harness().await;
+    let secret = h
+        .create_tenant("acme", json!({"limits": {"max_locks": 1}}))
+        .await;
+    let auth = basic("acme", &secret);
+    let au = [("authorization", auth.as_str())];
+    let (web, api) = ("/v1/stacks/web/prod/lock", "/v1/stacks/api/prod/lock");
+    h.call("LOCK", web, &au, lock_info(A)).await.expect(200);
+    let refused = h.call("LOCK", api, &au, lock_info(B)).await.expect(429);
+    assert_eq!(refused.error_code(), "quota_exceeded");
+    assert_eq!(refused.json()["error"]["quota"]["resource"], "locks_held");
+    // The holder's LOCK again: 423 with itself, no second slot.
+    let again = h.call("LOCK", web, &au, lock_info(A)).await.expect(423);
+    assert_eq!(again.json()["ID"], A);
+    // A save under the lock extends it without counting it again.
+    h.call("POST", &format!("{URL}?ID={A}"), &au, STATE)
+        .await
+        .expect(200);
+    h.call("LOCK", api, &au, lock_info(B)).await.expect(429);
+    let me = h.client(&secret).get("/v1/tenant").await.expect(200).json();
+    assert_eq!(me["usage"]["locks_held"], 1);
+    // UNLOCK frees the slot, and so does a force-unlock.
+    h.call("UNLOCK", web, &au, lock_info(A)).await.expect(200);
+    h.call("LOCK", api, &au, lock_info(B)).await.expect(200);
+    h.call("UNLOCK", api, &au, "").await.expect(200);
+    h.call("LOCK", web, &au, lock_info(A)).await.expect(200);
+    let me = h.client(&secret).get("/v1/tenant").await.expect(200).json();
+    assert_eq!(me["usage"]["locks_held"], 1);
+}
