@@ -3,7 +3,14 @@
 
 use std::time::Duration;
 
-use tenancy_core::{Error, LockId, LockKey, LockManager, Result};
+use chrono::{DateTime, Utc};
+use tenancy_core::clock::chrono_duration;
+use tenancy_core::{Error, LockId, LockInfo, LockKey, LockManager, Result};
+
+/// True when less than half of `ttl` is left on `held`'s lease at `now`.
+fn renew_due(held: &LockInfo, ttl: Duration, now: DateTime<Utc>) -> bool {
+    held.expires - now < chrono_duration(ttl / 2)
+}
 
 /// Decides whether a write of `key`'s data may go on, given the lock id
 /// `given` it is made under (`None`: no lock):
@@ -13,13 +20,15 @@ use tenancy_core::{Error, LockId, LockKey, LockManager, Result};
 /// - an id that does not hold the lock (its lease ran out, it was
 ///   force-unlocked, or another holder took over): [`Error::Fenced`];
 /// - the holder's id: `Ok(Some(fencing token))`, after extending the lease
-///   by `extend` when given (a client that never renews, like Terraform,
-///   keeps its lock alive by writing under it).
+///   to `extend` from now when given and less than half of `extend` is
+///   left (a client that never renews, like Terraform, keeps its lock alive
+///   by writing under it, and a write on a fresh lease costs no renew).
 pub async fn holder_fence(
     locks: &dyn LockManager,
     key: &LockKey,
     given: Option<LockId>,
     extend: Option<Duration>,
+    now: DateTime<Utc>,
 ) -> Result<Option<u64>> {
     let holder = locks.inspect(key).await?;
     match (holder, given) {
@@ -40,6 +49,7 @@ pub async fn holder_fence(
         }),
         (Some(h), Some(id)) => match extend {
             None => Ok(Some(h.fencing_token)),
+            Some(ttl) if !renew_due(&h, ttl, now) => Ok(Some(h.fencing_token)),
             Some(ttl) => match locks.renew(key, id, ttl).await {
                 Ok(info) => Ok(Some(info.fencing_token)),
                 Err(e) if e.is_conflict() || e.is_not_found() => Err(Error::Fenced {

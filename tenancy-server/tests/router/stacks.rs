@@ -139,6 +139,29 @@ async fn saves_are_refused_while_another_holds_the_lock() {
     assert_eq!(h.call("GET", URL, &au, "").await.expect(200).bytes, STATE);
     // force-unlock: an empty UNLOCK body
     h.call("UNLOCK", LOCK_URL, &au, "").await.expect(200);
+    // the admin's force-unlock ends a lock too
+    h.call("LOCK", LOCK_URL, &au, lock_info(B))
+        .await
+        .expect(200);
+    let ended = h
+        .admin(
+            "DELETE",
+            "/v1/tenants/acme/stacks/web/prod/lock",
+            Value::Null,
+        )
+        .await
+        .expect(200);
+    assert_eq!(ended.json()["ID"], B);
+    h.admin(
+        "DELETE",
+        "/v1/tenants/acme/stacks/web/prod/lock",
+        Value::Null,
+    )
+    .await
+    .expect(404);
+    h.call("POST", &format!("{URL}?ID={B}"), &au, &b"{}"[..])
+        .await
+        .expect(409);
     // the old holder's ID is no longer good: 409
     h.call("POST", &format!("{URL}?ID={A}"), &au, &b"{}"[..])
         .await
@@ -369,4 +392,187 @@ async fn stack_locks_count_against_max_locks() {
     h.call("LOCK", web, &au, lock_info(A)).await.expect(200);
     let me = h.client(&secret).get("/v1/tenant").await.expect(200).json();
     assert_eq!(me["usage"]["locks_held"], 1);
+    // The admin's force-unlock frees it as well.
+    h.admin(
+        "DELETE",
+        "/v1/tenants/acme/stacks/web/prod/lock",
+        Value::Null,
+    )
+    .await
+    .expect(200);
+    h.call("LOCK", api, &au, lock_info(B)).await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_locks_and_max_stacks() {
+    let one = harness().await;
+    let two = harness_on(one.backend.clone(), ServerConfig::default(), false).await;
+    let secret = one
+        .create_tenant("acme", json!({"limits": {"max_stacks": 5}}))
+        .await;
+    let auth = basic("acme", &secret);
+    let au = [("authorization", auth.as_str())];
+    // a lock taken through one replica is held on the other
+    one.call("LOCK", LOCK_URL, &au, lock_info(A))
+        .await
+        .expect(200);
+    let held = two
+        .call("LOCK", LOCK_URL, &au, lock_info(B))
+        .await
+        .expect(423);
+    assert_eq!(held.json()["ID"], A);
+    two.call("POST", URL, &au, &b"{}"[..]).await.expect(423);
+    two.call("UNLOCK", LOCK_URL, &au, lock_info(A))
+        .await
+        .expect(200);
+    // 16 concurrent first saves of distinct stacks, spread over both: exactly 5 land
+    let calls = (0..16).map(|i| {
+        let h = if i % 2 == 0 { &one } else { &two };
+        let url = format!("/v1/stacks/s{i}/prod/state");
+        async move { h.call("POST", &url, &au, &b"{}"[..]).await.status }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, refused), (5, 11), "{statuses:?}");
+    let listed = one
+        .call("GET", "/v1/stacks", &au, "")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["stacks"].as_array().unwrap().len(), 5);
+    let usage = one
+        .tenant(&secret, "GET", "/v1/tenant", Value::Null)
+        .await
+        .json();
+    assert_eq!(usage["usage"]["stacks"], 5, "{usage}");
+}
+
+#[tokio::test]
+async fn backend_calls_per_terraform_save_and_cli_put() {
+    use tenancy_state::counting::CountingBackend;
+    let counting = Arc::new(CountingBackend::new(MemoryBackend::new()));
+    let backend: Arc<dyn StateBackend> = counting.clone();
+    let h = harness_on(backend.clone(), ServerConfig::default(), true).await;
+    let secret = h.create_tenant("acme", json!({})).await;
+    let auth = basic("acme", &secret);
+    let au = [("authorization", auth.as_str())];
+    h.call("POST", URL, &au, STATE).await.expect(200);
+    h.call("LOCK", LOCK_URL, &au, lock_info(A))
+        .await
+        .expect(200);
+    // warm: the tenant is cached by the auth layer; each save grows the
+    // document, so both pay the state_bytes reservation
+    counting.reset();
+    h.call(
+        "POST",
+        &format!("{URL}?ID={A}"),
+        &au,
+        &br#"{"grown": "by well over the bytes of the first document, which had about eighty of them"}"#[..],
+    )
+    .await
+    .expect(200);
+    let terraform = counting.take();
+    // the CLI's `state put` on the same store (without its session check,
+    // which reads the tenant record): the lock check and the counted save
+    let tenant = tenancy_core::TenantRegistry::get(
+        &**h.state.registry(),
+        &tenancy_core::TenantId::new("acme").unwrap(),
+    )
+    .await
+    .unwrap();
+    let scoped = h.state.stores().state(&tenant).unwrap();
+    let locks = h.state.stores().locks(&tenant).unwrap();
+    let store = tenancy_state::stack::StackStore::new(scoped);
+    counting.reset();
+    let key = tenancy_core::LockKey::stack_env("web", "prod").unwrap();
+    let fence = tenancy_lock::holder_fence(
+        &*locks,
+        &key,
+        Some(tenancy_core::LockId::parse(A).unwrap()),
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let doc = tenancy_state::stack::StateDocument::from_bytes(
+        br#"{"grown": "by even more bytes than the Terraform save before it wrote, so it reserves again"}"#,
+    )
+    .unwrap();
+    tenancy_state::stack_quota::StackQuota::new(&store, &**h.state.registry(), &tenant)
+        .save(
+            "web",
+            "prod",
+            &doc,
+            tenancy_state::stack::SaveOptions::new(tenancy_state::stack::Expected::Latest)
+                .fenced(fence),
+        )
+        .await
+        .unwrap();
+    let cli = counting.take();
+    println!("backend calls per Terraform save: {terraform:?}; per CLI state put (without its session check): {cli:?}");
+    // a fresh lease is not renewed, so a Terraform save costs what a CLI put
+    // does: lock check, current, the usage record for the growth, claim and
+    // commit
+    assert_eq!(
+        terraform, cli,
+        "a Terraform save costs what a CLI put costs"
+    );
+    assert_eq!(terraform.list, 0);
+}
+
+#[tokio::test]
+async fn stack_documents_count_against_state_bytes_and_objects() {
+    for store in common::stores("stack_documents_count_against_state_bytes").await {
+        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        let secret = h
+            .create_tenant(
+                "acme",
+                json!({"limits": {"max_state_bytes": 100, "max_state_objects": 2}}),
+            )
+            .await;
+        let auth = basic("acme", &secret);
+        let au = [("authorization", auth.as_str())];
+        let usage = || async {
+            let u = h
+                .tenant(&secret, "GET", "/v1/tenant", Value::Null)
+                .await
+                .json();
+            (
+                u["usage"]["state_bytes"].as_u64().unwrap(),
+                u["usage"]["state_objects"].as_u64().unwrap(),
+            )
+        };
+        let doc = |n: usize| format!("{{\"pad\": \"{}\"}}", "x".repeat(n)).into_bytes();
+        h.call("POST", URL, &au, doc(50)).await.expect(200);
+        assert_eq!(usage().await, (61, 1), "{}", store.name);
+        // growing past the limit: refused, nothing stored
+        let over = h.call("POST", URL, &au, doc(120)).await.expect(429);
+        assert_eq!(over.error_code(), "quota_exceeded");
+        assert_eq!(h.call("GET", URL, &au, "").await.bytes, doc(50));
+        // shrinking gives back; a second environment is a second object; a third is over
+        h.call("POST", URL, &au, doc(10)).await.expect(200);
+        h.call("POST", "/v1/stacks/web/dev/state", &au, doc(10))
+            .await
+            .expect(200);
+        assert_eq!(usage().await, (42, 2), "{}", store.name);
+        h.call("POST", "/v1/stacks/web/qa/state", &au, doc(1))
+            .await
+            .expect(429);
+        // a delete gives its bytes and object back; a rollback counts again
+        h.call("DELETE", URL, &au, "").await.expect(200);
+        assert_eq!(usage().await, (21, 1), "{}", store.name);
+        h.call(
+            "POST",
+            "/v1/stacks/web/prod/rollback",
+            &au,
+            &br#"{"to": 1}"#[..],
+        )
+        .await
+        .expect(200);
+        assert_eq!(usage().await, (82, 2), "{}", store.name);
+    }
 }
