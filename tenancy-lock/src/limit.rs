@@ -88,8 +88,8 @@
 //! - Expiry reads this layer's clock: it must agree with the inner manager's
 //!   (and other replicas') to well within a ttl, as the lease protocol
 //!   already needs.
-//! - A record that does not decode fails the tenant's acquires (and only
-//!   its) with [`Error::Corrupt`]; deleting it starts the count from zero, so
+//! - A record that does not decode fails the tenant's acquires and its
+//!   count (and only its) with [`Error::Corrupt`]; deleting it starts the count from zero, so
 //!   until the locks then held end, the tenant may hold up to twice its limit.
 //! - Every acquire costs one read and one compare-and-swap write of the
 //!   record (two more when it is refused as held); a release one read more;
