@@ -389,6 +389,11 @@ pub(crate) struct StatePutArgs {
     /// Read the JSON document from this file (default: stdin).
     #[arg(long, value_name = "F")]
     pub file: Option<std::path::PathBuf>,
+    /// Save under this lock of the stack environment (from `tenancy lock
+    /// acquire`): required while it is locked; the save records the lock's
+    /// fencing token and is refused if a newer holder saved since.
+    #[arg(long, value_name = "ID")]
+    pub lock_id: Option<tenancy_core::LockId>,
 }
 
 /// `tenancy state get`
@@ -409,6 +414,9 @@ pub(crate) struct StateRollbackArgs {
     /// The version (serial) to go back to.
     #[arg(long, value_name = "N")]
     pub to: u64,
+    /// Roll back under this lock of the stack environment (see `state put`).
+    #[arg(long, value_name = "ID")]
+    pub lock_id: Option<tenancy_core::LockId>,
 }
 
 /// `tenancy lock ...`

@@ -857,6 +857,125 @@ fn lock_lifecycle_wait_renew_force_unlock() {
 }
 
 #[test]
+fn state_writes_respect_the_stack_lock_and_its_fencing_token() {
+    let h = Harness::new();
+    h.admin();
+    let secret = h.tenant("acme", &[]);
+    h.login("acme", &secret);
+    h.ok(
+        &["state", "put", "--stack", "s", "--env", "e"],
+        "{\"n\": 1}",
+    );
+    let lock = |ttl: &str| {
+        h.ok(
+            &[
+                "--output", "json", "lock", "acquire", "--stack", "s", "--env", "e", "--ttl", ttl,
+                "--wait", "10s",
+            ],
+            "",
+        )
+        .json()["lock_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = lock("1s");
+    // locked: a put or rollback without the holder's id is refused, in one line
+    let o = h.fails(
+        &["state", "put", "--stack", "s", "--env", "e"],
+        "{\"n\": 2}",
+        6,
+    );
+    assert!(o.err.contains("--lock-id"), "{o:?}");
+    h.fails(
+        &[
+            "state", "rollback", "--stack", "s", "--env", "e", "--to", "1",
+        ],
+        "",
+        6,
+    );
+    // with it: saved
+    h.ok(
+        &[
+            "state",
+            "put",
+            "--stack",
+            "s",
+            "--env",
+            "e",
+            "--lock-id",
+            &first,
+        ],
+        "{\"n\": 2}",
+    );
+    // the lease runs out and a new holder takes over and saves
+    let second = lock("60s");
+    h.ok(
+        &[
+            "state",
+            "put",
+            "--stack",
+            "s",
+            "--env",
+            "e",
+            "--lock-id",
+            &second,
+        ],
+        "{\"n\": 3}",
+    );
+    // the first holder's late writes are fenced off; the second's state survives
+    h.fails(
+        &[
+            "state",
+            "put",
+            "--stack",
+            "s",
+            "--env",
+            "e",
+            "--lock-id",
+            &first,
+        ],
+        "{\"n\": 99}",
+        6,
+    );
+    h.fails(
+        &[
+            "state",
+            "rollback",
+            "--stack",
+            "s",
+            "--env",
+            "e",
+            "--to",
+            "1",
+            "--lock-id",
+            &first,
+        ],
+        "",
+        6,
+    );
+    let cur = h
+        .ok(&["state", "get", "--stack", "s", "--env", "e"], "")
+        .json();
+    assert_eq!(cur["n"], 3);
+    h.ok(
+        &[
+            "state",
+            "rollback",
+            "--stack",
+            "s",
+            "--env",
+            "e",
+            "--to",
+            "1",
+            "--lock-id",
+            &second,
+        ],
+        "",
+    );
+}
+
+#[test]
 fn colour_only_on_a_terminal_and_never_with_no_color() {
     let h = Harness::new();
     h.admin();
@@ -919,8 +1038,8 @@ fn store_calls_per_command() {
             &["state", "put", "--stack", "web", "--env", "prod"],
             "{\"a\":2}"
         ),
-        n(2, 2, 0, 0),
-        "record, state.json; history entry, state.json: no listing"
+        n(3, 2, 0, 0),
+        "record, the stack's lock, state.json; history entry, state.json: no listing"
     );
     assert_eq!(
         calls(

@@ -6,7 +6,6 @@
 //! tenants/<id>/<version>/        its versioned state (state_root), e.g. tenants/acme/v1
 //! tenant:<id>:<lock key>         its lock keys (lock_prefix)
 //! locks/<lock key>               where a store-backed lock manager keeps them (LOCKS)
-//! stacks:<stack>:<env>           the (tenant) lock key of a stack environment
 //! ```
 //!
 //! The registry's own keys (records, key index, usage, archive) live in
@@ -14,8 +13,8 @@
 //! locks (`TenantLocks`) and [`Tenant`](crate::Tenant) all derive their
 //! prefixes from these functions, never from a stored copy.
 
-use crate::error::{Error, Result};
-use crate::keys::{LockKey, StateKey, TenantId};
+use crate::error::Result;
+use crate::keys::{StateKey, TenantId};
 
 /// The prefix below which every tenant's own tree lives.
 pub const TENANTS: &str = "tenants";
@@ -38,31 +37,6 @@ pub fn state_root(id: &TenantId, version: &str) -> Result<StateKey> {
 /// `tenant:<id>`: the prefix of the tenant's lock keys (joined with `:`).
 pub fn lock_prefix(id: &TenantId) -> String {
     format!("tenant:{id}")
-}
-
-/// The first segment of every stack environment's lock key.
-pub const STACK_LOCK_PREFIX: &str = "stacks";
-
-/// `stacks:<stack>:<env>`: the lock key of a stack environment (in the
-/// tenant's lock name space), the one the server's stack routes and the
-/// CLI take. Stack and environment names that cannot be lock key segments
-/// (they contain `:`, `=` or `@`) are refused with a clear message.
-pub fn stack_lock_key(stack: &str, env: &str) -> Result<LockKey> {
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    };
-    if !plain(stack) || !plain(env) {
-        return Err(Error::invalid(format!(
-            "stack {stack:?} env {env:?} cannot be locked: stack and env names used with locks may contain only A-Z a-z 0-9 . _ -"
-        )));
-    }
-    LockKey::new(format!("{STACK_LOCK_PREFIX}:{stack}:{env}")).map_err(|e| {
-        Error::invalid(format!(
-            "stack {stack:?} env {env:?} cannot be locked: stack and env names used with locks may contain only A-Z a-z 0-9 . _ - ({e})"
-        ))
-    })
 }
 
 #[cfg(test)]

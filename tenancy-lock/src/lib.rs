@@ -10,6 +10,8 @@
 //!   keys under `tenant:<id>:`.
 //! - [`HeartbeatGuard`]: renews a lease every ttl/3 and reports its loss.
 //! - [`Backoff`]: the retry schedule of `acquire(req, wait)`.
+//! - [`holder_fence`]: whether a write under a lock id may go on, and the
+//!   fencing token it records.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -30,6 +32,7 @@
 //! ```
 
 mod backoff;
+mod fence;
 mod heartbeat;
 mod lease;
 mod memory;
@@ -37,6 +40,7 @@ mod store;
 mod tenant;
 
 pub use backoff::acquire_with_backoff;
+pub use fence::holder_fence;
 pub use heartbeat::{HeartbeatGuard, HeartbeatState};
 pub use memory::MemoryLockManager;
 pub use store::{Freed, LockRecord, StoreLockManager, LOCKS_PREFIX, LOCK_RECORD_FORMAT};

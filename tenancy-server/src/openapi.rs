@@ -40,7 +40,7 @@ impl Modify for Security {
         jobs::cancel_job, jobs::register_worker, jobs::list_workers, jobs::delete_worker,
         jobs::claim,
         stacks::list, stacks::get_state, stacks::save_state, stacks::delete_state,
-        stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback,
+        stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback, stacks::admin_force_unlock,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),

@@ -88,17 +88,40 @@ pub async fn save_counted<B: StateBackend>(
     doc: &StateDocument,
     opts: SaveOptions,
 ) -> Result<StackVersion> {
-    let maybe_new = match opts.expected {
-        Expected::Serial(_) => false,
-        Expected::New => true,
-        Expected::Latest => store.current(stack, env).await?.is_none(),
+    // A save on top of the latest version reads it once here; the save
+    // then expects exactly that version (and starts again on top of the
+    // latest if it lost a race meanwhile).
+    let (maybe_new, pinned) = match opts.expected {
+        Expected::Serial(_) => (false, opts),
+        Expected::New => (true, opts),
+        Expected::Latest => match store.current(stack, env).await? {
+            None => (
+                true,
+                SaveOptions {
+                    expected: Expected::New,
+                    ..opts
+                },
+            ),
+            Some(cur) => (
+                false,
+                SaveOptions {
+                    expected: Expected::Serial(cur.serial),
+                    ..opts
+                },
+            ),
+        },
     };
     let counted = if maybe_new {
         count_stack(store, registry, tenant, stack, env).await?
     } else {
         None
     };
-    let saved = store.save_document(stack, env, doc, opts).await;
+    let saved = match store.save_document(stack, env, doc, pinned).await {
+        Err(Error::Precondition { .. }) if opts.expected == Expected::Latest => {
+            store.save_document(stack, env, doc, opts).await
+        }
+        other => other,
+    };
     if let (Err(_), Some((marker, r))) = (&saved, counted) {
         // Best effort: a failure here leaves one unit counted for a
         // stack without state (the bound in the module docs).

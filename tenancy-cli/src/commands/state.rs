@@ -79,6 +79,28 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
     Ok(doc)
 }
 
+/// The fencing token of the stack environment's lock that `lock_id` holds
+/// (`None` when it is unlocked and no id is given); refused while someone
+/// else holds it, the same rule as the server's stack routes.
+async fn fence_for(
+    ctx: &Ctx<'_>,
+    t: &Tenant,
+    stack: &str,
+    env: &str,
+    lock_id: Option<tenancy_core::LockId>,
+) -> anyhow::Result<Option<u64>> {
+    let key = tenancy_core::LockKey::stack_env(stack, env)?;
+    let locks = tenancy_lock::TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
+    let now = ctx.services.clock.now();
+    match tenancy_lock::holder_fence(&locks, &key, lock_id, None, now).await {
+        Ok(fence) => Ok(fence),
+        Err(e @ Error::LockHeld { .. }) => Err(anyhow::Error::new(e).context(format!(
+            "{stack}/{env} is locked; pass --lock-id with the holder's lock id if you hold it"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `tenancy state put --stack S --env E [--file F]`.
 pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result<()> {
     let (stack, env) = (args.at.stack.as_str(), args.at.env.as_str());
@@ -86,8 +108,9 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result
     let doc = read_document(ctx, args.file.as_deref())?;
     let store = store_for(ctx, &t)?;
     let doc = StateDocument::from_value(&doc)?;
+    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
     let current = store.current(stack, env).await?;
-    let opts = SaveOptions::new(current.as_ref().map(|c| c.serial));
+    let opts = SaveOptions::new(current.as_ref().map(|c| c.serial)).fenced(fence);
     let saved =
         stack_quota::save_counted(&store, &*ctx.services.registry, &t, stack, env, &doc, opts)
             .await;
@@ -315,9 +338,13 @@ pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyh
     let (stack, env, to) = (args.at.stack.as_str(), args.at.env.as_str(), args.to);
     let t = ctx.require_tenant().await?;
     let store = store_for(ctx, &t)?;
+    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
     // A damaged state.json cannot say its serial: restore over it instead.
     let v = match store.current(stack, env).await {
-        Ok(Some(cur)) => store.rollback(stack, env, to, Some(cur.serial)).await,
+        Ok(Some(cur)) => {
+            let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
+            store.rollback_with(stack, env, to, opts).await
+        }
         Ok(None) => Err(Error::not_found(format!(
             "no state for stack {stack} env {env}"
         ))),

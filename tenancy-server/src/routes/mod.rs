@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/tenants/{id}/rotate"),
     ("GET", "/v1/tenants/{id}/stats"),
     ("PUT", "/v1/admin/credential"),
+    ("DELETE", "/v1/tenants/{id}/stacks/{stack}/{env}/lock"),
     ("GET", "/v1/tenant"),
     ("GET", "/v1/state"),
     ("GET", "/v1/state/{*key}"),
@@ -91,6 +92,10 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/tenants/{id}/rotate", post(admin::rotate))
         .route("/v1/tenants/{id}/stats", get(admin::stats))
         .route("/v1/admin/credential", put(admin::change_credential))
+        .route(
+            "/v1/tenants/{id}/stacks/{stack}/{env}/lock",
+            delete(stacks::admin_force_unlock),
+        )
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
 

@@ -20,12 +20,15 @@
 //!   `UNLOCK` answer exactly 200; a held lock is 423 with the holder's
 //!   LockInfo (Terraform prints its `ID`); `GET` of no state is 204.
 //! - **Locks.** The lock of `stack`/`env` is the tenant's lock key
-//!   `stacks:<stack>:<env>` (so `/v1/locks` lists it). Its id is the
+//!   `stack:<stack>:env:<env>` (`LockKey::stack_env`, the key `tenancy lock
+//!   acquire --stack S --env E` takes, so `/v1/locks` and `tenancy lock
+//!   list` show it). Its id is the
 //!   client's (Terraform sends a UUID); the client's `Operation`, `Info`,
 //!   `Who`, `Version` and `Path` are stored with our lease and fencing
 //!   token. Terraform never renews, so the lease is the server's
-//!   `stack_lock_ttl` (default 1 h), and every save made under the lock
-//!   extends it by that much again.
+//!   `stack_lock_ttl` (default 1 h), and a save, delete or rollback made
+//!   under the lock extends it to that much from now whenever less than
+//!   half of it is left (so a save on a fresh lease costs no renew).
 //! - **Saves.** While the stack is locked, a save without `?ID` is 423 (also
 //!   for a client run with `-lock=false`) and a save with another id (stale
 //!   or foreign) is 409; a save with `?ID` of a lock that is no longer held
@@ -57,9 +60,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
-use tenancy_core::{
-    layout, Error, LockId, LockInfo, LockKey, LockManager, LockRequest, StateBackend,
-};
+use tenancy_core::{Error, LockId, LockInfo, LockKey, LockManager, LockRequest, StateBackend};
+use tenancy_lock::holder_fence;
 use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
 use tenancy_state::stack_quota;
 use utoipa::{IntoParams, ToSchema};
@@ -229,7 +231,7 @@ fn lock_key(p: &StackPath) -> ApiResult<LockKey> {
     // the names must be state key segments too
     tenancy_core::StateKey::segment(&p.stack)?;
     tenancy_core::StateKey::segment(&p.env)?;
-    Ok(layout::stack_lock_key(&p.stack, &p.env)?)
+    Ok(LockKey::stack_env(&p.stack, &p.env)?)
 }
 
 fn locked(holder: &LockInfo) -> Response {
@@ -240,8 +242,9 @@ fn lost(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "lock_lost", message)
 }
 
-/// What a write may do given the stack's lock: `Ok(fence)` to go on (under
-/// the lock with its token, or unlocked), or the answer that refuses it.
+/// What a write may do given the stack's lock ([`holder_fence`]):
+/// `Ok(fence)` to go on, or the answer that refuses it (423 with the
+/// holder, 409 for a lost or foreign lock id).
 async fn under_lock(
     state: &AppState,
     locks: &dyn LockManager,
@@ -252,29 +255,12 @@ async fn under_lock(
         None => None,
         Some(raw) => Some(LockId::parse(raw).map_err(|e| ApiError::from(e).into_response())?),
     };
-    let holder = locks
-        .inspect(key)
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    match (holder, id) {
-        (None, None) => Ok(None),
-        (Some(h), None) => Err(locked(&h)),
-        (None, Some(id)) => Err(lost(format!(
-            "lock {id} of {key} is not held any more (its lease ran out or it was force-unlocked); lock again and re-read the state"
-        ))
-        .into_response()),
-        (Some(h), Some(id)) if h.lock_id != id => Err(lost(format!(
-            "lock {id} does not hold {key}: lock {} does (fencing token {})",
-            h.lock_id, h.fencing_token
-        ))
-        .into_response()),
-        (Some(_), Some(id)) => {
-            // every request under the lock extends its lease
-            match locks.renew(key, id, state.config().stack_lock_ttl).await {
-                Ok(info) => Ok(Some(info.fencing_token)),
-                Err(e) => Err(lost(format!("lock {id} of {key} was lost: {e}")).into_response()),
-            }
-        }
+    let now = state.clock().now();
+    match holder_fence(locks, key, id, Some(state.config().stack_lock_ttl), now).await {
+        Ok(fence) => Ok(fence),
+        Err(Error::LockHeld { holder }) => Err(locked(&holder)),
+        Err(Error::Fenced { what }) => Err(lost(what).into_response()),
+        Err(e) => Err(ApiError::from(e).into_response()),
     }
 }
 
@@ -583,12 +569,10 @@ pub(crate) async fn list(
     who: AuthenticatedTenant,
 ) -> ApiResult<axum::Json<StackList>> {
     let store = store(&state, &who)?;
-    let held = locks(&state, &who)?
-        .list(&format!("{}:", layout::STACK_LOCK_PREFIX))
-        .await?;
+    let held = locks(&state, &who)?.list("stack:").await?;
     let mut stacks = Vec::new();
     for (stack, env) in store.stacks().await? {
-        let key = layout::stack_lock_key(&stack, &env).ok();
+        let key = LockKey::stack_env(&stack, &env).ok();
         let locked_by = held
             .iter()
             .find(|l| Some(&l.key) == key.as_ref())
@@ -715,3 +699,37 @@ pub(crate) async fn rollback(
 pub(crate) const DEFAULT_STACK_LOCK_TTL: Duration = Duration::from_secs(3600);
 /// The default largest stack state document: 32 MiB.
 pub(crate) const DEFAULT_STACK_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// The path of an admin force-unlock.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AdminStackPath {
+    id: String,
+    stack: String,
+    env: String,
+}
+
+/// The admin's force-unlock of a tenant's stack lock (whoever holds it):
+/// 200 with the lock it ended, or 404 when it is not locked.
+#[utoipa::path(delete, path = "/v1/tenants/{id}/stacks/{stack}/{env}/lock", tag = "admin",
+    params(("id" = String, Path, description = "tenant id"), ("stack" = String, Path), ("env" = String, Path)),
+    security(("admin" = [])),
+    responses((status = 200, body = TerraformLock), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn admin_force_unlock(
+    State(state): State<AppState>,
+    Path(p): Path<AdminStackPath>,
+) -> ApiResult<axum::Json<TerraformLock>> {
+    let id = tenancy_core::TenantId::new(&p.id)?;
+    let tenant = state.registry().get(&id).await?;
+    let key = lock_key(&StackPath {
+        stack: p.stack,
+        env: p.env,
+    })?;
+    let locks = state.stores().locks(&tenant)?;
+    let holder = locks
+        .inspect(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{key} of tenant {id} is not locked")))?;
+    locks.force_unlock(&key, holder.lock_id).await?;
+    Ok(axum::Json(TerraformLock::from(&holder)))
+}

@@ -139,6 +139,29 @@ async fn saves_are_refused_while_another_holds_the_lock() {
     assert_eq!(h.call("GET", URL, &au, "").await.expect(200).bytes, STATE);
     // force-unlock: an empty UNLOCK body
     h.call("UNLOCK", LOCK_URL, &au, "").await.expect(200);
+    // the admin's force-unlock ends a lock too
+    h.call("LOCK", LOCK_URL, &au, lock_info(B))
+        .await
+        .expect(200);
+    let ended = h
+        .admin(
+            "DELETE",
+            "/v1/tenants/acme/stacks/web/prod/lock",
+            Value::Null,
+        )
+        .await
+        .expect(200);
+    assert_eq!(ended.json()["ID"], B);
+    h.admin(
+        "DELETE",
+        "/v1/tenants/acme/stacks/web/prod/lock",
+        Value::Null,
+    )
+    .await
+    .expect(404);
+    h.call("POST", &format!("{URL}?ID={B}"), &au, &b"{}"[..])
+        .await
+        .expect(409);
     // the old holder's ID is no longer good: 409
     h.call("POST", &format!("{URL}?ID={A}"), &au, &b"{}"[..])
         .await
@@ -337,4 +360,114 @@ async fn a_lapsed_holders_late_save_is_fenced_and_the_new_holders_state_survives
         .expect(409);
     assert_eq!(late.error_code(), "lock_lost");
     assert_eq!(h.call("GET", URL, &au, "").await.bytes, b"{\"by\": \"b\"}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_locks_and_max_stacks() {
+    let one = harness().await;
+    let two = harness_on(one.backend.clone(), ServerConfig::default(), false).await;
+    let secret = one
+        .create_tenant("acme", json!({"limits": {"max_stacks": 5}}))
+        .await;
+    let auth = basic("acme", &secret);
+    let au = [("authorization", auth.as_str())];
+    // a lock taken through one replica is held on the other
+    one.call("LOCK", LOCK_URL, &au, lock_info(A))
+        .await
+        .expect(200);
+    let held = two
+        .call("LOCK", LOCK_URL, &au, lock_info(B))
+        .await
+        .expect(423);
+    assert_eq!(held.json()["ID"], A);
+    two.call("POST", URL, &au, &b"{}"[..]).await.expect(423);
+    two.call("UNLOCK", LOCK_URL, &au, lock_info(A))
+        .await
+        .expect(200);
+    // 16 concurrent first saves of distinct stacks, spread over both: exactly 5 land
+    let calls = (0..16).map(|i| {
+        let h = if i % 2 == 0 { &one } else { &two };
+        let url = format!("/v1/stacks/s{i}/prod/state");
+        async move { h.call("POST", &url, &au, &b"{}"[..]).await.status }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, refused), (5, 11), "{statuses:?}");
+    let listed = one
+        .call("GET", "/v1/stacks", &au, "")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["stacks"].as_array().unwrap().len(), 5);
+    let usage = one
+        .tenant(&secret, "GET", "/v1/tenant", Value::Null)
+        .await
+        .json();
+    assert_eq!(usage["usage"]["stacks"], 5, "{usage}");
+}
+
+#[tokio::test]
+async fn backend_calls_per_terraform_save_and_cli_put() {
+    use tenancy_state::counting::CountingBackend;
+    let counting = Arc::new(CountingBackend::new(MemoryBackend::new()));
+    let backend: Arc<dyn StateBackend> = counting.clone();
+    let h = harness_on(backend.clone(), ServerConfig::default(), true).await;
+    let secret = h.create_tenant("acme", json!({})).await;
+    let auth = basic("acme", &secret);
+    let au = [("authorization", auth.as_str())];
+    h.call("POST", URL, &au, STATE).await.expect(200);
+    h.call("LOCK", LOCK_URL, &au, lock_info(A))
+        .await
+        .expect(200);
+    // warm: the tenant is cached by the auth layer
+    counting.reset();
+    h.call("POST", &format!("{URL}?ID={A}"), &au, STATE)
+        .await
+        .expect(200);
+    let terraform = counting.take();
+    // the CLI's `state put` of an existing stack, on the same store: the lock
+    // check, current, and the save (the CLI also reads the tenant record)
+    let tenant = tenancy_core::TenantRegistry::get(
+        &**h.state.registry(),
+        &tenancy_core::TenantId::new("acme").unwrap(),
+    )
+    .await
+    .unwrap();
+    let scoped = h.state.stores().state(&tenant).unwrap();
+    let locks = h.state.stores().locks(&tenant).unwrap();
+    let store = tenancy_state::stack::StackStore::new(scoped);
+    counting.reset();
+    let key = tenancy_core::LockKey::stack_env("web", "prod").unwrap();
+    let fence = tenancy_lock::holder_fence(
+        &*locks,
+        &key,
+        Some(tenancy_core::LockId::parse(A).unwrap()),
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let cur = store.current("web", "prod").await.unwrap().unwrap();
+    let doc = tenancy_state::stack::StateDocument::from_bytes(STATE).unwrap();
+    tenancy_state::stack_quota::save_counted(
+        &store,
+        &**h.state.registry(),
+        &tenant,
+        "web",
+        "prod",
+        &doc,
+        tenancy_state::stack::SaveOptions::new(Some(cur.serial)).fenced(fence),
+    )
+    .await
+    .unwrap();
+    let cli = counting.take();
+    println!("backend calls per Terraform save: {terraform:?}; per CLI state put (without its session check): {cli:?}");
+    // lock check (get), current (get), claim + commit (put, put): a fresh
+    // lease is not renewed, so a save costs what a CLI put does
+    assert_eq!((terraform.get, terraform.put), (2, 2), "{terraform:?}");
+    assert_eq!((cli.get, cli.put), (2, 2), "{cli:?}");
 }
