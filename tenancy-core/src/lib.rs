@@ -40,8 +40,8 @@ pub use keys::{LockKey, StateKey, TenantId};
 pub use lock::{LockId, LockInfo, LockManager, LockManagerExt, LockRequest};
 pub use memory::MemoryBackend;
 pub use registry::{
-    CreatedTenant, ListedReservation, NewTenant, Reservation, TenantFilter, TenantRegistry,
-    TenantRegistryExt, TenantUpdate, UsageEvent,
+    Account, CreatedTenant, ListedReservation, NewTenant, Reservation, TenantFilter,
+    TenantRegistry, TenantRegistryExt, TenantUpdate, UsageEvent,
 };
 pub use session::{Session, SessionKind};
 pub use state::{

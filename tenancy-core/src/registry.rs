@@ -469,3 +469,68 @@ pub trait TenantRegistryExt: TenantRegistry {
 }
 
 impl<R: TenantRegistry + ?Sized> TenantRegistryExt for R {}
+
+/// The quota reservations of one write: taken one by one, then all
+/// committed (the write happened) or all released (it did not); and
+/// amounts held by earlier committed writes given back. The state API's
+/// and the stacks' byte and object accounting share it.
+#[derive(Debug)]
+pub struct Account<'a> {
+    registry: &'a dyn TenantRegistry,
+    tenant: &'a TenantId,
+    taken: Vec<Reservation>,
+}
+
+impl<'a> Account<'a> {
+    /// An empty account of `tenant`'s reservations.
+    pub fn new(registry: &'a dyn TenantRegistry, tenant: &'a TenantId) -> Self {
+        Account {
+            registry,
+            tenant,
+            taken: Vec::new(),
+        }
+    }
+
+    /// Reserves `amount` of `resource` (nothing for 0); over a limit:
+    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded).
+    pub async fn reserve(&mut self, resource: Resource, amount: u64) -> Result<()> {
+        if amount > 0 {
+            let r = self.registry.reserve(self.tenant, resource, amount).await?;
+            self.taken.push(r);
+        }
+        Ok(())
+    }
+
+    /// Commits every reservation taken.
+    pub async fn commit_all(&mut self) -> Result<()> {
+        for r in std::mem::take(&mut self.taken) {
+            self.registry.commit(&r).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases every reservation taken.
+    pub async fn release_all(&mut self) -> Result<()> {
+        for r in std::mem::take(&mut self.taken) {
+            self.registry.release(&r).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives back `amount` of `resource` held by earlier committed writes
+    /// (a release of a fresh reservation id, never more than the counter
+    /// holds beyond listed reservations).
+    pub async fn give_back(&self, resource: Resource, amount: u64) -> Result<()> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let r = Reservation {
+            id: Uuid::new_v4(),
+            tenant: self.tenant.clone(),
+            resource,
+            amount,
+            created_at: Utc::now(),
+        };
+        self.registry.release(&r).await
+    }
+}

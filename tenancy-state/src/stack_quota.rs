@@ -25,6 +25,14 @@
 //!   (committed stack reservations stay listed in the usage record; a stack
 //!   counted before markers gives back an unlisted unit).
 //!
+//! The **current document** of each stack environment also counts against
+//! the plan's `state_bytes` (its size) and `state_objects` (one per stack
+//! environment), exactly like an object of the state API: a save reserves
+//! the growth (and one object for a new environment) before it writes,
+//! commits after, and gives a shrink back; a delete gives its size and the
+//! object back; a refused save stores nothing (429 `quota_exceeded`).
+//! History is not counted (it is bounded by retention where one is set).
+//!
 //! # Bounds
 //!
 //! - A crash between creating the marker and committing its reservation
@@ -41,8 +49,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tenancy_core::{
-    DeleteMode, Error, PutMode, Reservation, Resource, Result, StateBackend, StateKey, Tenant,
-    TenantRegistry,
+    Account, DeleteMode, Error, PutMode, Reservation, Resource, Result, StateBackend, StateKey,
+    Tenant, TenantRegistry,
 };
 use uuid::Uuid;
 
@@ -50,6 +58,10 @@ use crate::stack::{Expected, SaveOptions, StackStore, StackVersion, StateDocumen
 
 /// The top-level name of the stack markers in a tenant's scope.
 pub const MARKER_PREFIX: &str = "stack-quota";
+
+/// How often a write on top of the latest version starts again after
+/// losing a race (each round is accounted afresh).
+const LATEST_ROUNDS: u32 = 16;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -63,147 +75,251 @@ fn marker_key(stack: &str) -> Result<StateKey> {
     StateKey::new(MARKER_PREFIX)?.join(&StateKey::segment(stack)?)
 }
 
-/// True when an environment of `stack` other than `except` has live state.
-async fn other_live_env<B: StateBackend>(
-    store: &StackStore<B>,
-    stack: &str,
-    except: &str,
-) -> Result<bool> {
-    Ok(store
-        .stacks()
-        .await?
-        .iter()
-        .any(|(s, e)| s == stack && e != except))
+fn len(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
-/// Saves `doc` at `stack`/`env` like [`StackStore::save_document`],
-/// counting a new stack against the tenant's `max_stacks` (see the
-/// [module docs](self)).
-pub async fn save_counted<B: StateBackend>(
-    store: &StackStore<B>,
-    registry: &dyn TenantRegistry,
-    tenant: &Tenant,
-    stack: &str,
-    env: &str,
-    doc: &StateDocument,
-    opts: SaveOptions,
-) -> Result<StackVersion> {
-    // A save on top of the latest version reads it once here; the save
-    // then expects exactly that version (and starts again on top of the
-    // latest if it lost a race meanwhile).
-    let (maybe_new, pinned) = match opts.expected {
-        Expected::Serial(_) => (false, opts),
-        Expected::New => (true, opts),
-        Expected::Latest => match store.current(stack, env).await? {
-            None => (
-                true,
-                SaveOptions {
-                    expected: Expected::New,
-                    ..opts
-                },
-            ),
-            Some(cur) => (
-                false,
-                SaveOptions {
-                    expected: Expected::Serial(cur.serial),
-                    ..opts
-                },
-            ),
+/// `opts` with [`Expected::Latest`] pinned to the version just read.
+fn pinned(opts: SaveOptions, current: Option<u64>) -> SaveOptions {
+    match (opts.expected, current) {
+        (Expected::Latest, None) => SaveOptions {
+            expected: Expected::New,
+            ..opts
         },
-    };
-    let counted = if maybe_new {
-        count_stack(store, registry, tenant, stack, env).await?
-    } else {
-        None
-    };
-    let saved = match store.save_document(stack, env, doc, pinned).await {
-        Err(Error::Precondition { .. }) if opts.expected == Expected::Latest => {
-            store.save_document(stack, env, doc, opts).await
-        }
-        other => other,
-    };
-    if let (Err(_), Some((marker, r))) = (&saved, counted) {
-        // Best effort: a failure here leaves one unit counted for a
-        // stack without state (the bound in the module docs).
-        if store
-            .backend()
-            .delete(&marker, DeleteMode::Any)
-            .await
-            .is_ok()
-        {
-            let _ = registry.release(&r).await;
-        }
+        (Expected::Latest, Some(serial)) => SaveOptions {
+            expected: Expected::Serial(serial),
+            ..opts
+        },
+        _ => opts,
     }
-    saved
 }
 
-/// Counts `stack` if it is not counted yet; returns the marker and the
-/// reservation when this call counted it.
-async fn count_stack<B: StateBackend>(
-    store: &StackStore<B>,
-    registry: &dyn TenantRegistry,
-    tenant: &Tenant,
-    stack: &str,
-    env: &str,
-) -> Result<Option<(StateKey, Reservation)>> {
-    let backend = store.backend();
-    let key = marker_key(stack)?;
-    if backend.get(&key).await?.is_some() {
-        return Ok(None);
+/// One tenant's stack store with its quota: every write of the CLI and the
+/// server's stack routes goes through here (see the [module docs](self)).
+#[derive(Debug)]
+pub struct StackQuota<'a, B: StateBackend> {
+    store: &'a StackStore<B>,
+    registry: &'a dyn TenantRegistry,
+    tenant: &'a Tenant,
+}
+
+impl<'a, B: StateBackend> StackQuota<'a, B> {
+    /// The quota of `tenant` (whose scoped store `store` is) in `registry`.
+    pub fn new(
+        store: &'a StackStore<B>,
+        registry: &'a dyn TenantRegistry,
+        tenant: &'a Tenant,
+    ) -> Self {
+        StackQuota {
+            store,
+            registry,
+            tenant,
+        }
     }
-    let encode = |reservation: Option<Uuid>| -> Result<Bytes> {
-        let m = Marker {
-            reservation,
-            created_at: Utc::now(),
-        };
-        serde_json::to_vec(&m)
-            .map(Bytes::from)
-            .map_err(|e| Error::invalid(format!("cannot encode the stack marker: {e}")))
-    };
-    let pairs = store.stacks().await?;
-    if pairs.iter().any(|(s, e)| s == stack && e != env) {
-        // counted when it was first saved (before markers) or migrated
-        return match backend.put(&key, encode(None)?, PutMode::Create).await {
-            Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(None),
-            Err(e) => Err(e),
-        };
+
+    /// Saves `doc` at `stack`/`env` like [`StackStore::save_document`],
+    /// counting a new stack against `max_stacks` and the document against
+    /// `state_bytes` and `state_objects`.
+    pub async fn save(
+        &self,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        opts: SaveOptions,
+    ) -> Result<StackVersion> {
+        self.retrying(opts, || self.save_once(stack, env, doc, None, opts))
+            .await
     }
-    // The stacks that exist count too, whatever the counter says (a
-    // migration with --force may have gone over the limit).
-    let existing = pairs
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as u64;
-    let limit = tenant.limits().max_stacks;
-    if existing >= limit {
-        return Err(Error::QuotaExceeded {
-            tenant: tenant.id.to_string(),
-            resource: Resource::Stacks.as_str().into(),
-            limit,
-            requested: existing + 1,
-            retry_after: None,
-        });
+
+    /// Rolls `stack`/`env` back to version `to` like
+    /// [`StackStore::rollback_with`], counted like a save of that version's
+    /// document (a deleted stack environment comes back counted).
+    pub async fn rollback(
+        &self,
+        stack: &str,
+        env: &str,
+        to: u64,
+        opts: SaveOptions,
+    ) -> Result<StackVersion> {
+        let old = self.store.version(stack, env, to).await?;
+        let doc = StateDocument::from_bytes(&old.raw)?;
+        self.retrying(opts, || self.save_once(stack, env, &doc, Some(to), opts))
+            .await
     }
-    let r = match registry.reserve(&tenant.id, Resource::Stacks, 1).await {
-        Ok(r) => r,
-        // Concurrent first savers of this same stack may hold the capacity:
-        // if one of them has counted it meanwhile, this save is not the
-        // stack's first any more (and the save reports any conflict).
-        Err(e @ Error::QuotaExceeded { .. }) => {
-            return match backend.get(&key).await? {
-                Some(_) => Ok(None),
-                None => Err(e),
+
+    /// Deletes `stack`/`env` like [`StackStore::delete`], gives its
+    /// document's bytes and object back and, when no environment of the
+    /// stack has state any more, its `max_stacks` unit. Returns the
+    /// tombstone's version and whether the stack's unit was given back.
+    pub async fn delete(
+        &self,
+        stack: &str,
+        env: &str,
+        opts: SaveOptions,
+    ) -> Result<(StackVersion, bool)> {
+        let (gone, size) = self
+            .retrying(opts, || async {
+                let cur =
+                    self.store.current(stack, env).await?.ok_or_else(|| {
+                        Error::not_found(format!("no state for stack {stack}/{env}"))
+                    })?;
+                let v = self
+                    .store
+                    .delete(stack, env, pinned(opts, Some(cur.serial)))
+                    .await?;
+                Ok((v, len(&cur.raw)))
+            })
+            .await?;
+        let account = Account::new(self.registry, &self.tenant.id);
+        account.give_back(Resource::StateBytes, size).await?;
+        account.give_back(Resource::StateObjects, 1).await?;
+        let given_back = self.uncount_stack(stack, env).await?;
+        Ok((gone, given_back))
+    }
+
+    /// Runs `write`, again on top of the latest version after a lost race
+    /// when `opts` expects [`Expected::Latest`].
+    async fn retrying<T, F, Fut>(&self, opts: SaveOptions, mut write: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let latest = opts.expected == Expected::Latest;
+        let mut round = 0;
+        loop {
+            round += 1;
+            match write().await {
+                Err(Error::Precondition { .. }) if latest && round < LATEST_ROUNDS => continue,
+                other => return other,
             }
         }
-        Err(e) => return Err(e),
-    };
-    match backend
-        .put(&key, encode(Some(r.id))?, PutMode::Create)
-        .await
-    {
-        Ok(_) => {}
-        Err(e) => {
+    }
+
+    /// One accounted save (or rollback to `rollback_to`, whose document
+    /// `doc` is): read the current version, reserve what the new document
+    /// adds, write expecting exactly that version, settle.
+    async fn save_once(
+        &self,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        rollback_to: Option<u64>,
+        opts: SaveOptions,
+    ) -> Result<StackVersion> {
+        let cur = self.store.current(stack, env).await?;
+        let opts = pinned(opts, cur.as_ref().map(|c| c.serial));
+        let (old_len, new_len) = (cur.as_ref().map_or(0, |c| len(&c.raw)), len(doc.as_bytes()));
+        let mut account = Account::new(self.registry, &self.tenant.id);
+        let reserved = async {
+            account
+                .reserve(Resource::StateBytes, new_len.saturating_sub(old_len))
+                .await?;
+            account
+                .reserve(Resource::StateObjects, u64::from(cur.is_none()))
+                .await?;
+            if cur.is_none() {
+                self.count_stack(stack, env).await
+            } else {
+                Ok(None)
+            }
+        }
+        .await;
+        let counted = match reserved {
+            Ok(counted) => counted,
+            Err(e) => {
+                account.release_all().await?;
+                return Err(e);
+            }
+        };
+        let saved = match rollback_to {
+            None => self.store.save_document(stack, env, doc, opts).await,
+            Some(to) => self.store.rollback_with(stack, env, to, opts).await,
+        };
+        if saved.is_ok() {
+            account.commit_all().await?;
+            account
+                .give_back(Resource::StateBytes, old_len.saturating_sub(new_len))
+                .await?;
+            return saved;
+        }
+        account.release_all().await?;
+        if let Some((marker, r)) = counted {
+            // Best effort: a failure here leaves one unit counted for a
+            // stack without state (the bound in the module docs).
+            if self
+                .store
+                .backend()
+                .delete(&marker, DeleteMode::Any)
+                .await
+                .is_ok()
+            {
+                let _ = self.registry.release(&r).await;
+            }
+        }
+        saved
+    }
+
+    /// Counts `stack` if it is not counted yet; returns the marker and the
+    /// reservation when this call counted it.
+    async fn count_stack(&self, stack: &str, env: &str) -> Result<Option<(StateKey, Reservation)>> {
+        let (registry, tenant) = (self.registry, self.tenant);
+        let backend = self.store.backend();
+        let key = marker_key(stack)?;
+        if backend.get(&key).await?.is_some() {
+            return Ok(None);
+        }
+        let encode = |reservation: Option<Uuid>| -> Result<Bytes> {
+            let m = Marker {
+                reservation,
+                created_at: Utc::now(),
+            };
+            serde_json::to_vec(&m)
+                .map(Bytes::from)
+                .map_err(|e| Error::invalid(format!("cannot encode the stack marker: {e}")))
+        };
+        let pairs = self.store.stacks().await?;
+        if pairs.iter().any(|(s, e)| s == stack && e != env) {
+            // counted when it was first saved (before markers) or migrated
+            return match backend.put(&key, encode(None)?, PutMode::Create).await {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        // The stacks that exist count too, whatever the counter says (a
+        // migration with --force may have gone over the limit).
+        let existing = pairs
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64;
+        let limit = tenant.limits().max_stacks;
+        if existing >= limit {
+            return Err(Error::QuotaExceeded {
+                tenant: tenant.id.to_string(),
+                resource: Resource::Stacks.as_str().into(),
+                limit,
+                requested: existing + 1,
+                retry_after: None,
+            });
+        }
+        let r = match registry.reserve(&tenant.id, Resource::Stacks, 1).await {
+            Ok(r) => r,
+            // Concurrent first savers of this same stack may hold the
+            // capacity: if one of them has counted it meanwhile, this save
+            // is not the stack's first any more (and the save reports any
+            // conflict).
+            Err(e @ Error::QuotaExceeded { .. }) => {
+                return match backend.get(&key).await? {
+                    Some(_) => Ok(None),
+                    None => Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = backend
+            .put(&key, encode(Some(r.id))?, PutMode::Create)
+            .await
+        {
             let _ = registry.release(&r).await;
             return match e {
                 // a concurrent first saver of this stack counted it
@@ -211,62 +327,53 @@ async fn count_stack<B: StateBackend>(
                 e => Err(e),
             };
         }
+        if let Err(e) = registry.commit(&r).await {
+            let _ = backend.delete(&key, DeleteMode::Any).await;
+            let _ = registry.release(&r).await;
+            return Err(e);
+        }
+        Ok(Some((key, r)))
     }
-    if let Err(e) = registry.commit(&r).await {
-        let _ = backend.delete(&key, DeleteMode::Any).await;
-        let _ = registry.release(&r).await;
-        return Err(e);
-    }
-    Ok(Some((key, r)))
-}
 
-/// Deletes `stack`/`env` like [`StackStore::delete`] and, when no
-/// environment of the stack has state any more, gives its `max_stacks`
-/// unit back (see the [module docs](self)). Returns the tombstone's
-/// version and whether the stack's unit was given back.
-pub async fn delete_counted<B: StateBackend>(
-    store: &StackStore<B>,
-    registry: &dyn TenantRegistry,
-    tenant: &Tenant,
-    stack: &str,
-    env: &str,
-    opts: SaveOptions,
-) -> Result<(StackVersion, bool)> {
-    let gone = store.delete(stack, env, opts).await?;
-    if other_live_env(store, stack, env).await? {
-        return Ok((gone, false));
+    /// Gives `stack`'s unit back when no environment of it has state any
+    /// more (`env` was just deleted); returns whether it did.
+    async fn uncount_stack(&self, stack: &str, env: &str) -> Result<bool> {
+        let live = self.store.stacks().await?;
+        if live.iter().any(|(s, e)| s == stack && e != env) {
+            return Ok(false);
+        }
+        let backend = self.store.backend();
+        let key = marker_key(stack)?;
+        let unit = |id: Option<Uuid>| Reservation {
+            id: id.unwrap_or_else(Uuid::new_v4),
+            tenant: self.tenant.id.clone(),
+            resource: Resource::Stacks,
+            amount: 1,
+            created_at: Utc::now(),
+        };
+        let Some(marker) = backend.get(&key).await? else {
+            // never counted through a marker: a stack saved before markers
+            // existed (or migrated) was counted then, so its unit goes back too
+            self.registry.release(&unit(None)).await?;
+            return Ok(true);
+        };
+        // The unit goes back through the reservation that took it (a
+        // committed stack reservation stays listed in the usage record).
+        let counted_with = serde_json::from_slice::<Marker>(&marker.bytes)
+            .ok()
+            .and_then(|m| m.reservation);
+        let mode = if backend.capabilities().conditional_delete {
+            DeleteMode::IfVersion(marker.version)
+        } else {
+            DeleteMode::Any
+        };
+        match backend.delete(&key, mode).await {
+            Ok(()) => {}
+            // a concurrent delete of the last environment gave it back
+            Err(e) if e.is_conflict() || e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.registry.release(&unit(counted_with)).await?;
+        Ok(true)
     }
-    let backend = store.backend();
-    let key = marker_key(stack)?;
-    let unit = |id: Option<Uuid>| Reservation {
-        id: id.unwrap_or_else(Uuid::new_v4),
-        tenant: tenant.id.clone(),
-        resource: Resource::Stacks,
-        amount: 1,
-        created_at: Utc::now(),
-    };
-    let Some(marker) = backend.get(&key).await? else {
-        // never counted through a marker: a stack saved before markers
-        // existed (or migrated) was counted then, so its unit goes back too
-        registry.release(&unit(None)).await?;
-        return Ok((gone, true));
-    };
-    // The unit goes back through the reservation that took it (a committed
-    // stack reservation stays listed in the usage record).
-    let counted_with = serde_json::from_slice::<Marker>(&marker.bytes)
-        .ok()
-        .and_then(|m| m.reservation);
-    let mode = if backend.capabilities().conditional_delete {
-        DeleteMode::IfVersion(marker.version)
-    } else {
-        DeleteMode::Any
-    };
-    match backend.delete(&key, mode).await {
-        Ok(()) => {}
-        // a concurrent delete of the last environment gave it back
-        Err(e) if e.is_conflict() || e.is_not_found() => return Ok((gone, false)),
-        Err(e) => return Err(e),
-    }
-    registry.release(&unit(counted_with)).await?;
-    Ok((gone, true))
 }

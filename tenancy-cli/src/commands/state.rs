@@ -12,8 +12,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::{json, Value};
 use tenancy_core::{Error, StateBackend, Tenant};
-use tenancy_state::stack::{SaveOptions, StackStore, StateDocument};
-use tenancy_state::stack_quota;
+use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
+use tenancy_state::stack_quota::StackQuota;
 use tenancy_state::TenantScoped;
 
 use super::Ctx;
@@ -109,11 +109,10 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result
     let store = store_for(ctx, &t)?;
     let doc = StateDocument::from_value(&doc)?;
     let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
-    let current = store.current(stack, env).await?;
-    let opts = SaveOptions::new(current.as_ref().map(|c| c.serial)).fenced(fence);
-    let saved =
-        stack_quota::save_counted(&store, &*ctx.services.registry, &t, stack, env, &doc, opts)
-            .await;
+    let opts = SaveOptions::new(Expected::Latest).fenced(fence);
+    let saved = StackQuota::new(&store, &*ctx.services.registry, &t)
+        .save(stack, env, &doc, opts)
+        .await;
     let saved = saved.with_context(|| format!("saving the state of {stack}/{env}"))?;
     if ctx.is_json() {
         ctx.out().json(&json!({
@@ -343,7 +342,9 @@ pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyh
     let v = match store.current(stack, env).await {
         Ok(Some(cur)) => {
             let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
-            store.rollback_with(stack, env, to, opts).await
+            StackQuota::new(&store, &*ctx.services.registry, &t)
+                .rollback(stack, env, to, opts)
+                .await
         }
         Ok(None) => Err(Error::not_found(format!(
             "no state for stack {stack} env {env}"

@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_core::{Error, LockId, LockInfo, LockKey, LockManager, LockRequest, StateBackend};
 use tenancy_lock::holder_fence;
 use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
-use tenancy_state::stack_quota;
+use tenancy_state::stack_quota::StackQuota;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app_state::AppState;
@@ -339,7 +339,7 @@ async fn save_inner(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, Response> {
-    let key = lock_key(&p).map_err(IntoResponse::into_response)?;
+    lock_key(&p).map_err(IntoResponse::into_response)?;
     if let Some(given) = headers.get("content-md5") {
         let given = given
             .to_str()
@@ -360,30 +360,49 @@ async fn save_inner(
         }
     }
     let doc = StateDocument::from_bytes(&bytes).map_err(|e| ApiError::from(e).into_response())?;
+    write(state, who, p, q, Write::Save(doc)).await
+}
+
+/// What a write of a stack environment does.
+#[derive(Debug)]
+enum Write {
+    Save(StateDocument),
+    Delete,
+    Rollback(u64),
+}
+
+/// Every write of a stack environment: checked against its lock
+/// ([`under_lock`]), counted (`tenancy_state::stack_quota`), on top of the
+/// latest version, in its own task (a disconnect never stops it between
+/// quota and write).
+async fn write(
+    state: AppState,
+    who: AuthenticatedTenant,
+    p: StackPath,
+    q: LockIdQuery,
+    op: Write,
+) -> Result<Response, Response> {
+    let key = lock_key(&p).map_err(IntoResponse::into_response)?;
     let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
     let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
     let store = store(&state, &who).map_err(IntoResponse::into_response)?;
     let registry = state.registry().clone();
     let tenant = who.tenant_arc();
-    // Its own task: a disconnect never stops it between quota and save.
+    let (stack, env) = (p.stack.clone(), p.env.clone());
     let task = tokio::spawn(async move {
-        stack_quota::save_counted(
-            &store,
-            &*registry,
-            &tenant,
-            &p.stack,
-            &p.env,
-            &doc,
-            SaveOptions::new(Expected::Latest).fenced(fence),
-        )
-        .await
-        .map(|v| (p, v))
+        let quota = StackQuota::new(&store, &*registry, &tenant);
+        let opts = SaveOptions::new(Expected::Latest).fenced(fence);
+        match op {
+            Write::Save(doc) => quota.save(&stack, &env, &doc, opts).await,
+            Write::Rollback(to) => quota.rollback(&stack, &env, to, opts).await,
+            Write::Delete => quota.delete(&stack, &env, opts).await.map(|(v, _)| v),
+        }
     });
-    let saved = task
+    let done = task
         .await
         .map_err(|_| ApiError::internal().into_response())?;
     state.usage_cache().invalidate(who.id());
-    let (p, v) = saved.map_err(|e| ApiError::from(e).into_response())?;
+    let v = done.map_err(|e| ApiError::from(e).into_response())?;
     Ok(axum::Json(StackWritten {
         stack: p.stack,
         env: p.env,
@@ -408,41 +427,7 @@ pub(crate) async fn delete_state(
     Path(p): Path<StackPath>,
     Query(q): Query<LockIdQuery>,
 ) -> Response {
-    response(
-        async {
-            let key = lock_key(&p).map_err(IntoResponse::into_response)?;
-            let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
-            let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
-            let store = store(&state, &who).map_err(IntoResponse::into_response)?;
-            let registry = state.registry().clone();
-            let tenant = who.tenant_arc();
-            let (stack, env) = (p.stack.clone(), p.env.clone());
-            let task = tokio::spawn(async move {
-                stack_quota::delete_counted(
-                    &store,
-                    &*registry,
-                    &tenant,
-                    &stack,
-                    &env,
-                    SaveOptions::new(Expected::Latest).fenced(fence),
-                )
-                .await
-            });
-            let done = task
-                .await
-                .map_err(|_| ApiError::internal().into_response())?;
-            state.usage_cache().invalidate(who.id());
-            let (v, _) = done.map_err(|e| ApiError::from(e).into_response())?;
-            Ok(axum::Json(StackWritten {
-                stack: p.stack,
-                env: p.env,
-                serial: v.serial,
-                saved_at: v.saved_at,
-            })
-            .into_response())
-        }
-        .await,
-    )
+    response(write(state, who, p, q, Write::Delete).await)
 }
 
 /// `LOCK`/`UNLOCK` (and `POST`/`DELETE`) on a stack environment's lock.
@@ -668,31 +653,7 @@ pub(crate) async fn rollback(
     Query(q): Query<LockIdQuery>,
     Json(body): Json<RollbackBody>,
 ) -> Response {
-    response(
-        async {
-            let key = lock_key(&p).map_err(IntoResponse::into_response)?;
-            let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
-            let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
-            let store = store(&state, &who).map_err(IntoResponse::into_response)?;
-            let v = store
-                .rollback_with(
-                    &p.stack,
-                    &p.env,
-                    body.to,
-                    SaveOptions::new(Expected::Latest).fenced(fence),
-                )
-                .await
-                .map_err(|e| ApiError::from(e).into_response())?;
-            Ok(axum::Json(StackWritten {
-                stack: p.stack,
-                env: p.env,
-                serial: v.serial,
-                saved_at: v.saved_at,
-            })
-            .into_response())
-        }
-        .await,
-    )
+    response(write(state, who, p, q, Write::Rollback(body.to)).await)
 }
 
 /// The default lease of a lock taken through these routes.

@@ -40,17 +40,17 @@
 //!   the drift is bounded by what was in flight at the crash.
 //! - **S3** has no conditional delete: two concurrent `DELETE`s of one object
 //!   both give its size back (the counter ends below the truth by that size).
-//! - Only the state API counts: stack state (`/v1/stacks/...`) and the
-//!   server's own `_server/` records are not counted.
+//! - The server's own `_server/` records are not counted. Stack state
+//!   (`/v1/stacks/...`) counts its current documents the same way, in
+//!   `tenancy_state::stack_quota`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tenancy_core::{
-    DeleteMode, Error, PutMode, Reservation, Resource, Result, StateBackend, StateKey, TenantId,
+    Account, DeleteMode, Error, PutMode, Resource, Result, StateBackend, StateKey, TenantId,
     TenantRegistry, Version,
 };
-use uuid::Uuid;
 
 /// How often a plain `PUT` starts again after losing a race to another writer.
 const MAX_ROUNDS: u32 = 16;
@@ -73,60 +73,6 @@ pub(crate) enum Written {
     Stored(Version, bool),
     /// The condition the client gave does not hold.
     Precondition(&'static str),
-}
-
-/// The tenant's registry and the reservations of one write.
-struct Account<'a> {
-    registry: &'a dyn TenantRegistry,
-    tenant: &'a TenantId,
-    taken: Vec<Reservation>,
-}
-
-impl<'a> Account<'a> {
-    fn new(registry: &'a dyn TenantRegistry, tenant: &'a TenantId) -> Self {
-        Account {
-            registry,
-            tenant,
-            taken: Vec::new(),
-        }
-    }
-
-    async fn reserve(&mut self, resource: Resource, amount: u64) -> Result<()> {
-        if amount > 0 {
-            let r = self.registry.reserve(self.tenant, resource, amount).await?;
-            self.taken.push(r);
-        }
-        Ok(())
-    }
-
-    async fn release_all(&mut self) -> Result<()> {
-        for r in std::mem::take(&mut self.taken) {
-            self.registry.release(&r).await?;
-        }
-        Ok(())
-    }
-
-    async fn commit_all(&mut self) -> Result<()> {
-        for r in std::mem::take(&mut self.taken) {
-            self.registry.commit(&r).await?;
-        }
-        Ok(())
-    }
-
-    /// Gives back `amount` of `resource` held by committed state writes.
-    async fn give_back(&self, resource: Resource, amount: u64) -> Result<()> {
-        if amount == 0 {
-            return Ok(());
-        }
-        let r = Reservation {
-            id: Uuid::new_v4(),
-            tenant: self.tenant.clone(),
-            resource,
-            amount,
-            created_at: chrono::Utc::now(),
-        };
-        self.registry.release(&r).await
-    }
 }
 
 fn len(b: &Bytes) -> u64 {

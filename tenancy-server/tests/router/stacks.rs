@@ -423,14 +423,20 @@ async fn backend_calls_per_terraform_save_and_cli_put() {
     h.call("LOCK", LOCK_URL, &au, lock_info(A))
         .await
         .expect(200);
-    // warm: the tenant is cached by the auth layer
+    // warm: the tenant is cached by the auth layer; each save grows the
+    // document, so both pay the state_bytes reservation
     counting.reset();
-    h.call("POST", &format!("{URL}?ID={A}"), &au, STATE)
-        .await
-        .expect(200);
+    h.call(
+        "POST",
+        &format!("{URL}?ID={A}"),
+        &au,
+        &br#"{"grown": "by well over the bytes of the first document, which had about eighty of them"}"#[..],
+    )
+    .await
+    .expect(200);
     let terraform = counting.take();
-    // the CLI's `state put` of an existing stack, on the same store: the lock
-    // check, current, and the save (the CLI also reads the tenant record)
+    // the CLI's `state put` on the same store (without its session check,
+    // which reads the tenant record): the lock check and the counted save
     let tenant = tenancy_core::TenantRegistry::get(
         &**h.state.registry(),
         &tenancy_core::TenantId::new("acme").unwrap(),
@@ -451,23 +457,81 @@ async fn backend_calls_per_terraform_save_and_cli_put() {
     )
     .await
     .unwrap();
-    let cur = store.current("web", "prod").await.unwrap().unwrap();
-    let doc = tenancy_state::stack::StateDocument::from_bytes(STATE).unwrap();
-    tenancy_state::stack_quota::save_counted(
-        &store,
-        &**h.state.registry(),
-        &tenant,
-        "web",
-        "prod",
-        &doc,
-        tenancy_state::stack::SaveOptions::new(Some(cur.serial)).fenced(fence),
+    let doc = tenancy_state::stack::StateDocument::from_bytes(
+        br#"{"grown": "by even more bytes than the Terraform save before it wrote, so it reserves again"}"#,
     )
-    .await
     .unwrap();
+    tenancy_state::stack_quota::StackQuota::new(&store, &**h.state.registry(), &tenant)
+        .save(
+            "web",
+            "prod",
+            &doc,
+            tenancy_state::stack::SaveOptions::new(tenancy_state::stack::Expected::Latest)
+                .fenced(fence),
+        )
+        .await
+        .unwrap();
     let cli = counting.take();
     println!("backend calls per Terraform save: {terraform:?}; per CLI state put (without its session check): {cli:?}");
-    // lock check (get), current (get), claim + commit (put, put): a fresh
-    // lease is not renewed, so a save costs what a CLI put does
-    assert_eq!((terraform.get, terraform.put), (2, 2), "{terraform:?}");
-    assert_eq!((cli.get, cli.put), (2, 2), "{cli:?}");
+    // a fresh lease is not renewed, so a Terraform save costs what a CLI put
+    // does: lock check, current, the usage record for the growth, claim and
+    // commit
+    assert_eq!(
+        terraform, cli,
+        "a Terraform save costs what a CLI put costs"
+    );
+    assert_eq!(terraform.list, 0);
+}
+
+#[tokio::test]
+async fn stack_documents_count_against_state_bytes_and_objects() {
+    for store in common::stores("stack_documents_count_against_state_bytes").await {
+        let h = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+        let secret = h
+            .create_tenant(
+                "acme",
+                json!({"limits": {"max_state_bytes": 100, "max_state_objects": 2}}),
+            )
+            .await;
+        let auth = basic("acme", &secret);
+        let au = [("authorization", auth.as_str())];
+        let usage = || async {
+            let u = h
+                .tenant(&secret, "GET", "/v1/tenant", Value::Null)
+                .await
+                .json();
+            (
+                u["usage"]["state_bytes"].as_u64().unwrap(),
+                u["usage"]["state_objects"].as_u64().unwrap(),
+            )
+        };
+        let doc = |n: usize| format!("{{\"pad\": \"{}\"}}", "x".repeat(n)).into_bytes();
+        h.call("POST", URL, &au, doc(50)).await.expect(200);
+        assert_eq!(usage().await, (61, 1), "{}", store.name);
+        // growing past the limit: refused, nothing stored
+        let over = h.call("POST", URL, &au, doc(120)).await.expect(429);
+        assert_eq!(over.error_code(), "quota_exceeded");
+        assert_eq!(h.call("GET", URL, &au, "").await.bytes, doc(50));
+        // shrinking gives back; a second environment is a second object; a third is over
+        h.call("POST", URL, &au, doc(10)).await.expect(200);
+        h.call("POST", "/v1/stacks/web/dev/state", &au, doc(10))
+            .await
+            .expect(200);
+        assert_eq!(usage().await, (42, 2), "{}", store.name);
+        h.call("POST", "/v1/stacks/web/qa/state", &au, doc(1))
+            .await
+            .expect(429);
+        // a delete gives its bytes and object back; a rollback counts again
+        h.call("DELETE", URL, &au, "").await.expect(200);
+        assert_eq!(usage().await, (21, 1), "{}", store.name);
+        h.call(
+            "POST",
+            "/v1/stacks/web/prod/rollback",
+            &au,
+            &br#"{"to": 1}"#[..],
+        )
+        .await
+        .expect(200);
+        assert_eq!(usage().await, (82, 2), "{}", store.name);
+    }
 }
