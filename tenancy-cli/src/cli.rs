@@ -241,6 +241,9 @@ pub(crate) struct LimitArgs {
     /// Max objects stored through the server's state API.
     #[arg(long, value_name = "N")]
     pub max_state_objects: Option<u64>,
+    /// Max locks held at once through the server's lock APIs.
+    #[arg(long, value_name = "N")]
+    pub max_locks: Option<u64>,
 }
 
 /// `tenancy tenant ...`

@@ -263,7 +263,7 @@ pub(crate) fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str,
         (
             "limits",
             format!(
-                "stacks {}, services {}, monthly cost {}, jobs {}, workers {}, jobs/hour {}, cpu {}, gpu {}, rps {}, state bytes {}, state objects {}",
+                "stacks {}, services {}, monthly cost {}, jobs {}, workers {}, jobs/hour {}, cpu {}, gpu {}, rps {}, state bytes {}, state objects {}, locks {}",
                 l.max_stacks,
                 l.max_services,
                 l.monthly_cost_limit,
@@ -274,7 +274,8 @@ pub(crate) fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str,
                 l.max_gpus,
                 l.requests_per_second,
                 l.max_state_bytes,
-                l.max_state_objects
+                l.max_state_objects,
+                l.max_locks
             )
             .into(),
         ),

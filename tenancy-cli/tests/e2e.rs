@@ -1109,6 +1109,7 @@ fn reserved_prefixes(store: &Store) {
         "archive",
         "archive/globex",
         "locks",
+        "locks-held",
         "tenants",
         "tenants/globex",
         "tenants.yaml",

@@ -6,6 +6,8 @@
 //! tenants/<id>/<version>/        its versioned state (state_root), e.g. tenants/acme/v1
 //! tenant:<id>:<lock key>         its lock keys (lock_prefix)
 //! locks/<lock key>               where a store-backed lock manager keeps them (LOCKS)
+//! locks-held/<id>.json           the locks the tenant holds through the server,
+//!                                counted against max_locks (LOCKS_HELD, locks_held)
 //! ```
 //!
 //! The registry's own keys (records, key index, usage, archive) live in
@@ -22,6 +24,17 @@ pub const TENANTS: &str = "tenants";
 /// The prefix below which a store-backed lock manager keeps its lock
 /// objects (`tenancy_lock::StoreLockManager`).
 pub const LOCKS: &str = "locks";
+
+/// The prefix of the per-tenant records of locks held, counted against
+/// `max_locks` by `tenancy_lock::LimitedLocks`. Outside `tenants/<id>/`, so
+/// a tenant that can write its own tree cannot change its count.
+pub const LOCKS_HELD: &str = "locks-held";
+
+/// `locks-held/<id>.json`: the record of the locks `id` holds through the
+/// server (see `tenancy_lock::LimitedLocks`).
+pub fn locks_held(id: &TenantId) -> Result<StateKey> {
+    StateKey::new(format!("{LOCKS_HELD}/{id}.json"))
+}
 
 /// `tenants/<id>`: the tenant's own tree (config, versioned state).
 pub fn tenant_root(id: &TenantId) -> Result<StateKey> {
@@ -51,5 +64,6 @@ mod tests {
         assert!(state_root(&id, "v1/x").is_err(), "a version is one segment");
         assert!(state_root(&id, "..").is_err());
         assert_eq!(lock_prefix(&id), "tenant:acme");
+        assert_eq!(locks_held(&id).unwrap().as_str(), "locks-held/acme.json");
     }
 }

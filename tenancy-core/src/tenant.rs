@@ -144,12 +144,12 @@ impl Plan {
     pub fn limits(self) -> Limits {
         // (stacks, services, monthly cost, jobs, workers, jobs/hour, cpu, gpu, rps)
         const MIB: u64 = 1024 * 1024;
-        // (bytes, objects) of the server's state API
-        let (bytes, objects) = match self {
-            Plan::Free => (10 * MIB, 100),
-            Plan::Basic => (100 * MIB, 1_000),
-            Plan::Pro => (1024 * MIB, 10_000),
-            Plan::Enterprise => (100 * 1024 * MIB, 1_000_000),
+        // (bytes, objects) of the server's state API, locks held at once
+        let (bytes, objects, locks) = match self {
+            Plan::Free => (10 * MIB, 100, 10),
+            Plan::Basic => (100 * MIB, 1_000, 50),
+            Plan::Pro => (1024 * MIB, 10_000, 250),
+            Plan::Enterprise => (100 * 1024 * MIB, 1_000_000, 1_000),
         };
         let (s, sv, cost, j, w, jh, cpu, gpu, rps) = match self {
             Plan::Free => (5, 10, 100, 5, 1, 10, 4, 0, 50),
@@ -170,6 +170,7 @@ impl Plan {
             burst: rps * 2,
             max_state_bytes: bytes,
             max_state_objects: objects,
+            max_locks: locks,
         }
     }
 }
@@ -223,6 +224,10 @@ pub struct Limits {
     /// Objects stored through the server's state API (`/v1/state`).
     #[serde(default)]
     pub max_state_objects: u64,
+    /// Locks held at once through the server's lock APIs (`/v1/locks`, and
+    /// every other route that takes a tenant's lock through the server).
+    #[serde(default)]
+    pub max_locks: u64,
 }
 
 /// The largest value any limit may be set to; larger is refused as absurd
@@ -272,10 +277,13 @@ pub struct LimitOverrides {
     /// Overrides [`Limits::max_state_objects`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_state_objects: Option<u64>,
+    /// Overrides [`Limits::max_locks`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_locks: Option<u64>,
 }
 
 impl LimitOverrides {
-    fn fields(&self) -> [(&'static str, Option<u64>); 11] {
+    fn fields(&self) -> [(&'static str, Option<u64>); 12] {
         [
             ("max_stacks", self.max_stacks),
             ("max_services", self.max_services),
@@ -288,6 +296,7 @@ impl LimitOverrides {
             ("requests_per_second", self.requests_per_second),
             ("burst", self.burst),
             ("max_state_objects", self.max_state_objects),
+            ("max_locks", self.max_locks),
         ]
     }
 
@@ -332,6 +341,7 @@ impl LimitOverrides {
             burst: other.burst.or(self.burst),
             max_state_bytes: other.max_state_bytes.or(self.max_state_bytes),
             max_state_objects: other.max_state_objects.or(self.max_state_objects),
+            max_locks: other.max_locks.or(self.max_locks),
         }
     }
 
@@ -351,6 +361,7 @@ impl LimitOverrides {
             burst: self.burst.unwrap_or(d.burst),
             max_state_bytes: self.max_state_bytes.unwrap_or(d.max_state_bytes),
             max_state_objects: self.max_state_objects.unwrap_or(d.max_state_objects),
+            max_locks: self.max_locks.unwrap_or(d.max_locks),
         }
     }
 }
@@ -380,11 +391,16 @@ pub enum Resource {
     /// Objects stored through the server's state API
     /// ([`Limits::max_state_objects`]); counted like [`Resource::StateBytes`].
     StateObjects,
+    /// Locks held at once through the server ([`Limits::max_locks`]). Not a
+    /// registry reservation: the lock layer (`tenancy_lock::LimitedLocks`)
+    /// counts them in its own per-tenant record, where an expired lease
+    /// stops counting; the registry refuses to reserve it.
+    LocksHeld,
 }
 
 impl Resource {
     /// All resources.
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 10] = [
         Resource::ConcurrentJobs,
         Resource::JobsPerHour,
         Resource::Workers,
@@ -394,6 +410,7 @@ impl Resource {
         Resource::Services,
         Resource::StateBytes,
         Resource::StateObjects,
+        Resource::LocksHeld,
     ];
 
     /// The resource's name, as used in errors and metrics.
@@ -408,6 +425,7 @@ impl Resource {
             Resource::Services => "services",
             Resource::StateBytes => "state_bytes",
             Resource::StateObjects => "state_objects",
+            Resource::LocksHeld => "locks_held",
         }
     }
 
@@ -435,6 +453,14 @@ impl Resource {
         )
     }
 
+    /// Whether the registry reserves this resource. Every resource but
+    /// [`Resource::LocksHeld`], which the lock layer counts in its own
+    /// record (a lease that runs out must stop counting without anyone
+    /// releasing it, which a registry reservation cannot do).
+    pub fn reserved_in_registry(self) -> bool {
+        self != Resource::LocksHeld
+    }
+
     /// The limit that applies to this resource.
     pub fn limit(self, limits: &Limits) -> u64 {
         match self {
@@ -447,6 +473,7 @@ impl Resource {
             Resource::Services => limits.max_services,
             Resource::StateBytes => limits.max_state_bytes,
             Resource::StateObjects => limits.max_state_objects,
+            Resource::LocksHeld => limits.max_locks,
         }
     }
 }
@@ -590,6 +617,11 @@ pub struct Usage {
     /// Objects stored through the server's state API (reserved writes included).
     #[serde(default)]
     pub state_objects: u64,
+    /// Locks held at once through the server (acquires in flight included).
+    /// Not kept in the registry's usage record (always 0 there): the server
+    /// fills it in from the lock layer's count (`tenancy_lock::LimitedLocks`).
+    #[serde(default)]
+    pub locks_held: u64,
 }
 
 impl Usage {
@@ -605,6 +637,7 @@ impl Usage {
             Resource::Services => self.services,
             Resource::StateBytes => self.state_bytes,
             Resource::StateObjects => self.state_objects,
+            Resource::LocksHeld => self.locks_held,
         }
     }
 
@@ -620,6 +653,7 @@ impl Usage {
             Resource::Services => &mut self.services,
             Resource::StateBytes => &mut self.state_bytes,
             Resource::StateObjects => &mut self.state_objects,
+            Resource::LocksHeld => &mut self.locks_held,
         }
     }
 }
@@ -705,6 +739,8 @@ mod tests {
         assert!(Plan::ALL
             .iter()
             .all(|p| p.limits().burst == 2 * p.limits().requests_per_second));
+        let locks: Vec<_> = Plan::ALL.iter().map(|p| p.limits().max_locks).collect();
+        assert_eq!(locks, [10, 50, 250, 1000]);
     }
 
     #[test]
@@ -720,6 +756,20 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(absurd.validate(), Err(Error::InvalidInput { .. })));
+        let locks = LimitOverrides {
+            max_locks: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(locks.apply(Plan::Pro).max_locks, 3);
+        assert_eq!(Resource::LocksHeld.limit(&locks.apply(Plan::Pro)), 3);
+        assert_eq!(o.merged(&locks).max_locks, Some(3));
+        assert!(LimitOverrides {
+            max_locks: Some(MAX_LIMIT_VALUE + 1),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(!Resource::LocksHeld.reserved_in_registry());
         assert!("gold".parse::<Plan>().is_err());
         assert_eq!("pro".parse::<Plan>().unwrap(), Plan::Pro);
     }

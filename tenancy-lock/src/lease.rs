@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use tenancy_core::clock::chrono_duration;
 use tenancy_core::{Error, LockId, LockInfo, LockKey, LockRequest, TOOL_VERSION};
 
-/// A fresh lease for `req`, taken at `now` with `fencing_token`.
+/// A fresh lease for `req`, taken at `now` with `fencing_token`, with the
+/// request's lock id if it names one, else a random one.
 pub(crate) fn new_lease(req: &LockRequest, now: DateTime<Utc>, fencing_token: u64) -> LockInfo {
     LockInfo {
         key: req.key.clone(),

@@ -8,6 +8,8 @@
 //!   (memory, local files, S3), shared safely by many processes.
 //! - [`TenantLocks`]: wraps any manager so a tenant only sees and touches
 //!   keys under `tenant:<id>:`.
+//! - [`LimitedLocks`]: wraps any manager so a tenant holds at most its
+//!   limit of locks at once, counted atomically and crash-safely on a store.
 //! - [`HeartbeatGuard`]: renews a lease every ttl/3 and reports its loss.
 //! - [`Backoff`]: the retry schedule of `acquire(req, wait)`.
 //! - [`holder_fence`]: whether a write under a lock id may go on, and the
@@ -35,6 +37,7 @@ mod backoff;
 mod fence;
 mod heartbeat;
 mod lease;
+mod limit;
 mod memory;
 mod store;
 mod tenant;
@@ -42,6 +45,7 @@ mod tenant;
 pub use backoff::acquire_with_backoff;
 pub use fence::holder_fence;
 pub use heartbeat::{HeartbeatGuard, HeartbeatState};
+pub use limit::{HeldEntry, HeldRecord, LimitedLocks, DUPLICATE_SLACK, HELD_RECORD_FORMAT};
 pub use memory::MemoryLockManager;
 pub use store::{Freed, LockRecord, StoreLockManager, LOCKS_PREFIX, LOCK_RECORD_FORMAT};
 /// The retry schedule of `acquire(req, wait)` (core's, re-exported for compatibility).

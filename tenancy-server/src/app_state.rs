@@ -9,10 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use tenancy_core::{
     Clock, LockManager, Result, StateBackend, SystemClock, Tenant, TenantId, TenantRegistry, Usage,
 };
-use tenancy_lock::{StoreLockManager, TenantLocks};
+use tenancy_lock::{LimitedLocks, StoreLockManager, TenantLocks};
 use tenancy_state::TenantScoped;
 
 use crate::auth::{AdminAuth, AuthConfig, TenantAuth};
@@ -23,29 +24,79 @@ use crate::metrics::Metrics;
 pub trait TenantStores: Send + Sync + Debug {
     /// The tenant's state, scoped to `tenants/<id>/<version>/`.
     fn state(&self, tenant: &Tenant) -> Result<Arc<dyn StateBackend>>;
-    /// The tenant's locks, namespaced to `tenant:<id>:`.
+    /// The tenant's locks, namespaced to `tenant:<id>:` ([`SharedStores`]
+    /// also limits them to the tenant's `max_locks`).
     fn locks(&self, tenant: &Tenant) -> Result<Arc<dyn LockManager>>;
+    /// How many locks the tenant holds through [`TenantStores::locks`], as
+    /// counted against its `max_locks` (shown as `Usage::locks_held`). The
+    /// default, for stores that do not count locks, is 0.
+    fn locks_held<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<u64>> {
+        let _ = tenant;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// The usual [`TenantStores`]: one shared backend, each tenant confined to
 /// its state root by [`TenantScoped`], and one shared lock manager with each
-/// tenant confined to `tenant:<id>:` by [`TenantLocks`].
+/// tenant confined to `tenant:<id>:` by [`TenantLocks`] and held to its
+/// `max_locks` by [`LimitedLocks`] (counted in `locks-held/<id>.json` on the
+/// backend; the protocol is in `tenancy_lock`'s `limit` module), so every
+/// route that takes a lock through [`TenantStores::locks`] is counted.
 #[derive(Debug, Clone)]
 pub struct SharedStores {
     backend: Arc<dyn StateBackend>,
     locks: Arc<dyn LockManager>,
+    /// Whether `locks` is the default store lock manager (rebuilt by `with_clock`).
+    default_locks: bool,
+    clock: Arc<dyn Clock>,
 }
+
+/// A tenant's locks as [`SharedStores`] hands them out.
+type Limited = LimitedLocks<TenantLocks<Arc<dyn LockManager>>, Arc<dyn StateBackend>>;
 
 impl SharedStores {
     /// State on `backend`, locks stored on the same backend (`locks/...`).
     pub fn new(backend: Arc<dyn StateBackend>) -> Self {
         let locks: Arc<dyn LockManager> = Arc::new(StoreLockManager::new(backend.clone()));
-        SharedStores { backend, locks }
+        SharedStores {
+            backend,
+            locks,
+            default_locks: true,
+            clock: Arc::new(SystemClock),
+        }
     }
 
-    /// State on `backend`, locks on `locks`.
+    /// State on `backend`, locks on `locks` (counted on `backend`).
     pub fn with_locks(backend: Arc<dyn StateBackend>, locks: Arc<dyn LockManager>) -> Self {
-        SharedStores { backend, locks }
+        SharedStores {
+            backend,
+            locks,
+            default_locks: false,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Reads lock expiry from `clock` (tests pass a `ManualClock`): the
+    /// default lock manager's and the locks-held count's. A manager given to
+    /// [`SharedStores::with_locks`] keeps its own clock: give it this one.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        if self.default_locks {
+            self.locks =
+                Arc::new(StoreLockManager::new(self.backend.clone()).with_clock(clock.clone()));
+        }
+        self.clock = clock;
+        self
+    }
+
+    fn limited(&self, tenant: &Tenant) -> Result<Limited> {
+        let view = TenantLocks::new(self.locks.clone(), tenant.id.clone());
+        Ok(LimitedLocks::new(
+            view,
+            self.backend.clone(),
+            tenant.id.clone(),
+            tenant.limits().max_locks,
+        )?
+        .with_clock(self.clock.clone()))
     }
 }
 
@@ -58,10 +109,11 @@ impl TenantStores for SharedStores {
     }
 
     fn locks(&self, tenant: &Tenant) -> Result<Arc<dyn LockManager>> {
-        Ok(Arc::new(TenantLocks::new(
-            self.locks.clone(),
-            tenant.id.clone(),
-        )))
+        Ok(Arc::new(self.limited(tenant)?))
+    }
+
+    fn locks_held<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.limited(tenant)?.held().await })
     }
 }
 
@@ -338,6 +390,15 @@ impl AppState {
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// The tenant's usage: the registry's counters and the locks it holds
+    /// (from [`TenantStores::locks_held`]). Every usage the server shows
+    /// comes from here.
+    pub(crate) async fn usage(&self, tenant: &Tenant) -> Result<Usage> {
+        let mut usage = self.registry().usage(&tenant.id).await?;
+        usage.locks_held = self.stores().locks_held(tenant).await?;
+        Ok(usage)
     }
 
     /// The jobs and workers of `tenant`, on its scoped state (the one

@@ -6,9 +6,9 @@
 //!
 //! - **Tenant data only**: a source on or below one of the store's reserved
 //!   top-level names ([`RESERVED_PREFIXES`]: the registry's records, key
-//!   index, usage and sessions, the manifest, the archive, the locks, every tenant's
-//!   tree, the probe marker) is refused with [`Error::InvalidInput`] before
-//!   anything is read.
+//!   index, usage and sessions, the manifest, the archive, the locks, the
+//!   locks-held records, every tenant's tree, the probe marker) is refused
+//!   with [`Error::InvalidInput`] before anything is read.
 //! - **Keeps the stack/env structure**: the tree below the last `stacks`
 //!   segment of the source is kept, so `--from stacks/app` copies
 //!   `stacks/app/prod/state.json` to `tenants/<id>/v1/stacks/app/prod/state.json`.
@@ -62,6 +62,7 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     ARCHIVE,
     tenancy_core::layout::TENANTS,
     tenancy_core::layout::LOCKS,
+    tenancy_core::layout::LOCKS_HELD,
     PROBE_PREFIX,
 ];
 

@@ -11,6 +11,7 @@ use tenancy_core::registry::TenantRegistryExt;
 use tenancy_core::{
     CreatedTenant, LimitOverrides, NewTenant, Plan, TenantFilter, TenantStatus, TenantUpdate,
 };
+use tenancy_lock::{LimitedLocks, TenantLocks};
 
 use super::Ctx;
 use crate::cli::{
@@ -34,6 +35,7 @@ fn overrides(l: &LimitArgs) -> LimitOverrides {
         burst: l.burst,
         max_state_bytes: l.max_state_bytes,
         max_state_objects: l.max_state_objects,
+        max_locks: l.max_locks,
     }
 }
 
@@ -409,8 +411,19 @@ pub(crate) async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 /// `tenancy tenant usage`: usage counters against the effective limits.
 pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let t = ctx.require_tenant().await?;
-    let u = ctx.services.registry.usage(&t.id).await?;
+    let mut u = ctx.services.registry.usage(&t.id).await?;
     let l = t.limits();
+    // Locks taken through the server count; the CLI's own do not.
+    let view = TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
+    u.locks_held = LimitedLocks::new(
+        view,
+        ctx.services.backend.clone(),
+        t.id.clone(),
+        l.max_locks,
+    )?
+    .with_clock(ctx.services.clock.clone())
+    .held()
+    .await?;
     let rows: Vec<(&str, u64, Option<u64>)> = vec![
         ("stacks", u.stacks, Some(l.max_stacks)),
         ("services", u.services, Some(l.max_services)),
@@ -429,6 +442,7 @@ pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         ("gpus", u.gpus, Some(l.max_gpus)),
         ("state bytes", u.state_bytes, Some(l.max_state_bytes)),
         ("state objects", u.state_objects, Some(l.max_state_objects)),
+        ("locks held", u.locks_held, Some(l.max_locks)),
         (
             "cost this month",
             u.cost_this_month,

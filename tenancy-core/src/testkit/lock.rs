@@ -81,7 +81,7 @@ fn expect_invalid(result: crate::Result<impl std::fmt::Debug>, what: &str) {
 }
 
 /// The checks of this suite, in the order [`lock_suite!`](crate::lock_suite) lists them.
-pub const CHECKS: [&str; 11] = [
+pub const CHECKS: [&str; 12] = [
     "try_acquire_and_held",
     "acquire_waits",
     "renew",
@@ -93,6 +93,7 @@ pub const CHECKS: [&str; 11] = [
     "fencing_tokens_increase",
     "bad_input",
     "control_characters_in_who_or_operation_are_refused",
+    "requested_lock_id_is_the_leases",
 ];
 
 /// A free key is taken; a held one is `LockHeld` naming the holder.
@@ -157,6 +158,38 @@ pub async fn try_acquire_and_held(locks: &dyn LockManager, clock: &ManualClock) 
         .await
         .expect("release");
     locks.release(&key, lease.lock_id).await.expect("release");
+    Outcome::Passed
+}
+
+/// A request that names its lock id (`LockRequest::lock_id`) gets a
+/// lease with exactly that id, which renews and releases it; a refused
+/// request with another id changes nothing.
+pub async fn requested_lock_id_is_the_leases(
+    locks: &dyn LockManager,
+    clock: &ManualClock,
+) -> Outcome {
+    let keys = Keys::new();
+    let key = keys.key("named");
+    let id = LockId::new_random();
+    let lease = locks
+        .try_acquire(&req(&key, 30).lock_id(id))
+        .await
+        .expect("acquire with a named lock id");
+    assert_eq!(lease.lock_id, id, "the lease has the requested id");
+    let other = LockId::new_random();
+    expect_held_by(
+        locks.try_acquire(&req(&key, 30).lock_id(other)).await,
+        &lease,
+        "another named id on a held key",
+    );
+    let renewed = locks.renew(&key, id, secs(60)).await.expect("renew");
+    assert_eq!(renewed.lock_id, id);
+    assert_eq!(renewed.expires, clock.now() + chrono_duration(secs(60)));
+    locks
+        .release(&key, id)
+        .await
+        .expect("release by the named id");
+    assert!(current(locks, &key).await.is_none(), "released");
     Outcome::Passed
 }
 
@@ -775,6 +808,7 @@ macro_rules! lock_suite {
             try_acquire_and_held, acquire_waits, renew, release, inspect, list_prefix,
             force_unlock, expiry_takeover, fencing_tokens_increase, bad_input,
             control_characters_in_who_or_operation_are_refused,
+            requested_lock_id_is_the_leases,
         ]);
     };
 }

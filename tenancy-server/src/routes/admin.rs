@@ -258,7 +258,7 @@ pub(crate) async fn stats(
 ) -> ApiResult<axum::Json<StatsView>> {
     let id = tenant_id(&id)?;
     let t = state.registry().get(&id).await?;
-    let usage = state.registry().usage(&id).await?;
+    let usage = state.usage(&t).await?;
     if t.status != TenantStatus::Deleted {
         state.metrics().record_usage(&t, &usage);
     }

@@ -42,7 +42,7 @@ fn refresh_usage(state: &AppState, who: &AuthenticatedTenant) {
     let state = state.clone();
     let tenant = who.tenant_arc();
     tokio::spawn(async move {
-        if let Ok(usage) = state.registry().usage(&tenant.id).await {
+        if let Ok(usage) = state.usage(&tenant).await {
             state.metrics().record_usage(&tenant, &usage);
         }
     });

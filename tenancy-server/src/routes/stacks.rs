@@ -456,13 +456,15 @@ fn parse_lock(bytes: &[u8]) -> ApiResult<TerraformLock> {
     })
 }
 
-/// Takes the lock: 200 with the lease, or 423 with the holder.
+/// Takes the lock: 200 with the lease, 423 with the holder, or 429 when the
+/// tenant already holds its `max_locks` (counted by `SharedStores`' lock layer).
 #[utoipa::path(post, path = "/v1/stacks/{stack}/{env}/lock", tag = "stacks",
     description = "Also `LOCK` (Terraform's default lock method).",
     params(("stack" = String, Path), ("env" = String, Path)), request_body = TerraformLock,
     security(("api_key" = []), ("basic" = [])),
     responses((status = 200, body = TerraformLock), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 423, body = TerraformLock)))]
+        (status = 401, body = ErrorBody), (status = 423, body = TerraformLock),
+        (status = 429, description = "over the locks_held quota (max_locks)", body = ErrorBody)))]
 #[allow(dead_code)] // documents `lock_route` in the OpenAPI document
 pub(crate) async fn lock_doc() {}
 

@@ -51,7 +51,7 @@ pub(crate) async fn me(
     let usage = match state.usage_cache().get(&t.id) {
         Some(u) => u,
         None => {
-            let u = state.registry().usage(&t.id).await?;
+            let u = state.usage(t).await?;
             state.metrics().record_usage(t, &u);
             state.usage_cache().put(&t.id, u.clone(), epoch);
             u
@@ -350,12 +350,15 @@ fn lock_key(raw: &str) -> ApiResult<LockKey> {
     Ok(LockKey::new(raw)?)
 }
 
-/// Takes a lock: 201 with the lease, or 409 with the holder.
+/// Takes a lock: 201 with the lease, 409 with the holder, or 429 when the
+/// tenant already holds its plan's `max_locks` (`locks_held` in its usage;
+/// leases that ran out no longer count).
 #[utoipa::path(post, path = "/v1/locks/{key}", tag = "locks", request_body = AcquireLock,
     params(("key" = String, Path, description = "lock key, `:`-separated")),
     security(("api_key" = [])),
     responses((status = 201, body = LockView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, description = "over the locks_held quota (max_locks)", body = ErrorBody)))]
 pub(crate) async fn acquire_lock(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
@@ -376,8 +379,9 @@ pub(crate) async fn acquire_lock(
     }
     req.validate()?;
     let locks = tenant_locks(&state, &who)?;
-    let info = locks.try_acquire(&req).await?;
-    Ok((StatusCode::CREATED, axum::Json(info.into())))
+    let info = locks.try_acquire(&req).await;
+    state.usage_cache().invalidate(who.id());
+    Ok((StatusCode::CREATED, axum::Json(info?.into())))
 }
 
 /// The query of lock renew and release.
@@ -469,11 +473,13 @@ pub(crate) async fn release_lock(
     let key = lock_key(&raw)?;
     let id = lock_id(&q)?;
     let locks = tenant_locks(&state, &who)?;
-    if q.force == Some(true) {
-        locks.force_unlock(&key, id).await.map_err(holder_only)?;
+    let released = if q.force == Some(true) {
+        locks.force_unlock(&key, id).await
     } else {
-        locks.release(&key, id).await.map_err(holder_only)?;
-    }
+        locks.release(&key, id).await
+    };
+    state.usage_cache().invalidate(who.id());
+    released.map_err(holder_only)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -82,6 +82,24 @@ pub async fn harness_on(
     config: ServerConfig,
     bootstrap: bool,
 ) -> Harness {
+    harness_built(backend, config, bootstrap, false).await
+}
+
+/// Like [`harness_on`], with the locks (their expiry and the locks-held
+/// count) on the harness's manual clock too, instead of the system clock.
+pub async fn harness_on_manual_locks(
+    backend: Arc<dyn StateBackend>,
+    config: ServerConfig,
+) -> Harness {
+    harness_built(backend, config, true, true).await
+}
+
+async fn harness_built(
+    backend: Arc<dyn StateBackend>,
+    config: ServerConfig,
+    bootstrap: bool,
+    manual_locks: bool,
+) -> Harness {
     let clock = ManualClock::starting_now();
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let registry = Arc::new(
@@ -95,7 +113,11 @@ pub async fn harness_on(
             .await
             .unwrap();
     }
-    let state = AppState::builder(registry, Arc::new(SharedStores::new(backend.clone())))
+    let mut stores = SharedStores::new(backend.clone());
+    if manual_locks {
+        stores = stores.with_clock(clock_dyn.clone());
+    }
+    let state = AppState::builder(registry, Arc::new(stores))
         .config(config)
         .clock(clock_dyn)
         .build()

@@ -295,3 +295,150 @@ async fn one_lock_by_key_a_listing_by_prefix_and_force_unlock_by_the_holders_id(
         .await
         .expect(404);
 }
+
+/// Acquires `n` locks `prefix0..` at once; returns how many got 201 and how
+/// many 429 `quota_exceeded` naming `locks_held` (anything else fails).
+async fn acquire_at_once(h: &common::Harness, key: &str, prefix: &str, n: usize) -> (usize, usize) {
+    let tries = (0..n).map(|i| async move {
+        let path = format!("/v1/locks/{prefix}{i}");
+        h.tenant(key, "POST", &path, json!({"ttl_seconds": 60}))
+            .await
+    });
+    let (mut won, mut refused) = (0, 0);
+    for a in futures::future::join_all(tries).await {
+        match a.status.as_u16() {
+            201 => won += 1,
+            429 => {
+                assert_eq!(a.error_code(), "quota_exceeded");
+                assert_eq!(a.json()["error"]["quota"]["resource"], "locks_held");
+                refused += 1;
+            }
+            s => panic!("unexpected {s}: {}", String::from_utf8_lossy(&a.bytes)),
+        }
+    }
+    (won, refused)
+}
+
+#[tokio::test]
+async fn locks_held_are_limited_per_tenant_and_shown_in_usage() {
+    for store in common::stores("locks_held_are_limited_per_tenant").await {
+        let name = store.name;
+        let h =
+            common::harness_on_manual_locks(store.backend.clone(), ServerConfig::default()).await;
+        let acme = h
+            .create_tenant("acme", json!({"limits": {"max_locks": 3}}))
+            .await;
+        let globex = h.create_tenant("globex", json!({})).await;
+        let (a, g) = (h.client(&acme), h.client(&globex));
+        let me = a.get("/v1/tenant").await.expect(200).json();
+        assert_eq!(me["limits"]["max_locks"], 3, "{name}");
+        assert_eq!(me["usage"]["locks_held"], 0, "{name}");
+
+        // 16 concurrent acquires of distinct keys: exactly 3 succeed.
+        assert_eq!(
+            acquire_at_once(&h, &acme, "job:", 16).await,
+            (3, 13),
+            "{name}"
+        );
+        let refused = a
+            .post("/v1/locks/one-more", json!({"ttl_seconds": 60}))
+            .await
+            .expect(429);
+        let quota = &refused.json()["error"]["quota"];
+        assert_eq!(
+            (&quota["resource"], &quota["limit"], &quota["requested"]),
+            (&json!("locks_held"), &json!(3), &json!(4)),
+            "{name}"
+        );
+        // The other tenant is unaffected (free plan: 10).
+        assert_eq!(
+            acquire_at_once(&h, &globex, "job:", 12).await,
+            (10, 2),
+            "{name}"
+        );
+        assert_eq!(
+            g.get("/v1/tenant").await.expect(200).json()["usage"]["locks_held"],
+            10,
+            "{name}"
+        );
+
+        // Usage shows it, to the tenant and to the admin.
+        let me = a.get("/v1/tenant").await.expect(200).json();
+        assert_eq!(me["usage"]["locks_held"], 3, "{name}");
+        let stats = h
+            .admin("GET", "/v1/tenants/acme/stats", Value::Null)
+            .await
+            .expect(200)
+            .json();
+        let q = stats["quotas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["resource"] == "locks_held")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (&q["used"], &q["limit"], &q["remaining"]),
+            (&json!(3), &json!(3), &json!(0)),
+            "{name}"
+        );
+
+        // Renewing does not count again; releasing frees a slot.
+        let held = a.get("/v1/locks").await.expect(200).json()["locks"].clone();
+        let first = &held[0];
+        let (k, id) = (
+            first["key"].as_str().unwrap(),
+            first["lock_id"].as_str().unwrap(),
+        );
+        a.put(
+            &format!("/v1/locks/{k}?lock_id={id}&ttl_seconds=120"),
+            Value::Null,
+        )
+        .await
+        .expect(200);
+        a.post("/v1/locks/one-more", json!({"ttl_seconds": 60}))
+            .await
+            .expect(429);
+        a.delete(&format!("/v1/locks/{k}?lock_id={id}"))
+            .await
+            .expect(204);
+        assert_eq!(
+            a.get("/v1/tenant").await.expect(200).json()["usage"]["locks_held"],
+            2,
+            "{name}: the release shows at once"
+        );
+        a.post("/v1/locks/one-more", json!({"ttl_seconds": 60}))
+            .await
+            .expect(201);
+
+        // Leases that run out stop counting, without any release.
+        h.clock.advance(Duration::from_secs(121));
+        assert_eq!(
+            a.get("/v1/tenant").await.expect(200).json()["usage"]["locks_held"],
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            acquire_at_once(&h, &acme, "later:", 4).await,
+            (3, 1),
+            "{name}"
+        );
+
+        // An admin raises the limit.
+        h.admin(
+            "PATCH",
+            "/v1/tenants/acme",
+            json!({"limits": {"max_locks": 4}}),
+        )
+        .await
+        .expect(200);
+        a.post("/v1/locks/fourth", json!({"ttl_seconds": 60}))
+            .await
+            .expect(201);
+        assert_eq!(
+            a.get("/v1/tenant").await.expect(200).json()["usage"]["locks_held"],
+            4,
+            "{name}"
+        );
+    }
+}

@@ -362,6 +362,47 @@ async fn a_lapsed_holders_late_save_is_fenced_and_the_new_holders_state_survives
     assert_eq!(h.call("GET", URL, &au, "").await.bytes, b"{\"by\": \"b\"}");
 }
 
+#[tokio::test]
+async fn stack_locks_count_against_max_locks() {
+    let h = harness().await;
+    let secret = h
+        .create_tenant("acme", json!({"limits": {"max_locks": 1}}))
+        .await;
+    let auth = basic("acme", &secret);
+    let au = [("authorization", auth.as_str())];
+    let (web, api) = ("/v1/stacks/web/prod/lock", "/v1/stacks/api/prod/lock");
+    h.call("LOCK", web, &au, lock_info(A)).await.expect(200);
+    let refused = h.call("LOCK", api, &au, lock_info(B)).await.expect(429);
+    assert_eq!(refused.error_code(), "quota_exceeded");
+    assert_eq!(refused.json()["error"]["quota"]["resource"], "locks_held");
+    // The holder's LOCK again: 423 with itself, no second slot.
+    let again = h.call("LOCK", web, &au, lock_info(A)).await.expect(423);
+    assert_eq!(again.json()["ID"], A);
+    // A save under the lock extends it without counting it again.
+    h.call("POST", &format!("{URL}?ID={A}"), &au, STATE)
+        .await
+        .expect(200);
+    h.call("LOCK", api, &au, lock_info(B)).await.expect(429);
+    let me = h.client(&secret).get("/v1/tenant").await.expect(200).json();
+    assert_eq!(me["usage"]["locks_held"], 1);
+    // UNLOCK frees the slot, and so does a force-unlock.
+    h.call("UNLOCK", web, &au, lock_info(A)).await.expect(200);
+    h.call("LOCK", api, &au, lock_info(B)).await.expect(200);
+    h.call("UNLOCK", api, &au, "").await.expect(200);
+    h.call("LOCK", web, &au, lock_info(A)).await.expect(200);
+    let me = h.client(&secret).get("/v1/tenant").await.expect(200).json();
+    assert_eq!(me["usage"]["locks_held"], 1);
+    // The admin's force-unlock frees it as well.
+    h.admin(
+        "DELETE",
+        "/v1/tenants/acme/stacks/web/prod/lock",
+        Value::Null,
+    )
+    .await
+    .expect(200);
+    h.call("LOCK", api, &au, lock_info(B)).await.expect(200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_locks_and_max_stacks() {
     let one = harness().await;

@@ -46,6 +46,10 @@
 //!   holds (the unknown-id rule above), exactly once per id. The protocol is
 //!   described in `tenancy-server`'s state routes.
 //! - Cost is counted per calendar month (UTC) and reset when a new month starts.
+//! - [`Resource::LocksHeld`] is not reserved here (refused as invalid input)
+//!   and `Usage::locks_held` stays 0 in the record: a lock whose lease runs
+//!   out must stop counting without a release, so the lock layer
+//!   (`tenancy_lock::LimitedLocks`) counts locks in its own record.
 
 use std::time::Duration;
 
@@ -251,6 +255,11 @@ impl UsageRecord {
         now: DateTime<Utc>,
     ) -> Result<Reservation> {
         validate_amount(amount)?;
+        if !resource.reserved_in_registry() {
+            return Err(Error::invalid(format!(
+                "{resource} is counted by the lock layer (tenancy_lock::LimitedLocks), not reserved in the registry"
+            )));
+        }
         let limit = resource.limit(limits);
         let current = self.usage.get(resource);
         let requested = current.saturating_add(amount);
