@@ -232,6 +232,19 @@ pub struct Updated<T> {
 /// Convenience methods for every [`StateBackend`].
 #[async_trait]
 pub trait StateBackendExt: StateBackend {
+    /// Deletes `key` if it is still at `version` where the backend can
+    /// delete conditionally ([`DeleteMode::IfVersion`]), else whatever it
+    /// holds ([`DeleteMode::Any`]: S3 has no conditional delete). Errors as
+    /// [`StateBackend::delete`] (a moved object is [`Error::Precondition`]).
+    async fn delete_if_unchanged(&self, key: &StateKey, version: Version) -> Result<()> {
+        let mode = if self.capabilities().conditional_delete {
+            DeleteMode::IfVersion(version)
+        } else {
+            DeleteMode::Any
+        };
+        self.delete(key, mode).await
+    }
+
     /// Read-modify-write of one object with compare-and-swap: the one retry
     /// loop behind every registry and lock-store write.
     ///

@@ -434,12 +434,7 @@ impl JobStore {
 
     /// Deletes a queue marker, conditionally where the backend can.
     async fn delete_marker(&self, key: &StateKey, version: Version) -> Result<()> {
-        let mode = if self.state.capabilities().conditional_delete {
-            DeleteMode::IfVersion(version)
-        } else {
-            DeleteMode::Any
-        };
-        match self.state.delete(key, mode).await {
+        match self.state.delete_if_unchanged(key, version).await {
             Ok(()) | Err(Error::Precondition { .. }) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }

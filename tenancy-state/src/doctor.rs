@@ -51,9 +51,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
+use tenancy_core::StateBackendExt as _;
 use tenancy_core::{
-    layout as core_layout, DeleteMode, Error, ListedReservation, Resource, Result, StateBackend,
-    StateKey, TenantId, TenantRegistry, TenantStatus,
+    layout as core_layout, Error, ListedReservation, Resource, Result, StateBackend, StateKey,
+    TenantId, TenantRegistry, TenantStatus,
 };
 
 use crate::registry::layout;
@@ -463,12 +464,7 @@ async fn check_index(run: &mut Run<'_>, records: &Records) -> Result<()> {
             message,
             old,
             || async move {
-                let mode = if backend.capabilities().conditional_delete {
-                    DeleteMode::IfVersion(version)
-                } else {
-                    DeleteMode::Any
-                };
-                match backend.delete(&k, mode).await {
+                match backend.delete_if_unchanged(&k, version).await {
                     Ok(()) => Ok(true),
                     Err(Error::Precondition { .. }) => Ok(false),
                     Err(e) => Err(e),
@@ -670,12 +666,7 @@ async fn check_sessions(run: &mut Run<'_>) -> Result<()> {
         let version = obj.version.clone();
         let k = key.clone();
         run.found(kind, key.to_string(), message, true, || async move {
-            let mode = if backend.capabilities().conditional_delete {
-                DeleteMode::IfVersion(version)
-            } else {
-                DeleteMode::Any
-            };
-            match backend.delete(&k, mode).await {
+            match backend.delete_if_unchanged(&k, version).await {
                 Ok(()) => Ok(true),
                 Err(Error::Precondition { .. }) => Ok(false),
                 Err(e) => Err(e),

@@ -48,6 +48,7 @@
 use bytes::Bytes;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use tenancy_core::StateBackendExt as _;
 use tenancy_core::{
     Account, DeleteMode, Error, PutMode, Reservation, Resource, Result, StateBackend, StateKey,
     Tenant, TenantRegistry,
@@ -362,12 +363,7 @@ impl<'a, B: StateBackend> StackQuota<'a, B> {
         let counted_with = serde_json::from_slice::<Marker>(&marker.bytes)
             .ok()
             .and_then(|m| m.reservation);
-        let mode = if backend.capabilities().conditional_delete {
-            DeleteMode::IfVersion(marker.version)
-        } else {
-            DeleteMode::Any
-        };
-        match backend.delete(&key, mode).await {
+        match backend.delete_if_unchanged(&key, marker.version).await {
             Ok(()) => {}
             // a concurrent delete of the last environment gave it back
             Err(e) if e.is_conflict() || e.is_not_found() => return Ok(false),

@@ -47,9 +47,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tenancy_core::StateBackendExt as _;
 use tenancy_core::{
-    Account, DeleteMode, Error, PutMode, Resource, Result, StateBackend, StateKey, TenantId,
-    TenantRegistry, Version,
+    Account, Error, PutMode, Resource, Result, StateBackend, StateKey, TenantId, TenantRegistry,
+    Version,
 };
 
 /// How often a plain `PUT` starts again after losing a race to another writer.
@@ -151,12 +152,9 @@ pub(crate) async fn delete(
     key: StateKey,
     current: tenancy_core::Object,
 ) -> Result<()> {
-    let mode = if store.capabilities().conditional_delete {
-        DeleteMode::IfVersion(current.version.clone())
-    } else {
-        DeleteMode::Any
-    };
-    store.delete(&key, mode).await?;
+    store
+        .delete_if_unchanged(&key, current.version.clone())
+        .await?;
     let account = Account::new(&*registry, &tenant);
     account
         .give_back(Resource::StateBytes, len(&current.bytes))

@@ -44,9 +44,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tenancy_core::credentials::{constant_time_eq, sha256_hex};
 use tenancy_core::session::{generate_session_token, parse_session_token};
+use tenancy_core::StateBackendExt as _;
 use tenancy_core::{
-    AuthenticatedSession, DeleteMode, Error, IssuedSession, PutMode, Result, Secret, ServerSession,
-    Session, SessionId, SessionOwner, StateKey, TenantRegistry,
+    AuthenticatedSession, Error, IssuedSession, PutMode, Result, Secret, ServerSession, Session,
+    SessionId, SessionOwner, StateKey, TenantRegistry,
 };
 
 use super::layout;
@@ -143,12 +144,7 @@ impl StoreRegistry {
     }
 
     async fn delete_record(&self, key: &StateKey, version: tenancy_core::Version) -> Result<()> {
-        let mode = if self.backend.capabilities().conditional_delete {
-            DeleteMode::IfVersion(version)
-        } else {
-            DeleteMode::Any
-        };
-        match self.backend.delete(key, mode).await {
+        match self.backend.delete_if_unchanged(key, version).await {
             Ok(()) | Err(Error::Precondition { .. }) => Ok(()),
             Err(e) => Err(e),
         }
