@@ -12,10 +12,14 @@
 //! a random name (the `tempfile` crate: `O_EXCL`, so a planted symlink is
 //! never followed) and then renamed over the session file.
 //!
-//! A session file is a convenience, not the security boundary: the CLI talks
-//! to the store directly, so whoever can write the store can do anything.
+//! On a store the CLI opens itself, a session file is a convenience, not
+//! the security boundary: whoever can write the store can do anything.
 //! Every command re-checks a tenant session against the registry (status,
-//! credential generation), so rotation and suspension act at once.
+//! credential generation), so rotation and suspension act at once. In
+//! remote mode (`--backend https://...`) the file holds the server's URL
+//! and the session token the server issued at login; the server checks
+//! the token on every request, and the secret or admin password is never
+//! written anywhere.
 
 use std::fs;
 use std::io::Write;
@@ -32,15 +36,31 @@ use crate::io::Io;
 pub(crate) const SESSION_FORMAT: u32 = 1;
 
 /// What a session file holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SessionFile {
     /// [`SESSION_FORMAT`].
     pub format: u32,
-    /// The backend URL the session was opened on.
+    /// The backend URL the session was opened on (a server's base URL in
+    /// remote mode).
     pub backend: String,
     /// The session.
     pub session: Session,
+    /// In remote mode, the server-issued session token (never the secret
+    /// or the admin password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for SessionFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionFile")
+            .field("format", &self.format)
+            .field("backend", &self.backend)
+            .field("session", &self.session)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Which of the two session files.
@@ -60,7 +80,7 @@ impl SessionSlot {
         }
     }
 
-    fn login_command(self) -> &'static str {
+    pub(crate) fn login_command(self) -> &'static str {
         match self {
             SessionSlot::Admin => "tenancy admin login",
             SessionSlot::Tenant => "tenancy login --tenant ID",
@@ -310,6 +330,7 @@ mod tests {
             format: SESSION_FORMAT,
             backend: "file:///x".into(),
             session: Session::admin(Utc::now(), 1),
+            token: None,
         }
     }
 

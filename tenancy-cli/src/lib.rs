@@ -28,7 +28,7 @@ use tenancy_core::{Clock, LockManager, SystemClock, TenantRegistry};
 use tenancy_lock::StoreLockManager;
 use tenancy_state::StoreRegistry;
 
-use crate::commands::{Ctx, Services};
+use crate::commands::{Ctx, Services, Target};
 pub use crate::io::Io;
 
 use crate::cli::{
@@ -174,14 +174,25 @@ pub(crate) fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
     }
 }
 
-/// The backend URL: `--backend`, else `TENANCY_BACKEND`, else
-/// `file://$TENANCY_HOME/data` (created on first use).
-pub(crate) fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::Result<String> {
+/// The backend URL: `--backend`, else `TENANCY_BACKEND`, else the backend
+/// of the session `slot` names (admin commands the admin session's, tenant
+/// commands the tenant session's: a login remembers where it was made),
+/// else `file://$TENANCY_HOME/data` (created on first use).
+pub(crate) fn backend_url(
+    flag: Option<&str>,
+    io: &Io,
+    home: &Home,
+    slot: Option<SessionSlot>,
+) -> anyhow::Result<String> {
     let given = flag
         .filter(|s| !s.is_empty())
         .or_else(|| io.var("TENANCY_BACKEND"));
-    let raw = match given {
-        Some(u) => u.to_string(),
+    let remembered = match (given, slot) {
+        (None, Some(slot)) => home.load(slot).ok().flatten().map(|f| f.backend),
+        _ => None,
+    };
+    let raw = match given.map(str::to_string).or(remembered) {
+        Some(u) => u,
         None => {
             let dir = home.data_dir();
             home.ensure_dir()?;
@@ -213,7 +224,7 @@ pub(crate) fn backend_url(flag: Option<&str>, io: &Io, home: &Home) -> anyhow::R
     };
     let parsed = url::Url::parse(&raw).map_err(|e| {
         CliError::usage(format!(
-            "the backend URL is not a URL ({e}); use file:///abs/path, memory:// or s3://bucket/prefix"
+            "the backend URL is not a URL ({e}); use file:///abs/path, memory://, s3://bucket/prefix or https://server"
         ))
     })?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -279,6 +290,7 @@ fn version(io: &mut Io, format: OutputFormat) -> anyhow::Result<()> {
     if cfg!(feature = "s3") {
         backends.push("s3");
     }
+    backends.extend(["http", "https"]);
     let color = io.stdout_color();
     let mut out = Out::new(&mut *io.stdout, format, color);
     if out.is_json() {
@@ -307,12 +319,85 @@ fn completions(io: &mut Io, shell: CompletionShell) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn logout(io: &mut Io, home: &Home, format: OutputFormat, slot: SessionSlot) -> anyhow::Result<()> {
+/// True for a tenancy-server's URL (remote mode).
+fn is_server_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// The session whose backend a command uses when none is given.
+fn session_of(command: &Command) -> Option<SessionSlot> {
+    match command {
+        Command::Version | Command::Completions(_) | Command::Init(_) => None,
+        Command::Admin(_) | Command::Migrate(_) | Command::Doctor(_) => Some(SessionSlot::Admin),
+        Command::Tenant(t) => Some(match t {
+            TenantCommand::Details | TenantCommand::Usage | TenantCommand::Stacks => {
+                SessionSlot::Tenant
+            }
+            _ => SessionSlot::Admin,
+        }),
+        Command::Logout
+        | Command::Login(_)
+        | Command::Session
+        | Command::State(_)
+        | Command::Lock(_) => Some(SessionSlot::Tenant),
+    }
+}
+
+/// `logout` and `admin logout`: removes the session file; a remote
+/// session is ended on its server first (when the server cannot be
+/// reached, the file is removed anyway and a warning says the session
+/// lives on there until it expires).
+async fn logout(
+    io: &mut Io,
+    home: &Home,
+    format: OutputFormat,
+    slot: SessionSlot,
+) -> anyhow::Result<()> {
+    let file = home.load(slot).ok().flatten();
+    let mut unended = None;
+    if let Some((url, token)) = file
+        .and_then(|f| f.token.map(|t| (f.backend, t)))
+        .filter(|(url, _)| is_server_url(url))
+    {
+        let token = tenancy_core::Secret::new(token);
+        let ended = match tenancy_server::client::Client::new(&url) {
+            Ok(client) => match slot {
+                SessionSlot::Admin => client.logout_admin(&token).await,
+                SessionSlot::Tenant => {
+                    client
+                        .tenant(tenancy_server::client::TenantCredential::Session(token))
+                        .logout()
+                        .await
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match ended {
+            // Already ended (expired, revoked, rotated): nothing left on the server.
+            Ok(())
+            | Err(tenancy_core::Error::Unauthorized { .. })
+            | Err(tenancy_core::Error::SessionExpired { .. })
+            | Err(tenancy_core::Error::CredentialsRotated { .. })
+            | Err(tenancy_core::Error::Forbidden { .. })
+            | Err(tenancy_core::Error::NotFound { .. }) => {}
+            Err(e) => unended = Some((url, e)),
+        }
+    }
     let removed = home.remove(slot)?;
     let which = match slot {
         SessionSlot::Admin => "admin",
         SessionSlot::Tenant => "tenant",
     };
+    if let Some((url, e)) = &unended {
+        let color = io.stderr_color();
+        let _ = writeln!(
+            io.stderr,
+            "{} could not end the session on {url} ({}); it works there until it expires unless the admin revokes it",
+            paint(color, Style::Yellow, "warning:"),
+            one_line(&anyhow::anyhow!(e.to_string()))
+        );
+    }
     let color = io.stdout_color();
     let mut out = Out::new(&mut *io.stdout, format, color);
     if out.is_json() {
@@ -332,35 +417,47 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
     }
     let home = Home::from_env(io)?;
     match &cli.command {
-        Command::Logout => return logout(io, &home, cli.output, SessionSlot::Tenant),
+        Command::Logout => return logout(io, &home, cli.output, SessionSlot::Tenant).await,
         Command::Admin(AdminCommand::Logout) => {
-            return logout(io, &home, cli.output, SessionSlot::Admin)
+            return logout(io, &home, cli.output, SessionSlot::Admin).await
         }
         _ => {}
     }
     let opened;
-    let (services, url) = match preset {
-        Some((services, label)) => (services, label.to_string()),
+    let (target, url, clock) = match preset {
+        Some((services, label)) => (
+            Target::Store(services),
+            label.to_string(),
+            services.clock.clone(),
+        ),
         None => {
-            let url = backend_url(cli.backend.as_deref(), io, &home)?;
-            // `init` probes the store's conditional writes and records the
-            // result there; every other command works on the registry that
-            // only a probed store holds, so it trusts the store without a
-            // request (read-only commands write nothing).
-            let probe = match &cli.command {
-                Command::Init(_) => tenancy_state::Probe::Now,
-                _ => tenancy_state::Probe::Assume,
-            };
-            opened = Services::open(&url, bcrypt_cost(io)?, probe).await?;
-            (&opened, url)
+            let url = backend_url(cli.backend.as_deref(), io, &home, session_of(&cli.command))?;
+            if is_server_url(&url) {
+                let client = tenancy_server::client::Client::new(&url)?;
+                let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+                (Target::Server(client), url, clock)
+            } else {
+                // `init` probes the store's conditional writes and records the
+                // result there; every other command works on the registry that
+                // only a probed store holds, so it trusts the store without a
+                // request (read-only commands write nothing).
+                let probe = match &cli.command {
+                    Command::Init(_) => tenancy_state::Probe::Now,
+                    _ => tenancy_state::Probe::Assume,
+                };
+                opened = Services::open(&url, bcrypt_cost(io)?, probe).await?;
+                let clock = opened.clock.clone();
+                (Target::Store(&opened), url, clock)
+            }
         }
     };
     let mut ctx = Ctx {
-        services,
+        target,
         io,
         format: cli.output,
         home,
         backend_url: url,
+        clock,
     };
     let ctx = &mut ctx;
     match cli.command {

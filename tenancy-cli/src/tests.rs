@@ -631,6 +631,7 @@ fn modes_sessions_and_bad_input_change_nothing() {
             },
             ..good.session.clone()
         },
+        token: None,
     };
     home.save(SessionSlot::Tenant, &ghost).unwrap();
     h.fails(&["state", "list"], "", 3);

@@ -2,6 +2,11 @@
 //! bad input, on local files and on S3 (moto; skipped loudly without
 //! `AWS_ENDPOINT`/`AWS_BUCKET`, failing instead when `TENANCY_REQUIRE_S3=1`
 //! or `CI=true`). Each user is a separate `TENANCY_HOME`.
+//!
+//! The workflows also run in remote mode: through the built
+//! `tenancy-server` binary on the same stores, the CLI process without any
+//! `AWS_*` variable and, when the tests run as root, as user `nobody`, who
+//! cannot read the store directory at all.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -64,6 +69,7 @@ impl Store {
         User {
             home: tempfile::tempdir().unwrap(),
             url: self.url.clone(),
+            remote: None,
         }
     }
 }
@@ -72,6 +78,181 @@ impl Store {
 struct User {
     home: tempfile::TempDir,
     url: String,
+    /// Remote mode: no `AWS_*` variables, and this uid when set.
+    remote: Option<Option<u32>>,
+}
+
+/// The uid remote users run as: `nobody` when the tests run as root (so the
+/// store is out of their reach), else none (the same user).
+fn remote_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
+    (me == 0).then_some(65534)
+}
+
+fn server_bin() -> PathBuf {
+    let p = Path::new(bin()).with_file_name("tenancy-server");
+    assert!(
+        p.exists(),
+        "{} is missing: the remote runs need the server binary; run the workspace's tests (scripts/test.sh, or cargo test --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// A `tenancy-server` process on a store, for the remote runs.
+struct ServerProc {
+    child: Child,
+    base: String,
+    metrics: String,
+}
+
+impl ServerProc {
+    /// Starts the server on `store` with `admin` as its admin token (which
+    /// bootstraps the registry there, as `tenancy init` would).
+    fn start(store: &Store, admin: &str) -> ServerProc {
+        use std::io::BufRead;
+        let mut child = Command::new(server_bin())
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--backend", &store.url])
+            .env("TENANCY_ADMIN_TOKEN", admin)
+            .env("TENANCY_BCRYPT_COST", "4")
+            .env("RUST_LOG", "warn")
+            .env_remove("TENANCY_BACKEND")
+            .env_remove("TENANCY_ADMIN_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tenancy-server");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        let mut metrics = None;
+        while base.is_none() || metrics.is_none() {
+            let line = lines
+                .next()
+                .expect("the server prints its addresses")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("tenancy-server listening on ") {
+                base = Some(format!(
+                    "http://{}",
+                    rest.split_whitespace().next().unwrap()
+                ));
+            } else if let Some(rest) = line.strip_prefix("tenancy-server metrics on ") {
+                metrics = Some(rest.trim().to_string());
+            }
+        }
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProc {
+            child,
+            base: base.unwrap(),
+            metrics: metrics.unwrap(),
+        }
+    }
+
+    /// How many requests the server has answered (its
+    /// `tenant_api_requests_total`, summed over routes and statuses).
+    fn requests(&self) -> u64 {
+        self.requests_of("tenant_api_requests_total{")
+    }
+
+    /// The sum of the request counters whose line starts with `prefix`.
+    fn requests_of(&self, prefix: &str) -> u64 {
+        use std::io::Read;
+        let rest = self.metrics.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_once('/').unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        write!(conn, "GET /{path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where a test's users work: on the store directly, or through a server on it.
+struct Setup {
+    store: Store,
+    server: Option<ServerProc>,
+}
+
+impl Setup {
+    fn direct(store: Store) -> Setup {
+        Setup {
+            store,
+            server: None,
+        }
+    }
+
+    fn remote(store: Store) -> Setup {
+        let server = ServerProc::start(&store, PASSWORD);
+        Setup {
+            store,
+            server: Some(server),
+        }
+    }
+
+    fn is_remote(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A user of this setup: through the server when there is one.
+    fn user(&self) -> User {
+        match &self.server {
+            None => self.store.user(),
+            Some(server) => {
+                let uid = remote_uid();
+                let home = tempfile::tempdir().unwrap();
+                if let Some(uid) = uid {
+                    std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
+                }
+                User {
+                    home,
+                    url: server.base.clone(),
+                    remote: Some(uid),
+                }
+            }
+        }
+    }
+
+    /// Someone at the store itself (its operator): always direct.
+    fn operator(&self) -> User {
+        self.store.user()
+    }
+
+    /// Creates the registry: `tenancy init` on the store; through a
+    /// server, `init` explains that the server made it (the server
+    /// bootstrapped it with [`PASSWORD`] at its start).
+    fn init(&self, admin: &User) {
+        if self.is_remote() {
+            let r = admin.fails(
+                &["init", "--admin-password-stdin"],
+                &format!("{PASSWORD}\n"),
+                2,
+            );
+            assert!(r.err.contains("bootstraps its own registry"), "{r:?}");
+        } else {
+            admin.ok(
+                &["init", "--admin-password-stdin"],
+                &format!("{PASSWORD}\n"),
+            );
+            admin.fails(
+                &["init", "--admin-password-stdin"],
+                &format!("{PASSWORD}\n"),
+                6,
+            );
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -116,7 +297,28 @@ impl User {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(uid) = self.remote {
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("AWS_") {
+                    c.env_remove(name);
+                }
+            }
+            if let Some(uid) = uid {
+                use std::os::unix::process::CommandExt;
+                c.uid(uid).gid(uid).current_dir("/");
+            }
+        }
         c
+    }
+
+    /// Writes `text` to `name` in this user's home, readable by them.
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.home.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        if let Some(Some(uid)) = self.remote {
+            std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+        }
+        p
     }
 
     fn spawn(&self, args: &[&str], stdin: &str) -> Child {
@@ -181,17 +383,10 @@ fn create_tenant(admin: &User, id: &str, extra: &[&str]) -> String {
 }
 
 /// Both workflows, start to end.
-fn workflows(store: &Store) {
-    let admin = store.user();
-    admin.ok(
-        &["init", "--admin-password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    admin.fails(
-        &["init", "--admin-password-stdin"],
-        &format!("{PASSWORD}\n"),
-        6,
-    );
+fn workflows(setup: &Setup) {
+    let store = &setup.store;
+    let admin = setup.user();
+    setup.init(&admin);
     admin.fails(&["tenant", "list"], "", 3);
     admin.fails(
         &["admin", "login", "--password-stdin"],
@@ -236,20 +431,49 @@ fn workflows(store: &Store) {
     );
 
     // Tenant teams, each on their own machine.
-    let acme = store.user();
-    let globex = store.user();
+    let acme = setup.user();
+    let globex = setup.user();
     acme.login("acme", &acme_secret);
     assert_eq!(mode(&acme.session_file("session")), 0o600);
     globex.login("globex", &globex_secret);
     acme.fails(&["tenant", "list"], "", 4); // a tenant session cannot run admin commands
+                                            // A remote user cannot use the store itself: no AWS_* variables, and
+                                            // (as nobody, when the tests run as root) no access to its directory.
+    if let Some(uid) = acme.remote {
+        let at_store = User {
+            home: tempfile::tempdir().unwrap(),
+            url: store.url.clone(),
+            remote: Some(uid),
+        };
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(at_store.home.path(), Some(uid), Some(uid)).unwrap();
+        }
+        if uid.is_some() || store.url.starts_with("s3://") {
+            let r = at_store.run(
+                &["login", "--tenant", "acme", "--secret-stdin"],
+                &acme_secret,
+            );
+            assert_ne!(r.code, 0, "a remote user reached the store: {r:?}");
+        }
+    }
+    // The session file keeps the server's token in remote mode, never the secret.
+    let kept = std::fs::read_to_string(acme.session_file("session")).unwrap();
+    assert!(!kept.contains(&acme_secret), "{kept}");
+    assert_eq!(
+        kept.contains("\"token\": \"tns_"),
+        setup.is_remote(),
+        "{kept}"
+    );
+    let shown = acme.json(&["session"], "");
+    assert_eq!(shown["backend"], acme.url.as_str());
+    assert_eq!(shown["tenant"], "acme");
 
     let v1 = acme.json(
         &["state", "put", "--stack", "web", "--env", "prod"],
         r#"{"replicas": 1}"#,
     );
     assert_eq!(v1["serial"], 1);
-    let file = acme.home.path().join("state.json");
-    std::fs::write(&file, r#"{"replicas": 3, "image": "web:2"}"#).unwrap();
+    let file = acme.file("state.json", r#"{"replicas": 3, "image": "web:2"}"#);
     let v2 = acme.json(
         &[
             "state",
@@ -391,7 +615,7 @@ fn workflows(store: &Store) {
     );
     let r = acme.fails(&["state", "list"], "", 4);
     assert!(r.err.contains("suspended"), "{r:?}");
-    store.user().fails(
+    setup.user().fails(
         &["login", "--tenant", "acme", "--secret-stdin"],
         &format!("{new_secret}\n"),
         4,
@@ -401,7 +625,7 @@ fn workflows(store: &Store) {
     globex.ok(&["state", "list"], "");
 
     // Quota: initech may keep one stack.
-    let initech = store.user();
+    let initech = setup.user();
     let initech_secret = admin.json(&["tenant", "rotate", "initech", "--yes"], "")["secret"]
         .as_str()
         .unwrap()
@@ -428,7 +652,22 @@ fn workflows(store: &Store) {
             .await
             .unwrap();
     });
-    let report = admin.json(&["migrate", "--tenant", "globex", "--from", "stacks"], "");
+    // Migrating works on the store itself: through a server it is refused
+    // with what to do, and the store's operator runs it.
+    if setup.is_remote() {
+        let r = admin.fails(
+            &["migrate", "--tenant", "globex", "--from", "stacks"],
+            "",
+            2,
+        );
+        assert!(r.err.contains("works on a store directly"), "{r:?}");
+    }
+    let operator = setup.operator();
+    operator.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let report = operator.json(&["migrate", "--tenant", "globex", "--from", "stacks"], "");
     assert_eq!(report["clean"], true, "{report}");
     assert!(report["copied"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(
@@ -459,7 +698,7 @@ fn workflows(store: &Store) {
         "{keys:?}"
     );
     acme.fails(&["state", "list"], "", 4);
-    store.user().fails(
+    setup.user().fails(
         &["login", "--tenant", "acme", "--secret-stdin"],
         &format!("{new_secret}\n"),
         4,
@@ -714,13 +953,25 @@ fn quota_burst(store: &Store, contenders: usize) {
 
 #[test]
 fn workflows_on_local_files() {
-    workflows(&local_store());
+    workflows(&Setup::direct(local_store()));
+}
+
+#[test]
+fn workflows_through_a_server_on_local_files() {
+    workflows(&Setup::remote(local_store()));
 }
 
 #[test]
 fn workflows_on_s3() {
     if let Some(store) = s3_store("workflows_on_s3") {
-        workflows(&store);
+        workflows(&Setup::direct(store));
+    }
+}
+
+#[test]
+fn workflows_through_a_server_on_s3() {
+    if let Some(store) = s3_store("workflows_through_a_server_on_s3") {
+        workflows(&Setup::remote(store));
     }
 }
 
@@ -1246,4 +1497,155 @@ fn doctor_reports_and_repairs_on_s3() {
     if let Some(store) = s3_store("doctor_reports_and_repairs_on_s3") {
         doctor_on(&store);
     }
+}
+
+/// Remote mode costs one HTTP request per command beyond login (the
+/// figure in benches/README.md): each command below is counted by the
+/// server's own request counter.
+#[test]
+fn one_request_per_command_through_a_server() {
+    let setup = Setup::remote(local_store());
+    let server = setup.server.as_ref().unwrap();
+    let admin = setup.user();
+    let tenant = setup.user();
+    let counts: std::cell::RefCell<Vec<(String, u64)>> = Default::default();
+    let count = |user: &User, args: &[&str], stdin: &str| -> Run {
+        let before = server.requests();
+        let r = user.ok(args, stdin);
+        let n = server.requests() - before;
+        counts.borrow_mut().push((args.join(" "), n));
+        r
+    };
+    count(
+        &admin,
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let created = count(
+        &admin,
+        &["--output", "json", "tenant", "init", "--name", "acme"],
+        "",
+    )
+    .json();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    count(&admin, &["tenant", "list"], "");
+    count(&admin, &["tenant", "show", "acme"], "");
+    count(&admin, &["tenant", "stats"], "");
+    count(
+        &admin,
+        &["tenant", "update", "acme", "--max-stacks", "9"],
+        "",
+    );
+    count(&admin, &["admin", "session"], "");
+    count(
+        &tenant,
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{secret}\n"),
+    );
+    count(&tenant, &["session"], "");
+    count(&tenant, &["tenant", "details"], "");
+    count(&tenant, &["tenant", "usage"], "");
+    count(
+        &tenant,
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{}",
+    );
+    count(
+        &tenant,
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        r#"{"v": 2}"#,
+    );
+    count(
+        &tenant,
+        &["state", "get", "--stack", "web", "--env", "prod"],
+        "",
+    );
+    count(
+        &tenant,
+        &[
+            "state",
+            "get",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--version",
+            "1",
+        ],
+        "",
+    );
+    count(&tenant, &["state", "list"], "");
+    count(&tenant, &["tenant", "stacks"], "");
+    count(
+        &tenant,
+        &["state", "history", "--stack", "web", "--env", "prod"],
+        "",
+    );
+    count(
+        &tenant,
+        &[
+            "state", "rollback", "--stack", "web", "--env", "prod", "--to", "1",
+        ],
+        "",
+    );
+    let lock = count(
+        &tenant,
+        &[
+            "--output", "json", "lock", "acquire", "--stack", "web", "--env", "prod",
+        ],
+        "",
+    )
+    .json();
+    let id = lock["lock_id"].as_str().unwrap().to_string();
+    count(&tenant, &["lock", "list"], "");
+    count(
+        &tenant,
+        &[
+            "lock", "renew", "--stack", "web", "--env", "prod", "--id", &id,
+        ],
+        "",
+    );
+    count(
+        &tenant,
+        &[
+            "state",
+            "put",
+            "--stack",
+            "web",
+            "--env",
+            "prod",
+            "--lock-id",
+            &id,
+        ],
+        r#"{"v": 3}"#,
+    );
+    count(
+        &tenant,
+        &[
+            "lock", "release", "--stack", "web", "--env", "prod", "--id", &id,
+        ],
+        "",
+    );
+    count(&admin, &["tenant", "rotate", "acme", "--yes"], "");
+    count(&admin, &["tenant", "suspend", "acme"], "");
+    count(&admin, &["tenant", "activate", "acme"], "");
+    count(&tenant, &["logout"], "");
+    // A deleted tenant's counters are dropped: count the admin's own.
+    let admins = "tenant_api_requests_total{tenant=\"-\"";
+    let before = server.requests_of(admins);
+    admin.ok(&["tenant", "delete", "acme", "--confirm"], "");
+    counts.borrow_mut().push((
+        "tenant delete acme --confirm".into(),
+        server.requests_of(admins) - before,
+    ));
+    count(&admin, &["admin", "logout"], "");
+    let counts = counts.into_inner();
+    for (command, n) in &counts {
+        println!("{n}  tenancy {command}");
+    }
+    let over: Vec<_> = counts.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(
+        over.is_empty(),
+        "commands not costing exactly one request: {over:?}"
+    );
 }

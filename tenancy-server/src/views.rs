@@ -272,6 +272,8 @@ pub struct OwnTenantView {
     /// remaining quota of each resource).
     #[schema(value_type = Object)]
     pub usage: Usage,
+    /// The whole profile, as the admin sees it (no secret or hash is in it).
+    pub profile: TenantView,
 }
 
 /// A lock as the API shows it.
@@ -733,4 +735,175 @@ pub struct TenantLogin {
     /// refused with 401, as a wrong one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+}
+
+/// A lock as Terraform's and OpenTofu's `http` backend send and read it,
+/// with the server's lease and fencing token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TerraformLock {
+    /// The lock id (a UUID, chosen by the client).
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// What the holder is doing (`OperationTypeApply`, ...).
+    #[serde(default)]
+    pub operation: String,
+    /// Free-form information.
+    #[serde(default)]
+    pub info: String,
+    /// Who holds it (`user@host`).
+    #[serde(default)]
+    pub who: String,
+    /// The holder's tool version.
+    #[serde(default)]
+    pub version: String,
+    /// When the lock was taken.
+    #[serde(default)]
+    pub created: Option<DateTime<Utc>>,
+    /// The client's path for the state.
+    #[serde(default)]
+    pub path: String,
+    /// When the lease ends unless a save under the lock extends it (set by
+    /// the server; a client's value is ignored).
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
+    /// The fencing token of the lease (set by the server; a client's value
+    /// is ignored).
+    #[serde(default)]
+    pub fencing_token: Option<u64>,
+}
+
+impl From<&LockInfo> for TerraformLock {
+    fn from(l: &LockInfo) -> Self {
+        TerraformLock {
+            id: l.lock_id.to_string(),
+            operation: l.operation.clone(),
+            info: l.info.clone(),
+            who: l.who.clone(),
+            version: l.version.clone(),
+            created: Some(l.created),
+            path: l.path.clone(),
+            expires: Some(l.expires),
+            fencing_token: Some(l.fencing_token),
+        }
+    }
+}
+
+impl TerraformLock {
+    /// The lock back as core's [`LockInfo`] on `key` of `tenant` (the
+    /// server's answers always carry the lease; a missing time reads as
+    /// `now`). `Corrupt` for an id that is no lock id.
+    pub fn to_lock_info(
+        &self,
+        key: LockKey,
+        tenant: Option<TenantId>,
+        now: DateTime<Utc>,
+    ) -> tenancy_core::Result<LockInfo> {
+        let lock_id = LockId::parse(&self.id).map_err(|e| tenancy_core::Error::Corrupt {
+            what: format!("the server's lock on {key}"),
+            message: e.to_string(),
+        })?;
+        let created = self.created.unwrap_or(now);
+        Ok(LockInfo {
+            key,
+            lock_id,
+            tenant,
+            who: self.who.clone(),
+            operation: self.operation.clone(),
+            created,
+            expires: self.expires.unwrap_or(now),
+            last_heartbeat: created,
+            fencing_token: self.fencing_token.unwrap_or_default(),
+            version: self.version.clone(),
+            info: self.info.clone(),
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// What a save, delete or rollback of a stack environment produced.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StackWritten {
+    /// The stack.
+    pub stack: String,
+    /// The environment.
+    pub env: String,
+    /// The new serial.
+    pub serial: u64,
+    /// When it was written.
+    pub saved_at: DateTime<Utc>,
+}
+
+/// One stack environment in `GET /v1/stacks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StackEnvView {
+    /// The stack.
+    pub stack: String,
+    /// The environment.
+    pub env: String,
+    /// The current serial (`None` when its state is damaged).
+    pub serial: Option<u64>,
+    /// When the current version was saved.
+    pub saved_at: Option<DateTime<Utc>>,
+    /// The lock holder, if it is locked.
+    pub locked_by: Option<TerraformLock>,
+    /// Why its state cannot be read, if it is damaged.
+    pub damaged: Option<String>,
+}
+
+/// The tenant's stack environments.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StackList {
+    /// Every stack environment with state, sorted.
+    pub stacks: Vec<StackEnvView>,
+    /// How many stacks the tenant may keep (its `max_stacks`).
+    pub max_stacks: u64,
+}
+
+/// One version in a stack environment's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StackVersionView {
+    /// Its serial.
+    pub serial: u64,
+    /// When it was saved.
+    pub saved_at: Option<DateTime<Utc>>,
+    /// The stored size in bytes.
+    pub size: u64,
+    /// The serial it restored, for a rollback.
+    pub rolled_back_from: Option<u64>,
+    /// True for plain JSON another tool wrote (not saved through tenancy yet).
+    #[serde(default)]
+    pub plain: bool,
+    /// True for the version that deleted the stack environment.
+    pub deleted: bool,
+    /// The fencing token of the lock it was saved under.
+    pub fencing_token: Option<u64>,
+}
+
+/// A stored object of a stack environment that cannot be read.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DamagedVersionView {
+    /// Its serial (`None` for the current state object).
+    pub serial: Option<u64>,
+    /// Its key below the tenant's state root.
+    pub key: String,
+    /// Why it cannot be read.
+    pub message: String,
+}
+
+/// A stack environment's history, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StackHistory {
+    /// The versions.
+    pub versions: Vec<StackVersionView>,
+    /// Objects that cannot be read.
+    pub damaged: Vec<DamagedVersionView>,
+}
+
+/// The body of a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The serial to roll back to.
+    pub to: u64,
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tenancy_core::{Error, Secret, Session};
 use tenancy_state::MigrateOptions;
 
-use super::Ctx;
+use super::{Ctx, Target};
 use crate::cli::{AdminLoginArgs, AdminPasswdArgs, DoctorArgs, InitArgs, MigrateArgs};
 use crate::exit::{CliError, PROBLEMS};
 use crate::home::SessionSlot;
@@ -16,7 +16,15 @@ use crate::output::time;
 
 /// `tenancy init`: bootstraps the registry with an admin password.
 pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()> {
-    if ctx.services.registry.is_bootstrapped().await? {
+    if ctx.is_remote() {
+        let url = ctx.backend_url.clone();
+        return Err(CliError::usage(format!(
+            "a tenancy-server bootstraps its own registry when it first starts (with the admin credential from its TENANCY_ADMIN_TOKEN, or one it prints); nothing to initialize at {url}: log in with `tenancy --backend {url} admin login`"
+        ))
+        .into());
+    }
+    let services = ctx.store("tenancy init", "")?;
+    if services.registry.is_bootstrapped().await? {
         return Err(Error::already_exists(format!(
             "a registry already exists at {}; log in with `tenancy admin login`",
             ctx.backend_url
@@ -30,7 +38,7 @@ pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()
         "TENANCY_ADMIN_PASSWORD",
         "tenancy init",
     )?;
-    ctx.services
+    services
         .registry
         .bootstrap(&password)
         .await
@@ -93,17 +101,22 @@ fn new_password(
 /// is for whoever holds the store's own credentials (they control
 /// everything on it anyway) and has lost the admin password.
 pub(crate) async fn passwd(ctx: &mut Ctx<'_>, args: AdminPasswdArgs) -> anyhow::Result<()> {
-    if args.reset {
-        if !ctx.services.registry.is_bootstrapped().await? {
+    let registry = if args.reset {
+        let services = ctx.store(
+            "tenancy admin passwd --reset",
+            "run it where the store is reachable, with its own credentials",
+        )?;
+        if !services.registry.is_bootstrapped().await? {
             return Err(Error::not_found(format!(
                 "no registry at {}; create one with `tenancy init`",
                 ctx.backend_url
             ))
             .into());
         }
+        services.registry.clone()
     } else {
-        ctx.require_admin().await?;
-    }
+        ctx.require_admin().await?
+    };
     let password = new_password(
         ctx,
         args.new_password_stdin,
@@ -111,9 +124,7 @@ pub(crate) async fn passwd(ctx: &mut Ctx<'_>, args: AdminPasswdArgs) -> anyhow::
         "TENANCY_NEW_ADMIN_PASSWORD",
         "tenancy admin passwd",
     )?;
-    let generation = ctx
-        .services
-        .registry
+    let generation = registry
         .set_admin_password(&password)
         .await
         .context("changing the admin credential")?;
@@ -130,14 +141,17 @@ pub(crate) async fn passwd(ctx: &mut Ctx<'_>, args: AdminPasswdArgs) -> anyhow::
     Ok(())
 }
 
-/// `tenancy admin login`.
+/// `tenancy admin login`: on a store, checks the password against the
+/// registry; through a server, exchanges it for a server-issued admin session.
 pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Result<()> {
-    if !ctx.services.registry.is_bootstrapped().await? {
-        return Err(Error::not_found(format!(
-            "no registry at {}; create one with `tenancy init`",
-            ctx.backend_url
-        ))
-        .into());
+    if let Target::Store(services) = &ctx.target {
+        if !services.registry.is_bootstrapped().await? {
+            return Err(Error::not_found(format!(
+                "no registry at {}; create one with `tenancy init`",
+                ctx.backend_url
+            ))
+            .into());
+        }
     }
     let password = ctx.io.secret(
         "admin password",
@@ -146,20 +160,33 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
         "TENANCY_ADMIN_PASSWORD",
         "Admin password: ",
     )?;
-    ctx.services
-        .registry
-        .verify_admin(&password)
-        .await
-        .map_err(|e| match e {
-            Error::Unauthorized { .. } => Error::unauthorized(
-                "wrong admin password; check it and run `tenancy admin login` again",
-            ),
-            other => other,
-        })?;
-    let generation = ctx.services.registry.admin_generation().await?;
-    let session = Session::admin(ctx.now(), generation);
-    let expires = session.expires_at;
-    ctx.save_session(SessionSlot::Admin, session)?;
+    let wrong = |e: Error| match e {
+        Error::Unauthorized { .. } => Error::unauthorized(
+            "wrong admin password; check it and run `tenancy admin login` again",
+        ),
+        other => other,
+    };
+    let expires = match &ctx.target {
+        Target::Store(services) => {
+            services
+                .registry
+                .verify_admin(&password)
+                .await
+                .map_err(wrong)?;
+            let generation = services.registry.admin_generation().await?;
+            let session = Session::admin(ctx.now(), generation);
+            let expires = session.expires_at;
+            ctx.save_session(SessionSlot::Admin, session, None)?;
+            expires
+        }
+        Target::Server(client) => {
+            let issued = client.login_admin(&password).await.map_err(wrong)?;
+            let session = issued.session.session;
+            let expires = session.expires_at;
+            ctx.save_session(SessionSlot::Admin, session, Some(&issued.token))?;
+            expires
+        }
+    };
     if ctx.is_json() {
         ctx.out()
             .json(&json!({ "admin": true, "expires_at": expires }))?;
@@ -172,7 +199,15 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
 
 /// `tenancy admin session`: shows the admin session; fails (exit 3/4) when there is no valid one.
 pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
+    if ctx.is_remote() {
+        // The server's word that the session still works.
+        if let Some(token) = ctx.home.load(SessionSlot::Admin)?.and_then(|f| f.token) {
+            registry
+                .authenticate_session(&tenancy_core::Secret::new(token))
+                .await?;
+        }
+    }
     let Some(file) = ctx.home.load(SessionSlot::Admin)? else {
         return Err(CliError::not_logged_in(
             "not logged in as the admin; run `tenancy admin login`",
@@ -200,6 +235,10 @@ pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 
 /// `tenancy migrate --tenant ID [--from PREFIX] [--dry-run] [--force]`.
 pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Result<()> {
+    let services = ctx.store(
+        "tenancy migrate",
+        "run it with --backend naming the server's store (file://, s3://), where the store is reachable",
+    )?;
     ctx.require_admin().await?;
     let MigrateArgs {
         tenant: id,
@@ -207,7 +246,7 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
         dry_run,
         force,
     } = args;
-    let t = ctx.services.registry.get(&id).await?;
+    let t = services.registry.get(&id).await?;
     let bar = ProgressBar::with_draw_target(
         None,
         if ctx.io.terminal.stderr && !dry_run {
@@ -227,8 +266,8 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
     };
     let options = MigrateOptions { dry_run, force };
     let result = tenancy_state::migrate_stacks(
-        ctx.services.backend.as_ref(),
-        ctx.services.registry.as_ref(),
+        services.backend.as_ref(),
+        services.registry.as_ref(),
         &t,
         &from,
         options,
@@ -354,14 +393,18 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
 /// `tenancy doctor [--repair]`: exit 0 when nothing is left to fix, 8
 /// ([`PROBLEMS`]) while findings remain.
 pub(crate) async fn doctor(ctx: &mut Ctx<'_>, args: DoctorArgs) -> anyhow::Result<()> {
+    let services = ctx.store(
+        "tenancy doctor",
+        "run it with --backend naming the server's store (file://, s3://), where the store is reachable",
+    )?;
     ctx.require_admin().await?;
-    let registry = tenancy_state::StoreRegistry::new(ctx.services.backend.clone())
-        .with_clock(ctx.services.clock.clone());
+    let registry = tenancy_state::StoreRegistry::new(services.backend.clone())
+        .with_clock(services.clock.clone());
     let options = tenancy_state::doctor::DoctorOptions {
         repair: args.repair,
         ..Default::default()
     };
-    let report = tenancy_state::doctor::doctor(&ctx.services.store, &registry, options)
+    let report = tenancy_state::doctor::doctor(&services.store, &registry, options)
         .await
         .context("checking the store")?;
     let remaining = report.remaining().count();

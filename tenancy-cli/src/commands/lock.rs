@@ -1,20 +1,17 @@
 //! Tenant lock commands: `lock acquire|release|renew|list|force-unlock`.
 //!
-//! Every call goes through [`TenantLocks`], so a tenant only ever names keys
-//! below `tenant:<id>:`; lock keys are `stack:<stack>:env:<env>`.
+//! Every call goes through the tenant's own locks ([`super::TenantApi::locks`]:
+//! `TenantLocks` on a store, the server's `/v1/locks` in remote mode), so a
+//! tenant only ever names keys below `tenant:<id>:`; lock keys are
+//! `stack:<stack>:env:<env>`.
 
 use serde_json::json;
 use tenancy_core::lock::validate_ttl;
-use tenancy_core::{LockInfo, LockManager, LockRequest, Tenant};
-use tenancy_lock::TenantLocks;
+use tenancy_core::{LockInfo, LockRequest};
 
 use super::Ctx;
 use crate::cli::{LockAcquireArgs, LockHeldArgs, LockRenewArgs, StackEnv};
 use crate::output::time;
-
-fn locks_for(ctx: &Ctx<'_>, t: &Tenant) -> TenantLocks<std::sync::Arc<dyn LockManager>> {
-    TenantLocks::new(ctx.services.locks.clone(), t.id.clone())
-}
 
 /// `user@host` for the lock holder: the user from the environment, the host
 /// name from the OS (`HOSTNAME` is a shell variable that is rarely exported).
@@ -59,8 +56,7 @@ pub(crate) async fn acquire(ctx: &mut Ctx<'_>, args: LockAcquireArgs) -> anyhow:
     let key = at.lock_key()?;
     let StackEnv { stack, env } = at;
     validate_ttl(ttl)?;
-    let t = ctx.require_tenant().await?;
-    let locks = locks_for(ctx, &t);
+    let locks = ctx.require_tenant().await?.locks();
     let req = LockRequest::new(key.clone(), ttl)
         .operation(operation)
         .who(holder_name());
@@ -90,8 +86,8 @@ pub(crate) async fn acquire(ctx: &mut Ctx<'_>, args: LockAcquireArgs) -> anyhow:
 pub(crate) async fn release(ctx: &mut Ctx<'_>, args: LockHeldArgs) -> anyhow::Result<()> {
     let key = args.at.lock_key()?;
     let lock_id = args.id;
-    let t = ctx.require_tenant().await?;
-    locks_for(ctx, &t).release(&key, lock_id).await?;
+    let locks = ctx.require_tenant().await?.locks();
+    locks.release(&key, lock_id).await?;
     if ctx.is_json() {
         ctx.out()
             .json(&json!({ "released": true, "key": key, "lock_id": lock_id }))
@@ -105,8 +101,8 @@ pub(crate) async fn renew(ctx: &mut Ctx<'_>, args: LockRenewArgs) -> anyhow::Res
     let key = args.held.at.lock_key()?;
     let (lock_id, ttl) = (args.held.id, args.ttl);
     validate_ttl(ttl)?;
-    let t = ctx.require_tenant().await?;
-    let info = locks_for(ctx, &t).renew(&key, lock_id, ttl).await?;
+    let locks = ctx.require_tenant().await?.locks();
+    let info = locks.renew(&key, lock_id, ttl).await?;
     if ctx.is_json() {
         ctx.out().json(&info_json(&info))
     } else {
@@ -119,8 +115,8 @@ pub(crate) async fn renew(ctx: &mut Ctx<'_>, args: LockRenewArgs) -> anyhow::Res
 
 /// `tenancy lock list`: this tenant's held locks.
 pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
-    let mut all = locks_for(ctx, &t).list("").await?;
+    let locks = ctx.require_tenant().await?.locks();
+    let mut all = locks.list("").await?;
     all.sort_by(|a, b| a.key.cmp(&b.key));
     if ctx.is_json() {
         let v: Vec<_> = all.iter().map(info_json).collect();
@@ -150,8 +146,8 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 pub(crate) async fn force_unlock(ctx: &mut Ctx<'_>, args: LockHeldArgs) -> anyhow::Result<()> {
     let key = args.at.lock_key()?;
     let lock_id = args.id;
-    let t = ctx.require_tenant().await?;
-    locks_for(ctx, &t).force_unlock(&key, lock_id).await?;
+    let locks = ctx.require_tenant().await?.locks();
+    locks.force_unlock(&key, lock_id).await?;
     if ctx.is_json() {
         ctx.out()
             .json(&json!({ "unlocked": true, "key": key, "lock_id": lock_id }))

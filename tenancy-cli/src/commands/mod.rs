@@ -1,24 +1,30 @@
-//! Command handlers. Each takes a [`Ctx`]: the registry, backend and lock
-//! manager as trait objects ([`Services`]), the output, and the session files.
+//! Command handlers. Each takes a [`Ctx`]: where the commands go (a store
+//! the CLI opens, [`Services`], or a tenancy-server), the output, and the
+//! session files. Tenant commands work through [`TenantApi`], admin
+//! commands through a `TenantRegistry`, the same way in both places.
 
 pub(crate) mod admin;
 pub(crate) mod lock;
 pub(crate) mod session;
 pub(crate) mod state;
 pub(crate) mod tenant;
+pub(crate) mod tenant_api;
 
 use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tenancy_core::{Clock, Error, LockManager, StateBackend, Tenant, TenantRegistry, TenantStatus};
+use tenancy_core::{Clock, Error, LockManager, Secret, StateBackend, TenantRegistry, TenantStatus};
+use tenancy_server::client::{Client, TenantCredential};
 
 use crate::cli::OutputFormat;
 use crate::exit::{CliError, UNAUTHORIZED};
 use crate::home::{Home, SessionFile, SessionSlot, SESSION_FORMAT};
 use crate::io::Io;
 use crate::output::{paint, Out, Style};
+pub(crate) use tenant_api::TenantApi;
+use tenant_api::{ServerTenant, StoreTenant};
 
 /// The store behind a command: registry, raw backend and lock manager.
 #[derive(Debug, Clone)]
@@ -36,19 +42,30 @@ pub(crate) struct Services {
     pub store: tenancy_state::Store,
 }
 
+/// Where a command goes.
+#[derive(Debug)]
+pub(crate) enum Target<'a> {
+    /// A store the CLI opened itself.
+    Store(&'a Services),
+    /// A tenancy-server (remote mode).
+    Server(Client),
+}
+
 /// What a handler works with.
 #[derive(Debug)]
 pub(crate) struct Ctx<'a> {
-    /// Registry, backend, locks.
-    pub services: &'a Services,
+    /// The store or the server.
+    pub target: Target<'a>,
     /// Streams, environment, prompts.
     pub io: &'a mut Io,
     /// `--output`.
     pub format: OutputFormat,
     /// Where the session files live.
     pub home: Home,
-    /// The backend URL sessions are bound to.
+    /// The backend URL sessions are bound to (a server's base URL in remote mode).
     pub backend_url: String,
+    /// The clock for session times.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl<'a> Ctx<'a> {
@@ -82,7 +99,25 @@ impl<'a> Ctx<'a> {
 
     /// The current time.
     pub(crate) fn now(&self) -> DateTime<Utc> {
-        self.services.clock.now()
+        self.clock.now()
+    }
+
+    /// True in remote mode.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.target, Target::Server(_))
+    }
+
+    /// The store the CLI opened; in remote mode, the refusal of `command`
+    /// (which works on a store itself) with what to do instead.
+    pub(crate) fn store(&self, command: &str, instead: &str) -> anyhow::Result<&'a Services> {
+        match &self.target {
+            Target::Store(s) => Ok(s),
+            Target::Server(_) => Err(CliError::usage(format!(
+                "`{command}` works on a store directly, not through the server at {}; {instead}",
+                self.backend_url
+            ))
+            .into()),
+        }
     }
 
     fn check_backend(&self, file: &SessionFile, slot: SessionSlot) -> anyhow::Result<()> {
@@ -96,64 +131,85 @@ impl<'a> Ctx<'a> {
         Err(CliError::new(
             UNAUTHORIZED,
             format!(
-                "your session is for backend {}, not {}; log in to this backend with `{login}`",
-                file.backend, self.backend_url
+                "your session is for backend {}, not {}; drop --backend (and TENANCY_BACKEND) to use it, or log in to {} with `tenancy --backend {} {login}`",
+                file.backend, self.backend_url, self.backend_url, self.backend_url
             ),
         )
         .into())
     }
 
-    /// Checks the admin session: present, this backend, not expired, admin.
-    pub(crate) async fn require_admin(&mut self) -> anyhow::Result<()> {
-        let now = self.now();
-        match self.home.load(SessionSlot::Admin)? {
-            Some(file) => {
-                self.check_backend(&file, SessionSlot::Admin)?;
-                file.session.check_expiry(now)?;
-                // One manifest read: its absence means no registry.
-                let current = match self.services.registry.admin_generation().await {
-                    Ok(g) => g,
-                    Err(e) if e.is_not_found() => {
-                        return Err(Error::not_found(format!(
-                            "no registry at {} any more; create one with `tenancy init`",
-                            self.backend_url
-                        ))
-                        .into())
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                match file.session.validate_admin(now, current) {
-                    Err(Error::CredentialsRotated { .. }) => Err(CliError::new(
-                        UNAUTHORIZED,
-                        "the admin credential changed since this session began; run `tenancy admin login`",
-                    )
-                    .into()),
-                    other => Ok(other?),
-                }
-            }
-            None => {
-                if let Ok(Some(t)) = self.home.load(SessionSlot::Tenant) {
-                    let who = t
-                        .session
-                        .tenant_id()
-                        .map(|t| format!("tenant {t}"))
-                        .unwrap_or_else(|| "a tenant".into());
-                    return Err(Error::forbidden(format!(
-                        "admin command refused: you are logged in as {who}, not as the admin; run `tenancy admin login`"
-                    ))
-                    .into());
-                }
-                Err(CliError::not_logged_in(
-                    "not logged in as the admin; run `tenancy admin login`",
-                )
-                .into())
-            }
+    /// The session token of a remote session file (refused when the file
+    /// was written by a direct login).
+    fn token(&self, file: &SessionFile, slot: SessionSlot) -> anyhow::Result<Secret> {
+        match &file.token {
+            Some(t) => Ok(Secret::new(t.clone())),
+            None => Err(CliError::not_logged_in(format!(
+                "the session holds no server session token; run `{}` again",
+                slot.login_command()
+            ))
+            .into()),
         }
     }
 
-    /// Checks the tenant session against the registry (status and credential
-    /// generation) and returns the tenant.
-    pub(crate) async fn require_tenant(&mut self) -> anyhow::Result<Tenant> {
+    /// Checks the admin session (present, this backend, not expired; on a
+    /// store also the admin credential's generation) and returns the
+    /// registry to work on: the store's, or the server's admin API.
+    pub(crate) async fn require_admin(&mut self) -> anyhow::Result<Arc<dyn TenantRegistry>> {
+        let now = self.now();
+        let Some(file) = self.home.load(SessionSlot::Admin)? else {
+            if let Ok(Some(t)) = self.home.load(SessionSlot::Tenant) {
+                let who = t
+                    .session
+                    .tenant_id()
+                    .map(|t| format!("tenant {t}"))
+                    .unwrap_or_else(|| "a tenant".into());
+                return Err(Error::forbidden(format!(
+                    "admin command refused: you are logged in as {who}, not as the admin; run `tenancy admin login`"
+                ))
+                .into());
+            }
+            return Err(CliError::not_logged_in(
+                "not logged in as the admin; run `tenancy admin login`",
+            )
+            .into());
+        };
+        self.check_backend(&file, SessionSlot::Admin)?;
+        file.session.check_expiry(now)?;
+        let services = match &self.target {
+            // The server checks the session on every request.
+            Target::Server(client) => {
+                let token = self.token(&file, SessionSlot::Admin)?;
+                return Ok(Arc::new(client.registry(token)));
+            }
+            Target::Store(services) => *services,
+        };
+        // One manifest read: its absence means no registry.
+        let current = match services.registry.admin_generation().await {
+            Ok(g) => g,
+            Err(e) if e.is_not_found() => {
+                return Err(Error::not_found(format!(
+                    "no registry at {} any more; create one with `tenancy init`",
+                    self.backend_url
+                ))
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match file.session.validate_admin(now, current) {
+            Err(Error::CredentialsRotated { .. }) => Err(CliError::new(
+                UNAUTHORIZED,
+                "the admin credential changed since this session began; run `tenancy admin login`",
+            )
+            .into()),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(services.registry.clone()),
+        }
+    }
+
+    /// Checks the tenant session (on a store: against the registry, status
+    /// and credential generation; through a server: the server checks it
+    /// on every request) and returns what tenant commands work on.
+    pub(crate) async fn require_tenant(&mut self) -> anyhow::Result<Box<dyn TenantApi>> {
         let now = self.now();
         let Some(file) = self.home.load(SessionSlot::Tenant)? else {
             if let Ok(Some(_)) = self.home.load(SessionSlot::Admin) {
@@ -169,13 +225,21 @@ impl<'a> Ctx<'a> {
         };
         self.check_backend(&file, SessionSlot::Tenant)?;
         file.session.check_expiry(now)?;
-        let Some(id) = file.session.tenant_id() else {
+        let Some(id) = file.session.tenant_id().cloned() else {
             return Err(CliError::not_logged_in(
                 "the tenant session holds no tenant; run `tenancy login --tenant ID`",
             )
             .into());
         };
-        let tenant = match self.services.registry.get(id).await {
+        let services = match &self.target {
+            Target::Server(client) => {
+                let token = self.token(&file, SessionSlot::Tenant)?;
+                let client = client.tenant(TenantCredential::Session(token));
+                return Ok(Box::new(ServerTenant::new(id, client)));
+            }
+            Target::Store(services) => *services,
+        };
+        let tenant = match services.registry.get(&id).await {
             Ok(t) => t,
             Err(e) if e.is_not_found() => {
                 return Err(CliError::not_logged_in(format!(
@@ -200,14 +264,16 @@ impl<'a> Ctx<'a> {
             }
             return Err(e.into());
         }
-        Ok(tenant)
+        Ok(Box::new(StoreTenant::new(services, tenant)?))
     }
 
-    /// Writes a session file for this backend.
+    /// Writes a session file for this backend (`token`: the server's
+    /// session token in remote mode).
     pub(crate) fn save_session(
         &self,
         slot: SessionSlot,
         session: tenancy_core::Session,
+        token: Option<&Secret>,
     ) -> anyhow::Result<()> {
         self.home.save(
             slot,
@@ -215,6 +281,7 @@ impl<'a> Ctx<'a> {
                 format: SESSION_FORMAT,
                 backend: self.backend_url.clone(),
                 session,
+                token: token.map(|t| t.expose().to_string()),
             },
         )
     }

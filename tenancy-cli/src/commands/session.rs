@@ -1,9 +1,12 @@
-//! The tenant session: `login` and `session` (`logout` needs no store: see `lib.rs`).
+//! The tenant session: `login` and `session` (`logout` is in `lib.rs`). On
+//! a store, login checks the secret against the registry and writes a
+//! session file; through a server, it exchanges the secret for a
+//! server-issued session whose token the file keeps.
 
 use serde_json::json;
 use tenancy_core::{Error, Session, TenantId};
 
-use super::Ctx;
+use super::{Ctx, Target};
 use crate::cli::LoginArgs;
 use crate::exit::CliError;
 use crate::home::SessionSlot;
@@ -31,33 +34,46 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         "TENANCY_SECRET",
         &format!("Secret of tenant {id}: "),
     )?;
-    let t = ctx
-        .services
-        .registry
-        .authenticate(&id, &secret)
-        .await
-        .map_err(|e| match e {
-            Error::Unauthorized { .. } => Error::unauthorized(format!(
-                "login as tenant {id} refused: unknown tenant or wrong secret; check both, or ask the admin to rotate the secret"
-            )),
-            Error::Forbidden { message } => Error::forbidden(format!(
-                "login as tenant {id} refused: {message}; ask the admin to activate it"
-            )),
-            other => other,
-        })?;
-    let now = ctx.now();
-    let session = Session::tenant(&t, now);
-    let expires = session.expires_at;
-    ctx.save_session(SessionSlot::Tenant, session)?;
+    let refused = |e: Error| {
+        match e {
+        Error::Unauthorized { .. } => Error::unauthorized(format!(
+            "login as tenant {id} refused: unknown tenant or wrong secret; check both, or ask the admin to rotate the secret"
+        )),
+        Error::Forbidden { message } => Error::forbidden(format!(
+            "login as tenant {id} refused: {message}; ask the admin to activate it"
+        )),
+        other => other,
+    }
+    };
+    let (id, expires) = match &ctx.target {
+        Target::Store(services) => {
+            let t = services
+                .registry
+                .authenticate(&id, &secret)
+                .await
+                .map_err(refused)?;
+            let session = Session::tenant(&t, ctx.now());
+            let expires = session.expires_at;
+            ctx.save_session(SessionSlot::Tenant, session, None)?;
+            (t.id, expires)
+        }
+        Target::Server(client) => {
+            let issued = client.login_tenant(&id, &secret).await.map_err(refused)?;
+            let session = issued.session.session;
+            let expires = session.expires_at;
+            ctx.save_session(SessionSlot::Tenant, session, Some(&issued.token))?;
+            (id, expires)
+        }
+    };
     if ctx.is_json() {
         ctx.out().json(&json!({
-            "tenant": t.id,
+            "tenant": id,
             "expires_at": expires,
         }))?;
     } else {
         ctx.out().line(&format!(
             "Logged in as tenant {} until {}.",
-            t.id,
+            id,
             time(&expires)
         ))?;
     }
@@ -67,13 +83,15 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
 /// `tenancy session`: shows the tenant session after checking it against the
 /// registry; fails (exit 3/4) when it is not valid.
 pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
+    let api = ctx.require_tenant().await?;
     let Some(file) = ctx.home.load(SessionSlot::Tenant)? else {
         return Err(CliError::not_logged_in(
             "not logged in as a tenant; run `tenancy login --tenant ID`",
         )
         .into());
     };
+    // One read that the session still works: the tenant's record.
+    let t = api.profile().await?;
     let s = file.session;
     let now = ctx.now();
     let status = t.effective_status(now);

@@ -1,20 +1,18 @@
 //! Tenant state commands: `state put|get|list|history|rollback` and `tenant stacks`.
 //!
-//! State lives in a [`StackStore`] on the tenant's [`TenantScoped`] view of
-//! the backend, so a tenant only ever reads and writes below
-//! `tenants/<id>/<version>/`.
+//! On a store, state lives in a `StackStore` on the tenant's `TenantScoped`
+//! view of the backend, so a tenant only ever reads and writes below
+//! `tenants/<id>/<version>/`; through a server, in the server's stack
+//! routes ([`super::TenantApi`] has both).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use tenancy_core::{Error, StateBackend, Tenant};
-use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
-use tenancy_state::stack_quota::StackQuota;
-use tenancy_state::TenantScoped;
+use tenancy_core::Error;
+use tenancy_state::stack::StateDocument;
 
 use super::Ctx;
 use crate::cli::{StackEnv, StateGetArgs, StatePutArgs, StateRollbackArgs};
@@ -23,14 +21,6 @@ use crate::output::{opt_time, Cell, Style};
 
 /// The largest state document `state put` accepts: 64 MiB.
 pub(crate) const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
-
-type Store = StackStore<TenantScoped<Arc<dyn StateBackend>>>;
-
-fn store_for(ctx: &Ctx<'_>, t: &Tenant) -> anyhow::Result<Store> {
-    let scoped = TenantScoped::for_tenant(ctx.services.backend.clone(), t)
-        .with_context(|| format!("scoping the backend to tenant {}", t.id))?;
-    Ok(StackStore::new(scoped))
-}
 
 fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value> {
     let (what, mut bytes) = match file {
@@ -79,41 +69,27 @@ fn read_document(ctx: &mut Ctx<'_>, file: Option<&Path>) -> anyhow::Result<Value
     Ok(doc)
 }
 
-/// The fencing token of the stack environment's lock that `lock_id` holds
-/// (`None` when it is unlocked and no id is given); refused while someone
-/// else holds it, the same rule as the server's stack routes.
-async fn fence_for(
-    ctx: &Ctx<'_>,
-    t: &Tenant,
-    stack: &str,
-    env: &str,
-    lock_id: Option<tenancy_core::LockId>,
-) -> anyhow::Result<Option<u64>> {
-    let key = tenancy_core::LockKey::stack_env(stack, env)?;
-    let locks = tenancy_lock::TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
-    let now = ctx.services.clock.now();
-    match tenancy_lock::holder_fence(&locks, &key, lock_id, None, now).await {
-        Ok(fence) => Ok(fence),
-        Err(e @ Error::LockHeld { .. }) => Err(anyhow::Error::new(e).context(format!(
+/// Adds what to do to a refusal because someone else holds the lock.
+fn locked_hint(e: Error, stack: &str, env: &str) -> anyhow::Error {
+    match e {
+        e @ Error::LockHeld { .. } => anyhow::Error::new(e).context(format!(
             "{stack}/{env} is locked; pass --lock-id with the holder's lock id if you hold it"
-        ))),
-        Err(e) => Err(e.into()),
+        )),
+        e => e.into(),
     }
 }
 
 /// `tenancy state put --stack S --env E [--file F]`.
 pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result<()> {
     let (stack, env) = (args.at.stack.as_str(), args.at.env.as_str());
-    let t = ctx.require_tenant().await?;
+    let api = ctx.require_tenant().await?;
     let doc = read_document(ctx, args.file.as_deref())?;
-    let store = store_for(ctx, &t)?;
     let doc = StateDocument::from_value(&doc)?;
-    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
-    let opts = SaveOptions::new(Expected::Latest).fenced(fence);
-    let saved = StackQuota::new(&store, &*ctx.services.registry, &t)
-        .save(stack, env, &doc, opts)
-        .await;
-    let saved = saved.with_context(|| format!("saving the state of {stack}/{env}"))?;
+    let saved = api
+        .save(stack, env, &doc, args.lock_id)
+        .await
+        .map_err(|e| locked_hint(e, stack, env))
+        .with_context(|| format!("saving the state of {stack}/{env}"))?;
     if ctx.is_json() {
         ctx.out().json(&json!({
             "stack": stack,
@@ -131,17 +107,17 @@ pub(crate) async fn put(ctx: &mut Ctx<'_>, args: StatePutArgs) -> anyhow::Result
 /// JSON document itself (in both output modes).
 pub(crate) async fn get(ctx: &mut Ctx<'_>, args: StateGetArgs) -> anyhow::Result<()> {
     let (stack, env, version) = (args.at.stack.as_str(), args.at.env.as_str(), args.version);
-    let t = ctx.require_tenant().await?;
-    let store = store_for(ctx, &t)?;
-    let snapshot = match version {
-        Some(n) => store.version(stack, env, n).await?,
-        None => store.current(stack, env).await?.ok_or_else(|| {
-            Error::not_found(format!(
-                "no state for stack {stack} env {env}; store some with `tenancy state put --stack {stack} --env {env}`"
-            ))
-        })?,
-    };
-    let text = serde_json::to_string_pretty(&snapshot.document)?;
+    let api = ctx.require_tenant().await?;
+    let raw = api.document(stack, env, version).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "no state for stack {stack} env {env}; store some with `tenancy state put --stack {stack} --env {env}`"
+        ))
+    })?;
+    let document: Value = serde_json::from_slice(&raw).map_err(|e| Error::Corrupt {
+        what: format!("the state of {stack}/{env}"),
+        message: e.to_string(),
+    })?;
+    let text = serde_json::to_string_pretty(&document)?;
     ctx.out().line(&text)
 }
 
@@ -156,21 +132,12 @@ fn damaged_hint(stack: &str, env: &str, message: &str) -> String {
 /// one whose `state.json` is damaged is shown as damaged (and warned about
 /// on stderr) and the listing goes on.
 pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
-    let store = store_for(ctx, &t)?;
-    let mut rows = Vec::new();
-    let mut damaged = Vec::new();
-    for (stack, env) in store.stacks().await? {
-        let cur = match store.current(&stack, &env).await {
-            Ok(cur) => Ok(cur.map(|c| (c.serial, c.saved_at))),
-            Err(e @ Error::Corrupt { .. }) => {
-                damaged.push(damaged_hint(&stack, &env, &e.to_string()));
-                Err(e.to_string())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        rows.push((stack, env, cur));
-    }
+    let api = ctx.require_tenant().await?;
+    let rows = api.stack_envs().await?.rows;
+    let damaged: Vec<String> = rows
+        .iter()
+        .filter_map(|(stack, env, cur)| cur.as_ref().err().map(|m| damaged_hint(stack, env, m)))
+        .collect();
     if ctx.is_json() {
         let v: Vec<Value> = rows
             .iter()
@@ -225,20 +192,20 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 
 /// `tenancy tenant stacks`: stacks and their environments, against the stack limit.
 pub(crate) async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
-    let store = store_for(ctx, &t)?;
+    let api = ctx.require_tenant().await?;
+    let envs = api.stack_envs().await?;
     let mut by_stack: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (stack, env) in store.stacks().await? {
+    for (stack, env, _) in envs.rows {
         by_stack.entry(stack).or_default().push(env);
     }
-    let limit = t.limits().max_stacks;
+    let limit = envs.max_stacks;
     if ctx.is_json() {
         let v: Vec<Value> = by_stack
             .iter()
             .map(|(s, envs)| json!({ "stack": s, "envs": envs }))
             .collect();
         return ctx.out().json(&json!({
-            "tenant": t.id,
+            "tenant": api.id(),
             "stacks": v,
             "count": by_stack.len(),
             "max_stacks": limit,
@@ -258,9 +225,8 @@ pub(crate) async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 /// are shown as damaged (and warned about on stderr) and the rest listed.
 pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<()> {
     let (stack, env) = (at.stack.as_str(), at.env.as_str());
-    let t = ctx.require_tenant().await?;
-    let store = store_for(ctx, &t)?;
-    let report = store.history_report(stack, env).await?;
+    let api = ctx.require_tenant().await?;
+    let report = api.history(stack, env).await?;
     let note = |h: &tenancy_state::stack::HistoryEntry| match (h.rolled_back_from, h.plain) {
         (Some(n), _) => format!("rollback to {n}"),
         (None, true) => "plain JSON (another tool's)".to_string(),
@@ -335,24 +301,12 @@ pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<(
 /// again, as a new version.
 pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyhow::Result<()> {
     let (stack, env, to) = (args.at.stack.as_str(), args.at.env.as_str(), args.to);
-    let t = ctx.require_tenant().await?;
-    let store = store_for(ctx, &t)?;
-    let fence = fence_for(ctx, &t, stack, env, args.lock_id).await?;
-    // A damaged state.json cannot say its serial: restore over it instead.
-    let v = match store.current(stack, env).await {
-        Ok(Some(cur)) => {
-            let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
-            StackQuota::new(&store, &*ctx.services.registry, &t)
-                .rollback(stack, env, to, opts)
-                .await
-        }
-        Ok(None) => Err(Error::not_found(format!(
-            "no state for stack {stack} env {env}"
-        ))),
-        Err(Error::Corrupt { .. }) => store.restore(stack, env, to).await,
-        Err(e) => Err(e),
-    }
-    .with_context(|| format!("rolling {stack}/{env} back to version {to}"))?;
+    let api = ctx.require_tenant().await?;
+    let v = api
+        .rollback(stack, env, to, args.lock_id)
+        .await
+        .map_err(|e| locked_hint(e, stack, env))
+        .with_context(|| format!("rolling {stack}/{env} back to version {to}"))?;
     if ctx.is_json() {
         ctx.out().json(&json!({
             "stack": stack,

@@ -11,7 +11,6 @@ use tenancy_core::registry::TenantRegistryExt;
 use tenancy_core::{
     CreatedTenant, LimitOverrides, NewTenant, Plan, TenantFilter, TenantStatus, TenantUpdate,
 };
-use tenancy_lock::{LimitedLocks, TenantLocks};
 
 use super::Ctx;
 use crate::cli::{
@@ -62,7 +61,7 @@ fn show_secret(ctx: &mut Ctx<'_>, created: &CreatedTenant, verb: &str) -> anyhow
 
 /// `tenancy tenant init`.
 pub(crate) async fn init(ctx: &mut Ctx<'_>, args: TenantInitArgs) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let id = args.name;
     let limits = overrides(&args.limits);
     limits.validate()?;
@@ -74,9 +73,7 @@ pub(crate) async fn init(ctx: &mut Ctx<'_>, args: TenantInitArgs) -> anyhow::Res
         limits,
         ..NewTenant::new(id.clone())
     };
-    let created = ctx
-        .services
-        .registry
+    let created = registry
         .create(new)
         .await
         .with_context(|| format!("creating tenant {id}"))?;
@@ -125,12 +122,12 @@ fn warn_damaged(ctx: &mut Ctx<'_>, damaged: &[DamagedTenant]) -> anyhow::Result<
 /// `tenancy tenant list`: every readable tenant, and a `damaged` row for
 /// each record that cannot be read (warned about on stderr; exit 0).
 pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let filter = TenantFilter {
         status: args.status.map(TenantStatus::from),
         plan: args.plan.map(Plan::from),
     };
-    let (tenants, errors) = ctx.services.registry.list_partial(filter).await;
+    let (tenants, errors) = registry.list_partial(filter).await;
     let damaged = damaged_tenants(errors)?;
     let now = ctx.now();
     if ctx.is_json() {
@@ -175,9 +172,9 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
 
 /// `tenancy tenant show ID`.
 pub(crate) async fn show(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let id = args.id;
-    let t = ctx.services.registry.get(&id).await?;
+    let t = registry.get(&id).await?;
     let now = ctx.now();
     if ctx.is_json() {
         ctx.out().json(&tenant_json(&t, now))
@@ -188,12 +185,8 @@ pub(crate) async fn show(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<(
 
 /// `tenancy tenant stats`: counts by status and plan.
 pub(crate) async fn stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
-    let (tenants, errors) = ctx
-        .services
-        .registry
-        .list_partial(TenantFilter::default())
-        .await;
+    let registry = ctx.require_admin().await?;
+    let (tenants, errors) = registry.list_partial(TenantFilter::default()).await;
     let damaged = damaged_tenants(errors)?;
     let now = ctx.now();
     let mut by_status: BTreeMap<&str, u64> =
@@ -238,7 +231,7 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 
 /// `tenancy tenant update ID ...`.
 pub(crate) async fn update(ctx: &mut Ctx<'_>, args: TenantUpdateArgs) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let id = args.id.clone();
     let limits = overrides(&args.limits);
     limits.validate()?;
@@ -281,9 +274,7 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, args: TenantUpdateArgs) -> anyhow:
         )
         .into());
     }
-    let t = ctx
-        .services
-        .registry
+    let t = registry
         .update(&id, update)
         .await
         .with_context(|| format!("updating tenant {id}"))?;
@@ -298,11 +289,11 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, args: TenantUpdateArgs) -> anyhow:
 
 /// `tenancy tenant rotate ID [--yes]`.
 pub(crate) async fn rotate(ctx: &mut Ctx<'_>, args: TenantRotateArgs) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let TenantRotateArgs { id, yes } = args;
-    // Fail on an unknown tenant before asking anything.
-    ctx.services.registry.get(&id).await?;
     if !yes {
+        // Fail on an unknown tenant before asking anything.
+        registry.get(&id).await?;
         match ctx.io.confirm(&format!(
             "Rotate the secret of tenant {id}? The old secret and every session stop working. [y/N] "
         ))? {
@@ -316,9 +307,7 @@ pub(crate) async fn rotate(ctx: &mut Ctx<'_>, args: TenantRotateArgs) -> anyhow:
             }
         }
     }
-    let rotated = ctx
-        .services
-        .registry
+    let rotated = registry
         .rotate(&id)
         .await
         .with_context(|| format!("rotating the secret of tenant {id}"))?;
@@ -327,11 +316,9 @@ pub(crate) async fn rotate(ctx: &mut Ctx<'_>, args: TenantRotateArgs) -> anyhow:
 
 /// `tenancy tenant suspend ID`.
 pub(crate) async fn suspend(ctx: &mut Ctx<'_>, args: TenantSuspendArgs) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let TenantSuspendArgs { id, reason } = args;
-    let t = ctx
-        .services
-        .registry
+    let t = registry
         .suspend(&id, reason)
         .await
         .with_context(|| format!("suspending tenant {id}"))?;
@@ -340,11 +327,9 @@ pub(crate) async fn suspend(ctx: &mut Ctx<'_>, args: TenantSuspendArgs) -> anyho
 
 /// `tenancy tenant activate ID`.
 pub(crate) async fn activate(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let id = args.id;
-    let t = ctx
-        .services
-        .registry
+    let t = registry
         .activate(&id)
         .await
         .with_context(|| format!("activating tenant {id}"))?;
@@ -353,10 +338,11 @@ pub(crate) async fn activate(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Resu
 
 /// `tenancy tenant delete ID --confirm`.
 pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow::Result<()> {
-    ctx.require_admin().await?;
+    let registry = ctx.require_admin().await?;
     let TenantDeleteArgs { id, confirm } = args;
-    ctx.services.registry.get(&id).await?;
     if !confirm {
+        // Fail on an unknown tenant before asking anything.
+        registry.get(&id).await?;
         if !ctx.io.prompter.is_interactive() {
             return Err(CliError::usage(format!(
                 "deleting needs confirmation; pass --confirm (`tenancy tenant delete {id} --confirm`)"
@@ -370,9 +356,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow:
             return Err(CliError::usage("deletion cancelled; nothing changed").into());
         }
     }
-    let t = ctx
-        .services
-        .registry
+    let t = registry
         .delete(&id)
         .await
         .with_context(|| format!("deleting tenant {id}"))?;
@@ -399,7 +383,7 @@ fn status_changed(
 
 /// `tenancy tenant details`: the logged-in tenant's profile, plan and limits.
 pub(crate) async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
+    let t = ctx.require_tenant().await?.profile().await?;
     let now = ctx.now();
     if ctx.is_json() {
         ctx.out().json(&tenant_json(&t, now))
@@ -410,20 +394,8 @@ pub(crate) async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 
 /// `tenancy tenant usage`: usage counters against the effective limits.
 pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let t = ctx.require_tenant().await?;
-    let mut u = ctx.services.registry.usage(&t.id).await?;
-    let l = t.limits();
-    // Locks taken through the server count; the CLI's own do not.
-    let view = TenantLocks::new(ctx.services.locks.clone(), t.id.clone());
-    u.locks_held = LimitedLocks::new(
-        view,
-        ctx.services.backend.clone(),
-        t.id.clone(),
-        l.max_locks,
-    )?
-    .with_clock(ctx.services.clock.clone())
-    .held()
-    .await?;
+    let api = ctx.require_tenant().await?;
+    let (u, l) = api.usage().await?;
     let rows: Vec<(&str, u64, Option<u64>)> = vec![
         ("stacks", u.stacks, Some(l.max_stacks)),
         ("services", u.services, Some(l.max_services)),
@@ -453,7 +425,7 @@ pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     ];
     if ctx.is_json() {
         return ctx.out().json(&json!({
-            "tenant": t.id,
+            "tenant": api.id(),
             "usage": u,
             "limits": l,
         }));

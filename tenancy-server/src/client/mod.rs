@@ -30,6 +30,7 @@
 mod error;
 mod locks;
 mod registry;
+mod stacks;
 mod tenant;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use url::Url;
 pub use error::ClientError;
 pub use locks::HttpLockManager;
 pub use registry::HttpRegistry;
+pub use stacks::{StackClient, StackDocument};
 pub use tenant::TenantClient;
 
 use crate::views::{IssuedSessionView, TenantLogin};
@@ -262,6 +264,18 @@ impl Client {
         issued(view)
     }
 
+    /// Ends the admin session `token` opens (`DELETE
+    /// /v1/admin/sessions/current`); the token is refused from then on.
+    pub async fn logout_admin(&self, token: &Secret) -> Result<()> {
+        self.call(
+            Method::DELETE,
+            &["v1", "admin", "sessions", "current"],
+            Auth::Admin(token),
+        )
+        .send_empty()
+        .await
+    }
+
     /// The tenant routes, as the tenant `credential` authenticates.
     pub fn tenant(&self, credential: TenantCredential) -> TenantClient {
         TenantClient::new(self.clone(), credential)
@@ -295,6 +309,16 @@ impl Client {
             builder: self.inner.http.request(method, url),
             auth,
         }
+    }
+}
+
+/// The core error for an error answer of the server at `url`.
+pub(crate) async fn error_of(url: &str, res: Response) -> Error {
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    match res.bytes().await {
+        Ok(body) => error::from_answer(url, status, &headers, &body),
+        Err(e) => error::unreachable(url, &e),
     }
 }
 
@@ -346,6 +370,18 @@ impl<'a> Call<'a> {
 
     /// Sends the request; an error answer becomes its core error.
     pub(crate) async fn send(self) -> Result<Response> {
+        let url = self.client.shown().to_string();
+        let res = self.send_any().await?;
+        let status = res.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(res);
+        }
+        Err(error_of(&url, res).await)
+    }
+
+    /// Sends the request and returns any answer the server gave (only a
+    /// transport failure is an error).
+    pub(crate) async fn send_any(self) -> Result<Response> {
         let mut headers = HeaderMap::new();
         match self.auth {
             Auth::None => {}
@@ -355,19 +391,11 @@ impl<'a> Call<'a> {
             }
         }
         let url = self.client.shown();
-        let res = self
-            .builder
+        self.builder
             .headers(headers)
             .send()
             .await
-            .map_err(|e| error::unreachable(url, &e))?;
-        let status = res.status();
-        if status.is_success() || status == reqwest::StatusCode::NOT_MODIFIED {
-            return Ok(res);
-        }
-        let headers = res.headers().clone();
-        let body = res.bytes().await.map_err(|e| error::unreachable(url, &e))?;
-        Err(error::from_answer(url, status.as_u16(), &headers, &body))
+            .map_err(|e| error::unreachable(url, &e))
     }
 
     /// Sends and decodes a JSON answer.

@@ -46,6 +46,11 @@ impl TenantClient {
         HttpLockManager::new(self.client.clone(), self.credential.clone())
     }
 
+    /// The tenant's stack state through the stack routes.
+    pub fn stacks(&self) -> super::StackClient {
+        super::StackClient::new(self.client.clone(), self.credential.clone())
+    }
+
     /// The tenant's profile, limits and usage (`GET /v1/tenant`).
     pub async fn me(&self) -> Result<OwnTenantView> {
         self.client

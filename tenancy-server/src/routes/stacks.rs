@@ -57,19 +57,22 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use md5::{Digest as _, Md5};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tenancy_core::{Error, LockId, LockInfo, LockKey, LockManager, LockRequest, StateBackend};
 use tenancy_lock::holder_fence;
 use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
 use tenancy_state::stack_quota::StackQuota;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Body, Json, Path, Query};
+use crate::views::{
+    DamagedVersionView, RollbackBody, StackEnvView, StackHistory, StackList, StackVersionView,
+    StackWritten, TerraformLock,
+};
 
 type Store = StackStore<Arc<dyn StateBackend>>;
 
@@ -95,128 +98,6 @@ pub(crate) struct LockIdQuery {
     #[serde(rename = "ID")]
     #[param(rename = "ID")]
     id: Option<String>,
-}
-
-/// A lock as Terraform's and OpenTofu's `http` backend send and read it,
-/// with the server's lease and fencing token.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct TerraformLock {
-    /// The lock id (a UUID, chosen by the client).
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    /// What the holder is doing (`OperationTypeApply`, ...).
-    #[serde(default)]
-    pub operation: String,
-    /// Free-form information.
-    #[serde(default)]
-    pub info: String,
-    /// Who holds it (`user@host`).
-    #[serde(default)]
-    pub who: String,
-    /// The holder's tool version.
-    #[serde(default)]
-    pub version: String,
-    /// When the lock was taken.
-    #[serde(default)]
-    pub created: Option<DateTime<Utc>>,
-    /// The client's path for the state.
-    #[serde(default)]
-    pub path: String,
-    /// When the lease ends unless a save under the lock extends it (set by
-    /// the server).
-    #[serde(default, skip_deserializing)]
-    pub expires: Option<DateTime<Utc>>,
-    /// The fencing token of the lease (set by the server).
-    #[serde(default, skip_deserializing)]
-    pub fencing_token: Option<u64>,
-}
-
-impl From<&LockInfo> for TerraformLock {
-    fn from(l: &LockInfo) -> Self {
-        TerraformLock {
-            id: l.lock_id.to_string(),
-            operation: l.operation.clone(),
-            info: l.info.clone(),
-            who: l.who.clone(),
-            version: l.version.clone(),
-            created: Some(l.created),
-            path: l.path.clone(),
-            expires: Some(l.expires),
-            fencing_token: Some(l.fencing_token),
-        }
-    }
-}
-
-/// What a save, delete or rollback produced.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StackWritten {
-    /// The stack.
-    pub stack: String,
-    /// The environment.
-    pub env: String,
-    /// The new serial.
-    pub serial: u64,
-    /// When it was written.
-    pub saved_at: DateTime<Utc>,
-}
-
-/// One stack environment in `GET /v1/stacks`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StackEnvView {
-    /// The stack.
-    pub stack: String,
-    /// The environment.
-    pub env: String,
-    /// The current serial (`None` when its state is damaged).
-    pub serial: Option<u64>,
-    /// When the current version was saved.
-    pub saved_at: Option<DateTime<Utc>>,
-    /// The lock holder, if it is locked.
-    pub locked_by: Option<TerraformLock>,
-    /// Why its state cannot be read, if it is damaged.
-    pub damaged: Option<String>,
-}
-
-/// The tenant's stack environments.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StackList {
-    /// Every stack environment with state, sorted.
-    pub stacks: Vec<StackEnvView>,
-}
-
-/// One version in a stack environment's history.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StackVersionView {
-    /// Its serial.
-    pub serial: u64,
-    /// When it was saved.
-    pub saved_at: Option<DateTime<Utc>>,
-    /// The stored size in bytes.
-    pub size: u64,
-    /// The serial it restored, for a rollback.
-    pub rolled_back_from: Option<u64>,
-    /// True for the version that deleted the stack environment.
-    pub deleted: bool,
-    /// The fencing token of the lock it was saved under.
-    pub fencing_token: Option<u64>,
-}
-
-/// A stack environment's history, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct StackHistory {
-    /// The versions.
-    pub versions: Vec<StackVersionView>,
-    /// Objects that cannot be read (key and reason).
-    pub damaged: Vec<String>,
-}
-
-/// The body of a rollback.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RollbackBody {
-    /// The serial to roll back to.
-    pub to: u64,
 }
 
 fn store(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Store> {
@@ -579,7 +460,10 @@ pub(crate) async fn list(
             damaged,
         });
     }
-    Ok(axum::Json(StackList { stacks }))
+    Ok(axum::Json(StackList {
+        stacks,
+        max_stacks: who.tenant().limits().max_stacks,
+    }))
 }
 
 /// The versions of a stack environment, oldest first.
@@ -605,6 +489,7 @@ pub(crate) async fn history(
                 saved_at: e.saved_at,
                 size: e.size,
                 rolled_back_from: e.rolled_back_from,
+                plain: e.plain,
                 deleted: e.deleted,
                 fencing_token: e.fence,
             })
@@ -612,7 +497,11 @@ pub(crate) async fn history(
         damaged: report
             .damaged
             .into_iter()
-            .map(|d| format!("{}: {}", d.key, d.message))
+            .map(|d| DamagedVersionView {
+                serial: d.serial,
+                key: d.key.to_string(),
+                message: d.message,
+            })
             .collect(),
     }))
 }

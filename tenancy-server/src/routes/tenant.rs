@@ -66,6 +66,7 @@ pub(crate) async fn me(
         limits: t.limits(),
         expires_at: t.expires_at,
         usage,
+        profile: crate::views::TenantView::new(t, now),
     };
     let body = bytes::Bytes::from(serde_json::to_vec(&view).map_err(|_| ApiError::internal())?);
     state.usage_cache().set_body(&tenant, body.clone(), epoch);

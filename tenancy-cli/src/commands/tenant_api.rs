@@ -1,0 +1,355 @@
+//! What tenant commands do, on a store or through a server: [`TenantApi`].
+//!
+//! [`StoreTenant`] works on the store the CLI opened (the tenant's
+//! `TenantScoped` view, `StackQuota`, the store lock manager), after the
+//! session was checked against the registry. [`ServerTenant`] sends each
+//! operation as one request to a tenancy-server with the session token;
+//! the server checks the session, scopes the keys and counts the quotas.
+//! Handlers print the same output and exit codes for both.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tenancy_core::{
+    Error, Limits, LockId, LockKey, LockManager, Result, StateBackend, StateKey, Tenant, TenantId,
+    Usage,
+};
+use tenancy_lock::{holder_fence, LimitedLocks, TenantLocks};
+use tenancy_server::client::{StackClient, TenantClient};
+use tenancy_state::stack::{
+    Damaged, Expected, History, HistoryEntry, SaveOptions, StackStore, StateDocument,
+};
+use tenancy_state::stack_quota::StackQuota;
+use tenancy_state::TenantScoped;
+
+use super::Services;
+
+/// A save or rollback that was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// The new serial.
+    pub serial: u64,
+    /// When it was written.
+    pub saved_at: DateTime<Utc>,
+}
+
+/// One stack environment in a listing: its current serial and save time,
+/// or why its state cannot be read.
+pub(crate) type StackEnvRow = (String, String, std::result::Result<Current, String>);
+
+/// The current version of a stack environment (`None` when only plain
+/// JSON without a serial is there).
+pub(crate) type Current = Option<(u64, Option<DateTime<Utc>>)>;
+
+/// The tenant's stack environments and its stack limit.
+#[derive(Debug, Clone)]
+pub(crate) struct StackEnvs {
+    /// Every stack environment, sorted.
+    pub rows: Vec<StackEnvRow>,
+    /// `max_stacks` in force.
+    pub max_stacks: u64,
+}
+
+/// The operations behind `state`, `lock` and `tenant details|usage|stacks`.
+#[async_trait]
+pub(crate) trait TenantApi: Send + Sync {
+    /// The tenant.
+    fn id(&self) -> &TenantId;
+    /// The tenant's record.
+    async fn profile(&self) -> Result<Tenant>;
+    /// Usage counters and the limits in force.
+    async fn usage(&self) -> Result<(Usage, Limits)>;
+    /// Saves a new version of `stack`/`env` on top of the latest, under
+    /// the stack's lock when `lock_id` holds it.
+    async fn save(
+        &self,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        lock_id: Option<LockId>,
+    ) -> Result<Written>;
+    /// The current document (`None` when there is none) or version `serial`.
+    async fn document(&self, stack: &str, env: &str, serial: Option<u64>) -> Result<Option<Bytes>>;
+    /// Every stack environment with its current version.
+    async fn stack_envs(&self) -> Result<StackEnvs>;
+    /// The versions of `stack`/`env` and what cannot be read.
+    async fn history(&self, stack: &str, env: &str) -> Result<History>;
+    /// Makes version `to` current again, as a new version.
+    async fn rollback(
+        &self,
+        stack: &str,
+        env: &str,
+        to: u64,
+        lock_id: Option<LockId>,
+    ) -> Result<Written>;
+    /// The tenant's locks (keys relative to the tenant).
+    fn locks(&self) -> Arc<dyn LockManager>;
+}
+
+/// A tenant on the store the CLI opened.
+#[derive(Debug)]
+pub(crate) struct StoreTenant {
+    services: Services,
+    tenant: Tenant,
+    stacks: StackStore<TenantScoped<Arc<dyn StateBackend>>>,
+    locks: Arc<dyn LockManager>,
+}
+
+impl StoreTenant {
+    /// `tenant` (its session already checked) on `services`' store.
+    pub(crate) fn new(services: &Services, tenant: Tenant) -> anyhow::Result<Self> {
+        let scoped = TenantScoped::for_tenant(services.backend.clone(), &tenant)
+            .with_context(|| format!("scoping the backend to tenant {}", tenant.id))?;
+        let locks: Arc<dyn LockManager> =
+            Arc::new(TenantLocks::new(services.locks.clone(), tenant.id.clone()));
+        Ok(StoreTenant {
+            services: services.clone(),
+            tenant,
+            stacks: StackStore::new(scoped),
+            locks,
+        })
+    }
+
+    /// The fencing token of the stack's lock that `lock_id` holds; refused
+    /// while someone else holds it (the server's rule for its stack routes).
+    async fn fence(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Option<u64>> {
+        let key = LockKey::stack_env(stack, env)?;
+        let now = self.services.clock.now();
+        holder_fence(&*self.locks, &key, lock_id, None, now).await
+    }
+
+    fn quota(&self) -> StackQuota<'_, TenantScoped<Arc<dyn StateBackend>>> {
+        StackQuota::new(&self.stacks, &*self.services.registry, &self.tenant)
+    }
+}
+
+fn written(v: tenancy_state::stack::StackVersion) -> Written {
+    Written {
+        serial: v.serial,
+        saved_at: v.saved_at,
+    }
+}
+
+fn no_state(stack: &str, env: &str) -> Error {
+    Error::not_found(format!("no state for stack {stack} env {env}"))
+}
+
+#[async_trait]
+impl TenantApi for StoreTenant {
+    fn id(&self) -> &TenantId {
+        &self.tenant.id
+    }
+
+    async fn profile(&self) -> Result<Tenant> {
+        Ok(self.tenant.clone())
+    }
+
+    async fn usage(&self) -> Result<(Usage, Limits)> {
+        let t = &self.tenant;
+        let mut u = self.services.registry.usage(&t.id).await?;
+        let l = t.limits();
+        // Locks taken through a server count; the CLI's own do not.
+        u.locks_held = LimitedLocks::new(
+            self.locks.clone(),
+            self.services.backend.clone(),
+            t.id.clone(),
+            l.max_locks,
+        )?
+        .with_clock(self.services.clock.clone())
+        .held()
+        .await?;
+        Ok((u, l))
+    }
+
+    async fn save(
+        &self,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        lock_id: Option<LockId>,
+    ) -> Result<Written> {
+        let fence = self.fence(stack, env, lock_id).await?;
+        let opts = SaveOptions::new(Expected::Latest).fenced(fence);
+        self.quota().save(stack, env, doc, opts).await.map(written)
+    }
+
+    async fn document(&self, stack: &str, env: &str, serial: Option<u64>) -> Result<Option<Bytes>> {
+        Ok(match serial {
+            Some(n) => Some(self.stacks.version(stack, env, n).await?.raw),
+            None => self.stacks.current(stack, env).await?.map(|s| s.raw),
+        })
+    }
+
+    async fn stack_envs(&self) -> Result<StackEnvs> {
+        let mut rows = Vec::new();
+        for (stack, env) in self.stacks.stacks().await? {
+            let cur = match self.stacks.current(&stack, &env).await {
+                Ok(cur) => Ok(cur.map(|c| (c.serial, c.saved_at))),
+                Err(e @ Error::Corrupt { .. }) => Err(e.to_string()),
+                Err(e) => return Err(e),
+            };
+            rows.push((stack, env, cur));
+        }
+        Ok(StackEnvs {
+            rows,
+            max_stacks: self.tenant.limits().max_stacks,
+        })
+    }
+
+    async fn history(&self, stack: &str, env: &str) -> Result<History> {
+        self.stacks.history_report(stack, env).await
+    }
+
+    async fn rollback(
+        &self,
+        stack: &str,
+        env: &str,
+        to: u64,
+        lock_id: Option<LockId>,
+    ) -> Result<Written> {
+        let fence = self.fence(stack, env, lock_id).await?;
+        // A damaged state.json cannot say its serial: restore over it instead.
+        match self.stacks.current(stack, env).await {
+            Ok(Some(cur)) => {
+                let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
+                self.quota().rollback(stack, env, to, opts).await
+            }
+            Ok(None) => Err(no_state(stack, env)),
+            Err(Error::Corrupt { .. }) => self.stacks.restore(stack, env, to).await,
+            Err(e) => Err(e),
+        }
+        .map(written)
+    }
+
+    fn locks(&self) -> Arc<dyn LockManager> {
+        self.locks.clone()
+    }
+}
+
+/// A tenant through a tenancy-server, one request per operation.
+#[derive(Debug)]
+pub(crate) struct ServerTenant {
+    id: TenantId,
+    client: TenantClient,
+    stacks: StackClient,
+}
+
+impl ServerTenant {
+    /// Tenant `id` as `client` authenticates.
+    pub(crate) fn new(id: TenantId, client: TenantClient) -> Self {
+        let stacks = client.stacks();
+        ServerTenant { id, client, stacks }
+    }
+}
+
+fn sent(w: tenancy_server::views::StackWritten) -> Written {
+    Written {
+        serial: w.serial,
+        saved_at: w.saved_at,
+    }
+}
+
+#[async_trait]
+impl TenantApi for ServerTenant {
+    fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    async fn profile(&self) -> Result<Tenant> {
+        self.client.me().await?.profile.to_tenant()
+    }
+
+    async fn usage(&self) -> Result<(Usage, Limits)> {
+        let me = self.client.me().await?;
+        Ok((me.usage, me.limits))
+    }
+
+    async fn save(
+        &self,
+        stack: &str,
+        env: &str,
+        doc: &StateDocument,
+        lock_id: Option<LockId>,
+    ) -> Result<Written> {
+        let bytes = Bytes::copy_from_slice(doc.as_bytes());
+        self.stacks
+            .save(stack, env, bytes, lock_id.as_ref())
+            .await
+            .map(sent)
+    }
+
+    async fn document(&self, stack: &str, env: &str, serial: Option<u64>) -> Result<Option<Bytes>> {
+        Ok(match serial {
+            Some(n) => Some(self.stacks.version(stack, env, n).await?.bytes),
+            None => self.stacks.current(stack, env).await?.map(|d| d.bytes),
+        })
+    }
+
+    async fn stack_envs(&self) -> Result<StackEnvs> {
+        let list = self.stacks.list().await?;
+        let rows = list
+            .stacks
+            .into_iter()
+            .map(|s| {
+                let cur = match s.damaged {
+                    Some(message) => Err(message),
+                    None => Ok(s.serial.map(|n| (n, s.saved_at))),
+                };
+                (s.stack, s.env, cur)
+            })
+            .collect();
+        Ok(StackEnvs {
+            rows,
+            max_stacks: list.max_stacks,
+        })
+    }
+
+    async fn history(&self, stack: &str, env: &str) -> Result<History> {
+        let h = self.stacks.history(stack, env).await?;
+        let entries = h
+            .versions
+            .into_iter()
+            .map(|v| HistoryEntry {
+                serial: v.serial,
+                saved_at: v.saved_at,
+                size: v.size,
+                rolled_back_from: v.rolled_back_from,
+                plain: v.plain,
+                deleted: v.deleted,
+                fence: v.fencing_token,
+            })
+            .collect();
+        let damaged = h
+            .damaged
+            .into_iter()
+            .map(|d| {
+                Ok(Damaged {
+                    key: StateKey::new(d.key)?,
+                    serial: d.serial,
+                    message: d.message,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(History { entries, damaged })
+    }
+
+    async fn rollback(
+        &self,
+        stack: &str,
+        env: &str,
+        to: u64,
+        lock_id: Option<LockId>,
+    ) -> Result<Written> {
+        self.stacks
+            .rollback(stack, env, to, lock_id.as_ref())
+            .await
+            .map(sent)
+    }
+
+    fn locks(&self) -> Arc<dyn LockManager> {
+        Arc::new(self.client.locks())
+    }
+}
