@@ -254,7 +254,7 @@ async fn whole_flow(backend: &str) {
     // State with ETags.
     let res = api
         .http
-        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .put(s.url("/v1/state/apps/web/prod/state.json"))
         .header("x-api-key", &key)
         .header("if-none-match", "*")
         .body("{\"serial\":1}")
@@ -265,7 +265,7 @@ async fn whole_flow(backend: &str) {
     let etag = res.headers()["etag"].to_str().unwrap().to_string();
     let res = api
         .http
-        .get(s.url("/v1/state/stacks/web/prod/state.json"))
+        .get(s.url("/v1/state/apps/web/prod/state.json"))
         .header("x-api-key", &key)
         .send()
         .await
@@ -274,7 +274,7 @@ async fn whole_flow(backend: &str) {
     assert_eq!(res.text().await.unwrap(), "{\"serial\":1}");
     let res = api
         .http
-        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .put(s.url("/v1/state/apps/web/prod/state.json"))
         .header("x-api-key", &key)
         .header("if-match", &etag)
         .body("{\"serial\":2}")
@@ -284,7 +284,7 @@ async fn whole_flow(backend: &str) {
     assert_eq!(res.status(), 200);
     let res = api
         .http
-        .put(s.url("/v1/state/stacks/web/prod/state.json"))
+        .put(s.url("/v1/state/apps/web/prod/state.json"))
         .header("x-api-key", &key)
         .header("if-match", &etag)
         .body("{\"serial\":3}")
@@ -293,10 +293,10 @@ async fn whole_flow(backend: &str) {
         .unwrap();
     assert_eq!(res.status(), 412);
     let (st, list) = api
-        .tenant(&s, &key, "GET", "/v1/state?prefix=stacks", Value::Null)
+        .tenant(&s, &key, "GET", "/v1/state?prefix=apps", Value::Null)
         .await;
     assert_eq!(st, 200);
-    assert_eq!(list["keys"][0]["key"], "stacks/web/prod/state.json");
+    assert_eq!(list["keys"][0]["key"], "apps/web/prod/state.json");
     let (st, _) = api
         .tenant(
             &s,
@@ -441,7 +441,7 @@ async fn whole_flow(backend: &str) {
             &s,
             &other,
             "GET",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             Value::Null,
         )
         .await;

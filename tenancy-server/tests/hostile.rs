@@ -65,7 +65,7 @@ async fn world() -> World {
         .json();
     h.call(
         "PUT",
-        "/v1/state/stacks/x/prod/state.json",
+        "/v1/state/apps/x/prod/state.json",
         &[("x-api-key", &alpha)],
         "alpha",
     )
@@ -98,7 +98,7 @@ fn concrete(w: &World, path: &str) -> String {
     } else {
         w.alpha_worker.clone()
     };
-    path.replace("{*key}", "stacks/x/prod/state.json")
+    path.replace("{*key}", "apps/x/prod/state.json")
         .replace("{key}", "stack:x")
         .replace("{id}", &id)
         .replace("{stack}", "x")
@@ -298,12 +298,12 @@ async fn another_tenants_ids_get_4xx_and_change_nothing() {
         ),
         (
             "GET",
-            "/v1/state/stacks/x/prod/state.json".into(),
+            "/v1/state/apps/x/prod/state.json".into(),
             Value::Null,
         ),
         (
             "DELETE",
-            "/v1/state/stacks/x/prod/state.json".into(),
+            "/v1/state/apps/x/prod/state.json".into(),
             Value::Null,
         ),
         (
@@ -335,7 +335,7 @@ async fn another_tenants_ids_get_4xx_and_change_nothing() {
     let a =
         w.h.call(
             "GET",
-            "/v1/state/stacks/x/prod/state.json",
+            "/v1/state/apps/x/prod/state.json",
             &[("x-api-key", &w.alpha)],
             "",
         )

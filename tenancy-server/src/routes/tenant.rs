@@ -1,5 +1,8 @@
 //! The tenant API's own profile, state (with ETags) and locks. Every handler
-//! works on the stores of the authenticated tenant only.
+//! works on the stores of the authenticated tenant only. Stack state
+//! (`stacks/`, `stack-quota/`) can be read here but is written only through
+//! the stack routes (`stacks.rs`), so no write skips a stack's lock,
+//! fencing or `max_stacks`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +90,23 @@ fn state_key(raw: &str) -> ApiResult<StateKey> {
     if key.segments().next() == Some(SERVER_PREFIX) {
         return Err(ApiError::forbidden(format!(
             "keys under {SERVER_PREFIX}/ are reserved for the server (jobs and workers)"
+        )));
+    }
+    Ok(key)
+}
+
+/// The prefixes of stack state (`stacks/`) and its quota markers
+/// (`stack-quota/`): readable through the state API, written only through
+/// the stack routes, which check the stack's lock, fencing and `max_stacks`.
+const STACK_PREFIXES: [&str; 2] = ["stacks", tenancy_state::stack_quota::MARKER_PREFIX];
+
+/// A state key the state API may write or delete: [`state_key`], and not
+/// under the stack routes' prefixes.
+fn writable_key(raw: &str) -> ApiResult<StateKey> {
+    let key = state_key(raw)?;
+    if let Some(first) = key.segments().next().filter(|s| STACK_PREFIXES.contains(s)) {
+        return Err(ApiError::forbidden(format!(
+            "keys under {first}/ are written through the stack routes (POST /v1/stacks/{{stack}}/{{env}}/state), which check the stack's lock and quota; nothing was written"
         )));
     }
     Ok(key)
@@ -223,7 +243,7 @@ pub(crate) async fn put_state(
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> ApiResult<Response> {
-    let key = state_key(&raw)?;
+    let key = writable_key(&raw)?;
     let store = tenant_state(&state, &who)?;
     let if_match = header_str(&headers, header::IF_MATCH)?;
     let if_none = header_str(&headers, header::IF_NONE_MATCH)?;
@@ -305,7 +325,7 @@ pub(crate) async fn delete_state(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let key = state_key(&raw)?;
+    let key = writable_key(&raw)?;
     let store = tenant_state(&state, &who)?;
     let current = store
         .get(&key)

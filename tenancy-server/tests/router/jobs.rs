@@ -365,7 +365,7 @@ async fn one_tenant_never_sees_anothers_jobs_workers_state_or_locks() {
     let b_worker = b_worker["id"].as_str().unwrap();
     h.call(
         "PUT",
-        "/v1/state/stacks/x/prod/state.json",
+        "/v1/state/apps/x/prod/state.json",
         &[("x-api-key", &a_key)],
         "alpha-data",
     )
@@ -421,14 +421,14 @@ async fn one_tenant_never_sees_anothers_jobs_workers_state_or_locks() {
     let a = h
         .call(
             "GET",
-            "/v1/state/stacks/x/prod/state.json",
+            "/v1/state/apps/x/prod/state.json",
             &[("x-api-key", &b_key)],
             "",
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let a = h.tenant(&b_key, "GET", "/v1/state", Value::Null).await;
-    assert!(!String::from_utf8_lossy(&a.bytes).contains("stacks/x"));
+    assert!(!String::from_utf8_lossy(&a.bytes).contains("apps/x"));
     let a = h.tenant(&b_key, "GET", "/v1/locks", Value::Null).await;
     assert!(a.json()["locks"].as_array().unwrap().is_empty());
     // The same lock key is a different lock for bravo.

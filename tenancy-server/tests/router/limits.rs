@@ -134,7 +134,7 @@ async fn a_request_over_the_timeout_gets_503_json() {
     });
     let started = std::time::Instant::now();
     let a = h
-        .call("GET", "/v1/state/stacks/x", &[("x-api-key", &key)], "")
+        .call("GET", "/v1/state/apps/x", &[("x-api-key", &key)], "")
         .await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.error_code(), "unavailable");

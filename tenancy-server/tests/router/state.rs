@@ -14,7 +14,7 @@ async fn state_with_etags_and_preconditions() {
             for (k, v) in &headers {
                 hs.push((k, v));
             }
-            h.call("PUT", "/v1/state/stacks/web/prod/state.json", &hs, body)
+            h.call("PUT", "/v1/state/apps/web/prod/state.json", &hs, body)
                 .await
         }
     };
@@ -29,7 +29,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "GET",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             &[("x-api-key", &key)],
             "",
         )
@@ -40,7 +40,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "GET",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             &[("x-api-key", &key), ("if-none-match", &etag1)],
             "",
         )
@@ -60,7 +60,7 @@ async fn state_with_etags_and_preconditions() {
 
     h.call(
         "PUT",
-        "/v1/state/stacks/api/prod/state.json",
+        "/v1/state/apps/api/prod/state.json",
         &[("x-api-key", &key)],
         "x",
     )
@@ -68,7 +68,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "GET",
-            "/v1/state?prefix=stacks/web",
+            "/v1/state?prefix=apps/web",
             &[("x-api-key", &key)],
             "",
         )
@@ -79,7 +79,7 @@ async fn state_with_etags_and_preconditions() {
         .iter()
         .map(|k| k["key"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(keys, ["stacks/web/prod/state.json"]);
+    assert_eq!(keys, ["apps/web/prod/state.json"]);
     let a = h
         .call("GET", "/v1/state?limit=1", &[("x-api-key", &key)], "")
         .await;
@@ -89,7 +89,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "DELETE",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             &[("x-api-key", &key), ("if-match", &etag1)],
             "",
         )
@@ -98,7 +98,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "DELETE",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             &[("x-api-key", &key)],
             "",
         )
@@ -107,7 +107,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "GET",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             &[("x-api-key", &key)],
             "",
         )
@@ -117,7 +117,7 @@ async fn state_with_etags_and_preconditions() {
     let a = h
         .call(
             "DELETE",
-            "/v1/state/stacks/web/prod/state.json",
+            "/v1/state/apps/web/prod/state.json",
             &[("x-api-key", &key)],
             "",
         )
@@ -125,7 +125,7 @@ async fn state_with_etags_and_preconditions() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 
     // Stored under the tenant's own prefix.
-    let raw = StateKey::new("tenants/acme/v1/stacks/api/prod/state.json").unwrap();
+    let raw = StateKey::new("tenants/acme/v1/apps/api/prod/state.json").unwrap();
     assert!(h.backend.get(&raw).await.unwrap().is_some());
 }
 
@@ -179,25 +179,37 @@ async fn state_refuses_traversal_and_reserved_keys() {
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 }
 
-/// Item 10: a state document PUT through `/v1/state/stacks/...` is plain
-/// JSON; the stack store (what the CLI's `state get/list/history` read)
-/// reads it as the stack's state, and the next save wraps it.
-async fn a_state_document_put_through_the_server_is_read_as_stack_state(
-    backend: Arc<dyn StateBackend>,
-) {
+/// Stack state is written only through the stack routes (which check the
+/// stack's lock, fencing and `max_stacks`): the state API refuses a write
+/// or delete under `stacks/` or `stack-quota/` and writes nothing, and
+/// reads what the stack routes saved.
+async fn stack_state_is_written_only_through_the_stack_routes(backend: Arc<dyn StateBackend>) {
     use tenancy_state::stack::StackStore;
     use tenancy_state::TenantScoped;
     let h = harness_on(backend.clone(), ServerConfig::default(), true).await;
-    let key = h.create_tenant("acme", json!({})).await;
-    let a = h
-        .call(
-            "PUT",
-            "/v1/state/stacks/web/prod/state.json",
-            &[("x-api-key", &key)],
-            "{\"version\":4,\"serial\":3,\"resources\":[]}",
-        )
+    let key = h
+        .create_tenant("acme", json!({"limits": {"max_stacks": 1}}))
         .await;
-    assert_eq!(a.status, StatusCode::OK);
+    let auth = [("x-api-key", key.as_str())];
+    let doc = "{\"version\":4,\"serial\":3,\"resources\":[]}";
+    for path in [
+        "/v1/state/stacks/web/prod/state.json",
+        "/v1/state/stacks/web/prod/history/1.json",
+        "/v1/state/stack-quota/other",
+    ] {
+        let a = h.call("PUT", path, &auth, doc).await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.bytes)
+        );
+        assert!(
+            String::from_utf8_lossy(&a.bytes).contains("/v1/stacks/"),
+            "{path}: {}",
+            String::from_utf8_lossy(&a.bytes)
+        );
+    }
     let acme = tenancy_core::TenantRegistry::get(
         h.state.registry().as_ref(),
         &tenancy_core::TenantId::new("acme").unwrap(),
@@ -205,47 +217,75 @@ async fn a_state_document_put_through_the_server_is_read_as_stack_state(
     .await
     .unwrap();
     let stacks = StackStore::new(TenantScoped::for_tenant(backend, &acme).unwrap());
-    let cur = stacks.current("web", "prod").await.unwrap().unwrap();
-    assert_eq!(cur.serial, 3);
-    assert_eq!(cur.document["resources"], json!([]));
-    assert_eq!(
-        stacks.stacks().await.unwrap(),
-        [("web".to_string(), "prod".to_string())]
-    );
-    assert_eq!(stacks.history("web", "prod").await.unwrap().len(), 1);
-    let v = stacks
-        .save("web", "prod", &json!({"serial": 4}), Some(3))
-        .await
-        .unwrap();
-    assert_eq!(v.serial, 4);
-    assert_eq!(stacks.version("web", "prod", 3).await.unwrap().serial, 3);
-}
-
-#[tokio::test]
-async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_memory() {
-    a_state_document_put_through_the_server_is_read_as_stack_state(Arc::new(MemoryBackend::new()))
+    assert_eq!(stacks.stacks().await.unwrap(), []);
+    // Saved through the stack routes: readable, not deletable, through the state API.
+    let a = h
+        .call("POST", "/v1/stacks/web/prod/state", &auth, doc)
         .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.bytes)
+    );
+    let a = h.call("GET", "/v1/state?prefix=stacks", &auth, "").await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.bytes)
+    );
+    assert!(String::from_utf8_lossy(&a.bytes).contains("stacks/web/prod/state.json"));
+    for path in [
+        "/v1/state/stacks/web/prod/state.json",
+        "/v1/state/stack-quota/web",
+    ] {
+        let a = h.call("DELETE", path, &auth, "").await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.bytes)
+        );
+    }
+    let cur = stacks.current("web", "prod").await.unwrap().unwrap();
+    assert_eq!(cur.document["resources"], json!([]));
+    // The quota still holds: a second stack is refused.
+    let a = h
+        .call("POST", "/v1/stacks/api/prod/state", &auth, doc)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        String::from_utf8_lossy(&a.bytes)
+    );
 }
 
 #[tokio::test]
-async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_local_files() {
+async fn stack_state_is_written_only_through_the_stack_routes_on_memory() {
+    stack_state_is_written_only_through_the_stack_routes(Arc::new(MemoryBackend::new())).await;
+}
+
+#[tokio::test]
+async fn stack_state_is_written_only_through_the_stack_routes_on_local_files() {
     let dir = tempfile::tempdir().unwrap();
-    a_state_document_put_through_the_server_is_read_as_stack_state(Arc::new(
+    stack_state_is_written_only_through_the_stack_routes(Arc::new(
         tenancy_state::LocalBackend::open(dir.path()).unwrap(),
     ))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_state_document_put_through_the_server_is_read_as_stack_state_on_s3() {
+async fn stack_state_is_written_only_through_the_stack_routes_on_s3() {
     let Some(b) = tenancy_state::testing::s3_backend_or_skip(
-        "router::state::a_state_document_put_through_the_server_is_read_as_stack_state_on_s3",
+        "router::state::stack_state_is_written_only_through_the_stack_routes_on_s3",
     )
     .await
     else {
         return;
     };
-    a_state_document_put_through_the_server_is_read_as_stack_state(b).await;
+    stack_state_is_written_only_through_the_stack_routes(b).await;
 }
 
 #[tokio::test]
