@@ -1649,3 +1649,39 @@ fn one_request_per_command_through_a_server() {
         "commands not costing exactly one request: {over:?}"
     );
 }
+
+/// A server that is down is one line, "cannot reach", exit 1; a server
+/// URL with a path, query or credentials is refused before any request.
+#[test]
+fn a_server_that_is_down_is_one_cannot_reach_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let user = User {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+        remote: Some(None),
+    };
+    for (args, stdin) in [
+        (vec!["login", "--tenant", "acme", "--secret-stdin"], "s\n"),
+        (vec!["admin", "login", "--password-stdin"], "password1\n"),
+    ] {
+        let r = user.fails(&args, stdin, 1);
+        assert!(
+            r.err
+                .contains(&format!("cannot reach http://127.0.0.1:{port}")),
+            "{r:?}"
+        );
+    }
+    assert!(!user.session_file("session").exists());
+    let with_credentials = User {
+        home: tempfile::tempdir().unwrap(),
+        url: "http://u:p@127.0.0.1:1".into(),
+        remote: Some(None),
+    };
+    let r = with_credentials.fails(&["session"], "", 2);
+    assert!(r.err.contains("credentials"), "{r:?}");
+    assert!(!r.err.contains("u:p"), "{r:?}");
+}

@@ -377,3 +377,108 @@ async fn state_through_the_tenant_client_keeps_versions_and_conditions() {
         .unwrap_err();
     assert!(matches!(e, Error::Forbidden { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_through_the_stack_client_keep_history_locks_and_quota() {
+    use bytes::Bytes;
+    use std::time::Duration;
+    use tenancy_core::{Error, LimitOverrides, LockKey, LockManager, LockRequest};
+    let live = live(true).await;
+    let client = Client::new(&live.url).unwrap();
+    let created = client
+        .registry(Secret::new(ADMIN))
+        .create(NewTenant {
+            limits: LimitOverrides {
+                max_stacks: Some(1),
+                ..LimitOverrides::default()
+            },
+            ..NewTenant::new(tid("acme"))
+        })
+        .await
+        .unwrap();
+    let issued = client
+        .login_tenant(&tid("acme"), &created.secret)
+        .await
+        .unwrap();
+    let acme = client.tenant(TenantCredential::Session(issued.token));
+    let stacks = acme.stacks();
+
+    assert_eq!(stacks.current("web", "prod").await.unwrap(), None);
+    // Stored byte for byte, whitespace and key order included.
+    let doc = Bytes::from_static(b"{ \"b\": 1,  \"a\": [ ] }");
+    let w1 = stacks.save("web", "prod", doc.clone(), None).await.unwrap();
+    assert_eq!(w1.serial, 1);
+    let w2 = stacks
+        .save("web", "prod", Bytes::from_static(b"{\"v\":2}"), None)
+        .await
+        .unwrap();
+    assert_eq!(w2.serial, 2);
+    let cur = stacks.current("web", "prod").await.unwrap().unwrap();
+    assert_eq!((cur.serial, cur.bytes.as_ref()), (2, &b"{\"v\":2}"[..]));
+    assert_eq!(stacks.version("web", "prod", 1).await.unwrap().bytes, doc);
+    let e = stacks.version("web", "prod", 9).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let e = stacks
+        .save("web", "prod", Bytes::from_static(b"not json"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+
+    // A lock held by someone else: saves and rollbacks are LockHeld with
+    // the holder; its holder saves under it, with its fencing token recorded.
+    let locks = acme.locks();
+    let key = LockKey::stack_env("web", "prod").unwrap();
+    let held = locks
+        .try_acquire(&LockRequest::new(key, Duration::from_secs(60)).who("ci@runner"))
+        .await
+        .unwrap();
+    let e = stacks
+        .save("web", "prod", Bytes::from_static(b"{}"), None)
+        .await
+        .unwrap_err();
+    match e {
+        Error::LockHeld { holder } => {
+            assert_eq!(holder.lock_id, held.lock_id);
+            assert_eq!(holder.who, "ci@runner");
+            assert_eq!(holder.fencing_token, held.fencing_token);
+        }
+        e => panic!("not LockHeld: {e}"),
+    }
+    let e = stacks.rollback("web", "prod", 1, None).await.unwrap_err();
+    assert!(matches!(e, Error::LockHeld { .. }), "{e}");
+    let w3 = stacks
+        .rollback("web", "prod", 1, Some(&held.lock_id))
+        .await
+        .unwrap();
+    assert_eq!(w3.serial, 3);
+    let h = stacks.history("web", "prod").await.unwrap();
+    let serials: Vec<u64> = h.versions.iter().map(|v| v.serial).collect();
+    assert_eq!(serials, [1, 2, 3]);
+    assert_eq!(h.versions[2].rolled_back_from, Some(1));
+    assert_eq!(h.versions[2].fencing_token, Some(held.fencing_token));
+    assert!(h.damaged.is_empty());
+    let list = stacks.list().await.unwrap();
+    assert_eq!(list.max_stacks, 1);
+    assert_eq!(list.stacks.len(), 1);
+    assert_eq!(
+        list.stacks[0].locked_by.as_ref().map(|l| l.id.clone()),
+        Some(held.lock_id.to_string())
+    );
+    locks
+        .release(&LockKey::stack_env("web", "prod").unwrap(), held.lock_id)
+        .await
+        .unwrap();
+
+    // max_stacks is 1: a second stack is refused; deleting the first gives it back.
+    let e = stacks
+        .save("api", "prod", Bytes::from_static(b"{}"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::QuotaExceeded { .. }), "{e}");
+    stacks.delete("web", "prod", None).await.unwrap();
+    assert_eq!(stacks.current("web", "prod").await.unwrap(), None);
+    stacks
+        .save("api", "prod", Bytes::from_static(b"{}"), None)
+        .await
+        .unwrap();
+}
