@@ -314,12 +314,22 @@ async fn history_rollback_and_delete() {
     assert_eq!(versions[3]["deleted"], true);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_holders_late_save_is_fenced_and_the_new_holders_state_survives() {
-    let h = harness_with(ServerConfig {
-        stack_lock_ttl: Duration::from_secs(1),
-        ..ServerConfig::default()
-    })
+    for store in common::stores("stacks::a_lapsed_holders_late_save_is_fenced").await {
+        lapsed_holder_is_fenced(store).await;
+    }
+}
+
+async fn lapsed_holder_is_fenced(store: common::TestStore) {
+    let h = harness_on(
+        store.backend.clone(),
+        ServerConfig {
+            stack_lock_ttl: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
+        true,
+    )
     .await;
     let secret = h.create_tenant("acme", json!({})).await;
     let auth = basic("acme", &secret);
@@ -358,8 +368,13 @@ async fn a_lapsed_holders_late_save_is_fenced_and_the_new_holders_state_survives
         )
         .await
         .expect(409);
-    assert_eq!(late.error_code(), "lock_lost");
-    assert_eq!(h.call("GET", URL, &au, "").await.bytes, b"{\"by\": \"b\"}");
+    assert_eq!(late.error_code(), "lock_lost", "{}", store.name);
+    assert_eq!(
+        h.call("GET", URL, &au, "").await.bytes,
+        b"{\"by\": \"b\"}",
+        "{}",
+        store.name
+    );
 }
 
 #[tokio::test]
@@ -405,8 +420,14 @@ async fn stack_locks_count_against_max_locks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_locks_and_max_stacks() {
-    let one = harness().await;
-    let two = harness_on(one.backend.clone(), ServerConfig::default(), false).await;
+    for store in common::stores("stacks::two_replicas_share_locks_and_max_stacks").await {
+        two_replicas_on(store).await;
+    }
+}
+
+async fn two_replicas_on(store: common::TestStore) {
+    let one = harness_on(store.backend.clone(), ServerConfig::default(), true).await;
+    let two = harness_on(store.backend.clone(), ServerConfig::default(), false).await;
     let secret = one
         .create_tenant("acme", json!({"limits": {"max_stacks": 5}}))
         .await;
@@ -437,7 +458,7 @@ async fn two_replicas_share_locks_and_max_stacks() {
         .iter()
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
-    assert_eq!((ok, refused), (5, 11), "{statuses:?}");
+    assert_eq!((ok, refused), (5, 11), "{}: {statuses:?}", store.name);
     let listed = one
         .call("GET", "/v1/stacks", &au, "")
         .await
