@@ -35,11 +35,14 @@ Environment:
     name = "tenancy",
     version,
     about = "Many isolated tenants on one shared store: an admin manages tenants, teams keep state and locks",
-    after_help = EXIT_CODES_HELP
+    after_help = EXIT_CODES_HELP,
+    arg_required_else_help = true
 )]
 pub(crate) struct Cli {
-    /// Backend URL: file:///abs/path, memory:// or s3://bucket/prefix
-    /// [env: TENANCY_BACKEND] [default: file://$TENANCY_HOME/data]
+    /// Backend: file:///abs/path (or a path), s3://bucket/prefix, or a
+    /// tenancy-server's https://host (remote mode)
+    /// [env: TENANCY_BACKEND] [default: the session's backend, else
+    /// file://$TENANCY_HOME/data]
     #[arg(long, global = true, value_name = "URL")]
     pub backend: Option<String>,
 
@@ -81,11 +84,11 @@ pub(crate) enum Command {
     /// Bootstrap the registry on the backend; refuses if one exists.
     Init(InitArgs),
     /// Admin sessions: login, logout, session.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Admin(AdminCommand),
     /// Tenants: admin commands (init, list, show, ...) and a tenant's own view
     /// (details, usage, stacks).
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Tenant(TenantCommand),
     /// Admin: copy a single-tenant `stacks/` tree on the backend into a tenant.
     Migrate(MigrateArgs),
@@ -100,10 +103,10 @@ pub(crate) enum Command {
     /// Show and check the tenant session.
     Session,
     /// Tenant state with history.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     State(StateCommand),
     /// Tenant locks: leased, with fencing tokens.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Lock(LockCommand),
 }
 

@@ -114,7 +114,12 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         }
         ErrorKind::NotFound => "check the name or id and try again",
         ErrorKind::AlreadyExists => "pick another name, or use the existing one",
-        ErrorKind::Precondition => "someone changed it meanwhile; read it again and retry",
+        // Only a lost compare-and-swap means someone else wrote meanwhile;
+        // other refusals (a transition, a lock id) say what they are.
+        ErrorKind::Precondition if is_lost_race(core) => {
+            "someone changed it meanwhile; read it again and retry"
+        }
+        ErrorKind::Precondition => return None,
         ErrorKind::Fenced => {
             "another holder took the lock and saved since; read the state again under a new lock"
         }
@@ -130,6 +135,13 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             return None
         }
     })
+}
+
+/// True for a conditional write that lost to another writer (the backends'
+/// "no longer at version" and "changed by another writer").
+fn is_lost_race(e: &Error) -> bool {
+    matches!(e, Error::Precondition { what }
+        if what.contains("no longer at version") || what.contains("changed by another writer"))
 }
 
 /// Collapses whitespace (newlines included) into single spaces.

@@ -83,6 +83,17 @@ where
         Ok(cli) => cli,
         Err(e) => {
             let code = e.exit_code();
+            if let Some(help) = missing_subcommand_help(&e) {
+                // A bare `tenancy`, `tenancy tenant`, ...: that command's
+                // help, formatted.
+                let rendered = if io.stderr_color() {
+                    help.ansi().to_string()
+                } else {
+                    help.to_string()
+                };
+                let _ = write!(io.stderr, "{rendered}");
+                return exit::USAGE;
+            }
             if e.use_stderr() {
                 let color = io.stderr_color();
                 let _ = writeln!(io.stderr, "{}", clap_one_line(&e, color));
@@ -112,7 +123,8 @@ where
     let flushed = io.stdout.flush();
     match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
         Ok(()) => OK,
-        Err(e) if is_broken_pipe(&e) => exit::OTHER,
+        // The reader stopped reading (`| head`): quiet, like ripgrep.
+        Err(e) if is_broken_pipe(&e) => OK,
         Err(e) => {
             let color = io.stderr_color();
             let _ = writeln!(
@@ -124,6 +136,28 @@ where
             exit_code(&e)
         }
     }
+}
+
+/// The help of the command a "requires a subcommand" error is about
+/// (`'tenancy tenant' requires a subcommand`), or `None` for other errors.
+fn missing_subcommand_help(e: &clap::Error) -> Option<clap::builder::StyledStr> {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        // clap rendered the help already
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => return Some(e.render()),
+        ErrorKind::MissingSubcommand => {}
+        _ => return None,
+    }
+    let text = e.render().to_string();
+    // The error names the command path in quotes; help is the default.
+    let path = text.split('\'').nth(1).unwrap_or("tenancy");
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut at = &mut cmd;
+    for name in path.split_whitespace().skip(1) {
+        at = at.find_subcommand_mut(name)?;
+    }
+    Some(at.render_help())
 }
 
 /// A clap usage error as one line: the complaint, then the usage of the command.
@@ -174,15 +208,26 @@ pub(crate) fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
     }
 }
 
+/// The accepted backend forms, for refusals.
+const BACKEND_FORMS: &str = "use file:///abs/path (or an absolute or ./relative path), s3://bucket/prefix, or https://host of a tenancy-server";
+
 /// The backend URL: `--backend`, else `TENANCY_BACKEND`, else the backend
 /// of the session `slot` names (admin commands the admin session's, tenant
 /// commands the tenant session's: a login remembers where it was made),
-/// else `file://$TENANCY_HOME/data` (created on first use).
+/// else `file://$TENANCY_HOME/data`.
+///
+/// Only `init` (`creating`) may name a local store that does not exist
+/// yet; every other command refuses a missing directory instead of
+/// creating one. Unknown schemes, bare words, `file://host/...`, URLs with
+/// credentials and `memory://` (it would live for one process, so every
+/// command would start on an empty store) are refused with the accepted
+/// forms.
 pub(crate) fn backend_url(
     flag: Option<&str>,
     io: &Io,
     home: &Home,
     slot: Option<SessionSlot>,
+    creating: bool,
 ) -> anyhow::Result<String> {
     let given = flag
         .filter(|s| !s.is_empty())
@@ -195,19 +240,24 @@ pub(crate) fn backend_url(
         Some(u) => u,
         None => {
             let dir = home.data_dir();
-            home.ensure_dir()?;
-            create_private_dir(&dir)?;
-            url::Url::from_file_path(&dir)
-                .map_err(|()| {
-                    CliError::usage(format!("cannot make a file:// URL of {}", dir.display()))
-                })?
-                .to_string()
+            if creating {
+                home.ensure_dir()?;
+                create_private_dir(&dir)?;
+            }
+            file_url(&dir)?
         }
     };
-    // A bare path means local files.
+    let shown = || {
+        raw.chars()
+            .take(200)
+            .collect::<String>()
+            .escape_debug()
+            .to_string()
+    };
+    // A path means local files; a bare word is more likely a mistake.
     let raw = if raw.contains("://") {
-        raw
-    } else {
+        raw.clone()
+    } else if raw.starts_with('/') || raw.starts_with("./") || raw.starts_with("../") {
         let path = std::path::Path::new(&raw);
         let abs = if path.is_absolute() {
             path.to_path_buf()
@@ -216,30 +266,80 @@ pub(crate) fn backend_url(
                 .context("finding the current directory for a relative backend path")?
                 .join(path)
         };
-        url::Url::from_file_path(&abs)
-            .map_err(|()| {
-                CliError::usage(format!("cannot make a file:// URL of {}", abs.display()))
-            })?
-            .to_string()
+        file_url(&abs)?
+    } else {
+        return Err(CliError::usage(format!(
+            "the backend \"{}\" is not a URL or a path; {BACKEND_FORMS}",
+            shown()
+        ))
+        .into());
     };
     let parsed = url::Url::parse(&raw).map_err(|e| {
         CliError::usage(format!(
-            "the backend URL is not a URL ({e}); use file:///abs/path, memory://, s3://bucket/prefix or https://server"
+            "the backend \"{}\" is not a URL ({e}); {BACKEND_FORMS}",
+            shown()
         ))
     })?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(CliError::usage(
-            "the backend URL must not carry credentials; use the AWS_* environment variables instead",
+            "the backend URL must not carry credentials; use the AWS_* environment variables for S3, or log in to a server",
         )
         .into());
     }
-    // One spelling per location, so sessions match: no trailing '/' (but keep `memory://`).
-    let trimmed = raw.trim_end_matches('/');
-    Ok(if trimmed.ends_with(':') {
-        raw
-    } else {
-        trimmed.to_string()
-    })
+    match parsed.scheme() {
+        "file" => {
+            if parsed.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                return Err(CliError::usage(format!(
+                    "the backend \"{}\" names a host, not a path (file://{} is host {0:?}); use three slashes for an absolute path: file:///abs/path",
+                    shown(),
+                    parsed.host_str().unwrap_or_default()
+                ))
+                .into());
+            }
+            let path = parsed.to_file_path().map_err(|()| {
+                CliError::usage(format!("the backend \"{}\" is not a local path; {BACKEND_FORMS}", shown()))
+            })?;
+            if !creating && !path.exists() {
+                return Err(tenancy_core::Error::not_found(format!(
+                    "no store at {raw}: {} does not exist; create one with `tenancy --backend {raw} init`, or check the path",
+                    path.display()
+                ))
+                .into());
+            }
+        }
+        "s3" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(CliError::usage(format!(
+                    "the backend \"{}\" names no bucket; use s3://bucket/prefix",
+                    shown()
+                ))
+                .into());
+            }
+        }
+        "http" | "https" => {}
+        "memory" => {
+            return Err(CliError::usage(
+                "memory:// lives only as long as one process, so every tenancy command would start on an empty store; use file:///abs/path or s3://bucket/prefix (memory:// is for the libraries and their tests)",
+            )
+            .into())
+        }
+        other => {
+            return Err(CliError::usage(format!(
+                "the backend scheme \"{}://\" is not one tenancy knows; {BACKEND_FORMS}",
+                other.escape_debug()
+            ))
+            .into())
+        }
+    }
+    // One spelling per location, so sessions match: no trailing '/'.
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// `path` as a `file://` URL.
+fn file_url(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(url::Url::from_file_path(path)
+        .map_err(|()| CliError::usage(format!("cannot make a file:// URL of {}", path.display())))?
+        .to_string())
 }
 
 impl Services {
@@ -315,7 +415,11 @@ fn completions(io: &mut Io, shell: CompletionShell) -> anyhow::Result<()> {
         CompletionShell::Fish => clap_complete::Shell::Fish,
     };
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "tenancy", &mut io.stdout);
+    // Into a buffer first: clap_complete panics on a failed write (a
+    // closed pipe); the write below reports it like any other output.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "tenancy", &mut script);
+    io.stdout.write_all(&script)?;
     Ok(())
 }
 
@@ -431,7 +535,14 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             services.clock.clone(),
         ),
         None => {
-            let url = backend_url(cli.backend.as_deref(), io, &home, session_of(&cli.command))?;
+            let creating = matches!(cli.command, Command::Init(_));
+            let url = backend_url(
+                cli.backend.as_deref(),
+                io,
+                &home,
+                session_of(&cli.command),
+                creating,
+            )?;
             if is_server_url(&url) {
                 let client = tenancy_server::client::Client::new(&url)?;
                 let clock: Arc<dyn Clock> = Arc::new(SystemClock);

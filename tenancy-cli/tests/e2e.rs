@@ -1685,3 +1685,182 @@ fn a_server_that_is_down_is_one_cannot_reach_line() {
     assert!(r.err.contains("credentials"), "{r:?}");
     assert!(!r.err.contains("u:p"), "{r:?}");
 }
+
+/// Issue 13's first items, on a store and through a server: a session
+/// remembers its backend, bare commands print their help, refusals say
+/// the real reason, a state that already holds is "unchanged".
+fn sessions_help_and_true_hints(setup: &Setup) {
+    let admin = setup.user();
+    setup.init(&admin);
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let secret = create_tenant(&admin, "acme", &[]);
+    let team = setup.user();
+    team.login("acme", &secret);
+    // The session remembers its backend: no --backend needed afterwards.
+    let bare = |u: &User, args: &[&str], stdin: &str| -> Run {
+        let mut c = u.command(args);
+        let all: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
+        let mut plain = Command::new(bin());
+        plain
+            .args(&all[2..])
+            .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+        for (k, v) in c.get_envs() {
+            if v.is_none() {
+                plain.env_remove(k);
+            }
+        }
+        if let Some(Some(uid)) = u.remote {
+            use std::os::unix::process::CommandExt;
+            plain.uid(uid).gid(uid).current_dir("/");
+        }
+        c = plain;
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap().into()
+    };
+    let r = bare(&team, &["--output", "json", "session"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["backend"], team.url.as_str());
+    let r = bare(
+        &team,
+        &["state", "put", "--stack", "web", "--env", "prod"],
+        "{}",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = bare(&admin, &["--output", "json", "tenant", "show", "acme"], "");
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Re-applying a state that holds: unchanged, exit 0.
+    let r = admin.ok(&["tenant", "activate", "acme"], "");
+    assert!(r.out.contains("already active; unchanged"), "{r:?}");
+    assert_eq!(
+        admin.json(&["tenant", "activate", "acme"], "")["status"],
+        "active"
+    );
+    admin.ok(&["tenant", "suspend", "acme"], "");
+    let r = admin.ok(&["tenant", "suspend", "acme"], "");
+    assert!(r.out.contains("already suspended; unchanged"), "{r:?}");
+    admin.ok(&["tenant", "delete", "acme", "--confirm"], "");
+    let r = admin.ok(&["tenant", "delete", "acme", "--confirm"], "");
+    assert!(r.out.contains("already deleted; unchanged"), "{r:?}");
+    // Refusals name the real reason and no false "changed meanwhile".
+    let r = admin.fails(&["tenant", "update", "acme", "--plan", "pro"], "", 6);
+    assert!(r.err.contains("deleted"), "{r:?}");
+    assert!(!r.err.contains("meanwhile"), "{r:?}");
+    let r = admin.fails(&["tenant", "activate", "acme"], "", 6);
+    assert!(!r.err.contains("meanwhile"), "{r:?}");
+    let r = setup.user().fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{secret}\n"),
+        4,
+    );
+    assert!(r.err.contains("new tenant"), "{r:?}");
+    assert!(!r.err.contains("activate it"), "{r:?}");
+}
+
+#[test]
+fn sessions_help_and_true_hints_on_local_files() {
+    sessions_help_and_true_hints(&Setup::direct(local_store()));
+}
+
+#[test]
+fn sessions_help_and_true_hints_through_a_server() {
+    sessions_help_and_true_hints(&Setup::remote(local_store()));
+}
+
+/// Bare commands print their formatted help (exit 2); a closed stdout is
+/// quiet (exit 0, nothing on stderr).
+#[test]
+fn bare_commands_print_help_and_closed_pipes_are_quiet() {
+    let user = local_store().user();
+    for args in [&[][..], &["tenant"], &["lock"], &["admin"], &["state"]] {
+        let r = user.run(args, "");
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.err.contains("Usage:"), "{args:?}: {r:?}");
+        assert!(r.err.lines().count() > 5, "not the formatted help: {r:?}");
+        assert!(!r.err.starts_with("error:"), "{args:?}: {r:?}");
+    }
+    // stdout is a pipe whose reader is gone before anything is written.
+    for args in [&["completions", "bash"][..], &["--help"], &["version"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = user
+            .command(args)
+            .stdout(Stdio::from(writer))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+/// Backend URLs are checked before anything is created or read.
+#[test]
+fn backend_urls_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no").join("store");
+    let missing_url = url::Url::from_file_path(&missing).unwrap().to_string();
+    let cases: [(&str, i32, &str); 6] = [
+        ("x", 2, "is not a URL or a path"),
+        ("file://relative/path", 2, "names a host"),
+        ("memory://", 2, "one process"),
+        ("ftp://host/x", 2, "not one tenancy knows"),
+        ("s3://", 2, "names no bucket"),
+        (&missing_url, 5, "no store at"),
+    ];
+    for (url, code, says) in cases {
+        let user = User {
+            home: tempfile::tempdir().unwrap(),
+            url: url.to_string(),
+            remote: None,
+        };
+        let r = user.fails(
+            &["login", "--tenant", "acme", "--secret-stdin"],
+            "s\n",
+            code,
+        );
+        assert!(r.err.contains(says), "{url}: {r:?}");
+    }
+    assert!(
+        !missing.exists(),
+        "a command other than init created the store"
+    );
+    // Forgetting --backend at login: the default store has no registry.
+    let user = User {
+        home: tempfile::tempdir().unwrap(),
+        url: String::new(),
+        remote: None,
+    };
+    let mut c = Command::new(bin());
+    c.args(["login", "--tenant", "acme", "--secret-stdin"])
+        .env("TENANCY_HOME", user.home.path().join("h"))
+        .env_remove("TENANCY_BACKEND");
+    let out = user_run(c, "s\n");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.err.contains("no store at") || out.err.contains("no registry at"),
+        "{out:?}"
+    );
+    assert!(!out.err.contains("wrong secret"), "{out:?}");
+}
+
+fn user_run(mut c: Command, stdin: &str) -> Run {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap().into()
+}

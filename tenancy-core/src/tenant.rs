@@ -80,6 +80,13 @@ impl TenantStatus {
         }
     }
 
+    /// True when `e` is [`TenantStatus::transition`]'s refusal to go to
+    /// this status from this same status: re-applying a state that already
+    /// holds (callers may treat it as "unchanged").
+    pub fn is_already(self, e: &Error) -> bool {
+        matches!(e, Error::Precondition { what } if what.ends_with(&format!(" is already {self}")))
+    }
+
     /// The status as a lowercase word.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -39,6 +39,9 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         Error::Unauthorized { .. } => Error::unauthorized(format!(
             "login as tenant {id} refused: unknown tenant or wrong secret; check both, or ask the admin to rotate the secret"
         )),
+        Error::Forbidden { message } if message.contains("deleted") => Error::forbidden(format!(
+            "login as tenant {id} refused: {message}; a deleted tenant cannot be activated again, ask the admin for a new tenant"
+        )),
         Error::Forbidden { message } => Error::forbidden(format!(
             "login as tenant {id} refused: {message}; ask the admin to activate it"
         )),
@@ -47,11 +50,20 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
     };
     let (id, expires) = match &ctx.target {
         Target::Store(services) => {
-            let t = services
-                .registry
-                .authenticate(&id, &secret)
-                .await
-                .map_err(refused)?;
+            let t = match services.registry.authenticate(&id, &secret).await {
+                Ok(t) => t,
+                // No registry here at all: most likely --backend was forgotten.
+                Err(Error::Unauthorized { .. } | Error::NotFound { .. })
+                    if !services.registry.is_bootstrapped().await.unwrap_or(true) =>
+                {
+                    return Err(Error::not_found(format!(
+                        "no registry at {}; pass the backend your admin gave you with --backend URL (or TENANCY_BACKEND)",
+                        ctx.backend_url
+                    ))
+                    .into())
+                }
+                Err(e) => return Err(refused(e).into()),
+            };
             let session = Session::tenant(&t, ctx.now());
             let expires = session.expires_at;
             ctx.save_session(SessionSlot::Tenant, session, None)?;

@@ -9,7 +9,8 @@ use chrono::DateTime;
 use serde_json::json;
 use tenancy_core::registry::TenantRegistryExt;
 use tenancy_core::{
-    CreatedTenant, LimitOverrides, NewTenant, Plan, TenantFilter, TenantStatus, TenantUpdate,
+    CreatedTenant, LimitOverrides, NewTenant, Plan, Tenant, TenantFilter, TenantId, TenantRegistry,
+    TenantStatus, TenantUpdate,
 };
 
 use super::Ctx;
@@ -318,10 +319,10 @@ pub(crate) async fn rotate(ctx: &mut Ctx<'_>, args: TenantRotateArgs) -> anyhow:
 pub(crate) async fn suspend(ctx: &mut Ctx<'_>, args: TenantSuspendArgs) -> anyhow::Result<()> {
     let registry = ctx.require_admin().await?;
     let TenantSuspendArgs { id, reason } = args;
-    let t = registry
-        .suspend(&id, reason)
-        .await
-        .with_context(|| format!("suspending tenant {id}"))?;
+    let done = registry.suspend(&id, reason).await;
+    let Some(t) = unchanged(ctx, &*registry, &id, done, TenantStatus::Suspended).await? else {
+        return Ok(());
+    };
     status_changed(ctx, &t, "Suspended tenant {id}: its logins and sessions are refused until `tenancy tenant activate {id}`.")
 }
 
@@ -329,10 +330,10 @@ pub(crate) async fn suspend(ctx: &mut Ctx<'_>, args: TenantSuspendArgs) -> anyho
 pub(crate) async fn activate(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<()> {
     let registry = ctx.require_admin().await?;
     let id = args.id;
-    let t = registry
-        .activate(&id)
-        .await
-        .with_context(|| format!("activating tenant {id}"))?;
+    let done = registry.activate(&id).await;
+    let Some(t) = unchanged(ctx, &*registry, &id, done, TenantStatus::Active).await? else {
+        return Ok(());
+    };
     status_changed(ctx, &t, "Activated tenant {id}.")
 }
 
@@ -356,15 +357,49 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow:
             return Err(CliError::usage("deletion cancelled; nothing changed").into());
         }
     }
-    let t = registry
-        .delete(&id)
-        .await
-        .with_context(|| format!("deleting tenant {id}"))?;
+    let done = registry.delete(&id).await;
+    let Some(t) = unchanged(ctx, &*registry, &id, done, TenantStatus::Deleted).await? else {
+        return Ok(());
+    };
     status_changed(
         ctx,
         &t,
         "Deleted tenant {id}; its state was archived under archive/{id}/.",
     )
+}
+
+/// The tenant a status change produced, or `None` after saying that the
+/// tenant already had `status` (re-applying a state that holds is not an
+/// error: like kubectl's `unchanged`, exit 0; in JSON the tenant as it is).
+async fn unchanged(
+    ctx: &mut Ctx<'_>,
+    registry: &dyn TenantRegistry,
+    id: &TenantId,
+    done: tenancy_core::Result<Tenant>,
+    status: TenantStatus,
+) -> anyhow::Result<Option<Tenant>> {
+    match done {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if status.is_already(&e) => {
+            if ctx.is_json() {
+                let t = registry.get(id).await?;
+                let now = ctx.now();
+                ctx.out().json(&tenant_json(&t, now))?;
+            } else {
+                ctx.out()
+                    .line(&format!("Tenant {id} is already {status}; unchanged."))?;
+            }
+            Ok(None)
+        }
+        Err(e) => {
+            let verb = match status {
+                TenantStatus::Active => "activating",
+                TenantStatus::Suspended => "suspending",
+                _ => "deleting",
+            };
+            Err(anyhow::Error::new(e).context(format!("{verb} tenant {id}")))
+        }
+    }
 }
 
 fn status_changed(
