@@ -47,7 +47,7 @@ pub(crate) struct Cli {
     pub backend: Option<String>,
 
     /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
     #[command(subcommand)]
@@ -385,6 +385,24 @@ pub(crate) enum StateCommand {
     History(StackEnv),
     /// Make an older version current again (as a new version).
     Rollback(StateRollbackArgs),
+    /// Delete a stack environment's state (its history is kept until
+    /// pruned, and a rollback restores it); gives the stack back to the
+    /// stack limit when it was its last environment. Asks to confirm on a
+    /// terminal; elsewhere needs --yes.
+    Delete(StateDeleteArgs),
+}
+
+/// `tenancy state delete`
+#[derive(Debug, Args)]
+pub(crate) struct StateDeleteArgs {
+    #[command(flatten)]
+    pub at: StackEnv,
+    /// Delete under this lock of the stack environment (see `state put`).
+    #[arg(long, value_name = "ID")]
+    pub lock_id: Option<tenancy_core::LockId>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `tenancy state put`
@@ -434,11 +452,29 @@ pub(crate) enum LockCommand {
     Release(LockHeldArgs),
     /// Extend the lease of a lock you hold.
     Renew(LockRenewArgs),
-    /// List this tenant's held locks.
-    List,
+    /// List this tenant's held locks (admin: `--tenant ID`, any tenant's).
+    List(LockListArgs),
     /// Free a lock whatever its lease, given its current lock id
-    /// (the holder's id from `lock list`).
-    ForceUnlock(LockHeldArgs),
+    /// (the holder's id from `lock list`); admin: `--tenant ID`.
+    ForceUnlock(LockForceArgs),
+}
+
+/// `tenancy lock list`
+#[derive(Debug, Args)]
+pub(crate) struct LockListArgs {
+    /// Admin: the locks of this tenant (no tenant secret needed).
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+}
+
+/// `tenancy lock force-unlock`
+#[derive(Debug, Args)]
+pub(crate) struct LockForceArgs {
+    #[command(flatten)]
+    pub held: LockHeldArgs,
+    /// Admin: unlock this tenant's lock (no tenant secret needed).
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
 }
 
 /// `tenancy lock acquire`

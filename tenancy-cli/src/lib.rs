@@ -32,8 +32,8 @@ use crate::commands::{Ctx, Services, Target};
 pub use crate::io::Io;
 
 use crate::cli::{
-    AdminCommand, Cli, Command, CompletionShell, LockCommand, OutputFormat, StateCommand,
-    TenantCommand,
+    AdminCommand, Cli, Command, CompletionShell, LockCommand, LockForceArgs, LockListArgs,
+    OutputFormat, StateCommand, TenantCommand,
 };
 use crate::commands::{admin, lock, session, state, tenant};
 use crate::exit::{exit_code, one_line, CliError, OK};
@@ -440,6 +440,11 @@ fn session_of(command: &Command) -> Option<SessionSlot> {
             }
             _ => SessionSlot::Admin,
         }),
+        // The admin's view of a tenant's locks.
+        Command::Lock(LockCommand::List(LockListArgs { tenant: Some(_) }))
+        | Command::Lock(LockCommand::ForceUnlock(LockForceArgs {
+            tenant: Some(_), ..
+        })) => Some(SessionSlot::Admin),
         Command::Logout
         | Command::Login(_)
         | Command::Session
@@ -604,12 +609,13 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             StateCommand::List => state::list(ctx).await,
             StateCommand::History(at) => state::history(ctx, at).await,
             StateCommand::Rollback(args) => state::rollback(ctx, args).await,
+            StateCommand::Delete(args) => state::delete(ctx, args).await,
         },
         Command::Lock(command) => match command {
             LockCommand::Acquire(args) => lock::acquire(ctx, args).await,
             LockCommand::Release(args) => lock::release(ctx, args).await,
             LockCommand::Renew(args) => lock::renew(ctx, args).await,
-            LockCommand::List => lock::list(ctx).await,
+            LockCommand::List(args) => lock::list(ctx, args).await,
             LockCommand::ForceUnlock(args) => lock::force_unlock(ctx, args).await,
         },
     }

@@ -1864,3 +1864,113 @@ fn user_run(mut c: Command, stdin: &str) -> Run {
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap().into()
 }
+
+/// Issue 13 item 7, on a store and through a server: `state delete` gives
+/// the stack back, the admin lists and force-unlocks any tenant's locks,
+/// and CI runs tenant commands with TENANCY_TENANT/TENANCY_SECRET alone.
+fn state_and_locks_for_admins_and_ci(setup: &Setup) {
+    let admin = setup.user();
+    setup.init(&admin);
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let secret = create_tenant(&admin, "acme", &["--max-stacks", "1"]);
+    let team = setup.user();
+    team.login("acme", &secret);
+    let at = ["--stack", "web", "--env", "prod"];
+    let with = |first: &[&str]| -> Vec<String> {
+        first
+            .iter()
+            .chain(at.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    team.ok(&args(&with(&["state", "put"])), "{\"n\": 1}");
+    // Refused without confirmation off a terminal; nothing deleted.
+    team.fails(&args(&with(&["state", "delete"])), "", 2);
+    assert_eq!(
+        team.json(&args(&with(&["state", "get"])), ""),
+        json!({"n": 1})
+    );
+    let gone = team.json(&args(&with(&["state", "delete", "--yes"])), "");
+    assert_eq!(gone["deleted"], true);
+    assert_eq!(team.json(&["state", "list"], ""), json!([]));
+    team.fails(&args(&with(&["state", "get"])), "", 5);
+    // The stack was given back: another stack fits under max_stacks 1.
+    team.ok(&["state", "put", "--stack", "api", "--env", "prod"], "{}");
+    team.fails(&args(&with(&["state", "put"])), "{}", 7);
+
+    // The admin's view of the tenant's locks, without its secret.
+    let lock = team.json(&args(&with(&["lock", "acquire", "--ttl", "5m"])), "");
+    let id = lock["lock_id"].as_str().unwrap().to_string();
+    let listed = admin.json(&["lock", "list", "--tenant", "acme"], "");
+    assert_eq!(listed[0]["lock_id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["key"], "stack:web:env:prod", "{listed}");
+    admin.fails(&["lock", "list", "--tenant", "ghost"], "", 5);
+    team.fails(&["lock", "list", "--tenant", "acme"], "", 4);
+    let wrong = uuid::Uuid::new_v4().to_string();
+    let r = admin.fails(
+        &args(&with(&[
+            "lock",
+            "force-unlock",
+            "--tenant",
+            "acme",
+            "--id",
+            &wrong,
+        ])),
+        "",
+        6,
+    );
+    assert!(r.err.contains("lock list"), "{r:?}");
+    admin.ok(
+        &args(&with(&[
+            "lock",
+            "force-unlock",
+            "--tenant",
+            "acme",
+            "--id",
+            &id,
+        ])),
+        "",
+    );
+    assert_eq!(team.json(&["lock", "list"], ""), json!([]));
+
+    // CI: no login, the two variables.
+    let ci = setup.user();
+    let run_ci = |args: &[&str], stdin: &str, secret: &str| -> Run {
+        let mut c = ci.command(args);
+        c.env("TENANCY_TENANT", "acme")
+            .env("TENANCY_SECRET", secret);
+        let mut child = c.spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap().into()
+    };
+    let r = run_ci(&["--output", "json", "state", "list"], "", &secret);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()[0]["stack"], "api", "{r:?}");
+    let r = run_ci(
+        &["state", "put", "--stack", "api", "--env", "prod"],
+        "{\"ci\": 1}",
+        &secret,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run_ci(&["--output", "json", "session"], "", &secret);
+    assert_eq!(r.json()["kind"], "environment", "{r:?}");
+    assert!(!ci.session_file("session").exists());
+    let r = run_ci(&["state", "list"], "", "tns_wrong");
+    assert_eq!(r.code, 3, "{r:?}");
+}
+
+#[test]
+fn state_and_locks_for_admins_and_ci_on_local_files() {
+    state_and_locks_for_admins_and_ci(&Setup::direct(local_store()));
+}
+
+#[test]
+fn state_and_locks_for_admins_and_ci_through_a_server() {
+    state_and_locks_for_admins_and_ci(&Setup::remote(local_store()));
+}

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, jobs, open, sessions, stacks, tenant};
+use crate::routes::{admin, admin_locks, jobs, open, sessions, stacks, tenant};
 
 struct Security;
 
@@ -47,6 +47,7 @@ impl Modify for Security {
         sessions::tenant_revoke,
         stacks::list, stacks::get_state, stacks::save_state, stacks::delete_state,
         stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback, stacks::admin_force_unlock,
+        admin_locks::list, admin_locks::force_unlock,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),

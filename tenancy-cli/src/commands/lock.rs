@@ -10,7 +10,9 @@ use tenancy_core::lock::validate_ttl;
 use tenancy_core::{LockInfo, LockRequest};
 
 use super::Ctx;
-use crate::cli::{LockAcquireArgs, LockHeldArgs, LockRenewArgs, StackEnv};
+use crate::cli::{
+    LockAcquireArgs, LockForceArgs, LockHeldArgs, LockListArgs, LockRenewArgs, StackEnv,
+};
 use crate::output::time;
 
 /// `user@host` for the lock holder: the user from the environment, the host
@@ -43,6 +45,19 @@ fn info_json(i: &LockInfo) -> serde_json::Value {
         "fencing_token": i.fencing_token,
         "version": i.version,
     })
+}
+
+/// A refusal because another lock id holds the lock (or none does), with
+/// where to see the holder.
+fn not_the_holder(e: tenancy_core::Error, action: &str) -> anyhow::Error {
+    match e {
+        e @ (tenancy_core::Error::Precondition { .. } | tenancy_core::Error::NotFound { .. }) => {
+            anyhow::Error::new(e).context(format!(
+                "cannot {action} the lock; `tenancy lock list` shows who holds it and with which lock id"
+            ))
+        }
+        e => e.into(),
+    }
 }
 
 /// `tenancy lock acquire`.
@@ -87,7 +102,10 @@ pub(crate) async fn release(ctx: &mut Ctx<'_>, args: LockHeldArgs) -> anyhow::Re
     let key = args.at.lock_key()?;
     let lock_id = args.id;
     let locks = ctx.require_tenant().await?.locks();
-    locks.release(&key, lock_id).await?;
+    locks
+        .release(&key, lock_id)
+        .await
+        .map_err(|e| not_the_holder(e, "release"))?;
     if ctx.is_json() {
         ctx.out()
             .json(&json!({ "released": true, "key": key, "lock_id": lock_id }))
@@ -102,7 +120,10 @@ pub(crate) async fn renew(ctx: &mut Ctx<'_>, args: LockRenewArgs) -> anyhow::Res
     let (lock_id, ttl) = (args.held.id, args.ttl);
     validate_ttl(ttl)?;
     let locks = ctx.require_tenant().await?.locks();
-    let info = locks.renew(&key, lock_id, ttl).await?;
+    let info = locks
+        .renew(&key, lock_id, ttl)
+        .await
+        .map_err(|e| not_the_holder(e, "renew"))?;
     if ctx.is_json() {
         ctx.out().json(&info_json(&info))
     } else {
@@ -113,11 +134,18 @@ pub(crate) async fn renew(ctx: &mut Ctx<'_>, args: LockRenewArgs) -> anyhow::Res
     }
 }
 
-/// `tenancy lock list`: this tenant's held locks.
-pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let locks = ctx.require_tenant().await?.locks();
-    let mut all = locks.list("").await?;
-    all.sort_by(|a, b| a.key.cmp(&b.key));
+/// `tenancy lock list [--tenant ID]`: this tenant's held locks, or (admin)
+/// any tenant's.
+pub(crate) async fn list(ctx: &mut Ctx<'_>, args: LockListArgs) -> anyhow::Result<()> {
+    let all = match &args.tenant {
+        Some(id) => ctx.require_admin_locks().await?.list(id).await?,
+        None => {
+            let locks = ctx.require_tenant().await?.locks();
+            let mut all = locks.list("").await?;
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            all
+        }
+    };
     if ctx.is_json() {
         let v: Vec<_> = all.iter().map(info_json).collect();
         return ctx.out().json(&v);
@@ -142,12 +170,23 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     )
 }
 
-/// `tenancy lock force-unlock`.
-pub(crate) async fn force_unlock(ctx: &mut Ctx<'_>, args: LockHeldArgs) -> anyhow::Result<()> {
-    let key = args.at.lock_key()?;
-    let lock_id = args.id;
-    let locks = ctx.require_tenant().await?.locks();
-    locks.force_unlock(&key, lock_id).await?;
+/// `tenancy lock force-unlock [--tenant ID]`.
+pub(crate) async fn force_unlock(ctx: &mut Ctx<'_>, args: LockForceArgs) -> anyhow::Result<()> {
+    let key = args.held.at.lock_key()?;
+    let lock_id = args.held.id;
+    let done = match &args.tenant {
+        Some(id) => {
+            ctx.require_admin_locks()
+                .await?
+                .force_unlock(id, &key, lock_id)
+                .await
+        }
+        None => {
+            let locks = ctx.require_tenant().await?.locks();
+            locks.force_unlock(&key, lock_id).await
+        }
+    };
+    done.map_err(|e| not_the_holder(e, "force-unlock"))?;
     if ctx.is_json() {
         ctx.out()
             .json(&json!({ "unlocked": true, "key": key, "lock_id": lock_id }))

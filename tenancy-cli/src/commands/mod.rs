@@ -15,7 +15,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tenancy_core::{Clock, Error, LockManager, Secret, StateBackend, TenantRegistry, TenantStatus};
+use tenancy_core::{
+    Clock, Error, LockId, LockInfo, LockKey, LockManager, Secret, StateBackend, TenantId,
+    TenantRegistry, TenantStatus,
+};
+use tenancy_lock::TenantLocks;
 use tenancy_server::client::{Client, TenantCredential};
 
 use crate::cli::OutputFormat;
@@ -49,6 +53,51 @@ pub(crate) enum Target<'a> {
     Store(&'a Services),
     /// A tenancy-server (remote mode).
     Server(Client),
+}
+
+/// The admin's access to any tenant's locks: on the store, or through the
+/// server's admin lock routes.
+#[derive(Debug)]
+pub(crate) enum AdminLocks<'a> {
+    /// The store's lock manager, scoped per tenant.
+    Store(&'a Services),
+    /// The server's `/v1/tenants/{id}/locks`.
+    Server(tenancy_server::client::HttpRegistry),
+}
+
+impl AdminLocks<'_> {
+    /// Tenant `id`'s held locks, sorted by key (`NotFound` for an unknown tenant).
+    pub(crate) async fn list(&self, id: &TenantId) -> tenancy_core::Result<Vec<LockInfo>> {
+        let mut all = match self {
+            AdminLocks::Store(s) => {
+                s.registry.get(id).await?;
+                TenantLocks::new(s.locks.clone(), id.clone())
+                    .list("")
+                    .await?
+            }
+            AdminLocks::Server(r) => r.tenant_locks(id).await?,
+        };
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
+    }
+
+    /// Force-unlocks tenant `id`'s `key` held by `lock_id`.
+    pub(crate) async fn force_unlock(
+        &self,
+        id: &TenantId,
+        key: &LockKey,
+        lock_id: LockId,
+    ) -> tenancy_core::Result<()> {
+        match self {
+            AdminLocks::Store(s) => {
+                s.registry.get(id).await?;
+                TenantLocks::new(s.locks.clone(), id.clone())
+                    .force_unlock(key, lock_id)
+                    .await
+            }
+            AdminLocks::Server(r) => r.force_unlock_tenant_lock(id, key, lock_id).await,
+        }
+    }
 }
 
 /// What a handler works with.
@@ -206,10 +255,29 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Checks the admin session and returns the admin's access to any
+    /// tenant's locks (no tenant secret needed).
+    pub(crate) async fn require_admin_locks(&mut self) -> anyhow::Result<AdminLocks<'a>> {
+        self.require_admin().await?;
+        match &self.target {
+            Target::Store(services) => Ok(AdminLocks::Store(services)),
+            Target::Server(client) => {
+                let file = self.home.load(SessionSlot::Admin)?.ok_or_else(|| {
+                    CliError::not_logged_in("not logged in as the admin; run `tenancy admin login`")
+                })?;
+                let token = self.token(&file, SessionSlot::Admin)?;
+                Ok(AdminLocks::Server(client.registry(token)))
+            }
+        }
+    }
+
     /// Checks the tenant session (on a store: against the registry, status
     /// and credential generation; through a server: the server checks it
     /// on every request) and returns what tenant commands work on.
     pub(crate) async fn require_tenant(&mut self) -> anyhow::Result<Box<dyn TenantApi>> {
+        if let Some((id, secret)) = self.env_credentials()? {
+            return self.tenant_from_env(id, secret).await;
+        }
         let now = self.now();
         let Some(file) = self.home.load(SessionSlot::Tenant)? else {
             if let Ok(Some(_)) = self.home.load(SessionSlot::Admin) {
@@ -265,6 +333,55 @@ impl<'a> Ctx<'a> {
             return Err(e.into());
         }
         Ok(Box::new(StoreTenant::new(services, tenant)?))
+    }
+
+    /// `TENANCY_TENANT` and `TENANCY_SECRET`, when both are set: tenant
+    /// commands then authenticate with them instead of a session (for CI,
+    /// like `GH_TOKEN`); one without the other is refused.
+    pub(crate) fn env_credentials(&self) -> anyhow::Result<Option<(TenantId, Secret)>> {
+        match (self.io.var("TENANCY_TENANT"), self.io.var("TENANCY_SECRET")) {
+            (Some(t), Some(s)) => {
+                let id = TenantId::new(t.trim()).map_err(|e| {
+                    CliError::usage(format!("TENANCY_TENANT is not a tenant id: {e}"))
+                })?;
+                Ok(Some((id, Secret::new(s.trim().to_string()))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn tenant_from_env(
+        &self,
+        id: TenantId,
+        secret: Secret,
+    ) -> anyhow::Result<Box<dyn TenantApi>> {
+        let refused = |e: Error| {
+            match e {
+            Error::Unauthorized { .. } => anyhow::Error::new(Error::unauthorized(format!(
+                "TENANCY_TENANT/TENANCY_SECRET refused: unknown tenant {id} or wrong secret; check both"
+            ))),
+            e => anyhow::Error::new(e).context(format!(
+                "authenticating tenant {id} with TENANCY_TENANT/TENANCY_SECRET"
+            )),
+        }
+        };
+        match &self.target {
+            Target::Store(services) => {
+                let t = services
+                    .registry
+                    .authenticate(&id, &secret)
+                    .await
+                    .map_err(refused)?;
+                Ok(Box::new(StoreTenant::new(services, t)?))
+            }
+            Target::Server(client) => {
+                let credential = TenantCredential::Secret {
+                    secret,
+                    tenant: Some(id.clone()),
+                };
+                Ok(Box::new(ServerTenant::new(id, client.tenant(credential))))
+            }
+        }
     }
 
     /// Writes a session file for this backend (`token`: the server's

@@ -96,6 +96,30 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
 /// registry; fails (exit 3/4) when it is not valid.
 pub(crate) async fn session(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let api = ctx.require_tenant().await?;
+    if ctx.env_credentials()?.is_some() {
+        // No session: every command authenticates with the variables.
+        let t = api.profile().await?;
+        let status = t.effective_status(ctx.now());
+        let backend = ctx.backend_url.clone();
+        return if ctx.is_json() {
+            ctx.out().json(&json!({
+                "kind": "environment",
+                "tenant": t.id,
+                "status": status,
+                "backend": backend,
+            }))
+        } else {
+            ctx.out().pairs(vec![
+                ("session", "none: TENANCY_TENANT and TENANCY_SECRET".into()),
+                ("tenant", t.id.to_string().into()),
+                (
+                    "status",
+                    Cell::styled(status.as_str(), status_style(status)),
+                ),
+                ("backend", backend.into()),
+            ])
+        };
+    }
     let Some(file) = ctx.home.load(SessionSlot::Tenant)? else {
         return Err(CliError::not_logged_in(
             "not logged in as a tenant; run `tenancy login --tenant ID`",

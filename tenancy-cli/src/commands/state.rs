@@ -15,7 +15,7 @@ use tenancy_core::Error;
 use tenancy_state::stack::StateDocument;
 
 use super::Ctx;
-use crate::cli::{StackEnv, StateGetArgs, StatePutArgs, StateRollbackArgs};
+use crate::cli::{StackEnv, StateDeleteArgs, StateGetArgs, StatePutArgs, StateRollbackArgs};
 use crate::exit::CliError;
 use crate::output::{opt_time, Cell, Style};
 
@@ -319,6 +319,49 @@ pub(crate) async fn rollback(ctx: &mut Ctx<'_>, args: StateRollbackArgs) -> anyh
         ctx.out().line(&format!(
             "Rolled {stack}/{env} back to version {to}; it is now version {}.",
             v.serial
+        ))
+    }
+}
+
+/// `tenancy state delete --stack S --env E [--lock-id ID] [--yes]`: deletes
+/// the stack environment's state (a tombstone version: history stays until
+/// pruned, `state rollback` restores it) and gives the stack back to the
+/// stack limit when it was its last environment.
+pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: StateDeleteArgs) -> anyhow::Result<()> {
+    let (stack, env) = (args.at.stack.as_str(), args.at.env.as_str());
+    let api = ctx.require_tenant().await?;
+    if !args.yes {
+        match ctx.io.confirm(&format!(
+            "Delete the state of {stack}/{env}? Its history is kept and `tenancy state rollback` restores it. [y/N] "
+        ))? {
+            Some(true) => {}
+            Some(false) => return ctx.note("Cancelled; nothing was deleted."),
+            None => {
+                return Err(CliError::usage(format!(
+                    "deleting needs confirmation; pass --yes (`tenancy state delete --stack {stack} --env {env} --yes`)"
+                ))
+                .into())
+            }
+        }
+    }
+    let v = api
+        .delete(stack, env, args.lock_id)
+        .await
+        .map_err(|e| locked_hint(e, stack, env))
+        .with_context(|| format!("deleting the state of {stack}/{env}"))?;
+    if ctx.is_json() {
+        ctx.out().json(&json!({
+            "stack": stack,
+            "env": env,
+            "deleted": true,
+            "serial": v.serial,
+            "deleted_at": v.saved_at,
+        }))
+    } else {
+        ctx.out().line(&format!(
+            "Deleted the state of {stack}/{env} (as version {}); `tenancy state rollback --stack {stack} --env {env} --to {}` restores it.",
+            v.serial,
+            v.serial.saturating_sub(1)
         ))
     }
 }

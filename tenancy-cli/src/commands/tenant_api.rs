@@ -85,6 +85,9 @@ pub(crate) trait TenantApi: Send + Sync {
         to: u64,
         lock_id: Option<LockId>,
     ) -> Result<Written>;
+    /// Deletes `stack`/`env` (a tombstone version) and gives its stack
+    /// back to `max_stacks` when it was the stack's last environment.
+    async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written>;
     /// The tenant's locks (keys relative to the tenant).
     fn locks(&self) -> Arc<dyn LockManager>;
 }
@@ -187,7 +190,9 @@ impl TenantApi for StoreTenant {
         let mut rows = Vec::new();
         for (stack, env) in self.stacks.stacks().await? {
             let cur = match self.stacks.current(&stack, &env).await {
-                Ok(cur) => Ok(cur.map(|c| (c.serial, c.saved_at))),
+                Ok(Some(c)) => Ok(Some((c.serial, c.saved_at))),
+                // deleted: a tombstone, listed by neither mode
+                Ok(None) => continue,
                 Err(e @ Error::Corrupt { .. }) => Err(e.to_string()),
                 Err(e) => return Err(e),
             };
@@ -222,6 +227,13 @@ impl TenantApi for StoreTenant {
             Err(e) => Err(e),
         }
         .map(written)
+    }
+
+    async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written> {
+        let fence = self.fence(stack, env, lock_id).await?;
+        let opts = SaveOptions::new(Expected::Latest).fenced(fence);
+        let (v, _) = self.quota().delete(stack, env, opts).await?;
+        Ok(written(v))
     }
 
     fn locks(&self) -> Arc<dyn LockManager> {
@@ -345,6 +357,13 @@ impl TenantApi for ServerTenant {
     ) -> Result<Written> {
         self.stacks
             .rollback(stack, env, to, lock_id.as_ref())
+            .await
+            .map(sent)
+    }
+
+    async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written> {
+        self.stacks
+            .delete(stack, env, lock_id.as_ref())
             .await
             .map(sent)
     }

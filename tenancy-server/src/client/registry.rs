@@ -15,14 +15,14 @@ use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::Method;
 use tenancy_core::session::parse_session_token;
 use tenancy_core::{
-    AuthenticatedSession, CreatedTenant, Error, IssuedSession, ListedReservation, NewTenant,
-    Reservation, Resource, Result, Secret, ServerSession, SessionId, SessionOwner, Tenant,
-    TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+    AuthenticatedSession, CreatedTenant, Error, IssuedSession, ListedReservation, LockId, LockInfo,
+    LockKey, NewTenant, Reservation, Resource, Result, Secret, ServerSession, SessionId,
+    SessionOwner, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
 };
 
 use super::{Auth, Client, TenantCredential};
 use crate::views::{
-    AdminCredentialChanged, AdminCredentialInfo, CommitReservation, CreateTenant,
+    AdminCredentialChanged, AdminCredentialInfo, CommitReservation, CreateTenant, LockList,
     NewAdminCredential, OwnTenantView, PatchTenant, PurgeTenant, Purged, RecordUsage,
     ReleaseReservation, Released, ReservationList, ReserveQuota, SessionList, SessionView,
     StatsView, Suspend, TenantList, TenantView, TenantWithSecret,
@@ -62,6 +62,34 @@ impl HttpRegistry {
 
     fn admin(&self) -> Secret {
         self.admin.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A tenant's held locks, sorted by key (`GET /v1/tenants/{id}/locks`).
+    pub async fn tenant_locks(&self, id: &TenantId) -> Result<Vec<LockInfo>> {
+        let list: LockList = self
+            .admin_json(Method::GET, &["v1", "tenants", id.as_str(), "locks"], None)
+            .await?;
+        list.locks.into_iter().map(LockInfo::try_from).collect()
+    }
+
+    /// Force-unlocks `key` of tenant `id` held by `lock_id` (`NotFound`
+    /// when it is not held, `Precondition` when another lock id holds it).
+    pub async fn force_unlock_tenant_lock(
+        &self,
+        id: &TenantId,
+        key: &LockKey,
+        lock_id: LockId,
+    ) -> Result<()> {
+        let admin = self.admin();
+        self.client
+            .call(
+                Method::DELETE,
+                &["v1", "tenants", id.as_str(), "locks", key.as_str()],
+                Auth::Admin(&admin),
+            )
+            .query(&[("lock_id", lock_id.to_string())])
+            .send_empty()
+            .await
     }
 
     async fn admin_json<T: serde::de::DeserializeOwned>(

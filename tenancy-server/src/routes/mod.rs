@@ -1,6 +1,7 @@
 //! The router: admin, tenant and open routes, and the layers around them.
 
 pub(crate) mod admin;
+pub(crate) mod admin_locks;
 pub(crate) mod jobs;
 pub(crate) mod open;
 pub(crate) mod sessions;
@@ -65,6 +66,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/tenants/{id}/sessions"),
     ("DELETE", "/v1/tenants/{id}/sessions/{session}"),
     ("DELETE", "/v1/tenants/{id}/stacks/{stack}/{env}/lock"),
+    ("GET", "/v1/tenants/{id}/locks"),
+    ("DELETE", "/v1/tenants/{id}/locks/{key}"),
     ("GET", "/v1/tenant"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions"),
@@ -150,6 +153,11 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/tenants/{id}/stacks/{stack}/{env}/lock",
             delete(stacks::admin_force_unlock),
+        )
+        .route("/v1/tenants/{id}/locks", get(admin_locks::list))
+        .route(
+            "/v1/tenants/{id}/locks/{key}",
+            delete(admin_locks::force_unlock),
         )
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }

@@ -367,7 +367,7 @@ pub(crate) async fn delete_state(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn lock_key(raw: &str) -> ApiResult<LockKey> {
+pub(super) fn lock_key(raw: &str) -> ApiResult<LockKey> {
     Ok(LockKey::new(raw)?)
 }
 
@@ -426,7 +426,7 @@ pub(crate) struct ListLocks {
     pub prefix: Option<String>,
 }
 
-fn lock_id(q: &LockQuery) -> ApiResult<LockId> {
+pub(super) fn lock_id(q: &LockQuery) -> ApiResult<LockId> {
     let raw = q
         .lock_id
         .as_deref()
@@ -434,7 +434,7 @@ fn lock_id(q: &LockQuery) -> ApiResult<LockId> {
     Ok(LockId::parse(raw)?)
 }
 
-fn holder_only(e: tenancy_core::Error) -> ApiError {
+pub(super) fn holder_only(e: tenancy_core::Error) -> ApiError {
     match e {
         tenancy_core::Error::Precondition { .. } => ApiError::new(
             StatusCode::CONFLICT,

@@ -384,3 +384,66 @@ async fn reservations_purge_and_the_credential_generation_over_the_admin_api() {
     assert_eq!(a.json()["tenant"]["id"], "globex-corp");
     assert_eq!(a.json()["tenant"]["state_version"], "v1");
 }
+
+#[tokio::test]
+async fn the_admin_lists_and_force_unlocks_a_tenants_locks() {
+    let h = harness().await;
+    let acme = h.create_tenant("acme", json!({})).await;
+    let globex = h.create_tenant("globex", json!({})).await;
+    let taken = h
+        .call(
+            "POST",
+            "/v1/locks/stack:web:env:prod",
+            &[("x-api-key", &acme), ("content-type", "application/json")],
+            r#"{"ttl_seconds": 60}"#,
+        )
+        .await
+        .expect(201)
+        .json();
+    let id = taken["lock_id"].as_str().unwrap().to_string();
+    let listed = h
+        .admin("GET", "/v1/tenants/acme/locks", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["locks"][0]["lock_id"], id.as_str());
+    assert_eq!(listed["locks"][0]["key"], "stack:web:env:prod");
+    let none = h
+        .admin("GET", "/v1/tenants/globex/locks", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(none["locks"], json!([]));
+    h.admin("GET", "/v1/tenants/ghost/locks", Value::Null)
+        .await
+        .expect(404);
+    // A tenant's credential is not the admin's.
+    for key in [&acme, &globex] {
+        let a = h
+            .call("GET", "/v1/tenants/acme/locks", &[("x-api-key", key)], "")
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    }
+    let wrong = uuid::Uuid::new_v4();
+    h.admin(
+        "DELETE",
+        &format!("/v1/tenants/acme/locks/stack:web:env:prod?lock_id={wrong}"),
+        Value::Null,
+    )
+    .await
+    .expect(409);
+    h.admin(
+        "DELETE",
+        &format!("/v1/tenants/acme/locks/stack:web:env:prod?lock_id={id}"),
+        Value::Null,
+    )
+    .await
+    .expect(204);
+    h.admin(
+        "DELETE",
+        &format!("/v1/tenants/acme/locks/stack:web:env:prod?lock_id={id}"),
+        Value::Null,
+    )
+    .await
+    .expect(404);
+}
