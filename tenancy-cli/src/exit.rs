@@ -90,6 +90,30 @@ pub(crate) fn code_of(e: &Error) -> i32 {
     }
 }
 
+/// The machine-readable code of any error (JSON errors): the library
+/// error's kind (`not_found`, `lock_held`, ... as the server names them),
+/// or for the CLI's own errors the name of their exit code.
+pub(crate) fn error_code(err: &anyhow::Error) -> &'static str {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<CliError>() {
+            return match c.code {
+                USAGE => "usage",
+                UNAUTHORIZED => "unauthorized",
+                FORBIDDEN => "forbidden",
+                NOT_FOUND => "not_found",
+                CONFLICT => "conflict",
+                QUOTA => "quota_exceeded",
+                PROBLEMS => "problems_remain",
+                _ => "error",
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return e.kind().code();
+        }
+    }
+    "error"
+}
+
 /// The exit code of any error: the first [`CliError`] or library [`Error`] in its chain.
 pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
@@ -109,9 +133,17 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         ErrorKind::Unauthorized => {
             "check the tenant id and secret (or the admin password) and try again"
         }
-        ErrorKind::Forbidden => {
-            "ask the admin to activate the tenant, or log in with the right kind of session"
-        }
+        ErrorKind::Forbidden => match core {
+            Error::Forbidden { message } if message.contains("deleted") => {
+                "a deleted tenant cannot be activated again; ask the admin for a new tenant"
+            }
+            Error::Forbidden { message }
+                if message.contains("suspended") || message.contains("expired") =>
+            {
+                "ask the admin to activate it"
+            }
+            _ => "ask the admin to activate the tenant, or log in with the right kind of session",
+        },
         ErrorKind::NotFound => "check the name or id and try again",
         ErrorKind::AlreadyExists => "pick another name, or use the existing one",
         // Only a lost compare-and-swap means someone else wrote meanwhile;

@@ -36,7 +36,7 @@ use crate::cli::{
     OutputFormat, StateCommand, TenantCommand,
 };
 use crate::commands::{admin, lock, session, state, tenant};
-use crate::exit::{exit_code, one_line, CliError, OK};
+use crate::exit::{error_code, exit_code, one_line, CliError, OK};
 use crate::home::{create_private_dir, Home, SessionSlot};
 use crate::output::{paint, Out, Style};
 
@@ -119,6 +119,7 @@ where
             return exit::OTHER;
         }
     };
+    let json_errors = cli.output == OutputFormat::Json;
     let result = runtime.block_on(dispatch(cli, io, preset));
     let flushed = io.stdout.flush();
     match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
@@ -126,14 +127,25 @@ where
         // The reader stopped reading (`| head`): quiet, like ripgrep.
         Err(e) if is_broken_pipe(&e) => OK,
         Err(e) => {
-            let color = io.stderr_color();
-            let _ = writeln!(
-                io.stderr,
-                "{} {}",
-                paint(color, Style::Red, "error:"),
-                one_line(&e)
-            );
-            exit_code(&e)
+            let code = exit_code(&e);
+            if json_errors {
+                // Scripts read one JSON document on stderr.
+                let body = json!({ "error": {
+                    "code": error_code(&e),
+                    "message": one_line(&e),
+                    "exit_code": code,
+                }});
+                let _ = writeln!(io.stderr, "{body}");
+            } else {
+                let color = io.stderr_color();
+                let _ = writeln!(
+                    io.stderr,
+                    "{} {}",
+                    paint(color, Style::Red, "error:"),
+                    one_line(&e)
+                );
+            }
+            code
         }
     }
 }

@@ -4,8 +4,9 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tenancy_core::{Tenant, TenantStatus};
+use tenancy_server::views::TenantView;
 
 use crate::cli::OutputFormat;
 
@@ -226,28 +227,10 @@ pub(crate) fn opt_time(t: &Option<DateTime<Utc>>) -> String {
     t.as_ref().map(time).unwrap_or_else(|| "-".into())
 }
 
-/// A tenant as shown to users: effective status and limits, and never the
-/// credential hash.
+/// A tenant as `--output json` shows it: the server's [`TenantView`] (the
+/// same shape as `GET /v1/tenants/{id}`; never the credential hash).
 pub(crate) fn tenant_json(t: &Tenant, now: DateTime<Utc>) -> Value {
-    json!({
-        "id": t.id,
-        "display_name": t.display_name,
-        "email": t.email,
-        "status": t.effective_status(now),
-        "plan": t.plan,
-        "limits": t.limits(),
-        "limit_overrides": t.limit_overrides,
-        "credential": t.credential,
-        "storage": t.storage,
-        "lock_prefix": t.lock_prefix,
-        "metadata": t.metadata,
-        "suspended_reason": t.suspended_reason,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-        "expires_at": t.expires_at,
-        "deleted_at": t.deleted_at,
-        "revision": t.revision,
-    })
+    serde_json::to_value(TenantView::new(t, now)).unwrap_or(Value::Null)
 }
 
 /// A tenant as `key: value` rows for tables.

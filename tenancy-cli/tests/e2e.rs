@@ -350,7 +350,10 @@ impl User {
     fn fails(&self, args: &[&str], stdin: &str, code: i32) -> Run {
         let r = self.run(args, stdin);
         assert_eq!(r.code, code, "{args:?}: {r:?}");
-        assert!(r.err.starts_with("error: "), "{args:?}: {r:?}");
+        assert!(
+            r.err.starts_with("error: ") || r.err.starts_with("{\"error\":"),
+            "{args:?}: {r:?}"
+        );
         assert_eq!(r.err.trim_end().lines().count(), 1, "{args:?}: {r:?}");
         assert!(!r.err.contains("panicked"), "{r:?}");
         r
@@ -408,14 +411,14 @@ fn workflows(setup: &Setup) {
     let globex_secret = create_tenant(&admin, "globex", &["--email", "it@globex.test"]);
     let _initech_secret = create_tenant(&admin, "initech", &["--max-stacks", "1"]);
     let list = admin.json(&["tenant", "list"], "");
-    let ids: Vec<&str> = list
+    let ids: Vec<&str> = list["tenants"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["acme", "globex", "initech"]);
-    assert!(list
+    assert!(list["tenants"]
         .as_array()
         .unwrap()
         .iter()
@@ -496,7 +499,7 @@ fn workflows(setup: &Setup) {
     .unwrap();
     assert_eq!(got, json!({"replicas": 3, "image": "web:2"}));
     let history = acme.json(&["state", "history", "--stack", "web", "--env", "prod"], "");
-    assert_eq!(history.as_array().unwrap().len(), 2);
+    assert_eq!(history["versions"].as_array().unwrap().len(), 2);
     acme.ok(
         &[
             "state", "rollback", "--stack", "web", "--env", "prod", "--to", "1",
@@ -506,7 +509,7 @@ fn workflows(setup: &Setup) {
     let got = acme.json(&["state", "get", "--stack", "web", "--env", "prod"], "");
     assert_eq!(got, json!({"replicas": 1}));
     assert_eq!(
-        acme.json(&["state", "history", "--stack", "web", "--env", "prod"], "")
+        acme.json(&["state", "history", "--stack", "web", "--env", "prod"], "")["versions"]
             .as_array()
             .unwrap()
             .len(),
@@ -531,8 +534,8 @@ fn workflows(setup: &Setup) {
     let lock_id = lock["lock_id"].as_str().unwrap().to_string();
     assert!(lock["fencing_token"].as_u64().unwrap() >= 1);
     let locks = acme.json(&["lock", "list"], "");
-    assert_eq!(locks.as_array().unwrap().len(), 1);
-    assert_eq!(locks[0]["operation"], "deploy");
+    assert_eq!(locks["locks"].as_array().unwrap().len(), 1);
+    assert_eq!(locks["locks"][0]["operation"], "deploy");
     acme.fails(
         &["lock", "acquire", "--stack", "web", "--env", "prod"],
         "",
@@ -541,8 +544,8 @@ fn workflows(setup: &Setup) {
 
     // No cross-tenant access.
     globex.fails(&["state", "get", "--stack", "web", "--env", "prod"], "", 5);
-    assert_eq!(globex.json(&["state", "list"], ""), json!([]));
-    assert_eq!(globex.json(&["lock", "list"], ""), json!([]));
+    assert_eq!(globex.json(&["state", "list"], "")["stacks"], json!([]));
+    assert_eq!(globex.json(&["lock", "list"], "")["locks"], json!([]));
     assert_ne!(
         globex
             .run(
@@ -571,7 +574,7 @@ fn workflows(setup: &Setup) {
         0
     );
     assert_eq!(
-        acme.json(&["lock", "list"], "")[0]["lock_id"],
+        acme.json(&["lock", "list"], "")["locks"][0]["lock_id"],
         lock_id.as_str()
     );
     globex.ok(
@@ -588,7 +591,7 @@ fn workflows(setup: &Setup) {
         ],
         "",
     );
-    assert_eq!(acme.json(&["lock", "list"], ""), json!([]));
+    assert_eq!(acme.json(&["lock", "list"], "")["locks"], json!([]));
 
     // Rotate: the old secret and the old session fail; the new secret works; state is kept.
     let rotated = admin.json(&["tenant", "rotate", "acme", "--yes"], "");
@@ -865,7 +868,7 @@ fn lock_race(store: &Store, contenders: usize) {
         }
         let won = winners[0].json();
         let listed = users[0].json(&["lock", "list"], "");
-        let mine: Vec<&Value> = listed
+        let mine: Vec<&Value> = listed["locks"]
             .as_array()
             .unwrap()
             .iter()
@@ -910,7 +913,7 @@ fn lock_race(store: &Store, contenders: usize) {
         &["state", "history", "--stack", "raced", "--env", "prod"],
         "",
     );
-    assert_eq!(hist.as_array().unwrap().len(), serials.len());
+    assert_eq!(hist["versions"].as_array().unwrap().len(), serials.len());
 }
 
 /// A burst of processes each creating a different new stack never ends above
@@ -1161,9 +1164,9 @@ fn damaged_objects(store: &Store) {
     let r = admin.run(&["--output", "json", "tenant", "list"], "");
     assert_eq!(r.code, 0, "{r:?}");
     let list = r.json();
-    assert_eq!(list[0]["id"], "acme", "{list}");
-    assert_eq!(list[1]["id"], "globex", "{list}");
-    assert_eq!(list[1]["status"], "damaged", "{list}");
+    assert_eq!(list["tenants"][0]["id"], "acme", "{list}");
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["damaged"][0]["id"], "globex", "{list}");
     assert!(r.err.contains("registry/globex.yaml"), "{r:?}");
     let table = admin.ok(&["tenant", "list"], "");
     assert!(table.out.contains("damaged"), "{table:?}");
@@ -1172,7 +1175,7 @@ fn damaged_objects(store: &Store) {
     // state list goes on; history and intact versions stay readable
     let r = team.run(&["--output", "json", "state", "list"], "");
     assert_eq!(r.code, 0, "{r:?}");
-    let list = r.json();
+    let list = r.json()["stacks"].clone();
     assert_eq!(list[0]["env"], "dev", "{list}");
     assert_eq!(list[0]["serial"], 1, "{list}");
     assert!(list[1]["damaged"].is_string(), "{list}");
@@ -1194,13 +1197,15 @@ fn damaged_objects(store: &Store) {
         json!({"n": 1})
     );
     let history = team.json(&["state", "history", "--stack", "web", "--env", "prod"], "");
-    let serials: Vec<&Value> = history
+    let serials: Vec<&Value> = history["versions"]
         .as_array()
         .unwrap()
         .iter()
         .map(|h| &h["serial"])
         .collect();
-    assert_eq!(serials, [&json!(1), &json!(2), &Value::Null], "{history}");
+    assert_eq!(serials, [&json!(1), &json!(2)], "{history}");
+    // the damaged state.json is listed apart, without a serial
+    assert_eq!(history["damaged"][0]["serial"], Value::Null, "{history}");
     let r = team.fails(&["state", "get", "--stack", "web", "--env", "prod"], "", 1);
     assert!(r.err.contains("state.json"), "{r:?}");
     // rollback to an intact version works and repairs the stack
@@ -1215,7 +1220,7 @@ fn damaged_objects(store: &Store) {
         json!({"n": 1})
     );
     assert_eq!(
-        team.json(&["state", "history", "--stack", "web", "--env", "prod"], "")
+        team.json(&["state", "history", "--stack", "web", "--env", "prod"], "")["versions"]
             .as_array()
             .unwrap()
             .len(),
@@ -1257,11 +1262,14 @@ fn plain_tree_migration(store: &Store) {
         json!({"resources": ["a", "b"]})
     );
     assert_eq!(
-        solo.json(&["state", "list"], "").as_array().unwrap().len(),
+        solo.json(&["state", "list"], "")["stacks"]
+            .as_array()
+            .unwrap()
+            .len(),
         4
     );
     let h = solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "");
-    assert_eq!(h.as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(h["versions"].as_array().unwrap().len(), 2, "{h}");
     assert_eq!(
         solo.json(
             &[
@@ -1284,7 +1292,7 @@ fn plain_tree_migration(store: &Store) {
     );
     assert_eq!(saved["serial"], 3);
     assert_eq!(
-        solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "")
+        solo.json(&["state", "history", "--stack", "app", "--env", "prod"], "")["versions"]
             .as_array()
             .unwrap()
             .len(),
@@ -1738,6 +1746,27 @@ fn sessions_help_and_true_hints(setup: &Setup) {
     let r = bare(&admin, &["--output", "json", "tenant", "show", "acme"], "");
     assert_eq!(r.code, 0, "{r:?}");
 
+    // Errors under --output json are one JSON document on stderr.
+    let r = team.run(
+        &[
+            "-o", "json", "state", "get", "--stack", "nope", "--env", "x",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 5, "{r:?}");
+    let e: Value = serde_json::from_str(r.err.trim()).unwrap();
+    assert_eq!(e["error"]["code"], "not_found", "{e}");
+    assert_eq!(e["error"]["exit_code"], 5, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("nope"),
+        "{e}"
+    );
+    // History of an unknown stack is "not found", like `state get`.
+    team.fails(
+        &["state", "history", "--stack", "nope", "--env", "x"],
+        "",
+        5,
+    );
     // Re-applying a state that holds: unchanged, exit 0.
     let r = admin.ok(&["tenant", "activate", "acme"], "");
     assert!(r.out.contains("already active; unchanged"), "{r:?}");
@@ -1748,7 +1777,13 @@ fn sessions_help_and_true_hints(setup: &Setup) {
     admin.ok(&["tenant", "suspend", "acme"], "");
     let r = admin.ok(&["tenant", "suspend", "acme"], "");
     assert!(r.out.contains("already suspended; unchanged"), "{r:?}");
-    admin.ok(&["tenant", "delete", "acme", "--confirm"], "");
+    let r = team.fails(&["state", "list"], "", 4);
+    assert!(
+        r.err.contains("suspended; ask the admin to activate it"),
+        "{r:?}"
+    );
+    let r = admin.ok(&["tenant", "delete", "acme", "--confirm"], "");
+    assert!(r.out.contains("archived under archive/acme/2"), "{r:?}");
     let r = admin.ok(&["tenant", "delete", "acme", "--confirm"], "");
     assert!(r.out.contains("already deleted; unchanged"), "{r:?}");
     // Refusals name the real reason and no false "changed meanwhile".
@@ -1898,7 +1933,7 @@ fn state_and_locks_for_admins_and_ci(setup: &Setup) {
     );
     let gone = team.json(&args(&with(&["state", "delete", "--yes"])), "");
     assert_eq!(gone["deleted"], true);
-    assert_eq!(team.json(&["state", "list"], ""), json!([]));
+    assert_eq!(team.json(&["state", "list"], "")["stacks"], json!([]));
     team.fails(&args(&with(&["state", "get"])), "", 5);
     // The stack was given back: another stack fits under max_stacks 1.
     team.ok(&["state", "put", "--stack", "api", "--env", "prod"], "{}");
@@ -1908,8 +1943,8 @@ fn state_and_locks_for_admins_and_ci(setup: &Setup) {
     let lock = team.json(&args(&with(&["lock", "acquire", "--ttl", "5m"])), "");
     let id = lock["lock_id"].as_str().unwrap().to_string();
     let listed = admin.json(&["lock", "list", "--tenant", "acme"], "");
-    assert_eq!(listed[0]["lock_id"], id.as_str(), "{listed}");
-    assert_eq!(listed[0]["key"], "stack:web:env:prod", "{listed}");
+    assert_eq!(listed["locks"][0]["lock_id"], id.as_str(), "{listed}");
+    assert_eq!(listed["locks"][0]["key"], "stack:web:env:prod", "{listed}");
     admin.fails(&["lock", "list", "--tenant", "ghost"], "", 5);
     team.fails(&["lock", "list", "--tenant", "acme"], "", 4);
     let wrong = uuid::Uuid::new_v4().to_string();
@@ -1937,7 +1972,7 @@ fn state_and_locks_for_admins_and_ci(setup: &Setup) {
         ])),
         "",
     );
-    assert_eq!(team.json(&["lock", "list"], ""), json!([]));
+    assert_eq!(team.json(&["lock", "list"], "")["locks"], json!([]));
 
     // CI: no login, the two variables.
     let ci = setup.user();
@@ -1951,7 +1986,7 @@ fn state_and_locks_for_admins_and_ci(setup: &Setup) {
     };
     let r = run_ci(&["--output", "json", "state", "list"], "", &secret);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(r.json()[0]["stack"], "api", "{r:?}");
+    assert_eq!(r.json()["stacks"][0]["stack"], "api", "{r:?}");
     let r = run_ci(
         &["state", "put", "--stack", "api", "--env", "prod"],
         "{\"ci\": 1}",

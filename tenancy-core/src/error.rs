@@ -170,6 +170,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A stable machine-readable name (`not_found`, `lock_held`, ...), the
+    /// `code` the server's error bodies and the CLI's JSON errors carry.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Precondition => "precondition_failed",
+            ErrorKind::Fenced => "fenced",
+            ErrorKind::LockHeld => "lock_held",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::SessionExpired => "session_expired",
+            ErrorKind::CredentialsRotated => "credentials_rotated",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::Backend => "backend_unavailable",
+        }
+    }
+}
+
+impl ErrorKind {
     /// Every kind, for tables and tests.
     pub const ALL: [ErrorKind; 14] = [
         ErrorKind::NotFound,

@@ -250,6 +250,32 @@ impl StatsView {
     }
 }
 
+impl StatsView {
+    /// Usage of tenant `id` (at `status`) against `limits`: the same view
+    /// as [`StatsView::new`] where only the limits are at hand (a client).
+    pub fn from_limits(id: &str, status: TenantStatus, usage: Usage, limits: &Limits) -> Self {
+        let quotas = Resource::ALL
+            .iter()
+            .map(|&r| {
+                let used = usage.get(r);
+                let limit = r.limit(limits);
+                QuotaView {
+                    resource: r.as_str().to_string(),
+                    used,
+                    limit,
+                    remaining: limit.saturating_sub(used),
+                }
+            })
+            .collect();
+        StatsView {
+            tenant: id.to_string(),
+            status,
+            usage,
+            quotas,
+        }
+    }
+}
+
 /// The calling tenant's own profile and usage.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OwnTenantView {

@@ -46,6 +46,7 @@ pub use object::ObjectStoreBackend;
 #[cfg(feature = "s3")]
 pub use object::S3Config;
 pub use prefix::Prefixed;
+pub use registry::layout::archive_dir;
 pub use registry::{run_blocking, BlockingRunner, StoreRegistry};
 pub use scoped::TenantScoped;
 

@@ -8,6 +8,7 @@
 use serde_json::json;
 use tenancy_core::lock::validate_ttl;
 use tenancy_core::{LockInfo, LockRequest};
+use tenancy_server::views::{LockList, LockView};
 
 use super::Ctx;
 use crate::cli::{
@@ -32,19 +33,9 @@ fn holder_name() -> String {
     tenancy_core::lock::who(&user, &host)
 }
 
-fn info_json(i: &LockInfo) -> serde_json::Value {
-    json!({
-        "key": i.key,
-        "lock_id": i.lock_id,
-        "tenant": i.tenant,
-        "who": i.who,
-        "operation": i.operation,
-        "created": i.created,
-        "expires": i.expires,
-        "last_heartbeat": i.last_heartbeat,
-        "fencing_token": i.fencing_token,
-        "version": i.version,
-    })
+/// A lock as `--output json` shows it: the server's [`LockView`].
+fn info_json(i: &LockInfo) -> LockView {
+    LockView::from(i.clone())
 }
 
 /// A refusal because another lock id holds the lock (or none does), with
@@ -147,8 +138,9 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: LockListArgs) -> anyhow::Resul
         }
     };
     if ctx.is_json() {
-        let v: Vec<_> = all.iter().map(info_json).collect();
-        return ctx.out().json(&v);
+        // The server's `GET /v1/locks` shape.
+        let locks = all.iter().map(info_json).collect();
+        return ctx.out().json(&LockList { locks });
     }
     let rows = all
         .iter()

@@ -12,6 +12,9 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::{json, Value};
 use tenancy_core::Error;
+use tenancy_server::views::{
+    DamagedVersionView, StackEnvView, StackHistory, StackList, StackVersionView, TerraformLock,
+};
 use tenancy_state::stack::StateDocument;
 
 use super::Ctx;
@@ -133,53 +136,72 @@ fn damaged_hint(stack: &str, env: &str, message: &str) -> String {
 /// on stderr) and the listing goes on.
 pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let api = ctx.require_tenant().await?;
-    let rows = api.stack_envs().await?.rows;
-    let damaged: Vec<String> = rows
+    let envs = api.stack_envs().await?;
+    let damaged: Vec<String> = envs
+        .rows
         .iter()
-        .filter_map(|(stack, env, cur)| cur.as_ref().err().map(|m| damaged_hint(stack, env, m)))
+        .filter_map(|r| {
+            r.current
+                .as_ref()
+                .err()
+                .map(|m| damaged_hint(&r.stack, &r.env, m))
+        })
         .collect();
     if ctx.is_json() {
-        let v: Vec<Value> = rows
+        // The server's `GET /v1/stacks` shape.
+        let stacks = envs
+            .rows
             .iter()
-            .map(|(s, e, c)| match c {
-                Ok(c) => json!({
-                    "stack": s,
-                    "env": e,
-                    "serial": c.map(|c| c.0),
-                    "saved_at": c.and_then(|c| c.1),
-                }),
-                Err(message) => json!({
-                    "stack": s,
-                    "env": e,
-                    "serial": null,
-                    "saved_at": null,
-                    "damaged": message,
-                }),
+            .map(|r| {
+                let (serial, saved_at, damaged) = match &r.current {
+                    Ok(c) => (c.map(|c| c.0), c.and_then(|c| c.1), None),
+                    Err(message) => (None, None, Some(message.clone())),
+                };
+                StackEnvView {
+                    stack: r.stack.clone(),
+                    env: r.env.clone(),
+                    serial,
+                    saved_at,
+                    locked_by: r.locked_by.as_ref().map(TerraformLock::from),
+                    damaged,
+                }
             })
             .collect();
-        ctx.out().json(&v)?;
+        ctx.out().json(&StackList {
+            stacks,
+            max_stacks: envs.max_stacks,
+        })?;
     } else {
-        let rows = rows
+        let rows = envs
+            .rows
             .into_iter()
-            .map(|(s, e, c)| match c {
-                Ok(c) => vec![
-                    s.into(),
-                    e.into(),
-                    c.map(|c| c.0.to_string())
-                        .unwrap_or_else(|| "-".into())
-                        .into(),
-                    opt_time(&c.and_then(|c| c.1)).into(),
-                ],
-                Err(_) => vec![
-                    s.into(),
-                    e.into(),
-                    Cell::styled("damaged", Style::Red),
-                    "-".into(),
-                ],
+            .map(|r| {
+                let locked: Cell = match &r.locked_by {
+                    Some(l) => Cell::styled(l.who.clone(), Style::Yellow),
+                    None => "-".into(),
+                };
+                match r.current {
+                    Ok(c) => vec![
+                        r.stack.into(),
+                        r.env.into(),
+                        c.map(|c| c.0.to_string())
+                            .unwrap_or_else(|| "-".into())
+                            .into(),
+                        opt_time(&c.and_then(|c| c.1)).into(),
+                        locked,
+                    ],
+                    Err(_) => vec![
+                        r.stack.into(),
+                        r.env.into(),
+                        Cell::styled("damaged", Style::Red),
+                        "-".into(),
+                        locked,
+                    ],
+                }
             })
             .collect();
         ctx.out().table(
-            &["STACK", "ENV", "VERSION", "SAVED"],
+            &["STACK", "ENV", "VERSION", "SAVED", "LOCKED BY"],
             rows,
             "No state yet. Store some with `tenancy state put --stack S --env E --file state.json`.",
         )?;
@@ -195,8 +217,8 @@ pub(crate) async fn stacks(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let api = ctx.require_tenant().await?;
     let envs = api.stack_envs().await?;
     let mut by_stack: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (stack, env, _) in envs.rows {
-        by_stack.entry(stack).or_default().push(env);
+    for r in envs.rows {
+        by_stack.entry(r.stack).or_default().push(r.env);
     }
     let limit = envs.max_stacks;
     if ctx.is_json() {
@@ -232,28 +254,38 @@ pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<(
         (None, true) => "plain JSON (another tool's)".to_string(),
         (None, false) => String::new(),
     };
+    if report.entries.is_empty() && report.damaged.is_empty() {
+        return Err(Error::not_found(format!(
+            "no state for stack {stack} env {env}; `tenancy state list` shows the stacks with state"
+        ))
+        .into());
+    }
     if ctx.is_json() {
-        let mut v: Vec<Value> = report
-            .entries
-            .iter()
-            .map(|h| {
-                json!({
-                    "serial": h.serial,
-                    "saved_at": h.saved_at,
-                    "size": h.size,
-                    "rolled_back_from": h.rolled_back_from,
-                    "plain": h.plain,
+        // The server's `GET /v1/stacks/{stack}/{env}/history` shape.
+        ctx.out().json(&StackHistory {
+            versions: report
+                .entries
+                .iter()
+                .map(|h| StackVersionView {
+                    serial: h.serial,
+                    saved_at: h.saved_at,
+                    size: h.size,
+                    rolled_back_from: h.rolled_back_from,
+                    plain: h.plain,
+                    deleted: h.deleted,
+                    fencing_token: h.fence,
                 })
-            })
-            .collect();
-        v.extend(report.damaged.iter().map(|d| {
-            json!({
-                "serial": d.serial,
-                "key": d.key.as_str(),
-                "damaged": d.message,
-            })
-        }));
-        ctx.out().json(&v)?;
+                .collect(),
+            damaged: report
+                .damaged
+                .iter()
+                .map(|d| DamagedVersionView {
+                    serial: d.serial,
+                    key: d.key.to_string(),
+                    message: d.message.clone(),
+                })
+                .collect(),
+        })?;
     } else {
         let mut rows: Vec<Vec<Cell>> = report
             .entries

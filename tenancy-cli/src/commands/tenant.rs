@@ -20,6 +20,7 @@ use crate::cli::{
 };
 use crate::exit::CliError;
 use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell, Style};
+use tenancy_server::views::StatsView;
 
 fn overrides(l: &LimitArgs) -> LimitOverrides {
     LimitOverrides {
@@ -132,13 +133,17 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
     let damaged = damaged_tenants(errors)?;
     let now = ctx.now();
     if ctx.is_json() {
-        let mut all: Vec<_> = tenants.iter().map(|t| tenant_json(t, now)).collect();
-        all.extend(
-            damaged
+        // The server's `GET /v1/tenants` shape, plus the records that
+        // cannot be read (when there are any).
+        let all: Vec<_> = tenants.iter().map(|t| tenant_json(t, now)).collect();
+        let mut doc = json!({ "tenants": all });
+        if !damaged.is_empty() {
+            doc["damaged"] = damaged
                 .iter()
-                .map(|d| json!({ "id": d.id, "status": "damaged", "error": d.message })),
-        );
-        ctx.out().json(&all)?;
+                .map(|d| json!({ "id": d.id, "error": d.message }))
+                .collect();
+        }
+        ctx.out().json(&doc)?;
         return warn_damaged(ctx, &damaged);
     }
     let mut rows: Vec<Vec<Cell>> = tenants
@@ -361,11 +366,22 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow:
     let Some(t) = unchanged(ctx, &*registry, &id, done, TenantStatus::Deleted).await? else {
         return Ok(());
     };
-    status_changed(
-        ctx,
-        &t,
-        "Deleted tenant {id}; its state was archived under archive/{id}/.",
-    )
+    let archive = t
+        .deleted_at
+        .and_then(|at| tenancy_state::archive_dir(&t.id, at).ok())
+        .map(|k| format!("{k}/"));
+    let now = ctx.now();
+    match archive {
+        Some(dir) if ctx.is_json() => {
+            let mut doc = tenant_json(&t, now);
+            doc["archived_to"] = json!(dir);
+            ctx.out().json(&doc)
+        }
+        Some(dir) => ctx.out().line(&format!(
+            "Deleted tenant {id}; its state was archived under {dir} (`tenancy tenant show {id}` still shows it)."
+        )),
+        None => status_changed(ctx, &t, "Deleted tenant {id}; its state was archived under archive/{id}/."),
+    }
 }
 
 /// The tenant a status change produced, or `None` after saying that the
@@ -430,53 +446,60 @@ pub(crate) async fn details(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 /// `tenancy tenant usage`: usage counters against the effective limits.
 pub(crate) async fn usage(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let api = ctx.require_tenant().await?;
-    let (u, l) = api.usage().await?;
-    let rows: Vec<(&str, u64, Option<u64>)> = vec![
-        ("stacks", u.stacks, Some(l.max_stacks)),
-        ("services", u.services, Some(l.max_services)),
-        (
-            "concurrent jobs",
-            u.jobs_active,
-            Some(l.max_concurrent_jobs),
-        ),
-        (
-            "jobs this hour",
-            u.jobs_this_hour,
-            Some(l.max_jobs_per_hour),
-        ),
-        ("workers", u.workers, Some(l.max_workers)),
-        ("cpu cores", u.cpu_cores, Some(l.max_cpu_cores)),
-        ("gpus", u.gpus, Some(l.max_gpus)),
-        ("state bytes", u.state_bytes, Some(l.max_state_bytes)),
-        ("state objects", u.state_objects, Some(l.max_state_objects)),
-        ("locks held", u.locks_held, Some(l.max_locks)),
-        (
-            "cost this month",
-            u.cost_this_month,
-            Some(l.monthly_cost_limit),
-        ),
-        ("jobs completed", u.jobs_completed, None),
-        ("jobs failed", u.jobs_failed, None),
-    ];
+    let (u, l, status) = api.usage().await?;
+    let stats = StatsView::from_limits(api.id().as_str(), status, u.clone(), &l);
     if ctx.is_json() {
-        return ctx.out().json(&json!({
-            "tenant": api.id(),
-            "usage": u,
-            "limits": l,
-        }));
+        // The server's `GET /v1/tenants/{id}/stats` shape.
+        return ctx.out().json(&stats);
     }
-    let rows = rows
-        .into_iter()
-        .map(|(name, used, limit)| {
+    usage_table(ctx, &stats)
+}
+
+/// Usage against the limits: used, limit, what is left and the share used;
+/// a resource at or over its limit is flagged.
+pub(crate) fn usage_table(ctx: &mut Ctx<'_>, stats: &StatsView) -> anyhow::Result<()> {
+    let mut rows: Vec<Vec<Cell>> = stats
+        .quotas
+        .iter()
+        .map(|q| {
+            let share = q
+                .used
+                .saturating_mul(100)
+                .checked_div(q.limit)
+                .map_or_else(|| "-".to_string(), |p| format!("{p}%"));
+            let flag = |text: String| -> Cell {
+                if q.used > q.limit {
+                    Cell::styled(format!("{text} over"), Style::Red)
+                } else if q.limit > 0 && q.used == q.limit {
+                    Cell::styled(format!("{text} full"), Style::Yellow)
+                } else {
+                    text.into()
+                }
+            };
             vec![
-                name.into(),
-                used.to_string().into(),
-                limit
-                    .map(|l| l.to_string())
-                    .unwrap_or_else(|| "-".into())
-                    .into(),
+                q.resource.replace('_', " ").into(),
+                q.used.to_string().into(),
+                q.limit.to_string().into(),
+                q.remaining.to_string().into(),
+                flag(share),
             ]
         })
         .collect();
-    ctx.out().table(&["RESOURCE", "USED", "LIMIT"], rows, "")
+    for (name, n) in [
+        ("jobs completed", stats.usage.jobs_completed),
+        ("jobs failed", stats.usage.jobs_failed),
+    ] {
+        rows.push(vec![
+            name.into(),
+            n.to_string().into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    ctx.out().table(
+        &["RESOURCE", "USED", "LIMIT", "REMAINING", "USED %"],
+        rows,
+        "",
+    )
 }

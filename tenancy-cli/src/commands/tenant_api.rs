@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tenancy_core::{
-    Error, Limits, LockId, LockKey, LockManager, Result, StateBackend, StateKey, Tenant, TenantId,
-    Usage,
+    Error, Limits, LockId, LockInfo, LockKey, LockManager, Result, StateBackend, StateKey, Tenant,
+    TenantId, TenantStatus, Usage,
 };
 use tenancy_lock::{holder_fence, LimitedLocks, TenantLocks};
 use tenancy_server::client::{StackClient, TenantClient};
@@ -36,9 +36,18 @@ pub(crate) struct Written {
     pub saved_at: DateTime<Utc>,
 }
 
-/// One stack environment in a listing: its current serial and save time,
-/// or why its state cannot be read.
-pub(crate) type StackEnvRow = (String, String, std::result::Result<Current, String>);
+/// One stack environment in a listing.
+#[derive(Debug, Clone)]
+pub(crate) struct StackEnvRow {
+    /// The stack.
+    pub stack: String,
+    /// The environment.
+    pub env: String,
+    /// Its current serial and save time, or why its state cannot be read.
+    pub current: std::result::Result<Current, String>,
+    /// The holder of its lock, if it is locked.
+    pub locked_by: Option<LockInfo>,
+}
 
 /// The current version of a stack environment (`None` when only plain
 /// JSON without a serial is there).
@@ -60,8 +69,8 @@ pub(crate) trait TenantApi: Send + Sync {
     fn id(&self) -> &TenantId;
     /// The tenant's record.
     async fn profile(&self) -> Result<Tenant>;
-    /// Usage counters and the limits in force.
-    async fn usage(&self) -> Result<(Usage, Limits)>;
+    /// Usage counters, the limits in force and the tenant's status.
+    async fn usage(&self) -> Result<(Usage, Limits, TenantStatus)>;
     /// Saves a new version of `stack`/`env` on top of the latest, under
     /// the stack's lock when `lock_id` holds it.
     async fn save(
@@ -150,7 +159,7 @@ impl TenantApi for StoreTenant {
         Ok(self.tenant.clone())
     }
 
-    async fn usage(&self) -> Result<(Usage, Limits)> {
+    async fn usage(&self) -> Result<(Usage, Limits, TenantStatus)> {
         let t = &self.tenant;
         let mut u = self.services.registry.usage(&t.id).await?;
         let l = t.limits();
@@ -164,7 +173,7 @@ impl TenantApi for StoreTenant {
         .with_clock(self.services.clock.clone())
         .held()
         .await?;
-        Ok((u, l))
+        Ok((u, l, t.effective_status(self.services.clock.now())))
     }
 
     async fn save(
@@ -188,6 +197,7 @@ impl TenantApi for StoreTenant {
 
     async fn stack_envs(&self) -> Result<StackEnvs> {
         let mut rows = Vec::new();
+        let held = self.locks.list("stack:").await?;
         for (stack, env) in self.stacks.stacks().await? {
             let cur = match self.stacks.current(&stack, &env).await {
                 Ok(Some(c)) => Ok(Some((c.serial, c.saved_at))),
@@ -196,7 +206,14 @@ impl TenantApi for StoreTenant {
                 Err(e @ Error::Corrupt { .. }) => Err(e.to_string()),
                 Err(e) => return Err(e),
             };
-            rows.push((stack, env, cur));
+            let key = LockKey::stack_env(&stack, &env).ok();
+            let locked_by = held.iter().find(|l| Some(&l.key) == key.as_ref()).cloned();
+            rows.push(StackEnvRow {
+                stack,
+                env,
+                current: cur,
+                locked_by,
+            });
         }
         Ok(StackEnvs {
             rows,
@@ -274,9 +291,9 @@ impl TenantApi for ServerTenant {
         self.client.me().await?.profile.to_tenant()
     }
 
-    async fn usage(&self) -> Result<(Usage, Limits)> {
+    async fn usage(&self) -> Result<(Usage, Limits, TenantStatus)> {
         let me = self.client.me().await?;
-        Ok((me.usage, me.limits))
+        Ok((me.usage, me.limits, me.status))
     }
 
     async fn save(
@@ -302,17 +319,27 @@ impl TenantApi for ServerTenant {
 
     async fn stack_envs(&self) -> Result<StackEnvs> {
         let list = self.stacks.list().await?;
+        let now = chrono::Utc::now();
         let rows = list
             .stacks
             .into_iter()
             .map(|s| {
-                let cur = match s.damaged {
+                let current = match s.damaged {
                     Some(message) => Err(message),
                     None => Ok(s.serial.map(|n| (n, s.saved_at))),
                 };
-                (s.stack, s.env, cur)
+                let locked_by = match (&s.locked_by, LockKey::stack_env(&s.stack, &s.env)) {
+                    (Some(l), Ok(key)) => Some(l.to_lock_info(key, Some(self.id.clone()), now)?),
+                    _ => None,
+                };
+                Ok(StackEnvRow {
+                    stack: s.stack,
+                    env: s.env,
+                    current,
+                    locked_by,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(StackEnvs {
             rows,
             max_stacks: list.max_stacks,

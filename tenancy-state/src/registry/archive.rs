@@ -19,8 +19,6 @@ use super::records::TenantRecord;
 use super::writes::name_tenant;
 use super::{layout, StoreRegistry};
 
-const ARCHIVE_TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
-
 impl StoreRegistry {
     /// Moves everything below `tenants/<id>/` to `archive/<id>/<ts>/`, copy
     /// then delete, so an interrupted move is resumed by running it again.
@@ -28,8 +26,7 @@ impl StoreRegistry {
     async fn archive_state(&self, t: &Tenant) -> Result<u64> {
         let deleted_at = t.deleted_at.unwrap_or_else(|| self.now());
         let src_root = layout::tenant_root(&t.id)?;
-        let dst_root = layout::archive_root(&t.id)?
-            .child(&deleted_at.format(ARCHIVE_TS_FORMAT).to_string())?;
+        let dst_root = layout::archive_dir(&t.id, deleted_at)?;
         let conditional_delete = self.backend.capabilities().conditional_delete;
         let mut keys = Vec::new();
         {
@@ -138,7 +135,7 @@ impl StoreRegistry {
                 };
                 let ts = rest.segments().next().unwrap_or_default();
                 // Only objects under a timestamp this registry wrote are touched.
-                if let Ok(at) = NaiveDateTime::parse_from_str(ts, ARCHIVE_TS_FORMAT) {
+                if let Ok(at) = NaiveDateTime::parse_from_str(ts, layout::ARCHIVE_TS_FORMAT) {
                     if at.and_utc() <= cutoff {
                         doomed.push(key);
                     }

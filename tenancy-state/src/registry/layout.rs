@@ -61,6 +61,14 @@ pub(crate) fn state_marker(id: &TenantId, version: &str) -> Result<StateKey> {
 pub(crate) fn archive_root(id: &TenantId) -> Result<StateKey> {
     key(format!("{ARCHIVE}/{id}"))
 }
+
+/// `archive/<id>/<deleted_at as 20240501T120000Z>`: where a deletion at
+/// `deleted_at` moved the tenant's state.
+pub fn archive_dir(id: &TenantId, deleted_at: chrono::DateTime<chrono::Utc>) -> Result<StateKey> {
+    archive_root(id)?.child(&deleted_at.format(ARCHIVE_TS_FORMAT).to_string())
+}
+
+pub(crate) const ARCHIVE_TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// `registry-sessions/admin` or `registry-sessions/tenants/<id>`: one
 /// owner's sessions, so listing them reads no other owner's.
 pub(crate) fn session_dir(owner: &SessionOwner) -> Result<StateKey> {
