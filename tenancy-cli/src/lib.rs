@@ -435,6 +435,17 @@ fn completions(io: &mut Io, shell: CompletionShell) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// True for the commands that make a bcrypt hash (new admin passwords and
+/// tenant secrets) on a store.
+fn hashes(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Init(_)
+            | Command::Admin(AdminCommand::Passwd(_))
+            | Command::Tenant(TenantCommand::Init(_) | TenantCommand::Rotate(_))
+    )
+}
+
 /// True for a tenancy-server's URL (remote mode).
 fn is_server_url(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
@@ -573,7 +584,13 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
                     Command::Init(_) => tenancy_state::Probe::Now,
                     _ => tenancy_state::Probe::Assume,
                 };
-                opened = Services::open(&url, bcrypt_cost(io)?, probe).await?;
+                // A bad TENANCY_BCRYPT_COST fails only the commands that hash.
+                let cost = match bcrypt_cost(io) {
+                    Ok(c) => c,
+                    Err(e) if hashes(&cli.command) => return Err(e),
+                    Err(_) => DEFAULT_BCRYPT_COST,
+                };
+                opened = Services::open(&url, cost, probe).await?;
                 let clock = opened.clock.clone();
                 (Target::Store(&opened), url, clock)
             }

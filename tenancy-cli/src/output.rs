@@ -217,6 +217,34 @@ impl<'a> Out<'a> {
     }
 }
 
+/// `n` and `noun`, plural when `n` is not 1: "1 object", "0 objects".
+pub(crate) fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// How long ago `t` was at `now`, for list tables: "just now", "5m ago",
+/// "3h ago", "2d ago"; "in 4m" for a time to come.
+pub(crate) fn ago(t: &DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - *t).num_seconds();
+    let (n, future) = (secs.unsigned_abs(), secs < 0);
+    let span = match n {
+        0..=9 => return "just now".into(),
+        10..=59 => format!("{n}s"),
+        60..=3599 => format!("{}m", n / 60),
+        3600..=86_399 => format!("{}h", n / 3600),
+        _ => format!("{}d", n / 86_400),
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
 /// A time for tables: `2024-05-01 12:00:00Z`.
 pub(crate) fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%SZ").to_string()
@@ -265,10 +293,14 @@ pub(crate) fn tenant_pairs(t: &Tenant, now: DateTime<Utc>) -> Vec<(&'static str,
         (
             "credential",
             format!(
-                "{}_..., generation {}, rotated {} times, last {}",
+                "{}_..., generation {}, {}, last {}",
                 t.credential.prefix,
                 t.credential.generation,
-                t.credential.rotations,
+                match t.credential.rotations {
+                    0 => "never rotated".to_string(),
+                    1 => "rotated once".to_string(),
+                    n => format!("rotated {n} times"),
+                },
                 opt_time(&t.credential.last_rotated)
             )
             .into(),
@@ -345,5 +377,25 @@ mod tests {
         let mut out = Out::new(&mut buf, OutputFormat::Table, false);
         out.table(&["A"], vec![], "nothing here").unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), "nothing here\n");
+    }
+}
+
+#[cfg(test)]
+mod time_and_count_tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_ages_read_well() {
+        assert_eq!(plural(0, "object"), "0 objects");
+        assert_eq!(plural(1, "object"), "1 object");
+        assert_eq!(plural(2, "object"), "2 objects");
+        let now = Utc::now();
+        let at = |s: i64| now - chrono::Duration::seconds(s);
+        assert_eq!(ago(&at(3), now), "just now");
+        assert_eq!(ago(&at(42), now), "42s ago");
+        assert_eq!(ago(&at(300), now), "5m ago");
+        assert_eq!(ago(&at(3 * 3600), now), "3h ago");
+        assert_eq!(ago(&at(3 * 86_400 + 5), now), "3d ago");
+        assert_eq!(ago(&at(-240), now), "in 4m");
     }
 }

@@ -2009,3 +2009,32 @@ fn state_and_locks_for_admins_and_ci_on_local_files() {
 fn state_and_locks_for_admins_and_ci_through_a_server() {
     state_and_locks_for_admins_and_ci(&Setup::remote(local_store()));
 }
+
+/// A bad TENANCY_BCRYPT_COST fails only the commands that hash, with a
+/// clear message; the others run.
+#[test]
+fn a_bad_bcrypt_cost_fails_only_commands_that_hash() {
+    let store = local_store();
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let bad = |args: &[&str], stdin: &str| -> Run {
+        let mut c = admin.command(args);
+        c.env("TENANCY_BCRYPT_COST", "99");
+        let mut child = c.spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap().into()
+    };
+    let r = bad(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(r.code, 0, "login only verifies: {r:?}");
+    assert_eq!(bad(&["tenant", "list"], "").code, 0);
+    let r = bad(&["tenant", "init", "--name", "acme"], "");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("TENANCY_BCRYPT_COST"), "{r:?}");
+    assert_eq!(admin.json(&["tenant", "list"], "")["tenants"], json!([]));
+}

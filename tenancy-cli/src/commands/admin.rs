@@ -12,7 +12,7 @@ use super::{Ctx, Target};
 use crate::cli::{AdminLoginArgs, AdminPasswdArgs, DoctorArgs, InitArgs, MigrateArgs};
 use crate::exit::{CliError, PROBLEMS};
 use crate::home::SessionSlot;
-use crate::output::time;
+use crate::output::{plural, time};
 
 /// `tenancy init`: bootstraps the registry with an admin password.
 pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()> {
@@ -335,6 +335,28 @@ pub(crate) async fn migrate(ctx: &mut Ctx<'_>, args: MigrateArgs) -> anyhow::Res
             report.max_stacks
         ))?;
     } else {
+        let summary = vec![
+            ("source objects", report.source_objects.to_string().into()),
+            ("copied", plural(report.copied, "object").into()),
+            ("bytes copied", report.bytes_copied.to_string().into()),
+            (
+                "already there",
+                plural(report.skipped_identical, "object").into(),
+            ),
+            ("verified", plural(report.verified_objects, "object").into()),
+            ("conflicts", report.conflicts.len().to_string().into()),
+            (
+                "stacks",
+                format!(
+                    "{} new, {} of {} max",
+                    report.new_stacks.len(),
+                    report.stacks_after(),
+                    report.max_stacks
+                )
+                .into(),
+            ),
+        ];
+        ctx.out().pairs(summary)?;
         ctx.out().line(&format!(
             "Migrated {} into tenant {id} ({}): {} objects, {} copied ({} bytes), {} already there, {} verified; {} new stacks ({} of {} max stacks).",
             report.source,

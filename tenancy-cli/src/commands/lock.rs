@@ -14,7 +14,7 @@ use super::Ctx;
 use crate::cli::{
     LockAcquireArgs, LockForceArgs, LockHeldArgs, LockListArgs, LockRenewArgs, StackEnv,
 };
-use crate::output::time;
+use crate::output::{ago, time};
 
 /// `user@host` for the lock holder: the user from the environment, the host
 /// name from the OS (`HOSTNAME` is a shell variable that is rarely exported).
@@ -142,6 +142,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: LockListArgs) -> anyhow::Resul
         let locks = all.iter().map(info_json).collect();
         return ctx.out().json(&LockList { locks });
     }
+    let now = ctx.now();
     let rows = all
         .iter()
         .map(|i| {
@@ -151,7 +152,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: LockListArgs) -> anyhow::Resul
                 i.who.clone().into(),
                 i.operation.clone().into(),
                 i.fencing_token.to_string().into(),
-                time(&i.expires).into(),
+                format!("{} ({})", time(&i.expires), ago(&i.expires, now)).into(),
             ]
         })
         .collect();

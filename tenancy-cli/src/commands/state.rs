@@ -20,7 +20,7 @@ use tenancy_state::stack::StateDocument;
 use super::Ctx;
 use crate::cli::{StackEnv, StateDeleteArgs, StateGetArgs, StatePutArgs, StateRollbackArgs};
 use crate::exit::CliError;
-use crate::output::{opt_time, Cell, Style};
+use crate::output::{ago, time, Cell, Style};
 
 /// The largest state document `state put` accepts: 64 MiB.
 pub(crate) const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -172,6 +172,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             max_stacks: envs.max_stacks,
         })?;
     } else {
+        let now = ctx.now();
         let rows = envs
             .rows
             .into_iter()
@@ -187,7 +188,9 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
                         c.map(|c| c.0.to_string())
                             .unwrap_or_else(|| "-".into())
                             .into(),
-                        opt_time(&c.and_then(|c| c.1)).into(),
+                        c.and_then(|c| c.1)
+                            .map_or_else(|| "-".into(), |t| ago(&t, now))
+                            .into(),
                         locked,
                     ],
                     Err(_) => vec![
@@ -287,13 +290,19 @@ pub(crate) async fn history(ctx: &mut Ctx<'_>, at: StackEnv) -> anyhow::Result<(
                 .collect(),
         })?;
     } else {
+        let now = ctx.now();
         let mut rows: Vec<Vec<Cell>> = report
             .entries
             .iter()
             .map(|h| {
                 vec![
                     h.serial.to_string().into(),
-                    opt_time(&h.saved_at).into(),
+                    h.saved_at
+                        .map_or_else(
+                            || "-".into(),
+                            |t| format!("{} ({})", time(&t), ago(&t, now)),
+                        )
+                        .into(),
                     h.size.to_string().into(),
                     note(h).into(),
                 ]

@@ -19,7 +19,7 @@ use crate::cli::{
     TenantSuspendArgs, TenantUpdateArgs,
 };
 use crate::exit::CliError;
-use crate::output::{status_style, tenant_json, tenant_pairs, time, Cell, Style};
+use crate::output::{ago, status_style, tenant_json, tenant_pairs, Cell, Style};
 use tenancy_server::views::StatsView;
 
 fn overrides(l: &LimitArgs) -> LimitOverrides {
@@ -155,7 +155,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
                 Cell::styled(s.as_str(), status_style(s)),
                 t.plan.as_str().into(),
                 t.display_name.clone().into(),
-                time(&t.created_at).into(),
+                ago(&t.created_at, now).into(),
             ]
         })
         .collect();
