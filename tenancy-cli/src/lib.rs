@@ -127,6 +127,7 @@ where
         // The reader stopped reading (`| head`): quiet, like ripgrep.
         Err(e) if is_broken_pipe(&e) => OK,
         Err(e) => {
+            let e = explain_missing_s3_credentials(e, io);
             let code = exit_code(&e);
             if json_errors {
                 // Scripts read one JSON document on stderr.
@@ -194,6 +195,28 @@ fn clap_one_line(e: &clap::Error, color: bool) -> String {
         "{} {msg}{usage} (more with --help)",
         paint(color, Style::Red, "error:")
     )
+}
+
+/// S3 without credentials: the AWS client falls back to the EC2 instance
+/// metadata endpoint, and its failure says nothing useful. Name the
+/// variables instead.
+fn explain_missing_s3_credentials(e: anyhow::Error, io: &Io) -> anyhow::Error {
+    let from_metadata = e.chain().any(|c| c.to_string().contains("169.254.169.254"));
+    let missing: Vec<&str> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .into_iter()
+        .filter(|v| io.var(v).is_none())
+        .collect();
+    if !from_metadata || missing.is_empty() {
+        return e;
+    }
+    CliError::new(
+        exit::UNAUTHORIZED,
+        format!(
+            "no S3 credentials: {} not set (and no EC2 instance role answered); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, plus AWS_REGION, and AWS_ENDPOINT for an S3-compatible server",
+            missing.join(" and ")
+        ),
+    )
+    .into()
 }
 
 /// True when stdout was closed by the reader (e.g. `tenancy ... | head`):
@@ -390,9 +413,25 @@ impl Services {
         bcrypt_cost: u32,
         probe: tenancy_state::Probe,
     ) -> anyhow::Result<Self> {
-        let store = tenancy_state::open_store(url, tenancy_state::OpenOptions { probe })
-            .await
-            .with_context(|| format!("opening the backend {url}"))?;
+        let store = match tenancy_state::open_store(url, tenancy_state::OpenOptions { probe }).await
+        {
+            Ok(store) => store,
+            // The probe's first write cannot be "not found" unless the bucket is.
+            Err(e) if e.is_not_found() && url.starts_with("s3://") => {
+                let bucket = url
+                    .trim_start_matches("s3://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                return Err(tenancy_core::Error::not_found(format!(
+                    "bucket {bucket} does not exist (or these credentials cannot see it); create it first, then run `tenancy --backend {url} init` again"
+                ))
+                .into());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("opening the backend {url}")))
+            }
+        };
         Ok(Self::on_store(store, bcrypt_cost))
     }
 }

@@ -2038,3 +2038,38 @@ fn a_bad_bcrypt_cost_fails_only_commands_that_hash() {
     assert!(r.err.contains("TENANCY_BCRYPT_COST"), "{r:?}");
     assert_eq!(admin.json(&["tenant", "list"], "")["tenants"], json!([]));
 }
+
+/// S3 mistakes are named: a missing bucket, and missing credentials (no
+/// dump of the EC2 instance-metadata fallback).
+#[test]
+fn s3_mistakes_name_the_bucket_and_the_variables() {
+    let Some(store) = s3_store("s3_mistakes_name_the_bucket_and_the_variables") else {
+        return;
+    };
+    let rest = store.url.trim_start_matches("s3://");
+    let prefix = rest.split_once('/').map(|(_, p)| p).unwrap_or("p");
+    let missing = User {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("s3://no-such-bucket-{}/{prefix}", std::process::id()),
+        remote: None,
+    };
+    let r = missing.fails(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+        5,
+    );
+    assert!(r.err.contains("bucket no-such-bucket-"), "{r:?}");
+    assert!(!r.err.contains(".tenancy-probe"), "{r:?}");
+    let no_credentials = User {
+        home: tempfile::tempdir().unwrap(),
+        url: store.url.clone(),
+        remote: Some(None), // no AWS_* at all
+    };
+    let r = no_credentials.fails(
+        &["init", "--admin-password-stdin"],
+        &format!("{PASSWORD}\n"),
+        3,
+    );
+    assert!(r.err.contains("AWS_ACCESS_KEY_ID"), "{r:?}");
+    assert!(!r.err.contains("169.254"), "{r:?}");
+}

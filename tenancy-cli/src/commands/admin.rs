@@ -108,8 +108,9 @@ pub(crate) async fn passwd(ctx: &mut Ctx<'_>, args: AdminPasswdArgs) -> anyhow::
         )?;
         if !services.registry.is_bootstrapped().await? {
             return Err(Error::not_found(format!(
-                "no registry at {}; create one with `tenancy init`",
-                ctx.backend_url
+                "no registry at {}{}; create one with `tenancy init`",
+                ctx.backend_url,
+                super::or_no_bucket(&ctx.backend_url)
             ))
             .into());
         }
@@ -147,8 +148,9 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
     if let Target::Store(services) = &ctx.target {
         if !services.registry.is_bootstrapped().await? {
             return Err(Error::not_found(format!(
-                "no registry at {}; create one with `tenancy init`",
-                ctx.backend_url
+                "no registry at {}{}; create one with `tenancy init`",
+                ctx.backend_url,
+                super::or_no_bucket(&ctx.backend_url)
             ))
             .into());
         }

@@ -46,6 +46,16 @@ pub(crate) struct Services {
     pub store: tenancy_state::Store,
 }
 
+/// For an S3 URL, " (or its bucket does not exist)": an object that is not
+/// found may be a bucket that is not there.
+pub(crate) fn or_no_bucket(url: &str) -> &'static str {
+    if url.starts_with("s3://") {
+        " (or its bucket does not exist)"
+    } else {
+        ""
+    }
+}
+
 /// Where a command goes.
 #[derive(Debug)]
 pub(crate) enum Target<'a> {
