@@ -1651,10 +1651,12 @@ fn one_request_per_command_through_a_server() {
     for (command, n) in &counts {
         println!("{n}  tenancy {command}");
     }
-    let over: Vec<_> = counts.iter().filter(|(_, n)| *n != 1).collect();
+    // Login is the exchange; a tenant login also reads the profile it prints.
+    let allowed = |command: &str| if command.starts_with("login ") { 2 } else { 1 };
+    let over: Vec<_> = counts.iter().filter(|(c, n)| *n != allowed(c)).collect();
     assert!(
         over.is_empty(),
-        "commands not costing exactly one request: {over:?}"
+        "commands not costing the requests they should: {over:?}"
     );
 }
 

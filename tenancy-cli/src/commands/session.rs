@@ -10,7 +10,8 @@ use super::{Ctx, Target};
 use crate::cli::LoginArgs;
 use crate::exit::CliError;
 use crate::home::SessionSlot;
-use crate::output::{status_style, time, Cell};
+use crate::output::{status_style, tenant_json, time, Cell};
+use tenancy_server::client::TenantCredential;
 
 /// `tenancy login --tenant ID [--secret-stdin]`.
 pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<()> {
@@ -48,7 +49,7 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         other => other,
     }
     };
-    let (id, expires) = match &ctx.target {
+    let (t, expires) = match &ctx.target {
         Target::Store(services) => {
             let t = match services.registry.authenticate(&id, &secret).await {
                 Ok(t) => t,
@@ -67,26 +68,38 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             let session = Session::tenant(&t, ctx.now());
             let expires = session.expires_at;
             ctx.save_session(SessionSlot::Tenant, session, None)?;
-            (t.id, expires)
+            (t, expires)
         }
         Target::Server(client) => {
             let issued = client.login_tenant(&id, &secret).await.map_err(refused)?;
             let session = issued.session.session;
             let expires = session.expires_at;
+            let tenant = client.tenant(TenantCredential::Session(issued.token.clone()));
             ctx.save_session(SessionSlot::Tenant, session, Some(&issued.token))?;
-            (id, expires)
+            // The profile for the summary (login may cost two requests).
+            let t = tenant.me().await?.profile.to_tenant()?;
+            (t, expires)
         }
     };
     if ctx.is_json() {
+        let profile = tenant_json(&t, ctx.now());
         ctx.out().json(&json!({
-            "tenant": id,
+            "tenant": t.id,
             "expires_at": expires,
+            "profile": profile,
         }))?;
     } else {
+        let l = t.limits();
         ctx.out().line(&format!(
-            "Logged in as tenant {} until {}.",
-            id,
+            "Logged in as tenant {} ({}, plan {}) until {}.",
+            t.id,
+            t.display_name,
+            t.plan.as_str(),
             time(&expires)
+        ))?;
+        ctx.note(&format!(
+            "Limits: {} stacks, {} locks, {} state bytes. Now available: `tenancy state put|get|list|history|rollback|delete`, `tenancy lock acquire|list|release`, `tenancy tenant details|usage|stacks`; `tenancy logout` when done.",
+            l.max_stacks, l.max_locks, l.max_state_bytes
         ))?;
     }
     Ok(())
