@@ -24,6 +24,7 @@
 //! Local files: see the `local` module docs in the source (`src/local.rs`)
 //! for how compare-and-swap works across processes.
 
+pub mod audit;
 pub mod counting;
 pub mod doctor;
 mod local;

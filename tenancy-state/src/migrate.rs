@@ -64,6 +64,7 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     tenancy_core::layout::LOCKS,
     tenancy_core::layout::LOCKS_HELD,
     PROBE_PREFIX,
+    crate::audit::AUDIT,
 ];
 
 /// How [`migrate_stacks`] runs.
