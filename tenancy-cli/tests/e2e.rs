@@ -1708,6 +1708,17 @@ fn sessions_help_and_true_hints(setup: &Setup) {
     );
     let secret = create_tenant(&admin, "acme", &[]);
     let team = setup.user();
+    // A mistyped secret fails its checksum before anything is asked.
+    let mut typo = secret.clone().into_bytes();
+    let at = typo.len() - 3;
+    typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let r = team.fails(
+        &["login", "--tenant", "acme", "--secret-stdin"],
+        &format!("{typo}\n"),
+        3,
+    );
+    assert!(r.err.contains("checksum"), "{r:?}");
     team.login("acme", &secret);
     // The session remembers its backend: no --backend needed afterwards.
     let bare = |u: &User, args: &[&str], stdin: &str| -> Run {

@@ -1,9 +1,14 @@
 //! Secrets: generation from the OS CSPRNG, bcrypt hashing, constant-time checks.
 //!
-//! A secret looks like `<prefix>_<32 base62 chars>` (about 190 bits of
-//! entropy). It is shown once and never stored: the registry keeps only a
-//! bcrypt hash and a non-secret [`lookup_id`] that lets a server find the
-//! tenant of a presented key without scanning tenants.
+//! A secret looks like `<prefix>_<32 base62 chars><6 base62 checksum>`
+//! (about 190 bits of entropy). The checksum is the CRC32 of everything
+//! before it, as GitHub's and Zuplo's tokens carry one: a secret scanner
+//! can recognize a tenancy secret without asking anyone, and a mistyped
+//! one is refused before any store read ([`parse_secret`]). Secrets made
+//! before the checksum (`<prefix>_<32 base62 chars>`) keep working. A
+//! secret is shown once and never stored: the registry keeps only a bcrypt
+//! hash and a non-secret [`lookup_id`] that lets a server find the tenant
+//! of a presented key without scanning tenants.
 
 use std::fmt;
 
@@ -17,6 +22,8 @@ use crate::error::{Error, Result};
 
 /// Length of the random part of a secret.
 pub const SECRET_RANDOM_LEN: usize = 32;
+/// Length of the checksum that ends a secret.
+pub const SECRET_CHECKSUM_LEN: usize = 6;
 /// The prefix used when a tenant has none of its own.
 pub const DEFAULT_SECRET_PREFIX: &str = "tnc";
 /// The default bcrypt cost (2^10 rounds).
@@ -90,22 +97,70 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
     }
 }
 
-/// Splits a secret into `(prefix, random part)` if it has the tenancy format.
+/// Splits a secret into `(prefix, the part after the '_')` if it has the
+/// tenancy format: 32 base62 characters (a secret made before checksums),
+/// or 32 and a checksum that matches ([`has_checksum`]). `None` for
+/// anything else, a mistyped checksummed secret included.
 pub fn parse_secret(s: &str) -> Option<(&str, &str)> {
     let (prefix, rest) = s.split_once('_')?;
-    let ok = validate_prefix(prefix).is_ok()
-        && rest.len() == SECRET_RANDOM_LEN
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric());
-    ok.then_some((prefix, rest))
+    if validate_prefix(prefix).is_err() || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    match rest.len() {
+        SECRET_RANDOM_LEN => Some((prefix, rest)),
+        n if n == SECRET_RANDOM_LEN + SECRET_CHECKSUM_LEN => {
+            has_checksum(s).then_some((prefix, rest))
+        }
+        _ => None,
+    }
 }
 
-/// Generates a new secret `<prefix>_<32 base62 chars>` from the OS CSPRNG.
+/// True when `s` ends in the checksum of the rest of it (the format of
+/// secrets and API keys made since checksums; see the module docs).
+pub fn has_checksum(s: &str) -> bool {
+    let Some(split) = s.len().checked_sub(SECRET_CHECKSUM_LEN) else {
+        return false;
+    };
+    match (s.get(..split), s.get(split..)) {
+        (Some(body), Some(sum)) => constant_time_eq(checksum(body).as_bytes(), sum.as_bytes()),
+        _ => false,
+    }
+}
+
+/// True for a secret of the checksummed shape (`<prefix>_` and 38 base62
+/// characters) whose checksum does not match: mistyped or cut, and worth
+/// saying so rather than "wrong secret".
+pub fn is_mistyped(s: &str) -> bool {
+    let Some((prefix, rest)) = s.split_once('_') else {
+        return false;
+    };
+    validate_prefix(prefix).is_ok()
+        && rest.len() == SECRET_RANDOM_LEN + SECRET_CHECKSUM_LEN
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !has_checksum(s)
+}
+
+/// The checksum of `body`: its CRC32 in 6 base62 characters.
+fn checksum(body: &str) -> String {
+    let mut n = u64::from(crc32fast::hash(body.as_bytes()));
+    let mut out = [b'0'; SECRET_CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// Generates a new secret `<prefix>_<32 base62 chars><checksum>` from the
+/// OS CSPRNG.
 pub fn generate_secret(prefix: &str) -> Result<Secret> {
     validate_prefix(prefix)?;
-    let mut s = String::with_capacity(prefix.len() + 1 + SECRET_RANDOM_LEN);
+    let mut s = String::with_capacity(prefix.len() + 1 + SECRET_RANDOM_LEN + SECRET_CHECKSUM_LEN);
     s.push_str(prefix);
     s.push('_');
     push_random_base62(&mut s, SECRET_RANDOM_LEN);
+    let sum = checksum(&s);
+    s.push_str(&sum);
     Ok(Secret(s))
 }
 
@@ -184,7 +239,37 @@ mod tests {
         assert_ne!(a, b);
         let (p, r) = parse_secret(a.expose()).unwrap();
         assert_eq!(p, "ntfy");
-        assert_eq!(r.len(), 32);
+        assert_eq!(r.len(), SECRET_RANDOM_LEN + SECRET_CHECKSUM_LEN);
+        assert!(has_checksum(a.expose()));
+    }
+
+    #[test]
+    fn a_mistyped_secret_fails_its_checksum_and_old_secrets_still_parse() {
+        let s = generate_secret("tnc").unwrap();
+        let text = s.expose().to_string();
+        // every single-character change in the random part or the checksum
+        for i in 4..text.len() {
+            let mut typo = text.clone().into_bytes();
+            typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
+            let typo = String::from_utf8(typo).unwrap();
+            assert!(parse_secret(&typo).is_none(), "{i}");
+        }
+        // two swapped neighbours
+        let mut swapped = text.clone().into_bytes();
+        swapped.swap(10, 11);
+        let swapped = String::from_utf8(swapped).unwrap();
+        if swapped != text {
+            assert!(parse_secret(&swapped).is_none());
+        }
+        // a secret made before checksums: 32 characters, no checksum
+        let old = format!("tnc_{}", "A".repeat(SECRET_RANDOM_LEN));
+        assert!(parse_secret(&old).is_some());
+        assert!(!has_checksum(&old));
+        // neither 32 nor 38
+        assert!(parse_secret(&format!("tnc_{}", "A".repeat(35))).is_none());
+        assert!(is_mistyped(&format!("{}x", &text[..text.len() - 1])) || text.ends_with('x'));
+        assert!(!is_mistyped(&text));
+        assert!(!is_mistyped(&old));
     }
 
     #[test]
@@ -238,7 +323,7 @@ mod tests {
             let s = generate_secret(&prefix).unwrap();
             let (p, rest) = parse_secret(s.expose()).unwrap();
             prop_assert_eq!(p, prefix.as_str());
-            prop_assert_eq!(rest.len(), SECRET_RANDOM_LEN);
+            prop_assert_eq!(rest.len(), SECRET_RANDOM_LEN + SECRET_CHECKSUM_LEN);
             prop_assert_eq!(s.prefix(), Some(prefix.as_str()));
         }
     }

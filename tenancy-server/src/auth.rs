@@ -572,6 +572,12 @@ impl TenantAuth {
             }
             Some(_) => {}
             // Not a secret at all: refused before any cache, permit or store read.
+            None if tenancy_core::credentials::is_mistyped(key) => {
+                return Err(ApiError::unauthorized(
+                    "the key's checksum does not match: it was mistyped or cut short",
+                )
+                .into());
+            }
             None if tenancy_core::credentials::parse_secret(key).is_none() => {
                 return Err(ApiError::unauthorized("invalid credentials").into());
             }

@@ -407,7 +407,11 @@ impl Cli {
             ],
             "",
         );
-        serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        doc["versions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no versions: {out}"))
+            .clone()
     }
 }
 

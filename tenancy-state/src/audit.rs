@@ -43,7 +43,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tenancy_core::credentials::sha256_hex;
 use tenancy_core::{
     Clock, DeleteMode, Error, PutMode, Result, StateBackend, StateKey, SystemClock, TenantId,
 };
@@ -330,15 +330,6 @@ pub struct Filter {
     /// Only this action (`tenant.create`), or actions below a prefix ending
     /// in `.` (`tenant.`).
     pub action: Option<String>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {

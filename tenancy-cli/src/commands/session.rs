@@ -35,6 +35,12 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         "TENANCY_SECRET",
         &format!("Secret of tenant {id}: "),
     )?;
+    if tenancy_core::credentials::is_mistyped(secret.expose()) {
+        return Err(Error::unauthorized(format!(
+            "login as tenant {id} refused before asking anyone: the secret's checksum does not match, so it was mistyped or cut short; copy it again"
+        ))
+        .into());
+    }
     let refused = |e: Error| {
         match e {
         Error::Unauthorized { .. } => Error::unauthorized(format!(

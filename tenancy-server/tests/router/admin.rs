@@ -447,3 +447,23 @@ async fn the_admin_lists_and_force_unlocks_a_tenants_locks() {
     .await
     .expect(404);
 }
+
+#[tokio::test]
+async fn a_mistyped_key_is_refused_by_its_checksum() {
+    let h = harness().await;
+    let secret = h.create_tenant("acme", json!({})).await;
+    assert!(tenancy_core::credentials::has_checksum(&secret), "{secret}");
+    let mut typo = secret.clone().into_bytes();
+    let at = typo.len() - 1;
+    typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let a = h
+        .call("GET", "/v1/tenant", &[("x-api-key", &typo)], "")
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&a.bytes).contains("checksum"));
+    let a = h
+        .call("GET", "/v1/tenant", &[("x-api-key", &secret)], "")
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
