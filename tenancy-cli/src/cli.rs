@@ -26,7 +26,12 @@ Environment:
   TENANCY_TENANT          tenant id for `login`
   TENANCY_SECRET          tenant secret for `login`
   TENANCY_BCRYPT_COST     bcrypt cost for new hashes (default 10; 4 is fast, for tests)
-  NO_COLOR                never colour the output
+  NO_COLOR                never colour the output (wins over CLICOLOR_FORCE)
+  CLICOLOR_FORCE          colour even when not on a terminal (not with 0)
+  CLICOLOR                0: no colour on a terminal either
+  TERM                    dumb: no colour
+  COLUMNS                 the terminal width tables fit (default: the terminal's own;
+                          into a pipe tables are never cut)
   AWS_*                   endpoint, region and credentials for s3:// backends";
 
 /// `tenancy`: many isolated tenants on one shared store.

@@ -391,8 +391,7 @@ fn version(io: &mut Io, format: OutputFormat) -> anyhow::Result<()> {
         backends.push("s3");
     }
     backends.extend(["http", "https"]);
-    let color = io.stdout_color();
-    let mut out = Out::new(&mut *io.stdout, format, color);
+    let mut out = Out::stdout(io, format);
     if out.is_json() {
         out.json(&json!({
             "name": "tenancy",
@@ -507,8 +506,7 @@ async fn logout(
             one_line(&anyhow::anyhow!(e.to_string()))
         );
     }
-    let color = io.stdout_color();
-    let mut out = Out::new(&mut *io.stdout, format, color);
+    let mut out = Out::stdout(io, format);
     if out.is_json() {
         out.json(&json!({ "session": which, "logged_out": removed }))
     } else if removed {

@@ -1270,3 +1270,89 @@ fn doctor_reports_repairs_and_is_clean_again_on_local_files() {
     h.login("acme", &secret);
     h.ok(&["tenant", "details"], "");
 }
+
+/// Runs `args` on a scripted terminal of `columns` columns (stdout and
+/// stderr both terminals) with `env`.
+fn on_terminal(h: &Harness, args: &[&str], env: &[(&str, &str)], columns: usize) -> Outcome {
+    let home = h.home.path().to_string_lossy().into_owned();
+    let mut vars = vec![("TENANCY_HOME", home.as_str())];
+    vars.extend_from_slice(env);
+    let mut t = test_io("", &vars, Scripted::default());
+    t.io.terminal.stdout = true;
+    t.io.terminal.stderr = true;
+    t.io.terminal.columns = Some(columns);
+    let mut argv = vec!["tenancy"];
+    argv.extend_from_slice(args);
+    let code = run_with_services(argv, &mut t.io, &h.services, LABEL);
+    Outcome {
+        code,
+        out: t.out.text(),
+        err: t.err.text(),
+    }
+}
+
+/// Issue 13 item 6: tables by display width, fitted to the terminal (free
+/// text cut with an ellipsis, ids whole), whole values into a pipe; colour
+/// reset before each newline, none on a dumb terminal.
+#[test]
+fn terminal_tables_fit_align_and_reset_their_colour() {
+    use crate::output::display_width;
+    let h = Harness::new();
+    h.admin();
+    let long = "Acme Corporation International Holdings Worldwide";
+    h.tenant("acme-international", &["--display-name", long]);
+    h.tenant("kabushiki", &["--display-name", "株式会社アクメ"]);
+
+    let o = on_terminal(&h, &["tenant", "list"], &[("TERM", "xterm")], 80);
+    assert_eq!(o.code, 0, "{o:?}");
+    let plain: Vec<String> = o
+        .out
+        .lines()
+        .map(|l| {
+            l.replace("\x1b[0m", "")
+                .replace("\x1b[1m", "")
+                .replace("\x1b[32m", "")
+        })
+        .collect();
+    for line in &plain {
+        assert!(display_width(line) <= 80, "wider than 80: {line:?}");
+    }
+    assert!(o.out.contains("acme-international"), "{o:?}");
+    assert!(o.out.contains("Acme Corporation Intern…"), "{o:?}");
+    assert!(!o.out.contains("Worldwide"), "{o:?}");
+    // CREATED starts at the same display column on every line.
+    let created_at: Vec<usize> = plain
+        .iter()
+        .map(|l| display_width(&l[..l.rfind("  ").unwrap()]))
+        .collect();
+    assert!(created_at.windows(2).all(|w| w[0] == w[1]), "{plain:#?}");
+    for line in o.out.split_inclusive('\n') {
+        assert!(
+            !line.contains('\x1b') || line.ends_with("\x1b[0m\n") || line.contains("\x1b[0m "),
+            "{line:?}"
+        );
+        assert!(
+            !line.starts_with("\x1b[0m"),
+            "a reset after the newline: {line:?}"
+        );
+    }
+    // COLUMNS overrides the terminal's width.
+    let o = on_terminal(&h, &["tenant", "list"], &[("COLUMNS", "200")], 80);
+    assert!(o.out.contains(long), "{o:?}");
+    // A dumb terminal gets no colour, but still fits.
+    let o = on_terminal(&h, &["tenant", "list"], &[("TERM", "dumb")], 80);
+    assert!(!o.out.contains('\x1b'), "{o:?}");
+    assert!(o.out.contains("Acme Corporation Intern…"), "{o:?}");
+    // A pipe (no terminal) gets whole values, whatever COLUMNS says.
+    let o = h.run_full(
+        &["tenant", "list"],
+        "",
+        &[("COLUMNS", "40")],
+        Scripted::default(),
+    );
+    assert!(o.out.contains(long), "{o:?}");
+    // Warnings: coloured word, reset before the newline.
+    let o = on_terminal(&h, &["tenant", "init", "--name", "initech"], &[], 80);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.err.starts_with("\x1b[33mwarning:\x1b[0m "), "{o:?}");
+}

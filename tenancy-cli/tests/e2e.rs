@@ -1974,3 +1974,145 @@ fn state_and_locks_for_admins_and_ci_on_local_files() {
 fn state_and_locks_for_admins_and_ci_through_a_server() {
     state_and_locks_for_admins_and_ci(&Setup::remote(local_store()));
 }
+
+/// The binary with `env` set and every colour and width variable of the
+/// caller's environment removed first, so only `env` decides.
+fn run_with_env(user: &User, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+    let mut c = user.command(args);
+    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "TERM", "COLUMNS"] {
+        c.env_remove(name);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    user_run(c, stdin)
+}
+
+/// `script` runs `args` on a real pseudo-terminal of `columns` columns
+/// with `env`, typing `typed`; `None` (printed) where util-linux's
+/// `script` is missing.
+fn on_a_pty(
+    user: &User,
+    args: &[&str],
+    env: &[(&str, &str)],
+    columns: u16,
+    typed: &str,
+) -> Option<Run> {
+    if !Path::new("/usr/bin/script").exists() {
+        println!("SKIPPED: no /usr/bin/script for a pseudo-terminal");
+        return None;
+    }
+    let c = user.command(args);
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = format!("stty cols {columns} rows 40 2>/dev/null; exec");
+    line.push(' ');
+    line.push_str(&quote(c.get_program().to_str().unwrap()));
+    for a in c.get_args() {
+        line.push(' ');
+        line.push_str(&quote(a.to_str().unwrap()));
+    }
+    let mut s = Command::new("/usr/bin/script");
+    s.args(["-qefc", &line, "/dev/null"]);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "COLUMNS"] {
+        s.env_remove(name);
+    }
+    s.env("TERM", "xterm-256color");
+    for (k, v) in env {
+        s.env(k, v);
+    }
+    let mut child = s
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for line in typed.split_inclusive('\n') {
+        // One line at a time, after the prompt had time to appear.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = input.write_all(line.as_bytes());
+        let _ = input.flush();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(input);
+    let mut run: Run = child.wait_with_output().unwrap().into();
+    // The terminal's line endings, as a program sees its own output.
+    run.out = run.out.replace("\r\n", "\n");
+    Some(run)
+}
+
+/// Issue 13 item 6 on the real binary: colour only where it may go
+/// (CLICOLOR_FORCE into a pipe, never with NO_COLOR or on TERM=dumb),
+/// reset before the newline; tables cut to the terminal's width, but never
+/// into a pipe.
+#[test]
+fn terminal_output_colour_and_width() {
+    let store = local_store();
+    let admin = admin_of(&store);
+    let long = "Acme Corporation International Holdings Worldwide";
+    create_tenant(&admin, "acme-international", &["--display-name", long]);
+    create_tenant(&admin, "kabushiki", &["--display-name", "株式会社アクメ"]);
+
+    // A pipe: no colour, whole values whatever COLUMNS says.
+    let r = run_with_env(&admin, &["tenant", "list"], &[("COLUMNS", "30")], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.out.contains('\x1b'), "{r:?}");
+    assert!(r.out.contains(long), "{r:?}");
+    // Alignment by display width: CREATED starts in the same column.
+    let created: Vec<usize> = r
+        .out
+        .lines()
+        .map(|l| unicode_width::UnicodeWidthStr::width(&l[..l.rfind("  ").unwrap()]))
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] == w[1]), "{}", r.out);
+    // CLICOLOR_FORCE: colour into the pipe, each line reset before its newline.
+    let r = run_with_env(&admin, &["tenant", "list"], &[("CLICOLOR_FORCE", "1")], "");
+    assert!(r.out.contains("\x1b[32mactive\x1b[0m"), "{r:?}");
+    for line in r.out.split_inclusive('\n') {
+        assert!(
+            !line.starts_with("\x1b[0m"),
+            "reset after a newline: {line:?}"
+        );
+        assert_eq!(
+            line.matches("\x1b[0m").count(),
+            line.matches("\x1b[").count() / 2,
+            "{line:?}"
+        );
+    }
+    let r = run_with_env(
+        &admin,
+        &["tenant", "list"],
+        &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+        "",
+    );
+    assert!(!r.out.contains('\x1b'), "{r:?}");
+
+    // A real terminal, 70 columns: colour, the display name cut, ids whole.
+    let Some(r) = on_a_pty(&admin, &["tenant", "list"], &[], 70, "") else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("\x1b[32mactive\x1b[0m"), "{r:?}");
+    assert!(r.out.contains("acme-international"), "{r:?}");
+    assert!(r.out.contains('…') && !r.out.contains("Worldwide"), "{r:?}");
+    for line in r.out.lines() {
+        let plain = line
+            .replace("\x1b[0m", "")
+            .replace("\x1b[1m", "")
+            .replace("\x1b[32m", "");
+        assert!(
+            unicode_width::UnicodeWidthStr::width(plain.as_str()) <= 70,
+            "{line:?}"
+        );
+    }
+    // TERM=dumb: no colour on the terminal either.
+    let r = on_a_pty(&admin, &["tenant", "list"], &[("TERM", "dumb")], 70, "").unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.out.contains("\x1b["), "{r:?}");
+}
