@@ -2116,3 +2116,153 @@ fn terminal_output_colour_and_width() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.out.contains("\x1b["), "{r:?}");
 }
+
+/// Issue 13 item 10: help topics, examples and the pointer in every
+/// command's help, global options apart, completion install instructions.
+#[test]
+fn help_topics_examples_and_completion_instructions() {
+    let user = local_store().user();
+    let r = user.ok(&["help", "exit-codes"], "");
+    assert!(
+        r.out.contains("7  quota exceeded") && r.out.contains("8  doctor"),
+        "{r:?}"
+    );
+    let r = user.ok(&["-o", "json", "help", "environment"], "");
+    for var in [
+        "TENANCY_HOME",
+        "TENANCY_SECRET",
+        "NO_COLOR",
+        "CLICOLOR_FORCE",
+        "COLUMNS",
+    ] {
+        assert!(r.out.contains(var), "{var}: {r:?}");
+    }
+    let r = user.ok(&["--help"], "");
+    assert!(r.out.contains("tenancy help exit-codes"), "{r:?}");
+    for args in [
+        &["tenant", "init", "--help"][..],
+        &["state", "put", "--help"],
+        &["lock", "release", "-h"],
+        &["admin", "passwd", "--help"],
+    ] {
+        let r = user.ok(args, "");
+        assert!(r.out.contains("Examples:\n  "), "{args:?}: {r:?}");
+        assert!(
+            r.out.contains("`tenancy help environment`"),
+            "{args:?}: {r:?}"
+        );
+        let global = r
+            .out
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("{r:?}"));
+        assert!(r.out[global..].contains("--backend"), "{args:?}: {r:?}");
+    }
+    let r = user.ok(&["completions", "--help"], "");
+    for says in [
+        "~/.bashrc",
+        "fpath=",
+        "~/.config/fish/completions/tenancy.fish",
+    ] {
+        assert!(r.out.contains(says), "{says}: {r:?}");
+    }
+    // An unknown topic is clap's usage error.
+    let r = user.run(&["help", "no-such-topic"], "");
+    assert_eq!(r.code, 2, "{r:?}");
+}
+
+/// Issue 13 item 10: ids by position with the old flags kept, and one
+/// confirmation flag (`--yes`/`-y`, `--confirm` still accepted).
+fn ids_by_position_and_yes(setup: &Setup) {
+    let admin = setup.user();
+    setup.init(&admin);
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let v = admin.json(&["tenant", "init", "acme", "--plan", "pro"], "");
+    assert_eq!(v["tenant"]["plan"], "pro");
+    let secret = v["secret"].as_str().unwrap().to_string();
+    create_tenant(&admin, "globex", &[]); // --name still works
+    admin.fails(&["tenant", "init", "initech", "--name", "initech"], "", 2);
+    let team = setup.user();
+    team.ok(&["login", "acme", "--secret-stdin"], &format!("{secret}\n"));
+    let at = ["--stack", "web", "--env", "prod"];
+    let mut acquire = vec!["lock", "acquire"];
+    acquire.extend(at);
+    let id = team.json(&acquire, "")["lock_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        admin.json(&["lock", "list", "acme"], "")[0]["lock_id"],
+        id.as_str()
+    );
+    assert_eq!(
+        admin.json(&["lock", "list", "--tenant", "acme"], "")[0]["lock_id"],
+        id.as_str()
+    );
+    let mut renew = vec!["lock", "renew"];
+    renew.extend(at);
+    renew.push(&id);
+    team.ok(&renew, "");
+    let mut release = vec!["lock", "release"];
+    release.extend(at);
+    release.push(&id);
+    team.ok(&release, "");
+    assert_eq!(team.json(&["lock", "list"], ""), json!([]));
+    let id = team.json(&acquire, "")["lock_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut release_flag = vec!["lock", "release"];
+    release_flag.extend(at);
+    release_flag.extend(["--id", &id]);
+    team.ok(&release_flag, "");
+    let mut none = vec!["lock", "release"];
+    none.extend(at);
+    let r = team.run(&none, "");
+    assert_eq!(r.code, 2, "a lock id is required: {r:?}");
+    // One confirmation flag.
+    let r = admin.fails(&["tenant", "rotate", "acme"], "", 2);
+    assert!(r.err.contains("--yes"), "{r:?}");
+    admin.ok(&["tenant", "rotate", "acme", "-y"], "");
+    let r = admin.fails(&["tenant", "delete", "globex"], "", 2);
+    assert!(
+        r.err.contains("--yes") && !r.err.contains("--confirm"),
+        "{r:?}"
+    );
+    assert_eq!(
+        admin.json(&["tenant", "delete", "globex", "-y"], "")["status"],
+        "deleted"
+    );
+    create_tenant(&admin, "initech", &[]);
+    admin.ok(&["tenant", "delete", "initech", "--confirm"], "");
+    let help = admin.ok(&["tenant", "delete", "--help"], "");
+    assert!(
+        help.out.contains("--yes") && !help.out.contains("--confirm"),
+        "{help:?}"
+    );
+}
+
+#[test]
+fn ids_by_position_and_yes_on_local_files() {
+    ids_by_position_and_yes(&Setup::direct(local_store()));
+}
+
+#[test]
+fn ids_by_position_and_yes_through_a_server() {
+    ids_by_position_and_yes(&Setup::remote(local_store()));
+}
+
+/// Issue 13 item 10 on the real binary: `migrate ID`, with `--tenant ID`
+/// kept.
+#[test]
+fn migrate_by_position() {
+    let store = local_store();
+    let admin = admin_of(&store);
+    create_tenant(&admin, "acme", &[]);
+    let v = admin.json(&["migrate", "acme", "--dry-run"], "");
+    assert_eq!(v["tenant"], "acme", "{v}");
+    admin.ok(&["migrate", "--tenant", "acme", "--dry-run"], "");
+    admin.fails(&["migrate"], "", 2);
+}

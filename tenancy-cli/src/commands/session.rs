@@ -12,7 +12,7 @@ use crate::exit::CliError;
 use crate::home::SessionSlot;
 use crate::output::{status_style, time, Cell};
 
-/// `tenancy login --tenant ID [--secret-stdin]`.
+/// `tenancy login ID [--secret-stdin]` (or `--tenant ID`).
 pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<()> {
     let id = match args.tenant {
         Some(id) => id,
@@ -20,7 +20,7 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             let raw = ctx.io.value(
                 "tenant id",
                 None,
-                "--tenant ID",
+                "it (`tenancy login ID`)",
                 "TENANCY_TENANT",
                 "Tenant id: ",
             )?;

@@ -60,10 +60,15 @@ fn show_secret(ctx: &mut Ctx<'_>, created: &CreatedTenant, verb: &str) -> anyhow
     Ok(())
 }
 
-/// `tenancy tenant init`.
+/// `tenancy tenant init ID` (or `--name ID`).
 pub(crate) async fn init(ctx: &mut Ctx<'_>, args: TenantInitArgs) -> anyhow::Result<()> {
     let registry = ctx.require_admin().await?;
-    let id = args.name;
+    let Some(id) = args.id else {
+        return Err(CliError::usage(
+            "no tenant id: pass it (`tenancy tenant init ID`, or --name ID)",
+        )
+        .into());
+    };
     let limits = overrides(&args.limits);
     limits.validate()?;
     let new = NewTenant {
@@ -337,7 +342,7 @@ pub(crate) async fn activate(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Resu
     status_changed(ctx, &t, "Activated tenant {id}.")
 }
 
-/// `tenancy tenant delete ID --confirm`.
+/// `tenancy tenant delete ID [--yes]` (`--confirm` is an alias).
 pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow::Result<()> {
     let registry = ctx.require_admin().await?;
     let TenantDeleteArgs { id, confirm } = args;
@@ -346,7 +351,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow:
         registry.get(&id).await?;
         if !ctx.io.prompter.is_interactive() {
             return Err(CliError::usage(format!(
-                "deleting needs confirmation; pass --confirm (`tenancy tenant delete {id} --confirm`)"
+                "deleting needs confirmation; pass --yes (`tenancy tenant delete {id} --yes`)"
             ))
             .into());
         }
