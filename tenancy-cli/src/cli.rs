@@ -9,7 +9,7 @@ use tenancy_core::{LockId, LockKey, Plan, StateKey, TenantId, TenantStatus};
 macro_rules! exit_codes {
     () => {
         "Exit codes:
-  0  ok
+  0  ok (also: a declined confirmation, \"Cancelled; nothing changed.\")
   1  other error (backend, I/O, corrupt data)
   2  usage: bad flags, bad ids, bad input
   3  not logged in, unauthorized, session expired, credentials rotated
@@ -41,7 +41,8 @@ Environment:
   TERM                        dumb: no colour
   COLUMNS                     the terminal width tables fit (default: the terminal's own;
                               into a pipe tables are never cut)
-  AWS_*                       endpoint, region and credentials for s3:// backends";
+  AWS_*                       endpoint, region and credentials for s3:// backends
+Secrets and passwords are trimmed of surrounding whitespace wherever they are read.";
 
 /// The help topics `tenancy help TOPIC` prints, by name.
 pub(crate) const HELP_TOPICS: &[(&str, &str)] = &[
@@ -53,7 +54,7 @@ pub(crate) const HELP_TOPICS: &[(&str, &str)] = &[
 const ROOT_AFTER_HELP: &str = concat!(
     "Examples:
   tenancy init                                   # bootstrap a store (admin password prompted)
-  tenancy admin login && tenancy tenant init acme   # create a tenant, its secret shown once
+  tenancy admin login && tenancy tenant init     # create a tenant, prompted for its details
   tenancy login acme && tenancy state list       # a tenant team's view
 
 ",
@@ -152,7 +153,7 @@ pub(crate) enum Command {
     /// Tenants: admin commands (init, list, show, ...) and a tenant's own view
     /// (details, usage, stacks).
     #[command(subcommand, arg_required_else_help = true, after_help = examples!(
-        "tenancy tenant init acme --plan pro",
+        "tenancy tenant init                      # prompted for id, name, e-mail, plan, prefix",
         "tenancy tenant list --status active",
         "tenancy tenant details                   # as a tenant: your own profile",
     ))]
@@ -174,7 +175,7 @@ pub(crate) enum Command {
     Doctor(DoctorArgs),
     /// Log in as a tenant (session lasts 7 days).
     #[command(after_help = examples!(
-        "tenancy login acme                       # secret prompted on a terminal",
+        "tenancy login acme                       # secret prompted (three tries)",
         "printf '%s\\n' \"$SECRET\" | tenancy login acme --secret-stdin",
         "tenancy --backend https://tenancy.example.com login acme",
     ))]
@@ -316,7 +317,7 @@ pub(crate) struct LoginArgs {
 pub(crate) enum AdminCommand {
     /// Log in as the admin (session lasts 8 hours).
     #[command(after_help = examples!(
-        "tenancy admin login                      # password prompted on a terminal",
+        "tenancy admin login                      # password prompted (three tries)",
         "printf '%s\\n' \"$PW\" | tenancy admin login --password-stdin",
         "tenancy --backend https://tenancy.example.com admin login",
     ))]
@@ -405,8 +406,11 @@ pub(crate) struct LimitArgs {
 /// `tenancy tenant ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum TenantCommand {
-    /// Admin: create a tenant and show its secret once.
+    /// Admin: create a tenant and show its secret once. On a terminal,
+    /// without an id, asks for each detail (defaults in brackets, Enter
+    /// accepts).
     #[command(after_help = examples!(
+        "tenancy tenant init                      # prompted: id, display name, e-mail, plan, prefix",
         "tenancy tenant init acme --display-name \"Acme Corp\" --plan pro",
         "tenancy -o json tenant init globex | jq -r .secret",
     ))]
@@ -463,7 +467,8 @@ pub(crate) enum TenantCommand {
 /// `tenancy tenant init`
 #[derive(Debug, Args)]
 pub(crate) struct TenantInitArgs {
-    /// The tenant id: lowercase letters, digits and '-', 3 to 63 characters.
+    /// The tenant id: lowercase letters, digits and '-', 3 to 63
+    /// characters (prompted on a terminal when missing).
     #[arg(value_name = "ID")]
     pub id: Option<TenantId>,
     /// The tenant id (same as ID; kept for scripts).
@@ -475,9 +480,9 @@ pub(crate) struct TenantInitArgs {
     /// Contact e-mail.
     #[arg(long, value_name = "S")]
     pub email: Option<String>,
-    /// The plan.
-    #[arg(long, value_enum, default_value_t = PlanArg::Free)]
-    pub plan: PlanArg,
+    /// The plan (default free).
+    #[arg(long, value_enum)]
+    pub plan: Option<PlanArg>,
     /// The secret's prefix, 2 to 8 lowercase letters (default tnc).
     #[arg(long, value_name = "P")]
     pub secret_prefix: Option<String>,

@@ -10,6 +10,31 @@ use tenancy_core::Secret;
 
 use crate::exit::CliError;
 
+/// How many times a prompt asks again after a wrong or unusable answer
+/// (a wrong password, two passwords that differ, an invalid id).
+pub(crate) const PROMPT_TRIES: usize = 3;
+
+/// The user declined a confirmation (or gave no answer at a prompt that
+/// would change something): the run ends with exit 0 and a plain
+/// "Cancelled; nothing changed." line, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cancelled; nothing changed")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// A secret as read from anywhere (a prompt, stdin, the environment):
+/// without surrounding whitespace, CR and newline, which no secret or
+/// password of tenancy contains but pasting and Windows files add.
+pub(crate) fn clean_secret(raw: &str) -> Secret {
+    Secret::new(raw.trim())
+}
+
 /// Asks the user for missing values on a terminal.
 pub trait Prompter {
     /// True when a user can answer prompts (stdin and stderr are a terminal).
@@ -167,7 +192,7 @@ impl Io {
         self.stdin
             .read_line(&mut line)
             .with_context(|| format!("reading the {what} from stdin"))?;
-        let secret = Secret::new(line.trim_end_matches(['\r', '\n']));
+        let secret = clean_secret(&line);
         line.clear();
         line.shrink_to(0);
         if secret.expose().is_empty() {
@@ -192,10 +217,14 @@ impl Io {
             return self.secret_from_stdin(what);
         }
         if let Some(v) = self.var(env_var) {
-            return Ok(Secret::new(v));
+            let s = clean_secret(v);
+            if s.expose().is_empty() {
+                return Err(CliError::usage(format!("{env_var} holds only whitespace")).into());
+            }
+            return Ok(s);
         }
         if self.prompter.is_interactive() {
-            let s = self.prompter.ask_hidden(question)?;
+            let s = clean_secret(self.prompter.ask_hidden(question)?.expose());
             if s.expose().is_empty() {
                 return Err(CliError::usage(format!("no {what} given")).into());
             }
@@ -205,6 +234,30 @@ impl Io {
             "no {what}: pass {stdin_flag} and pipe it in, or set {env_var}, or run in a terminal to be prompted"
         ))
         .into())
+    }
+
+    /// True when [`Io::secret`] would ask on the terminal (neither
+    /// `--*-stdin` nor `env_var`), so a wrong answer may be asked again.
+    pub(crate) fn will_prompt(&self, from_stdin: bool, env_var: &str) -> bool {
+        !from_stdin && self.var(env_var).is_none() && self.prompter.is_interactive()
+    }
+
+    /// Asks `question` with its default in brackets (`Plan [free]: `);
+    /// Enter (an empty or blank answer) accepts the default, `None` when
+    /// there is none.
+    pub(crate) fn ask_default(
+        &mut self,
+        question: &str,
+        default: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let shown = default.unwrap_or("none");
+        let answer = self.prompter.ask(&format!("{question} [{shown}]: "))?;
+        let answer = answer.trim();
+        Ok(if answer.is_empty() {
+            default.map(str::to_string)
+        } else {
+            Some(answer.to_string())
+        })
     }
 
     /// Resolves a plain value: the flag, else the env var, else a prompt.

@@ -38,6 +38,7 @@ use crate::cli::{
 use crate::commands::{admin, lock, session, state, tenant};
 use crate::exit::{exit_code, one_line, CliError, OK};
 use crate::home::{create_private_dir, Home, SessionSlot};
+use crate::io::Cancelled;
 use crate::output::{paint, Out, Style};
 
 /// Runs the CLI on the process's arguments, streams and environment; returns the exit code.
@@ -129,6 +130,11 @@ where
         Ok(()) => OK,
         // The reader stopped reading (`| head`): quiet, like ripgrep.
         Err(e) if is_broken_pipe(&e) => OK,
+        // A declined confirmation: nothing went wrong.
+        Err(e) if e.chain().any(|c| c.is::<Cancelled>()) => {
+            let _ = writeln!(io.stderr, "Cancelled; nothing changed.");
+            OK
+        }
         Err(e) => {
             let color = io.stderr_color();
             let _ = writeln!(

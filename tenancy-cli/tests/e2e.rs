@@ -2117,6 +2117,34 @@ fn terminal_output_colour_and_width() {
     assert!(!r.out.contains("\x1b["), "{r:?}");
 }
 
+/// Issue 13 item 8 on the real binary, on a real terminal: a declined
+/// confirmation is exit 0 and one plain line; a wrong typed password is
+/// asked again.
+#[test]
+fn prompts_on_a_real_terminal() {
+    let store = local_store();
+    let admin = admin_of(&store);
+    create_tenant(&admin, "acme", &[]);
+    let Some(r) = on_a_pty(&admin, &["tenant", "rotate", "acme"], &[], 100, "n\n") else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("Cancelled; nothing changed."), "{r:?}");
+    assert!(!r.out.contains("error"), "{r:?}");
+    let r = on_a_pty(&admin, &["tenant", "delete", "acme"], &[], 100, "nope\n").unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("Cancelled; nothing changed."), "{r:?}");
+    assert_eq!(
+        admin.json(&["tenant", "show", "acme"], "")["status"],
+        "active"
+    );
+    let typed = format!("wrong password\n{PASSWORD}\n");
+    let r = on_a_pty(&admin, &["admin", "login"], &[], 100, &typed).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("Wrong admin password; try again."), "{r:?}");
+    assert!(r.out.contains("Logged in as the admin"), "{r:?}");
+}
+
 /// Issue 13 item 10: help topics, examples and the pointer in every
 /// command's help, global options apart, completion install instructions.
 #[test]
@@ -2254,15 +2282,31 @@ fn ids_by_position_and_yes_through_a_server() {
     ids_by_position_and_yes(&Setup::remote(local_store()));
 }
 
-/// Issue 13 item 10 on the real binary: `migrate ID`, with `--tenant ID`
-/// kept.
+/// Issue 13 items 8 and 10 on the real binary: `migrate ID`, piped and
+/// environment secrets trimmed.
 #[test]
-fn migrate_by_position() {
+fn migrate_by_position_and_trimmed_secrets() {
     let store = local_store();
-    let admin = admin_of(&store);
-    create_tenant(&admin, "acme", &[]);
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("  {PASSWORD}\r\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let mut c = admin.command(&["admin", "login"]);
+    c.env("TENANCY_ADMIN_PASSWORD", format!("{PASSWORD} \r"));
+    assert_eq!(user_run(c, "").code, 0);
+    let secret = create_tenant(&admin, "acme", &[]);
     let v = admin.json(&["migrate", "acme", "--dry-run"], "");
     assert_eq!(v["tenant"], "acme", "{v}");
     admin.ok(&["migrate", "--tenant", "acme", "--dry-run"], "");
     admin.fails(&["migrate"], "", 2);
+    let team = store.user();
+    team.ok(
+        &["login", "acme", "--secret-stdin"],
+        &format!("\t{secret} \r\n"),
+    );
 }

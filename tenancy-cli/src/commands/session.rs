@@ -10,6 +10,7 @@ use super::{Ctx, Target};
 use crate::cli::LoginArgs;
 use crate::exit::CliError;
 use crate::home::SessionSlot;
+use crate::io::PROMPT_TRIES;
 use crate::output::{status_style, time, Cell};
 
 /// `tenancy login ID [--secret-stdin]` (or `--tenant ID`).
@@ -27,13 +28,6 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             TenantId::new(raw)?
         }
     };
-    let secret = ctx.io.secret(
-        "tenant secret",
-        args.secret_stdin,
-        "--secret-stdin",
-        "TENANCY_SECRET",
-        &format!("Secret of tenant {id}: "),
-    )?;
     let refused = |e: Error| {
         match e {
         Error::Unauthorized { .. } => Error::unauthorized(format!(
@@ -48,10 +42,22 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         other => other,
     }
     };
-    let (id, expires) = match &ctx.target {
-        Target::Store(services) => {
-            let t = match services.registry.authenticate(&id, &secret).await {
-                Ok(t) => t,
+    // A typed secret that is refused is asked again (three tries in all).
+    let prompted = ctx.io.will_prompt(args.secret_stdin, "TENANCY_SECRET");
+    let tries = if prompted { PROMPT_TRIES } else { 1 };
+    let mut attempt = 0;
+    let (session, token) = loop {
+        attempt += 1;
+        let secret = ctx.io.secret(
+            "tenant secret",
+            args.secret_stdin,
+            "--secret-stdin",
+            "TENANCY_SECRET",
+            &format!("Secret of tenant {id}: "),
+        )?;
+        let verified = match &ctx.target {
+            Target::Store(services) => match services.registry.authenticate(&id, &secret).await {
+                Ok(t) => Ok((Session::tenant(&t, ctx.now()), None)),
                 // No registry here at all: most likely --backend was forgotten.
                 Err(Error::Unauthorized { .. } | Error::NotFound { .. })
                     if !services.registry.is_bootstrapped().await.unwrap_or(true) =>
@@ -62,21 +68,23 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
                     ))
                     .into())
                 }
-                Err(e) => return Err(refused(e).into()),
-            };
-            let session = Session::tenant(&t, ctx.now());
-            let expires = session.expires_at;
-            ctx.save_session(SessionSlot::Tenant, session, None)?;
-            (t.id, expires)
-        }
-        Target::Server(client) => {
-            let issued = client.login_tenant(&id, &secret).await.map_err(refused)?;
-            let session = issued.session.session;
-            let expires = session.expires_at;
-            ctx.save_session(SessionSlot::Tenant, session, Some(&issued.token))?;
-            (id, expires)
+                Err(e) => Err(e),
+            },
+            Target::Server(client) => client
+                .login_tenant(&id, &secret)
+                .await
+                .map(|issued| (issued.session.session, Some(issued.token))),
+        };
+        match verified {
+            Ok(done) => break done,
+            Err(Error::Unauthorized { .. }) if attempt < tries => {
+                ctx.note(&format!("Unknown tenant {id} or wrong secret; try again."))?;
+            }
+            Err(e) => return Err(refused(e).into()),
         }
     };
+    let expires = session.expires_at;
+    ctx.save_session(SessionSlot::Tenant, session, token.as_ref())?;
     if ctx.is_json() {
         ctx.out().json(&json!({
             "tenant": id,
