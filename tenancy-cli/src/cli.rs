@@ -5,10 +5,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tenancy_core::{LockId, LockKey, Plan, StateKey, TenantId, TenantStatus};
 
-/// Shown at the end of `tenancy --help`.
-pub(crate) const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  ok
+/// The exit codes, once for `tenancy help exit-codes` and `tenancy --help`.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  ok (also: a declined confirmation, \"Cancelled; nothing changed.\")
   1  other error (backend, I/O, corrupt data)
   2  usage: bad flags, bad ids, bad input
   3  not logged in, unauthorized, session expired, credentials rotated
@@ -16,18 +17,65 @@ Exit codes:
   5  not found
   6  conflict or lock held
   7  quota exceeded
-  8  doctor: problems remain (after --repair: the ones it cannot fix)
+  8  doctor: problems remain (after --repair: the ones it cannot fix)"
+    };
+}
 
+/// `tenancy help exit-codes`.
+pub(crate) const EXIT_CODES_TOPIC: &str = exit_codes!();
+
+/// `tenancy help environment`.
+pub(crate) const ENVIRONMENT_TOPIC: &str = "\
 Environment:
-  TENANCY_HOME            where sessions and the default store live (default ~/.tenancy)
-  TENANCY_BACKEND         backend URL, like --backend
-  TENANCY_ADMIN_PASSWORD  admin password for `init` and `admin login`
+  TENANCY_HOME                where sessions and the default store live (default ~/.tenancy)
+  TENANCY_BACKEND             backend URL, like --backend
+  TENANCY_ADMIN_PASSWORD      admin password for `init` and `admin login`
   TENANCY_NEW_ADMIN_PASSWORD  the new admin password for `admin passwd`
-  TENANCY_TENANT          tenant id for `login`
-  TENANCY_SECRET          tenant secret for `login`
-  TENANCY_BCRYPT_COST     bcrypt cost for new hashes (default 10; 4 is fast, for tests)
-  NO_COLOR                never colour the output
-  AWS_*                   endpoint, region and credentials for s3:// backends";
+  TENANCY_TENANT              tenant id for `login`; with TENANCY_SECRET, tenant
+                              commands run without a login (CI)
+  TENANCY_SECRET              tenant secret for `login` (and the above)
+  TENANCY_BCRYPT_COST         bcrypt cost for new hashes (default 10; 4 is fast, for tests)
+  NO_COLOR                    never colour the output (wins over CLICOLOR_FORCE)
+  CLICOLOR_FORCE              colour even when not on a terminal (not with 0)
+  CLICOLOR                    0: no colour on a terminal either
+  TERM                        dumb: no colour
+  COLUMNS                     the terminal width tables fit (default: the terminal's own;
+                              into a pipe tables are never cut)
+  AWS_*                       endpoint, region and credentials for s3:// backends
+Secrets and passwords are trimmed of surrounding whitespace wherever they are read.";
+
+/// The help topics `tenancy help TOPIC` prints, by name.
+pub(crate) const HELP_TOPICS: &[(&str, &str)] = &[
+    ("exit-codes", EXIT_CODES_TOPIC),
+    ("environment", ENVIRONMENT_TOPIC),
+];
+
+/// Shown at the end of `tenancy --help`.
+const ROOT_AFTER_HELP: &str = concat!(
+    "Examples:
+  tenancy init                                   # bootstrap a store (admin password prompted)
+  tenancy admin login && tenancy tenant init     # create a tenant, prompted for its details
+  tenancy login acme && tenancy state list       # a tenant team's view
+
+",
+    exit_codes!(),
+    "
+
+Help topics: `tenancy help exit-codes`, `tenancy help environment` (TENANCY_HOME,
+TENANCY_BACKEND, TENANCY_SECRET, NO_COLOR, ...)."
+);
+
+/// A subcommand's `after_help`: its examples, then where exit codes and
+/// environment variables are described.
+macro_rules! examples {
+    ($($line:literal),+ $(,)?) => {
+        concat!(
+            "Examples:\n",
+            $("  ", $line, "\n",)+
+            "\nExit codes: `tenancy help exit-codes`; environment variables: `tenancy help environment`."
+        )
+    };
+}
 
 /// `tenancy`: many isolated tenants on one shared store.
 #[derive(Debug, Parser)]
@@ -35,7 +83,7 @@ Environment:
     name = "tenancy",
     version,
     about = "Many isolated tenants on one shared store: an admin manages tenants, teams keep state and locks",
-    after_help = EXIT_CODES_HELP,
+    after_help = ROOT_AFTER_HELP,
     arg_required_else_help = true
 )]
 pub(crate) struct Cli {
@@ -43,11 +91,16 @@ pub(crate) struct Cli {
     /// tenancy-server's https://host (remote mode)
     /// [env: TENANCY_BACKEND] [default: the session's backend, else
     /// file://$TENANCY_HOME/data]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
     pub backend: Option<String>,
 
     /// Output format.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table, help_heading = "Global options")]
     pub output: OutputFormat,
 
     #[command(subcommand)]
@@ -78,37 +131,95 @@ pub(crate) enum CompletionShell {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Print the version of tenancy.
+    #[command(after_help = examples!("tenancy version", "tenancy -o json version"))]
     Version,
     /// Write a shell completion script to stdout.
+    #[command(after_help = COMPLETIONS_AFTER_HELP)]
     Completions(CompletionsArgs),
     /// Bootstrap the registry on the backend; refuses if one exists.
+    #[command(after_help = examples!(
+        "tenancy init                                  # admin password prompted, twice",
+        "printf '%s\\n' \"$PW\" | tenancy init --admin-password-stdin",
+        "tenancy --backend s3://bucket/tenancy init",
+    ))]
     Init(InitArgs),
-    /// Admin sessions: login, logout, session.
-    #[command(subcommand, arg_required_else_help = true)]
+    /// Admin sessions: login, logout, session, passwd.
+    #[command(subcommand, arg_required_else_help = true, after_help = examples!(
+        "tenancy admin login",
+        "tenancy admin session",
+        "tenancy admin passwd",
+    ))]
     Admin(AdminCommand),
     /// Tenants: admin commands (init, list, show, ...) and a tenant's own view
     /// (details, usage, stacks).
-    #[command(subcommand, arg_required_else_help = true)]
+    #[command(subcommand, arg_required_else_help = true, after_help = examples!(
+        "tenancy tenant init                      # prompted for id, name, e-mail, plan, prefix",
+        "tenancy tenant list --status active",
+        "tenancy tenant details                   # as a tenant: your own profile",
+    ))]
     Tenant(TenantCommand),
     /// Admin: copy a single-tenant `stacks/` tree on the backend into a tenant.
-    Migrate(MigrateArgs),
+    #[command(after_help = examples!(
+        "tenancy migrate acme --dry-run",
+        "tenancy migrate acme --from stacks/app",
+    ))]
+    Migrate(MigrateCli),
     /// Admin: report every inconsistency in the store (damaged records,
     /// crash leftovers, reservations without owners, file modes, the S3
     /// probe); exit 8 while problems remain.
+    #[command(after_help = examples!(
+        "tenancy doctor",
+        "tenancy doctor --repair",
+        "tenancy -o json doctor | jq .findings",
+    ))]
     Doctor(DoctorArgs),
     /// Log in as a tenant (session lasts 7 days).
+    #[command(after_help = examples!(
+        "tenancy login acme                       # secret prompted (three tries)",
+        "printf '%s\\n' \"$SECRET\" | tenancy login acme --secret-stdin",
+        "tenancy --backend https://tenancy.example.com login acme",
+    ))]
     Login(LoginArgs),
     /// Remove the tenant session.
+    #[command(after_help = examples!("tenancy logout"))]
     Logout,
     /// Show and check the tenant session.
+    #[command(after_help = examples!("tenancy session", "tenancy -o json session"))]
     Session,
     /// Tenant state with history.
-    #[command(subcommand, arg_required_else_help = true)]
+    #[command(subcommand, arg_required_else_help = true, after_help = examples!(
+        "echo '{\"replicas\": 2}' | tenancy state put --stack web --env prod",
+        "tenancy state get --stack web --env prod",
+        "tenancy state history --stack web --env prod",
+    ))]
     State(StateCommand),
     /// Tenant locks: leased, with fencing tokens.
-    #[command(subcommand, arg_required_else_help = true)]
+    #[command(subcommand, arg_required_else_help = true, after_help = examples!(
+        "tenancy lock acquire --stack web --env prod --ttl 5m",
+        "tenancy lock list",
+        "tenancy lock release --stack web --env prod LOCK_ID",
+    ))]
     Lock(LockCommand),
 }
+
+/// `tenancy completions --help`: examples and how to install the script.
+const COMPLETIONS_AFTER_HELP: &str = concat!(
+    "Install:
+  bash  echo 'source <(tenancy completions bash)' >> ~/.bashrc
+        (or: tenancy completions bash > ~/.local/share/bash-completion/completions/tenancy)
+  zsh   tenancy completions zsh > ~/.zfunc/_tenancy
+        and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath); autoload -Uz compinit; compinit
+  fish  tenancy completions fish > ~/.config/fish/completions/tenancy.fish
+Open a new shell afterwards. Commands and flags complete; tenant ids and
+stack names do not (clap_complete offers that only behind an unstable feature).
+
+",
+    examples!(
+        "tenancy completions bash > /etc/bash_completion.d/tenancy",
+        "tenancy completions zsh > ~/.zfunc/_tenancy",
+        "tenancy completions fish > ~/.config/fish/completions/tenancy.fish",
+    )
+);
 
 /// `tenancy completions SHELL`
 #[derive(Debug, Args)]
@@ -127,12 +238,15 @@ pub(crate) struct InitArgs {
     pub admin_password_stdin: bool,
 }
 
-/// `tenancy migrate`
+/// `tenancy migrate` as parsed: the tenant by position or by `--tenant`.
 #[derive(Debug, Args)]
-pub(crate) struct MigrateArgs {
+pub(crate) struct MigrateCli {
     /// The tenant to copy into.
-    #[arg(long, value_name = "ID")]
-    pub tenant: TenantId,
+    #[arg(value_name = "ID", required_unless_present = "tenant")]
+    pub id: Option<TenantId>,
+    /// The tenant to copy into (same as ID; kept for scripts).
+    #[arg(long, value_name = "ID", conflicts_with = "id")]
+    pub tenant: Option<TenantId>,
     /// The prefix of the single-tenant tree (`stacks`, or one stack:
     /// `stacks/app`; the tree below its last `stacks` segment is kept).
     /// The store's own prefixes (registry, archive, locks, tenants, ...)
@@ -145,6 +259,31 @@ pub(crate) struct MigrateArgs {
     pub dry_run: bool,
     /// Copy even when the new stacks take the tenant over its max_stacks.
     #[arg(long)]
+    pub force: bool,
+}
+
+impl MigrateCli {
+    /// The handler's arguments; `None` without a tenant (clap refuses that first).
+    pub(crate) fn into_args(self) -> Option<MigrateArgs> {
+        Some(MigrateArgs {
+            tenant: self.id.or(self.tenant)?,
+            from: self.from,
+            dry_run: self.dry_run,
+            force: self.force,
+        })
+    }
+}
+
+/// `tenancy migrate`
+#[derive(Debug)]
+pub(crate) struct MigrateArgs {
+    /// The tenant to copy into.
+    pub tenant: TenantId,
+    /// The prefix of the single-tenant tree.
+    pub from: StateKey,
+    /// Write nothing.
+    pub dry_run: bool,
+    /// Copy even over max_stacks.
     pub force: bool,
 }
 
@@ -162,7 +301,10 @@ pub(crate) struct DoctorArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LoginArgs {
     /// The tenant id [env: TENANCY_TENANT] (prompted on a terminal).
-    #[arg(long, value_name = "ID")]
+    #[arg(value_name = "ID")]
+    pub id: Option<TenantId>,
+    /// The tenant id (same as ID; kept for scripts).
+    #[arg(long, value_name = "ID", conflicts_with = "id")]
     pub tenant: Option<TenantId>,
     /// Read the secret from the first line of stdin
     /// (else TENANCY_SECRET, else a hidden prompt).
@@ -174,12 +316,24 @@ pub(crate) struct LoginArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
     /// Log in as the admin (session lasts 8 hours).
+    #[command(after_help = examples!(
+        "tenancy admin login                      # password prompted (three tries)",
+        "printf '%s\\n' \"$PW\" | tenancy admin login --password-stdin",
+        "tenancy --backend https://tenancy.example.com admin login",
+    ))]
     Login(AdminLoginArgs),
     /// Remove the admin session.
+    #[command(after_help = examples!("tenancy admin logout"))]
     Logout,
     /// Show and check the admin session.
+    #[command(after_help = examples!("tenancy admin session", "tenancy -o json admin session"))]
     Session,
     /// Change the admin password; every admin session and cached admin token ends.
+    #[command(after_help = examples!(
+        "tenancy admin passwd                     # new password prompted, twice",
+        "printf '%s\\n' \"$NEW\" | tenancy admin passwd --new-password-stdin",
+        "tenancy --backend file:///srv/tenancy admin passwd --reset",
+    ))]
     Passwd(AdminPasswdArgs),
 }
 
@@ -252,47 +406,83 @@ pub(crate) struct LimitArgs {
 /// `tenancy tenant ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum TenantCommand {
-    /// Admin: create a tenant and show its secret once.
+    /// Admin: create a tenant and show its secret once. On a terminal,
+    /// without an id, asks for each detail (defaults in brackets, Enter
+    /// accepts).
+    #[command(after_help = examples!(
+        "tenancy tenant init                      # prompted: id, display name, e-mail, plan, prefix",
+        "tenancy tenant init acme --display-name \"Acme Corp\" --plan pro",
+        "tenancy -o json tenant init globex | jq -r .secret",
+    ))]
     Init(TenantInitArgs),
     /// Admin: list tenants.
+    #[command(after_help = examples!(
+        "tenancy tenant list",
+        "tenancy tenant list --status suspended --plan pro",
+        "tenancy -o json tenant list | jq -r '.[].id'",
+    ))]
     List(TenantListArgs),
     /// Admin: show one tenant.
+    #[command(after_help = examples!("tenancy tenant show acme", "tenancy -o json tenant show acme"))]
     Show(TenantArg),
     /// Admin: counts of tenants by status and plan.
+    #[command(after_help = examples!("tenancy tenant stats"))]
     Stats,
     /// Admin: change a tenant's plan, profile or limits.
+    #[command(after_help = examples!(
+        "tenancy tenant update acme --plan enterprise",
+        "tenancy tenant update acme --max-stacks 10 --metadata team=payments",
+        "tenancy tenant update acme --expires-at 2030-01-01T00:00:00Z",
+    ))]
     Update(TenantUpdateArgs),
     /// Admin: issue a new secret; the old secret and its sessions stop working.
+    #[command(after_help = examples!(
+        "tenancy tenant rotate acme               # asks to confirm on a terminal",
+        "tenancy tenant rotate acme --yes",
+    ))]
     Rotate(TenantRotateArgs),
     /// Admin: suspend a tenant (login and sessions refused until activated).
+    #[command(after_help = examples!("tenancy tenant suspend acme --reason \"billing review\""))]
     Suspend(TenantSuspendArgs),
     /// Admin: activate a suspended or expired tenant.
+    #[command(after_help = examples!("tenancy tenant activate acme"))]
     Activate(TenantArg),
     /// Admin: soft-delete a tenant and archive its state.
+    #[command(after_help = examples!(
+        "tenancy tenant delete globex             # type the id to confirm",
+        "tenancy tenant delete globex --yes",
+    ))]
     Delete(TenantDeleteArgs),
     /// Tenant: this tenant's profile, plan and limits.
+    #[command(after_help = examples!("tenancy tenant details", "tenancy -o json tenant details"))]
     Details,
     /// Tenant: usage against limits.
+    #[command(after_help = examples!("tenancy tenant usage"))]
     Usage,
     /// Tenant: stacks and environments with state.
+    #[command(after_help = examples!("tenancy tenant stacks"))]
     Stacks,
 }
 
 /// `tenancy tenant init`
 #[derive(Debug, Args)]
 pub(crate) struct TenantInitArgs {
-    /// The tenant id: lowercase letters, digits and '-', 3 to 63 characters.
-    #[arg(long, value_name = "ID")]
-    pub name: TenantId,
+    /// The tenant id: lowercase letters, digits and '-', 3 to 63
+    /// characters (prompted on a terminal when missing).
+    #[arg(value_name = "ID")]
+    pub id: Option<TenantId>,
+    /// The tenant id (same as ID; kept for scripts).
+    #[arg(long, value_name = "ID", conflicts_with = "id")]
+    pub name: Option<TenantId>,
     /// Human-readable name (default: the id).
     #[arg(long, value_name = "S")]
     pub display_name: Option<String>,
     /// Contact e-mail.
     #[arg(long, value_name = "S")]
     pub email: Option<String>,
-    /// The plan.
-    #[arg(long, value_enum, default_value_t = PlanArg::Free)]
-    pub plan: PlanArg,
+    /// The plan (default free).
+    #[arg(long, value_enum)]
+    pub plan: Option<PlanArg>,
     /// The secret's prefix, 2 to 8 lowercase letters (default tnc).
     #[arg(long, value_name = "P")]
     pub secret_prefix: Option<String>,
@@ -348,7 +538,7 @@ pub(crate) struct TenantRotateArgs {
     /// The tenant id.
     pub id: TenantId,
     /// Do not ask for confirmation.
-    #[arg(long)]
+    #[arg(long, short = 'y')]
     pub yes: bool,
 }
 
@@ -367,8 +557,9 @@ pub(crate) struct TenantSuspendArgs {
 pub(crate) struct TenantDeleteArgs {
     /// The tenant id.
     pub id: TenantId,
-    /// Confirm the deletion (else prompted on a terminal).
-    #[arg(long)]
+    /// Do not ask for confirmation.
+    // `--confirm`, the old spelling, is a hidden alias so scripts keep working.
+    #[arg(long = "yes", short = 'y', alias = "confirm")]
     pub confirm: bool,
 }
 
@@ -376,19 +567,38 @@ pub(crate) struct TenantDeleteArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum StateCommand {
     /// Store a new version of a stack environment's state (JSON).
+    #[command(after_help = examples!(
+        "echo '{\"replicas\": 2}' | tenancy state put --stack web --env prod",
+        "tenancy state put --stack web --env prod --file state.json",
+        "tenancy state put --stack web --env prod --file state.json --lock-id \"$LOCK_ID\"",
+    ))]
     Put(StatePutArgs),
     /// Print the current (or an older) state document.
+    #[command(after_help = examples!(
+        "tenancy state get --stack web --env prod",
+        "tenancy state get --stack web --env prod --version 2 | jq .",
+    ))]
     Get(StateGetArgs),
     /// List stack environments with state.
+    #[command(after_help = examples!("tenancy state list", "tenancy -o json state list"))]
     List,
     /// The versions of a stack environment's state.
+    #[command(after_help = examples!("tenancy state history --stack web --env prod"))]
     History(StackEnv),
     /// Make an older version current again (as a new version).
+    #[command(after_help = examples!(
+        "tenancy state rollback --stack web --env prod --to 1",
+        "tenancy state rollback --stack web --env prod --to 1 --lock-id \"$LOCK_ID\"",
+    ))]
     Rollback(StateRollbackArgs),
     /// Delete a stack environment's state (its history is kept until
     /// pruned, and a rollback restores it); gives the stack back to the
     /// stack limit when it was its last environment. Asks to confirm on a
     /// terminal; elsewhere needs --yes.
+    #[command(after_help = examples!(
+        "tenancy state delete --stack scratch --env dev      # asks to confirm on a terminal",
+        "tenancy state delete --stack scratch --env dev -y",
+    ))]
     Delete(StateDeleteArgs),
 }
 
@@ -447,15 +657,33 @@ pub(crate) struct StateRollbackArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum LockCommand {
     /// Take the lock of a stack environment.
+    #[command(after_help = examples!(
+        "tenancy lock acquire --stack web --env prod --ttl 5m --operation deploy",
+        "tenancy lock acquire --stack web --env prod --wait 2m",
+        "LOCK_ID=\"$(tenancy -o json lock acquire --stack web --env prod | jq -r .lock_id)\"",
+    ))]
     Acquire(LockAcquireArgs),
     /// Release a lock you hold.
+    #[command(after_help = examples!(
+        "tenancy lock release --stack web --env prod \"$LOCK_ID\"",
+        "tenancy lock release --stack web --env prod --id \"$LOCK_ID\"",
+    ))]
     Release(LockHeldArgs),
     /// Extend the lease of a lock you hold.
+    #[command(after_help = examples!("tenancy lock renew --stack web --env prod \"$LOCK_ID\" --ttl 10m"))]
     Renew(LockRenewArgs),
-    /// List this tenant's held locks (admin: `--tenant ID`, any tenant's).
+    /// List this tenant's held locks (admin: a tenant id, any tenant's).
+    #[command(after_help = examples!(
+        "tenancy lock list                        # as a tenant",
+        "tenancy lock list acme                   # as the admin, no tenant secret needed",
+    ))]
     List(LockListArgs),
     /// Free a lock whatever its lease, given its current lock id
     /// (the holder's id from `lock list`); admin: `--tenant ID`.
+    #[command(after_help = examples!(
+        "tenancy lock force-unlock --stack web --env prod LOCK_ID",
+        "tenancy lock force-unlock --stack web --env prod LOCK_ID --tenant acme   # as the admin",
+    ))]
     ForceUnlock(LockForceArgs),
 }
 
@@ -463,7 +691,10 @@ pub(crate) enum LockCommand {
 #[derive(Debug, Args)]
 pub(crate) struct LockListArgs {
     /// Admin: the locks of this tenant (no tenant secret needed).
-    #[arg(long, value_name = "ID")]
+    #[arg(value_name = "ID")]
+    pub id: Option<TenantId>,
+    /// Admin: the locks of this tenant (same as ID; kept for scripts).
+    #[arg(long, value_name = "ID", conflicts_with = "id")]
     pub tenant: Option<TenantId>,
 }
 
@@ -493,14 +724,61 @@ pub(crate) struct LockAcquireArgs {
     pub operation: String,
 }
 
-/// A held lock: its stack-env and lock id.
-#[derive(Debug, Args)]
+/// A held lock: its stack-env and lock id (`LOCK_ID`, or `--id LOCK_ID`
+/// as before). Parsed by hand (below) so handlers get one `LockId`.
+#[derive(Debug)]
 pub(crate) struct LockHeldArgs {
-    #[command(flatten)]
+    /// The stack environment.
     pub at: StackEnv,
-    /// The lock id from `lock acquire` (or `lock list`).
-    #[arg(long, value_name = "LOCK_ID")]
+    /// The lock id.
     pub id: LockId,
+}
+
+impl clap::FromArgMatches for LockHeldArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let at = <StackEnv as clap::FromArgMatches>::from_arg_matches(m)?;
+        let id = m
+            .get_one::<LockId>("lock_id")
+            .or_else(|| m.get_one::<LockId>("id"))
+            .cloned()
+            .ok_or_else(|| {
+                clap::Error::raw(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "a lock id is required: LOCK_ID (or --id LOCK_ID), from `tenancy lock acquire` or `tenancy lock list`\n",
+                )
+            })?;
+        Ok(LockHeldArgs { at, id })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = <Self as clap::FromArgMatches>::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for LockHeldArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        <StackEnv as clap::Args>::augment_args(cmd)
+            .arg(
+                clap::Arg::new("lock_id")
+                    .value_name("LOCK_ID")
+                    .value_parser(clap::value_parser!(LockId))
+                    .required_unless_present("id")
+                    .help("The lock id from `lock acquire` (or `lock list`)"),
+            )
+            .arg(
+                clap::Arg::new("id")
+                    .long("id")
+                    .value_name("LOCK_ID")
+                    .value_parser(clap::value_parser!(LockId))
+                    .conflicts_with("lock_id")
+                    .help("The lock id (same as LOCK_ID; kept for scripts)"),
+            )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        <Self as clap::Args>::augment_args(cmd)
+    }
 }
 
 /// `tenancy lock renew`
@@ -593,6 +871,61 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every command's help has 1 to 3 examples that start with `tenancy`
+    /// (or a pipe into it) and the pointer to the exit codes and
+    /// environment; global options are listed apart.
+    #[test]
+    fn every_command_has_examples_and_the_pointer() {
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut usize) {
+            for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                let after = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                let examples: Vec<&str> = after
+                    .split("Examples:\n")
+                    .nth(1)
+                    .unwrap_or("")
+                    .lines()
+                    .take_while(|l| l.starts_with("  "))
+                    .collect();
+                assert!(
+                    (1..=3).contains(&examples.len()),
+                    "{path}: {} examples in {after:?}",
+                    examples.len()
+                );
+                for e in &examples {
+                    assert!(e.contains("tenancy "), "{path}: {e}");
+                }
+                assert!(
+                    after.contains("`tenancy help exit-codes`")
+                        && after.contains("`tenancy help environment`"),
+                    "{path}: {after:?}"
+                );
+                *seen += 1;
+                walk(sub, &path, seen);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut seen = 0;
+        walk(&cmd, "tenancy", &mut seen);
+        assert!(seen > 30, "{seen}");
+        let help = cmd
+            .find_subcommand_mut("tenant")
+            .and_then(|t| t.find_subcommand_mut("init"))
+            .map(|c| c.render_help().to_string())
+            .unwrap_or_default();
+        let global = help
+            .find("Global options:")
+            .expect("a Global options heading");
+        assert!(help[global..].contains("--backend"), "{help}");
+        assert!(help[global..].contains("--output"), "{help}");
+        assert!(!help[..global].contains("--backend"), "{help}");
+        assert!(help[..global].contains("--display-name"), "{help}");
     }
 
     #[test]
@@ -761,6 +1094,28 @@ mod tests {
                 "list",
             ],
             &["tenancy", "tenant", "list", "--output", "json"],
+            // ids by position; the old flags stay
+            &["tenancy", "tenant", "init"],
+            &["tenancy", "tenant", "init", "acme", "--plan", "pro"],
+            &["tenancy", "login", "acme", "--secret-stdin"],
+            &["tenancy", "migrate", "acme", "--dry-run"],
+            &["tenancy", "lock", "list", "acme"],
+            &[
+                "tenancy",
+                "lock",
+                "release",
+                "--stack",
+                "s",
+                "--env",
+                "e",
+                "9b2f4c7e-1d3a-4e5b-8c6d-0a1b2c3d4e5f",
+            ],
+            &["tenancy", "tenant", "rotate", "acme", "-y"],
+            &["tenancy", "tenant", "delete", "acme", "--yes"],
+            &["tenancy", "tenant", "delete", "acme", "-y"],
+            &[
+                "tenancy", "state", "delete", "--stack", "s", "--env", "e", "-y",
+            ],
         ];
         for args in ok {
             if let Err(e) = Cli::try_parse_from(*args) {
@@ -770,7 +1125,23 @@ mod tests {
         let bad: &[&[&str]] = &[
             &["tenancy", "completions", "powershell"],
             &["tenancy", "--output", "yaml", "version"],
-            &["tenancy", "tenant", "init"],
+            &["tenancy", "migrate"],
+            &["tenancy", "migrate", "acme", "--tenant", "acme"],
+            &["tenancy", "login", "acme", "--tenant", "acme"],
+            &["tenancy", "tenant", "init", "acme", "--name", "acme"],
+            &["tenancy", "lock", "release", "--stack", "s", "--env", "e"],
+            &[
+                "tenancy",
+                "lock",
+                "release",
+                "--stack",
+                "s",
+                "--env",
+                "e",
+                "9b2f4c7e-1d3a-4e5b-8c6d-0a1b2c3d4e5f",
+                "--id",
+                "9b2f4c7e-1d3a-4e5b-8c6d-0a1b2c3d4e5f",
+            ],
             &[
                 "tenancy", "lock", "acquire", "--stack", "s", "--env", "e", "--ttl", "soon",
             ],

@@ -10,6 +10,31 @@ use tenancy_core::Secret;
 
 use crate::exit::CliError;
 
+/// How many times a prompt asks again after a wrong or unusable answer
+/// (a wrong password, two passwords that differ, an invalid id).
+pub(crate) const PROMPT_TRIES: usize = 3;
+
+/// The user declined a confirmation (or gave no answer at a prompt that
+/// would change something): the run ends with exit 0 and a plain
+/// "Cancelled; nothing changed." line, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cancelled; nothing changed")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// A secret as read from anywhere (a prompt, stdin, the environment):
+/// without surrounding whitespace, CR and newline, which no secret or
+/// password of tenancy contains but pasting and Windows files add.
+pub(crate) fn clean_secret(raw: &str) -> Secret {
+    Secret::new(raw.trim())
+}
+
 /// Asks the user for missing values on a terminal.
 pub trait Prompter {
     /// True when a user can answer prompts (stdin and stderr are a terminal).
@@ -59,13 +84,16 @@ impl Prompter for TerminalPrompter {
     }
 }
 
-/// Which standard streams are terminals.
+/// Which standard streams are terminals, and how wide stdout's is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Terminal {
     /// stdout is a terminal.
     pub stdout: bool,
     /// stderr is a terminal.
     pub stderr: bool,
+    /// The width of stdout's terminal in columns, when it is one and its
+    /// size is known (`COLUMNS` overrides it).
+    pub columns: Option<usize>,
 }
 
 /// Everything the CLI reads from or writes to outside the store.
@@ -107,6 +135,8 @@ impl Io {
             terminal: Terminal {
                 stdout: std::io::stdout().is_terminal(),
                 stderr: std::io::stderr().is_terminal(),
+                columns: terminal_size::terminal_size_of(std::io::stdout())
+                    .map(|(w, _)| usize::from(w.0)),
             },
         }
     }
@@ -119,14 +149,41 @@ impl Io {
             .filter(|v| !v.is_empty())
     }
 
-    /// True when colour may be used on stdout: a terminal, and `NO_COLOR` unset or empty.
+    /// True when colour may be used on stdout (see [`Io::color_on`]).
     pub fn stdout_color(&self) -> bool {
-        self.terminal.stdout && self.var("NO_COLOR").is_none()
+        self.color_on(self.terminal.stdout)
     }
 
-    /// True when colour may be used on stderr.
+    /// True when colour may be used on stderr (see [`Io::color_on`]).
     pub fn stderr_color(&self) -> bool {
-        self.terminal.stderr && self.var("NO_COLOR").is_none()
+        self.color_on(self.terminal.stderr)
+    }
+
+    /// Whether a stream gets colour: never with `NO_COLOR` (any non-empty
+    /// value); always with `CLICOLOR_FORCE` (non-empty, not `0`), even into
+    /// a pipe; else only on a terminal (`is_terminal`) whose `TERM` is not
+    /// `dumb` and where `CLICOLOR` is not `0`.
+    fn color_on(&self, is_terminal: bool) -> bool {
+        if self.var("NO_COLOR").is_some() {
+            return false;
+        }
+        if self.var("CLICOLOR_FORCE").is_some_and(|v| v != "0") {
+            return true;
+        }
+        is_terminal && self.var("TERM") != Some("dumb") && self.var("CLICOLOR") != Some("0")
+    }
+
+    /// The width tables on stdout must fit: `None` (never truncate) unless
+    /// stdout is a terminal; then `COLUMNS` when it is a positive number,
+    /// else the terminal's own width.
+    pub fn stdout_width(&self) -> Option<usize> {
+        if !self.terminal.stdout {
+            return None;
+        }
+        self.var("COLUMNS")
+            .and_then(|c| c.trim().parse::<usize>().ok())
+            .filter(|&c| c > 0)
+            .or(self.terminal.columns)
     }
 
     /// Reads the first line of stdin as a secret (for the `--*-stdin` flags).
@@ -135,7 +192,7 @@ impl Io {
         self.stdin
             .read_line(&mut line)
             .with_context(|| format!("reading the {what} from stdin"))?;
-        let secret = Secret::new(line.trim_end_matches(['\r', '\n']));
+        let secret = clean_secret(&line);
         line.clear();
         line.shrink_to(0);
         if secret.expose().is_empty() {
@@ -160,10 +217,14 @@ impl Io {
             return self.secret_from_stdin(what);
         }
         if let Some(v) = self.var(env_var) {
-            return Ok(Secret::new(v));
+            let s = clean_secret(v);
+            if s.expose().is_empty() {
+                return Err(CliError::usage(format!("{env_var} holds only whitespace")).into());
+            }
+            return Ok(s);
         }
         if self.prompter.is_interactive() {
-            let s = self.prompter.ask_hidden(question)?;
+            let s = clean_secret(self.prompter.ask_hidden(question)?.expose());
             if s.expose().is_empty() {
                 return Err(CliError::usage(format!("no {what} given")).into());
             }
@@ -173,6 +234,30 @@ impl Io {
             "no {what}: pass {stdin_flag} and pipe it in, or set {env_var}, or run in a terminal to be prompted"
         ))
         .into())
+    }
+
+    /// True when [`Io::secret`] would ask on the terminal (neither
+    /// `--*-stdin` nor `env_var`), so a wrong answer may be asked again.
+    pub(crate) fn will_prompt(&self, from_stdin: bool, env_var: &str) -> bool {
+        !from_stdin && self.var(env_var).is_none() && self.prompter.is_interactive()
+    }
+
+    /// Asks `question` with its default in brackets (`Plan [free]: `);
+    /// Enter (an empty or blank answer) accepts the default, `None` when
+    /// there is none.
+    pub(crate) fn ask_default(
+        &mut self,
+        question: &str,
+        default: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let shown = default.unwrap_or("none");
+        let answer = self.prompter.ask(&format!("{question} [{shown}]: "))?;
+        let answer = answer.trim();
+        Ok(if answer.is_empty() {
+            default.map(str::to_string)
+        } else {
+            Some(answer.to_string())
+        })
     }
 
     /// Resolves a plain value: the flag, else the env var, else a prompt.
@@ -370,5 +455,49 @@ mod tests {
         assert!(t.io.stdout_color() && t.io.stderr_color());
         t.io.env.insert("NO_COLOR".into(), "1".into());
         assert!(!t.io.stdout_color() && !t.io.stderr_color());
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::testing::*;
+
+    fn io(env: &[(&str, &str)], terminal: bool) -> TestIo {
+        let mut t = test_io("", env, Scripted::default());
+        t.io.terminal.stdout = terminal;
+        t.io.terminal.stderr = terminal;
+        t.io.terminal.columns = Some(100);
+        t
+    }
+
+    #[test]
+    fn colour_follows_term_clicolor_and_no_color() {
+        assert!(io(&[("TERM", "xterm-256color")], true).io.stdout_color());
+        assert!(!io(&[("TERM", "dumb")], true).io.stdout_color());
+        assert!(!io(&[("TERM", "dumb")], true).io.stderr_color());
+        assert!(!io(&[("CLICOLOR", "0")], true).io.stdout_color());
+        // CLICOLOR_FORCE: colour even into a pipe or on a dumb terminal...
+        assert!(io(&[("CLICOLOR_FORCE", "1")], false).io.stdout_color());
+        assert!(io(&[("CLICOLOR_FORCE", "1"), ("TERM", "dumb")], true)
+            .io
+            .stderr_color());
+        assert!(!io(&[("CLICOLOR_FORCE", "0")], false).io.stdout_color());
+        // ...but NO_COLOR wins.
+        assert!(!io(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], true)
+            .io
+            .stdout_color());
+    }
+
+    #[test]
+    fn the_width_is_the_terminals_or_columns_and_none_into_a_pipe() {
+        assert_eq!(io(&[], true).io.stdout_width(), Some(100));
+        assert_eq!(io(&[("COLUMNS", "42")], true).io.stdout_width(), Some(42));
+        assert_eq!(
+            io(&[("COLUMNS", "wide")], true).io.stdout_width(),
+            Some(100)
+        );
+        assert_eq!(io(&[("COLUMNS", "0")], true).io.stdout_width(), Some(100));
+        assert_eq!(io(&[("COLUMNS", "42")], false).io.stdout_width(), None);
+        assert_eq!(io(&[], false).io.stdout_width(), None);
     }
 }

@@ -5,7 +5,7 @@
 //! so tests can drive it in-process. Handlers live in [`commands`] and take
 //! the registry, backend and lock manager as trait objects ([`Services`]).
 //!
-//! Exit codes: see [`exit`] and `tenancy --help`.
+//! Exit codes: see [`exit`], `tenancy help exit-codes` and `tenancy --help`.
 
 mod cli;
 mod commands;
@@ -38,6 +38,7 @@ use crate::cli::{
 use crate::commands::{admin, lock, session, state, tenant};
 use crate::exit::{error_code, exit_code, one_line, CliError, OK};
 use crate::home::{create_private_dir, Home, SessionSlot};
+use crate::io::Cancelled;
 use crate::output::{paint, Out, Style};
 
 /// Runs the CLI on the process's arguments, streams and environment; returns the exit code.
@@ -79,8 +80,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(topic) = help_topic(&args) {
+        return print_topic(io, topic);
+    }
     let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+        Ok(cli) => normalize(cli),
         Err(e) => {
             let code = e.exit_code();
             if let Some(help) = missing_subcommand_help(&e) {
@@ -126,6 +131,11 @@ where
         Ok(()) => OK,
         // The reader stopped reading (`| head`): quiet, like ripgrep.
         Err(e) if is_broken_pipe(&e) => OK,
+        // A declined confirmation: nothing went wrong.
+        Err(e) if e.chain().any(|c| c.is::<Cancelled>()) => {
+            let _ = writeln!(io.stderr, "Cancelled; nothing changed.");
+            OK
+        }
         Err(e) => {
             let e = explain_missing_s3_credentials(e, io);
             let code = exit_code(&e);
@@ -149,6 +159,53 @@ where
             code
         }
     }
+}
+
+/// The help topic `args` ask for: `tenancy [global options] help TOPIC`
+/// with a topic of [`cli::HELP_TOPICS`]; `None` for anything else (other
+/// `help` invocations are clap's).
+fn help_topic(args: &[OsString]) -> Option<&'static str> {
+    let mut words = Vec::new();
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        let a = a.to_str()?;
+        match a {
+            "--backend" | "--output" | "-o" => {
+                rest.next();
+            }
+            _ if a.starts_with("--backend=") || a.starts_with("--output=") => {}
+            _ if a.starts_with("-o") && a.len() > 2 => {}
+            _ => words.push(a),
+        }
+    }
+    match words.as_slice() {
+        ["help", topic] => cli::HELP_TOPICS
+            .iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, text)| *text),
+        _ => None,
+    }
+}
+
+/// Prints a help topic on stdout (exit 0, or quiet on a closed pipe).
+fn print_topic(io: &mut Io, text: &str) -> i32 {
+    let _ = writeln!(io.stdout, "{text}");
+    let _ = io.stdout.flush();
+    OK
+}
+
+/// One value per option: an id given by position or by its old flag ends
+/// up in the field the handlers read.
+fn normalize(mut cli: Cli) -> Cli {
+    match &mut cli.command {
+        Command::Login(args) => args.tenant = args.tenant.take().or(args.id.take()),
+        Command::Lock(LockCommand::List(args)) => {
+            args.tenant = args.tenant.take().or(args.id.take())
+        }
+        Command::Tenant(TenantCommand::Init(args)) => args.id = args.id.take().or(args.name.take()),
+        _ => {}
+    }
+    cli
 }
 
 /// The help of the command a "requires a subcommand" error is about
@@ -442,8 +499,7 @@ fn version(io: &mut Io, format: OutputFormat) -> anyhow::Result<()> {
         backends.push("s3");
     }
     backends.extend(["http", "https"]);
-    let color = io.stdout_color();
-    let mut out = Out::new(&mut *io.stdout, format, color);
+    let mut out = Out::stdout(io, format);
     if out.is_json() {
         out.json(&json!({
             "name": "tenancy",
@@ -503,7 +559,9 @@ fn session_of(command: &Command) -> Option<SessionSlot> {
             _ => SessionSlot::Admin,
         }),
         // The admin's view of a tenant's locks.
-        Command::Lock(LockCommand::List(LockListArgs { tenant: Some(_) }))
+        Command::Lock(LockCommand::List(LockListArgs {
+            tenant: Some(_), ..
+        }))
         | Command::Lock(LockCommand::ForceUnlock(LockForceArgs {
             tenant: Some(_), ..
         })) => Some(SessionSlot::Admin),
@@ -569,8 +627,7 @@ async fn logout(
             one_line(&anyhow::anyhow!(e.to_string()))
         );
     }
-    let color = io.stdout_color();
-    let mut out = Out::new(&mut *io.stdout, format, color);
+    let mut out = Out::stdout(io, format);
     if out.is_json() {
         out.json(&json!({ "session": which, "logged_out": removed }))
     } else if removed {
@@ -667,7 +724,10 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             TenantCommand::Usage => tenant::usage(ctx).await,
             TenantCommand::Stacks => state::stacks(ctx).await,
         },
-        Command::Migrate(args) => admin::migrate(ctx, args).await,
+        Command::Migrate(args) => match args.into_args() {
+            Some(args) => admin::migrate(ctx, args).await,
+            None => Err(CliError::usage("no tenant: pass it as `tenancy migrate ID`").into()),
+        },
         Command::Doctor(args) => admin::doctor(ctx, args).await,
         Command::Login(args) => session::login(ctx, args).await,
         Command::Session => session::session(ctx).await,

@@ -1,4 +1,5 @@
-//! Printing results: aligned tables or JSON, colour only on a terminal.
+//! Printing results: aligned tables (display widths, fitted to the
+//! terminal) or JSON, colour only where [`crate::Io`] allows it.
 
 use std::io::Write;
 
@@ -7,8 +8,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tenancy_core::{Tenant, TenantStatus};
 use tenancy_server::views::TenantView;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::cli::OutputFormat;
+use crate::io::Io;
 
 /// Writes results to stdout in the chosen format.
 pub(crate) struct Out<'a> {
@@ -16,6 +19,8 @@ pub(crate) struct Out<'a> {
     /// The output format.
     pub format: OutputFormat,
     color: bool,
+    /// The terminal's width tables must fit; `None`: never truncate.
+    width: Option<usize>,
 }
 
 impl std::fmt::Debug for Out<'_> {
@@ -23,8 +28,82 @@ impl std::fmt::Debug for Out<'_> {
         f.debug_struct("Out")
             .field("format", &self.format)
             .field("color", &self.color)
+            .field("width", &self.width)
             .finish_non_exhaustive()
     }
+}
+
+/// Table columns whose cells are free text, truncated (with an ellipsis)
+/// to fit the terminal; every other column (ids, keys, numbers, times,
+/// statuses) is always shown whole.
+const FREE_TEXT_COLUMNS: &[&str] = &[
+    "DISPLAY NAME",
+    "MESSAGE",
+    "NOTE",
+    "OPERATION",
+    "WHO",
+    "ENVIRONMENTS",
+];
+
+/// A truncated column keeps at least this many columns of text (or its
+/// header's width, if wider).
+const MIN_TRUNCATED_WIDTH: usize = 8;
+
+/// The columns between two table cells.
+const GAP: usize = 2;
+
+/// The width of `s` on a terminal (CJK and emoji are two columns,
+/// combining marks none).
+pub(crate) fn display_width(s: &str) -> usize {
+    UnicodeWidthStr::width(s)
+}
+
+/// `s` cut to at most `width` display columns, the last of them an
+/// ellipsis when anything was cut.
+pub(crate) fn truncate(s: &str, width: usize) -> String {
+    if display_width(s) <= width {
+        return s.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > width - 1 {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+/// The widths of a table's columns after fitting it into `total` columns:
+/// free-text columns shrink, the last column first, then the widest, each
+/// down to [`MIN_TRUNCATED_WIDTH`] (or its header); a table that still does
+/// not fit is left wider than the terminal rather than cut in an id.
+fn fit(headers: &[&str], widths: &[usize], total: usize) -> Vec<usize> {
+    let mut widths = widths.to_vec();
+    let needed = |w: &[usize]| w.iter().sum::<usize>() + GAP * w.len().saturating_sub(1);
+    let floor = |i: usize| display_width(headers[i]).max(MIN_TRUNCATED_WIDTH);
+    let last = headers.len().saturating_sub(1);
+    let mut order: Vec<usize> = (0..headers.len())
+        .filter(|&i| FREE_TEXT_COLUMNS.contains(&headers[i]))
+        .collect();
+    // The last column first, then the widest.
+    order.sort_by_key(|&i| (i != last, std::cmp::Reverse(widths[i])));
+    for i in order {
+        let over = needed(&widths).saturating_sub(total);
+        if over == 0 {
+            break;
+        }
+        let lowest = floor(i).min(widths[i]);
+        widths[i] = widths[i].saturating_sub(over).max(lowest);
+    }
+    widths
 }
 
 /// ANSI styles, used only when colour is on.
@@ -51,13 +130,23 @@ impl Style {
     }
 }
 
-/// `text` in `style` when `color`, else as is.
+/// `text` in `style` when `color`, else as is. Each line is painted on
+/// its own and reset before its newline, so a colour never runs into the
+/// next line (or into the shell's prompt).
 pub(crate) fn paint(color: bool, style: Style, text: &str) -> String {
-    if color {
-        format!("\x1b[{}m{text}\x1b[0m", style.code())
-    } else {
-        text.to_string()
+    if !color {
+        return text.to_string();
     }
+    text.split('\n')
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("\x1b[{}m{line}\x1b[0m", style.code())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The style of a status word.
@@ -111,9 +200,33 @@ fn safe(s: &str) -> String {
 }
 
 impl<'a> Out<'a> {
-    /// An output on `w`.
+    /// An output on `w` whose tables are never truncated.
+    #[cfg(test)]
     pub(crate) fn new(w: &'a mut dyn Write, format: OutputFormat, color: bool) -> Self {
-        Out { w, format, color }
+        Out {
+            w,
+            format,
+            color,
+            width: None,
+        }
+    }
+
+    /// The output on `io`'s stdout: colour and table width as [`Io`] says.
+    pub(crate) fn stdout(io: &'a mut Io, format: OutputFormat) -> Self {
+        let color = io.stdout_color();
+        let width = io.stdout_width();
+        Out {
+            w: &mut *io.stdout,
+            format,
+            color,
+            width,
+        }
+    }
+
+    /// The same output fitting its tables into `width` columns.
+    #[cfg(test)]
+    pub(crate) fn with_width(self, width: Option<usize>) -> Self {
+        Out { width, ..self }
     }
 
     /// True for `--output json`.
@@ -135,6 +248,9 @@ impl<'a> Out<'a> {
     }
 
     /// Prints an aligned table; an empty table prints `empty` instead.
+    /// Columns are aligned by display width; on a terminal, free-text
+    /// columns ([`FREE_TEXT_COLUMNS`]) are cut with an ellipsis so rows fit
+    /// its width (never into a pipe: scripts get whole values).
     pub(crate) fn table(
         &mut self,
         headers: &[&str],
@@ -155,22 +271,28 @@ impl<'a> Out<'a> {
                     .collect()
             })
             .collect();
-        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+        let mut widths: Vec<usize> = headers.iter().map(|h| display_width(h)).collect();
         for r in &rows {
             for (i, c) in r.iter().enumerate() {
                 if i < widths.len() {
-                    widths[i] = widths[i].max(c.text.chars().count());
+                    widths[i] = widths[i].max(display_width(&c.text));
                 }
             }
+        }
+        if let Some(total) = self.width {
+            widths = fit(headers, &widths, total);
         }
         let render = |cells: Vec<(String, Option<Style>)>, color: bool| -> String {
             let last = cells.len().saturating_sub(1);
             let mut line = String::new();
             for (i, (text, style)) in cells.into_iter().enumerate() {
-                let pad = if i == last {
-                    0
-                } else {
-                    widths[i].saturating_sub(text.chars().count()) + 2
+                let text = match widths.get(i) {
+                    Some(&w) => truncate(&text, w),
+                    None => text,
+                };
+                let pad = match widths.get(i) {
+                    Some(&w) if i != last => w.saturating_sub(display_width(&text)) + GAP,
+                    _ => 0,
                 };
                 match style {
                     Some(s) => line.push_str(&paint(color, s, &text)),
@@ -202,7 +324,7 @@ impl<'a> Out<'a> {
     pub(crate) fn pairs(&mut self, pairs: Vec<(&str, Cell)>) -> anyhow::Result<()> {
         let width = pairs
             .iter()
-            .map(|(k, _)| k.chars().count())
+            .map(|(k, _)| display_width(k))
             .max()
             .unwrap_or(0);
         for (k, v) in pairs {
@@ -211,7 +333,8 @@ impl<'a> Out<'a> {
                 Some(s) => paint(self.color, s, &text),
                 None => text,
             };
-            writeln!(self.w, "{k:<width$}  {value}")?;
+            let pad = " ".repeat(width.saturating_sub(display_width(k)) + GAP);
+            writeln!(self.w, "{k}{pad}{value}")?;
         }
         Ok(())
     }
@@ -369,6 +492,121 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("\x1b[31mx\x1b[0m  "), "{text:?}");
         assert!(text.contains("evil\\u{1b}[2J"), "{text:?}");
+    }
+
+    #[test]
+    fn colour_resets_before_every_newline() {
+        assert_eq!(paint(true, Style::Red, "x"), "\x1b[31mx\x1b[0m");
+        assert_eq!(
+            paint(true, Style::Yellow, "a\nb\n"),
+            "\x1b[33ma\x1b[0m\n\x1b[33mb\x1b[0m\n"
+        );
+        assert_eq!(paint(false, Style::Red, "a\n"), "a\n");
+        let mut buf = Vec::new();
+        let mut out = Out::new(&mut buf, OutputFormat::Table, true);
+        out.table(
+            &["ID", "STATUS"],
+            vec![vec!["acme".into(), Cell::styled("active", Style::Green)]],
+            "",
+        )
+        .unwrap();
+        out.pairs(vec![("status", Cell::styled("suspended", Style::Yellow))])
+            .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        for line in text.split_inclusive('\n') {
+            let body = line.strip_suffix('\n').unwrap_or(line);
+            let opens = body.matches("\x1b[3").count() + body.matches("\x1b[1m").count();
+            assert_eq!(opens, body.matches("\x1b[0m").count(), "{line:?}");
+            assert!(
+                !body.contains('\x1b') || body.ends_with("\x1b[0m"),
+                "a colour runs past its line: {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wide_characters_are_aligned_by_display_width() {
+        let mut buf = Vec::new();
+        let mut out = Out::new(&mut buf, OutputFormat::Table, false);
+        out.table(
+            &["ID", "DISPLAY NAME", "PLAN"],
+            vec![
+                vec!["acme".into(), "株式会社アクメ".into(), "pro".into()],
+                vec!["globex".into(), "Globex".into(), "free".into()],
+                vec!["cafe".into(), "Cafe\u{301} 🚀".into(), "free".into()],
+            ],
+            "",
+        )
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let plan_at: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let i = l.rfind("  ").unwrap() + 2;
+                display_width(&l[..i])
+            })
+            .collect();
+        assert_eq!(plan_at, [24, 24, 24, 24], "{text}");
+        assert!(text.contains("acme    株式会社アクメ  pro"), "{text}");
+    }
+
+    #[test]
+    fn tables_fit_the_terminal_by_cutting_free_text_last_column_first() {
+        let rows = || {
+            vec![
+                vec![
+                    "a-very-long-tenant-id".into(),
+                    "active".into(),
+                    "A display name that goes on and on".into(),
+                    "2024-05-01 12:00:00Z".into(),
+                ],
+                vec![
+                    "acme".into(),
+                    "active".into(),
+                    "Acme".into(),
+                    "2024-05-01 12:00:00Z".into(),
+                ],
+            ]
+        };
+        let headers = ["ID", "STATUS", "DISPLAY NAME", "CREATED"];
+        let render = |width: Option<usize>| {
+            let mut buf = Vec::new();
+            Out::new(&mut buf, OutputFormat::Table, false)
+                .with_width(width)
+                .table(&headers, rows(), "")
+                .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        // Whole values without a width (a pipe), and when they fit.
+        let whole = render(None);
+        assert!(whole.contains("A display name that goes on and on"));
+        assert_eq!(render(Some(200)), whole);
+        // 70 columns: only the display name is cut, ids and times stay whole.
+        let cut = render(Some(70));
+        for line in cut.lines() {
+            assert!(
+                display_width(line) <= 70,
+                "{line:?} ({})",
+                display_width(line)
+            );
+        }
+        assert!(cut.contains("a-very-long-tenant-id"), "{cut}");
+        assert!(cut.contains("2024-05-01 12:00:00Z"), "{cut}");
+        assert!(cut.contains("A display name t…"), "{cut}");
+        assert!(!cut.contains("goes on and on"), "{cut}");
+        // Too narrow for even the shortest free text: ids are never cut.
+        let narrow = render(Some(20));
+        assert!(narrow.contains("a-very-long-tenant-id"), "{narrow}");
+        assert!(narrow.contains("A display n…"), "{narrow}");
+    }
+
+    #[test]
+    fn truncation_counts_display_columns() {
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("株式会社", 5), "株式…");
+        assert_eq!(display_width(&truncate("株式会社", 4)), 3);
+        assert_eq!(truncate("abc", 0), "");
     }
 
     #[test]

@@ -687,7 +687,12 @@ fn prompts_on_a_terminal() {
         answers: answers.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let o = h.run_full(&["init"], "", &[], p(&[PASSWORD, "something else"]));
+    let o = h.run_full(
+        &["init"],
+        "",
+        &[],
+        p(&[PASSWORD, "x1", PASSWORD, "x2", PASSWORD, "x3"]),
+    );
     assert_eq!(o.code, 2, "{o:?}");
     let o = h.run_full(&["init"], "", &[], p(&[PASSWORD, PASSWORD]));
     assert_eq!(o.code, 0, "{o:?}");
@@ -695,10 +700,12 @@ fn prompts_on_a_terminal() {
     assert_eq!(o.code, 0, "{o:?}");
     let secret = h.tenant("acme", &[]);
     let o = h.run_full(&["tenant", "rotate", "acme"], "", &[], p(&["n"]));
-    assert_eq!(o.code, 2, "{o:?}");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.err, "Cancelled; nothing changed.\n", "{o:?}");
     h.login("acme", &secret); // not rotated
     let o = h.run_full(&["tenant", "delete", "acme"], "", &[], p(&["acne"]));
-    assert_eq!(o.code, 2, "{o:?}");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.err, "Cancelled; nothing changed.\n", "{o:?}");
     let o = h.run_full(
         &["--output", "json", "tenant", "rotate", "acme"],
         "",
@@ -1280,4 +1287,302 @@ fn doctor_reports_repairs_and_is_clean_again_on_local_files() {
     // the valid tenant still works
     h.login("acme", &secret);
     h.ok(&["tenant", "details"], "");
+}
+
+/// Runs `args` on a scripted terminal of `columns` columns (stdout and
+/// stderr both terminals) with `env`.
+fn on_terminal(h: &Harness, args: &[&str], env: &[(&str, &str)], columns: usize) -> Outcome {
+    let home = h.home.path().to_string_lossy().into_owned();
+    let mut vars = vec![("TENANCY_HOME", home.as_str())];
+    vars.extend_from_slice(env);
+    let mut t = test_io("", &vars, Scripted::default());
+    t.io.terminal.stdout = true;
+    t.io.terminal.stderr = true;
+    t.io.terminal.columns = Some(columns);
+    let mut argv = vec!["tenancy"];
+    argv.extend_from_slice(args);
+    let code = run_with_services(argv, &mut t.io, &h.services, LABEL);
+    Outcome {
+        code,
+        out: t.out.text(),
+        err: t.err.text(),
+    }
+}
+
+/// Issue 13 item 6: tables by display width, fitted to the terminal (free
+/// text cut with an ellipsis, ids whole), whole values into a pipe; colour
+/// reset before each newline, none on a dumb terminal.
+#[test]
+fn terminal_tables_fit_align_and_reset_their_colour() {
+    use crate::output::display_width;
+    let h = Harness::new();
+    h.admin();
+    let long = "Acme Corporation International Holdings Worldwide";
+    h.tenant("acme-international", &["--display-name", long]);
+    h.tenant("kabushiki", &["--display-name", "株式会社アクメ"]);
+
+    let o = on_terminal(&h, &["tenant", "list"], &[("TERM", "xterm")], 80);
+    assert_eq!(o.code, 0, "{o:?}");
+    let plain: Vec<String> = o
+        .out
+        .lines()
+        .map(|l| {
+            l.replace("\x1b[0m", "")
+                .replace("\x1b[1m", "")
+                .replace("\x1b[32m", "")
+        })
+        .collect();
+    for line in &plain {
+        assert!(display_width(line) <= 80, "wider than 80: {line:?}");
+    }
+    assert!(o.out.contains("acme-international"), "{o:?}");
+    assert!(o.out.contains("Acme Corporation Intern"), "{o:?}");
+    assert!(o.out.contains('…'), "{o:?}");
+    assert!(!o.out.contains("Worldwide"), "{o:?}");
+    // CREATED starts at the same display column on every line.
+    let created_at: Vec<usize> = plain
+        .iter()
+        .map(|l| display_width(&l[..l.rfind("  ").unwrap()]))
+        .collect();
+    assert!(created_at.windows(2).all(|w| w[0] == w[1]), "{plain:#?}");
+    for line in o.out.split_inclusive('\n') {
+        assert!(
+            !line.contains('\x1b') || line.ends_with("\x1b[0m\n") || line.contains("\x1b[0m "),
+            "{line:?}"
+        );
+        assert!(
+            !line.starts_with("\x1b[0m"),
+            "a reset after the newline: {line:?}"
+        );
+    }
+    // COLUMNS overrides the terminal's width.
+    let o = on_terminal(&h, &["tenant", "list"], &[("COLUMNS", "200")], 80);
+    assert!(o.out.contains(long), "{o:?}");
+    // A dumb terminal gets no colour, but still fits.
+    let o = on_terminal(&h, &["tenant", "list"], &[("TERM", "dumb")], 80);
+    assert!(!o.out.contains('\x1b'), "{o:?}");
+    assert!(o.out.contains("Acme Corporation Intern"), "{o:?}");
+    assert!(o.out.contains('…'), "{o:?}");
+    // A pipe (no terminal) gets whole values, whatever COLUMNS says.
+    let o = h.run_full(
+        &["tenant", "list"],
+        "",
+        &[("COLUMNS", "40")],
+        Scripted::default(),
+    );
+    assert!(o.out.contains(long), "{o:?}");
+    // Warnings: coloured word, reset before the newline.
+    let o = on_terminal(&h, &["tenant", "init", "--name", "initech"], &[], 80);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.err.starts_with("\x1b[33mwarning:\x1b[0m "), "{o:?}");
+}
+
+/// A scripted terminal answering `answers` in order, and the questions it was asked.
+fn terminal(answers: &[&str]) -> (Scripted, Arc<std::sync::Mutex<Vec<String>>>) {
+    let p = Scripted {
+        interactive: true,
+        answers: answers.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let asked = p.asked.clone();
+    (p, asked)
+}
+
+fn questions(asked: &Arc<std::sync::Mutex<Vec<String>>>) -> Vec<String> {
+    asked.lock().unwrap().clone()
+}
+
+/// Issue 13 item 8: `tenant init` with no flags asks for every detail,
+/// defaults in brackets, Enter accepts them, a bad answer is asked again.
+#[test]
+fn tenant_init_on_a_terminal_asks_for_each_detail() {
+    let h = Harness::new();
+    h.admin();
+    let (p, asked) = terminal(&["Bad_Id", "acme", "", "ops@acme.test", "platinum", "pro", ""]);
+    let o = h.run_full(&["-o", "json", "tenant", "init"], "", &[], p);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        questions(&asked),
+        [
+            "Tenant id (lowercase letters, digits, '-') [none]: ",
+            "Tenant id (lowercase letters, digits, '-') [none]: ",
+            "Display name [acme]: ",
+            "Contact e-mail [none]: ",
+            "Plan (free, basic, pro, enterprise) [free]: ",
+            "Plan (free, basic, pro, enterprise) [free]: ",
+            "Secret prefix [tnc]: ",
+        ]
+    );
+    assert!(o.err.contains("try again"), "{o:?}");
+    let v = o.json();
+    assert_eq!(v["tenant"]["id"], "acme");
+    assert_eq!(v["tenant"]["display_name"], "acme");
+    assert_eq!(v["tenant"]["email"], "ops@acme.test");
+    assert_eq!(v["tenant"]["plan"], "pro");
+    assert!(v["secret"].as_str().unwrap().starts_with("tnc_"), "{v}");
+
+    // Enter everywhere: the defaults; flags given are not asked.
+    let (p, asked) = terminal(&["globex", "", ""]);
+    let o = h.run_full(
+        &[
+            "-o", "json", "tenant", "init", "--plan", "basic", "--email", "g@x.test",
+        ],
+        "",
+        &[],
+        p,
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(questions(&asked).len(), 3, "{:?}", questions(&asked));
+    let v = o.json();
+    assert_eq!(v["tenant"]["display_name"], "globex");
+    assert_eq!(v["tenant"]["plan"], "basic");
+
+    // The id by position (or --name) asks nothing; no terminal and no id is exit 2.
+    let (p, asked) = terminal(&[]);
+    let o = h.run_full(&["tenant", "init", "initech"], "", &[], p);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(questions(&asked).is_empty());
+    let o = h.fails(&["tenant", "init"], "", 2);
+    assert!(o.err.contains("no tenant id"), "{o:?}");
+    // Three bad ids: exit 2, nothing created.
+    let (p, _) = terminal(&["A", "B", "C"]);
+    let o = h.run_full(&["tenant", "init"], "", &[], p);
+    assert_eq!(o.code, 2, "{o:?}");
+    let list = h.ok(&["-o", "json", "tenant", "list"], "").json();
+    assert_eq!(list["tenants"].as_array().unwrap().len(), 3);
+}
+
+/// Issue 13 item 8: wrong passwords and secrets are asked again (three
+/// tries), the length is checked before the repeat, mismatches ask again,
+/// an empty new password cancels.
+#[test]
+fn prompts_ask_again_and_cancel_cleanly() {
+    let h = Harness::new();
+    // init: too short (asked again before any repeat), then a mismatch, then right.
+    let (p, asked) = terminal(&["short", PASSWORD, "mismatch", PASSWORD, PASSWORD]);
+    let o = h.run_full(&["init"], "", &[], p);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        questions(&asked),
+        [
+            "New admin password: ",
+            "New admin password: ",
+            "Repeat the admin password: ",
+            "New admin password: ",
+            "Repeat the admin password: ",
+        ]
+    );
+    assert!(o.err.contains("must be 8 to 72 bytes"), "{o:?}");
+    assert!(
+        o.err.contains("The two passwords differ; try again."),
+        "{o:?}"
+    );
+
+    // admin login: two wrong passwords, then the right one.
+    let (p, asked) = terminal(&["wrong one", "wrong two", PASSWORD]);
+    let o = h.run_full(&["admin", "login"], "", &[], p);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(questions(&asked).len(), 3);
+    assert_eq!(
+        o.err.matches("Wrong admin password; try again.").count(),
+        2,
+        "{o:?}"
+    );
+    // Three wrong: exit 3 after the third.
+    let (p, asked) = terminal(&["w1", "w2", "w3", PASSWORD]);
+    let o = h.run_full(&["admin", "login"], "", &[], p);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert_eq!(questions(&asked).len(), 3);
+    // Not typed: no second try.
+    let o = h.fails(&["admin", "login", "--password-stdin"], "wrong\n", 3);
+    assert!(o.err.contains("wrong admin password"), "{o:?}");
+    h.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+
+    // tenant login: a wrong secret, then the right one.
+    let secret = h.tenant("acme", &[]);
+    let (p, asked) = terminal(&["tnc_wrong", &secret]);
+    let o = h.run_full(&["login", "acme"], "", &[], p);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(questions(&asked), ["Secret of tenant acme: "; 2]);
+
+    // Declining is not an error: exit 0, one plain line, nothing changed.
+    h.ok(&["state", "put", "--stack", "web", "--env", "prod"], "{}");
+    let (p, _) = terminal(&["n"]);
+    let o = h.run_full(
+        &["state", "delete", "--stack", "web", "--env", "prod"],
+        "",
+        &[],
+        p,
+    );
+    assert_eq!(
+        (o.code, o.err.as_str()),
+        (0, "Cancelled; nothing changed.\n"),
+        "{o:?}"
+    );
+    assert!(!o.err.contains("error"), "{o:?}");
+    h.ok(&["state", "get", "--stack", "web", "--env", "prod"], "");
+    // An empty new admin password cancels `admin passwd`: the old one still works.
+    let (p, _) = terminal(&[""]);
+    let o = h.run_full(&["admin", "passwd"], "", &[], p);
+    assert_eq!(
+        (o.code, o.err.as_str()),
+        (0, "Cancelled; nothing changed.\n"),
+        "{o:?}"
+    );
+    h.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+}
+
+/// Issue 13 item 8: secrets and passwords lose surrounding whitespace and
+/// CR wherever they are read.
+#[test]
+fn secrets_are_trimmed_wherever_they_are_read() {
+    let h = Harness::new();
+    h.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("  {PASSWORD} \r\n"),
+    );
+    // The stored password is the trimmed one: typed, piped or from the environment.
+    h.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let (p, _) = terminal(&[&format!("\t{PASSWORD}\r")]);
+    assert_eq!(h.run_full(&["admin", "login"], "", &[], p).code, 0);
+    let padded = format!(" {PASSWORD}\r");
+    let o = h.run_full(
+        &["admin", "login"],
+        "",
+        &[("TENANCY_ADMIN_PASSWORD", &padded)],
+        Scripted::default(),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let secret = h.tenant("acme", &[]);
+    h.ok(
+        &["login", "acme", "--secret-stdin"],
+        &format!(" {secret}\r\n"),
+    );
+    let padded = format!("{secret}  \r");
+    let o = h.run_full(
+        &["login", "--tenant", "acme"],
+        "",
+        &[("TENANCY_SECRET", &padded)],
+        Scripted::default(),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let (p, _) = terminal(&[&format!(" {secret} ")]);
+    assert_eq!(h.run_full(&["login", "acme"], "", &[], p).code, 0);
+    // Whitespace is not a secret.
+    let o = h.run_full(
+        &["login", "acme"],
+        "",
+        &[("TENANCY_SECRET", " \r")],
+        Scripted::default(),
+    );
+    assert_eq!(o.code, 2, "{o:?}");
 }

@@ -2086,3 +2086,339 @@ fn s3_mistakes_name_the_bucket_and_the_variables() {
     assert!(r.err.contains("AWS_ACCESS_KEY_ID"), "{r:?}");
     assert!(!r.err.contains("169.254"), "{r:?}");
 }
+
+/// The binary with `env` set and every colour and width variable of the
+/// caller's environment removed first, so only `env` decides.
+fn run_with_env(user: &User, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Run {
+    let mut c = user.command(args);
+    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "TERM", "COLUMNS"] {
+        c.env_remove(name);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    user_run(c, stdin)
+}
+
+/// `script` runs `args` on a real pseudo-terminal of `columns` columns
+/// with `env`, typing `typed`; `None` (printed) where util-linux's
+/// `script` is missing.
+fn on_a_pty(
+    user: &User,
+    args: &[&str],
+    env: &[(&str, &str)],
+    columns: u16,
+    typed: &str,
+) -> Option<Run> {
+    if !Path::new("/usr/bin/script").exists() {
+        println!("SKIPPED: no /usr/bin/script for a pseudo-terminal");
+        return None;
+    }
+    let c = user.command(args);
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = format!("stty cols {columns} rows 40 2>/dev/null; exec");
+    line.push(' ');
+    line.push_str(&quote(c.get_program().to_str().unwrap()));
+    for a in c.get_args() {
+        line.push(' ');
+        line.push_str(&quote(a.to_str().unwrap()));
+    }
+    let mut s = Command::new("/usr/bin/script");
+    s.args(["-qefc", &line, "/dev/null"]);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    for name in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "COLUMNS"] {
+        s.env_remove(name);
+    }
+    s.env("TERM", "xterm-256color");
+    for (k, v) in env {
+        s.env(k, v);
+    }
+    let mut child = s
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for line in typed.split_inclusive('\n') {
+        // One line at a time, after the prompt had time to appear.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = input.write_all(line.as_bytes());
+        let _ = input.flush();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(input);
+    let mut run: Run = child.wait_with_output().unwrap().into();
+    // The terminal's line endings, as a program sees its own output.
+    run.out = run.out.replace("\r\n", "\n");
+    Some(run)
+}
+
+/// Issue 13 item 6 on the real binary: colour only where it may go
+/// (CLICOLOR_FORCE into a pipe, never with NO_COLOR or on TERM=dumb),
+/// reset before the newline; tables cut to the terminal's width, but never
+/// into a pipe.
+#[test]
+fn terminal_output_colour_and_width() {
+    let store = local_store();
+    let admin = admin_of(&store);
+    let long = "Acme Corporation International Holdings Worldwide";
+    create_tenant(&admin, "acme-international", &["--display-name", long]);
+    create_tenant(&admin, "kabushiki", &["--display-name", "株式会社アクメ"]);
+
+    // A pipe: no colour, whole values whatever COLUMNS says.
+    let r = run_with_env(&admin, &["tenant", "list"], &[("COLUMNS", "30")], "");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.out.contains('\x1b'), "{r:?}");
+    assert!(r.out.contains(long), "{r:?}");
+    // Alignment by display width: CREATED starts in the same column.
+    let created: Vec<usize> = r
+        .out
+        .lines()
+        .map(|l| unicode_width::UnicodeWidthStr::width(&l[..l.rfind("  ").unwrap()]))
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] == w[1]), "{}", r.out);
+    // CLICOLOR_FORCE: colour into the pipe, each line reset before its newline.
+    let r = run_with_env(&admin, &["tenant", "list"], &[("CLICOLOR_FORCE", "1")], "");
+    assert!(r.out.contains("\x1b[32mactive\x1b[0m"), "{r:?}");
+    for line in r.out.split_inclusive('\n') {
+        assert!(
+            !line.starts_with("\x1b[0m"),
+            "reset after a newline: {line:?}"
+        );
+        assert_eq!(
+            line.matches("\x1b[0m").count(),
+            line.matches("\x1b[").count() / 2,
+            "{line:?}"
+        );
+    }
+    let r = run_with_env(
+        &admin,
+        &["tenant", "list"],
+        &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+        "",
+    );
+    assert!(!r.out.contains('\x1b'), "{r:?}");
+
+    // A real terminal, 70 columns: colour, the display name cut, ids whole.
+    let Some(r) = on_a_pty(&admin, &["tenant", "list"], &[], 70, "") else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("\x1b[32mactive\x1b[0m"), "{r:?}");
+    assert!(r.out.contains("acme-international"), "{r:?}");
+    assert!(r.out.contains('…') && !r.out.contains("Worldwide"), "{r:?}");
+    for line in r.out.lines() {
+        let plain = line
+            .replace("\x1b[0m", "")
+            .replace("\x1b[1m", "")
+            .replace("\x1b[32m", "");
+        assert!(
+            unicode_width::UnicodeWidthStr::width(plain.as_str()) <= 70,
+            "{line:?}"
+        );
+    }
+    // TERM=dumb: no colour on the terminal either.
+    let r = on_a_pty(&admin, &["tenant", "list"], &[("TERM", "dumb")], 70, "").unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.out.contains("\x1b["), "{r:?}");
+}
+
+/// Issue 13 item 8 on the real binary, on a real terminal: a declined
+/// confirmation is exit 0 and one plain line; a wrong typed password is
+/// asked again.
+#[test]
+fn prompts_on_a_real_terminal() {
+    let store = local_store();
+    let admin = admin_of(&store);
+    create_tenant(&admin, "acme", &[]);
+    let Some(r) = on_a_pty(&admin, &["tenant", "rotate", "acme"], &[], 100, "n\n") else {
+        return;
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("Cancelled; nothing changed."), "{r:?}");
+    assert!(!r.out.contains("error"), "{r:?}");
+    let r = on_a_pty(&admin, &["tenant", "delete", "acme"], &[], 100, "nope\n").unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("Cancelled; nothing changed."), "{r:?}");
+    assert_eq!(
+        admin.json(&["tenant", "show", "acme"], "")["status"],
+        "active"
+    );
+    let typed = format!("wrong password\n{PASSWORD}\n");
+    let r = on_a_pty(&admin, &["admin", "login"], &[], 100, &typed).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("Wrong admin password; try again."), "{r:?}");
+    assert!(r.out.contains("Logged in as the admin"), "{r:?}");
+}
+
+/// Issue 13 item 10: help topics, examples and the pointer in every
+/// command's help, global options apart, completion install instructions.
+#[test]
+fn help_topics_examples_and_completion_instructions() {
+    let user = local_store().user();
+    let r = user.ok(&["help", "exit-codes"], "");
+    assert!(
+        r.out.contains("7  quota exceeded") && r.out.contains("8  doctor"),
+        "{r:?}"
+    );
+    let r = user.ok(&["-o", "json", "help", "environment"], "");
+    for var in [
+        "TENANCY_HOME",
+        "TENANCY_SECRET",
+        "NO_COLOR",
+        "CLICOLOR_FORCE",
+        "COLUMNS",
+    ] {
+        assert!(r.out.contains(var), "{var}: {r:?}");
+    }
+    let r = user.ok(&["--help"], "");
+    assert!(r.out.contains("tenancy help exit-codes"), "{r:?}");
+    for args in [
+        &["tenant", "init", "--help"][..],
+        &["state", "put", "--help"],
+        &["lock", "release", "-h"],
+        &["admin", "passwd", "--help"],
+    ] {
+        let r = user.ok(args, "");
+        assert!(r.out.contains("Examples:\n  "), "{args:?}: {r:?}");
+        assert!(
+            r.out.contains("`tenancy help environment`"),
+            "{args:?}: {r:?}"
+        );
+        let global = r
+            .out
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("{r:?}"));
+        assert!(r.out[global..].contains("--backend"), "{args:?}: {r:?}");
+    }
+    let r = user.ok(&["completions", "--help"], "");
+    for says in [
+        "~/.bashrc",
+        "fpath=",
+        "~/.config/fish/completions/tenancy.fish",
+    ] {
+        assert!(r.out.contains(says), "{says}: {r:?}");
+    }
+    // An unknown topic is clap's usage error.
+    let r = user.run(&["help", "no-such-topic"], "");
+    assert_eq!(r.code, 2, "{r:?}");
+}
+
+/// Issue 13 item 10: ids by position with the old flags kept, and one
+/// confirmation flag (`--yes`/`-y`, `--confirm` still accepted).
+fn ids_by_position_and_yes(setup: &Setup) {
+    let admin = setup.user();
+    setup.init(&admin);
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let v = admin.json(&["tenant", "init", "acme", "--plan", "pro"], "");
+    assert_eq!(v["tenant"]["plan"], "pro");
+    let secret = v["secret"].as_str().unwrap().to_string();
+    create_tenant(&admin, "globex", &[]); // --name still works
+    admin.fails(&["tenant", "init", "initech", "--name", "initech"], "", 2);
+    let team = setup.user();
+    team.ok(&["login", "acme", "--secret-stdin"], &format!("{secret}\n"));
+    let at = ["--stack", "web", "--env", "prod"];
+    let mut acquire = vec!["lock", "acquire"];
+    acquire.extend(at);
+    let id = team.json(&acquire, "")["lock_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        admin.json(&["lock", "list", "acme"], "")["locks"][0]["lock_id"],
+        id.as_str()
+    );
+    assert_eq!(
+        admin.json(&["lock", "list", "--tenant", "acme"], "")["locks"][0]["lock_id"],
+        id.as_str()
+    );
+    let mut renew = vec!["lock", "renew"];
+    renew.extend(at);
+    renew.push(&id);
+    team.ok(&renew, "");
+    let mut release = vec!["lock", "release"];
+    release.extend(at);
+    release.push(&id);
+    team.ok(&release, "");
+    assert_eq!(team.json(&["lock", "list"], "")["locks"], json!([]));
+    let id = team.json(&acquire, "")["lock_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut release_flag = vec!["lock", "release"];
+    release_flag.extend(at);
+    release_flag.extend(["--id", &id]);
+    team.ok(&release_flag, "");
+    let mut none = vec!["lock", "release"];
+    none.extend(at);
+    let r = team.run(&none, "");
+    assert_eq!(r.code, 2, "a lock id is required: {r:?}");
+    // One confirmation flag.
+    let r = admin.fails(&["tenant", "rotate", "acme"], "", 2);
+    assert!(r.err.contains("--yes"), "{r:?}");
+    admin.ok(&["tenant", "rotate", "acme", "-y"], "");
+    let r = admin.fails(&["tenant", "delete", "globex"], "", 2);
+    assert!(
+        r.err.contains("--yes") && !r.err.contains("--confirm"),
+        "{r:?}"
+    );
+    assert_eq!(
+        admin.json(&["tenant", "delete", "globex", "-y"], "")["status"],
+        "deleted"
+    );
+    create_tenant(&admin, "initech", &[]);
+    admin.ok(&["tenant", "delete", "initech", "--confirm"], "");
+    let help = admin.ok(&["tenant", "delete", "--help"], "");
+    assert!(
+        help.out.contains("--yes") && !help.out.contains("--confirm"),
+        "{help:?}"
+    );
+}
+
+#[test]
+fn ids_by_position_and_yes_on_local_files() {
+    ids_by_position_and_yes(&Setup::direct(local_store()));
+}
+
+#[test]
+fn ids_by_position_and_yes_through_a_server() {
+    ids_by_position_and_yes(&Setup::remote(local_store()));
+}
+
+/// Issue 13 items 8 and 10 on the real binary: `migrate ID`, piped and
+/// environment secrets trimmed.
+#[test]
+fn migrate_by_position_and_trimmed_secrets() {
+    let store = local_store();
+    let admin = store.user();
+    admin.ok(
+        &["init", "--admin-password-stdin"],
+        &format!("  {PASSWORD}\r\n"),
+    );
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let mut c = admin.command(&["admin", "login"]);
+    c.env("TENANCY_ADMIN_PASSWORD", format!("{PASSWORD} \r"));
+    assert_eq!(user_run(c, "").code, 0);
+    let secret = create_tenant(&admin, "acme", &[]);
+    let v = admin.json(&["migrate", "acme", "--dry-run"], "");
+    assert_eq!(v["tenant"], "acme", "{v}");
+    admin.ok(&["migrate", "--tenant", "acme", "--dry-run"], "");
+    admin.fails(&["migrate"], "", 2);
+    let team = store.user();
+    team.ok(
+        &["login", "acme", "--secret-stdin"],
+        &format!("\t{secret} \r\n"),
+    );
+}

@@ -12,6 +12,7 @@ use super::{Ctx, Target};
 use crate::cli::{AdminLoginArgs, AdminPasswdArgs, DoctorArgs, InitArgs, MigrateArgs};
 use crate::exit::{CliError, PROBLEMS};
 use crate::home::SessionSlot;
+use crate::io::{clean_secret, Cancelled, PROMPT_TRIES};
 use crate::output::{plural, time};
 
 /// `tenancy init`: bootstraps the registry with an admin password.
@@ -57,6 +58,9 @@ pub(crate) async fn init(ctx: &mut Ctx<'_>, args: InitArgs) -> anyhow::Result<()
 
 /// A new admin password: from stdin, `env_var`, or asked twice on a
 /// terminal; 8 to 72 bytes (bcrypt's limit: longer is refused, never cut).
+/// On a terminal the length is checked before the repeat is asked, a
+/// refused or mismatched password is asked again ([`PROMPT_TRIES`] in
+/// all), and an empty first answer cancels ([`Cancelled`]).
 fn new_password(
     ctx: &mut Ctx<'_>,
     stdin: bool,
@@ -64,35 +68,56 @@ fn new_password(
     env_var: &str,
     again: &str,
 ) -> anyhow::Result<Secret> {
-    let password = if !stdin && ctx.io.var(env_var).is_none() && ctx.io.prompter.is_interactive() {
-        let first = ctx.io.prompter.ask_hidden("New admin password: ")?;
-        let repeat = ctx.io.prompter.ask_hidden("Repeat the admin password: ")?;
-        if first != repeat {
-            return Err(
-                CliError::usage(format!("the two passwords differ; run `{again}` again")).into(),
-            );
-        }
-        first
-    } else {
-        ctx.io.secret(
+    if !ctx.io.will_prompt(stdin, env_var) {
+        let password = ctx.io.secret(
             "admin password",
             stdin,
             flag,
             env_var,
             "New admin password: ",
-        )?
-    };
+        )?;
+        return match password_length_problem(&password) {
+            None => Ok(password),
+            Some(problem) => Err(CliError::usage(format!("{problem}; choose another")).into()),
+        };
+    }
+    for _ in 0..PROMPT_TRIES {
+        let first = clean_secret(ctx.io.prompter.ask_hidden("New admin password: ")?.expose());
+        if first.expose().is_empty() {
+            return Err(Cancelled.into());
+        }
+        if let Some(problem) = password_length_problem(&first) {
+            ctx.note(&format!("{problem}; try again."))?;
+            continue;
+        }
+        let repeat = clean_secret(
+            ctx.io
+                .prompter
+                .ask_hidden("Repeat the admin password: ")?
+                .expose(),
+        );
+        if first == repeat {
+            return Ok(first);
+        }
+        ctx.note("The two passwords differ; try again.")?;
+    }
+    Err(CliError::usage(format!(
+        "no admin password after {PROMPT_TRIES} tries; run `{again}` again"
+    ))
+    .into())
+}
+
+/// Why `password` cannot be the admin password (its length), if it cannot.
+fn password_length_problem(password: &Secret) -> Option<String> {
     let n = password.expose().len();
     let bytes = tenancy_state::registry::ADMIN_PASSWORD_BYTES;
-    if !bytes.contains(&n) {
-        return Err(CliError::usage(format!(
-            "the admin password must be {} to {} bytes (it is {n}); choose another",
+    (!bytes.contains(&n)).then(|| {
+        format!(
+            "the admin password must be {} to {} bytes (it is {n})",
             bytes.start(),
             bytes.end()
-        ))
-        .into());
-    }
-    Ok(password)
+        )
+    })
 }
 
 /// `tenancy admin passwd`: replaces the admin credential and bumps its
@@ -155,40 +180,51 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
             .into());
         }
     }
-    let password = ctx.io.secret(
-        "admin password",
-        args.password_stdin,
-        "--password-stdin",
-        "TENANCY_ADMIN_PASSWORD",
-        "Admin password: ",
-    )?;
     let wrong = |e: Error| match e {
         Error::Unauthorized { .. } => Error::unauthorized(
             "wrong admin password; check it and run `tenancy admin login` again",
         ),
         other => other,
     };
-    let expires = match &ctx.target {
-        Target::Store(services) => {
-            services
-                .registry
-                .verify_admin(&password)
+    // A typed password that is wrong is asked again (three tries in all).
+    let prompted = ctx
+        .io
+        .will_prompt(args.password_stdin, "TENANCY_ADMIN_PASSWORD");
+    let tries = if prompted { PROMPT_TRIES } else { 1 };
+    let mut attempt = 0;
+    let (session, token) = loop {
+        attempt += 1;
+        let password = ctx.io.secret(
+            "admin password",
+            args.password_stdin,
+            "--password-stdin",
+            "TENANCY_ADMIN_PASSWORD",
+            "Admin password: ",
+        )?;
+        let verified = match &ctx.target {
+            Target::Store(services) => match services.registry.verify_admin(&password).await {
+                Ok(_) => services
+                    .registry
+                    .admin_generation()
+                    .await
+                    .map(|generation| (Session::admin(ctx.now(), generation), None)),
+                Err(e) => Err(e),
+            },
+            Target::Server(client) => client
+                .login_admin(&password)
                 .await
-                .map_err(wrong)?;
-            let generation = services.registry.admin_generation().await?;
-            let session = Session::admin(ctx.now(), generation);
-            let expires = session.expires_at;
-            ctx.save_session(SessionSlot::Admin, session, None)?;
-            expires
-        }
-        Target::Server(client) => {
-            let issued = client.login_admin(&password).await.map_err(wrong)?;
-            let session = issued.session.session;
-            let expires = session.expires_at;
-            ctx.save_session(SessionSlot::Admin, session, Some(&issued.token))?;
-            expires
+                .map(|issued| (issued.session.session, Some(issued.token))),
+        };
+        match verified {
+            Ok(done) => break done,
+            Err(Error::Unauthorized { .. }) if attempt < tries => {
+                ctx.note("Wrong admin password; try again.")?;
+            }
+            Err(e) => return Err(wrong(e).into()),
         }
     };
+    let expires = session.expires_at;
+    ctx.save_session(SessionSlot::Admin, session, token.as_ref())?;
     if ctx.is_json() {
         ctx.out()
             .json(&json!({ "admin": true, "expires_at": expires }))?;

@@ -130,8 +130,7 @@ pub(crate) struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// The result writer (stdout).
     pub(crate) fn out(&mut self) -> Out<'_> {
-        let color = self.io.stdout_color();
-        Out::new(&mut *self.io.stdout, self.format, color)
+        Out::stdout(self.io, self.format)
     }
 
     /// True for `--output json`.

@@ -10,10 +10,11 @@ use super::{Ctx, Target};
 use crate::cli::LoginArgs;
 use crate::exit::CliError;
 use crate::home::SessionSlot;
+use crate::io::PROMPT_TRIES;
 use crate::output::{status_style, tenant_json, time, Cell};
 use tenancy_server::client::TenantCredential;
 
-/// `tenancy login --tenant ID [--secret-stdin]`.
+/// `tenancy login ID [--secret-stdin]` (or `--tenant ID`).
 pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<()> {
     let id = match args.tenant {
         Some(id) => id,
@@ -21,26 +22,13 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             let raw = ctx.io.value(
                 "tenant id",
                 None,
-                "--tenant ID",
+                "it (`tenancy login ID`)",
                 "TENANCY_TENANT",
                 "Tenant id: ",
             )?;
             TenantId::new(raw)?
         }
     };
-    let secret = ctx.io.secret(
-        "tenant secret",
-        args.secret_stdin,
-        "--secret-stdin",
-        "TENANCY_SECRET",
-        &format!("Secret of tenant {id}: "),
-    )?;
-    if tenancy_core::credentials::is_mistyped(secret.expose()) {
-        return Err(Error::unauthorized(format!(
-            "login as tenant {id} refused before asking anyone: the secret's checksum does not match, so it was mistyped or cut short; copy it again"
-        ))
-        .into());
-    }
     let refused = |e: Error| {
         match e {
         Error::Unauthorized { .. } => Error::unauthorized(format!(
@@ -55,37 +43,77 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         other => other,
     }
     };
-    let (t, expires) = match &ctx.target {
-        Target::Store(services) => {
-            let t = match services.registry.authenticate(&id, &secret).await {
-                Ok(t) => t,
-                // No registry here at all: most likely --backend was forgotten.
-                Err(Error::Unauthorized { .. } | Error::NotFound { .. })
-                    if !services.registry.is_bootstrapped().await.unwrap_or(true) =>
-                {
-                    return Err(Error::not_found(format!(
-                        "no registry at {}; pass the backend your admin gave you with --backend URL (or TENANCY_BACKEND)",
-                        ctx.backend_url
-                    ))
-                    .into())
+    let mistyped = || {
+        Error::unauthorized(format!(
+            "login as tenant {id} refused before asking anyone: the secret's checksum does not match, so it was mistyped or cut short; copy it again"
+        ))
+    };
+    // A typed secret that is refused is asked again (three tries in all).
+    let prompted = ctx.io.will_prompt(args.secret_stdin, "TENANCY_SECRET");
+    let tries = if prompted { PROMPT_TRIES } else { 1 };
+    let mut attempt = 0;
+    let (t, session, token) = loop {
+        attempt += 1;
+        let secret = ctx.io.secret(
+            "tenant secret",
+            args.secret_stdin,
+            "--secret-stdin",
+            "TENANCY_SECRET",
+            &format!("Secret of tenant {id}: "),
+        )?;
+        let verified = if tenancy_core::credentials::is_mistyped(secret.expose()) {
+            Err(mistyped())
+        } else {
+            match &ctx.target {
+                Target::Store(services) => match services.registry.authenticate(&id, &secret).await {
+                    Ok(t) => Ok((Session::tenant(&t, ctx.now()), None, Some(t))),
+                    // No registry here at all: most likely --backend was forgotten.
+                    Err(Error::Unauthorized { .. } | Error::NotFound { .. })
+                        if !services.registry.is_bootstrapped().await.unwrap_or(true) =>
+                    {
+                        return Err(Error::not_found(format!(
+                            "no registry at {}; pass the backend your admin gave you with --backend URL (or TENANCY_BACKEND)",
+                            ctx.backend_url
+                        ))
+                        .into())
+                    }
+                    Err(e) => Err(e),
+                },
+                Target::Server(client) => client
+                    .login_tenant(&id, &secret)
+                    .await
+                    .map(|issued| (issued.session.session, Some(issued.token), None)),
+            }
+        };
+        match verified {
+            Ok((session, token, t)) => break (t, session, token),
+            Err(Error::Unauthorized { message }) if attempt < tries => {
+                if message.contains("checksum") {
+                    ctx.note(
+                        "That secret's checksum does not match (mistyped or cut short); try again.",
+                    )?;
+                } else {
+                    ctx.note(&format!("Unknown tenant {id} or wrong secret; try again."))?;
                 }
-                Err(e) => return Err(refused(e).into()),
-            };
-            let session = Session::tenant(&t, ctx.now());
-            let expires = session.expires_at;
-            ctx.save_session(SessionSlot::Tenant, session, None)?;
-            (t, expires)
+            }
+            Err(Error::Unauthorized { message }) if message.contains("checksum") => {
+                return Err(Error::Unauthorized { message }.into())
+            }
+            Err(e) => return Err(refused(e).into()),
         }
-        Target::Server(client) => {
-            let issued = client.login_tenant(&id, &secret).await.map_err(refused)?;
-            let session = issued.session.session;
-            let expires = session.expires_at;
-            let tenant = client.tenant(TenantCredential::Session(issued.token.clone()));
-            ctx.save_session(SessionSlot::Tenant, session, Some(&issued.token))?;
-            // The profile for the summary (login may cost two requests).
-            let t = tenant.me().await?.profile.to_tenant()?;
-            (t, expires)
-        }
+    };
+    let expires = session.expires_at;
+    ctx.save_session(SessionSlot::Tenant, session, token.as_ref())?;
+    let t = match (t, &ctx.target, token) {
+        (Some(t), _, _) => t,
+        // Through a server: the profile for the summary (login costs two requests).
+        (None, Target::Server(client), Some(token)) => client
+            .tenant(TenantCredential::Session(token))
+            .me()
+            .await?
+            .profile
+            .to_tenant()?,
+        (None, _, _) => return Err(anyhow::anyhow!("login returned no tenant")),
     };
     if ctx.is_json() {
         let profile = tenant_json(&t, ctx.now());

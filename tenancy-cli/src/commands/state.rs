@@ -20,6 +20,7 @@ use tenancy_state::stack::StateDocument;
 use super::Ctx;
 use crate::cli::{StackEnv, StateDeleteArgs, StateGetArgs, StatePutArgs, StateRollbackArgs};
 use crate::exit::CliError;
+use crate::io::Cancelled;
 use crate::output::{ago, time, Cell, Style};
 
 /// The largest state document `state put` accepts: 64 MiB.
@@ -376,7 +377,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: StateDeleteArgs) -> anyhow::
             "Delete the state of {stack}/{env}? Its history is kept and `tenancy state rollback` restores it. [y/N] "
         ))? {
             Some(true) => {}
-            Some(false) => return ctx.note("Cancelled; nothing was deleted."),
+            Some(false) => return Err(Cancelled.into()),
             None => {
                 return Err(CliError::usage(format!(
                     "deleting needs confirmation; pass --yes (`tenancy state delete --stack {stack} --env {env} --yes`)"

@@ -15,10 +15,11 @@ use tenancy_core::{
 
 use super::Ctx;
 use crate::cli::{
-    LimitArgs, TenantArg, TenantDeleteArgs, TenantInitArgs, TenantListArgs, TenantRotateArgs,
-    TenantSuspendArgs, TenantUpdateArgs,
+    LimitArgs, PlanArg, TenantArg, TenantDeleteArgs, TenantInitArgs, TenantListArgs,
+    TenantRotateArgs, TenantSuspendArgs, TenantUpdateArgs,
 };
 use crate::exit::CliError;
+use crate::io::{Cancelled, PROMPT_TRIES};
 use crate::output::{ago, status_style, tenant_json, tenant_pairs, Cell, Style};
 use tenancy_server::views::StatsView;
 
@@ -61,16 +62,95 @@ fn show_secret(ctx: &mut Ctx<'_>, created: &CreatedTenant, verb: &str) -> anyhow
     Ok(())
 }
 
-/// `tenancy tenant init`.
-pub(crate) async fn init(ctx: &mut Ctx<'_>, args: TenantInitArgs) -> anyhow::Result<()> {
+/// Asks for `what` until `parse` accepts the answer ([`PROMPT_TRIES`] in
+/// all), saying what was wrong each time.
+fn ask_valid<T>(
+    ctx: &mut Ctx<'_>,
+    question: &str,
+    default: Option<&str>,
+    mut parse: impl FnMut(Option<String>) -> Result<T, String>,
+) -> anyhow::Result<T> {
+    let mut last = String::new();
+    for _ in 0..PROMPT_TRIES {
+        let answer = ctx.io.ask_default(question, default)?;
+        match parse(answer) {
+            Ok(v) => return Ok(v),
+            Err(problem) => {
+                ctx.note(&format!("{problem}; try again."))?;
+                last = problem;
+            }
+        }
+    }
+    Err(CliError::usage(format!("{last} ({PROMPT_TRIES} tries)")).into())
+}
+
+/// `tenant init`'s arguments completed on a terminal: without an id, every
+/// detail not given by a flag is asked, with its default in brackets.
+fn prompt_new_tenant(ctx: &mut Ctx<'_>, args: &mut TenantInitArgs) -> anyhow::Result<TenantId> {
+    if let Some(id) = args.id.clone() {
+        return Ok(id);
+    }
+    if !ctx.io.prompter.is_interactive() {
+        return Err(CliError::usage(
+            "no tenant id: pass it (`tenancy tenant init ID`, or --name ID), or run in a terminal to be asked",
+        )
+        .into());
+    }
+    let id = ask_valid(
+        ctx,
+        "Tenant id (lowercase letters, digits, '-')",
+        None,
+        |a| {
+            let a = a.ok_or("a tenant id is needed")?;
+            TenantId::new(a).map_err(|e| e.to_string())
+        },
+    )?;
+    if args.display_name.is_none() {
+        args.display_name = ctx.io.ask_default("Display name", Some(id.as_str()))?;
+    }
+    if args.email.is_none() {
+        args.email = ctx.io.ask_default("Contact e-mail", None)?;
+    }
+    if args.plan.is_none() {
+        let plan = ask_valid(
+            ctx,
+            "Plan (free, basic, pro, enterprise)",
+            Some("free"),
+            |a| {
+                let a = a.unwrap_or_default();
+                <PlanArg as clap::ValueEnum>::from_str(&a, true)
+                    .map_err(|_| format!("\"{}\" is not a plan", a.escape_debug()))
+            },
+        )?;
+        args.plan = Some(plan);
+    }
+    if args.secret_prefix.is_none() {
+        let prefix = ask_valid(
+            ctx,
+            "Secret prefix",
+            Some(tenancy_core::credentials::DEFAULT_SECRET_PREFIX),
+            |a| {
+                let a = a.unwrap_or_default();
+                tenancy_core::credentials::validate_prefix(&a)
+                    .map(|()| a)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        args.secret_prefix = Some(prefix);
+    }
+    Ok(id)
+}
+
+/// `tenancy tenant init [ID]` (or `--name ID`; prompted on a terminal).
+pub(crate) async fn init(ctx: &mut Ctx<'_>, mut args: TenantInitArgs) -> anyhow::Result<()> {
     let registry = ctx.require_admin().await?;
-    let id = args.name;
+    let id = prompt_new_tenant(ctx, &mut args)?;
     let limits = overrides(&args.limits);
     limits.validate()?;
     let new = NewTenant {
         display_name: args.display_name,
         email: args.email,
-        plan: Plan::from(args.plan),
+        plan: Plan::from(args.plan.unwrap_or(PlanArg::Free)),
         secret_prefix: args.secret_prefix,
         limits,
         ..NewTenant::new(id.clone())
@@ -304,7 +384,7 @@ pub(crate) async fn rotate(ctx: &mut Ctx<'_>, args: TenantRotateArgs) -> anyhow:
             "Rotate the secret of tenant {id}? The old secret and every session stop working. [y/N] "
         ))? {
             Some(true) => {}
-            Some(false) => return Err(CliError::usage("rotation cancelled; nothing changed").into()),
+            Some(false) => return Err(Cancelled.into()),
             None => {
                 return Err(CliError::usage(format!(
                     "rotating needs confirmation; pass --yes (`tenancy tenant rotate {id} --yes`)"
@@ -342,7 +422,7 @@ pub(crate) async fn activate(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Resu
     status_changed(ctx, &t, "Activated tenant {id}.")
 }
 
-/// `tenancy tenant delete ID --confirm`.
+/// `tenancy tenant delete ID [--yes]` (`--confirm` is an alias).
 pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow::Result<()> {
     let registry = ctx.require_admin().await?;
     let TenantDeleteArgs { id, confirm } = args;
@@ -351,7 +431,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow:
         registry.get(&id).await?;
         if !ctx.io.prompter.is_interactive() {
             return Err(CliError::usage(format!(
-                "deleting needs confirmation; pass --confirm (`tenancy tenant delete {id} --confirm`)"
+                "deleting needs confirmation; pass --yes (`tenancy tenant delete {id} --yes`)"
             ))
             .into());
         }
@@ -359,7 +439,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, args: TenantDeleteArgs) -> anyhow:
             "Delete tenant {id}? Its state is archived and its secret stops working. Type the tenant id to confirm: "
         ))?;
         if typed.trim() != id.as_str() {
-            return Err(CliError::usage("deletion cancelled; nothing changed").into());
+            return Err(Cancelled.into());
         }
     }
     let done = registry.delete(&id).await;
