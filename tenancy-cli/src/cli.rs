@@ -425,9 +425,10 @@ pub(crate) enum TenantCommand {
     /// Admin: show one tenant.
     #[command(after_help = examples!("tenancy tenant show acme", "tenancy -o json tenant show acme"))]
     Show(TenantArg),
-    /// Admin: counts of tenants by status and plan.
-    #[command(after_help = examples!("tenancy tenant stats"))]
-    Stats,
+    /// Admin: counts of tenants by status and plan, or with an id that
+    /// tenant's usage: used, limit and available per resource.
+    #[command(after_help = examples!("tenancy tenant stats", "tenancy tenant stats acme"))]
+    Stats(TenantStatsArgs),
     /// Admin: change a tenant's plan, profile or limits.
     #[command(after_help = examples!(
         "tenancy tenant update acme --plan enterprise",
@@ -499,6 +500,16 @@ pub(crate) struct TenantListArgs {
     /// Only tenants on this plan.
     #[arg(long, value_enum)]
     pub plan: Option<PlanArg>,
+    /// Deleted tenants too (hidden unless `--all` or `--status deleted`).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `tenancy tenant stats [ID]`
+#[derive(Debug, Args)]
+pub(crate) struct TenantStatsArgs {
+    /// One tenant's usage instead of the counts of all.
+    pub id: Option<TenantId>,
 }
 
 /// The one tenant a command acts on.

@@ -714,7 +714,7 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             TenantCommand::Init(args) => tenant::init(ctx, args).await,
             TenantCommand::List(args) => tenant::list(ctx, args).await,
             TenantCommand::Show(args) => tenant::show(ctx, args).await,
-            TenantCommand::Stats => tenant::stats(ctx).await,
+            TenantCommand::Stats(args) => tenant::stats(ctx, args).await,
             TenantCommand::Update(args) => tenant::update(ctx, args).await,
             TenantCommand::Rotate(args) => tenant::rotate(ctx, args).await,
             TenantCommand::Suspend(args) => tenant::suspend(ctx, args).await,

@@ -2180,6 +2180,7 @@ fn terminal_output_colour_and_width() {
     let created: Vec<usize> = r
         .out
         .lines()
+        .filter(|l| !l.starts_with("Total:"))
         .map(|l| unicode_width::UnicodeWidthStr::width(&l[..l.rfind("  ").unwrap()]))
         .collect();
     assert!(created.windows(2).all(|w| w[0] == w[1]), "{}", r.out);
@@ -2421,4 +2422,70 @@ fn migrate_by_position_and_trimmed_secrets() {
         &["login", "acme", "--secret-stdin"],
         &format!("\t{secret} \r\n"),
     );
+}
+
+/// Issue 13 item 9, on a store and through a server: `tenant list` hides
+/// deleted tenants unless `--all`, says what an empty filter found and
+/// totals; `tenant stats ID` is used / limit / available per resource.
+fn admin_views(setup: &Setup) {
+    let admin = setup.user();
+    setup.init(&admin);
+    admin.ok(
+        &["admin", "login", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    create_tenant(&admin, "acme", &["--max-stacks", "3"]);
+    create_tenant(&admin, "gone", &[]);
+    admin.ok(&["tenant", "delete", "gone", "--yes"], "");
+    let ids = |v: &Value| -> Vec<String> {
+        v["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&admin.json(&["tenant", "list"], "")), ["acme"]);
+    assert_eq!(
+        ids(&admin.json(&["tenant", "list", "--all"], "")),
+        ["acme", "gone"]
+    );
+    assert_eq!(
+        ids(&admin.json(&["tenant", "list", "--status", "deleted"], "")),
+        ["gone"]
+    );
+    let table = admin.ok(&["tenant", "list"], "").out;
+    assert!(
+        table.contains("Total: 1 tenant (1 deleted tenant hidden"),
+        "{table}"
+    );
+    let r = admin.ok(&["tenant", "list", "--status", "suspended"], "");
+    assert_eq!(r.out.trim(), "No suspended tenants.", "{r:?}");
+    let stats = admin.json(&["tenant", "stats", "acme"], "");
+    let stacks = stats["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["resource"] == "stacks")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (stacks["limit"].as_u64(), stacks["remaining"].as_u64()),
+        (Some(3), Some(3)),
+        "{stats}"
+    );
+    let table = admin.ok(&["tenant", "stats", "acme"], "").out;
+    assert!(table.starts_with("RESOURCE"), "{table}");
+    assert!(table.contains("REMAINING"), "{table}");
+    admin.fails(&["tenant", "stats", "ghost"], "", 5);
+}
+
+#[test]
+fn admin_views_on_local_files() {
+    admin_views(&Setup::direct(local_store()));
+}
+
+#[test]
+fn admin_views_through_a_server() {
+    admin_views(&Setup::remote(local_store()));
 }

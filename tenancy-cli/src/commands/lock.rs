@@ -129,7 +129,7 @@ pub(crate) async fn renew(ctx: &mut Ctx<'_>, args: LockRenewArgs) -> anyhow::Res
 /// any tenant's.
 pub(crate) async fn list(ctx: &mut Ctx<'_>, args: LockListArgs) -> anyhow::Result<()> {
     let all = match &args.tenant {
-        Some(id) => ctx.require_admin_locks().await?.list(id).await?,
+        Some(id) => ctx.require_admin_access().await?.list(id).await?,
         None => {
             let locks = ctx.require_tenant().await?.locks();
             let mut all = locks.list("").await?;
@@ -169,7 +169,7 @@ pub(crate) async fn force_unlock(ctx: &mut Ctx<'_>, args: LockForceArgs) -> anyh
     let lock_id = args.held.id;
     let done = match &args.tenant {
         Some(id) => {
-            ctx.require_admin_locks()
+            ctx.require_admin_access()
                 .await?
                 .force_unlock(id, &key, lock_id)
                 .await

@@ -65,30 +65,47 @@ pub(crate) enum Target<'a> {
     Server(Client),
 }
 
-/// The admin's access to any tenant's locks: on the store, or through the
-/// server's admin lock routes.
+/// The admin's access to what `TenantRegistry` does not cover (any
+/// tenant's locks, a tenant's usage against its limits): on the store, or
+/// through the server's admin routes.
 #[derive(Debug)]
-pub(crate) enum AdminLocks<'a> {
+pub(crate) enum AdminAccess<'a> {
     /// The store's lock manager, scoped per tenant.
     Store(&'a Services),
     /// The server's `/v1/tenants/{id}/locks`.
     Server(tenancy_server::client::HttpRegistry),
 }
 
-impl AdminLocks<'_> {
+impl AdminAccess<'_> {
     /// Tenant `id`'s held locks, sorted by key (`NotFound` for an unknown tenant).
     pub(crate) async fn list(&self, id: &TenantId) -> tenancy_core::Result<Vec<LockInfo>> {
         let mut all = match self {
-            AdminLocks::Store(s) => {
+            AdminAccess::Store(s) => {
                 s.registry.get(id).await?;
                 TenantLocks::new(s.locks.clone(), id.clone())
                     .list("")
                     .await?
             }
-            AdminLocks::Server(r) => r.tenant_locks(id).await?,
+            AdminAccess::Server(r) => r.tenant_locks(id).await?,
         };
         all.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(all)
+    }
+
+    /// Tenant `id`'s usage against its limits (one request through a server).
+    pub(crate) async fn stats(
+        &self,
+        id: &TenantId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> tenancy_core::Result<tenancy_server::views::StatsView> {
+        match self {
+            AdminAccess::Store(s) => {
+                let t = s.registry.get(id).await?;
+                let u = s.registry.usage(id).await?;
+                Ok(tenancy_server::views::StatsView::new(&t, u, now))
+            }
+            AdminAccess::Server(r) => r.stats(id).await,
+        }
     }
 
     /// Force-unlocks tenant `id`'s `key` held by `lock_id`.
@@ -99,13 +116,13 @@ impl AdminLocks<'_> {
         lock_id: LockId,
     ) -> tenancy_core::Result<()> {
         match self {
-            AdminLocks::Store(s) => {
+            AdminAccess::Store(s) => {
                 s.registry.get(id).await?;
                 TenantLocks::new(s.locks.clone(), id.clone())
                     .force_unlock(key, lock_id)
                     .await
             }
-            AdminLocks::Server(r) => r.force_unlock_tenant_lock(id, key, lock_id).await,
+            AdminAccess::Server(r) => r.force_unlock_tenant_lock(id, key, lock_id).await,
         }
     }
 }
@@ -266,16 +283,16 @@ impl<'a> Ctx<'a> {
 
     /// Checks the admin session and returns the admin's access to any
     /// tenant's locks (no tenant secret needed).
-    pub(crate) async fn require_admin_locks(&mut self) -> anyhow::Result<AdminLocks<'a>> {
+    pub(crate) async fn require_admin_access(&mut self) -> anyhow::Result<AdminAccess<'a>> {
         self.require_admin().await?;
         match &self.target {
-            Target::Store(services) => Ok(AdminLocks::Store(services)),
+            Target::Store(services) => Ok(AdminAccess::Store(services)),
             Target::Server(client) => {
                 let file = self.home.load(SessionSlot::Admin)?.ok_or_else(|| {
                     CliError::not_logged_in("not logged in as the admin; run `tenancy admin login`")
                 })?;
                 let token = self.token(&file, SessionSlot::Admin)?;
-                Ok(AdminLocks::Server(client.registry(token)))
+                Ok(AdminAccess::Server(client.registry(token)))
             }
         }
     }

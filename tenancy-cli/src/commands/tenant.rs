@@ -16,11 +16,11 @@ use tenancy_core::{
 use super::Ctx;
 use crate::cli::{
     LimitArgs, PlanArg, TenantArg, TenantDeleteArgs, TenantInitArgs, TenantListArgs,
-    TenantRotateArgs, TenantSuspendArgs, TenantUpdateArgs,
+    TenantRotateArgs, TenantStatsArgs, TenantSuspendArgs, TenantUpdateArgs,
 };
 use crate::exit::CliError;
 use crate::io::{Cancelled, PROMPT_TRIES};
-use crate::output::{ago, status_style, tenant_json, tenant_pairs, Cell, Style};
+use crate::output::{ago, plural, status_style, tenant_json, tenant_pairs, Cell, Style};
 use tenancy_server::views::StatsView;
 
 fn overrides(l: &LimitArgs) -> LimitOverrides {
@@ -209,8 +209,16 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
         status: args.status.map(TenantStatus::from),
         plan: args.plan.map(Plan::from),
     };
-    let (tenants, errors) = registry.list_partial(filter).await;
+    let (mut tenants, errors) = registry.list_partial(filter).await;
     let damaged = damaged_tenants(errors)?;
+    // Deleted tenants only when asked for (kubectl hides what is gone too).
+    let hidden = if args.all || filter.status == Some(TenantStatus::Deleted) {
+        0
+    } else {
+        let before = tenants.len();
+        tenants.retain(|t| t.status != TenantStatus::Deleted);
+        before - tenants.len()
+    };
     let now = ctx.now();
     if ctx.is_json() {
         // The server's `GET /v1/tenants` shape, plus the records that
@@ -248,11 +256,43 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
             "-".into(),
         ]
     }));
+    let shown = rows.len();
+    let empty = match (args.status, args.plan) {
+        (None, None) if hidden > 0 => {
+            format!(
+                "No tenants but {} (`--all` shows them).",
+                plural(hidden as u64, "deleted one")
+            )
+        }
+        (None, None) => "No tenants. Create one with `tenancy tenant init ID`.".to_string(),
+        (status, plan) => {
+            let status = status.map(|s| TenantStatus::from(s).as_str().to_string());
+            let plan = plan.map(|p| format!("on plan {}", Plan::from(p).as_str()));
+            let what = [status, Some("tenants".to_string()), plan]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("No {what}.")
+        }
+    };
     ctx.out().table(
         &["ID", "STATUS", "PLAN", "DISPLAY NAME", "CREATED"],
         rows,
-        "No tenants. Create one with `tenancy tenant init --name ID`.",
+        &empty,
     )?;
+    if shown > 0 {
+        let more = if hidden > 0 {
+            format!(
+                " ({} hidden; `--all` shows them)",
+                plural(hidden as u64, "deleted tenant")
+            )
+        } else {
+            String::new()
+        };
+        ctx.out()
+            .line(&format!("Total: {}{more}", plural(shown as u64, "tenant")))?;
+    }
     warn_damaged(ctx, &damaged)
 }
 
@@ -270,7 +310,16 @@ pub(crate) async fn show(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<(
 }
 
 /// `tenancy tenant stats`: counts by status and plan.
-pub(crate) async fn stats(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(crate) async fn stats(ctx: &mut Ctx<'_>, args: TenantStatsArgs) -> anyhow::Result<()> {
+    if let Some(id) = &args.id {
+        // One tenant's usage against its limits ("Available Resources").
+        let now = ctx.now();
+        let stats = ctx.require_admin_access().await?.stats(id, now).await?;
+        if ctx.is_json() {
+            return ctx.out().json(&stats);
+        }
+        return usage_table(ctx, &stats);
+    }
     let registry = ctx.require_admin().await?;
     let (tenants, errors) = registry.list_partial(TenantFilter::default()).await;
     let damaged = damaged_tenants(errors)?;

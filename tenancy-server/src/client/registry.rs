@@ -64,6 +64,12 @@ impl HttpRegistry {
         self.admin.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// A tenant's usage against its limits (`GET /v1/tenants/{id}/stats`).
+    pub async fn stats(&self, id: &TenantId) -> Result<StatsView> {
+        self.admin_json(Method::GET, &["v1", "tenants", id.as_str(), "stats"], None)
+            .await
+    }
+
     /// A tenant's held locks, sorted by key (`GET /v1/tenants/{id}/locks`).
     pub async fn tenant_locks(&self, id: &TenantId) -> Result<Vec<LockInfo>> {
         let list: LockList = self
