@@ -416,8 +416,10 @@ fn keep_only_a_safe_request_id(mut req: Request) -> Request {
 const REQUEST_ID: &str = "x-request-id";
 
 fn request_span(req: &Request) -> tracing::Span {
-    // Method, route template, path and request id only: never headers (they
-    // carry credentials) and never the query (it carries lock ids).
+    // Method, route template, path, request id and (recorded by the tenant
+    // layer once it has authenticated the caller) the tenant id only: never
+    // headers (they carry credentials) and never the query (it carries lock
+    // ids).
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -433,6 +435,7 @@ fn request_span(req: &Request) -> tracing::Span {
         route,
         path = req.uri().path(),
         request_id,
+        tenant = tracing::field::Empty,
     )
 }
 
