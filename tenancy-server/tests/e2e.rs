@@ -915,10 +915,19 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
     assert_eq!(res.status(), 200);
 }
 
-/// `promtool check metrics` (Prometheus's own linter) accepts the scrape.
-/// Required in CI (`.ci/run` installs it); elsewhere skipped loudly when
-/// promtool is missing.
+/// `promtool check metrics` (Prometheus's own linter) accepts the whole
+/// scrape: exit 0 and nothing reported. Required in CI (`.ci/run` installs
+/// it); elsewhere skipped loudly when promtool is missing.
 fn promtool_accepts(text: &str) {
+    if let Some(findings) = promtool_findings(text) {
+        assert!(findings.is_empty(), "promtool check metrics: {findings}");
+    }
+}
+
+/// What `promtool check metrics` reports on `text` (empty when it accepts
+/// it; a failing exit without output is reported too), or `None` when
+/// promtool is not installed outside CI.
+fn promtool_findings(text: &str) -> Option<String> {
     use std::io::Write as _;
     let child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -933,7 +942,7 @@ fn promtool_accepts(text: &str) {
         }
         Err(e) => {
             eprintln!("SKIPPED promtool check: promtool not found ({e})");
-            return;
+            return None;
         }
     };
     child
@@ -943,12 +952,24 @@ fn promtool_accepts(text: &str) {
         .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
+    let mut findings = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if !out.status.success() && findings.trim().is_empty() {
+        findings = format!("exit {}", out.status);
+    }
+    Some(findings.trim().to_string())
+}
+
+/// The promtool check can fail: a counter without `_total` is reported.
+#[test]
+fn promtool_reports_a_metric_against_the_conventions() {
+    let bad = "# HELP jobs_count Jobs.\n# TYPE jobs_count counter\njobs_count 1\n";
+    if let Some(findings) = promtool_findings(bad) {
+        assert!(findings.contains("_total"), "{findings}");
+    }
 }
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
