@@ -40,7 +40,7 @@ impl Modify for Security {
         tenant::inspect_lock, tenant::acquire_lock, tenant::renew_lock, tenant::release_lock, tenant::list_locks,
         jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::complete_job, jobs::fail_job,
         jobs::cancel_job, jobs::register_worker, jobs::list_workers, jobs::delete_worker,
-        jobs::claim,
+        jobs::claim, jobs::admin_list_jobs, jobs::admin_list_workers,
         sessions::login, sessions::list_own, sessions::current_own, sessions::logout,
         sessions::revoke_own, sessions::admin_login, sessions::admin_list, sessions::admin_current,
         sessions::admin_logout, sessions::admin_revoke, sessions::tenant_list,

@@ -57,6 +57,8 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/v1/tenants/{id}/reservations/{reservation}/release",
     ),
     ("POST", "/v1/tenants/{id}/usage"),
+    ("GET", "/v1/tenants/{id}/jobs"),
+    ("GET", "/v1/tenants/{id}/workers"),
     ("POST", "/v1/admin/sessions"),
     ("GET", "/v1/admin/sessions"),
     ("GET", "/v1/admin/sessions/current"),
@@ -133,6 +135,8 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
             post(admin::release),
         )
         .route("/v1/tenants/{id}/usage", post(admin::record_usage))
+        .route("/v1/tenants/{id}/jobs", get(jobs::admin_list_jobs))
+        .route("/v1/tenants/{id}/workers", get(jobs::admin_list_workers))
         .route(
             "/v1/admin/sessions",
             post(sessions::admin_login).get(sessions::admin_list),
