@@ -554,6 +554,37 @@ pub struct Released {
 
 // ---- request bodies ----
 
+/// Fields that hold a struct take it only as a JSON object: serde would
+/// also read a struct from an array of its fields in order (`[null,
+/// null]`), which the API does not offer.
+mod object {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn from_object<T: DeserializeOwned, E: serde::de::Error>(v: Value) -> Result<T, E> {
+        if !v.is_object() {
+            return Err(E::custom("expected a JSON object"));
+        }
+        serde_json::from_value(v).map_err(E::custom)
+    }
+
+    pub(super) fn required<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        from_object(Value::deserialize(d)?)
+    }
+
+    pub(super) fn optional<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            v => from_object::<T, D::Error>(v).map(Some),
+        }
+    }
+}
+
 /// The body of `POST /v1/tenants`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -575,6 +606,7 @@ pub struct CreateTenant {
     /// Overrides of the plan's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    #[serde(deserialize_with = "object::optional")]
     pub limits: Option<LimitOverrides>,
     /// The secret's prefix, 2 to 8 lowercase letters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -604,6 +636,7 @@ pub struct PatchTenant {
     /// Limit overrides, merged over the current ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    #[serde(deserialize_with = "object::optional")]
     pub limits: Option<LimitOverrides>,
     /// Metadata entries to set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -701,6 +734,7 @@ pub struct ReserveQuota {
 pub struct CommitReservation {
     /// The reservation.
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "object::required")]
     pub reservation: Reservation,
 }
 
@@ -710,6 +744,7 @@ pub struct CommitReservation {
 pub struct ReleaseReservation {
     /// The reservation, as `reserve` returned it.
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "object::required")]
     pub reservation: Reservation,
     /// An outcome to count in the same write, once (`job_completed`,
     /// `job_failed`, `{"cost": n}`).
