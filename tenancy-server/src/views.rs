@@ -554,10 +554,11 @@ pub struct Released {
 
 // ---- request bodies ----
 
-/// Fields that hold a struct take it only as a JSON object: serde would
-/// also read a struct from an array of its fields in order (`[null,
-/// null]`), which the API does not offer.
 mod object {
+    //! Fields that hold a struct take it only as a JSON object: serde would
+    //! also read a struct from an array of its fields in order (`[null,
+    //! null]`), which the API does not offer.
+
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
@@ -941,4 +942,33 @@ pub struct StackHistory {
 pub struct RollbackBody {
     /// The serial to roll back to.
     pub to: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_fields_are_read_only_from_objects() {
+        let ok: CreateTenant =
+            serde_json::from_str(r#"{"id": "acme", "limits": {"max_locks": 3}}"#).unwrap();
+        assert_eq!(ok.limits.and_then(|l| l.max_locks), Some(3));
+        let none: PatchTenant = serde_json::from_str(r#"{"limits": null}"#).unwrap();
+        assert!(none.limits.is_none());
+        for bad in [
+            r#"{"limits": [null, null]}"#,
+            r#"{"limits": [1]}"#,
+            r#"{"limits": 5}"#,
+        ] {
+            assert!(serde_json::from_str::<CreateTenant>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<PatchTenant>(bad).is_err(), "{bad}");
+        }
+        let r = r#"{"id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "tenant": "acme",
+            "resource": "workers", "amount": 1, "created_at": "2026-01-01T00:00:00Z"}"#;
+        let body = format!(r#"{{"reservation": {r}}}"#);
+        assert!(serde_json::from_str::<CommitReservation>(&body).is_ok());
+        let array = r#"{"reservation": ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "acme", "workers", 1, "2026-01-01T00:00:00Z"]}"#;
+        assert!(serde_json::from_str::<CommitReservation>(array).is_err());
+        assert!(serde_json::from_str::<ReleaseReservation>(array).is_err());
+    }
 }
