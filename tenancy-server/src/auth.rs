@@ -1000,6 +1000,9 @@ where
         Box::pin(async move {
             match auth.authenticate(req.headers()).await {
                 Ok(Authorized { tenant, rate }) => {
+                    // The request's log lines name the tenant from here on
+                    // (a no-op outside the server's request span).
+                    tracing::Span::current().record("tenant", tenant.id().as_str());
                     let label = TenantLabel(tenant.tenant_arc());
                     req.extensions_mut().insert(tenant);
                     let mut res = inner.call(req).await?;

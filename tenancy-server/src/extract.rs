@@ -60,7 +60,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     }
 }
 
+/// Every JSON body of the API is an object: serde would also read a struct
+/// from an array of its fields in order (`[null, null]`), which the API
+/// does not offer, so anything but an object is refused first.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request(
+            "the JSON body has the wrong shape: it must be an object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Data => "the JSON body has the wrong shape",
@@ -97,5 +106,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             .await
             .map(|axum::extract::Query(v)| Query(v))
             .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Two {
+        a: Option<u8>,
+        b: Option<u8>,
+    }
+
+    #[test]
+    fn only_objects_are_json_bodies() {
+        assert!(parse_json::<Two>(br#" {"a": 1}"#).is_ok());
+        for bad in [
+            &b"[null, null]"[..],
+            b"[1, 2]",
+            b"null",
+            b"1",
+            b"\"x\"",
+            b"",
+        ] {
+            let Err(e) = parse_json::<Two>(bad) else {
+                panic!("{:?} was read as a body", String::from_utf8_lossy(bad));
+            };
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        }
     }
 }

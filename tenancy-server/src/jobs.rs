@@ -153,7 +153,8 @@ pub(crate) struct Job {
     pub payload: Option<JsonObject>,
     /// The status.
     pub status: JobStatus,
-    /// The worker that holds (or held) the job.
+    /// The worker that holds (or held) the job; absent when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<Uuid>,
     /// When the job was created.
     pub created_at: DateTime<Utc>,

@@ -8,16 +8,29 @@ use tenancy_server::server::{init_tracing, prepare, Args};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    let server = match prepare(Args::parse()).await {
+    let args = Args::parse();
+    if let Err(e) = args.check() {
+        eprintln!("tenancy-server: {e}");
+        return ExitCode::from(2);
+    }
+    init_tracing(args.log_format);
+    let server = match prepare(args).await {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let addr = server.local_addr();
     if let Some(token) = server.generated_admin_token() {
         let token = token.expose();
         println!("admin token (shown once, only its hash is kept): {token}");
+        let url = match &addr {
+            Ok(a) => format!("http://{a}"),
+            Err(_) => "http://ADDRESS".to_string(),
+        };
+        println!(
+            "log in with: tenancy --backend {url} admin login (it asks for this token; or pipe it to --password-stdin)"
+        );
     }
-    match server.local_addr() {
+    match addr {
         Ok(addr) => println!(
             "tenancy-server listening on {addr} (backend {})",
             server.backend()

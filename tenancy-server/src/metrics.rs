@@ -10,6 +10,19 @@
 //!   the last usage this replica saw for a tenant (updated by job, worker and
 //!   stats requests).
 //! - `tenancy_auth_cache_*`: the verification cache's counters.
+//!
+//! The names follow Prometheus' conventions (`promtool check metrics`
+//! reports nothing; the e2e test runs it on a whole scrape): counters end
+//! in `_total`, gauges do not, no name ends in `_count`, `_sum` or `_bucket`,
+//! every family has `# HELP` and `# TYPE`. The seed documents' names map
+//! to them so:
+//!
+//! | seed document | here | why |
+//! |---|---|---|
+//! | `tenants_total` (a gauge) | `tenancy_tenants` | `_total` is for counters; prefixed with the exporter's name |
+//! | `tenants_active` | `tenancy_tenants_active` | prefixed likewise |
+//! | `tenant_quota_usage{tenant,resource}` | `tenant_quota_usage{tenant,resource}`, with `tenant_quota_limit{tenant,resource}` beside it | the same; the limit makes the utilisation a ratio of two gauges |
+//! | `tenant_api_requests{tenant,endpoint}` | `tenant_api_requests_total{tenant,route,status}` | a counter ends in `_total`; `route` is the matched template (bounded, unlike a raw endpoint path), `status` the answer |
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -96,9 +96,34 @@ pub struct Args {
     /// The largest stack state document a save accepts, in bytes.
     #[arg(long, env = "TENANCY_STACK_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub stack_body_limit: usize,
+    /// The log format on stderr: `text` (colour only on a terminal, never
+    /// with NO_COLOR or TERM=dumb) or `json` (one object per line).
+    #[arg(long, env = "TENANCY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The format of the server's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's json formatter).
+    Json,
 }
 
 impl Args {
+    /// Checks the listen addresses before anything starts: each must be
+    /// `HOST:PORT` (an IP address or a host name, and a port number), or
+    /// `off` for the metrics listener. The error is one line, for a usage
+    /// error (exit 2).
+    pub fn check(&self) -> Result<(), String> {
+        check_addr("--listen", &self.listen)?;
+        match self.metrics_listen.trim() {
+            "off" | "" => Ok(()),
+            addr => check_addr("--metrics-listen", addr),
+        }
+    }
+
     /// The connection limits the flags give.
     pub fn conn_limits(&self) -> ConnLimits {
         ConnLimits {
@@ -108,6 +133,33 @@ impl Args {
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
         }
     }
+}
+
+/// `HOST:PORT` with a port number and a host that is an IP address (IPv6
+/// in brackets) or a DNS name; no lookup is made here.
+fn check_addr(flag: &str, value: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "{flag} {:?} is not an address: expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080",
+            value.escape_debug().to_string()
+        ))
+    };
+    if value.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return bad();
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        && !host.starts_with(['-', '.']);
+    if !host_ok || port.parse::<u16>().is_err() {
+        return bad();
+    }
+    Ok(())
 }
 
 /// A server ready to serve: bound, bootstrapped, with its router.
@@ -333,15 +385,38 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Credentials are
-/// never logged: spans carry method, route, path and request id only.
-pub fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or
+/// JSON lines. Text has ANSI colour only when stderr is a terminal, `TERM`
+/// is not `dumb` and `NO_COLOR` is unset or empty. Credentials are never
+/// logged: spans carry method, route, path, request id and, once
+/// authenticated, the tenant id.
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(colour_allowed(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("TERM").as_deref(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .try_init(),
+    };
+}
+
+/// Whether text logs may use ANSI colour: on a terminal, with a `TERM`
+/// other than `dumb`, and without a non-empty `NO_COLOR` (no-color.org).
+fn colour_allowed(
+    terminal: bool,
+    term: Option<&std::ffi::OsStr>,
+    no_color: Option<&std::ffi::OsStr>,
+) -> bool {
+    terminal && term.is_none_or(|t| t != "dumb") && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -367,4 +442,51 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing the requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn listen_addresses_are_host_and_port() {
+        for ok in [
+            "127.0.0.1:8080",
+            "0.0.0.0:0",
+            "[::1]:8080",
+            "localhost:9464",
+            "tenancy.internal:443",
+        ] {
+            assert!(check_addr("--listen", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "8080",
+            "localhost",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            ":8080",
+            "http://127.0.0.1:8080",
+            "host name:80",
+            "-x:80",
+            "::1:8080x",
+        ] {
+            let Err(e) = check_addr("--listen", bad) else {
+                panic!("{bad:?} was accepted");
+            };
+            assert!(e.starts_with("--listen ") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {
+        let term = Some(OsStr::new("xterm-256color"));
+        assert!(colour_allowed(true, term, None));
+        assert!(colour_allowed(true, None, Some(OsStr::new(""))));
+        assert!(!colour_allowed(false, term, None));
+        assert!(!colour_allowed(true, Some(OsStr::new("dumb")), None));
+        assert!(!colour_allowed(true, term, Some(OsStr::new("1"))));
+    }
 }

@@ -580,6 +580,38 @@ pub struct Released {
 
 // ---- request bodies ----
 
+mod object {
+    //! Fields that hold a struct take it only as a JSON object: serde would
+    //! also read a struct from an array of its fields in order (`[null,
+    //! null]`), which the API does not offer.
+
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn from_object<T: DeserializeOwned, E: serde::de::Error>(v: Value) -> Result<T, E> {
+        if !v.is_object() {
+            return Err(E::custom("expected a JSON object"));
+        }
+        serde_json::from_value(v).map_err(E::custom)
+    }
+
+    pub(super) fn required<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        from_object(Value::deserialize(d)?)
+    }
+
+    pub(super) fn optional<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            v => from_object::<T, D::Error>(v).map(Some),
+        }
+    }
+}
+
 /// The body of `POST /v1/tenants`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -601,6 +633,7 @@ pub struct CreateTenant {
     /// Overrides of the plan's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    #[serde(deserialize_with = "object::optional")]
     pub limits: Option<LimitOverrides>,
     /// The secret's prefix, 2 to 8 lowercase letters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -630,6 +663,7 @@ pub struct PatchTenant {
     /// Limit overrides, merged over the current ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    #[serde(deserialize_with = "object::optional")]
     pub limits: Option<LimitOverrides>,
     /// Metadata entries to set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -727,6 +761,7 @@ pub struct ReserveQuota {
 pub struct CommitReservation {
     /// The reservation.
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "object::required")]
     pub reservation: Reservation,
 }
 
@@ -736,6 +771,7 @@ pub struct CommitReservation {
 pub struct ReleaseReservation {
     /// The reservation, as `reserve` returned it.
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "object::required")]
     pub reservation: Reservation,
     /// An outcome to count in the same write, once (`job_completed`,
     /// `job_failed`, `{"cost": n}`).
@@ -932,4 +968,33 @@ pub struct StackHistory {
 pub struct RollbackBody {
     /// The serial to roll back to.
     pub to: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_fields_are_read_only_from_objects() {
+        let ok: CreateTenant =
+            serde_json::from_str(r#"{"id": "acme", "limits": {"max_locks": 3}}"#).unwrap();
+        assert_eq!(ok.limits.and_then(|l| l.max_locks), Some(3));
+        let none: PatchTenant = serde_json::from_str(r#"{"limits": null}"#).unwrap();
+        assert!(none.limits.is_none());
+        for bad in [
+            r#"{"limits": [null, null]}"#,
+            r#"{"limits": [1]}"#,
+            r#"{"limits": 5}"#,
+        ] {
+            assert!(serde_json::from_str::<CreateTenant>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<PatchTenant>(bad).is_err(), "{bad}");
+        }
+        let r = r#"{"id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "tenant": "acme",
+            "resource": "workers", "amount": 1, "created_at": "2026-01-01T00:00:00Z"}"#;
+        let body = format!(r#"{{"reservation": {r}}}"#);
+        assert!(serde_json::from_str::<CommitReservation>(&body).is_ok());
+        let array = r#"{"reservation": ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "acme", "workers", 1, "2026-01-01T00:00:00Z"]}"#;
+        assert!(serde_json::from_str::<CommitReservation>(array).is_err());
+        assert!(serde_json::from_str::<ReleaseReservation>(array).is_err());
+    }
 }

@@ -852,6 +852,13 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
         .find_map(|l| l.strip_prefix("admin token (shown once, only its hash is kept): "))
         .expect("the first start prints the generated token")
         .to_string();
+    // ... and how the CLI uses it, with this server's address.
+    let login = format!("log in with: tenancy --backend {} admin login", first.base);
+    assert!(
+        first.early.iter().any(|l| l.starts_with(&login)),
+        "{:?}",
+        first.early
+    );
     let api = Api::new();
     let res = api
         .http
@@ -917,10 +924,19 @@ async fn a_generated_admin_token_is_printed_once_and_only_its_hash_kept() {
     assert_eq!(res.status(), 200);
 }
 
-/// `promtool check metrics` (Prometheus's own linter) accepts the scrape.
-/// Required in CI (`.ci/run` installs it); elsewhere skipped loudly when
-/// promtool is missing.
+/// `promtool check metrics` (Prometheus's own linter) accepts the whole
+/// scrape: exit 0 and nothing reported. Required in CI (`.ci/run` installs
+/// it); elsewhere skipped loudly when promtool is missing.
 fn promtool_accepts(text: &str) {
+    if let Some(findings) = promtool_findings(text) {
+        assert!(findings.is_empty(), "promtool check metrics: {findings}");
+    }
+}
+
+/// What `promtool check metrics` reports on `text` (empty when it accepts
+/// it; a failing exit without output is reported too), or `None` when
+/// promtool is not installed outside CI.
+fn promtool_findings(text: &str) -> Option<String> {
     use std::io::Write as _;
     let child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -935,7 +951,7 @@ fn promtool_accepts(text: &str) {
         }
         Err(e) => {
             eprintln!("SKIPPED promtool check: promtool not found ({e})");
-            return;
+            return None;
         }
     };
     child
@@ -945,12 +961,24 @@ fn promtool_accepts(text: &str) {
         .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
+    let mut findings = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if !out.status.success() && findings.trim().is_empty() {
+        findings = format!("exit {}", out.status);
+    }
+    Some(findings.trim().to_string())
+}
+
+/// The promtool check can fail: a counter without `_total` is reported.
+#[test]
+fn promtool_reports_a_metric_against_the_conventions() {
+    let bad = "# HELP jobs_count Jobs.\n# TYPE jobs_count counter\njobs_count 1\n";
+    if let Some(findings) = promtool_findings(bad) {
+        assert!(findings.contains("_total"), "{findings}");
+    }
 }
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
@@ -977,4 +1005,85 @@ fn failed_start(backend: &str, extra: &[&str]) -> String {
 fn a_bad_backend_fails_the_start_with_a_message() {
     let err = failed_start("ftp://nowhere", &[]);
     assert!(err.contains("unsupported scheme"), "{err}");
+}
+
+/// A `--listen` that is no address exits 2 with one line saying so, before
+/// anything starts.
+#[test]
+fn a_bad_listen_address_exits_2_with_one_line() {
+    for bad in [
+        "nonsense",
+        "127.0.0.1",
+        "127.0.0.1:99999",
+        "http://127.0.0.1:80",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenancy-server"))
+            .args(["--listen", bad, "--backend", "memory://"])
+            .env_remove("TENANCY_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+        assert!(
+            err.starts_with("tenancy-server: --listen ") && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty(), "nothing started");
+    }
+}
+
+/// `--log-format json` writes one JSON object per line, and text logs to a
+/// pipe have no ANSI colour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_or_plain_text_on_a_pipe() {
+    let api = Api::new();
+    for (format, json) in [("json", true), ("text", false)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tenancy-server"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--backend", "memory://", "--log-format", format])
+            .env("TENANCY_ADMIN_TOKEN", ADMIN)
+            .env("TENANCY_BCRYPT_COST", "4")
+            .env("RUST_LOG", "info")
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with("tenancy-server listening on ") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "no address");
+        }
+        let addr = line.split_whitespace().nth(3).unwrap().to_string();
+        let res = api
+            .http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("finished processing request"),
+            "{format}: {err}"
+        );
+        assert!(
+            !err.contains('\u{1b}'),
+            "{format}: ANSI escapes on a pipe: {err}"
+        );
+        for l in err.lines().filter(|l| !l.trim().is_empty()) {
+            let parsed = serde_json::from_str::<Value>(l);
+            assert_eq!(parsed.is_ok(), json, "{format}: {l}");
+        }
+    }
 }

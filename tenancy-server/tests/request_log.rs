@@ -114,3 +114,48 @@ async fn a_request_id_is_kept_only_when_short_and_safe_so_logs_stay_bounded() {
         text.len()
     );
 }
+
+#[tokio::test]
+async fn request_lines_name_the_authenticated_tenant_never_its_secret() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = harness().await;
+    let secret = h.create_tenant("logged", serde_json::json!({})).await;
+    let before = logs.text().len();
+
+    h.tenant(&secret, "GET", "/v1/tenant", serde_json::Value::Null)
+        .await
+        .expect(200);
+    let text = logs.text()[before..].to_string();
+    let finished: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("finished processing request"))
+        .collect();
+    assert_eq!(finished.len(), 1, "{text}");
+    assert!(
+        finished[0].contains(r#"tenant="logged""#) && finished[0].contains(r#"route="/v1/tenant""#),
+        "the request line names its tenant: {text}"
+    );
+
+    // A wrong key names no tenant; no line ever holds a secret or the admin token.
+    let before = logs.text().len();
+    h.tenant("tk_nope", "GET", "/v1/tenant", serde_json::Value::Null)
+        .await
+        .expect(401);
+    let text = logs.text()[before..].to_string();
+    assert!(
+        text.contains("finished processing request") && !text.contains("tenant="),
+        "{text}"
+    );
+    let all = logs.text();
+    assert!(
+        !all.contains(&secret) && !all.contains(common::ADMIN),
+        "{all}"
+    );
+}

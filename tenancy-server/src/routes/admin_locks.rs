@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::tenant::{holder_only, lock_id, lock_key, ListLocks, LockQuery};
+use super::tenant::{holder_only, lock_key, ListLocks};
 use crate::app_state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
@@ -17,6 +17,14 @@ use crate::views::{LockList, LockView};
 pub(crate) struct TenantLockPath {
     id: String,
     key: String,
+}
+
+/// The query of an admin force-unlock.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForceUnlockQuery {
+    /// The holder's lock id (from the listing).
+    pub lock_id: String,
 }
 
 fn tenant_id(raw: &str) -> ApiResult<tenancy_core::TenantId> {
@@ -51,7 +59,7 @@ pub(crate) async fn list(
 /// (`lock_id`): 204, 404 when it is not held, 409 when another lock id holds it.
 #[utoipa::path(delete, path = "/v1/tenants/{id}/locks/{key}", tag = "admin",
     params(("id" = String, Path, description = "tenant id"),
-        ("key" = String, Path, description = "lock key, `:`-separated"), LockQuery),
+        ("key" = String, Path, description = "lock key, `:`-separated"), ForceUnlockQuery),
     security(("admin" = [])),
     responses((status = 204, description = "unlocked"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -59,11 +67,11 @@ pub(crate) async fn list(
 pub(crate) async fn force_unlock(
     State(state): State<AppState>,
     Path(p): Path<TenantLockPath>,
-    Query(q): Query<LockQuery>,
+    Query(q): Query<ForceUnlockQuery>,
 ) -> ApiResult<StatusCode> {
     let id = tenant_id(&p.id)?;
     let key = lock_key(&p.key)?;
-    let lock = lock_id(&q)?;
+    let lock = tenancy_core::LockId::parse(&q.lock_id)?;
     let tenant = state.registry().get(&id).await?;
     let locks = state.stores().locks(&tenant)?;
     let done = locks.force_unlock(&key, lock).await;

@@ -78,14 +78,31 @@ pub(crate) async fn create_job(
     Ok((StatusCode::CREATED, axum::Json(job)))
 }
 
-/// Filters of `GET /v1/jobs`.
+/// The most jobs one listing returns.
+const MAX_JOB_LIST: usize = 1000;
+
+/// Filters of `GET /v1/jobs` (and the admin's `GET /v1/tenants/{id}/jobs`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListJobs {
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
-    /// The most jobs to return (default 100, at most 1000).
+    /// The most jobs to return (default 100; 1 to 1000, else 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+impl ListJobs {
+    /// The limit asked for, refused outside 1..=[`MAX_JOB_LIST`].
+    fn limit(&self) -> ApiResult<usize> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=MAX_JOB_LIST).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(format!(
+                "limit {n} is outside 1..={MAX_JOB_LIST}"
+            ))),
+        }
+    }
 }
 
 /// A list of jobs.
@@ -105,9 +122,54 @@ pub(crate) async fn list_jobs(
     who: AuthenticatedTenant,
     Query(q): Query<ListJobs>,
 ) -> ApiResult<axum::Json<JobList>> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit()?;
     let jobs = store(&state, &who)?.list_jobs(q.status, limit).await?;
     Ok(axum::Json(JobList { jobs }))
+}
+
+/// The job store of the tenant an admin route names (404 when there is none).
+async fn tenant_store(state: &AppState, id: &str) -> ApiResult<JobStore> {
+    let id = tenancy_core::TenantId::new(id)?;
+    let tenant = state.registry().get(&id).await?;
+    Ok(state.jobs(&tenant)?)
+}
+
+/// A tenant's jobs, newest first, as its own `GET /v1/jobs` shows them (admin).
+#[utoipa::path(get, path = "/v1/tenants/{id}/jobs", tag = "admin",
+    operation_id = "admin_list_tenant_jobs",
+    params(("id" = String, Path, description = "tenant id"), ListJobs),
+    security(("admin" = [])),
+    responses((status = 200, description = "the tenant's jobs", body = JobList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn admin_list_jobs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ListJobs>,
+) -> ApiResult<axum::Json<JobList>> {
+    let limit = q.limit()?;
+    let jobs = tenant_store(&state, &id)
+        .await?
+        .list_jobs(q.status, limit)
+        .await?;
+    Ok(axum::Json(JobList { jobs }))
+}
+
+/// A tenant's registered workers, oldest first, as its own `GET
+/// /v1/workers` shows them (admin).
+#[utoipa::path(get, path = "/v1/tenants/{id}/workers", tag = "admin",
+    operation_id = "admin_list_tenant_workers",
+    params(("id" = String, Path, description = "tenant id")),
+    security(("admin" = [])),
+    responses((status = 200, description = "the tenant's workers", body = WorkerList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn admin_list_workers(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<WorkerList>> {
+    let workers = tenant_store(&state, &id).await?.list_workers().await?;
+    Ok(axum::Json(WorkerList { workers }))
 }
 
 /// One job of the tenant.

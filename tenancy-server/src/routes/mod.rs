@@ -58,6 +58,8 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/v1/tenants/{id}/reservations/{reservation}/release",
     ),
     ("POST", "/v1/tenants/{id}/usage"),
+    ("GET", "/v1/tenants/{id}/jobs"),
+    ("GET", "/v1/tenants/{id}/workers"),
     ("POST", "/v1/admin/sessions"),
     ("GET", "/v1/admin/sessions"),
     ("GET", "/v1/admin/sessions/current"),
@@ -136,6 +138,8 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
             post(admin::release),
         )
         .route("/v1/tenants/{id}/usage", post(admin::record_usage))
+        .route("/v1/tenants/{id}/jobs", get(jobs::admin_list_jobs))
+        .route("/v1/tenants/{id}/workers", get(jobs::admin_list_workers))
         .route(
             "/v1/admin/sessions",
             post(sessions::admin_login).get(sessions::admin_list),
@@ -424,8 +428,10 @@ fn keep_only_a_safe_request_id(mut req: Request) -> Request {
 const REQUEST_ID: &str = "x-request-id";
 
 fn request_span(req: &Request) -> tracing::Span {
-    // Method, route template, path and request id only: never headers (they
-    // carry credentials) and never the query (it carries lock ids).
+    // Method, route template, path, request id and (recorded by the tenant
+    // layer once it has authenticated the caller) the tenant id only: never
+    // headers (they carry credentials) and never the query (it carries lock
+    // ids).
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -441,6 +447,7 @@ fn request_span(req: &Request) -> tracing::Span {
         route,
         path = req.uri().path(),
         request_id,
+        tenant = tracing::field::Empty,
     )
 }
 

@@ -108,10 +108,23 @@ fn locks(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Arc<dyn LockM
     Ok(state.stores().locks(who.tenant())?)
 }
 
+/// The longest stack or environment name, in bytes: two of them fit the
+/// stack's lock key (`stack:<stack>:env:<env>`, 11 bytes more) within the
+/// longest lock key a tenant may name (`tenant::MAX_TENANT_LOCK_KEY`), so
+/// each name has a limit of its own that the OpenAPI document can state.
+pub(crate) const MAX_NAME_LEN: usize = (crate::routes::tenant::MAX_TENANT_LOCK_KEY - 11) / 2;
+
 fn lock_key(p: &StackPath) -> ApiResult<LockKey> {
-    // the names must be state key segments too
-    tenancy_core::StateKey::segment(&p.stack)?;
-    tenancy_core::StateKey::segment(&p.env)?;
+    for (what, name) in [("stack", &p.stack), ("environment", &p.env)] {
+        if name.len() > MAX_NAME_LEN {
+            return Err(ApiError::bad_request(format!(
+                "the {what} name is {} bytes long; the limit is {MAX_NAME_LEN}",
+                name.len()
+            )));
+        }
+        // the names must be state key segments too
+        tenancy_core::StateKey::segment(name)?;
+    }
     Ok(LockKey::stack_env(&p.stack, &p.env)?)
 }
 
@@ -322,14 +335,48 @@ pub(crate) async fn lock_route(
     let r = match method.as_str() {
         "LOCK" | "POST" => lock(&state, &who, &p, &bytes).await,
         "UNLOCK" | "DELETE" => unlock(&state, &who, &p, &bytes).await,
-        _ => Err(ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
-            .with_message("use LOCK or UNLOCK (or POST or DELETE) on a stack lock")
-            .into_response()),
+        _ => {
+            let mut res = ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+                .with_message("use LOCK or UNLOCK (or POST or DELETE) on a stack lock")
+                .into_response();
+            res.headers_mut().insert(
+                header::ALLOW,
+                // the methods of the OpenAPI document; LOCK and UNLOCK are
+                // Terraform's names for them, as the message says
+                HeaderValue::from_static("POST, DELETE"),
+            );
+            Err(res)
+        }
     };
     response(r)
 }
 
-fn parse_lock(bytes: &[u8]) -> ApiResult<TerraformLock> {
+/// What the server reads of a LockInfo a client sends (Terraform sends
+/// `Created` too, and a client may echo `Expires` and `FencingToken`: the
+/// server sets those itself, so they are not read at all).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LockBody {
+    #[serde(rename = "ID", default)]
+    id: String,
+    #[serde(default)]
+    operation: String,
+    #[serde(default)]
+    info: String,
+    #[serde(default)]
+    who: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    path: String,
+}
+
+fn parse_lock(bytes: &[u8]) -> ApiResult<LockBody> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "the body is not a Terraform LockInfo JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not a Terraform LockInfo JSON object: {e}"

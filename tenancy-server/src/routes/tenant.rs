@@ -84,8 +84,25 @@ fn tenant_locks(state: &AppState, who: &AuthenticatedTenant) -> ApiResult<Arc<dy
     Ok(state.stores().locks(who.tenant())?)
 }
 
+/// The longest state key a tenant may name, in bytes: below its state root
+/// (`tenants/<id>/<version>/`, at most 75 bytes with the longest id and
+/// version `v1`) every key up to this long fits `StateKey`'s 1024, whatever
+/// the tenant, so the limit is one the OpenAPI document can state.
+pub(crate) const MAX_TENANT_STATE_KEY: usize = 900;
+
+/// The longest lock key a tenant may name, in bytes: with the tenant's
+/// prefix (`tenant:<id>:`, at most 71 bytes) it fits `LockKey`'s 512,
+/// whatever the tenant.
+pub(crate) const MAX_TENANT_LOCK_KEY: usize = tenancy_core::keys::MAX_LOCK_KEY_LEN - 71;
+
 /// Validates a state key from a path and refuses the server's own prefix.
 fn state_key(raw: &str) -> ApiResult<StateKey> {
+    if raw.len() > MAX_TENANT_STATE_KEY {
+        return Err(ApiError::bad_request(format!(
+            "state key is {} bytes long; the limit is {MAX_TENANT_STATE_KEY}",
+            raw.len()
+        )));
+    }
     let key = StateKey::new(raw)?;
     if key.segments().next() == Some(SERVER_PREFIX) {
         return Err(ApiError::forbidden(format!(
@@ -368,6 +385,12 @@ pub(crate) async fn delete_state(
 }
 
 pub(super) fn lock_key(raw: &str) -> ApiResult<LockKey> {
+    if raw.len() > MAX_TENANT_LOCK_KEY {
+        return Err(ApiError::bad_request(format!(
+            "lock key is {} bytes long; the limit is {MAX_TENANT_LOCK_KEY}",
+            raw.len()
+        )));
+    }
     Ok(LockKey::new(raw)?)
 }
 
@@ -461,6 +484,11 @@ pub(crate) async fn renew_lock(
 ) -> ApiResult<axum::Json<LockView>> {
     let key = lock_key(&raw)?;
     let id = lock_id(&q)?;
+    // A query ttl is checked even when the body's wins: no value outside
+    // the range is ever accepted.
+    if let Some(s) = q.ttl_seconds {
+        tenancy_core::lock::validate_ttl(Duration::from_secs(s))?;
+    }
     let locks = tenant_locks(&state, &who)?;
     let ttl = match body.and_then(|b| b.ttl_seconds).or(q.ttl_seconds) {
         Some(s) => Duration::from_secs(s),

@@ -691,3 +691,102 @@ async fn a_job_stored_with_a_non_object_payload_is_shown_in_the_documented_shape
     assert_eq!(job["payload"], json!({"value": [null, null]}));
     assert_eq!(job["result"], json!({"value": 42}));
 }
+
+#[tokio::test]
+async fn the_admin_sees_a_tenants_jobs_and_workers_as_the_tenant_does() {
+    let h = harness().await;
+    let acme = h.create_tenant("acme", json!({})).await;
+    let other = h.create_tenant("other", json!({})).await;
+    let worker = h
+        .tenant(&acme, "POST", "/v1/workers", json!({"name": "w1"}))
+        .await
+        .expect(201)
+        .json();
+    for name in ["a1", "a2"] {
+        h.tenant(&acme, "POST", "/v1/jobs", json!({"name": name}))
+            .await
+            .expect(201);
+    }
+    h.tenant(&other, "POST", "/v1/jobs", json!({"name": "secret-job"}))
+        .await
+        .expect(201);
+    h.tenant(&other, "POST", "/v1/workers", json!({"name": "other-w"}))
+        .await
+        .expect(201);
+
+    // The same JSON as the tenant's own listings, byte for byte.
+    for (own, admin) in [
+        ("/v1/jobs", "/v1/tenants/acme/jobs"),
+        (
+            "/v1/jobs?status=queued&limit=1",
+            "/v1/tenants/acme/jobs?status=queued&limit=1",
+        ),
+        ("/v1/workers", "/v1/tenants/acme/workers"),
+    ] {
+        let mine = h.tenant(&acme, "GET", own, Value::Null).await.expect(200);
+        let seen = h.admin("GET", admin, Value::Null).await.expect(200);
+        assert_eq!(seen.json(), mine.json(), "{admin}");
+    }
+    let jobs = h
+        .admin("GET", "/v1/tenants/acme/jobs", Value::Null)
+        .await
+        .json();
+    let mut names: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a1", "a2"], "acme's jobs only");
+    let workers = h
+        .admin("GET", "/v1/tenants/acme/workers", Value::Null)
+        .await
+        .json();
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 1);
+    assert_eq!(workers["workers"][0]["id"], worker["id"]);
+    let text = serde_json::to_string(&jobs).unwrap() + &workers.to_string();
+    assert!(
+        !text.contains("secret-job") && !text.contains("other-w"),
+        "{text}"
+    );
+
+    // Unknown tenant 404, a bad id 400, a bad limit 400.
+    for path in ["/v1/tenants/nobody/jobs", "/v1/tenants/nobody/workers"] {
+        let a = h.admin("GET", path, Value::Null).await.expect(404);
+        assert_eq!(a.error_code(), "not_found");
+    }
+    h.admin("GET", "/v1/tenants/NO/jobs", Value::Null)
+        .await
+        .expect(400);
+    for limit in ["0", "1001"] {
+        let uri = format!("/v1/tenants/acme/jobs?limit={limit}");
+        h.admin("GET", &uri, Value::Null).await.expect(400);
+        let own = format!("/v1/jobs?limit={limit}");
+        h.tenant(&acme, "GET", &own, Value::Null).await.expect(400);
+    }
+
+    // Tenant credentials (its secret, or a session) are refused: admin only.
+    let session = h
+        .tenant(&acme, "POST", "/v1/sessions", Value::Null)
+        .await
+        .expect(201)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for key in [&acme, &session] {
+        for path in ["/v1/tenants/acme/jobs", "/v1/tenants/acme/workers"] {
+            let bearer = format!("Bearer {key}");
+            let a = h.call("GET", path, &[("authorization", &bearer)], "").await;
+            assert!(
+                a.status == StatusCode::UNAUTHORIZED || a.status == StatusCode::FORBIDDEN,
+                "{path} with a tenant credential: {}",
+                a.status
+            );
+            assert!(!String::from_utf8_lossy(&a.bytes).contains("a1"));
+            let a = h.tenant(key, "GET", path, Value::Null).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path} with X-API-Key");
+        }
+    }
+}
