@@ -1045,8 +1045,8 @@ fn store_calls_per_command() {
     };
     assert_eq!(
         calls(&["tenant", "list"], ""),
-        n(2, 0, 0, 1),
-        "admin: manifest, list, one record"
+        n(3, 0, 0, 1),
+        "admin: manifest, list, one record and its usage (STACKS, COST)"
     );
     assert_eq!(
         calls(&["state", "get", "--stack", "web", "--env", "prod"], ""),
@@ -1337,7 +1337,7 @@ fn terminal_tables_fit_align_and_reset_their_colour() {
         assert!(display_width(line) <= 80, "wider than 80: {line:?}");
     }
     assert!(o.out.contains("acme-international"), "{o:?}");
-    assert!(o.out.contains("Acme Corporation Intern"), "{o:?}");
+    assert!(o.out.contains("Acme Corporation Int"), "{o:?}");
     assert!(o.out.contains('…'), "{o:?}");
     assert!(!o.out.contains("Worldwide"), "{o:?}");
     // CREATED starts at the same display column on every line.
@@ -1362,7 +1362,7 @@ fn terminal_tables_fit_align_and_reset_their_colour() {
     // A dumb terminal gets no colour, but still fits.
     let o = on_terminal(&h, &["tenant", "list"], &[("TERM", "dumb")], 80);
     assert!(!o.out.contains('\x1b'), "{o:?}");
-    assert!(o.out.contains("Acme Corporation Intern"), "{o:?}");
+    assert!(o.out.contains("Acme Corporation Int"), "{o:?}");
     assert!(o.out.contains('…'), "{o:?}");
     // A pipe (no terminal) gets whole values, whatever COLUMNS says.
     let o = h.run_full(

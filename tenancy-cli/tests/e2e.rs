@@ -2206,8 +2206,8 @@ fn terminal_output_colour_and_width() {
     );
     assert!(!r.out.contains('\x1b'), "{r:?}");
 
-    // A real terminal, 70 columns: colour, the display name cut, ids whole.
-    let Some(r) = on_a_pty(&admin, &["tenant", "list"], &[], 70, "") else {
+    // A real terminal, 76 columns: colour, the display name cut, ids whole.
+    let Some(r) = on_a_pty(&admin, &["tenant", "list"], &[], 76, "") else {
         return;
     };
     assert_eq!(r.code, 0, "{r:?}");
@@ -2220,7 +2220,7 @@ fn terminal_output_colour_and_width() {
             .replace("\x1b[1m", "")
             .replace("\x1b[32m", "");
         assert!(
-            unicode_width::UnicodeWidthStr::width(plain.as_str()) <= 70,
+            unicode_width::UnicodeWidthStr::width(plain.as_str()) <= 76,
             "{line:?}"
         );
     }
@@ -2456,7 +2456,7 @@ fn admin_views(setup: &Setup) {
     );
     let table = admin.ok(&["tenant", "list"], "").out;
     assert!(
-        table.contains("Total: 1 tenant (1 deleted tenant hidden"),
+        table.contains("Total: 1 tenant, 0 stacks (1 deleted tenant hidden"),
         "{table}"
     );
     let r = admin.ok(&["tenant", "list", "--status", "suspended"], "");

@@ -681,6 +681,10 @@ fn query_param_schema(method: &str, path: &str, name: &str) -> Option<(Value, bo
             optional(enum_schema(&statuses(), "only tenants with this status"))
         }
         ("get", "/v1/tenants", "plan") => optional(enum_schema(&plans(), "only tenants on this plan")),
+        ("get", "/v1/tenants" | "/v1/tenants/{id}", "include") => optional(enum_schema(
+            &["usage"],
+            "`usage`: with the usage counters (one more read per tenant)",
+        )),
         (_, _, "status") if path.ends_with("/jobs") => {
             optional(enum_schema(JOB_STATUSES, "only jobs in this status"))
         }

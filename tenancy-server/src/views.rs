@@ -104,6 +104,10 @@ pub struct TenantView {
     pub deleted_at: Option<DateTime<Utc>>,
     /// The record's revision, for optimistic updates (`expected_revision`).
     pub revision: u64,
+    /// Its usage counters, when asked for with `?include=usage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<Usage>,
 }
 
 impl TenantView {
@@ -129,7 +133,14 @@ impl TenantView {
             expires_at: t.expires_at,
             deleted_at: t.deleted_at,
             revision: t.revision,
+            usage: None,
         }
+    }
+
+    /// The view with the tenant's usage counters.
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
+        self
     }
 }
 

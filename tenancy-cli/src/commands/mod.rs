@@ -92,6 +92,42 @@ impl AdminAccess<'_> {
         Ok(all)
     }
 
+    /// The tenants that pass `filter` with their usage counters (one
+    /// request through a server), and the records that cannot be read.
+    pub(crate) async fn list_with_usage(
+        &self,
+        filter: tenancy_core::TenantFilter,
+    ) -> tenancy_core::Result<(Vec<(tenancy_core::Tenant, tenancy_core::Usage)>, Vec<Error>)> {
+        use tenancy_core::registry::TenantRegistryExt;
+        match self {
+            AdminAccess::Store(s) => {
+                let (tenants, errors) = s.registry.list_partial(filter).await;
+                let mut out = Vec::with_capacity(tenants.len());
+                for t in tenants {
+                    let u = s.registry.usage(&t.id).await?;
+                    out.push((t, u));
+                }
+                Ok((out, errors))
+            }
+            AdminAccess::Server(r) => Ok((r.list_with_usage(filter).await?, Vec::new())),
+        }
+    }
+
+    /// One tenant with its usage counters (one request through a server).
+    pub(crate) async fn show(
+        &self,
+        id: &TenantId,
+    ) -> tenancy_core::Result<(tenancy_core::Tenant, tenancy_core::Usage)> {
+        match self {
+            AdminAccess::Store(s) => {
+                let t = s.registry.get(id).await?;
+                let u = s.registry.usage(id).await?;
+                Ok((t, u))
+            }
+            AdminAccess::Server(r) => r.get_with_usage(id).await,
+        }
+    }
+
     /// Tenant `id`'s usage against its limits (one request through a server).
     pub(crate) async fn stats(
         &self,

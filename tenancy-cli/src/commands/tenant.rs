@@ -204,26 +204,36 @@ fn warn_damaged(ctx: &mut Ctx<'_>, damaged: &[DamagedTenant]) -> anyhow::Result<
 /// `tenancy tenant list`: every readable tenant, and a `damaged` row for
 /// each record that cannot be read (warned about on stderr; exit 0).
 pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Result<()> {
-    let registry = ctx.require_admin().await?;
     let filter = TenantFilter {
         status: args.status.map(TenantStatus::from),
         plan: args.plan.map(Plan::from),
     };
-    let (mut tenants, errors) = registry.list_partial(filter).await;
+    let (mut listed, errors) = ctx
+        .require_admin_access()
+        .await?
+        .list_with_usage(filter)
+        .await
+        .context("listing tenants")?;
     let damaged = damaged_tenants(errors)?;
     // Deleted tenants only when asked for (kubectl hides what is gone too).
     let hidden = if args.all || filter.status == Some(TenantStatus::Deleted) {
         0
     } else {
-        let before = tenants.len();
-        tenants.retain(|t| t.status != TenantStatus::Deleted);
-        before - tenants.len()
+        let before = listed.len();
+        listed.retain(|(t, _)| t.status != TenantStatus::Deleted);
+        before - listed.len()
     };
+    let stacks: u64 = listed.iter().map(|(_, u)| u.stacks).sum();
     let now = ctx.now();
     if ctx.is_json() {
         // The server's `GET /v1/tenants` shape, plus the records that
         // cannot be read (when there are any).
-        let all: Vec<_> = tenants.iter().map(|t| tenant_json(t, now)).collect();
+        // The server's `GET /v1/tenants?include=usage` shape, plus the
+        // records that cannot be read (when there are any).
+        let all: Vec<_> = listed
+            .iter()
+            .map(|(t, u)| tenancy_server::views::TenantView::new(t, now).with_usage(u.clone()))
+            .collect();
         let mut doc = json!({ "tenants": all });
         if !damaged.is_empty() {
             doc["damaged"] = damaged
@@ -234,14 +244,17 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
         ctx.out().json(&doc)?;
         return warn_damaged(ctx, &damaged);
     }
-    let mut rows: Vec<Vec<Cell>> = tenants
+    let mut rows: Vec<Vec<Cell>> = listed
         .iter()
-        .map(|t| {
+        .map(|(t, u)| {
             let s = t.effective_status(now);
+            let l = t.limits();
             vec![
                 t.id.to_string().into(),
                 Cell::styled(s.as_str(), status_style(s)),
                 t.plan.as_str().into(),
+                format!("{}/{}", u.stacks, l.max_stacks).into(),
+                format!("{}/{}", u.cost_this_month, l.monthly_cost_limit).into(),
                 t.display_name.clone().into(),
                 ago(&t.created_at, now).into(),
             ]
@@ -251,6 +264,8 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
         vec![
             d.id.clone().unwrap_or_else(|| "?".into()).into(),
             Cell::styled("damaged", Style::Red),
+            "-".into(),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),
@@ -277,7 +292,15 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
         }
     };
     ctx.out().table(
-        &["ID", "STATUS", "PLAN", "DISPLAY NAME", "CREATED"],
+        &[
+            "ID",
+            "STATUS",
+            "PLAN",
+            "STACKS",
+            "COST",
+            "DISPLAY NAME",
+            "CREATED",
+        ],
         rows,
         &empty,
     )?;
@@ -290,23 +313,70 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>, args: TenantListArgs) -> anyhow::Res
         } else {
             String::new()
         };
-        ctx.out()
-            .line(&format!("Total: {}{more}", plural(shown as u64, "tenant")))?;
+        ctx.out().line(&format!(
+            "Total: {}, {}{more}",
+            plural(shown as u64, "tenant"),
+            plural(stacks, "stack")
+        ))?;
     }
     warn_damaged(ctx, &damaged)
 }
 
 /// `tenancy tenant show ID`.
 pub(crate) async fn show(ctx: &mut Ctx<'_>, args: TenantArg) -> anyhow::Result<()> {
-    let registry = ctx.require_admin().await?;
     let id = args.id;
-    let t = registry.get(&id).await?;
+    let (t, u) = ctx.require_admin_access().await?.show(&id).await?;
     let now = ctx.now();
     if ctx.is_json() {
-        ctx.out().json(&tenant_json(&t, now))
-    } else {
-        ctx.out().pairs(tenant_pairs(&t, now))
+        // The server's `GET /v1/tenants/{id}?include=usage`.
+        let view = tenancy_server::views::TenantView::new(&t, now).with_usage(u);
+        return ctx.out().json(&view);
     }
+    ctx.out().pairs(tenant_pairs(&t, now))?;
+    let l = t.limits();
+    ctx.out().line("")?;
+    ctx.out().pairs(vec![
+        ("usage", "".into()),
+        (
+            "  stacks",
+            format!("{} of {}", u.stacks, l.max_stacks).into(),
+        ),
+        (
+            "  jobs",
+            format!(
+                "{} running or queued (of {}), {} this hour, {} completed, {} failed",
+                u.jobs_active,
+                l.max_concurrent_jobs,
+                u.jobs_this_hour,
+                u.jobs_completed,
+                u.jobs_failed
+            )
+            .into(),
+        ),
+        (
+            "  workers",
+            format!("{} of {}", u.workers, l.max_workers).into(),
+        ),
+        (
+            "  state",
+            format!(
+                "{} of {} bytes, {} of {} objects",
+                u.state_bytes, l.max_state_bytes, u.state_objects, l.max_state_objects
+            )
+            .into(),
+        ),
+        (
+            "  locks held",
+            format!("{} of {}", u.locks_held, l.max_locks).into(),
+        ),
+        (
+            "  cost this month",
+            format!("{} of {}", u.cost_this_month, l.monthly_cost_limit).into(),
+        ),
+    ])?;
+    ctx.note(&format!(
+        "More: `tenancy tenant stats {id}` (every resource with what is left)."
+    ))
 }
 
 /// `tenancy tenant stats`: counts by status and plan.

@@ -64,6 +64,46 @@ impl HttpRegistry {
         self.admin.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The tenants that pass `filter`, each with its usage counters, in one
+    /// request (`GET /v1/tenants?include=usage`).
+    pub async fn list_with_usage(&self, filter: TenantFilter) -> Result<Vec<(Tenant, Usage)>> {
+        let admin = self.admin();
+        let mut query = vec![("include", "usage")];
+        if let Some(s) = filter.status {
+            query.push(("status", s.as_str()));
+        }
+        if let Some(p) = filter.plan {
+            query.push(("plan", p.as_str()));
+        }
+        let list: TenantList = self
+            .client
+            .call(Method::GET, &["v1", "tenants"], Auth::Admin(&admin))
+            .query(&query)
+            .send_json()
+            .await?;
+        list.tenants
+            .into_iter()
+            .map(|v| Ok((v.to_tenant()?, v.usage.unwrap_or_default())))
+            .collect()
+    }
+
+    /// One tenant with its usage counters, in one request
+    /// (`GET /v1/tenants/{id}?include=usage`).
+    pub async fn get_with_usage(&self, id: &TenantId) -> Result<(Tenant, Usage)> {
+        let admin = self.admin();
+        let v: TenantView = self
+            .client
+            .call(
+                Method::GET,
+                &["v1", "tenants", id.as_str()],
+                Auth::Admin(&admin),
+            )
+            .query(&[("include", "usage")])
+            .send_json()
+            .await?;
+        Ok((v.to_tenant()?, v.usage.unwrap_or_default()))
+    }
+
     /// A tenant's usage against its limits (`GET /v1/tenants/{id}/stats`).
     pub async fn stats(&self, id: &TenantId) -> Result<StatsView> {
         self.admin_json(Method::GET, &["v1", "tenants", id.as_str(), "stats"], None)

@@ -93,6 +93,28 @@ pub(crate) struct ListTenants {
     pub status: Option<String>,
     /// Only tenants on this plan.
     pub plan: Option<String>,
+    /// `usage`: each tenant with its usage counters (one more read per tenant).
+    pub include: Option<String>,
+}
+
+/// The query of `GET /v1/tenants/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GetTenant {
+    /// `usage`: the tenant with its usage counters.
+    pub include: Option<String>,
+}
+
+/// True for `include=usage`; 400 for any other value.
+fn include_usage(include: Option<&str>) -> ApiResult<bool> {
+    match include {
+        None => Ok(false),
+        Some("usage") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "include={} is not known; the one value is `usage`",
+            other.chars().take(50).collect::<String>().escape_debug()
+        ))),
+    }
 }
 
 /// Lists tenants, sorted by id.
@@ -108,28 +130,38 @@ pub(crate) async fn list(
         status: q.status.as_deref().map(str::parse).transpose()?,
         plan: q.plan.as_deref().map(str::parse).transpose()?,
     };
+    let with_usage = include_usage(q.include.as_deref())?;
     let now = state.clock().now();
-    let tenants = state
-        .registry()
-        .list_all(filter)
-        .await?
-        .iter()
-        .map(|t| TenantView::new(t, now))
-        .collect();
+    let mut tenants = Vec::new();
+    for t in state.registry().list_all(filter).await? {
+        let view = TenantView::new(&t, now);
+        tenants.push(if with_usage {
+            view.with_usage(state.usage(&t).await?)
+        } else {
+            view
+        });
+    }
     Ok(axum::Json(TenantList { tenants }))
 }
 
 /// One tenant, with its effective status.
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "admin",
-    params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
+    params(("id" = String, Path, description = "tenant id"), GetTenant), security(("admin" = [])),
     responses((status = 200, body = TenantView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<GetTenant>,
 ) -> ApiResult<axum::Json<TenantView>> {
+    let with_usage = include_usage(q.include.as_deref())?;
     let t = state.registry().get(&tenant_id(&id)?).await?;
-    Ok(axum::Json(TenantView::new(&t, state.clock().now())))
+    let view = TenantView::new(&t, state.clock().now());
+    Ok(axum::Json(if with_usage {
+        view.with_usage(state.usage(&t).await?)
+    } else {
+        view
+    }))
 }
 
 /// Updates a tenant: 412 when `expected_revision` is stale, 409 when the tenant is deleted.

@@ -467,3 +467,38 @@ async fn a_mistyped_key_is_refused_by_its_checksum() {
         .await;
     assert_eq!(a.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn tenants_come_with_their_usage_when_asked() {
+    let h = harness().await;
+    let key = h.create_tenant("acme", json!({})).await;
+    h.call(
+        "POST",
+        "/v1/stacks/web/prod/state",
+        &[("x-api-key", &key)],
+        "{}",
+    )
+    .await
+    .expect(200);
+    let plain = h
+        .admin("GET", "/v1/tenants", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert!(plain["tenants"][0].get("usage").is_none(), "{plain}");
+    let with = h
+        .admin("GET", "/v1/tenants?include=usage", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(with["tenants"][0]["usage"]["stacks"], 1, "{with}");
+    let one = h
+        .admin("GET", "/v1/tenants/acme?include=usage", Value::Null)
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(one["usage"]["stacks"], 1, "{one}");
+    h.admin("GET", "/v1/tenants?include=secrets", Value::Null)
+        .await
+        .expect(400);
+}
