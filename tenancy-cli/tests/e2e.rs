@@ -1722,7 +1722,7 @@ fn sessions_help_and_true_hints(setup: &Setup) {
     team.login("acme", &secret);
     // The session remembers its backend: no --backend needed afterwards.
     let bare = |u: &User, args: &[&str], stdin: &str| -> Run {
-        let mut c = u.command(args);
+        let c = u.command(args);
         let all: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
         let mut plain = Command::new(bin());
         plain
@@ -1737,15 +1737,7 @@ fn sessions_help_and_true_hints(setup: &Setup) {
             use std::os::unix::process::CommandExt;
             plain.uid(uid).gid(uid).current_dir("/");
         }
-        c = plain;
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        child.wait_with_output().unwrap().into()
+        user_run(plain, stdin)
     };
     let r = bare(&team, &["--output", "json", "session"], "");
     assert_eq!(r.code, 0, "{r:?}");
@@ -1990,12 +1982,8 @@ fn state_and_locks_for_admins_and_ci(setup: &Setup) {
     // CI: no login, the two variables.
     let ci = setup.user();
     let run_ci = |args: &[&str], stdin: &str, secret: &str| -> Run {
-        let mut c = ci.command(args);
-        c.env("TENANCY_TENANT", "acme")
-            .env("TENANCY_SECRET", secret);
-        let mut child = c.spawn().unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        child.wait_with_output().unwrap().into()
+        let env = [("TENANCY_TENANT", "acme"), ("TENANCY_SECRET", secret)];
+        run_with_env(&ci, args, &env, stdin)
     };
     let r = run_ci(&["--output", "json", "state", "list"], "", &secret);
     assert_eq!(r.code, 0, "{r:?}");
@@ -2034,11 +2022,7 @@ fn a_bad_bcrypt_cost_fails_only_commands_that_hash() {
         &format!("{PASSWORD}\n"),
     );
     let bad = |args: &[&str], stdin: &str| -> Run {
-        let mut c = admin.command(args);
-        c.env("TENANCY_BCRYPT_COST", "99");
-        let mut child = c.spawn().unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        child.wait_with_output().unwrap().into()
+        run_with_env(&admin, args, &[("TENANCY_BCRYPT_COST", "99")], stdin)
     };
     let r = bad(
         &["admin", "login", "--password-stdin"],

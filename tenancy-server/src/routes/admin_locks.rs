@@ -6,11 +6,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::tenant::{holder_only, lock_key, ListLocks};
+use super::tenant::{holder_only, lock_key, lock_list, ListLocks};
 use crate::app_state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
-use crate::views::{LockList, LockView};
+use crate::views::LockList;
 
 /// The path of one tenant's lock.
 #[derive(Debug, serde::Deserialize)]
@@ -45,14 +45,7 @@ pub(crate) async fn list(
     let id = tenant_id(&id)?;
     let tenant = state.registry().get(&id).await?;
     let locks = state.stores().locks(&tenant)?;
-    let mut all: Vec<LockView> = locks
-        .list(&q.prefix.unwrap_or_default())
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    all.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(axum::Json(LockList { locks: all }))
+    Ok(axum::Json(lock_list(&*locks, q).await?))
 }
 
 /// Force-unlocks one of a tenant's locks, given its holder's lock id

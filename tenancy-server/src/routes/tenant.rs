@@ -563,13 +563,18 @@ pub(crate) async fn list_locks(
     Query(q): Query<ListLocks>,
 ) -> ApiResult<axum::Json<LockList>> {
     let locks = tenant_locks(&state, &who)?;
-    let prefix = q.prefix.unwrap_or_default();
+    Ok(axum::Json(lock_list(&*locks, q).await?))
+}
+
+/// The held locks of one tenant's lock manager below the query's prefix,
+/// sorted by key (the tenant's and the admin's listing).
+pub(super) async fn lock_list(locks: &dyn LockManager, q: ListLocks) -> ApiResult<LockList> {
     let mut all: Vec<LockView> = locks
-        .list(&prefix)
+        .list(&q.prefix.unwrap_or_default())
         .await?
         .into_iter()
         .map(Into::into)
         .collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(axum::Json(LockList { locks: all }))
+    Ok(LockList { locks: all })
 }
