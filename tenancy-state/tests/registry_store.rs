@@ -535,8 +535,21 @@ async fn delete_archives_state_and_resumes() {
     )
     .await
     .unwrap();
+    // and the record of the locks it held through a server goes too
+    b.put(
+        &key("locks-held/leaving.json"),
+        Bytes::from_static(b"{}"),
+        PutMode::Create,
+    )
+    .await
+    .unwrap();
     clock.advance(Duration::from_secs(10));
-    assert_eq!(r.purge(&id, Duration::ZERO).await.unwrap(), 4);
+    assert_eq!(r.purge(&id, Duration::ZERO).await.unwrap(), 5);
+    assert!(b
+        .get(&key("locks-held/leaving.json"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
         all_keys(b.as_ref())
             .await

@@ -147,6 +147,17 @@ impl StoreRegistry {
             self.backend.delete(&key, DeleteMode::Any).await?;
             removed += 1;
         }
+        // The count of locks it held through a server: a deleted tenant
+        // holds none that matter, and the record would outlive it.
+        match self
+            .backend
+            .delete(&tenancy_core::layout::locks_held(id)?, DeleteMode::Any)
+            .await
+        {
+            Ok(()) => removed += 1,
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Ok(removed)
     }
 }
