@@ -147,16 +147,16 @@ impl StoreRegistry {
             self.backend.delete(&key, DeleteMode::Any).await?;
             removed += 1;
         }
-        // The count of locks it held through a server: a deleted tenant
-        // holds none that matter, and the record would outlive it.
-        match self
-            .backend
-            .delete(&tenancy_core::layout::locks_held(id)?, DeleteMode::Any)
-            .await
-        {
-            Ok(()) => removed += 1,
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+        // The count of locks it held through a server: once the deletion
+        // itself is older than the grace, a deleted tenant holds none that
+        // matter, and the record would outlive it.
+        let held = tenancy_core::layout::locks_held(id)?;
+        if t.deleted_at.is_some_and(|at| at <= cutoff) && self.backend.exists(&held).await? {
+            match self.backend.delete(&held, DeleteMode::Any).await {
+                Ok(()) => removed += 1,
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(removed)
     }
