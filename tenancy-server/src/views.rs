@@ -924,6 +924,30 @@ pub struct StackEnvView {
     pub damaged: Option<String>,
 }
 
+impl StackEnvView {
+    /// One listed stack environment: its current serial and save time, or
+    /// why its state cannot be read, and its lock holder.
+    pub fn new(
+        stack: String,
+        env: String,
+        current: std::result::Result<(u64, Option<DateTime<Utc>>), String>,
+        locked_by: Option<&LockInfo>,
+    ) -> Self {
+        let (serial, saved_at, damaged) = match current {
+            Ok((serial, saved_at)) => (Some(serial), saved_at, None),
+            Err(message) => (None, None, Some(message)),
+        };
+        StackEnvView {
+            stack,
+            env,
+            serial,
+            saved_at,
+            locked_by: locked_by.map(TerraformLock::from),
+            damaged,
+        }
+    }
+}
+
 /// The tenant's stack environments.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StackList {

@@ -112,7 +112,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tenancy_core::{
-    Clock, DeleteMode, Error, Object, PutMode, Result, StateBackend, StateKey, SystemClock, Version,
+    Clock, DeleteMode, Error, LockInfo, LockKey, Object, PutMode, Result, StateBackend, StateKey,
+    SystemClock, Version,
 };
 
 /// The record format written by this version.
@@ -1552,4 +1553,44 @@ impl<B: StateBackend> StackStore<B> {
         pairs.dedup();
         Ok(pairs)
     }
+
+    /// Every stack environment with live state ([`StackStore::stacks`]),
+    /// with its current serial and save time (or why its `state.json`
+    /// cannot be read) and the holder of its lock among `held` (the
+    /// tenant's held locks): what `tenancy state list` and the server's
+    /// `GET /v1/stacks` show.
+    pub async fn listing(&self, held: &[LockInfo]) -> Result<Vec<ListedStack>> {
+        let mut out = Vec::new();
+        for (stack, env) in self.stacks().await? {
+            let current = match self.current(&stack, &env).await {
+                Ok(Some(c)) => Ok((c.serial, c.saved_at)),
+                // deleted meanwhile: a tombstone, not listed
+                Ok(None) => continue,
+                Err(e @ Error::Corrupt { .. }) => Err(e.to_string()),
+                Err(e) => return Err(e),
+            };
+            let key = LockKey::stack_env(&stack, &env).ok();
+            let locked_by = held.iter().find(|l| Some(&l.key) == key.as_ref()).cloned();
+            out.push(ListedStack {
+                stack,
+                env,
+                current,
+                locked_by,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// One stack environment of [`StackStore::listing`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedStack {
+    /// The stack.
+    pub stack: String,
+    /// The environment.
+    pub env: String,
+    /// Its current serial and save time, or why its state cannot be read.
+    pub current: std::result::Result<(u64, Option<DateTime<Utc>>), String>,
+    /// The holder of its lock, if it is locked.
+    pub locked_by: Option<LockInfo>,
 }

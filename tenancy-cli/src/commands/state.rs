@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tenancy_core::Error;
 use tenancy_server::views::{
-    DamagedVersionView, StackEnvView, StackHistory, StackList, StackVersionView, TerraformLock,
+    DamagedVersionView, StackEnvView, StackHistory, StackList, StackVersionView,
 };
 use tenancy_state::stack::StateDocument;
 
@@ -154,18 +154,12 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             .rows
             .iter()
             .map(|r| {
-                let (serial, saved_at, damaged) = match &r.current {
-                    Ok(c) => (c.map(|c| c.0), c.and_then(|c| c.1), None),
-                    Err(message) => (None, None, Some(message.clone())),
-                };
-                StackEnvView {
-                    stack: r.stack.clone(),
-                    env: r.env.clone(),
-                    serial,
-                    saved_at,
-                    locked_by: r.locked_by.as_ref().map(TerraformLock::from),
-                    damaged,
-                }
+                StackEnvView::new(
+                    r.stack.clone(),
+                    r.env.clone(),
+                    r.current.clone(),
+                    r.locked_by.as_ref(),
+                )
             })
             .collect();
         ctx.out().json(&StackList {
@@ -183,15 +177,11 @@ pub(crate) async fn list(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
                     None => "-".into(),
                 };
                 match r.current {
-                    Ok(c) => vec![
+                    Ok((serial, saved_at)) => vec![
                         r.stack.into(),
                         r.env.into(),
-                        c.map(|c| c.0.to_string())
-                            .unwrap_or_else(|| "-".into())
-                            .into(),
-                        c.and_then(|c| c.1)
-                            .map_or_else(|| "-".into(), |t| ago(&t, now))
-                            .into(),
+                        serial.to_string().into(),
+                        saved_at.map_or_else(|| "-".into(), |t| ago(&t, now)).into(),
                         locked,
                     ],
                     Err(_) => vec![

@@ -14,13 +14,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tenancy_core::{
-    Error, Limits, LockId, LockInfo, LockKey, LockManager, Result, StateBackend, StateKey, Tenant,
-    TenantId, TenantStatus, Usage,
+    Error, Limits, LockId, LockKey, LockManager, Result, StateBackend, StateKey, Tenant, TenantId,
+    TenantStatus, Usage,
 };
 use tenancy_lock::{holder_fence, LimitedLocks, TenantLocks};
 use tenancy_server::client::{StackClient, TenantClient};
 use tenancy_state::stack::{
-    Damaged, Expected, History, HistoryEntry, SaveOptions, StackStore, StateDocument,
+    Damaged, Expected, History, HistoryEntry, ListedStack, SaveOptions, StackStore, StateDocument,
 };
 use tenancy_state::stack_quota::StackQuota;
 use tenancy_state::TenantScoped;
@@ -36,22 +36,8 @@ pub(crate) struct Written {
     pub saved_at: DateTime<Utc>,
 }
 
-/// One stack environment in a listing.
-#[derive(Debug, Clone)]
-pub(crate) struct StackEnvRow {
-    /// The stack.
-    pub stack: String,
-    /// The environment.
-    pub env: String,
-    /// Its current serial and save time, or why its state cannot be read.
-    pub current: std::result::Result<Current, String>,
-    /// The holder of its lock, if it is locked.
-    pub locked_by: Option<LockInfo>,
-}
-
-/// The current version of a stack environment (`None` when only plain
-/// JSON without a serial is there).
-pub(crate) type Current = Option<(u64, Option<DateTime<Utc>>)>;
+/// One stack environment in a listing (the store's shape, in both modes).
+pub(crate) type StackEnvRow = ListedStack;
 
 /// The tenant's stack environments and its stack limit.
 #[derive(Debug, Clone)]
@@ -196,25 +182,8 @@ impl TenantApi for StoreTenant {
     }
 
     async fn stack_envs(&self) -> Result<StackEnvs> {
-        let mut rows = Vec::new();
         let held = self.locks.list("stack:").await?;
-        for (stack, env) in self.stacks.stacks().await? {
-            let cur = match self.stacks.current(&stack, &env).await {
-                Ok(Some(c)) => Ok(Some((c.serial, c.saved_at))),
-                // deleted: a tombstone, listed by neither mode
-                Ok(None) => continue,
-                Err(e @ Error::Corrupt { .. }) => Err(e.to_string()),
-                Err(e) => return Err(e),
-            };
-            let key = LockKey::stack_env(&stack, &env).ok();
-            let locked_by = held.iter().find(|l| Some(&l.key) == key.as_ref()).cloned();
-            rows.push(StackEnvRow {
-                stack,
-                env,
-                current: cur,
-                locked_by,
-            });
-        }
+        let rows = self.stacks.listing(&held).await?;
         Ok(StackEnvs {
             rows,
             max_stacks: self.tenant.limits().max_stacks,
@@ -324,9 +293,10 @@ impl TenantApi for ServerTenant {
             .stacks
             .into_iter()
             .map(|s| {
-                let current = match s.damaged {
-                    Some(message) => Err(message),
-                    None => Ok(s.serial.map(|n| (n, s.saved_at))),
+                let current = match (s.damaged, s.serial) {
+                    (Some(message), _) => Err(message),
+                    (None, Some(n)) => Ok((n, s.saved_at)),
+                    (None, None) => Err("the server sent no serial".to_string()),
                 };
                 let locked_by = match (&s.locked_by, LockKey::stack_env(&s.stack, &s.env)) {
                     (Some(l), Ok(key)) => Some(l.to_lock_info(key, Some(self.id.clone()), now)?),

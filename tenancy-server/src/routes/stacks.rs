@@ -485,28 +485,12 @@ pub(crate) async fn list(
 ) -> ApiResult<axum::Json<StackList>> {
     let store = store(&state, &who)?;
     let held = locks(&state, &who)?.list("stack:").await?;
-    let mut stacks = Vec::new();
-    for (stack, env) in store.stacks().await? {
-        let key = LockKey::stack_env(&stack, &env).ok();
-        let locked_by = held
-            .iter()
-            .find(|l| Some(&l.key) == key.as_ref())
-            .map(TerraformLock::from);
-        let (serial, saved_at, damaged) = match store.current(&stack, &env).await {
-            Ok(Some(s)) => (Some(s.serial), s.saved_at, None),
-            Ok(None) => continue,
-            Err(e @ Error::Corrupt { .. }) => (None, None, Some(e.to_string())),
-            Err(e) => return Err(e.into()),
-        };
-        stacks.push(StackEnvView {
-            stack,
-            env,
-            serial,
-            saved_at,
-            locked_by,
-            damaged,
-        });
-    }
+    let stacks = store
+        .listing(&held)
+        .await?
+        .into_iter()
+        .map(|l| StackEnvView::new(l.stack, l.env, l.current, l.locked_by.as_ref()))
+        .collect();
     Ok(axum::Json(StackList {
         stacks,
         max_stacks: who.tenant().limits().max_stacks,
