@@ -238,26 +238,7 @@ pub struct StatsView {
 impl StatsView {
     /// Usage of `t` against its limits.
     pub fn new(t: &Tenant, usage: Usage, now: DateTime<Utc>) -> Self {
-        let limits = t.limits();
-        let quotas = Resource::ALL
-            .iter()
-            .map(|&r| {
-                let used = usage.get(r);
-                let limit = r.limit(&limits);
-                QuotaView {
-                    resource: r.as_str().to_string(),
-                    used,
-                    limit,
-                    remaining: limit.saturating_sub(used),
-                }
-            })
-            .collect();
-        StatsView {
-            tenant: t.id.to_string(),
-            status: t.effective_status(now),
-            usage,
-            quotas,
-        }
+        StatsView::from_limits(t.id.as_str(), t.effective_status(now), usage, &t.limits())
     }
 }
 

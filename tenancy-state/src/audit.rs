@@ -396,36 +396,31 @@ impl<B: StateBackend> AuditLog<B> {
         }
     }
 
-    /// The last entry's number and hash (0 and the cut's or genesis link
-    /// for an empty chain), read forward from the tip hint.
-    async fn tail(&self, scope: &Scope) -> Result<(u64, String)> {
+    /// The last entry's number and hash (for an empty chain: the floor and
+    /// the cut's or the genesis link), read forward from the tip hint, and
+    /// the floor (the number before the first kept entry).
+    async fn tail(&self, scope: &Scope) -> Result<(u64, String, u64)> {
         let cut: Option<Cut> = self.read_json(&scope.cut()?).await?;
         let floor = cut.as_ref().map_or(0, |c| c.seq.saturating_sub(1));
         let hint = self
             .read_json::<Tip>(&scope.tip()?)
             .await?
-            .map_or(floor, |t| t.seq.max(floor));
-        let mut last = match hint {
-            0 => None,
-            n => self
+            .map_or(0, |t| t.seq);
+        // A hint past the entries (pruned or lost) is no starting point.
+        let from_hint = match hint {
+            n if n > floor => self
                 .backend
                 .get(&scope.entry(n)?)
                 .await?
                 .map(|o| (n, sha256_hex(&o.bytes))),
+            _ => None,
         };
-        if last.is_none() && hint > floor {
-            // A hint past the entries (they were pruned or lost): start at the floor.
-            return self.tail_from(scope, floor, cut).await;
-        }
-        let mut seq = hint;
-        while let Some(o) = self.backend.get(&scope.entry(seq + 1)?).await? {
-            seq += 1;
-            last = Some((seq, sha256_hex(&o.bytes)));
-        }
-        Ok(match last {
-            Some(l) => l,
+        let start = from_hint.as_ref().map_or(floor, |(n, _)| *n);
+        let (seq, hash) = match self.forward(scope, start).await?.or(from_hint) {
+            Some(last) => last,
             None => (floor, cut.map_or_else(|| GENESIS.to_string(), |c| c.prev)),
-        })
+        };
+        Ok((seq, hash, floor))
     }
 
     /// The last entry after number `from` (reading forward until one is
@@ -440,22 +435,10 @@ impl<B: StateBackend> AuditLog<B> {
         Ok(last)
     }
 
-    async fn tail_from(
-        &self,
-        scope: &Scope,
-        floor: u64,
-        cut: Option<Cut>,
-    ) -> Result<(u64, String)> {
-        Ok(match self.forward(scope, floor).await? {
-            Some(last) => last,
-            None => (floor, cut.map_or_else(|| GENESIS.to_string(), |c| c.prev)),
-        })
-    }
-
     /// Appends `entry` to `scope`'s chain: one conditional write on top of
     /// the current tail; on a lost race, on top of the winner.
     pub async fn append(&self, scope: &Scope, entry: NewEntry) -> Result<Entry> {
-        let (mut seq, mut prev) = self.tail(scope).await?;
+        let (mut seq, mut prev, _) = self.tail(scope).await?;
         for _ in 0..APPEND_ATTEMPTS {
             let record = Record {
                 format: FORMAT,
@@ -500,7 +483,7 @@ impl<B: StateBackend> AuditLog<B> {
                             prev = p;
                         }
                         None => {
-                            let (s, p) = self.tail(scope).await?;
+                            let (s, p, _) = self.tail(scope).await?;
                             seq = s;
                             prev = p;
                         }
@@ -558,9 +541,7 @@ impl<B: StateBackend> AuditLog<B> {
 
     /// The head of `scope`'s chain (`None` while it is empty).
     pub async fn head(&self, scope: &Scope) -> Result<Option<Head>> {
-        let (seq, hash) = self.tail(scope).await?;
-        let cut: Option<Cut> = self.read_json(&scope.cut()?).await?;
-        let floor = cut.map_or(0, |c| c.seq.saturating_sub(1));
+        let (seq, hash, floor) = self.tail(scope).await?;
         Ok((seq > floor).then_some(Head { seq, hash }))
     }
 

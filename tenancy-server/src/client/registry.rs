@@ -67,20 +67,7 @@ impl HttpRegistry {
     /// The tenants that pass `filter`, each with its usage counters, in one
     /// request (`GET /v1/tenants?include=usage`).
     pub async fn list_with_usage(&self, filter: TenantFilter) -> Result<Vec<(Tenant, Usage)>> {
-        let admin = self.admin();
-        let mut query = vec![("include", "usage")];
-        if let Some(s) = filter.status {
-            query.push(("status", s.as_str()));
-        }
-        if let Some(p) = filter.plan {
-            query.push(("plan", p.as_str()));
-        }
-        let list: TenantList = self
-            .client
-            .call(Method::GET, &["v1", "tenants"], Auth::Admin(&admin))
-            .query(&query)
-            .send_json()
-            .await?;
+        let list = self.list_views(filter, true).await?;
         list.tenants
             .into_iter()
             .map(|v| Ok((v.to_tenant()?, v.usage.unwrap_or_default())))
@@ -102,6 +89,26 @@ impl HttpRegistry {
             .send_json()
             .await?;
         Ok((v.to_tenant()?, v.usage.unwrap_or_default()))
+    }
+
+    /// `GET /v1/tenants` with `filter` (and `?include=usage`).
+    async fn list_views(&self, filter: TenantFilter, with_usage: bool) -> Result<TenantList> {
+        let admin = self.admin();
+        let mut query = Vec::new();
+        if with_usage {
+            query.push(("include", "usage"));
+        }
+        if let Some(s) = filter.status {
+            query.push(("status", s.as_str()));
+        }
+        if let Some(p) = filter.plan {
+            query.push(("plan", p.as_str()));
+        }
+        self.client
+            .call(Method::GET, &["v1", "tenants"], Auth::Admin(&admin))
+            .query(&query)
+            .send_json()
+            .await
     }
 
     /// A tenant's usage against its limits (`GET /v1/tenants/{id}/stats`).
@@ -288,21 +295,7 @@ impl TenantRegistry for HttpRegistry {
 
     fn list(&self, filter: TenantFilter) -> BoxStream<'_, Result<Tenant>> {
         let fetch = async move {
-            let admin = self.admin();
-            let mut query = Vec::new();
-            if let Some(s) = filter.status {
-                query.push(("status", s.as_str()));
-            }
-            if let Some(p) = filter.plan {
-                query.push(("plan", p.as_str()));
-            }
-            let list: Result<TenantList> = self
-                .client
-                .call(Method::GET, &["v1", "tenants"], Auth::Admin(&admin))
-                .query(&query)
-                .send_json()
-                .await;
-            match list {
+            match self.list_views(filter, false).await {
                 Ok(list) => stream::iter(list.tenants.into_iter().map(|v| v.to_tenant())).boxed(),
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }

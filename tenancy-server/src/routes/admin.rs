@@ -134,12 +134,7 @@ pub(crate) async fn list(
     let now = state.clock().now();
     let mut tenants = Vec::new();
     for t in state.registry().list_all(filter).await? {
-        let view = TenantView::new(&t, now);
-        tenants.push(if with_usage {
-            view.with_usage(state.usage(&t).await?)
-        } else {
-            view
-        });
+        tenants.push(view_of(&state, &t, now, with_usage).await?);
     }
     Ok(axum::Json(TenantList { tenants }))
 }
@@ -156,12 +151,23 @@ pub(crate) async fn get(
 ) -> ApiResult<axum::Json<TenantView>> {
     let with_usage = include_usage(q.include.as_deref())?;
     let t = state.registry().get(&tenant_id(&id)?).await?;
-    let view = TenantView::new(&t, state.clock().now());
-    Ok(axum::Json(if with_usage {
-        view.with_usage(state.usage(&t).await?)
+    let now = state.clock().now();
+    Ok(axum::Json(view_of(&state, &t, now, with_usage).await?))
+}
+
+/// The view of `t`, with its usage counters when `with_usage`.
+async fn view_of(
+    state: &AppState,
+    t: &Tenant,
+    now: chrono::DateTime<chrono::Utc>,
+    with_usage: bool,
+) -> ApiResult<TenantView> {
+    let view = TenantView::new(t, now);
+    Ok(if with_usage {
+        view.with_usage(state.usage(t).await?)
     } else {
         view
-    }))
+    })
 }
 
 /// Updates a tenant: 412 when `expected_revision` is stale, 409 when the tenant is deleted.
