@@ -209,6 +209,10 @@ pub(crate) async fn update(
 }
 
 /// Soft-deletes a tenant (its state is archived); its key stops working at once.
+///
+/// The record stays: `GET /v1/tenants/{id}` answers 200 with `status: deleted`
+/// and `deleted_at` until `POST /v1/tenants/{id}/purge` removes it after the
+/// grace period (as a Kubernetes namespace reads as `Terminating`).
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "admin",
     params(("id" = String, Path, description = "tenant id")), security(("admin" = [])),
     responses((status = 200, body = TenantView), (status = 401, body = ErrorBody),
