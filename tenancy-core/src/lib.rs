@@ -16,6 +16,7 @@
 //! assert!(TenantId::new("acme").is_ok());
 //! ```
 
+pub mod apikey;
 pub mod backoff;
 pub mod clock;
 pub mod credentials;
@@ -32,6 +33,7 @@ pub mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use apikey::{ApiKey, Caller, CreatedApiKey, KeyId, KeyStatus, NewApiKey, Role, RotatedApiKey};
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::Secret;

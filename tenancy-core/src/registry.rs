@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::apikey::{ApiKey, Caller, CreatedApiKey, KeyId, NewApiKey, RotatedApiKey};
 use crate::credentials::Secret;
 use crate::error::{Error, Result};
 use crate::keys::TenantId;
@@ -400,6 +401,89 @@ pub trait TenantRegistry: Send + Sync + Debug {
             "server-issued sessions are not kept by this registry",
         ))
     }
+
+    // ---- named API keys (see `crate::apikey`) ----
+    //
+    // Registries that keep no keys leave these at their defaults: the key
+    // methods refuse with `NotImplemented`, and `authenticate_caller` takes
+    // only the primary secret.
+
+    /// Checks a credential that may be the tenant's primary secret or one of
+    /// its named keys, with the tenant's id (`Some`, e.g. HTTP Basic auth or
+    /// a login) or without it (found through the key's lookup id). The same
+    /// refusals as [`TenantRegistry::authenticate`]; a revoked or expired
+    /// key is `Unauthorized` saying so. [`TenantRegistry::authenticate`] and
+    /// [`TenantRegistry::authenticate_key`] take only the primary secret.
+    async fn authenticate_caller(&self, id: Option<&TenantId>, secret: &Secret) -> Result<Caller> {
+        let tenant = match id {
+            Some(id) => self.authenticate(id, secret).await?,
+            None => self.authenticate_key(secret).await?,
+        };
+        Ok(Caller::primary(tenant))
+    }
+
+    /// Creates a named key (shown once in the answer). `InvalidInput` for a
+    /// bad name or an expiry in the past, `AlreadyExists` when a usable key
+    /// has the name, `QuotaExceeded` beyond
+    /// [`crate::apikey::MAX_KEYS_PER_TENANT`] usable keys, `Precondition`
+    /// for a deleted tenant.
+    async fn create_key(&self, tenant: &TenantId, new: NewApiKey) -> Result<CreatedApiKey> {
+        let _ = (tenant, new);
+        Err(Error::not_implemented(
+            "API keys are not kept by this registry",
+        ))
+    }
+
+    /// The tenant's keys (usable, and revoked or expired ones for
+    /// [`crate::apikey::KEY_RECORD_RETENTION`]), oldest first.
+    async fn keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>> {
+        let _ = tenant;
+        Err(Error::not_implemented(
+            "API keys are not kept by this registry",
+        ))
+    }
+
+    /// One key (`NotFound` when the tenant has none by that id).
+    async fn key(&self, tenant: &TenantId, id: &KeyId) -> Result<ApiKey> {
+        self.keys(tenant)
+            .await?
+            .into_iter()
+            .find(|k| &k.id == id)
+            .ok_or_else(|| Error::not_found(format!("tenant {tenant} has no API key {id}")))
+    }
+
+    /// Revokes a key at once (revoking a revoked key is a no-op that
+    /// returns it); the sessions opened with it end too.
+    async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<ApiKey> {
+        let _ = (tenant, id);
+        Err(Error::not_implemented(
+            "API keys are not kept by this registry",
+        ))
+    }
+
+    /// Replaces a usable key with a new one of the same name, role and
+    /// expiry; the old key keeps working for `grace` (zero: it stops now).
+    async fn rotate_key(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        grace: Duration,
+    ) -> Result<RotatedApiKey> {
+        let _ = (tenant, id, grace);
+        Err(Error::not_implemented(
+            "API keys are not kept by this registry",
+        ))
+    }
+
+    /// Records that a key was used at `at`: at most one write per key per
+    /// [`crate::apikey::LAST_USED_GRANULARITY`] (a use within it of the last
+    /// recorded one writes nothing).
+    async fn touch_key(&self, tenant: &TenantId, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+        let _ = (tenant, id, at);
+        Err(Error::not_implemented(
+            "API keys are not kept by this registry",
+        ))
+    }
 }
 
 macro_rules! forward_registry {
@@ -489,6 +573,36 @@ macro_rules! forward_registry {
             }
             async fn revoke_session(&self, o: &SessionOwner, id: &SessionId) -> Result<()> {
                 (**self).revoke_session(o, id).await
+            }
+            async fn authenticate_caller(
+                &self,
+                id: Option<&TenantId>,
+                s: &Secret,
+            ) -> Result<Caller> {
+                (**self).authenticate_caller(id, s).await
+            }
+            async fn create_key(&self, t: &TenantId, new: NewApiKey) -> Result<CreatedApiKey> {
+                (**self).create_key(t, new).await
+            }
+            async fn keys(&self, t: &TenantId) -> Result<Vec<ApiKey>> {
+                (**self).keys(t).await
+            }
+            async fn key(&self, t: &TenantId, id: &KeyId) -> Result<ApiKey> {
+                (**self).key(t, id).await
+            }
+            async fn revoke_key(&self, t: &TenantId, id: &KeyId) -> Result<ApiKey> {
+                (**self).revoke_key(t, id).await
+            }
+            async fn rotate_key(
+                &self,
+                t: &TenantId,
+                id: &KeyId,
+                g: Duration,
+            ) -> Result<RotatedApiKey> {
+                (**self).rotate_key(t, id, g).await
+            }
+            async fn touch_key(&self, t: &TenantId, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+                (**self).touch_key(t, id, at).await
             }
         }
     };

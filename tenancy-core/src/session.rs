@@ -25,6 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::apikey::{ApiKey, Caller, KeyId};
 use crate::clock::chrono_duration;
 use crate::credentials::{self, Secret};
 use crate::error::{Error, Result};
@@ -197,6 +198,17 @@ pub struct AuthenticatedSession {
     pub session: ServerSession,
     /// The tenant of a tenant session (its effective status is active).
     pub tenant: Option<Tenant>,
+    /// The named key a key session was opened with (usable at the check).
+    pub key: Option<ApiKey>,
+}
+
+impl AuthenticatedSession {
+    /// The session's role: its key's, else owner (opened with the primary secret).
+    pub fn role(&self) -> crate::apikey::Role {
+        self.key
+            .as_ref()
+            .map_or(crate::apikey::Role::Owner, |k| k.role)
+    }
 }
 
 /// How long an admin session lasts: 8 hours.
@@ -234,6 +246,11 @@ pub struct Session {
     pub issued_at: DateTime<Utc>,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
+    /// The named API key a tenant session was opened with (`None`: the
+    /// tenant's primary secret). The session has that key's role and ends
+    /// when the key is revoked or expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyId>,
 }
 
 impl Session {
@@ -244,6 +261,7 @@ impl Session {
             kind: SessionKind::Admin { generation },
             issued_at: now,
             expires_at: now + chrono_duration(ADMIN_SESSION_TTL),
+            key: None,
         }
     }
 
@@ -256,6 +274,34 @@ impl Session {
             },
             issued_at: now,
             expires_at: now + chrono_duration(TENANT_SESSION_TTL),
+            key: None,
+        }
+    }
+
+    /// A new tenant session at `now` for `caller`: bound to the tenant's
+    /// credential generation and, for a named key, to that key (the session
+    /// ends with the key's `expires_at` at the latest).
+    pub fn for_caller(caller: &Caller, now: DateTime<Utc>) -> Self {
+        let mut s = Session::tenant(&caller.tenant, now);
+        if let Some(k) = &caller.key {
+            s.key = Some(k.id.clone());
+            if let Some(at) = k.expires_at {
+                s.expires_at = s.expires_at.min(at);
+            }
+        }
+        s
+    }
+
+    /// Checks the key a key session was opened with (`key` is its current
+    /// record, `None` when the session was opened with the primary secret):
+    /// `Unauthorized` when it was revoked, expired or is gone.
+    pub fn validate_key(&self, key: Option<&ApiKey>, now: DateTime<Utc>) -> Result<()> {
+        match (&self.key, key) {
+            (None, _) => Ok(()),
+            (Some(id), Some(k)) if &k.id == id => k.ensure_usable(now),
+            (Some(id), _) => Err(Error::unauthorized(format!(
+                "API key {id} of this session no longer exists; log in again"
+            ))),
         }
     }
 

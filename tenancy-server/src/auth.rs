@@ -102,10 +102,11 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tenancy_core::apikey::LAST_USED_GRANULARITY;
 use tenancy_core::session::parse_session_token;
 use tenancy_core::{
-    AuthenticatedSession, Clock, Error, Secret, SessionId, SessionKind, SessionOwner, SystemClock,
-    Tenant, TenantId, TenantRegistry, TenantStatus,
+    ApiKey, AuthenticatedSession, Caller, Clock, Error, KeyId, Role, Secret, SessionId,
+    SessionKind, SessionOwner, SystemClock, Tenant, TenantId, TenantRegistry, TenantStatus,
 };
 use tenancy_state::registry::ADMIN_PASSWORD_BYTES;
 use tokio::sync::Semaphore;
@@ -162,6 +163,8 @@ struct Entry {
     limiter: Arc<TenantLimiter>,
     /// Set when the credential is a session token.
     session: Option<SessionMark>,
+    /// Set when the credential is a named key or a session opened with one.
+    key: Option<Arc<ApiKey>>,
 }
 
 /// What a cache entry of a session token knows of its session.
@@ -241,6 +244,9 @@ struct AuthInner {
     epoch: AtomicU64,
     limits: RateLimits,
     stats: AuthStats,
+    /// When this replica last had a key's `last_used_at` written: at most
+    /// once per key per [`LAST_USED_GRANULARITY`].
+    touched: Mutex<HashMap<KeyId, Instant>>,
 }
 
 impl std::fmt::Debug for AuthInner {
@@ -263,6 +269,7 @@ impl std::fmt::Debug for AuthInner {
 pub struct AuthenticatedTenant {
     tenant: Arc<Tenant>,
     session: Option<SessionId>,
+    key: Option<Arc<ApiKey>>,
 }
 
 impl AuthenticatedTenant {
@@ -285,6 +292,26 @@ impl AuthenticatedTenant {
     /// The tenant id.
     pub fn id(&self) -> &TenantId {
         &self.tenant.id
+    }
+
+    /// The named key the request was made with (directly or through a
+    /// session opened with it); `None` for the primary secret.
+    pub fn key(&self) -> Option<&ApiKey> {
+        self.key.as_deref()
+    }
+
+    /// What the request may do: its key's role, or owner.
+    pub fn role(&self) -> Role {
+        self.key.as_ref().map_or(Role::Owner, |k| k.role)
+    }
+
+    /// `403` naming the role needed when the request's is weaker.
+    pub fn require(&self, needed: Role) -> Result<(), ApiError> {
+        Ok(tenancy_core::apikey::require_role(
+            self.role(),
+            self.key(),
+            needed,
+        )?)
     }
 }
 
@@ -439,6 +466,7 @@ impl TenantAuth {
                 epoch: AtomicU64::new(0),
                 limits: RateLimits::new(),
                 stats: AuthStats::default(),
+                touched: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -493,7 +521,10 @@ impl TenantAuth {
             if e.tenant.id != tenant.id {
                 return true;
             }
-            if e.generation != tenant.credential.generation {
+            // A named key does not hang on the primary secret; a session
+            // (also one opened with a key) does.
+            let named_key = e.key.is_some() && e.session.is_none();
+            if e.generation != tenant.credential.generation && !named_key {
                 superseded.push((*d, e.session.is_some()));
                 return false;
             }
@@ -547,6 +578,68 @@ impl TenantAuth {
         drop(cache);
     }
 
+    /// Tells the cache that a named key changed (revoked, or rotated: a new
+    /// `expires_at`): entries of a key that can no longer be used go and the
+    /// key is refused (401) from the next request on; the others take the
+    /// new record.
+    pub fn key_changed(&self, key: &ApiKey) {
+        let now = self.inner.clock.now();
+        let fresh = Arc::new(key.clone());
+        let mut gone = Vec::new();
+        let mut cache = self.write_cache();
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        cache.retain(|d, e| {
+            if e.key.as_ref().is_none_or(|k| k.id != key.id) {
+                return true;
+            }
+            if key.ensure_usable(now).is_err() {
+                gone.push(*d);
+                return false;
+            }
+            e.key = Some(fresh.clone());
+            true
+        });
+        for d in gone {
+            self.remember_failure(d);
+        }
+        drop(cache);
+    }
+
+    /// Has the key's last use written, unless this replica did so within
+    /// the granularity (the registry skips the write too when the stored
+    /// mark is that recent). The write runs in its own task; a failure
+    /// only leaves the mark older.
+    fn touch(&self, tenant: &TenantId, key: &KeyId) {
+        let granularity = LAST_USED_GRANULARITY;
+        {
+            let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if touched
+                .get(key)
+                .is_some_and(|at| at.elapsed() < granularity)
+            {
+                return;
+            }
+            if touched.len() >= self.inner.config.capacity {
+                touched.retain(|_, at| at.elapsed() < granularity);
+            }
+            touched.insert(key.clone(), Instant::now());
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (registry, tenant, key, at) = (
+            self.inner.registry.clone(),
+            tenant.clone(),
+            key.clone(),
+            self.inner.clock.now(),
+        );
+        handle.spawn(async move {
+            if let Err(e) = registry.touch_key(&tenant, &key, at).await {
+                tracing::debug!(tenant = %tenant, key = %key, error = %e, "could not record the key's last use");
+            }
+        });
+    }
+
     /// Drops every cached key of a tenant.
     pub fn forget_tenant(&self, id: &TenantId) {
         let mut cache = self.write_cache();
@@ -596,7 +689,18 @@ impl TenantAuth {
                 return Err(refusal.error().into());
             }
         }
+        if let Some(key) = &entry.key {
+            // Expiry on every request, from the cached record.
+            let now = self.inner.clock.now();
+            if let Err(e) = key.ensure_usable(now) {
+                self.write_cache().remove(&d);
+                self.remember_failure(d);
+                return Err(ApiError::from(e).into());
+            }
+            self.touch(&entry.tenant.id, &key.id);
+        }
         let session = entry.session.map(|m| m.id);
+        let key = entry.key;
         let tenant = entry.tenant;
         if tenant.status != TenantStatus::Active || tenant.expires_at.is_some() {
             let status = tenant.effective_status(self.inner.clock.now());
@@ -639,7 +743,11 @@ impl TenantAuth {
             None
         };
         Ok(Authorized {
-            tenant: AuthenticatedTenant { tenant, session },
+            tenant: AuthenticatedTenant {
+                tenant,
+                session,
+                key,
+            },
             rate,
         })
     }
@@ -731,9 +839,9 @@ impl TenantAuth {
         let started = self.epoch();
         // bcrypt runs on the registry's BlockingRunner (the server wires
         // TokioBlocking), so this await keeps the async workers free.
-        let outcome = self.inner.registry.authenticate_key(&secret).await;
+        let outcome = self.inner.registry.authenticate_caller(None, &secret).await;
         match outcome {
-            Ok(tenant) => self.settle(d, tenant, started).await,
+            Ok(Caller { tenant, key }) => self.settle(d, tenant, key.map(Arc::new), started).await,
             Err(Error::Unauthorized { .. })
             | Err(Error::CredentialsRotated { .. })
             | Err(Error::InvalidInput { .. })
@@ -768,8 +876,9 @@ impl TenantAuth {
                 Ok(a) => a,
                 Err(e) => return Err(self.session_refused(d, e, started)),
             };
-            let (tenant, mark) = session_parts(auth)?;
-            if let Some(entry) = self.insert_unless_changed(d, &tenant, started, Some(mark.clone()))
+            let (tenant, mark, key) = session_parts(auth)?;
+            if let Some(entry) =
+                self.insert_unless_changed(d, &tenant, started, Some(mark.clone()), key.clone())
             {
                 return Ok(entry);
             }
@@ -778,9 +887,9 @@ impl TenantAuth {
             outcome = self.inner.registry.authenticate_session(&secret).await;
         }
         // Sessions keep changing: answer from the last check, cache nothing.
-        let (tenant, mark) =
+        let (tenant, mark, key) =
             session_parts(outcome.map_err(|e| self.session_refused(d, e, started))?)?;
-        Ok(self.entry(tenant, Some(mark)))
+        Ok(self.entry(tenant, Some(mark), key))
     }
 
     /// The answer to a failed session check; final refusals are remembered.
@@ -802,9 +911,30 @@ impl TenantAuth {
     async fn refresh(&self, d: Digest32, stale: Entry) -> Result<Entry, ApiError> {
         self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         let started = self.epoch();
+        let key = match &stale.key {
+            None => None,
+            // A named key: its record is read again too (revoked or expired
+            // elsewhere shows here).
+            Some(k) => match self.inner.registry.key(&stale.tenant.id, &k.id).await {
+                Ok(k) => match k.ensure_usable(self.inner.clock.now()) {
+                    Ok(()) => Some(Arc::new(k)),
+                    Err(e) => {
+                        self.write_cache().remove(&d);
+                        self.remember_failure(d);
+                        return Err(e.into());
+                    }
+                },
+                Err(Error::NotFound { .. }) => {
+                    self.write_cache().remove(&d);
+                    self.remember_failure(d);
+                    return Err(ApiError::unauthorized("invalid credentials"));
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
         match self.inner.registry.get(&stale.tenant.id).await {
-            Ok(t) if t.credential.generation == stale.generation => {
-                self.settle(d, t, started).await
+            Ok(t) if t.credential.generation == stale.generation || key.is_some() => {
+                self.settle(d, t, key, started).await
             }
             Ok(_) | Err(Error::NotFound { .. }) => {
                 self.write_cache().remove(&d);
@@ -823,17 +953,20 @@ impl TenantAuth {
         &self,
         d: Digest32,
         mut tenant: Tenant,
+        key: Option<Arc<ApiKey>>,
         mut started: u64,
     ) -> Result<Entry, ApiError> {
         const ATTEMPTS: usize = 3;
         for _ in 0..ATTEMPTS {
-            if let Some(entry) = self.insert_unless_changed(d, &tenant, started, None) {
+            if let Some(entry) = self.insert_unless_changed(d, &tenant, started, None, key.clone())
+            {
                 return Ok(entry);
             }
             started = self.epoch();
             let generation = tenant.credential.generation;
             tenant = match self.inner.registry.get(&tenant.id).await {
-                Ok(t) if t.credential.generation == generation => t,
+                // A named key does not depend on the primary secret's generation.
+                Ok(t) if t.credential.generation == generation || key.is_some() => t,
                 Ok(_) | Err(Error::NotFound { .. }) => {
                     self.write_cache().remove(&d);
                     self.remember_failure(d);
@@ -843,10 +976,15 @@ impl TenantAuth {
             };
         }
         // Tenants keep changing: answer from the fresh record, cache nothing.
-        Ok(self.entry(tenant, None))
+        Ok(self.entry(tenant, None, key))
     }
 
-    fn entry(&self, tenant: Tenant, session: Option<SessionMark>) -> Entry {
+    fn entry(
+        &self,
+        tenant: Tenant,
+        session: Option<SessionMark>,
+        key: Option<Arc<ApiKey>>,
+    ) -> Entry {
         let limiter = self.inner.limits.bucket(&tenant.id, &tenant.limits());
         Entry {
             generation: tenant.credential.generation,
@@ -854,6 +992,7 @@ impl TenantAuth {
             checked_at: Instant::now(),
             limiter,
             session,
+            key,
         }
     }
 
@@ -865,8 +1004,9 @@ impl TenantAuth {
         tenant: &Tenant,
         started: u64,
         session: Option<SessionMark>,
+        key: Option<Arc<ApiKey>>,
     ) -> Option<Entry> {
-        let entry = self.entry(tenant.clone(), session);
+        let entry = self.entry(tenant.clone(), session, key);
         let mut cache = self.write_cache();
         if self.epoch() != started {
             return None;
@@ -898,13 +1038,16 @@ impl TenantAuth {
 }
 
 /// The tenant and the cache's view of a tenant session that checked out.
-fn session_parts(auth: AuthenticatedSession) -> Result<(Tenant, SessionMark), ApiError> {
+type SessionParts = (Tenant, SessionMark, Option<Arc<ApiKey>>);
+
+fn session_parts(auth: AuthenticatedSession) -> Result<SessionParts, ApiError> {
     let mark = SessionMark {
         id: auth.session.id,
         expires_at: auth.session.session.expires_at,
     };
+    let key = auth.key.map(Arc::new);
     match auth.tenant {
-        Some(t) => Ok((t, mark)),
+        Some(t) => Ok((t, mark, key)),
         // The registry checked an admin session: never a tenant's.
         None => Err(ApiError::forbidden(
             "this is an admin session: tenant routes need a tenant secret or a tenant session",

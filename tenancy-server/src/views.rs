@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenancy_core::{
-    CredentialInfo, LimitOverrides, Limits, ListedReservation, LockId, LockInfo, LockKey, Plan,
-    Reservation, Resource, ServerSession, Session, SessionId, SessionKind, StorageInfo, Tenant,
-    TenantId, TenantStatus, Usage, UsageEvent,
+    ApiKey, CredentialInfo, KeyId, KeyStatus, LimitOverrides, Limits, ListedReservation, LockId,
+    LockInfo, LockKey, Plan, Reservation, Resource, Role, ServerSession, Session, SessionId,
+    SessionKind, StorageInfo, Tenant, TenantId, TenantStatus, Usage, UsageEvent,
 };
 use utoipa::ToSchema;
 
@@ -199,6 +199,132 @@ pub struct TenantWithSecret {
     /// The secret: shown here once, never stored.
     pub secret: String,
 }
+
+/// A tenant's named API key, as every key route and `tenancy key list -o
+/// json` show it: never the key, its hash or its lookup id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    /// Its id (`key_` and 16 letters or digits).
+    #[schema(value_type = String)]
+    pub id: KeyId,
+    /// The tenant.
+    #[schema(value_type = String)]
+    pub tenant: TenantId,
+    /// Its name.
+    pub name: String,
+    /// `viewer`, `operator` or `owner`.
+    #[schema(value_type = String)]
+    pub role: Role,
+    /// `active`, `expired` or `revoked`, when the answer was made.
+    #[schema(value_type = String)]
+    pub status: KeyStatus,
+    /// The key's prefix (before its `_`).
+    pub prefix: String,
+    /// Its last four characters.
+    pub last_four: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was last used (to within a minute), if it was.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The key a rotation replaced it with.
+    #[schema(value_type = Option<String>)]
+    pub rotated_to: Option<KeyId>,
+}
+
+impl KeyView {
+    /// The view of `k` at `now` (which decides its `status`).
+    pub fn new(k: &ApiKey, now: DateTime<Utc>) -> Self {
+        KeyView {
+            id: k.id.clone(),
+            tenant: k.tenant.clone(),
+            name: k.name.clone(),
+            role: k.role,
+            status: k.status_at(now),
+            prefix: k.prefix.clone(),
+            last_four: k.last_four.clone(),
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+            rotated_to: k.rotated_to.clone(),
+        }
+    }
+
+    /// The key back from the wire.
+    pub fn to_key(&self) -> ApiKey {
+        ApiKey {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            prefix: self.prefix.clone(),
+            last_four: self.last_four.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
+            revoked_at: self.revoked_at,
+            rotated_to: self.rotated_to.clone(),
+        }
+    }
+}
+
+/// A tenant's keys, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    /// The keys (usable ones, and revoked or expired ones for 30 days).
+    pub keys: Vec<KeyView>,
+}
+
+/// `POST /v1/keys` and `POST /v1/tenants/{id}/keys`: a key to create.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyBody {
+    /// Its name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`, starting
+    /// with a letter or digit; unique among the tenant's usable keys.
+    pub name: String,
+    /// `viewer`, `operator` or `owner`.
+    #[schema(value_type = String)]
+    pub role: Role,
+    /// How long it works, in seconds (absent: until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A key just created: the key is shown here once, never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKeyView {
+    /// The key's record.
+    pub key: KeyView,
+    /// The key itself.
+    pub secret: String,
+}
+
+/// `POST /v1/keys/{key_id}/rotate`: how long the old key keeps working.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyBody {
+    /// Seconds the old key keeps working (absent or 0: it stops at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+}
+
+/// A rotation: the new key (shown once) and the old key's record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKeyView {
+    /// The new key's record.
+    pub key: KeyView,
+    /// The new key itself.
+    pub secret: String,
+    /// The old key, working until its `expires_at`.
+    pub previous: KeyView,
+}
+
+/// The longest key lifetime and rotation grace accepted: 10 years.
+pub const MAX_KEY_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// A list of tenants.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -440,6 +566,11 @@ pub struct SessionView {
     /// True for the session the listing request was made with.
     #[serde(default)]
     pub current: bool,
+    /// The named API key a tenant session was opened with (absent: the
+    /// tenant's primary secret); the session has that key's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<KeyId>,
 }
 
 impl SessionView {
@@ -460,6 +591,7 @@ impl SessionView {
             expires_at: s.session.expires_at,
             last_used_at: s.last_used_at,
             current: current == Some(&s.id),
+            key: s.session.key.clone(),
         }
     }
 }
@@ -488,6 +620,7 @@ impl SessionView {
                 kind,
                 issued_at: self.created_at,
                 expires_at: self.expires_at,
+                key: self.key.clone(),
             },
             last_used_at: self.last_used_at,
         })

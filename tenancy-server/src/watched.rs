@@ -3,17 +3,20 @@
 //! suspension, activation, update or deletion made through it applies to the
 //! very next request on this replica, and so does a session revocation
 //! (tenant sessions through the [`TenantAuth`], admin sessions through the
-//! [`AdminAuth`] when it has one).
+//! [`AdminAuth`] when it has one), and so do a key's revocation and
+//! rotation (the old key's new expiry).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use tenancy_core::{
-    AuthenticatedSession, CreatedTenant, IssuedSession, ListedReservation, NewTenant, Reservation,
-    Resource, Result, Secret, ServerSession, SessionId, SessionOwner, Tenant, TenantFilter,
-    TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+    ApiKey, AuthenticatedSession, Caller, CreatedApiKey, CreatedTenant, IssuedSession, KeyId,
+    ListedReservation, NewApiKey, NewTenant, Reservation, Resource, Result, RotatedApiKey, Secret,
+    ServerSession, SessionId, SessionOwner, Tenant, TenantFilter, TenantId, TenantRegistry,
+    TenantUpdate, Usage, UsageEvent,
 };
 
 use crate::auth::{AdminAuth, TenantAuth};
@@ -150,5 +153,30 @@ impl TenantRegistry for Watched {
             }
         }
         revoked
+    }
+    async fn authenticate_caller(&self, id: Option<&TenantId>, s: &Secret) -> Result<Caller> {
+        self.inner.authenticate_caller(id, s).await
+    }
+    async fn create_key(&self, t: &TenantId, new: NewApiKey) -> Result<CreatedApiKey> {
+        self.inner.create_key(t, new).await
+    }
+    async fn keys(&self, t: &TenantId) -> Result<Vec<ApiKey>> {
+        self.inner.keys(t).await
+    }
+    async fn key(&self, t: &TenantId, id: &KeyId) -> Result<ApiKey> {
+        self.inner.key(t, id).await
+    }
+    async fn revoke_key(&self, t: &TenantId, id: &KeyId) -> Result<ApiKey> {
+        let key = self.inner.revoke_key(t, id).await?;
+        self.auth.key_changed(&key);
+        Ok(key)
+    }
+    async fn rotate_key(&self, t: &TenantId, id: &KeyId, grace: Duration) -> Result<RotatedApiKey> {
+        let rotated = self.inner.rotate_key(t, id, grace).await?;
+        self.auth.key_changed(&rotated.previous);
+        Ok(rotated)
+    }
+    async fn touch_key(&self, t: &TenantId, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+        self.inner.touch_key(t, id, at).await
     }
 }

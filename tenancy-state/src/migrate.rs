@@ -49,7 +49,7 @@ use tenancy_core::{
 };
 
 use crate::object::PROBE_PREFIX;
-use crate::registry::layout::{ARCHIVE, KEY_INDEX, MANIFEST, RECORDS, SESSIONS, USAGE};
+use crate::registry::layout::{API_KEYS, ARCHIVE, KEY_INDEX, MANIFEST, RECORDS, SESSIONS, USAGE};
 
 /// The top-level names the shared store keeps for itself; `migrate` refuses a
 /// source on or below any of them.
@@ -57,6 +57,7 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     MANIFEST,
     RECORDS,
     KEY_INDEX,
+    API_KEYS,
     USAGE,
     SESSIONS,
     ARCHIVE,

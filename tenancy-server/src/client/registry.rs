@@ -513,11 +513,19 @@ impl TenantRegistry for HttpRegistry {
             }
         };
         let session = view.to_session()?;
-        let tenant = match session.owner() {
-            SessionOwner::Admin => None,
-            SessionOwner::Tenant(t) => Some(self.get(&t).await?),
+        let (tenant, key) = match (session.owner(), &session.session.key) {
+            (SessionOwner::Admin, _) => (None, None),
+            (SessionOwner::Tenant(t), None) => (Some(self.get(&t).await?), None),
+            (SessionOwner::Tenant(t), Some(k)) => {
+                let (tenant, key) = futures::join!(self.get(&t), self.key(&t, k));
+                (Some(tenant?), Some(key?))
+            }
         };
-        Ok(AuthenticatedSession { session, tenant })
+        Ok(AuthenticatedSession {
+            session,
+            tenant,
+            key,
+        })
     }
 
     async fn sessions(&self, owner: &SessionOwner) -> Result<Vec<ServerSession>> {

@@ -12,6 +12,8 @@ pub(crate) const MANIFEST: &str = "tenants.yaml";
 pub(crate) const RECORDS: &str = "registry";
 /// The prefix of the API-key index.
 pub(crate) const KEY_INDEX: &str = "registry-keys";
+/// The prefix of the tenants' named API keys.
+pub(crate) const API_KEYS: &str = "registry-apikeys";
 /// The prefix of usage records.
 pub(crate) const USAGE: &str = "registry-usage";
 /// The prefix of archived state.
@@ -44,6 +46,10 @@ pub(crate) fn record_id(k: &StateKey) -> Option<TenantId> {
 /// `registry-keys/<lookup-id>.yaml`.
 pub(crate) fn key_index(lookup_id: &str) -> Result<StateKey> {
     key(format!("{KEY_INDEX}/{lookup_id}.yaml"))
+}
+/// `registry-apikeys/<id>.yaml`: the tenant's named API keys.
+pub(crate) fn api_keys(id: &TenantId) -> Result<StateKey> {
+    key(format!("{API_KEYS}/{id}.yaml"))
 }
 /// `registry-usage/<id>.yaml`.
 pub(crate) fn usage(id: &TenantId) -> Result<StateKey> {
@@ -112,6 +118,10 @@ mod tests {
             None
         );
         assert_eq!(usage(&id).unwrap().as_str(), "registry-usage/acme.yaml");
+        assert_eq!(
+            api_keys(&id).unwrap().as_str(),
+            "registry-apikeys/acme.yaml"
+        );
         assert_eq!(
             state_marker(&id, "v1").unwrap().as_str(),
             "tenants/acme/v1/layout.yaml"

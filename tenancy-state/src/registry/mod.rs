@@ -10,7 +10,8 @@
 //!                                      default state version, admin bcrypt hash + generation
 //! registry/<id>.yaml                   one tenant record per tenant (nothing else lives here,
 //!                                      so `list` reads exactly one key per tenant)
-//! registry-keys/<lookup-id>.yaml       API-key index: lookup id of the current secret -> tenant id
+//! registry-keys/<lookup-id>.yaml       API-key index: lookup id of a secret or named key -> tenant id (+ key id)
+//! registry-apikeys/<id>.yaml           the tenant's named API keys (roles, expiry, bcrypt hashes; `keys.rs`)
 //! registry-usage/<id>.yaml             usage record (counters, pending and committed reservations)
 //! registry-sessions/admin/<sid>.yaml   server-issued admin sessions (token SHA-256, generation, expiry)
 //! registry-sessions/tenants/<id>/<sid>.yaml   a tenant's server-issued sessions (`sessions.rs`)
@@ -136,6 +137,7 @@
 //! errors.
 
 mod archive;
+mod keys;
 pub(crate) mod layout;
 pub(crate) mod records;
 mod secrets;
@@ -156,10 +158,10 @@ use futures::stream::BoxStream;
 use tenancy_core::credentials::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use tenancy_core::quota::DEFAULT_RESERVATION_TTL;
 use tenancy_core::{
-    AuthenticatedSession, Clock, CreatedTenant, Error, IssuedSession, ListedReservation, NewTenant,
-    Reservation, Resource, Result, Retry, Secret, ServerSession, SessionId, SessionOwner,
-    StateBackend, SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage,
-    UsageEvent,
+    ApiKey, AuthenticatedSession, Caller, Clock, CreatedApiKey, CreatedTenant, Error,
+    IssuedSession, KeyId, ListedReservation, NewApiKey, NewTenant, Reservation, Resource, Result,
+    Retry, RotatedApiKey, Secret, ServerSession, SessionId, SessionOwner, StateBackend,
+    SystemClock, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
 };
 
 #[cfg(doc)]
@@ -428,5 +430,34 @@ impl TenantRegistry for StoreRegistry {
 
     async fn revoke_session(&self, owner: &SessionOwner, id: &SessionId) -> Result<()> {
         self.revoke(owner, id).await
+    }
+
+    async fn authenticate_caller(&self, id: Option<&TenantId>, secret: &Secret) -> Result<Caller> {
+        self.authenticate_any(id, secret).await
+    }
+
+    async fn create_key(&self, tenant: &TenantId, new: NewApiKey) -> Result<CreatedApiKey> {
+        self.create_api_key(tenant, new).await
+    }
+
+    async fn keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>> {
+        self.list_api_keys(tenant).await
+    }
+
+    async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<ApiKey> {
+        self.revoke_api_key(tenant, id).await
+    }
+
+    async fn rotate_key(
+        &self,
+        tenant: &TenantId,
+        id: &KeyId,
+        grace: Duration,
+    ) -> Result<RotatedApiKey> {
+        self.rotate_api_key(tenant, id, grace).await
+    }
+
+    async fn touch_key(&self, tenant: &TenantId, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+        self.touch_api_key(tenant, id, at).await
     }
 }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tenancy_core::credentials::{MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 use tenancy_core::{
-    layout, CredentialInfo, Error, LimitOverrides, Plan, Result, Session, SessionKind, StorageInfo,
-    Tenant, TenantId, TenantStatus,
+    layout, ApiKey, CredentialInfo, Error, KeyId, LimitOverrides, Plan, Result, Role, Session,
+    SessionKind, StorageInfo, Tenant, TenantId, TenantStatus,
 };
 
 /// The admin credential kept in the manifest: a bcrypt hash, never the password.
@@ -103,6 +103,77 @@ pub(crate) struct KeyIndexEntry {
     pub(crate) tenant: TenantId,
     /// When the entry was written.
     pub(crate) created_at: DateTime<Utc>,
+    /// The named key the lookup id belongs to (`None`: the tenant's primary
+    /// secret; entries written before keys existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<KeyId>,
+}
+
+/// `registry-apikeys/<id>.yaml`: a tenant's named API keys, one record per
+/// tenant (so the count of usable keys and name uniqueness are decided by
+/// one compare-and-swap). Never a key, only bcrypt hashes and lookup ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeySetRecord {
+    /// The keys, oldest first.
+    #[serde(default)]
+    pub(crate) keys: Vec<KeyRecord>,
+}
+
+/// One named key in a [`KeySetRecord`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub(crate) id: KeyId,
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    /// `bcrypt`.
+    pub(crate) algorithm: String,
+    pub(crate) hash: String,
+    pub(crate) cost: u32,
+    pub(crate) prefix: String,
+    pub(crate) last_four: String,
+    pub(crate) lookup_id: String,
+    pub(crate) created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rotated_to: Option<KeyId>,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("hash", &"<redacted>")
+            .field("lookup_id", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRecord {
+    /// The public view (no hash, no lookup id).
+    pub(crate) fn view(&self, tenant: &TenantId) -> ApiKey {
+        ApiKey {
+            id: self.id.clone(),
+            tenant: tenant.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            prefix: self.prefix.clone(),
+            last_four: self.last_four.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
+            revoked_at: self.revoked_at,
+            rotated_to: self.rotated_to.clone(),
+        }
+    }
 }
 
 /// `registry-sessions/.../<id>.yaml`: a server-issued session. The token
@@ -127,6 +198,9 @@ pub(crate) struct SessionRecord {
     /// [`LAST_USED_GRANULARITY`](super::sessions::LAST_USED_GRANULARITY)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_used_at: Option<DateTime<Utc>>,
+    /// The named key a tenant session was opened with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<KeyId>,
 }
 
 /// The kind of a stored session.
@@ -149,6 +223,7 @@ impl fmt::Debug for SessionRecord {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("last_used_at", &self.last_used_at)
+            .field("key", &self.key)
             .finish()
     }
 }
@@ -170,6 +245,7 @@ impl SessionRecord {
             created_at: session.issued_at,
             expires_at: session.expires_at,
             last_used_at: None,
+            key: session.key.clone(),
         }
     }
 
@@ -194,6 +270,7 @@ impl SessionRecord {
             kind,
             issued_at: self.created_at,
             expires_at: self.expires_at,
+            key: self.key.clone(),
         })
     }
 }

@@ -36,7 +36,7 @@ impl StoreRegistry {
     }
 
     /// bcrypt verify; a job the runner dropped counts as a mismatch.
-    async fn verify(&self, presented: &Secret, hash: &str) -> bool {
+    pub(super) async fn verify(&self, presented: &Secret, hash: &str) -> bool {
         let (presented, hash) = (presented.clone(), hash.to_string());
         self.cpu(move || credentials::verify_secret(presented.expose(), &hash))
             .await
@@ -104,11 +104,17 @@ impl StoreRegistry {
         ))
     }
 
-    pub(super) async fn write_index(&self, lookup_id: &str, id: &TenantId) -> Result<StateKey> {
+    pub(super) async fn write_index(
+        &self,
+        lookup_id: &str,
+        id: &TenantId,
+        key_id: Option<&tenancy_core::KeyId>,
+    ) -> Result<StateKey> {
         let key = layout::key_index(lookup_id)?;
         let entry = KeyIndexEntry {
             tenant: id.clone(),
             created_at: self.now(),
+            key: key_id.cloned(),
         };
         self.backend
             .put(
@@ -272,7 +278,8 @@ impl StoreRegistry {
                 "an API-key index entry",
             )?),
         };
-        let Some(entry) = index else {
+        // A named key's entry: not the primary secret (`authenticate_caller` takes keys).
+        let Some(entry) = index.filter(|e| e.key.is_none()) else {
             return Err(Error::unauthorized(UNAUTHORIZED));
         };
         match self.read_record(&entry.tenant).await? {
@@ -298,7 +305,7 @@ impl StoreRegistry {
             )));
         }
         let (secret, fresh) = self.new_credential(&current.credential.prefix).await?;
-        let new_index = self.write_index(&fresh.lookup_id, id).await?;
+        let new_index = self.write_index(&fresh.lookup_id, id, None).await?;
         let mut old_lookup = None;
         let result = self
             .modify(id, |t, now| {

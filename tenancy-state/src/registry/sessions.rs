@@ -26,7 +26,9 @@
 //! SHA-256 in constant time, then applies core's `Session` rules: expiry,
 //! the generation (the tenant record's, or the manifest's for an admin
 //! session: a rotation or an admin credential change ends every older
-//! session) and the tenant's status. Two reads, no bcrypt. A record that
+//! session) and the tenant's status. Two reads, no bcrypt (three for a
+//! session opened with a named key: its key set is read too, so a revoked
+//! or expired key ends its sessions on the next check). A record that
 //! does not decode authenticates nothing.
 //!
 //! # Writes
@@ -68,8 +70,9 @@ impl StoreRegistry {
         secret: &Secret,
     ) -> Result<IssuedSession> {
         self.ensure_cas()?;
-        let tenant = self.authenticate_tenant(id, secret).await?;
-        let session = Session::tenant(&tenant, self.now());
+        // The primary secret or a named key: a key's session has its role.
+        let caller = self.authenticate_any(Some(id), secret).await?;
+        let session = Session::for_caller(&caller, self.now());
         self.issue(SessionOwner::Tenant(id.clone()), session).await
     }
 
@@ -172,6 +175,7 @@ impl StoreRegistry {
             .session(&what)
             .map_err(|_| Error::unauthorized(NO_SESSION))?;
         let now = self.now();
+        let mut key_of_session = None;
         let tenant = match (&owner, session.tenant_id()) {
             (SessionOwner::Admin, None) => {
                 let current = self.stored_admin_generation().await?;
@@ -186,6 +190,11 @@ impl StoreRegistry {
                     Err(e) => return Err(e),
                 };
                 session.validate_tenant(&tenant, now)?;
+                if let Some(kid) = &session.key {
+                    let key = self.session_key(t, kid).await?;
+                    session.validate_key(key.as_ref(), now)?;
+                    key_of_session = key;
+                }
                 Some(tenant)
             }
             // A record filed under another owner than it names.
@@ -217,6 +226,7 @@ impl StoreRegistry {
                 last_used_at,
             },
             tenant,
+            key: key_of_session,
         })
     }
 

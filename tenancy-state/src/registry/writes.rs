@@ -146,7 +146,9 @@ impl StoreRegistry {
 
         // Index first: a crash after it leaves an index entry that matches no
         // record, which authenticate_key ignores.
-        let index_key = self.write_index(&record.credential.lookup_id, &id).await?;
+        let index_key = self
+            .write_index(&record.credential.lookup_id, &id, None)
+            .await?;
         let record_key = layout::record(&id)?;
         let took_over = match self
             .backend
