@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, admin_locks, jobs, open, sessions, stacks, tenant};
+use crate::routes::{admin, admin_locks, jobs, keys, open, sessions, stacks, tenant};
 
 struct Security;
 
@@ -74,6 +74,8 @@ impl Modify for Security {
         stacks::list, stacks::get_state, stacks::save_state, stacks::delete_state,
         stacks::lock_doc, stacks::unlock_doc, stacks::history, stacks::version, stacks::rollback, stacks::admin_force_unlock,
         admin_locks::list, admin_locks::force_unlock,
+        keys::own_list, keys::own_create, keys::own_current, keys::own_revoke, keys::own_rotate,
+        keys::admin_list, keys::admin_create, keys::admin_revoke, keys::admin_rotate,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),
@@ -83,6 +85,7 @@ impl Modify for Security {
         (name = "sessions", description = "Server-issued sessions: a secret or the admin credential exchanged for a revocable token"),
         (name = "stacks", description = "Stack state with history, rollback and fenced locks (Terraform/OpenTofu http backend)"),
         (name = "quotas", description = "Quota reservations and usage events, for work run outside the server (admin)"),
+        (name = "keys", description = "The tenant's named API keys with roles and expiry (owner role)"),
         (name = "jobs", description = "Quota-checked jobs and the tenant's own workers"),
         (name = "open", description = "Health, readiness, this document (metrics are served on their own listener)"),
     )
@@ -174,6 +177,23 @@ pub(crate) const OPERATION_IDS: &[(&str, &str, &str)] = &[
         "/v1/tenants/{id}/locks/{key}",
         "admin_force_unlock_tenant_lock",
     ),
+    ("get", "/v1/tenants/{id}/keys", "admin_list_tenant_keys"),
+    ("post", "/v1/tenants/{id}/keys", "admin_create_tenant_key"),
+    (
+        "delete",
+        "/v1/tenants/{id}/keys/{key_id}",
+        "admin_revoke_tenant_key",
+    ),
+    (
+        "post",
+        "/v1/tenants/{id}/keys/{key_id}/rotate",
+        "admin_rotate_tenant_key",
+    ),
+    ("get", "/v1/keys", "list_own_keys"),
+    ("post", "/v1/keys", "create_own_key"),
+    ("get", "/v1/keys/current", "get_current_key"),
+    ("delete", "/v1/keys/{key_id}", "revoke_own_key"),
+    ("post", "/v1/keys/{key_id}/rotate", "rotate_own_key"),
     ("get", "/v1/tenant", "get_own_tenant"),
     ("post", "/v1/sessions", "tenant_login"),
     ("get", "/v1/sessions", "list_own_sessions"),
@@ -352,6 +372,10 @@ fn statuses() -> Vec<&'static str> {
         .iter()
         .map(|s| s.as_str())
         .collect()
+}
+
+fn roles() -> Vec<&'static str> {
+    tenancy_core::Role::ALL.iter().map(|r| r.as_str()).collect()
 }
 
 fn resources() -> Vec<&'static str> {
@@ -650,6 +674,34 @@ fn body_fields() -> Vec<(&'static str, &'static str, Value)> {
             "to",
             u64_schema("the serial to roll back to"),
         ),
+        (
+            "NewKeyBody",
+            "name",
+            json!({"type": "string", "minLength": 1, "maxLength": tenancy_core::apikey::MAX_KEY_NAME_LEN,
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+                "description": "1 to 64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"}),
+        ),
+        (
+            "NewKeyBody",
+            "role",
+            enum_schema(&roles(), "what the key may do"),
+        ),
+        (
+            "NewKeyBody",
+            "expires_in_seconds",
+            nullable(
+                json!({"type": "integer", "minimum": 1, "maximum": crate::views::MAX_KEY_SECONDS,
+                "description": "how long it works, in seconds (at most 10 years; absent: until revoked)"}),
+            ),
+        ),
+        (
+            "RotateKeyBody",
+            "grace_seconds",
+            nullable(
+                json!({"type": "integer", "minimum": 0, "maximum": crate::views::MAX_KEY_SECONDS,
+                "description": "how long the old key keeps working, in seconds (absent or 0: it stops at once)"}),
+            ),
+        ),
     ]
 }
 
@@ -669,6 +721,10 @@ fn path_param_schema(path: &str, name: &str) -> Option<Value> {
         "stack" => stack_name_schema("stack"),
         "env" => stack_name_schema("environment"),
         "serial" => u64_schema("a serial"),
+        "key_id" => {
+            json!({"type": "string", "pattern": format!("^key_[A-Za-z0-9]{{{}}}$", tenancy_core::apikey::KEY_ID_RANDOM_LEN),
+            "description": "a key id: `key_` and 16 letters or digits"})
+        }
         _ => return None,
     })
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::Outcome;
+use crate::apikey::{CreatedApiKey, KeyStatus, NewApiKey, Role};
 use crate::clock::{Clock, ManualClock};
 use crate::credentials::Secret;
 use crate::error::Error;
@@ -47,7 +48,7 @@ fn expect_kind<T: std::fmt::Debug>(r: crate::Result<T>, want: &str, what: &str) 
 }
 
 /// The checks of this suite, in the order [`registry_suite!`](crate::registry_suite) lists them.
-pub const CHECKS: [&str; 18] = [
+pub const CHECKS: [&str; 21] = [
     "bootstrap",
     "create_authenticate",
     "authenticate_key",
@@ -66,6 +67,9 @@ pub const CHECKS: [&str; 18] = [
     "delete_and_purge",
     "list_filters",
     "sessions",
+    "api_keys",
+    "api_key_rotation",
+    "api_key_expiry_and_sessions",
 ];
 
 /// The admin password the suite bootstraps with.
@@ -1588,6 +1592,343 @@ impl<R> RegistryFixture<R> {
     }
 }
 
+/// Creates a key, or says the registry keeps none.
+async fn key_or_skip(
+    registry: &dyn TenantRegistry,
+    id: &TenantId,
+    name: &str,
+    role: Role,
+) -> Result<CreatedApiKey, Outcome> {
+    let new = NewApiKey {
+        name: name.into(),
+        role,
+        expires_at: None,
+    };
+    match registry.create_key(id, new).await {
+        Err(Error::NotImplemented { what }) => Err(Outcome::skipped(what)),
+        r => Ok(r.expect("create a key")),
+    }
+}
+
+/// Named keys: shown once, authenticate with their role (with or without
+/// the tenant id), are listed without the key, are refused as the primary
+/// secret, for another tenant and after revocation (at once), and their
+/// names are checked and unique among usable keys.
+pub async fn api_keys(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    let id = tid("keyed");
+    let other = tid("keyed-other");
+    let created = registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    registry
+        .create(NewTenant::new(other.clone()))
+        .await
+        .expect("create other");
+    let ci = match key_or_skip(registry, &id, "ci", Role::Viewer).await {
+        Ok(k) => k,
+        Err(skip) => return skip,
+    };
+    assert!(
+        crate::credentials::has_checksum(ci.secret.expose()),
+        "a key carries a checksum"
+    );
+    assert_eq!(ci.key.role, Role::Viewer);
+    assert_eq!(ci.key.tenant, id);
+    assert_eq!(ci.key.status_at(chrono::Utc::now()), KeyStatus::Active);
+    assert!(ci.secret.expose().ends_with(&ci.key.last_four));
+    assert!(
+        !format!("{ci:?}").contains(ci.secret.expose()),
+        "Debug shows the key"
+    );
+    let deploy = registry
+        .create_key(
+            &id,
+            NewApiKey {
+                name: "deploy".into(),
+                role: Role::Operator,
+                expires_at: None,
+            },
+        )
+        .await
+        .expect("a second key");
+
+    let caller = registry
+        .authenticate_caller(None, &ci.secret)
+        .await
+        .expect("the key authenticates");
+    assert_eq!(caller.tenant.id, id);
+    assert_eq!(caller.key.as_ref().map(|k| &k.id), Some(&ci.key.id));
+    assert_eq!(caller.role(), Role::Viewer);
+    let caller = registry
+        .authenticate_caller(Some(&id), &deploy.secret)
+        .await
+        .expect("with the id");
+    assert_eq!(caller.role(), Role::Operator);
+    let primary = registry
+        .authenticate_caller(None, &created.secret)
+        .await
+        .expect("the primary secret");
+    assert!(primary.key.is_none());
+    assert_eq!(primary.role(), Role::Owner);
+    expect_kind(
+        registry.authenticate_caller(Some(&other), &ci.secret).await,
+        "Unauthorized",
+        "a key with another tenant's id",
+    );
+    expect_kind(
+        registry.authenticate(&id, &ci.secret).await,
+        "Unauthorized",
+        "a key as the primary secret",
+    );
+    expect_kind(
+        registry.authenticate_key(&ci.secret).await,
+        "Unauthorized",
+        "a key as the primary secret",
+    );
+
+    let listed = registry.keys(&id).await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ci", "deploy"], "oldest first");
+    assert!(
+        registry.keys(&other).await.expect("list other").is_empty(),
+        "keys are per tenant"
+    );
+    expect_kind(
+        registry.keys(&tid("no-such-tenant")).await,
+        "NotFound",
+        "keys of an unknown tenant",
+    );
+
+    expect_kind(
+        registry
+            .create_key(
+                &id,
+                NewApiKey {
+                    name: "ci".into(),
+                    role: Role::Owner,
+                    expires_at: None,
+                },
+            )
+            .await,
+        "AlreadyExists",
+        "a second usable key named ci",
+    );
+    for bad in ["", "has space", "-dash", &"x".repeat(65)] {
+        expect_kind(
+            registry
+                .create_key(
+                    &id,
+                    NewApiKey {
+                        name: bad.into(),
+                        role: Role::Viewer,
+                        expires_at: None,
+                    },
+                )
+                .await,
+            "InvalidInput",
+            "a bad key name",
+        );
+    }
+    expect_kind(
+        registry
+            .create_key(
+                &id,
+                NewApiKey {
+                    name: "past".into(),
+                    role: Role::Viewer,
+                    expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(5)),
+                },
+            )
+            .await,
+        "InvalidInput",
+        "an expiry in the past",
+    );
+
+    let revoked = registry.revoke_key(&id, &ci.key.id).await.expect("revoke");
+    assert!(revoked.revoked_at.is_some());
+    let e = expect_kind(
+        registry.authenticate_caller(None, &ci.secret).await,
+        "Unauthorized",
+        "a revoked key",
+    );
+    assert!(
+        !e.to_string().contains(ci.secret.expose()),
+        "the error echoes the key"
+    );
+    registry
+        .revoke_key(&id, &ci.key.id)
+        .await
+        .expect("revoking again is a no-op");
+    registry
+        .authenticate_caller(None, &deploy.secret)
+        .await
+        .expect("the other key still works");
+    expect_kind(
+        registry.revoke_key(&other, &deploy.key.id).await,
+        "NotFound",
+        "revoking another tenant's key",
+    );
+    // The name is free again once its key is revoked.
+    registry
+        .create_key(
+            &id,
+            NewApiKey {
+                name: "ci".into(),
+                role: Role::Viewer,
+                expires_at: None,
+            },
+        )
+        .await
+        .expect("a new key named ci");
+    let statuses: Vec<KeyStatus> = registry
+        .keys(&id)
+        .await
+        .expect("list")
+        .iter()
+        .map(|k| k.status_at(chrono::Utc::now()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [KeyStatus::Revoked, KeyStatus::Active, KeyStatus::Active]
+    );
+    Outcome::Passed
+}
+
+/// Rotation: the new key works at once with the old one's name and role;
+/// the old one works for the grace period (here: an hour) or stops at once
+/// (no grace); a revoked key cannot be rotated.
+pub async fn api_key_rotation(registry: &dyn TenantRegistry, _: Option<&ManualClock>) -> Outcome {
+    bootstrapped(registry).await;
+    let id = tid("rerolled");
+    registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    let old = match key_or_skip(registry, &id, "member", Role::Operator).await {
+        Ok(k) => k,
+        Err(skip) => return skip,
+    };
+    let rotated = registry
+        .rotate_key(&id, &old.key.id, Duration::from_secs(3600))
+        .await
+        .expect("rotate with grace");
+    assert_ne!(rotated.created.secret.expose(), old.secret.expose());
+    assert_eq!(rotated.created.key.name, "member");
+    assert_eq!(rotated.created.key.role, Role::Operator);
+    assert_eq!(
+        rotated.previous.rotated_to.as_ref(),
+        Some(&rotated.created.key.id)
+    );
+    assert!(
+        rotated.previous.expires_at.is_some(),
+        "the old key ends with the grace"
+    );
+    registry
+        .authenticate_caller(None, &rotated.created.secret)
+        .await
+        .expect("the new key works");
+    registry
+        .authenticate_caller(None, &old.secret)
+        .await
+        .expect("the old key works within the grace");
+    expect_kind(
+        registry.rotate_key(&id, &old.key.id, Duration::ZERO).await,
+        "Precondition",
+        "rotating a rotated key again",
+    );
+    let again = registry
+        .rotate_key(&id, &rotated.created.key.id, Duration::ZERO)
+        .await
+        .expect("rotate without grace");
+    expect_kind(
+        registry
+            .authenticate_caller(None, &rotated.created.secret)
+            .await,
+        "Unauthorized",
+        "a key rotated without grace",
+    );
+    registry
+        .authenticate_caller(None, &again.created.secret)
+        .await
+        .expect("the newest key works");
+    registry
+        .revoke_key(&id, &again.created.key.id)
+        .await
+        .expect("revoke");
+    expect_kind(
+        registry
+            .rotate_key(&id, &again.created.key.id, Duration::ZERO)
+            .await,
+        "Precondition",
+        "rotating a revoked key",
+    );
+    Outcome::Passed
+}
+
+/// A key expires on time (moving the registry's clock), and a session
+/// opened with a key has its role and ends when the key is revoked.
+pub async fn api_key_expiry_and_sessions(
+    registry: &dyn TenantRegistry,
+    clock: Option<&ManualClock>,
+) -> Outcome {
+    bootstrapped(registry).await;
+    let id = tid("keysession");
+    registry
+        .create(NewTenant::new(id.clone()))
+        .await
+        .expect("create");
+    let ci = match key_or_skip(registry, &id, "ci", Role::Viewer).await {
+        Ok(k) => k,
+        Err(skip) => return skip,
+    };
+    match registry.login_tenant(&id, &ci.secret).await {
+        Err(Error::NotImplemented { .. }) => {}
+        r => {
+            let issued = r.expect("log in with a key");
+            assert_eq!(issued.session.session.key.as_ref(), Some(&ci.key.id));
+            let authed = registry
+                .authenticate_session(&issued.token)
+                .await
+                .expect("the session");
+            assert_eq!(authed.role(), Role::Viewer, "a key's session has its role");
+            registry.revoke_key(&id, &ci.key.id).await.expect("revoke");
+            expect_kind(
+                registry.authenticate_session(&issued.token).await,
+                "Unauthorized",
+                "a session of a revoked key",
+            );
+        }
+    }
+    let Some(clock) = clock else {
+        return Outcome::skipped("no clock to move for the expiry half");
+    };
+    let soon = registry
+        .create_key(
+            &id,
+            NewApiKey {
+                name: "soon".into(),
+                role: Role::Operator,
+                expires_at: Some(clock.now() + chrono::Duration::seconds(60)),
+            },
+        )
+        .await
+        .expect("a key that expires");
+    registry
+        .authenticate_caller(None, &soon.secret)
+        .await
+        .expect("before its expiry");
+    clock.advance(Duration::from_secs(61));
+    let e = expect_kind(
+        registry.authenticate_caller(None, &soon.secret).await,
+        "Unauthorized",
+        "an expired key",
+    );
+    assert!(e.to_string().contains("expired"), "{e}");
+    Outcome::Passed
+}
+
 /// One `#[tokio::test]` per check of the registry suite, on a fresh,
 /// un-bootstrapped registry from `$make` (a future of
 /// `Option<RegistryFixture<R>>`; `None` skips). `strict:` first fails on
@@ -1611,7 +1952,7 @@ macro_rules! __registry_suite {
             update_with_revision, concurrent_creates, concurrent_updates, quota_race,
             quota_semantics, secrets_never_shown, bad_input, lifecycle_table, expiry,
             jobs_per_hour, delete_and_purge, list_filters, release_recording_counts_once,
-            sessions,
+            sessions, api_keys, api_key_rotation, api_key_expiry_and_sessions,
         ]);
     };
 }

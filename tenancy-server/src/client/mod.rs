@@ -8,8 +8,8 @@
 //!   secret or the admin token for a server-issued session
 //!   ([`tenancy_core::IssuedSession`], the token shown once).
 //! - [`TenantClient`] (from [`Client::tenant`] with a [`TenantCredential`]):
-//!   the tenant routes (profile, sessions and logout, state with ETags) and
-//!   [`TenantClient::locks`].
+//!   the tenant routes (profile, sessions and logout, state with ETags, its
+//!   named API keys) and [`TenantClient::locks`].
 //! - [`HttpLockManager`]: `LockManager` over `/v1/locks` (the server scopes
 //!   the keys to the tenant; `acquire` retries through its `Clock`).
 //! - [`HttpRegistry`] (from [`Client::registry`] with the admin token or an
@@ -28,6 +28,7 @@
 //! certificate verifier.
 
 mod error;
+mod keys;
 mod locks;
 mod registry;
 mod stacks;

@@ -11,21 +11,23 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::Method;
 use tenancy_core::session::parse_session_token;
 use tenancy_core::{
-    AuthenticatedSession, CreatedTenant, Error, IssuedSession, ListedReservation, LockId, LockInfo,
-    LockKey, NewTenant, Reservation, Resource, Result, Secret, ServerSession, SessionId,
-    SessionOwner, Tenant, TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
+    ApiKey, AuthenticatedSession, Caller, CreatedApiKey, CreatedTenant, Error, IssuedSession,
+    KeyId, ListedReservation, LockId, LockInfo, LockKey, NewApiKey, NewTenant, Reservation,
+    Resource, Result, RotatedApiKey, Secret, ServerSession, SessionId, SessionOwner, Tenant,
+    TenantFilter, TenantId, TenantRegistry, TenantUpdate, Usage, UsageEvent,
 };
 
 use super::{Auth, Client, TenantCredential};
 use crate::views::{
     AdminCredentialChanged, AdminCredentialInfo, CommitReservation, CreateTenant, LockList,
-    NewAdminCredential, OwnTenantView, PatchTenant, PurgeTenant, Purged, RecordUsage,
-    ReleaseReservation, Released, ReservationList, ReserveQuota, SessionList, SessionView,
-    StatsView, Suspend, TenantList, TenantView, TenantWithSecret,
+    NewAdminCredential, PatchTenant, PurgeTenant, Purged, RecordUsage, ReleaseReservation,
+    Released, ReservationList, ReserveQuota, SessionList, SessionView, StatsView, Suspend,
+    TenantList, TenantView, TenantWithSecret,
 };
 
 const NO_BOOTSTRAP: &str = "a tenancy-server bootstraps its own registry at its first start \
@@ -193,21 +195,39 @@ impl HttpRegistry {
     }
 
     /// The tenant a secret belongs to, through the tenant layer.
-    async fn key_owner(&self, secret: &Secret) -> Result<TenantId> {
+    /// The tenant and the named key (`None`: the primary secret) a secret
+    /// authenticates as: `GET /v1/tenant` and `GET /v1/keys/current`.
+    async fn identify(&self, secret: &Secret) -> Result<(TenantId, Option<ApiKey>)> {
         // A session token opens tenant routes too, but is no secret.
         if parse_session_token(secret.expose()).is_some() {
             return Err(Error::unauthorized("invalid credentials"));
         }
-        let credential = TenantCredential::Secret {
+        let tenant = self.client.tenant(TenantCredential::Secret {
             secret: secret.clone(),
             tenant: None,
-        };
-        let me: OwnTenantView = self
-            .client
-            .call(Method::GET, &["v1", "tenant"], Auth::Tenant(&credential))
-            .send_json()
-            .await?;
-        TenantId::new(me.id)
+        });
+        let (me, key) = futures::join!(tenant.me(), tenant.current_key());
+        Ok((TenantId::new(me?.id)?, key?))
+    }
+
+    /// The tenant whose primary secret `secret` is (a named key is refused).
+    async fn key_owner(&self, secret: &Secret) -> Result<TenantId> {
+        match self.identify(secret).await? {
+            (id, None) => Ok(id),
+            (_, Some(_)) => Err(Error::unauthorized("invalid credentials")),
+        }
+    }
+
+    fn keys_routes<'a>(
+        &'a self,
+        id: &'a TenantId,
+        admin: &'a Secret,
+    ) -> super::keys::KeyRoutes<'a> {
+        super::keys::KeyRoutes {
+            client: &self.client,
+            base: vec!["v1", "tenants", id.as_str(), "keys"],
+            auth: Auth::Admin(admin),
+        }
     }
 
     fn reservation_path<'a>(r: &'a Reservation, id: &'a str, action: &'a str) -> [&'a str; 6] {
@@ -526,6 +546,47 @@ impl TenantRegistry for HttpRegistry {
             tenant,
             key,
         })
+    }
+
+    /// [`HttpRegistry::identify`], then the tenant's record through the admin API.
+    async fn authenticate_caller(&self, id: Option<&TenantId>, secret: &Secret) -> Result<Caller> {
+        let (owner, key) = self.identify(secret).await?;
+        if id.is_some_and(|id| id != &owner) {
+            return Err(Error::unauthorized("invalid credentials"));
+        }
+        Ok(Caller {
+            tenant: self.get(&owner).await?,
+            key,
+        })
+    }
+
+    async fn create_key(&self, t: &TenantId, new: NewApiKey) -> Result<CreatedApiKey> {
+        let admin = self.admin();
+        self.keys_routes(t, &admin).create(new).await
+    }
+
+    async fn keys(&self, t: &TenantId) -> Result<Vec<ApiKey>> {
+        let admin = self.admin();
+        self.keys_routes(t, &admin).list().await
+    }
+
+    async fn revoke_key(&self, t: &TenantId, id: &KeyId) -> Result<ApiKey> {
+        let admin = self.admin();
+        self.keys_routes(t, &admin).revoke(id).await
+    }
+
+    async fn rotate_key(&self, t: &TenantId, id: &KeyId, grace: Duration) -> Result<RotatedApiKey> {
+        let admin = self.admin();
+        self.keys_routes(t, &admin).rotate(id, grace).await
+    }
+
+    /// The server records a key's use itself (at most once a minute) when
+    /// the key makes a request; the admin API has no route for it.
+    async fn touch_key(&self, t: &TenantId, id: &KeyId, at: DateTime<Utc>) -> Result<()> {
+        let _ = (t, id, at);
+        Err(Error::not_implemented(
+            "a key's last use is recorded by the server when the key is used",
+        ))
     }
 
     async fn sessions(&self, owner: &SessionOwner) -> Result<Vec<ServerSession>> {

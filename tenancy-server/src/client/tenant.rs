@@ -5,8 +5,8 @@ use bytes::Bytes;
 use reqwest::header::{HeaderValue, ETAG, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
 use tenancy_core::{
-    DeleteMode, Error, ListEntry, Object, PutMode, Result, ServerSession, SessionId, StateKey,
-    Version,
+    ApiKey, CreatedApiKey, DeleteMode, Error, KeyId, ListEntry, NewApiKey, Object, PutMode, Result,
+    RotatedApiKey, ServerSession, SessionId, StateKey, Version,
 };
 
 use super::error::{backend, ClientError};
@@ -49,6 +49,53 @@ impl TenantClient {
     /// The tenant's stack state through the stack routes.
     pub fn stacks(&self) -> super::StackClient {
         super::StackClient::new(self.client.clone(), self.credential.clone())
+    }
+
+    fn keys_routes(&self) -> super::keys::KeyRoutes<'_> {
+        super::keys::KeyRoutes {
+            client: &self.client,
+            base: vec!["v1", "keys"],
+            auth: self.auth(),
+        }
+    }
+
+    /// The tenant's named API keys, oldest first (owner role).
+    pub async fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.keys_routes().list().await
+    }
+
+    /// Creates a named key (owner role); the key is in the answer once.
+    pub async fn create_key(&self, new: NewApiKey) -> Result<CreatedApiKey> {
+        self.keys_routes().create(new).await
+    }
+
+    /// Revokes a key at once (owner role).
+    pub async fn revoke_key(&self, id: &KeyId) -> Result<ApiKey> {
+        self.keys_routes().revoke(id).await
+    }
+
+    /// Replaces a key; the old one works for `grace` (owner role).
+    pub async fn rotate_key(
+        &self,
+        id: &KeyId,
+        grace: std::time::Duration,
+    ) -> Result<RotatedApiKey> {
+        self.keys_routes().rotate(id, grace).await
+    }
+
+    /// The named key this client's credential is (or its session was
+    /// opened with); `None` for the primary secret (role owner).
+    pub async fn current_key(&self) -> Result<Option<ApiKey>> {
+        let view: std::result::Result<crate::views::KeyView, Error> = self
+            .client
+            .call(Method::GET, &["v1", "keys", "current"], self.auth())
+            .send_json()
+            .await;
+        match view {
+            Ok(v) => Ok(Some(v.to_key())),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The tenant's profile, limits and usage (`GET /v1/tenant`).

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod admin_locks;
 pub(crate) mod jobs;
+pub(crate) mod keys;
 pub(crate) mod open;
 pub(crate) mod sessions;
 pub(crate) mod stacks;
@@ -29,9 +30,10 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::app_state::AppState;
-use crate::auth::TenantLabel;
+use crate::auth::{AuthenticatedTenant, TenantLabel};
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::metrics::Metrics;
+use tenancy_core::Role;
 
 /// Every route of the server as `(method, path)`, in axum's path syntax.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -70,6 +72,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/tenants/{id}/stacks/{stack}/{env}/lock"),
     ("GET", "/v1/tenants/{id}/locks"),
     ("DELETE", "/v1/tenants/{id}/locks/{key}"),
+    ("GET", "/v1/tenants/{id}/keys"),
+    ("POST", "/v1/tenants/{id}/keys"),
+    ("DELETE", "/v1/tenants/{id}/keys/{key_id}"),
+    ("POST", "/v1/tenants/{id}/keys/{key_id}/rotate"),
     ("GET", "/v1/tenant"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions"),
@@ -106,7 +112,46 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/stacks/{stack}/{env}/history"),
     ("GET", "/v1/stacks/{stack}/{env}/history/{serial}"),
     ("POST", "/v1/stacks/{stack}/{env}/rollback"),
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys/current"),
+    ("DELETE", "/v1/keys/{key_id}"),
+    ("POST", "/v1/keys/{key_id}/rotate"),
 ];
+
+/// The role a tenant route needs (`AuthenticatedTenant::role`): reads are
+/// `viewer`'s; writes, locks, jobs and workers `operator`'s; the tenant's
+/// keys and revoking another of its sessions `owner`'s. Logging in and
+/// out, and reading one's own session and key, are anyone's (a key's session has
+/// the key's role). The role guard applies it to every tenant route, so
+/// no handler can forget it; a request beyond its role gets 403 naming
+/// the role it needs, before the handler reads the body.
+pub(crate) fn required_role(method: &str, route: &str) -> Role {
+    match (method, route) {
+        ("GET", "/v1/keys/current") => Role::Viewer,
+        (_, r) if r == "/v1/keys" || r.starts_with("/v1/keys/") => Role::Owner,
+        ("GET", "/v1/sessions") | ("DELETE", "/v1/sessions/{id}") => Role::Owner,
+        ("POST", "/v1/sessions") | (_, "/v1/sessions/current") => Role::Viewer,
+        ("GET" | "HEAD", _) => Role::Viewer,
+        _ => Role::Operator,
+    }
+}
+
+/// The role guard of the tenant routes (see [`required_role`]).
+async fn role_guard(req: Request, next: axum::middleware::Next) -> Response {
+    let needed = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(Role::Owner, |route| {
+            required_role(req.method().as_str(), route.as_str())
+        });
+    if let Some(who) = req.extensions().get::<AuthenticatedTenant>() {
+        if let Err(e) = who.require(needed) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
 
 /// The admin routes, behind the admin bearer-token check.
 fn admin_routes(state: &AppState) -> Router<AppState> {
@@ -163,6 +208,15 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
             "/v1/tenants/{id}/locks/{key}",
             delete(admin_locks::force_unlock),
         )
+        .route(
+            "/v1/tenants/{id}/keys",
+            get(keys::admin_list).post(keys::admin_create),
+        )
+        .route("/v1/tenants/{id}/keys/{key_id}", delete(keys::admin_revoke))
+        .route(
+            "/v1/tenants/{id}/keys/{key_id}/rotate",
+            post(keys::admin_rotate),
+        )
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
 
@@ -205,7 +259,12 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/workers/{id}", delete(jobs::delete_worker))
         .route("/v1/workers/{id}/claim", post(jobs::claim))
+        .route("/v1/keys", get(keys::own_list).post(keys::own_create))
+        .route("/v1/keys/current", get(keys::own_current))
+        .route("/v1/keys/{key_id}", delete(keys::own_revoke))
+        .route("/v1/keys/{key_id}/rotate", post(keys::own_rotate))
         .merge(stack_routes(state))
+        .route_layer(axum::middleware::from_fn(role_guard))
         .route_layer(state.auth().layer())
 }
 

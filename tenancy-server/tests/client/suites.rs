@@ -189,4 +189,36 @@ impl TenantRegistry for Operator {
     async fn revoke_session(&self, o: &SessionOwner, id: &SessionId) -> Result<()> {
         self.http.revoke_session(o, id).await
     }
+    async fn authenticate_caller(
+        &self,
+        id: Option<&TenantId>,
+        s: &Secret,
+    ) -> Result<tenancy_core::Caller> {
+        self.http.authenticate_caller(id, s).await
+    }
+    async fn create_key(
+        &self,
+        t: &TenantId,
+        new: tenancy_core::NewApiKey,
+    ) -> Result<tenancy_core::CreatedApiKey> {
+        self.http.create_key(t, new).await
+    }
+    async fn keys(&self, t: &TenantId) -> Result<Vec<tenancy_core::ApiKey>> {
+        self.http.keys(t).await
+    }
+    async fn revoke_key(
+        &self,
+        t: &TenantId,
+        id: &tenancy_core::KeyId,
+    ) -> Result<tenancy_core::ApiKey> {
+        self.http.revoke_key(t, id).await
+    }
+    async fn rotate_key(
+        &self,
+        t: &TenantId,
+        id: &tenancy_core::KeyId,
+        grace: Duration,
+    ) -> Result<tenancy_core::RotatedApiKey> {
+        self.http.rotate_key(t, id, grace).await
+    }
 }
