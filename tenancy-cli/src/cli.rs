@@ -200,6 +200,126 @@ pub(crate) enum Command {
         "tenancy lock release --stack web --env prod LOCK_ID",
     ))]
     Lock(LockCommand),
+    /// Named API keys of a tenant, with roles and expiry (a tenant's owner;
+    /// admin: `--tenant ID`).
+    #[command(subcommand, arg_required_else_help = true, after_help = examples!(
+        "tenancy key create --name ci --role viewer --expires 30d",
+        "tenancy key list",
+        "tenancy key rotate KEY_ID --grace 1h",
+        "tenancy key revoke KEY_ID --tenant acme            # as the admin",
+    ))]
+    Key(KeyCommand),
+}
+
+/// `tenancy key ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Create a named key (shown once); its role limits what it may do.
+    #[command(after_help = examples!(
+        "tenancy key create --name ci --role viewer               # CI that only reads",
+        "tenancy key create --name alice --role operator --expires 90d",
+        "KEY=\"$(tenancy -o json key create --name deploy --role operator | jq -r .secret)\"",
+    ))]
+    Create(KeyCreateArgs),
+    /// List the keys (id, name, role, the key's prefix and last four, dates).
+    #[command(after_help = examples!("tenancy key list", "tenancy key list --tenant acme   # as the admin"))]
+    List(KeyListArgs),
+    /// Revoke a key at once (the next request with it is refused).
+    #[command(after_help = examples!("tenancy key revoke KEY_ID", "tenancy key revoke KEY_ID --yes"))]
+    Revoke(KeyRevokeArgs),
+    /// Replace a key with a new one of the same name and role (shown once);
+    /// the old one keeps working for the grace period.
+    #[command(after_help = examples!(
+        "tenancy key rotate KEY_ID --grace 1h     # deploy the new key within the hour",
+        "tenancy key rotate KEY_ID                # the old key stops at once",
+    ))]
+    Rotate(KeyRotateArgs),
+}
+
+impl KeyCommand {
+    /// The tenant an admin names with `--tenant` (`None`: the tenant's own keys).
+    pub(crate) fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            KeyCommand::Create(a) => a.tenant.as_ref(),
+            KeyCommand::List(a) => a.tenant.as_ref(),
+            KeyCommand::Revoke(a) => a.tenant.as_ref(),
+            KeyCommand::Rotate(a) => a.tenant.as_ref(),
+        }
+    }
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleArg {
+    /// Reads only: state, stacks, locks, jobs, usage.
+    Viewer,
+    /// Also writes state, takes locks, runs jobs and workers.
+    Operator,
+    /// Also manages the tenant's keys.
+    Owner,
+}
+
+impl From<RoleArg> for tenancy_core::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Viewer => tenancy_core::Role::Viewer,
+            RoleArg::Operator => tenancy_core::Role::Operator,
+            RoleArg::Owner => tenancy_core::Role::Owner,
+        }
+    }
+}
+
+/// `tenancy key create`
+#[derive(Debug, Args)]
+pub(crate) struct KeyCreateArgs {
+    /// Its name: letters, digits, '.', '_', '-' or '@' (e.g. ci, alice@example.com).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// What it may do.
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: RoleArg,
+    /// How long it works (e.g. 12h, 30d; default: until revoked).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub expires: Option<Duration>,
+    /// Admin: create it for this tenant (no tenant secret needed).
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+}
+
+/// `tenancy key list`
+#[derive(Debug, Args)]
+pub(crate) struct KeyListArgs {
+    /// Admin: this tenant's keys.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+}
+
+/// `tenancy key revoke`
+#[derive(Debug, Args)]
+pub(crate) struct KeyRevokeArgs {
+    /// The key's id (`key_...`, from `tenancy key list`).
+    #[arg(value_name = "KEY_ID")]
+    pub id: tenancy_core::KeyId,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Admin: a key of this tenant.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+}
+
+/// `tenancy key rotate`
+#[derive(Debug, Args)]
+pub(crate) struct KeyRotateArgs {
+    /// The key's id (`key_...`, from `tenancy key list`).
+    #[arg(value_name = "KEY_ID")]
+    pub id: tenancy_core::KeyId,
+    /// How long the old key keeps working (e.g. 1h; default 0s: it stops at once).
+    #[arg(long, value_name = "D", default_value = "0s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Admin: a key of this tenant.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
 }
 
 /// `tenancy completions --help`: examples and how to install the script.

@@ -32,10 +32,10 @@ use crate::commands::{Ctx, Services, Target};
 pub use crate::io::Io;
 
 use crate::cli::{
-    AdminCommand, Cli, Command, CompletionShell, LockCommand, LockForceArgs, LockListArgs,
-    OutputFormat, StateCommand, TenantCommand,
+    AdminCommand, Cli, Command, CompletionShell, KeyCommand, LockCommand, LockForceArgs,
+    LockListArgs, OutputFormat, StateCommand, TenantCommand,
 };
-use crate::commands::{admin, lock, session, state, tenant};
+use crate::commands::{admin, key, lock, session, state, tenant};
 use crate::exit::{error_code, exit_code, one_line, CliError, OK};
 use crate::home::{create_private_dir, Home, SessionSlot};
 use crate::io::Cancelled;
@@ -565,6 +565,11 @@ fn session_of(command: &Command) -> Option<SessionSlot> {
         | Command::Lock(LockCommand::ForceUnlock(LockForceArgs {
             tenant: Some(_), ..
         })) => Some(SessionSlot::Admin),
+        Command::Key(k) => Some(if k.tenant().is_some() {
+            SessionSlot::Admin
+        } else {
+            SessionSlot::Tenant
+        }),
         Command::Logout
         | Command::Login(_)
         | Command::Session
@@ -745,6 +750,12 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             LockCommand::Renew(args) => lock::renew(ctx, args).await,
             LockCommand::List(args) => lock::list(ctx, args).await,
             LockCommand::ForceUnlock(args) => lock::force_unlock(ctx, args).await,
+        },
+        Command::Key(command) => match command {
+            KeyCommand::Create(args) => key::create(ctx, args).await,
+            KeyCommand::List(args) => key::list(ctx, args).await,
+            KeyCommand::Revoke(args) => key::revoke(ctx, args).await,
+            KeyCommand::Rotate(args) => key::rotate(ctx, args).await,
         },
     }
 }

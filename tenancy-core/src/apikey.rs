@@ -133,6 +133,13 @@ impl fmt::Display for KeyId {
     }
 }
 
+impl FromStr for KeyId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        KeyId::parse(s)
+    }
+}
+
 impl TryFrom<String> for KeyId {
     type Error = Error;
     fn try_from(s: String) -> Result<Self> {

@@ -4,6 +4,7 @@
 //! commands through a `TenantRegistry`, the same way in both places.
 
 pub(crate) mod admin;
+pub(crate) mod key;
 pub(crate) mod lock;
 pub(crate) mod session;
 pub(crate) mod state;
@@ -394,7 +395,28 @@ impl<'a> Ctx<'a> {
             }
             return Err(e.into());
         }
-        Ok(Box::new(StoreTenant::new(services, tenant)?))
+        // A session opened with a named key: the key must still be usable,
+        // and its role is the session's.
+        let key = match &file.session.key {
+            None => None,
+            Some(kid) => {
+                let key = match services.registry.key(&id, kid).await {
+                    Ok(k) => Some(k),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("checking the API key of the session of tenant {id}")
+                        })
+                    }
+                };
+                file.session.validate_key(key.as_ref(), now)?;
+                key
+            }
+        };
+        Ok(Box::new(StoreTenant::new(
+            services,
+            tenancy_core::Caller { tenant, key },
+        )?))
     }
 
     /// `TENANCY_TENANT` and `TENANCY_SECRET`, when both are set: tenant
@@ -429,12 +451,12 @@ impl<'a> Ctx<'a> {
         };
         match &self.target {
             Target::Store(services) => {
-                let t = services
+                let caller = services
                     .registry
-                    .authenticate(&id, &secret)
+                    .authenticate_caller(Some(&id), &secret)
                     .await
                     .map_err(refused)?;
-                Ok(Box::new(StoreTenant::new(services, t)?))
+                Ok(Box::new(StoreTenant::new(services, caller)?))
             }
             Target::Server(client) => {
                 let credential = TenantCredential::Secret {

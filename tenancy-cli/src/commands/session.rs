@@ -65,8 +65,8 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             Err(mistyped())
         } else {
             match &ctx.target {
-                Target::Store(services) => match services.registry.authenticate(&id, &secret).await {
-                    Ok(t) => Ok((Session::tenant(&t, ctx.now()), None, Some(t))),
+                Target::Store(services) => match services.registry.authenticate_caller(Some(&id), &secret).await {
+                    Ok(c) => Ok((Session::for_caller(&c, ctx.now()), None, Some(c.tenant))),
                     // No registry here at all: most likely --backend was forgotten.
                     Err(Error::Unauthorized { .. } | Error::NotFound { .. })
                         if !services.registry.is_bootstrapped().await.unwrap_or(true) =>
@@ -103,6 +103,7 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         }
     };
     let expires = session.expires_at;
+    let key = session.key.clone();
     ctx.save_session(SessionSlot::Tenant, session, token.as_ref())?;
     let t = match (t, &ctx.target, token) {
         (Some(t), _, _) => t,
@@ -120,12 +121,14 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
         ctx.out().json(&json!({
             "tenant": t.id,
             "expires_at": expires,
+            "key": key,
             "profile": profile,
         }))?;
     } else {
         let l = t.limits();
+        let with = key.map_or_else(String::new, |k| format!(" with API key {k}"));
         ctx.out().line(&format!(
-            "Logged in as tenant {} ({}, plan {}) until {}.",
+            "Logged in as tenant {} ({}, plan {}){with} until {}.",
             t.id,
             t.display_name,
             t.plan.as_str(),

@@ -13,8 +13,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use tenancy_core::apikey::require_role;
 use tenancy_core::{
-    Error, Limits, LockId, LockKey, LockManager, Result, StateBackend, StateKey, Tenant, TenantId,
+    ApiKey, Caller, CreatedApiKey, Error, KeyId, Limits, LockId, LockInfo, LockKey, LockManager,
+    LockRequest, NewApiKey, Result, Role, RotatedApiKey, StateBackend, StateKey, Tenant, TenantId,
     TenantStatus, Usage,
 };
 use tenancy_lock::{holder_fence, LimitedLocks, TenantLocks};
@@ -85,6 +87,14 @@ pub(crate) trait TenantApi: Send + Sync {
     async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written>;
     /// The tenant's locks (keys relative to the tenant).
     fn locks(&self) -> Arc<dyn LockManager>;
+    /// The tenant's named API keys (owner role).
+    async fn keys(&self) -> Result<Vec<ApiKey>>;
+    /// Creates a named key (owner role).
+    async fn create_key(&self, new: NewApiKey) -> Result<CreatedApiKey>;
+    /// Revokes a key (owner role).
+    async fn revoke_key(&self, id: &KeyId) -> Result<ApiKey>;
+    /// Rotates a key; the old one works for `grace` (owner role).
+    async fn rotate_key(&self, id: &KeyId, grace: std::time::Duration) -> Result<RotatedApiKey>;
 }
 
 /// A tenant on the store the CLI opened.
@@ -92,23 +102,41 @@ pub(crate) trait TenantApi: Send + Sync {
 pub(crate) struct StoreTenant {
     services: Services,
     tenant: Tenant,
+    /// The named key the command runs as (`None`: the primary secret).
+    key: Option<ApiKey>,
     stacks: StackStore<TenantScoped<Arc<dyn StateBackend>>>,
     locks: Arc<dyn LockManager>,
 }
 
 impl StoreTenant {
-    /// `tenant` (its session already checked) on `services`' store.
-    pub(crate) fn new(services: &Services, tenant: Tenant) -> anyhow::Result<Self> {
+    /// `caller` (its session or credential already checked) on `services`'
+    /// store. The caller's role is applied here, as the server's role guard
+    /// applies it to its routes: a viewer's lock manager refuses writes.
+    pub(crate) fn new(services: &Services, caller: Caller) -> anyhow::Result<Self> {
+        let Caller { tenant, key } = caller;
         let scoped = TenantScoped::for_tenant(services.backend.clone(), &tenant)
             .with_context(|| format!("scoping the backend to tenant {}", tenant.id))?;
-        let locks: Arc<dyn LockManager> =
+        let mut locks: Arc<dyn LockManager> =
             Arc::new(TenantLocks::new(services.locks.clone(), tenant.id.clone()));
+        if let Some(k) = key.as_ref().filter(|k| !k.role.allows(Role::Operator)) {
+            locks = Arc::new(ReadOnlyLocks {
+                inner: locks,
+                key: k.clone(),
+            });
+        }
         Ok(StoreTenant {
             services: services.clone(),
             tenant,
+            key,
             stacks: StackStore::new(scoped),
             locks,
         })
+    }
+
+    /// `Forbidden` naming the role needed when the caller's is weaker.
+    fn require(&self, needed: Role) -> Result<()> {
+        let held = self.key.as_ref().map_or(Role::Owner, |k| k.role);
+        require_role(held, self.key.as_ref(), needed)
     }
 
     /// The fencing token of the stack's lock that `lock_id` holds; refused
@@ -169,6 +197,7 @@ impl TenantApi for StoreTenant {
         doc: &StateDocument,
         lock_id: Option<LockId>,
     ) -> Result<Written> {
+        self.require(Role::Operator)?;
         let fence = self.fence(stack, env, lock_id).await?;
         let opts = SaveOptions::new(Expected::Latest).fenced(fence);
         self.quota().save(stack, env, doc, opts).await.map(written)
@@ -201,6 +230,7 @@ impl TenantApi for StoreTenant {
         to: u64,
         lock_id: Option<LockId>,
     ) -> Result<Written> {
+        self.require(Role::Operator)?;
         let fence = self.fence(stack, env, lock_id).await?;
         // A damaged state.json cannot say its serial: restore over it instead.
         match self.stacks.current(stack, env).await {
@@ -216,6 +246,7 @@ impl TenantApi for StoreTenant {
     }
 
     async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written> {
+        self.require(Role::Operator)?;
         let fence = self.fence(stack, env, lock_id).await?;
         let opts = SaveOptions::new(Expected::Latest).fenced(fence);
         let (v, _) = self.quota().delete(stack, env, opts).await?;
@@ -224,6 +255,74 @@ impl TenantApi for StoreTenant {
 
     fn locks(&self) -> Arc<dyn LockManager> {
         self.locks.clone()
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.require(Role::Owner)?;
+        self.services.registry.keys(&self.tenant.id).await
+    }
+
+    async fn create_key(&self, new: NewApiKey) -> Result<CreatedApiKey> {
+        self.require(Role::Owner)?;
+        self.services
+            .registry
+            .create_key(&self.tenant.id, new)
+            .await
+    }
+
+    async fn revoke_key(&self, id: &KeyId) -> Result<ApiKey> {
+        self.require(Role::Owner)?;
+        self.services.registry.revoke_key(&self.tenant.id, id).await
+    }
+
+    async fn rotate_key(&self, id: &KeyId, grace: std::time::Duration) -> Result<RotatedApiKey> {
+        self.require(Role::Owner)?;
+        self.services
+            .registry
+            .rotate_key(&self.tenant.id, id, grace)
+            .await
+    }
+}
+
+/// A viewer's locks on a store: listing and inspecting pass, every write
+/// is refused naming the role it needs (the server's role guard does the
+/// same for `/v1/locks`).
+#[derive(Debug)]
+struct ReadOnlyLocks {
+    inner: Arc<dyn LockManager>,
+    key: ApiKey,
+}
+
+impl ReadOnlyLocks {
+    fn refuse<T>(&self) -> Result<T> {
+        Err(require_role(self.key.role, Some(&self.key), Role::Operator)
+            .err()
+            .unwrap_or_else(|| Error::forbidden("this needs the operator role")))
+    }
+}
+
+#[async_trait]
+impl LockManager for ReadOnlyLocks {
+    async fn try_acquire(&self, _: &LockRequest) -> Result<LockInfo> {
+        self.refuse()
+    }
+    async fn acquire(&self, _: &LockRequest, _: std::time::Duration) -> Result<LockInfo> {
+        self.refuse()
+    }
+    async fn renew(&self, _: &LockKey, _: LockId, _: std::time::Duration) -> Result<LockInfo> {
+        self.refuse()
+    }
+    async fn release(&self, _: &LockKey, _: LockId) -> Result<()> {
+        self.refuse()
+    }
+    async fn inspect(&self, key: &LockKey) -> Result<Option<LockInfo>> {
+        self.inner.inspect(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn force_unlock(&self, _: &LockKey, _: LockId) -> Result<()> {
+        self.refuse()
     }
 }
 
@@ -367,5 +466,22 @@ impl TenantApi for ServerTenant {
 
     fn locks(&self) -> Arc<dyn LockManager> {
         Arc::new(self.client.locks())
+    }
+
+    // The server's role guard applies the role to these (403 naming it).
+    async fn keys(&self) -> Result<Vec<ApiKey>> {
+        self.client.keys().await
+    }
+
+    async fn create_key(&self, new: NewApiKey) -> Result<CreatedApiKey> {
+        self.client.create_key(new).await
+    }
+
+    async fn revoke_key(&self, id: &KeyId) -> Result<ApiKey> {
+        self.client.revoke_key(id).await
+    }
+
+    async fn rotate_key(&self, id: &KeyId, grace: std::time::Duration) -> Result<RotatedApiKey> {
+        self.client.rotate_key(id, grace).await
     }
 }
