@@ -204,9 +204,8 @@ pub(crate) enum Command {
     /// admin: `--tenant ID`).
     #[command(subcommand, arg_required_else_help = true, after_help = examples!(
         "tenancy key create --name ci --role viewer --expires 30d",
-        "tenancy key list",
         "tenancy key rotate KEY_ID --grace 1h",
-        "tenancy key revoke KEY_ID --tenant acme            # as the admin",
+        "tenancy key list --tenant acme            # as the admin",
     ))]
     Key(KeyCommand),
 }

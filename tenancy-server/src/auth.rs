@@ -185,6 +185,9 @@ enum Refusal {
     Expired(DateTime<Utc>),
     /// A session opened before a rotation (or admin credential change).
     Rotated(String),
+    /// A named key (or a session opened with one) whose key was revoked or
+    /// expired: the message says which.
+    KeyEnded(String),
 }
 
 impl Refusal {
@@ -194,6 +197,7 @@ impl Refusal {
             Refusal::NoSession(m) => ApiError::unauthorized(m.clone()),
             Refusal::Expired(at) => Error::SessionExpired { expired_at: *at }.into(),
             Refusal::Rotated(t) => Error::CredentialsRotated { tenant: t.clone() }.into(),
+            Refusal::KeyEnded(m) => ApiError::unauthorized(m.clone()),
         }
     }
 
@@ -205,6 +209,14 @@ impl Refusal {
             Error::CredentialsRotated { tenant } => Some(Refusal::Rotated(tenant.clone())),
             _ => None,
         }
+    }
+}
+
+/// The message of an `Unauthorized` refusal (without the "unauthorized:" of its `Display`).
+fn unauthorized_message(e: Error) -> String {
+    match e {
+        Error::Unauthorized { message } => message,
+        e => e.to_string(),
     }
 }
 
@@ -585,6 +597,7 @@ impl TenantAuth {
     pub fn key_changed(&self, key: &ApiKey) {
         let now = self.inner.clock.now();
         let fresh = Arc::new(key.clone());
+        let ended = key.ensure_usable(now).err().map(unauthorized_message);
         let mut gone = Vec::new();
         let mut cache = self.write_cache();
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
@@ -592,15 +605,17 @@ impl TenantAuth {
             if e.key.as_ref().is_none_or(|k| k.id != key.id) {
                 return true;
             }
-            if key.ensure_usable(now).is_err() {
+            if ended.is_some() {
                 gone.push(*d);
                 return false;
             }
             e.key = Some(fresh.clone());
             true
         });
-        for d in gone {
-            self.remember_failure(d);
+        if let Some(message) = ended {
+            for d in gone {
+                self.remember(d, Refusal::KeyEnded(message.clone()));
+            }
         }
         drop(cache);
     }
@@ -694,8 +709,9 @@ impl TenantAuth {
             let now = self.inner.clock.now();
             if let Err(e) = key.ensure_usable(now) {
                 self.write_cache().remove(&d);
-                self.remember_failure(d);
-                return Err(ApiError::from(e).into());
+                let refusal = Refusal::KeyEnded(unauthorized_message(e));
+                self.remember(d, refusal.clone());
+                return Err(refusal.error().into());
             }
             self.touch(&entry.tenant.id, &key.id);
         }
@@ -920,8 +936,9 @@ impl TenantAuth {
                     Ok(()) => Some(Arc::new(k)),
                     Err(e) => {
                         self.write_cache().remove(&d);
-                        self.remember_failure(d);
-                        return Err(e.into());
+                        let refusal = Refusal::KeyEnded(unauthorized_message(e));
+                        self.remember(d, refusal.clone());
+                        return Err(refusal.error());
                     }
                 },
                 Err(Error::NotFound { .. }) => {

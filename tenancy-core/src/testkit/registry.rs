@@ -1746,6 +1746,30 @@ pub async fn api_keys(registry: &dyn TenantRegistry, _: Option<&ManualClock>) ->
         "an expiry in the past",
     );
 
+    // Eight racing creates of one name: the key set's one compare-and-swap
+    // lets exactly one through.
+    let racing = join_all((0..8).map(|_| {
+        registry.create_key(
+            &id,
+            NewApiKey {
+                name: "race".into(),
+                role: Role::Viewer,
+                expires_at: None,
+            },
+        )
+    }))
+    .await;
+    let won = racing.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "racing creates of one name: {racing:?}");
+    for r in &racing {
+        if let Err(e) = r {
+            assert_eq!(
+                kind(e),
+                "AlreadyExists",
+                "a racing create failed otherwise: {e}"
+            );
+        }
+    }
     let revoked = registry.revoke_key(&id, &ci.key.id).await.expect("revoke");
     assert!(revoked.revoked_at.is_some());
     let e = expect_kind(
@@ -1791,7 +1815,13 @@ pub async fn api_keys(registry: &dyn TenantRegistry, _: Option<&ManualClock>) ->
         .collect();
     assert_eq!(
         statuses,
-        [KeyStatus::Revoked, KeyStatus::Active, KeyStatus::Active]
+        [
+            KeyStatus::Revoked,
+            KeyStatus::Active,
+            KeyStatus::Active,
+            KeyStatus::Active
+        ],
+        "ci (revoked), deploy, race, the new ci"
     );
     Outcome::Passed
 }

@@ -10,6 +10,7 @@ mod common;
 mod admin;
 mod auth;
 mod jobs;
+mod keys;
 mod limits;
 mod locks;
 mod open;
