@@ -5,7 +5,10 @@
 //!
 //! Run: `cargo bench -p tenancy-benches --bench middleware`.
 //!
-//! - `authenticate_cache_hit`: `TenantAuth::authenticate` alone.
+//! - `authenticate_cache_hit`: `TenantAuth::authenticate` alone, with the
+//!   tenant's primary secret; `authenticate_cache_hit_named_key` the same
+//!   with a named API key, and `..._expiring` with a key that has an
+//!   expiry (checked against the clock on every request).
 //! - `bare_router` vs `authed_router`: the same handler without and with
 //!   `TenantAuth::layer()`; the difference is the layer's whole cost.
 //! - `authed_router_no_ratelimit`: the layer with rate limiting off.
@@ -66,8 +69,35 @@ fn bench(c: &mut Criterion) {
             ..LimitOverrides::default()
         };
         let created = registry.create(new).await.expect("create");
-        (registry, created.secret.expose().to_string())
+        let mut named = Vec::new();
+        for (name, expires_at) in [
+            ("bench", None),
+            (
+                "bench-expiring",
+                Some(
+                    tenancy_core::Clock::now(&SystemClock)
+                        + tenancy_core::clock::chrono_duration(std::time::Duration::from_secs(
+                            86_400,
+                        )),
+                ),
+            ),
+        ] {
+            let key = registry
+                .create_key(
+                    &created.tenant.id,
+                    tenancy_core::NewApiKey {
+                        name: name.into(),
+                        role: tenancy_core::Role::Viewer,
+                        expires_at,
+                    },
+                )
+                .await
+                .expect("a named key");
+            named.push(key.secret.expose().to_string());
+        }
+        (registry, (created.secret.expose().to_string(), named))
     });
+    let (key, named) = key;
     let auth = TenantAuth::new(registry.clone());
     let auth_no_rate = TenantAuth::with_config(
         registry,
@@ -88,11 +118,13 @@ fn bench(c: &mut Criterion) {
     let passthru = Router::new()
         .route("/x", get(handler))
         .route_layer(from_fn(passthrough));
-    // Warm the caches (the one bcrypt per layer).
+    // Warm the caches (the one bcrypt per layer and key).
     rt.block_on(async {
         for app in [&authed, &authed_no_rate] {
-            let res = app.clone().oneshot(request(&key)).await.expect("call");
-            assert_eq!(res.status(), 200);
+            for k in std::iter::once(&key).chain(&named) {
+                let res = app.clone().oneshot(request(k)).await.expect("call");
+                assert_eq!(res.status(), 200);
+            }
         }
     });
 
@@ -103,6 +135,17 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { auth.authenticate(&headers).await.expect("authorized") })
     });
+    for (name, k) in [
+        ("authenticate_cache_hit_named_key", &named[0]),
+        ("authenticate_cache_hit_named_key_expiring", &named[1]),
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_str(k).expect("header"));
+        g.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| async { auth.authenticate(&h).await.expect("authorized") })
+        });
+    }
     for (name, app) in [
         ("bare_router", &bare),
         ("passthrough_layer", &passthru),
@@ -120,8 +163,8 @@ fn bench(c: &mut Criterion) {
     for a in [&auth, &auth_no_rate] {
         assert_eq!(
             a.stats().verifications.load(Ordering::Relaxed),
-            1,
-            "bcrypt ran once, on the warm-up"
+            3,
+            "bcrypt ran once per key, on the warm-up"
         );
     }
 }

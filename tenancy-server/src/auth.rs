@@ -48,6 +48,33 @@
 //!   refresh interval (any tenant change made through this server forgets
 //!   these at once).
 //!
+//! # Named API keys
+//!
+//! A named key (`tenancy_core::apikey`) is presented like the secret and
+//! cached the same way; a miss checks it with the registry's
+//! `authenticate_caller` (the index entry, the tenant record and the key
+//! set, one bcrypt) and the entry keeps the key's record. Then:
+//!
+//! - its expiry is checked on every request, against the clock;
+//! - a revocation or rotation made through this server
+//!   ([`TenantAuth::key_changed`], called by the watched registry) drops
+//!   its entries (and those of sessions opened with it) or gives them the
+//!   new `expires_at`, so a revoked key is never served from the cache; a
+//!   refused key is remembered with its reason for `negative_ttl`;
+//! - a stale entry re-reads the key with the tenant record (no bcrypt), so
+//!   a change made elsewhere applies within the refresh interval;
+//! - a rotation of the primary secret does not touch a key's entries (it
+//!   ends sessions, also those opened with keys);
+//! - `last_used_at` is marked when a key is verified or its entry refreshed
+//!   (so within the refresh interval of its last use), and written at most
+//!   once per key per minute per replica, in its own task (the registry
+//!   writes nothing when the stored mark is that recent): the cache-hit
+//!   path neither writes nor does any work for it;
+//! - the rate-limit bucket is the tenant's, so all of its keys share it.
+//!
+//! The request's role (the key's, else owner) is in
+//! [`AuthenticatedTenant::role`]; the role guard of the routes applies it.
+//!
 //! # Session tokens
 //!
 //! A tenant session token (`tns_<tenant>_<random>`, issued by `POST
@@ -704,16 +731,15 @@ impl TenantAuth {
                 return Err(refusal.error().into());
             }
         }
-        if let Some(key) = &entry.key {
-            // Expiry on every request, from the cached record.
-            let now = self.inner.clock.now();
-            if let Err(e) = key.ensure_usable(now) {
+        // A key's expiry on every request, from the cached record (a revoked
+        // key has no entry).
+        if let Some(key) = entry.key.as_ref().filter(|k| k.expires_at.is_some()) {
+            if let Err(e) = key.ensure_usable(self.inner.clock.now()) {
                 self.write_cache().remove(&d);
                 let refusal = Refusal::KeyEnded(unauthorized_message(e));
                 self.remember(d, refusal.clone());
                 return Err(refusal.error().into());
             }
-            self.touch(&entry.tenant.id, &key.id);
         }
         let session = entry.session.map(|m| m.id);
         let key = entry.key;
@@ -893,6 +919,9 @@ impl TenantAuth {
                 Err(e) => return Err(self.session_refused(d, e, started)),
             };
             let (tenant, mark, key) = session_parts(auth)?;
+            if let Some(k) = &key {
+                self.touch(&tenant.id, &k.id);
+            }
             if let Some(entry) =
                 self.insert_unless_changed(d, &tenant, started, Some(mark.clone()), key.clone())
             {
@@ -973,6 +1002,12 @@ impl TenantAuth {
         key: Option<Arc<ApiKey>>,
         mut started: u64,
     ) -> Result<Entry, ApiError> {
+        // A verified or refreshed key was used now: its last-use mark is
+        // due at most once a minute (so the cache-hit path writes nothing
+        // and does no extra work for it).
+        if let Some(k) = &key {
+            self.touch(&tenant.id, &k.id);
+        }
         const ATTEMPTS: usize = 3;
         for _ in 0..ATTEMPTS {
             if let Some(entry) = self.insert_unless_changed(d, &tenant, started, None, key.clone())

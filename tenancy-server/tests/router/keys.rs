@@ -325,3 +325,38 @@ async fn bad_key_requests_are_refused_with_clear_errors_and_change_nothing() {
     let a = h.client(&secret).get("/v1/keys").await.expect(200);
     assert_eq!(a.json()["keys"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn last_use_is_recorded_without_a_store_write_per_request() {
+    let h = harness().await;
+    h.create_tenant("acme", json!({"plan": "enterprise"})).await;
+    let (_, key) = admin_key(&h, "acme", "ci", "viewer").await;
+    let set = StateKey::new("registry-apikeys/acme.yaml").unwrap();
+    let before = h.backend.get(&set).await.unwrap().unwrap().version;
+    h.client(&key).get("/v1/tenant").await.expect(200);
+    // The mark is written in its own task: wait for it.
+    let mut marked = None;
+    for _ in 0..200 {
+        let a = h
+            .admin("GET", "/v1/tenants/acme/keys", Value::Null)
+            .await
+            .expect(200);
+        if let Some(at) = a.json()["keys"][0]["last_used_at"].as_str() {
+            marked = Some(at.to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(marked.is_some(), "the first use was never recorded");
+    let after_first = h.backend.get(&set).await.unwrap().unwrap().version;
+    assert_ne!(before, after_first, "the first use wrote the mark");
+    for _ in 0..50 {
+        h.client(&key).get("/v1/tenant").await.expect(200);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_many = h.backend.get(&set).await.unwrap().unwrap().version;
+    assert_eq!(
+        after_first, after_many,
+        "50 more uses within a minute wrote the key set"
+    );
+}
