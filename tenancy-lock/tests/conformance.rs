@@ -138,6 +138,28 @@ mod store_manager_on_local_files_through_tenant_locks {
     });
 }
 
+async fn postgres() -> Option<Arc<dyn StateBackend>> {
+    tenancy_state::testing::postgres_backend_or_skip("tenancy-lock conformance on postgres").await
+}
+
+mod store_manager_on_postgres {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let backend = postgres().await?;
+        Some(LockFixture::new(store(backend, &clock), clock))
+    });
+}
+
+mod store_manager_on_postgres_through_tenant_locks {
+    use super::*;
+    tenancy_core::lock_suite!(async {
+        let clock = ManualClock::starting_now();
+        let inner = Arc::new(store(postgres().await?, &clock));
+        Some(beside_acme(inner, clock).await)
+    });
+}
+
 mod store_manager_on_s3 {
     use super::*;
     tenancy_core::lock_suite!(async {

@@ -30,6 +30,8 @@ pub mod doctor;
 mod local;
 pub mod migrate;
 mod object;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod prefix;
 pub mod registry;
 pub mod scoped;
@@ -109,7 +111,10 @@ impl Store {
 ///   the `AWS_*` variables (see `S3Config::from_env`, feature `s3`);
 ///   conditional writes are checked before the first conditional write
 ///   ([`Probe::Lazy`]). Without feature `s3` this gives
-///   [`Error::NotImplemented`] saying to build with `--features s3`.
+///   [`Error::NotImplemented`] saying to build with `--features s3`;
+/// - `postgres://user@host[:port]/db[?schema=...]`: a PostgreSQL database
+///   (`postgres::PostgresBackend`, feature `postgres`; the password from
+///   `PGPASSWORD` or `~/.pgpass`, never the URL).
 ///
 /// A malformed URL or an unknown scheme gives [`Error::InvalidInput`]. A URL
 /// with credentials in it (`s3://key:secret@bucket`) is refused without
@@ -130,6 +135,10 @@ pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
         return Err(Error::invalid(
             "backend URL is empty; use memory://, file:///path or s3://bucket/prefix",
         ));
+    }
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return open_postgres(url).await;
     }
     if has_userinfo(url) {
         return Err(Error::invalid(
@@ -162,6 +171,21 @@ pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
              use memory://, file:///path or s3://bucket/prefix"
         ))),
     }
+}
+
+/// `postgres://user@host/db`: the database (feature `postgres`).
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Store> {
+    Ok(Store::Other(Arc::new(
+        postgres::PostgresBackend::open(url).await?,
+    )))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Store> {
+    Err(Error::not_implemented(
+        "postgres:// backends: this build of tenancy has no PostgreSQL support (build with --features postgres)",
+    ))
 }
 
 /// The directory of a `file://` URL: `file:///abs` is absolute (percent

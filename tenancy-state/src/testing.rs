@@ -1,8 +1,8 @@
-//! Test support for this and other crates' tests: an S3 backend on the test
-//! server, or a loud skip.
+//! Test support for this and other crates' tests: an S3 backend or a
+//! PostgreSQL database on the test servers, or a loud skip.
 //!
 //! This is the one module of the crate that prints: it reports skipped tests
-//! on stderr so that a missing S3 server is never silent.
+//! on stderr so that a missing S3 or PostgreSQL server is never silent.
 
 use std::sync::Arc;
 
@@ -95,4 +95,69 @@ async fn connect(test: &str, bucket: &str) -> Option<crate::Store> {
 async fn connect(test: &str, _bucket: &str) -> Option<crate::Store> {
     // test_bucket already refused: without the feature it never returns a bucket.
     skip_or_panic(test, "tenancy-state was built without feature `s3`")
+}
+
+/// True when a missing PostgreSQL server must fail the test instead of
+/// skipping it (`TENANCY_REQUIRE_POSTGRES=1` or `CI=true`).
+pub fn postgres_required() -> bool {
+    std::env::var("TENANCY_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A `postgres://` URL on the test server (`TENANCY_TEST_POSTGRES_URL`, else
+/// `DATABASE_URL`) with a fresh schema (`t_<uuid>`), for tests that start a
+/// binary on it; without one it prints `SKIPPED <test>: no PostgreSQL
+/// server (run scripts/test.sh)` and returns `None`, or panics when
+/// PostgreSQL is required ([`postgres_required`]) or the crate was built
+/// without feature `postgres`.
+pub fn postgres_url_or_skip(test: &str) -> Option<String> {
+    let base = std::env::var("TENANCY_TEST_POSTGRES_URL")
+        .ok()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"));
+    let why = match (&base, cfg!(feature = "postgres")) {
+        (Some(_), true) => None,
+        (Some(_), false) => Some(
+            "tenancy-state was built without feature `postgres` (build with --features postgres)",
+        ),
+        (None, _) => Some("TENANCY_TEST_POSTGRES_URL (or DATABASE_URL) is not set"),
+    };
+    if let Some(why) = why {
+        if postgres_required() {
+            panic!(
+                "{test}: PostgreSQL is required (TENANCY_REQUIRE_POSTGRES=1 or CI=true) but {why}; \
+                 run scripts/test.sh"
+            );
+        }
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: no PostgreSQL server (run scripts/test.sh): {why}"
+        );
+        return None;
+    }
+    let base = base?;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{sep}schema=t_{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// A PostgreSQL backend on the test server in a fresh schema, or a loud
+/// skip exactly as [`postgres_url_or_skip`]; panics when the server is
+/// configured but cannot be used.
+#[cfg(feature = "postgres")]
+pub async fn postgres_backend_or_skip(test: &str) -> Option<Arc<dyn StateBackend>> {
+    Some(Arc::new(postgres_or_skip(test).await?))
+}
+
+/// Like [`postgres_backend_or_skip`], keeping the concrete type.
+#[cfg(feature = "postgres")]
+pub async fn postgres_or_skip(test: &str) -> Option<crate::postgres::PostgresBackend> {
+    let url = postgres_url_or_skip(test)?;
+    match crate::postgres::PostgresBackend::open(&url).await {
+        Ok(b) => Some(b),
+        Err(e) => panic!("{test}: the PostgreSQL test server is configured but unusable: {e}"),
+    }
 }

@@ -127,3 +127,21 @@ async fn open_s3_url_probes_and_works() {
         "the probe object is not listed and the prefix is stripped"
     );
 }
+
+/// PostgreSQL in a fresh schema, or a loud skip (a failure in CI).
+#[cfg(feature = "postgres")]
+async fn postgres() -> Option<Arc<dyn StateBackend>> {
+    testing::postgres_backend_or_skip("conformance::postgres").await
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    tenancy_core::state_suite!(strict: postgres());
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_scoped {
+    use super::*;
+    tenancy_core::state_suite!(strict: async { postgres().await.map(scoped) });
+}

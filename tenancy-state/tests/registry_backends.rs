@@ -151,3 +151,21 @@ async fn s3_half_written_record() {
         half_written(b).await;
     }
 }
+
+/// The registry suite, one test per check, on PostgreSQL (each check in a fresh schema).
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    tenancy_core::registry_suite!(strict: async {
+        let b = testing::postgres_backend_or_skip("registry suite on postgres").await?;
+        Some(fixture(b))
+    });
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_quota_race() {
+    if let Some(b) = testing::postgres_backend_or_skip("postgres_quota_race").await {
+        quota_race(b).await;
+    }
+}

@@ -1,0 +1,634 @@
+//! `PostgresBackend`: the `StateBackend` on a PostgreSQL database (feature
+//! `postgres`), so the registry, stack state, locks, sessions, keys and the
+//! audit trail live in the database a team already runs.
+//!
+//! # URL
+//!
+//! `postgres://user@host[:port]/db[?schema=NAME&sslmode=disable|prefer|require&pool_size=N&pool_timeout=SECS&connect_timeout=SECS]`
+//! (`postgresql://` too). A password never sits in the URL (one that does
+//! is refused without being echoed): it comes from `PGPASSWORD`, else the
+//! `~/.pgpass` file (or `PGPASSFILE`), matched by host, port, database and
+//! user as libpq does. Every message names the URL without a password.
+//! `schema` (default `tenancy`; `[a-z_][a-z0-9_]*`, at most 63 bytes) keeps
+//! several stores apart in one database. TLS is rustls (ring) with the
+//! platform's certificate verifier: `sslmode=require` insists on it,
+//! `prefer` (the default, as in libpq) uses it when the server offers it,
+//! `disable` never does.
+//!
+//! # Schema
+//!
+//! ```text
+//! <schema>.objects  (key TEXT COLLATE "C" PRIMARY KEY, bytes BYTEA, version BIGINT, updated TIMESTAMPTZ)
+//! <schema>.versions a sequence: every write takes the next number as the object's version
+//! <schema>.meta     (name, value): schema_version = 1
+//! ```
+//!
+//! Created on first use by any process, idempotently (one transaction under
+//! a transaction-scoped advisory lock, so two processes starting at once do
+//! not both create it), and its version checked: a newer schema than this
+//! build knows is refused rather than misread.
+//!
+//! # Operations: each one statement, atomic without locks or transactions
+//!
+//! - `get`: one `SELECT` by primary key.
+//! - `put Create`: `INSERT ... ON CONFLICT DO NOTHING RETURNING version`:
+//!   no row means the key exists (`AlreadyExists`). Of two creates exactly
+//!   one inserts.
+//! - `put Update(v)`: `UPDATE ... WHERE key = $1 AND version = $2
+//!   RETURNING version`: no row means another write came first (or the
+//!   object is gone): `Precondition`. Versions come from one sequence, so a
+//!   version never repeats and there is no ABA.
+//! - `put Overwrite`: `INSERT ... ON CONFLICT DO UPDATE`.
+//! - `delete IfVersion(v)`: `DELETE ... WHERE key = $1 AND version = $2`;
+//!   `delete Any` by key only.
+//! - `list(prefix)`: keyset pagination in key order (`key > last ORDER BY
+//!   key LIMIT 500`, never `OFFSET`) over the range `[prefix/, prefix0)`
+//!   (`0` follows `/` in byte order; the column collates as bytes), so a
+//!   `_` or `%` in a key is just a character (no `LIKE`). A page is one
+//!   statement on a pooled connection, so a long listing holds no
+//!   connection between pages.
+//!
+//! # Pool and failures
+//!
+//! A deadpool pool of at most `pool_size` connections (default 16). A
+//! request that finds it full waits up to `pool_timeout` (default 10 s),
+//! then fails with a `Backend` error saying the pool is exhausted; a
+//! database that cannot be reached fails within `connect_timeout` (default
+//! 5 s) naming the URL. Both are temporary (`Error::is_temporary`): the
+//! server answers 503, the CLI prints one line. A statement that fails
+//! midway changes nothing (each is atomic), so a database restarted in the
+//! middle of a run leaves no half-written object.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::stream::{self, BoxStream, StreamExt};
+use tenancy_core::{
+    Capabilities, DeleteMode, Error, ListEntry, Object, PutMode, Result, StateBackend, StateKey,
+    Version,
+};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::Config;
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// The default schema name.
+pub const DEFAULT_SCHEMA: &str = "tenancy";
+const DEFAULT_POOL_SIZE: usize = 16;
+const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const PAGE: i64 = 500;
+
+/// What a `postgres://` URL says, with our own parameters taken out.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// The connection settings (password from the environment, never the URL).
+    pub pg: Config,
+    /// The schema.
+    pub schema: String,
+    /// The most pooled connections.
+    pub pool_size: usize,
+    /// How long a request waits for a free connection.
+    pub pool_timeout: Duration,
+    /// The URL as messages show it (no password).
+    pub shown: String,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.shown)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(shown: &str, what: impl fmt::Display) -> Error {
+    Error::invalid(format!("backend URL {shown}: {what}"))
+}
+
+/// Checks a schema name: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+pub fn validate_schema(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "schema \"{}\" must be 1 to 63 of a-z 0-9 _, not starting with a digit",
+            name.chars().take(80).collect::<String>().escape_debug()
+        )))
+    }
+}
+
+impl PostgresConfig {
+    /// Parses a `postgres://` URL (see the module docs). The password comes
+    /// from `PGPASSWORD` or the password file, never from the URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("backend URL is not a postgres:// URL: {e}")))?;
+        let mut shown = parsed.clone();
+        let _ = shown.set_password(None);
+        shown.set_query(None);
+        let shown = shown.to_string();
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(&shown, "the scheme is not postgres://"));
+        }
+        if parsed.password().is_some() {
+            return Err(invalid(
+                &shown,
+                "a password must not sit in the URL; set PGPASSWORD or use a password file (~/.pgpass)",
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(&shown, "it names no host"));
+        }
+        let mut schema = DEFAULT_SCHEMA.to_string();
+        let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut pool_timeout = DEFAULT_POOL_TIMEOUT;
+        let mut passed = url::form_urlencoded::Serializer::new(String::new());
+        let mut connect_timeout = None;
+        for (k, v) in parsed.query_pairs() {
+            match k.as_ref() {
+                "schema" => schema = v.to_string(),
+                "pool_size" => {
+                    pool_size = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| invalid(&shown, "pool_size must be 1 to 1024"))?
+                }
+                "pool_timeout" => {
+                    pool_timeout = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=3600).contains(n))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            invalid(&shown, "pool_timeout must be 1 to 3600 seconds")
+                        })?
+                }
+                "connect_timeout" => {
+                    connect_timeout = Some(
+                        v.parse::<u64>()
+                            .ok()
+                            .filter(|n| (1..=3600).contains(n))
+                            .ok_or_else(|| {
+                                invalid(&shown, "connect_timeout must be 1 to 3600 seconds")
+                            })?,
+                    );
+                }
+                "sslmode" | "application_name" | "options" | "target_session_attrs" => {
+                    passed.append_pair(&k, &v);
+                }
+                other => {
+                    return Err(invalid(
+                        &shown,
+                        format!(
+                            "unknown parameter \"{}\" (known: schema, sslmode, pool_size, pool_timeout, connect_timeout, application_name)",
+                            other.chars().take(40).collect::<String>().escape_debug()
+                        ),
+                    ))
+                }
+            }
+        }
+        validate_schema(&schema).map_err(|e| invalid(&shown, e))?;
+        let mut base = parsed.clone();
+        let query = passed.finish();
+        base.set_query((!query.is_empty()).then_some(query.as_str()));
+        let mut pg = Config::from_str(base.as_str()).map_err(|e| invalid(&shown, e))?;
+        pg.connect_timeout(
+            connect_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        );
+        if pg.get_user().is_none_or(str::is_empty) {
+            let user = std::env::var("PGUSER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        &shown,
+                        "it names no user (postgres://USER@host/db) and PGUSER is not set",
+                    )
+                })?;
+            pg.user(&user);
+        }
+        if let Some(password) = password_for(&parsed, pg.get_user().unwrap_or_default()) {
+            pg.password(password);
+        }
+        Ok(PostgresConfig {
+            pg,
+            schema,
+            pool_size,
+            pool_timeout,
+            shown,
+        })
+    }
+}
+
+/// `PGPASSWORD`, else the first matching line of the password file
+/// (`PGPASSFILE`, else `~/.pgpass`): `host:port:database:user:password`,
+/// `*` matching anything, `\:` and `\\` escaped, as libpq reads it.
+fn password_for(url: &url::Url, user: &str) -> Option<String> {
+    if let Some(p) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
+        return Some(p);
+    }
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().unwrap_or(5432).to_string();
+    let db = url.path().trim_start_matches('/');
+    let db = if db.is_empty() { user } else { db };
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .find_map(|line| {
+            let fields = pgpass_fields(line);
+            let [h, p, d, u, pw] = fields.as_slice() else {
+                return None;
+            };
+            let m = |field: &str, value: &str| field == "*" || field == value;
+            (m(h, host) && m(p, &port) && m(d, db) && m(u, user)).then(|| pw.clone())
+        })
+}
+
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(n), Some(f)) = (chars.next(), fields.last_mut()) {
+                    f.push(n);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// The `StateBackend` on PostgreSQL. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pool: Pool,
+    schema: Arc<str>,
+    shown: Arc<str>,
+    sql: Arc<Statements>,
+}
+
+impl fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("url", &self.shown)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The statements, with the schema in them (quoted; it was validated).
+struct Statements {
+    get: String,
+    create: String,
+    update: String,
+    overwrite: String,
+    delete_any: String,
+    delete_if: String,
+    list_all: String,
+    list_range: String,
+}
+
+impl Statements {
+    fn new(schema: &str) -> Self {
+        let t = format!("\"{schema}\".objects");
+        let seq = format!("nextval('\"{schema}\".versions')");
+        Statements {
+            get: format!("SELECT bytes, version FROM {t} WHERE key = $1"),
+            create: format!(
+                "INSERT INTO {t} (key, bytes, version, updated) VALUES ($1, $2, {seq}, now()) \
+                 ON CONFLICT (key) DO NOTHING RETURNING version"
+            ),
+            update: format!(
+                "UPDATE {t} SET bytes = $2, version = {seq}, updated = now() \
+                 WHERE key = $1 AND version = $3 RETURNING version"
+            ),
+            overwrite: format!(
+                "INSERT INTO {t} (key, bytes, version, updated) VALUES ($1, $2, {seq}, now()) \
+                 ON CONFLICT (key) DO UPDATE SET bytes = EXCLUDED.bytes, version = EXCLUDED.version, \
+                 updated = EXCLUDED.updated RETURNING version"
+            ),
+            delete_any: format!("DELETE FROM {t} WHERE key = $1"),
+            delete_if: format!("DELETE FROM {t} WHERE key = $1 AND version = $2"),
+            list_all: format!(
+                "SELECT key, octet_length(bytes)::BIGINT, updated FROM {t} \
+                 WHERE key > $1 ORDER BY key LIMIT $2"
+            ),
+            list_range: format!(
+                "SELECT key, octet_length(bytes)::BIGINT, updated FROM {t} \
+                 WHERE key > $1 AND key < $3 ORDER BY key LIMIT $2"
+            ),
+        }
+    }
+}
+
+fn parse_version(v: &Version) -> Option<i64> {
+    v.0.parse().ok()
+}
+
+impl PostgresBackend {
+    /// Connects to the database of `url` (see the module docs), creating or
+    /// checking the schema.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::connect(PostgresConfig::from_url(url)?).await
+    }
+
+    /// Connects with a parsed configuration.
+    pub async fn connect(config: PostgresConfig) -> Result<Self> {
+        let PostgresConfig {
+            pg,
+            schema,
+            pool_size,
+            pool_timeout,
+            shown,
+        } = config;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if pg.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+        } else {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            use rustls_platform_verifier::ConfigVerifierExt as _;
+            let tls = rustls::ClientConfig::with_platform_verifier().map_err(|e| {
+                Error::backend("postgres", format!("{shown}: cannot set up TLS: {e}"))
+            })?;
+            Manager::from_config(
+                pg,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                manager_config,
+            )
+        };
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .wait_timeout(Some(pool_timeout))
+            .create_timeout(Some(pool_timeout))
+            .recycle_timeout(Some(pool_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::backend("postgres", format!("{shown}: {e}")))?;
+        let backend = PostgresBackend {
+            pool,
+            sql: Arc::new(Statements::new(&schema)),
+            schema: schema.into(),
+            shown: shown.into(),
+        };
+        backend.ensure_schema().await?;
+        Ok(backend)
+    }
+
+    /// The URL as messages show it (no password).
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The pool (for tests of its limits).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn fail(&self, what: &str, e: impl fmt::Display) -> Error {
+        Error::backend("postgres", format!("{} ({what}): {e}", self.shown))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Timeout(_) => self.fail(
+                "connection pool",
+                format!(
+                    "no free connection within the pool timeout (all {} in use); retry, or raise pool_size",
+                    self.pool.status().max_size
+                ),
+            ),
+            e => self.fail("cannot connect", e),
+        })
+    }
+
+    async fn ensure_schema(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let s = &*self.schema;
+        let check = format!("SELECT value FROM \"{s}\".meta WHERE name = 'schema_version'");
+        let found = match client.query_opt(&check, &[]).await {
+            Ok(row) => row.map(|r| r.get::<_, String>(0)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
+            Err(e) => return Err(self.fail("reading the schema version", e)),
+        };
+        let found = match found {
+            Some(v) => v,
+            None => {
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(|e| self.fail("creating the schema", e))?;
+                let create = format!(
+                    "SELECT pg_advisory_xact_lock(hashtext('tenancy-schema:{s}')); \
+                     CREATE SCHEMA IF NOT EXISTS \"{s}\"; \
+                     CREATE TABLE IF NOT EXISTS \"{s}\".objects (\
+                       key TEXT COLLATE \"C\" PRIMARY KEY, \
+                       bytes BYTEA NOT NULL, \
+                       version BIGINT NOT NULL, \
+                       updated TIMESTAMPTZ NOT NULL DEFAULT now()); \
+                     CREATE SEQUENCE IF NOT EXISTS \"{s}\".versions; \
+                     CREATE TABLE IF NOT EXISTS \"{s}\".meta (name TEXT PRIMARY KEY, value TEXT NOT NULL); \
+                     INSERT INTO \"{s}\".meta (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') \
+                       ON CONFLICT (name) DO NOTHING;"
+                );
+                tx.batch_execute(&create)
+                    .await
+                    .map_err(|e| self.fail("creating the schema", e))?;
+                let v: String = tx
+                    .query_one(&check, &[])
+                    .await
+                    .map_err(|e| self.fail("reading the schema version", e))?
+                    .get(0);
+                tx.commit()
+                    .await
+                    .map_err(|e| self.fail("creating the schema", e))?;
+                v
+            }
+        };
+        match found.parse::<i64>() {
+            Ok(SCHEMA_VERSION) => Ok(()),
+            Ok(n) if n > SCHEMA_VERSION => Err(Error::not_implemented(format!(
+                "{}: schema \"{s}\" is at version {n}, newer than this build of tenancy knows ({SCHEMA_VERSION}); upgrade tenancy",
+                self.shown
+            ))),
+            _ => Err(Error::Corrupt {
+                what: format!("{}: schema \"{s}\"", self.shown),
+                message: format!("schema_version is {found:?}"),
+            }),
+        }
+    }
+
+    async fn page(&self, after: &str, upper: Option<&str>) -> Result<Vec<ListEntry>> {
+        let client = self.client().await?;
+        let rows = match upper {
+            None => client.query(&self.sql.list_all, &[&after, &PAGE]).await,
+            Some(hi) => {
+                client
+                    .query(&self.sql.list_range, &[&after, &PAGE, &hi])
+                    .await
+            }
+        }
+        .map_err(|e| self.fail("list", e))?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.get(0);
+                let size: i64 = r.get(1);
+                let updated: DateTime<Utc> = r.get(2);
+                Ok(ListEntry {
+                    key: StateKey::new(key)?,
+                    size: size.max(0) as u64,
+                    last_modified: Some(updated),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl StateBackend for PostgresBackend {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&self.sql.get, &[&key.as_str()])
+            .await
+            .map_err(|e| self.fail("get", e))?;
+        Ok(row.map(|r| {
+            let bytes: Vec<u8> = r.get(0);
+            let version: i64 = r.get(1);
+            Object {
+                bytes: Bytes::from(bytes),
+                version: Version(version.to_string()),
+            }
+        }))
+    }
+
+    async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
+        let client = self.client().await?;
+        let k = key.as_str();
+        let v: &[u8] = &value;
+        let row = match &mode {
+            PutMode::Create => client.query_opt(&self.sql.create, &[&k, &v]).await,
+            PutMode::Overwrite => client.query_opt(&self.sql.overwrite, &[&k, &v]).await,
+            PutMode::Update(want) => match parse_version(want) {
+                // A version no write of this store made can never match.
+                None => Ok(None),
+                Some(want) => client.query_opt(&self.sql.update, &[&k, &v, &want]).await,
+            },
+        }
+        .map_err(|e| self.fail("put", e))?;
+        match (row, &mode) {
+            (Some(r), _) => Ok(Version(r.get::<_, i64>(0).to_string())),
+            (None, PutMode::Create) => Err(Error::already_exists(format!("key {key}"))),
+            (None, PutMode::Update(want)) => Err(Error::precondition(format!(
+                "key {key} is no longer at version {want}"
+            ))),
+            (None, PutMode::Overwrite) => Err(self.fail("put", "the write returned no version")),
+        }
+    }
+
+    async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
+        let client = self.client().await?;
+        let k = key.as_str();
+        match &mode {
+            DeleteMode::Any => {
+                client
+                    .execute(&self.sql.delete_any, &[&k])
+                    .await
+                    .map_err(|e| self.fail("delete", e))?;
+                Ok(())
+            }
+            DeleteMode::IfVersion(want) => {
+                let n = match parse_version(want) {
+                    None => 0,
+                    Some(want) => client
+                        .execute(&self.sql.delete_if, &[&k, &want])
+                        .await
+                        .map_err(|e| self.fail("delete", e))?,
+                };
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(Error::precondition(format!(
+                        "key {key} is no longer at version {want}"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
+        // Strictly below `prefix`: the keys in [prefix/, prefix0).
+        let (start, upper) = match prefix {
+            None => (String::new(), None),
+            Some(p) => (format!("{p}/"), Some(format!("{p}0"))),
+        };
+        // `key > after`: start just below the range's first key.
+        let after = match start.strip_suffix('/') {
+            Some(p) => format!("{p}/"),
+            None => start,
+        };
+        let state = Some((after, upper));
+        stream::unfold(state, move |state| async move {
+            let (after, upper) = state?;
+            match self.page(&after, upper.as_deref()).await {
+                Err(e) => Some((vec![Err(e)], None)),
+                Ok(page) => {
+                    let full = page.len() as i64 == PAGE;
+                    let next = page
+                        .last()
+                        .map(|e| e.key.as_str().to_string())
+                        .filter(|_| full)
+                        .map(|last| (last, upper));
+                    Some((page.into_iter().map(Ok).collect(), next))
+                }
+            }
+        })
+        .flat_map(stream::iter)
+        .boxed()
+    }
+}
