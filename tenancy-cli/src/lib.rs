@@ -301,7 +301,7 @@ pub(crate) fn bcrypt_cost(io: &Io) -> anyhow::Result<u32> {
 }
 
 /// The accepted backend forms, for refusals.
-const BACKEND_FORMS: &str = "use file:///abs/path (or an absolute or ./relative path), s3://bucket/prefix, or https://host of a tenancy-server";
+const BACKEND_FORMS: &str = "use file:///abs/path (or an absolute or ./relative path), s3://bucket/prefix, postgres://user@host/db, or https://host of a tenancy-server";
 
 /// The backend URL: `--backend`, else `TENANCY_BACKEND`, else the backend
 /// of the session `slot` names (admin commands the admin session's, tenant
@@ -372,7 +372,16 @@ pub(crate) fn backend_url(
             shown()
         ))
     })?;
-    if !parsed.username().is_empty() || parsed.password().is_some() {
+    let postgres = matches!(parsed.scheme(), "postgres" | "postgresql");
+    if parsed.password().is_some() {
+        return Err(CliError::usage(if postgres {
+            "the backend URL must not carry a password; set PGPASSWORD or use a password file (~/.pgpass)"
+        } else {
+            "the backend URL must not carry credentials; use the AWS_* environment variables for S3, or log in to a server"
+        })
+        .into());
+    }
+    if !postgres && !parsed.username().is_empty() {
         return Err(CliError::usage(
             "the backend URL must not carry credentials; use the AWS_* environment variables for S3, or log in to a server",
         )
@@ -409,6 +418,16 @@ pub(crate) fn backend_url(
             }
         }
         "http" | "https" => {}
+        // The user names the database role; the password comes from the environment.
+        "postgres" | "postgresql" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(CliError::usage(format!(
+                    "the backend \"{}\" names no host; use postgres://user@host[:port]/db",
+                    shown()
+                ))
+                .into());
+            }
+        }
         "memory" => {
             return Err(CliError::usage(
                 "memory:// lives only as long as one process, so every tenancy command would start on an empty store; use file:///abs/path or s3://bucket/prefix (memory:// is for the libraries and their tests)",

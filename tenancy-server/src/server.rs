@@ -47,7 +47,8 @@ pub struct Args {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "TENANCY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Backend URL: `file:///path`, `memory://`, `s3://bucket/prefix`
+    /// Backend URL: `file:///path`, `memory://`, `s3://bucket/prefix`,
+    /// `postgres://user@host/db` (password from `PGPASSWORD` or `~/.pgpass`)
     /// [default: local files under $TENANCY_HOME/data, TENANCY_HOME defaulting to ~/.tenancy].
     #[arg(long, env = "TENANCY_BACKEND")]
     pub backend: Option<String>,

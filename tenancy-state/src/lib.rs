@@ -133,7 +133,7 @@ pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
     let url = url.trim();
     if url.is_empty() {
         return Err(Error::invalid(
-            "backend URL is empty; use memory://, file:///path or s3://bucket/prefix",
+            "backend URL is empty; use memory://, file:///path, s3://bucket/prefix or postgres://user@host/db",
         ));
     }
     let lower = url.to_ascii_lowercase();
@@ -150,7 +150,7 @@ pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
         if url.contains(':') && !url.starts_with('/') && !url.starts_with('.') {
             return Err(Error::invalid(format!(
                 "backend URL \"{url}\" is neither scheme://... nor a path; \
-                 use memory://, file:///path or s3://bucket/prefix"
+                 use memory://, file:///path, s3://bucket/prefix or postgres://user@host/db"
             )));
         }
         return Ok(Store::Local(LocalBackend::open(url)?));
@@ -168,7 +168,7 @@ pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
         "s3" => open_s3(url, rest, options).await,
         other => Err(Error::invalid(format!(
             "backend URL \"{url}\" has unsupported scheme \"{other}\"; \
-             use memory://, file:///path or s3://bucket/prefix"
+             use memory://, file:///path, s3://bucket/prefix or postgres://user@host/db"
         ))),
     }
 }

@@ -1,0 +1,200 @@
+//! PostgreSQL-specific behaviour beyond the conformance suites (which run
+//! on PostgreSQL in `conformance.rs`, `registry_backends.rs` and
+//! tenancy-lock's tests): keys with SQL pattern characters, big objects,
+//! paging, the pool's bound, unreachable servers, passwords in URLs and the
+//! schema version. Each test works in a fresh schema of the test server
+//! (`scripts/postgres-server.sh`), or is skipped loudly (a failure in CI).
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tenancy_core::{Error, PutMode, StateBackend, StateKey};
+use tenancy_state::postgres::PostgresBackend;
+use tenancy_state::testing;
+
+fn key(s: &str) -> StateKey {
+    StateKey::new(s).unwrap()
+}
+
+async fn listed(b: &PostgresBackend, prefix: Option<&str>) -> Vec<String> {
+    let p = prefix.map(key);
+    let mut keys: Vec<String> = b
+        .list(p.as_ref())
+        .map_ok(|e| e.key.as_str().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn keys_with_pattern_characters_are_only_characters() {
+    let Some(b) = testing::postgres_or_skip("postgres::pattern_keys").await else {
+        return;
+    };
+    for k in ["a_b/x", "aXb/x", "a_b/y", "a_bc/z", "a=b@c:d/x", "a_b"] {
+        b.put(&key(k), Bytes::from_static(b"{}"), PutMode::Create)
+            .await
+            .unwrap();
+    }
+    // `_` would match any character in a LIKE pattern; here it is just `_`.
+    assert_eq!(listed(&b, Some("a_b")).await, ["a_b/x", "a_b/y"]);
+    assert_eq!(listed(&b, Some("a=b@c:d")).await, ["a=b@c:d/x"]);
+    assert_eq!(listed(&b, Some("aXb")).await, ["aXb/x"]);
+    assert_eq!(listed(&b, None).await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_one_mebibyte_object_round_trips_byte_for_byte() {
+    let Some(b) = testing::postgres_or_skip("postgres::big_object").await else {
+        return;
+    };
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
+    let k = key("big/object");
+    let v = b
+        .put(&k, Bytes::from(big.clone()), PutMode::Create)
+        .await
+        .unwrap();
+    let got = b.get(&k).await.unwrap().unwrap();
+    assert_eq!(got.version, v);
+    assert_eq!(got.bytes.as_ref(), big.as_slice());
+    let listed: Vec<_> = b.list(None).try_collect().await.unwrap();
+    assert_eq!(listed[0].size, 1024 * 1024);
+}
+
+#[tokio::test]
+async fn a_listing_pages_through_every_key_in_order() {
+    let Some(b) = testing::postgres_or_skip("postgres::paging").await else {
+        return;
+    };
+    // More than two pages of 500, plus keys on both sides of the prefix.
+    for i in 0..1100 {
+        b.put(
+            &key(&format!("p/{i:05}")),
+            Bytes::from_static(b"x"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+    }
+    b.put(&key("o/1"), Bytes::from_static(b"x"), PutMode::Create)
+        .await
+        .unwrap();
+    b.put(&key("p0"), Bytes::from_static(b"x"), PutMode::Create)
+        .await
+        .unwrap();
+    let got: Vec<String> = b
+        .list(Some(&key("p")))
+        .map_ok(|e| e.key.as_str().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    let want: Vec<String> = (0..1100).map(|i| format!("p/{i:05}")).collect();
+    assert_eq!(
+        got, want,
+        "every key once, in key order, nothing outside the prefix"
+    );
+}
+
+#[tokio::test]
+async fn a_full_pool_makes_requests_wait_then_fail_clearly() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::full_pool") else {
+        return;
+    };
+    let b = PostgresBackend::open(&format!("{url}&pool_size=1&pool_timeout=1"))
+        .await
+        .unwrap();
+    let held = b.pool().get().await.unwrap();
+    let started = Instant::now();
+    let e = b.get(&key("x")).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(e.is_temporary(), "a full pool is worth a retry: {e}");
+    assert!(e.to_string().contains("pool"), "{e}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "did not wait: {waited:?}"
+    );
+    drop(held);
+    // Once a connection is free again, requests go through.
+    assert!(b.get(&key("x")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_naming_the_url() {
+    let started = Instant::now();
+    let e = PostgresBackend::open("postgres://tenancy@127.0.0.1:1/nowhere?connect_timeout=2")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("postgres://tenancy@127.0.0.1:1/nowhere"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_is_refused_and_never_echoed() {
+    for url in [
+        "postgres://tenancy:hunter2@127.0.0.1/db",
+        "postgresql://tenancy:hunter2@127.0.0.1:5432/db?schema=x",
+    ] {
+        let e = tenancy_state::open(url).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("PGPASSWORD"), "{e}");
+    }
+    for (url, what) in [
+        ("postgres://tenancy@127.0.0.1/db?schema=Bad-Name", "schema"),
+        ("postgres://tenancy@127.0.0.1/db?pool_size=0", "pool_size"),
+        (
+            "postgres://tenancy@127.0.0.1/db?nonsense=1",
+            "unknown parameter",
+        ),
+        ("postgres:///db", "host"),
+    ] {
+        let e = tenancy_state::open(url).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{url}: {e:?}");
+        assert!(e.to_string().contains(what), "{url}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_build_is_refused() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::newer_schema") else {
+        return;
+    };
+    let b = PostgresBackend::open(&url).await.unwrap();
+    let client = b.pool().get().await.unwrap();
+    client
+        .execute(
+            &format!(
+                "UPDATE \"{}\".meta SET value = '99' WHERE name = 'schema_version'",
+                b.schema()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let e = PostgresBackend::open(&url).await.unwrap_err();
+    assert!(matches!(e, Error::NotImplemented { .. }), "{e:?}");
+    assert!(e.to_string().contains("newer"), "{e}");
+}
+
+#[tokio::test]
+async fn two_processes_opening_one_new_schema_at_once_both_succeed() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::concurrent_open") else {
+        return;
+    };
+    let opens = futures::future::join_all((0..8).map(|_| PostgresBackend::open(&url))).await;
+    for o in opens {
+        o.unwrap();
+    }
+}
