@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL cluster on loopback for the tests and exports
 # TENANCY_TEST_POSTGRES_URL (the PostgreSQL tests each make a fresh schema in
-# it). Source it: `source scripts/postgres-server.sh`. The cluster is stopped
+# it) and PGPASSWORD (TCP connections need it). Source it:
+# `source scripts/postgres-server.sh`. The cluster is stopped
 # and removed when the sourcing shell exits.
 #
 # Needs PostgreSQL's server binaries (initdb, pg_ctl): Debian's `postgresql`
@@ -38,7 +39,15 @@ _tenancy_pg_start() {
     as=(runuser -u postgres --)
   fi
   PG_PORT="${PG_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
-  if ! "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -A trust -U tenancy >"$PG_DIR/initdb.log" 2>&1; then
+  # Connections over TCP need the password (scram-sha-256), as a real
+  # server's would: the tests pass it in PGPASSWORD, never in the URL, and
+  # check that a user without it cannot reach the store.
+  local password
+  password="pg-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  printf '%s\n' "$password" >"$PG_DIR/pwfile"
+  [ "${#as[@]}" -gt 0 ] && chown postgres "$PG_DIR/pwfile"
+  if ! "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" --auth-local=trust --auth-host=scram-sha-256 \
+      --pwfile="$PG_DIR/pwfile" -U tenancy >"$PG_DIR/initdb.log" 2>&1; then
     cat "$PG_DIR/initdb.log" >&2; _tenancy_pg_fail "initdb failed"; return 1
   fi
   if ! "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
@@ -52,6 +61,7 @@ _tenancy_pg_start() {
   previous="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
   trap "${previous:+$previous; }$PG_AS '$PG_BIN/pg_ctl' -D '$PG_DIR/data' stop -m fast >/dev/null 2>&1 || true; rm -rf '$PG_DIR'" EXIT
   export TENANCY_TEST_POSTGRES_URL="postgres://tenancy@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+  export PGPASSWORD="$password"
   export TENANCY_TEST_POSTGRES_DATA="$PG_DIR/data" TENANCY_TEST_POSTGRES_BIN="$bin"
   echo "postgres-server: PostgreSQL on 127.0.0.1:$PG_PORT ($("$bin/postgres" --version 2>/dev/null))" >&2
 }

@@ -43,6 +43,14 @@ fn s3_store(test: &str) -> Option<Store> {
     })
 }
 
+/// A PostgreSQL store in a fresh schema, or `None` (printed) when there is no server.
+fn postgres_store(test: &str) -> Option<Store> {
+    Some(Store {
+        url: tenancy_state::testing::postgres_url_or_skip(test)?,
+        _dir: None,
+    })
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -299,7 +307,8 @@ impl User {
             .stderr(Stdio::piped());
         if let Some(uid) = self.remote {
             for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with("AWS_") {
+                let name_str = name.to_string_lossy();
+                if name_str.starts_with("AWS_") || name_str.starts_with("PGPASS") {
                     c.env_remove(name);
                 }
             }
@@ -440,7 +449,8 @@ fn workflows(setup: &Setup) {
     assert_eq!(mode(&acme.session_file("session")), 0o600);
     globex.login("globex", &globex_secret);
     acme.fails(&["tenant", "list"], "", 4); // a tenant session cannot run admin commands
-                                            // A remote user cannot use the store itself: no AWS_* variables, and
+                                            // A remote user cannot use the store itself: no AWS_* variables or
+                                            // PostgreSQL password, and
                                             // (as nobody, when the tests run as root) no access to its directory.
     if let Some(uid) = acme.remote {
         let at_store = User {
@@ -451,7 +461,7 @@ fn workflows(setup: &Setup) {
         if let Some(uid) = uid {
             std::os::unix::fs::chown(at_store.home.path(), Some(uid), Some(uid)).unwrap();
         }
-        if uid.is_some() || store.url.starts_with("s3://") {
+        if uid.is_some() || store.url.starts_with("s3://") || store.url.starts_with("postgres://") {
             let r = at_store.run(
                 &["login", "--tenant", "acme", "--secret-stdin"],
                 &acme_secret,
@@ -2570,4 +2580,32 @@ fn key_lifecycle_on_local_files() {
 #[test]
 fn key_lifecycle_through_a_server_on_local_files() {
     key_lifecycle(&Setup::remote(local_store()));
+}
+
+#[test]
+fn workflows_on_postgres() {
+    if let Some(store) = postgres_store("workflows_on_postgres") {
+        workflows(&Setup::direct(store));
+    }
+}
+
+#[test]
+fn workflows_through_a_server_on_postgres() {
+    if let Some(store) = postgres_store("workflows_through_a_server_on_postgres") {
+        workflows(&Setup::remote(store));
+    }
+}
+
+#[test]
+fn key_lifecycle_on_postgres() {
+    if let Some(store) = postgres_store("key_lifecycle_on_postgres") {
+        key_lifecycle(&Setup::direct(store));
+    }
+}
+
+#[test]
+fn lock_race_on_postgres() {
+    if let Some(store) = postgres_store("lock_race_on_postgres") {
+        lock_race(&store, 8);
+    }
 }

@@ -816,6 +816,22 @@ fn s3_url(test: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_flow_on_postgres() {
+    if let Some(url) = tenancy_state::testing::postgres_url_or_skip("whole_flow_on_postgres") {
+        whole_flow(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_loses_no_quota_and_strands_no_job_on_postgres() {
+    if let Some(url) = tenancy_state::testing::postgres_url_or_skip(
+        "kill_nine_loses_no_quota_and_strands_no_job_on_postgres",
+    ) {
+        kill_nine_loop(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_flow_on_local_files() {
     let dir = tempfile::tempdir().unwrap();
     whole_flow(&format!("file://{}", dir.path().display())).await;

@@ -137,8 +137,9 @@ pub struct TestStore {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// The stores of a test that touches one: memory, local files, and S3 on
-/// the test server (skipped loudly without one, see `s3_backend_or_skip`).
+/// The stores of a test that touches one: memory, local files, and S3 and
+/// PostgreSQL on the test servers (each skipped loudly without one, see
+/// `s3_backend_or_skip`, `postgres_backend_or_skip`).
 pub async fn stores(test: &str) -> Vec<TestStore> {
     let dir = tempfile::tempdir().unwrap();
     let local = tenancy_state::LocalBackend::open(dir.path()).unwrap();
@@ -157,6 +158,13 @@ pub async fn stores(test: &str) -> Vec<TestStore> {
     if let Some(backend) = tenancy_state::testing::s3_backend_or_skip(test).await {
         out.push(TestStore {
             name: "s3",
+            backend,
+            _dir: None,
+        });
+    }
+    if let Some(backend) = tenancy_state::testing::postgres_backend_or_skip(test).await {
+        out.push(TestStore {
+            name: "postgres",
             backend,
             _dir: None,
         });
