@@ -1,6 +1,9 @@
 //! Registry benches: `authenticate` (and the bare record read) at 100 and
 //! 100k tenants on local files, `list` at 1k / 10k / 100k tenants on local
-//! files, and `reserve`+`commit` on one tenant on memory and local files.
+//! files, and `reserve`+`commit` on one tenant on memory and local files;
+//! with `TENANCY_TEST_POSTGRES_URL` set (`source scripts/postgres-server.sh`)
+//! also `list` of 10k tenants and `reserve`+`commit` on PostgreSQL, in the
+//! same run.
 //!
 //! Run with `cargo bench -p tenancy-benches --bench registry`.
 //!
@@ -200,12 +203,82 @@ fn reserve_commit(c: &mut Criterion) {
         "local",
         Arc::new(LocalBackend::open(dir.path()).expect("local backend")),
     );
+    if let Some(backend) = postgres(&runtime()) {
+        reserve_commit_on(c, "postgres", backend);
+    }
+}
+
+/// A PostgreSQL store in a fresh schema of the test server, when there is one.
+fn postgres(rt: &Runtime) -> Option<Arc<dyn StateBackend>> {
+    let url = std::env::var("TENANCY_TEST_POSTGRES_URL").ok()?;
+    let url = format!(
+        "{url}{}schema=bench_{}",
+        if url.contains('?') { '&' } else { '?' },
+        std::process::id()
+    );
+    let b = rt
+        .block_on(tenancy_state::postgres::PostgresBackend::open(&url))
+        .expect("the PostgreSQL test server");
+    Some(Arc::new(b))
+}
+
+/// `list` of 10k tenants on PostgreSQL: one created, the rest copies of its
+/// record (as `write_copies` does on files).
+fn list_postgres(c: &mut Criterion) {
+    let rt = runtime();
+    let Some(backend) = postgres(&rt) else {
+        return;
+    };
+    let n = 10_000usize;
+    let registry = StoreRegistry::new(backend.clone()).with_bcrypt_cost(BENCH_BCRYPT_COST);
+    rt.block_on(async {
+        registry
+            .bootstrap(&Secret::new("bench admin password"))
+            .await
+            .expect("bootstrap");
+        let t = registry
+            .create(NewTenant::new(TenantId::new("bench-000000").expect("id")))
+            .await
+            .expect("create");
+        let key =
+            |id: &str| tenancy_core::StateKey::new(format!("registry/{id}.yaml")).expect("key");
+        let original = backend
+            .get(&key(t.tenant.id.as_str()))
+            .await
+            .expect("read")
+            .expect("the template record");
+        let text = String::from_utf8(original.bytes.to_vec()).expect("yaml");
+        for i in 1..n {
+            let id = format!("bench-{i:06}");
+            let bytes = text.replace(t.tenant.id.as_str(), &id);
+            backend
+                .put(&key(&id), bytes.into(), tenancy_core::PutMode::Overwrite)
+                .await
+                .expect("copy");
+        }
+    });
+    let mut g = c.benchmark_group("registry_list_postgres");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_with_input(BenchmarkId::new("list", n), &n, |b, &n| {
+        b.to_async(&rt).iter(|| async {
+            let all = registry
+                .list_all(TenantFilter::default())
+                .await
+                .expect("list");
+            assert_eq!(all.len(), n);
+            black_box(all)
+        })
+    });
+    g.finish();
 }
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     authenticate(&mut c);
     list(&mut c);
+    list_postgres(&mut c);
     reserve_commit(&mut c);
     c.final_summary();
 }
