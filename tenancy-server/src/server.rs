@@ -213,6 +213,10 @@ impl Prepared {
         });
         let served = crate::listener::serve(self.listener, self.router, self.limits, stop).await;
         reconciler.abort();
+        // The refusals counted since their last entry (see tenancy_state::audited).
+        if let Some(audit) = self.state.audit() {
+            audit.flush_all_refusals().await;
+        }
         if let Some(m) = metrics {
             m.abort();
         }
@@ -369,7 +373,8 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
             Err(e) => return Err(e).context("cannot check the admin token"),
         }
     }
-    let state = AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend)))
+    let state = AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend.clone())))
+        .audit(backend)
         .config(config)
         .build()
         .context("cannot build the server state")?;

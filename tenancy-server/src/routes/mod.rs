@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod admin_locks;
+pub(crate) mod audit;
 pub(crate) mod jobs;
 pub(crate) mod open;
 pub(crate) mod sessions;
@@ -106,6 +107,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/stacks/{stack}/{env}/history"),
     ("GET", "/v1/stacks/{stack}/{env}/history/{serial}"),
     ("POST", "/v1/stacks/{stack}/{env}/rollback"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/head"),
+    ("GET", "/v1/audit/verify"),
+    ("GET", "/v1/tenant/audit"),
 ];
 
 /// The admin routes, behind the admin bearer-token check.
@@ -163,6 +168,9 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
             "/v1/tenants/{id}/locks/{key}",
             delete(admin_locks::force_unlock),
         )
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/head", get(audit::head))
+        .route("/v1/audit/verify", get(audit::verify))
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
 
@@ -170,10 +178,7 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
 fn tenant_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/tenant", get(tenant::me))
-        .route(
-            "/v1/sessions",
-            post(sessions::login).get(sessions::list_own),
-        )
+        .route("/v1/sessions", get(sessions::list_own))
         .route(
             "/v1/sessions/current",
             get(sessions::current_own).delete(sessions::logout),
@@ -205,8 +210,18 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/workers/{id}", delete(jobs::delete_worker))
         .route("/v1/workers/{id}/claim", post(jobs::claim))
+        .route("/v1/tenant/audit", get(audit::list_own))
         .merge(stack_routes(state))
         .route_layer(state.auth().layer())
+}
+
+/// `POST /v1/sessions` (the tenant login), behind the tenant layer and, outside
+/// it, the audit of the logins that layer refuses.
+fn login_route(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", post(sessions::login))
+        .route_layer(state.auth().layer())
+        .route_layer(from_fn_with_state(state.clone(), audit::login_refusals))
 }
 
 /// The stack routes (Terraform's `http` backend), with their own body limit.
@@ -472,6 +487,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(admin_routes(&state))
         .merge(tenant_routes(&state))
+        .merge(login_route(&state))
         .merge(open_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tenancy_core::{LockId, LockKey, LockManager, LockRequest, StateBackend, StateKey, Version};
 use utoipa::IntoParams;
 
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -255,6 +256,7 @@ pub(crate) async fn get_state(
         (status = 429, description = "over the state_bytes or state_objects quota", body = ErrorBody)))]
 pub(crate) async fn put_state(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -286,7 +288,7 @@ pub(crate) async fn put_state(
     let conditional = want != Want::Any;
     // Its own task: a disconnect never stops it between write and settle.
     let task = tokio::spawn(state_quota::put(
-        state.registry().clone(),
+        audit.registry(),
         who.id().clone(),
         store,
         key.clone(),
