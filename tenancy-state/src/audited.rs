@@ -52,7 +52,7 @@
 //!
 //! Refused logins and quota refusals can be repeated by anyone at the rate
 //! the server admits, so they are **aggregated**: per (log, action, actor
-//! kind and id, target) the first refusal is written at once with
+//! kind and id, target, via) the first refusal is written at once with
 //! `"failures": 1`, later ones within [`REFUSAL_WINDOW`] (a minute) are only
 //! counted in memory, and the first refusal after the window writes one
 //! entry with the count since the last entry. [`Audited::flush_refusals`]
@@ -101,7 +101,7 @@ pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_REFUSAL_KEYS: usize = 10_000;
 
 /// Where an action came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
     /// A CLI working on the store itself.
     Cli,
@@ -211,6 +211,7 @@ pub fn error_outcome(e: &Error) -> Option<Outcome> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RefusalKey {
     scope: Scope,
+    via: Via,
     action: String,
     actor_kind: String,
     actor_id: Option<String>,
@@ -482,6 +483,7 @@ impl<R> Audited<R> {
         let window = chrono::Duration::from_std(REFUSAL_WINDOW).unwrap_or(chrono::Duration::MAX);
         let mut key = RefusalKey {
             scope: scope.clone(),
+            via: self.ctx.via,
             action: action.to_string(),
             actor_kind: self.ctx.actor.kind.clone(),
             actor_id: self.ctx.actor.id.clone(),
@@ -496,6 +498,7 @@ impl<R> Audited<R> {
             if map.len() >= MAX_REFUSAL_KEYS && !map.contains_key(&key) {
                 key = RefusalKey {
                     scope: Scope::Admin,
+                    via: self.ctx.via,
                     action: action.to_string(),
                     actor_kind: "overflow".into(),
                     actor_id: None,
@@ -640,19 +643,35 @@ impl<R: TenantRegistry> Audited<R> {
         }
     }
 
-    /// Records a tenant login that came to `done` (the entry's detail, or
-    /// the error).
-    async fn tenant_login(&self, id: &TenantId, done: std::result::Result<Value, &Error>) {
+    /// This view's context for a login that succeeded as `who`: a view
+    /// that did not know who was logging in (`anonymous`) now does.
+    fn logged_in(&self, who: Actor) -> AuditContext {
+        let mut ctx = self.ctx.clone();
+        if ctx.actor.kind == "anonymous" {
+            ctx.actor = who;
+        }
+        ctx
+    }
+
+    /// Records a tenant login (as `who`, when it succeeded) that came to
+    /// `done` (the entry's detail, or the error).
+    async fn tenant_login(
+        &self,
+        id: &TenantId,
+        who: Actor,
+        done: std::result::Result<Value, &Error>,
+    ) {
         match done {
             Ok(detail) => {
-                self.record(
-                    &Scope::Tenant(id.clone()),
+                let ctx = self.logged_in(who);
+                let entry = self.entry(
+                    &ctx,
                     "session.login",
                     tenant_target(id),
                     Outcome::Ok,
                     detail,
-                )
-                .await;
+                );
+                self.append(&Scope::Tenant(id.clone()), entry).await;
             }
             Err(e) => match error_outcome(e) {
                 Some(Outcome::Refused) => {
@@ -683,8 +702,9 @@ impl<R: TenantRegistry> Audited<R> {
     async fn admin_login(&self, done: std::result::Result<Value, &Error>) {
         match done {
             Ok(detail) => {
-                self.record(&Scope::Admin, "session.login", "admin", Outcome::Ok, detail)
-                    .await;
+                let ctx = self.logged_in(Actor::admin());
+                let entry = self.entry(&ctx, "session.login", "admin".into(), Outcome::Ok, detail);
+                self.append(&Scope::Admin, entry).await;
             }
             Err(e) => match error_outcome(e) {
                 Some(Outcome::Refused) => {
@@ -711,7 +731,7 @@ impl<R: TenantRegistry> Audited<R> {
     /// the log of `tenant` when it names one that exists, else the admin log.
     pub async fn record_refused_login(&self, tenant: Option<&TenantId>, error: &Error) {
         match tenant {
-            Some(id) => self.tenant_login(id, Err(error)).await,
+            Some(id) => self.tenant_login(id, Actor::anonymous(), Err(error)).await,
             None => {
                 if error_outcome(error) == Some(Outcome::Refused) {
                     self.record_refusal(
@@ -862,7 +882,8 @@ impl<R: TenantRegistry> TenantRegistry for Audited<R> {
     async fn authenticate(&self, id: &TenantId, s: &Secret) -> Result<Tenant> {
         let r = self.inner.authenticate(id, s).await;
         if self.ctx.login {
-            self.tenant_login(id, done(&r, |_| Value::Null)).await;
+            self.tenant_login(id, Actor::tenant(id), done(&r, |_| Value::Null))
+                .await;
         }
         r
     }
@@ -905,7 +926,8 @@ impl<R: TenantRegistry> TenantRegistry for Audited<R> {
     }
     async fn login_tenant(&self, id: &TenantId, s: &Secret) -> Result<IssuedSession> {
         let r = self.inner.login_tenant(id, s).await;
-        self.tenant_login(id, done(&r, session_detail)).await;
+        self.tenant_login(id, Actor::tenant(id), done(&r, session_detail))
+            .await;
         r
     }
     async fn login_admin(&self, p: &Secret) -> Result<IssuedSession> {
@@ -940,12 +962,11 @@ impl<R: TenantRegistry> TenantRegistry for Audited<R> {
         if self.ctx.login {
             match &r {
                 Ok(c) => {
-                    let key = c
-                        .key
-                        .as_ref()
-                        .map(|k| json!({ "key": k.id, "name": k.name }));
-                    self.tenant_login(&c.tenant.id, Ok(key.unwrap_or(Value::Null)))
-                        .await
+                    let who = match &c.key {
+                        Some(k) => Actor::key(k.id.as_str(), &k.name),
+                        None => Actor::tenant(&c.tenant.id),
+                    };
+                    self.tenant_login(&c.tenant.id, who, Ok(Value::Null)).await
                 }
                 Err(e) => self.record_refused_login(id, e).await,
             }
