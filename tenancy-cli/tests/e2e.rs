@@ -736,6 +736,8 @@ fn bad_input(store: &Store) {
     );
     let before = store.keys();
 
+    // The refused logins below are recorded in the audit trail: the only
+    // objects bad input may add.
     let stranger = store.user();
     stranger.fails(
         &["login", "--tenant", "nobody", "--secret-stdin"],
@@ -823,7 +825,20 @@ fn bad_input(store: &Store) {
     std::fs::write(&path, good).unwrap();
     team.ok(&["state", "list"], "");
 
-    assert_eq!(store.keys(), before, "bad input changed the store");
+    let after = store.keys();
+    let added: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+    assert_eq!(
+        added,
+        [
+            "audit/admin/entries/00000000000000000003.json",
+            "audit/tenants/acme/entries/00000000000000000003.json",
+        ],
+        "bad input changed the store beyond recording the two refused logins"
+    );
+    assert!(
+        before.iter().all(|k| after.contains(k)),
+        "bad input removed objects"
+    );
 }
 
 /// Several processes race for one lock: exactly one wins, the rest get exit 6.

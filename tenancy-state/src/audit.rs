@@ -21,7 +21,10 @@
 //!   winner's entry and tries N+2 on top of it, so the chain never forks.
 //!   The tail is found from the hint (rewritten every [`TIP_EVERY`]
 //!   appends, never trusted beyond a starting point) by reading forward
-//!   until an entry is missing, so an append costs one conditional write.
+//!   until an entry is missing, so an append costs one conditional write;
+//!   a log remembers the last entry it appended per chain, so its next
+//!   append there is that one write and no read (another writer's entry in
+//!   between makes it a lost race: read forward, try again).
 //! - **Verify** reads the chain in order and reports every entry that was
 //!   modified (its bytes no longer hash to the next entry's `prev`, or do
 //!   not decode), missing (a gap in the numbers) or moved (an entry whose
@@ -36,7 +39,8 @@
 //! Entries never hold a secret, hash or session token: callers pass ids,
 //! names and outcomes only ([`NewEntry`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -165,7 +169,13 @@ fn seq_of(key: &StateKey) -> Option<u64> {
 pub struct AuditLog<B: StateBackend> {
     backend: B,
     clock: Arc<dyn Clock>,
+    /// The last entry this process appended or found per log (shared by
+    /// clones): the next append tries right after it, with no read.
+    tails: Arc<Mutex<HashMap<Scope, (u64, String)>>>,
 }
+
+/// Logs whose tail is remembered before the memory is emptied.
+const REMEMBERED_TAILS: usize = 100_000;
 
 impl<B: StateBackend> AuditLog<B> {
     /// The logs on `backend`, on the system clock.
@@ -173,7 +183,24 @@ impl<B: StateBackend> AuditLog<B> {
         AuditLog {
             backend,
             clock: Arc::new(SystemClock),
+            tails: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    fn remembered(&self, scope: &Scope) -> Option<(u64, String)> {
+        self.tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope)
+            .cloned()
+    }
+
+    fn remember(&self, scope: &Scope, seq: u64, hash: &str) {
+        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+        if tails.len() >= REMEMBERED_TAILS && !tails.contains_key(scope) {
+            tails.clear();
+        }
+        tails.insert(scope.clone(), (seq, hash.to_string()));
     }
 
     /// Stamps entries with `clock`'s time.
@@ -236,7 +263,13 @@ impl<B: StateBackend> AuditLog<B> {
     /// Appends `entry` to `scope`'s chain: one conditional write on top of
     /// the current tail; on a lost race, on top of the winner.
     pub async fn append(&self, scope: &Scope, entry: NewEntry) -> Result<Entry> {
-        let (mut seq, mut prev, _) = self.tail(scope).await?;
+        let (mut seq, mut prev) = match self.remembered(scope) {
+            Some(tail) => tail,
+            None => {
+                let (seq, prev, _) = self.tail(scope).await?;
+                (seq, prev)
+            }
+        };
         for _ in 0..APPEND_ATTEMPTS {
             let record = Record {
                 format: FORMAT,
@@ -270,7 +303,9 @@ impl<B: StateBackend> AuditLog<B> {
                             .put(&scope.tip()?, Bytes::from(tip), PutMode::Overwrite)
                             .await;
                     }
-                    return decode(record.seq, &bytes);
+                    let appended = decode(record.seq, &bytes)?;
+                    self.remember(scope, appended.seq, &appended.hash);
+                    return Ok(appended);
                 }
                 Err(Error::AlreadyExists { .. }) => {
                     // Other writers took this number (and maybe more):

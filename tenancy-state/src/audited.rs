@@ -262,14 +262,21 @@ pub fn lock_target(key: &tenancy_core::LockKey) -> String {
     format!("lock {key}")
 }
 
-/// What a force-unlock's entry says of the lock it ended (never its
-/// stored `info`, which a client wrote).
-pub fn lock_detail(holder: &tenancy_core::LockInfo) -> Value {
-    json!({
-        "lock_id": holder.lock_id,
-        "holder": holder.who,
-        "fencing_token": holder.fencing_token,
-    })
+/// What a force-unlock's entry says of the lock it ended: its lock id and,
+/// when known, its holder and fencing token (never its `info`, which a
+/// client wrote).
+pub fn unlock_detail(
+    lock_id: &tenancy_core::LockId,
+    holder: Option<&tenancy_core::LockInfo>,
+) -> Value {
+    match holder {
+        Some(h) => json!({
+            "lock_id": lock_id,
+            "holder": h.who,
+            "fencing_token": h.fencing_token,
+        }),
+        None => json!({ "lock_id": lock_id }),
+    }
 }
 
 /// What a stack rollback's or delete's entry says: the version written

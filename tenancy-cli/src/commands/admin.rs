@@ -202,14 +202,16 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
             "Admin password: ",
         )?;
         let verified = match &ctx.target {
-            Target::Store(services) => match services.registry.verify_admin(&password).await {
-                Ok(_) => services
-                    .registry
-                    .admin_generation()
-                    .await
-                    .map(|generation| (Session::admin(ctx.now(), generation), None)),
-                Err(e) => Err(e),
-            },
+            Target::Store(services) => {
+                match services.login_registry().verify_admin(&password).await {
+                    Ok(_) => services
+                        .registry
+                        .admin_generation()
+                        .await
+                        .map(|generation| (Session::admin(ctx.now(), generation), None)),
+                    Err(e) => Err(e),
+                }
+            }
             Target::Server(client) => client
                 .login_admin(&password)
                 .await

@@ -65,7 +65,7 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             Err(mistyped())
         } else {
             match &ctx.target {
-                Target::Store(services) => match services.registry.authenticate(&id, &secret).await {
+                Target::Store(services) => match services.login_registry().authenticate(&id, &secret).await {
                     Ok(t) => Ok((Session::tenant(&t, ctx.now()), None, Some(t))),
                     // No registry here at all: most likely --backend was forgotten.
                     Err(Error::Unauthorized { .. } | Error::NotFound { .. })

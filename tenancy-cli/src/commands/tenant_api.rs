@@ -85,12 +85,22 @@ pub(crate) trait TenantApi: Send + Sync {
     async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written>;
     /// The tenant's locks (keys relative to the tenant).
     fn locks(&self) -> Arc<dyn LockManager>;
+    /// Frees `key` whatever its lease, given its holder's lock id, and
+    /// records it in the tenant's audit log (on a store here; through a
+    /// server, the server does).
+    async fn force_unlock(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
+        self.locks().force_unlock(key, lock_id).await
+    }
 }
 
 /// A tenant on the store the CLI opened.
 #[derive(Debug)]
 pub(crate) struct StoreTenant {
+    /// The store, its registry acting as the tenant (quota refusals name it).
     services: Services,
+    /// The tenant's changes outside the registry (rollback, delete) are
+    /// recorded through this.
+    audit: super::audit::AuditedRegistry,
     tenant: Tenant,
     stacks: StackStore<TenantScoped<Arc<dyn StateBackend>>>,
     locks: Arc<dyn LockManager>,
@@ -103,8 +113,12 @@ impl StoreTenant {
             .with_context(|| format!("scoping the backend to tenant {}", tenant.id))?;
         let locks: Arc<dyn LockManager> =
             Arc::new(TenantLocks::new(services.locks.clone(), tenant.id.clone()));
+        let actor = tenancy_core::audit::Actor::tenant(&tenant.id);
+        let mut services = services.clone();
+        services.registry = services.acting_as(actor.clone());
         Ok(StoreTenant {
-            services: services.clone(),
+            audit: services.audit_as(actor),
+            services,
             tenant,
             stacks: StackStore::new(scoped),
             locks,
@@ -117,6 +131,27 @@ impl StoreTenant {
         let key = LockKey::stack_env(stack, env)?;
         let now = self.services.clock.now();
         holder_fence(&*self.locks, &key, lock_id, None, now).await
+    }
+
+    /// Records a rollback or delete of `stack`/`env` in the tenant's log.
+    async fn record(
+        &self,
+        stack: &str,
+        env: &str,
+        action: &str,
+        to: Option<u64>,
+        done: &Result<tenancy_state::stack::StackVersion>,
+    ) {
+        use tenancy_state::audited::{stack_detail, stack_target};
+        self.audit
+            .record_result(
+                &tenancy_core::audit::Scope::Tenant(self.tenant.id.clone()),
+                action,
+                stack_target(stack, env),
+                done,
+                |v| stack_detail(v.serial, to),
+            )
+            .await;
     }
 
     fn quota(&self) -> StackQuota<'_, TenantScoped<Arc<dyn StateBackend>>> {
@@ -203,7 +238,7 @@ impl TenantApi for StoreTenant {
     ) -> Result<Written> {
         let fence = self.fence(stack, env, lock_id).await?;
         // A damaged state.json cannot say its serial: restore over it instead.
-        match self.stacks.current(stack, env).await {
+        let done = match self.stacks.current(stack, env).await {
             Ok(Some(cur)) => {
                 let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
                 self.quota().rollback(stack, env, to, opts).await
@@ -211,19 +246,36 @@ impl TenantApi for StoreTenant {
             Ok(None) => Err(no_state(stack, env)),
             Err(Error::Corrupt { .. }) => self.stacks.restore(stack, env, to).await,
             Err(e) => Err(e),
-        }
-        .map(written)
+        };
+        self.record(stack, env, "stack.rollback", Some(to), &done)
+            .await;
+        done.map(written)
     }
 
     async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written> {
         let fence = self.fence(stack, env, lock_id).await?;
         let opts = SaveOptions::new(Expected::Latest).fenced(fence);
-        let (v, _) = self.quota().delete(stack, env, opts).await?;
-        Ok(written(v))
+        let done = self.quota().delete(stack, env, opts).await.map(|(v, _)| v);
+        self.record(stack, env, "stack.delete", None, &done).await;
+        Ok(written(done?))
     }
 
     fn locks(&self) -> Arc<dyn LockManager> {
         self.locks.clone()
+    }
+
+    async fn force_unlock(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
+        let done = self.locks.force_unlock(key, lock_id).await;
+        self.audit
+            .record_result(
+                &tenancy_core::audit::Scope::Tenant(self.tenant.id.clone()),
+                "lock.force_unlock",
+                tenancy_state::audited::lock_target(key),
+                &done,
+                |_| tenancy_state::audited::unlock_detail(&lock_id, None),
+            )
+            .await;
+        done
     }
 }
 

@@ -76,7 +76,7 @@ pub(crate) async fn force_unlock(
             "lock.force_unlock",
             tenancy_state::audited::lock_target(&key),
             &done,
-            |_| serde_json::json!({ "lock_id": lock }),
+            |_| tenancy_state::audited::unlock_detail(&lock, None),
         )
         .await;
     state.usage_cache().invalidate(&id);

@@ -66,7 +66,7 @@ use tenancy_state::stack_quota::StackQuota;
 use utoipa::IntoParams;
 
 use tenancy_core::audit::Scope;
-use tenancy_state::audited::{lock_detail, lock_target, stack_detail, stack_target};
+use tenancy_state::audited::{lock_target, stack_detail, stack_target, unlock_detail};
 
 use super::audit::Audit;
 use crate::app_state::AppState;
@@ -489,7 +489,7 @@ async fn unlock(
                     "lock.force_unlock",
                     lock_target(&key),
                     &done,
-                    |_| lock_detail(&h),
+                    |_| unlock_detail(&h.lock_id, Some(&h)),
                 )
                 .await;
             match done {
@@ -661,7 +661,7 @@ pub(crate) async fn admin_force_unlock(
             "lock.force_unlock",
             lock_target(&key),
             &done,
-            |_| lock_detail(&holder),
+            |_| unlock_detail(&holder.lock_id, Some(&holder)),
         )
         .await;
     done?;

@@ -517,6 +517,7 @@ pub(crate) async fn renew_lock(
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn release_lock(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(raw): Path<String>,
     Query(q): Query<LockQuery>,
@@ -525,7 +526,17 @@ pub(crate) async fn release_lock(
     let id = lock_id(&q)?;
     let locks = tenant_locks(&state, &who)?;
     let released = if q.force == Some(true) {
-        locks.force_unlock(&key, id).await
+        let done = locks.force_unlock(&key, id).await;
+        audit
+            .record(
+                &tenancy_core::audit::Scope::Tenant(who.id().clone()),
+                "lock.force_unlock",
+                tenancy_state::audited::lock_target(&key),
+                &done,
+                |_| tenancy_state::audited::unlock_detail(&id, None),
+            )
+            .await;
+        done
     } else {
         locks.release(&key, id).await
     };
