@@ -1182,7 +1182,11 @@ impl From<&tenancy_core::audit::Entry> for AuditEntryView {
             via: e.via.clone(),
             request_id: e.request_id.clone(),
             outcome: e.outcome.as_str().to_string(),
-            detail: e.detail.clone(),
+            detail: match &e.detail {
+                Value::Object(_) => e.detail.clone(),
+                Value::Null => Value::Object(serde_json::Map::new()),
+                other => serde_json::json!({ "value": other }),
+            },
             prev: e.prev.clone(),
             hash: e.hash.clone(),
         }

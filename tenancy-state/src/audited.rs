@@ -420,7 +420,11 @@ impl<R> Audited<R> {
             via: ctx.via.as_str().to_string(),
             request_id: ctx.request_id.clone(),
             outcome,
-            detail,
+            // always an object: the API documents `detail` as one
+            detail: match detail {
+                Value::Null => Value::Object(serde_json::Map::new()),
+                d => d,
+            },
         }
     }
 
