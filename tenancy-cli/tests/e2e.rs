@@ -1490,6 +1490,11 @@ fn doctor_on(store: &Store) {
     let repaired = admin.fails(&["doctor", "--repair"], "", 8);
     assert!(repaired.out.contains("repaired"), "{repaired:?}");
     assert!(!store.keys().contains(&orphan.to_string()));
+    // the repair is in the admin log, naming what it removed
+    let log = admin.json(&["audit", "list", "--action", "store.repair"], "");
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log:#}");
+    assert_eq!(entries[0]["detail"]["keys"][0], orphan, "{log:#}");
     let b = store.backend();
     runtime()
         .block_on(b.delete(

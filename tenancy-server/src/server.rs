@@ -322,9 +322,20 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
             Some(t) => t.clone(),
             None => generate_secret("adm").context("cannot generate an admin token")?,
         };
-        match registry.bootstrap(&token).await {
+        // Recorded in the admin log, as the server itself.
+        let audited = tenancy_state::audited::Audited::new(registry.clone(), backend.clone())
+            .with_context(tenancy_state::audited::AuditContext::server(
+                tenancy_core::audit::Actor::system(),
+                None,
+            ));
+        match audited.bootstrap(&token).await {
             Ok(()) => {
                 tracing::info!(backend = %url, "bootstrapped a new tenant registry");
+                if audited.unrecorded() > 0 {
+                    tracing::error!(
+                        "the registry was bootstrapped but its audit entry could not be written"
+                    );
+                }
                 if given.is_none() {
                     generated = Some(token);
                 }

@@ -139,7 +139,12 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {
         what: format!("audit entry {seq}"),
         message: e.to_string(),
     })?;
-    Ok(Entry {
+    Ok(entry_of(r, bytes))
+}
+
+/// The entry a record stored as `bytes` is.
+fn entry_of(r: Record, bytes: &[u8]) -> Entry {
+    Entry {
         seq: r.seq,
         at: r.at,
         actor: r.actor,
@@ -151,7 +156,7 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {
         detail: r.detail,
         prev: r.prev,
         hash: sha256_hex(bytes),
-    })
+    }
 }
 
 /// The number of an entry key (`.../entries/00000000000000000042.json`).
@@ -303,7 +308,7 @@ impl<B: StateBackend> AuditLog<B> {
                             .put(&scope.tip()?, Bytes::from(tip), PutMode::Overwrite)
                             .await;
                     }
-                    let appended = decode(record.seq, &bytes)?;
+                    let appended = entry_of(record, &bytes);
                     self.remember(scope, appended.seq, &appended.hash);
                     return Ok(appended);
                 }

@@ -16,6 +16,12 @@
 //! | `revoke_session` | `session.logout` (the caller's own session) or `session.revoke` | |
 //! | `reserve` refused with `QuotaExceeded` | `quota.refused` | aggregated |
 //!
+//!
+//! Outside the registry, through [`Audited::record_result`] (or
+//! [`Audited::record`]): `stack.rollback`, `stack.delete`,
+//! `lock.force_unlock` (server and CLI), `audit.prune` and `store.repair`
+//! (`tenancy doctor --repair`, one entry naming the repaired keys).
+//!
 //! Reads, credential checks outside a login view (the server's per-request
 //! authentication), and the usage bookkeeping (`reserve` that succeeds,
 //! `commit`, `release`, `record_usage`, `release_recording`, `touch_key`)
@@ -46,7 +52,9 @@
 //! [`Audited::with_context`] makes a cheap view for one request or command
 //! (shared log, counters and reporter); the server builds one per request
 //! from its admin guard or tenant layer, the CLI one per command from its
-//! session.
+//! session. A login the server refuses before any registry call (its
+//! tenant layer, its admin guard) is recorded with
+//! [`Audited::record_refused_login`] / [`Audited::record_refused_admin_login`].
 //!
 //! # Refusal floods
 //!

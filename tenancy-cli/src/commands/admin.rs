@@ -469,6 +469,25 @@ pub(crate) async fn doctor(ctx: &mut Ctx<'_>, args: DoctorArgs) -> anyhow::Resul
     let report = tenancy_state::doctor::doctor(&services.store, &registry, options)
         .await
         .context("checking the store")?;
+    // Repairs change the store: one admin-log entry names them.
+    let repaired: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.repaired)
+        .map(|f| f.key.as_str())
+        .collect();
+    if !repaired.is_empty() {
+        services
+            .audit_as(tenancy_core::audit::Actor::admin())
+            .record(
+                &tenancy_core::audit::Scope::Admin,
+                "store.repair",
+                "store",
+                tenancy_core::audit::Outcome::Ok,
+                json!({ "repaired": repaired.len(), "keys": repaired.iter().take(100).collect::<Vec<_>>() }),
+            )
+            .await;
+    }
     let remaining = report.remaining().count();
     let fixable = report.remaining().filter(|f| f.repairable).count();
     if ctx.is_json() {
