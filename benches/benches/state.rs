@@ -4,7 +4,10 @@
 //!
 //! Run with `cargo bench -p tenancy-benches --bench state`. The call counts
 //! are printed first (they are exact, not timed); criterion then measures.
-//! Target: scoped costs at most 1.05x raw.
+//! Target: scoped costs at most 1.05x raw. Also: one audit append
+//! (`AuditLog::append`) next to a plain `put` with `Create` of an object of
+//! the same size at a new key, on the same backend in the same run, and
+//! the backend calls of an append.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -14,7 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
 use serde_json::json;
+use tenancy_core::audit::{Actor, NewEntry, Outcome, Scope};
 use tenancy_core::{MemoryBackend, PutMode, StateBackend, StateKey, TenantId};
+use tenancy_state::audit::AuditLog;
 use tenancy_state::counting::CountingBackend;
 use tenancy_state::stack::StackStore;
 use tenancy_state::{LocalBackend, TenantScoped};
@@ -281,8 +286,92 @@ fn print_call_counts() {
     });
 }
 
+/// An audit entry of the usual size (about 400 bytes stored).
+fn audit_entry() -> NewEntry {
+    NewEntry {
+        actor: Actor::admin().in_session("ses_0123456789abcdef"),
+        action: "tenant.update".into(),
+        target: "tenant acme".into(),
+        via: "server".into(),
+        request_id: Some("0123456789ab-00000001".into()),
+        outcome: Outcome::Ok,
+        detail: json!({ "fields": ["display_name"], "revision": 7 }),
+    }
+}
+
+/// One audit append against one plain `Create` put of as many bytes at a
+/// new key, per backend, in the same run.
+fn audit(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scope = Scope::Tenant(TenantId::new("acme").expect("tenant id"));
+    for (name, backend) in backends(dir.path()) {
+        let log = AuditLog::new(backend.clone());
+        rt.block_on(log.append(&scope, audit_entry()))
+            .expect("append");
+        // about the size of the stored entry
+        let bytes = Bytes::from(vec![b'x'; 420]);
+        let n = std::sync::atomic::AtomicU64::new(0);
+        let mut g = c.benchmark_group(format!("audit_append/{name}"));
+        g.bench_function(BenchmarkId::new("plain_put_create", name), |b| {
+            b.to_async(&rt).iter(|| async {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let k = key(&format!("bench/puts/{i:020}.json"));
+                black_box(
+                    backend
+                        .put(&k, bytes.clone(), PutMode::Create)
+                        .await
+                        .expect("put"),
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("audit_append", name), |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(log.append(&scope, audit_entry()).await.expect("append"))
+            })
+        });
+        g.finish();
+    }
+}
+
+/// The backend calls of audit appends: by a log that appended before (the
+/// server, a CLI's second entry) and by a fresh one (a CLI's first).
+fn print_audit_call_counts() {
+    let rt = runtime();
+    let counting = Arc::new(CountingBackend::new(MemoryBackend::new()));
+    let scope = Scope::Tenant(TenantId::new("acme").expect("tenant id"));
+    let line = |what: &str| {
+        let c = counting.take();
+        println!(
+            "calls {what:<40} total {} (get {}, put {}, delete {}, list {})",
+            c.total(),
+            c.get,
+            c.put,
+            c.delete,
+            c.list
+        );
+    };
+    rt.block_on(async {
+        let log = AuditLog::new(counting.clone());
+        log.append(&scope, audit_entry()).await.expect("append");
+        line("audit append: first of a log");
+        log.append(&scope, audit_entry()).await.expect("append");
+        line("audit append: by the same log again");
+        for _ in 0..20 {
+            log.append(&scope, audit_entry()).await.expect("append");
+        }
+        counting.reset();
+        AuditLog::new(counting.clone())
+            .append(&scope, audit_entry())
+            .await
+            .expect("append");
+        line("audit append: fresh log, 22 entries");
+    });
+}
+
 fn main() {
     print_call_counts();
+    print_audit_call_counts();
     print_interleaved_ratios();
     let mut c = Criterion::default()
         .measurement_time(Duration::from_secs(3))
@@ -290,5 +379,6 @@ fn main() {
         .configure_from_args();
     get_put(&mut c);
     stack(&mut c);
+    audit(&mut c);
     c.final_summary();
 }

@@ -17,7 +17,8 @@ macro_rules! exit_codes {
   5  not found
   6  conflict or lock held
   7  quota exceeded
-  8  doctor: problems remain (after --repair: the ones it cannot fix)"
+  8  doctor: problems remain (after --repair: the ones it cannot fix);
+     audit verify: the chain is not intact (every problem is listed)"
     };
 }
 
@@ -200,6 +201,13 @@ pub(crate) enum Command {
         "tenancy lock release --stack web --env prod LOCK_ID",
     ))]
     Lock(LockCommand),
+    /// Admin: the hash-chained audit trail (list, verify, head, prune).
+    #[command(subcommand, arg_required_else_help = true, after_help = examples!(
+        "tenancy audit list --tenant acme --since 24h",
+        "tenancy audit verify --tenant acme --head \"$(cat acme.head)\"",
+        "tenancy audit head --tenant acme > acme.head",
+    ))]
+    Audit(AuditCommand),
     /// Named API keys of a tenant, with roles and expiry (a tenant's owner;
     /// admin: `--tenant ID`).
     #[command(subcommand, arg_required_else_help = true, after_help = examples!(
@@ -991,6 +999,119 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     ms.map(Duration::from_millis)
         .ok_or_else(|| format!("duration \"{s}\" is too large"))
+}
+
+/// `tenancy audit ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// List entries of the admin log, or of a tenant's (`--tenant`), oldest first.
+    #[command(after_help = examples!(
+        "tenancy audit list                                  # the admin log",
+        "tenancy audit list --tenant acme --action key.      # acme's key changes",
+        "tenancy -o json audit list --tenant acme --since 2026-01-01T00:00:00Z",
+    ))]
+    List(AuditListArgs),
+    /// Check a log's hash chain: names every modified, missing or reordered
+    /// entry; exit 8 when it is not intact.
+    #[command(after_help = examples!(
+        "tenancy audit verify --tenant acme",
+        "tenancy audit verify --tenant acme --head 42:9f86d081884c7d65...   # a head kept elsewhere",
+        "tenancy -o json audit verify | jq .problems",
+    ))]
+    Verify(AuditVerifyArgs),
+    /// Print a log's head (`<seq>:<sha256 hex>`), to keep outside the store.
+    #[command(after_help = examples!(
+        "tenancy audit head",
+        "tenancy audit head --tenant acme >> heads.txt",
+    ))]
+    Head(AuditScopeArgs),
+    /// Remove entries older than a time, keeping the chain verifiable (the
+    /// cut is recorded); on a store only.
+    #[command(after_help = examples!(
+        "tenancy audit prune --before 90d --tenant acme",
+        "tenancy audit prune --before 2026-01-01T00:00:00Z --yes",
+    ))]
+    Prune(AuditPruneArgs),
+}
+
+/// A time given on the command line: RFC 3339, or a duration ago (`24h`, `7d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeArg {
+    /// This time.
+    At(chrono::DateTime<chrono::Utc>),
+    /// This long before now.
+    Ago(Duration),
+}
+
+impl TimeArg {
+    /// The time it names at `now`.
+    pub(crate) fn at(self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            TimeArg::At(t) => t,
+            TimeArg::Ago(d) => chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        }
+    }
+}
+
+/// Parses an RFC 3339 time or a duration ago (`30m`, `24h`, `7d`).
+pub(crate) fn parse_time(s: &str) -> Result<TimeArg, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(TimeArg::At(t.with_timezone(&chrono::Utc)));
+    }
+    parse_duration(s).map(TimeArg::Ago).map_err(|_| {
+        format!("\"{s}\" is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (30m, 24h, 7d)")
+    })
+}
+
+/// Which log: the admin log, or a tenant's.
+#[derive(Debug, Args)]
+pub(crate) struct AuditScopeArgs {
+    /// A tenant's log instead of the admin log.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+}
+
+/// `tenancy audit list`
+#[derive(Debug, Args)]
+pub(crate) struct AuditListArgs {
+    /// A tenant's log instead of the admin log.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+    /// Only entries at or after this time (RFC 3339, or a duration ago: 24h, 7d).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub since: Option<TimeArg>,
+    /// Only this action (tenant.create), or actions below a prefix ending in `.` (key.).
+    #[arg(long, value_name = "A")]
+    pub action: Option<String>,
+}
+
+/// `tenancy audit verify`
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerifyArgs {
+    /// A tenant's log instead of the admin log.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+    /// A head printed earlier by `tenancy audit head` and kept outside the
+    /// store: detects even a rewrite of the whole chain.
+    #[arg(long, value_name = "H")]
+    pub head: Option<String>,
+}
+
+/// `tenancy audit prune`
+#[derive(Debug, Args)]
+pub(crate) struct AuditPruneArgs {
+    /// Remove entries older than this (RFC 3339, or a duration ago: 90d).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub before: TimeArg,
+    /// A tenant's log instead of the admin log.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<TenantId>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! | 5 | not found |
 //! | 6 | conflict / lock held |
 //! | 7 | quota exceeded |
-//! | 8 | `doctor`: problems remain (after `--repair`: the ones it cannot fix) |
+//! | 8 | `doctor`: problems remain (after `--repair`: the ones it cannot fix); `audit verify`: the chain is not intact |
 
 use std::fmt;
 
@@ -32,7 +32,7 @@ pub(crate) const NOT_FOUND: i32 = 5;
 pub(crate) const CONFLICT: i32 = 6;
 /// Quota exceeded.
 pub(crate) const QUOTA: i32 = 7;
-/// `tenancy doctor` found problems that remain.
+/// `tenancy doctor` found problems that remain, or `tenancy audit verify` a chain that is not intact.
 pub(crate) const PROBLEMS: i32 = 8;
 
 /// An error raised by the CLI itself (not by a library), with its exit code.

@@ -32,8 +32,8 @@ use crate::commands::{Ctx, Services, Target};
 pub use crate::io::Io;
 
 use crate::cli::{
-    AdminCommand, Cli, Command, CompletionShell, KeyCommand, LockCommand, LockForceArgs,
-    LockListArgs, OutputFormat, StateCommand, TenantCommand,
+    AdminCommand, AuditCommand, Cli, Command, CompletionShell, KeyCommand, LockCommand,
+    LockForceArgs, LockListArgs, OutputFormat, StateCommand, TenantCommand,
 };
 use crate::commands::{admin, key, lock, session, state, tenant};
 use crate::exit::{error_code, exit_code, one_line, CliError, OK};
@@ -467,11 +467,14 @@ impl Services {
     pub(crate) fn on_store(store: tenancy_state::Store, bcrypt_cost: u32) -> Self {
         let backend = store.backend();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let registry: Arc<dyn TenantRegistry> = Arc::new(
+        let plain: Arc<dyn TenantRegistry> = Arc::new(
             StoreRegistry::new(backend.clone())
                 .with_clock(clock.clone())
                 .with_bcrypt_cost(bcrypt_cost),
         );
+        let (audit, audit_failures) =
+            commands::audit::audited(plain, backend.clone(), clock.clone());
+        let registry: Arc<dyn TenantRegistry> = Arc::new(audit.clone());
         let locks: Arc<dyn LockManager> =
             Arc::new(StoreLockManager::new(backend.clone()).with_clock(clock.clone()));
         Services {
@@ -480,6 +483,8 @@ impl Services {
             locks,
             clock,
             store,
+            audit,
+            audit_failures,
         }
     }
 
@@ -570,7 +575,9 @@ fn is_server_url(url: &str) -> bool {
 fn session_of(command: &Command) -> Option<SessionSlot> {
     match command {
         Command::Version | Command::Completions(_) | Command::Init(_) => None,
-        Command::Admin(_) | Command::Migrate(_) | Command::Doctor(_) => Some(SessionSlot::Admin),
+        Command::Admin(_) | Command::Migrate(_) | Command::Doctor(_) | Command::Audit(_) => {
+            Some(SessionSlot::Admin)
+        }
         Command::Tenant(t) => Some(match t {
             TenantCommand::Details | TenantCommand::Usage | TenantCommand::Stacks => {
                 SessionSlot::Tenant
@@ -725,7 +732,14 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
         clock,
     };
     let ctx = &mut ctx;
-    match cli.command {
+    let done = run_command(ctx, cli.command).await;
+    commands::audit::finish(ctx).await;
+    done
+}
+
+/// Runs one command's handler.
+async fn run_command(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Version | Command::Completions(_) | Command::Logout => Ok(()),
         Command::Init(args) => admin::init(ctx, args).await,
         Command::Admin(command) => match command {
@@ -775,6 +789,12 @@ async fn dispatch(cli: Cli, io: &mut Io, preset: Option<(&Services, &str)>) -> a
             KeyCommand::List(args) => key::list(ctx, args).await,
             KeyCommand::Revoke(args) => key::revoke(ctx, args).await,
             KeyCommand::Rotate(args) => key::rotate(ctx, args).await,
+        },
+        Command::Audit(command) => match command {
+            AuditCommand::List(args) => commands::audit::list(ctx, args).await,
+            AuditCommand::Verify(args) => commands::audit::verify(ctx, args).await,
+            AuditCommand::Head(args) => commands::audit::head(ctx, args).await,
+            AuditCommand::Prune(args) => commands::audit::prune(ctx, args).await,
         },
     }
 }

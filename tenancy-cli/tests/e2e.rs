@@ -746,6 +746,8 @@ fn bad_input(store: &Store) {
     );
     let before = store.keys();
 
+    // The refused logins below are recorded in the audit trail: the only
+    // objects bad input may add.
     let stranger = store.user();
     stranger.fails(
         &["login", "--tenant", "nobody", "--secret-stdin"],
@@ -833,7 +835,20 @@ fn bad_input(store: &Store) {
     std::fs::write(&path, good).unwrap();
     team.ok(&["state", "list"], "");
 
-    assert_eq!(store.keys(), before, "bad input changed the store");
+    let after = store.keys();
+    let added: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+    assert_eq!(
+        added,
+        [
+            "audit/admin/entries/00000000000000000003.json",
+            "audit/tenants/acme/entries/00000000000000000003.json",
+        ],
+        "bad input changed the store beyond recording the two refused logins"
+    );
+    assert!(
+        before.iter().all(|k| after.contains(k)),
+        "bad input removed objects"
+    );
 }
 
 /// Several processes race for one lock: exactly one wins, the rest get exit 6.
@@ -1485,6 +1500,11 @@ fn doctor_on(store: &Store) {
     let repaired = admin.fails(&["doctor", "--repair"], "", 8);
     assert!(repaired.out.contains("repaired"), "{repaired:?}");
     assert!(!store.keys().contains(&orphan.to_string()));
+    // the repair is in the admin log, naming what it removed
+    let log = admin.json(&["audit", "list", "--action", "store.repair"], "");
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log:#}");
+    assert_eq!(entries[0]["detail"]["keys"][0], orphan, "{log:#}");
     let b = store.backend();
     runtime()
         .block_on(b.delete(

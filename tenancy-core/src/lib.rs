@@ -17,6 +17,7 @@
 //! ```
 
 pub mod apikey;
+pub mod audit;
 pub mod backoff;
 pub mod clock;
 pub mod credentials;

@@ -268,9 +268,13 @@ impl UsageCache {
     }
 }
 
+/// The server's audited registry (see `tenancy_state::audited`).
+pub(crate) type AuditedRegistry = tenancy_state::audited::Audited<Arc<dyn TenantRegistry>>;
+
 #[derive(Debug)]
 struct Inner {
     registry: Arc<dyn TenantRegistry>,
+    audit: Option<AuditedRegistry>,
     stores: Arc<dyn TenantStores>,
     auth: TenantAuth,
     admin: AdminAuth,
@@ -293,6 +297,7 @@ pub struct AppStateBuilder {
     stores: Arc<dyn TenantStores>,
     config: ServerConfig,
     clock: Arc<dyn Clock>,
+    audit: Option<Arc<dyn StateBackend>>,
 }
 
 impl AppStateBuilder {
@@ -305,6 +310,14 @@ impl AppStateBuilder {
     /// Sets the clock (tests move a manual clock to expire tenants).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Keeps the audit trail on `backend` (the registry's store): every
+    /// change made through the server appends an entry (`GET /v1/audit`).
+    /// Without it the server keeps none and the audit routes answer 501.
+    pub fn audit(mut self, backend: Arc<dyn StateBackend>) -> Self {
+        self.audit = Some(backend);
         self
     }
 
@@ -325,14 +338,26 @@ impl AppStateBuilder {
         );
         // Handlers change tenants and revoke sessions through this one:
         // every change reaches this replica's caches at once.
-        let registry: Arc<dyn TenantRegistry> = Arc::new(
+        let watched: Arc<dyn TenantRegistry> = Arc::new(
             crate::watched::Watched::new(self.registry, auth.clone()).with_admin(admin.clone()),
         );
+        let metrics = Arc::new(Metrics::new(self.config.tenant_count_interval));
+        // Outside the watched registry: a change reaches the caches first,
+        // then the trail. The default view is the server itself; handlers
+        // act through per-request views (`routes::audit::Audit`).
+        let audit = self.audit.map(|backend| {
+            crate::routes::audit::audited(watched.clone(), backend, self.clock.clone(), &metrics)
+        });
+        let registry: Arc<dyn TenantRegistry> = match &audit {
+            Some(a) => Arc::new(a.clone()),
+            None => watched,
+        };
         Ok(AppState {
             inner: Arc::new(Inner {
-                metrics: Arc::new(Metrics::new(self.config.tenant_count_interval)),
+                metrics,
                 usage: UsageCache::new(self.config.usage_cache_ttl),
                 registry,
+                audit,
                 stores: self.stores,
                 auth,
                 admin,
@@ -354,7 +379,13 @@ impl AppState {
             stores,
             config: ServerConfig::default(),
             clock: Arc::new(SystemClock),
+            audit: None,
         }
+    }
+
+    /// The audited registry, when the server keeps an audit trail.
+    pub(crate) fn audit(&self) -> Option<&AuditedRegistry> {
+        self.inner.audit.as_ref()
     }
 
     /// The registry.
@@ -404,9 +435,19 @@ impl AppState {
     /// The jobs and workers of `tenant`, on its scoped state (the one
     /// place the routes and the reconciler get a job store from).
     pub(crate) fn jobs(&self, tenant: &Tenant) -> Result<crate::jobs::JobStore> {
+        self.jobs_through(tenant, self.registry().clone())
+    }
+
+    /// [`AppState::jobs`] with its quota reservations made through
+    /// `registry` (a request's audited view, so a refusal names the caller).
+    pub(crate) fn jobs_through(
+        &self,
+        tenant: &Tenant,
+        registry: Arc<dyn TenantRegistry>,
+    ) -> Result<crate::jobs::JobStore> {
         Ok(crate::jobs::JobStore::new(
             self.stores().state(tenant)?,
-            self.registry().clone(),
+            registry,
             tenant.id.clone(),
             self.clock().clone(),
         )

@@ -10,6 +10,8 @@
 //!   the last usage this replica saw for a tenant (updated by job, worker and
 //!   stats requests).
 //! - `tenancy_auth_cache_*`: the verification cache's counters.
+//! - `tenancy_audit_unrecorded_total`: audit entries that could not be
+//!   appended (the change stands; each is also logged as an error).
 //!
 //! The names follow Prometheus' conventions (`promtool check metrics`
 //! reports nothing; the e2e test runs it on a whole scrape): counters end
@@ -44,6 +46,7 @@ pub struct Metrics {
     tenant_counts: Mutex<Option<(Instant, u64, u64)>>,
     counting: AtomicBool,
     tenant_count_interval: Duration,
+    audit_unrecorded: AtomicU64,
 }
 
 impl Metrics {
@@ -55,7 +58,13 @@ impl Metrics {
             tenant_counts: Mutex::new(None),
             counting: AtomicBool::new(false),
             tenant_count_interval,
+            audit_unrecorded: AtomicU64::new(0),
         }
+    }
+
+    /// Counts an audit entry that could not be appended.
+    pub fn count_audit_unrecorded(&self) {
+        self.audit_unrecorded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered request.
@@ -253,6 +262,12 @@ impl Metrics {
             "tenancy_auth_cached_keys",
             "Keys in the verification cache.",
             cached_keys as u64,
+        );
+        counter(
+            &mut out,
+            "tenancy_audit_unrecorded_total",
+            "Audit entries that could not be appended (the change stands; each is logged as an error).",
+            self.audit_unrecorded.load(Ordering::Relaxed),
         );
         out
     }

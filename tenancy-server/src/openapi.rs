@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, admin_locks, jobs, keys, open, sessions, stacks, tenant};
+use crate::routes::{admin, admin_locks, audit, jobs, keys, open, sessions, stacks, tenant};
 
 struct Security;
 
@@ -76,6 +76,7 @@ impl Modify for Security {
         admin_locks::list, admin_locks::force_unlock,
         keys::own_list, keys::own_create, keys::own_current, keys::own_revoke, keys::own_rotate,
         keys::admin_list, keys::admin_create, keys::admin_revoke, keys::admin_rotate,
+        audit::list, audit::head, audit::verify, audit::list_own,
     ),
     tags(
         (name = "admin", description = "Tenant administration (admin bearer token)"),
@@ -88,6 +89,7 @@ impl Modify for Security {
         (name = "keys", description = "The tenant's named API keys with roles and expiry (owner role)"),
         (name = "jobs", description = "Quota-checked jobs and the tenant's own workers"),
         (name = "open", description = "Health, readiness, this document (metrics are served on their own listener)"),
+        (name = "audit", description = "The hash-chained audit trail: the admin log and each tenant's"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -244,6 +246,10 @@ pub(crate) const OPERATION_IDS: &[(&str, &str, &str)] = &[
         "/v1/stacks/{stack}/{env}/rollback",
         "rollback_stack",
     ),
+    ("get", "/v1/audit", "admin_list_audit"),
+    ("get", "/v1/audit/head", "admin_audit_head"),
+    ("get", "/v1/audit/verify", "admin_verify_audit"),
+    ("get", "/v1/tenant/audit", "list_own_audit"),
 ];
 
 /// An RFC 3339 time as chrono reads it. Days stop at 28 so that every
@@ -761,6 +767,21 @@ fn query_param_schema(method: &str, path: &str, name: &str) -> Option<(Value, bo
         ("delete", "/v1/locks/{key}", "ttl_seconds") => {
             optional(u64_schema("not used by a release"))
         }
+        (_, "/v1/audit" | "/v1/audit/head" | "/v1/audit/verify", "tenant") => {
+            optional(tenant_id_schema())
+        }
+        (_, "/v1/audit" | "/v1/tenant/audit", "since") => optional(date_time_schema(
+            "only entries at or after this time (RFC 3339)",
+        )),
+        (_, "/v1/audit" | "/v1/tenant/audit", "action") => optional(json!({"type": "string",
+            "pattern": audit::ACTION_PATTERN,
+            "description": "only this action (`tenant.create`), or actions below a prefix ending in `.` (`tenant.`)"})),
+        (_, "/v1/audit" | "/v1/tenant/audit", "limit") => optional(json!({"type": "integer",
+            "minimum": 1, "maximum": audit::MAX_AUDIT_LIST,
+            "description": "the most entries to return, the newest (default and maximum 10000)"})),
+        (_, "/v1/audit/verify", "head") => optional(json!({"type": "string",
+            "pattern": audit::HEAD_PATTERN,
+            "description": "a head recorded earlier (`<seq>:<sha256 hex>`, from GET /v1/audit/head)"})),
         (_, _, "ID") => optional(json!({"type": "string", "anyOf": [{"maxLength": 0}, {"format": "uuid"}],
             "description": "the id of the lock the request is made under (Terraform's `?ID=`; empty: none)"})),
         _ => None,

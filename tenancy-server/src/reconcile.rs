@@ -1,7 +1,9 @@
 //! The reconciler's schedule: every tenant's jobs and workers are checked
 //! against its quota reservations at start and every `reconcile_interval`
 //! (what one pass repairs is described in `jobs.rs`). Replicas may run it at
-//! once: every repair is a compare-and-swap or idempotent.
+//! once: every repair is a compare-and-swap or idempotent. The same
+//! schedule writes the audit trail's counted refusals whose window has
+//! closed (`tenancy_state::audited`).
 
 use futures::StreamExt;
 use tenancy_core::{Resource, TenantFilter, TenantStatus};
@@ -69,6 +71,9 @@ pub(crate) fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             all(&state).await;
+            if let Some(audit) = state.audit() {
+                audit.flush_refusals().await;
+            }
         }
     })
 }

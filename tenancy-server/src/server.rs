@@ -214,6 +214,10 @@ impl Prepared {
         });
         let served = crate::listener::serve(self.listener, self.router, self.limits, stop).await;
         reconciler.abort();
+        // The refusals counted since their last entry (see tenancy_state::audited).
+        if let Some(audit) = self.state.audit() {
+            audit.flush_all_refusals().await;
+        }
         if let Some(m) = metrics {
             m.abort();
         }
@@ -319,9 +323,20 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
             Some(t) => t.clone(),
             None => generate_secret("adm").context("cannot generate an admin token")?,
         };
-        match registry.bootstrap(&token).await {
+        // Recorded in the admin log, as the server itself.
+        let audited = tenancy_state::audited::Audited::new(registry.clone(), backend.clone())
+            .with_context(tenancy_state::audited::AuditContext::server(
+                tenancy_core::audit::Actor::system(),
+                None,
+            ));
+        match audited.bootstrap(&token).await {
             Ok(()) => {
                 tracing::info!(backend = %url, "bootstrapped a new tenant registry");
+                if audited.unrecorded() > 0 {
+                    tracing::error!(
+                        "the registry was bootstrapped but its audit entry could not be written"
+                    );
+                }
                 if given.is_none() {
                     generated = Some(token);
                 }
@@ -370,7 +385,8 @@ pub async fn prepare(args: Args) -> anyhow::Result<Prepared> {
             Err(e) => return Err(e).context("cannot check the admin token"),
         }
     }
-    let state = AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend)))
+    let state = AppState::builder(registry_dyn, Arc::new(SharedStores::new(backend.clone())))
+        .audit(backend)
         .config(config)
         .build()
         .context("cannot build the server state")?;

@@ -1119,6 +1119,191 @@ pub struct RollbackBody {
     pub to: u64,
 }
 
+/// Who acted, in an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditActorView {
+    /// `admin`, `tenant`, `key`, `anonymous` (a refused login), `store`
+    /// (whoever holds the store, without a session) or `system` (the server).
+    pub kind: String,
+    /// The tenant or key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A key's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The server-issued session the action was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// One entry of an audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    /// Its number in its log (1 for the first ever).
+    pub seq: u64,
+    /// When it was appended.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: AuditActorView,
+    /// What: `tenant.create`, `key.revoke`, `session.login`, ...
+    pub action: String,
+    /// On what: `tenant acme`, `key key_...`, `stack web/prod`.
+    pub target: String,
+    /// From where: `cli` (a CLI on the store itself) or `server`.
+    pub via: String,
+    /// The server's request id (`x-request-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// `ok`, `refused` or `failed`.
+    pub outcome: String,
+    /// A few more facts (never a secret, hash or token); refused logins and
+    /// quota refusals count their `failures` since the last entry.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    /// The SHA-256 (hex) of the previous entry's stored bytes.
+    pub prev: String,
+    /// The SHA-256 (hex) of this entry's stored bytes.
+    pub hash: String,
+}
+
+impl From<&tenancy_core::audit::Entry> for AuditEntryView {
+    fn from(e: &tenancy_core::audit::Entry) -> Self {
+        AuditEntryView {
+            seq: e.seq,
+            at: e.at,
+            actor: AuditActorView {
+                kind: e.actor.kind.clone(),
+                id: e.actor.id.clone(),
+                name: e.actor.name.clone(),
+                session: e.actor.session.clone(),
+            },
+            action: e.action.clone(),
+            target: e.target.clone(),
+            via: e.via.clone(),
+            request_id: e.request_id.clone(),
+            outcome: e.outcome.as_str().to_string(),
+            detail: match &e.detail {
+                Value::Object(_) => e.detail.clone(),
+                Value::Null => Value::Object(serde_json::Map::new()),
+                other => serde_json::json!({ "value": other }),
+            },
+            prev: e.prev.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+/// The tenant of a log: `None` for the admin log.
+fn log_tenant(scope: &tenancy_core::audit::Scope) -> Option<TenantId> {
+    match scope {
+        tenancy_core::audit::Scope::Admin => None,
+        tenancy_core::audit::Scope::Tenant(t) => Some(t.clone()),
+    }
+}
+
+/// Entries of one audit log, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    /// The tenant whose log this is (`null`: the admin log).
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<TenantId>,
+    /// The entries.
+    pub entries: Vec<AuditEntryView>,
+    /// True when older entries that passed the filters were left out (the limit).
+    pub truncated: bool,
+}
+
+impl AuditList {
+    /// The newest `limit` of `entries` (oldest first) of `scope`'s log.
+    pub fn new(
+        scope: &tenancy_core::audit::Scope,
+        entries: &[tenancy_core::audit::Entry],
+        limit: usize,
+    ) -> Self {
+        let skip = entries.len().saturating_sub(limit);
+        AuditList {
+            tenant: log_tenant(scope),
+            entries: entries[skip..].iter().map(AuditEntryView::from).collect(),
+            truncated: skip > 0,
+        }
+    }
+}
+
+/// The head of an audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditHeadView {
+    /// The tenant whose log this is (`null`: the admin log).
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<TenantId>,
+    /// `<seq>:<sha256 hex>` of its last entry, to keep outside the store
+    /// (`null` while the log is empty).
+    pub head: Option<String>,
+}
+
+impl AuditHeadView {
+    /// `scope`'s head.
+    pub fn new(
+        scope: &tenancy_core::audit::Scope,
+        head: Option<&tenancy_core::audit::Head>,
+    ) -> Self {
+        AuditHeadView {
+            tenant: log_tenant(scope),
+            head: head.map(ToString::to_string),
+        }
+    }
+}
+
+/// One problem an audit verification found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditProblemView {
+    /// The entry it is about.
+    pub seq: u64,
+    /// `modified`, `missing`, `moved` or `rewritten`.
+    pub kind: String,
+    /// In words.
+    pub message: String,
+}
+
+/// What a verification of an audit log found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerificationView {
+    /// The tenant whose log this is (`null`: the admin log).
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<TenantId>,
+    /// True when nothing is wrong.
+    pub intact: bool,
+    /// Entries read.
+    pub entries: u64,
+    /// The first number kept (after a prune), else 1.
+    pub first: u64,
+    /// The head now (`<seq>:<sha256 hex>`).
+    pub head: Option<String>,
+    /// Everything wrong, in chain order.
+    pub problems: Vec<AuditProblemView>,
+}
+
+impl AuditVerificationView {
+    /// `v`, the verification of `scope`'s log.
+    pub fn new(scope: &tenancy_core::audit::Scope, v: &tenancy_core::audit::Verification) -> Self {
+        AuditVerificationView {
+            tenant: log_tenant(scope),
+            intact: v.is_intact(),
+            entries: v.entries,
+            first: v.first,
+            head: v.head.as_ref().map(ToString::to_string),
+            problems: v
+                .problems
+                .iter()
+                .map(|p| AuditProblemView {
+                    seq: p.seq,
+                    kind: p.kind.to_string(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

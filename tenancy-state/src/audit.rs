@@ -21,7 +21,10 @@
 //!   winner's entry and tries N+2 on top of it, so the chain never forks.
 //!   The tail is found from the hint (rewritten every [`TIP_EVERY`]
 //!   appends, never trusted beyond a starting point) by reading forward
-//!   until an entry is missing, so an append costs one conditional write.
+//!   until an entry is missing, so an append costs one conditional write;
+//!   a log remembers the last entry it appended per chain, so its next
+//!   append there is that one write and no read (another writer's entry in
+//!   between makes it a lost race: read forward, try again).
 //! - **Verify** reads the chain in order and reports every entry that was
 //!   modified (its bytes no longer hash to the next entry's `prev`, or do
 //!   not decode), missing (a gap in the numbers) or moved (an entry whose
@@ -36,16 +39,19 @@
 //! Entries never hold a secret, hash or session token: callers pass ids,
 //! names and outcomes only ([`NewEntry`]).
 
-use std::fmt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+pub use tenancy_core::audit::{
+    Actor, Entry, Filter, Head, NewEntry, Outcome, Problem, ProblemKind, Scope, Verification,
+};
 use tenancy_core::credentials::sha256_hex;
 use tenancy_core::{
-    Clock, DeleteMode, Error, PutMode, Result, StateBackend, StateKey, SystemClock, TenantId,
+    Clock, DeleteMode, Error, PutMode, Result, StateBackend, StateKey, SystemClock,
 };
 
 /// The top-level prefix of every audit log.
@@ -60,25 +66,16 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const FORMAT: u32 = 1;
 const APPEND_ATTEMPTS: u32 = 64;
 
-/// Whose log.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Scope {
-    /// Admin actions.
-    Admin,
-    /// One tenant's actions (and the admin's on it).
-    Tenant(TenantId),
+/// Where a log lives (the layout in the module docs).
+trait ScopeKeys {
+    fn root(&self) -> Result<StateKey>;
+    fn entries(&self) -> Result<StateKey>;
+    fn entry(&self, seq: u64) -> Result<StateKey>;
+    fn tip(&self) -> Result<StateKey>;
+    fn cut(&self) -> Result<StateKey>;
 }
 
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scope::Admin => f.write_str("admin"),
-            Scope::Tenant(id) => write!(f, "tenant {id}"),
-        }
-    }
-}
-
-impl Scope {
+impl ScopeKeys for Scope {
     fn root(&self) -> Result<StateKey> {
         match self {
             Scope::Admin => StateKey::new(format!("{AUDIT}/admin")),
@@ -101,97 +98,6 @@ impl Scope {
     fn cut(&self) -> Result<StateKey> {
         self.root()?.child("cut.json")
     }
-}
-
-/// Who acted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    /// `admin`, `tenant`, `key`, `session` or `anonymous` (a failed login).
-    pub kind: String,
-    /// The tenant, key or session id, where there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// A key's name, where there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-impl Actor {
-    /// The admin.
-    pub fn admin() -> Self {
-        Actor {
-            kind: "admin".into(),
-            id: None,
-            name: None,
-        }
-    }
-
-    /// A tenant (its primary secret or a session of it).
-    pub fn tenant(id: &TenantId) -> Self {
-        Actor {
-            kind: "tenant".into(),
-            id: Some(id.to_string()),
-            name: None,
-        }
-    }
-}
-
-/// What an action came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Done.
-    Ok,
-    /// Refused (bad credentials, a quota, a role).
-    Refused,
-    /// Failed for another reason.
-    Failed,
-}
-
-/// An entry to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEntry {
-    /// Who.
-    pub actor: Actor,
-    /// What: `tenant.create`, `key.revoke`, `session.login`, ...
-    pub action: String,
-    /// On what: `tenant acme`, `key k_123`, `stack web/prod`.
-    pub target: String,
-    /// From where: `cli` (a CLI on the store itself) or `server`.
-    pub via: String,
-    /// The server's request id, for `server`.
-    pub request_id: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// A few more facts (never a secret, hash or token).
-    pub detail: serde_json::Value,
-}
-
-/// A stored entry of a chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Its number (1 for the first ever).
-    pub seq: u64,
-    /// When it was appended.
-    pub at: DateTime<Utc>,
-    /// Who.
-    pub actor: Actor,
-    /// What.
-    pub action: String,
-    /// On what.
-    pub target: String,
-    /// From where.
-    pub via: String,
-    /// The server's request id.
-    pub request_id: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// More facts.
-    pub detail: serde_json::Value,
-    /// The SHA-256 (hex) of the previous entry's stored bytes.
-    pub prev: String,
-    /// The SHA-256 (hex) of this entry's stored bytes.
-    pub hash: String,
 }
 
 /// The stored shape of an entry (the domain type is [`Entry`]).
@@ -228,116 +134,17 @@ struct Cut {
     at: DateTime<Utc>,
 }
 
-/// The head of a chain: its last entry's number and hash, printed as
-/// `<seq>:<hash>` to be kept outside the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// The last entry's number.
-    pub seq: u64,
-    /// Its hash.
-    pub hash: String,
-}
-
-impl fmt::Display for Head {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.seq, self.hash)
-    }
-}
-
-impl std::str::FromStr for Head {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Head> {
-        let bad = || {
-            Error::invalid(format!(
-                "\"{}\" is not a chain head (<seq>:<sha256 hex>)",
-                s.escape_debug()
-            ))
-        };
-        let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
-        let seq = seq.parse::<u64>().map_err(|_| bad())?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        Ok(Head {
-            seq,
-            hash: hash.to_ascii_lowercase(),
-        })
-    }
-}
-
-/// What is wrong with an entry of a chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemKind {
-    /// Its bytes changed (they no longer hash to the next entry's link,
-    /// or do not decode).
-    Modified,
-    /// It is gone (a gap in the numbers).
-    Missing,
-    /// It records another number than its place (entries swapped or moved).
-    Moved,
-    /// The chain's head is not the one recorded earlier (rewritten).
-    Rewritten,
-}
-
-impl fmt::Display for ProblemKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProblemKind::Modified => "modified",
-            ProblemKind::Missing => "missing",
-            ProblemKind::Moved => "moved",
-            ProblemKind::Rewritten => "rewritten",
-        })
-    }
-}
-
-/// One problem [`AuditLog::verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The entry it is about.
-    pub seq: u64,
-    /// What.
-    pub kind: ProblemKind,
-    /// In words.
-    pub message: String,
-}
-
-/// The outcome of [`AuditLog::verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verification {
-    /// Entries read.
-    pub entries: u64,
-    /// The first number kept (after a prune), else 1.
-    pub first: u64,
-    /// The head now.
-    pub head: Option<Head>,
-    /// Everything wrong, in chain order; empty when the chain holds.
-    pub problems: Vec<Problem>,
-}
-
-impl Verification {
-    /// True when nothing is wrong.
-    pub fn is_intact(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-/// Which entries [`AuditLog::list`] returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    /// Only entries at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    /// Only this action (`tenant.create`), or actions below a prefix ending
-    /// in `.` (`tenant.`).
-    pub action: Option<String>,
-}
-
 fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {
     let r: Record = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         what: format!("audit entry {seq}"),
         message: e.to_string(),
     })?;
-    Ok(Entry {
+    Ok(entry_of(r, bytes))
+}
+
+/// The entry a record stored as `bytes` is.
+fn entry_of(r: Record, bytes: &[u8]) -> Entry {
+    Entry {
         seq: r.seq,
         at: r.at,
         actor: r.actor,
@@ -349,7 +156,7 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {
         detail: r.detail,
         prev: r.prev,
         hash: sha256_hex(bytes),
-    })
+    }
 }
 
 /// The number of an entry key (`.../entries/00000000000000000042.json`).
@@ -367,7 +174,13 @@ fn seq_of(key: &StateKey) -> Option<u64> {
 pub struct AuditLog<B: StateBackend> {
     backend: B,
     clock: Arc<dyn Clock>,
+    /// The last entry this process appended or found per log (shared by
+    /// clones): the next append tries right after it, with no read.
+    tails: Arc<Mutex<HashMap<Scope, (u64, String)>>>,
 }
+
+/// Logs whose tail is remembered before the memory is emptied.
+const REMEMBERED_TAILS: usize = 100_000;
 
 impl<B: StateBackend> AuditLog<B> {
     /// The logs on `backend`, on the system clock.
@@ -375,7 +188,24 @@ impl<B: StateBackend> AuditLog<B> {
         AuditLog {
             backend,
             clock: Arc::new(SystemClock),
+            tails: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    fn remembered(&self, scope: &Scope) -> Option<(u64, String)> {
+        self.tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope)
+            .cloned()
+    }
+
+    fn remember(&self, scope: &Scope, seq: u64, hash: &str) {
+        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+        if tails.len() >= REMEMBERED_TAILS && !tails.contains_key(scope) {
+            tails.clear();
+        }
+        tails.insert(scope.clone(), (seq, hash.to_string()));
     }
 
     /// Stamps entries with `clock`'s time.
@@ -438,7 +268,13 @@ impl<B: StateBackend> AuditLog<B> {
     /// Appends `entry` to `scope`'s chain: one conditional write on top of
     /// the current tail; on a lost race, on top of the winner.
     pub async fn append(&self, scope: &Scope, entry: NewEntry) -> Result<Entry> {
-        let (mut seq, mut prev, _) = self.tail(scope).await?;
+        let (mut seq, mut prev) = match self.remembered(scope) {
+            Some(tail) => tail,
+            None => {
+                let (seq, prev, _) = self.tail(scope).await?;
+                (seq, prev)
+            }
+        };
         for _ in 0..APPEND_ATTEMPTS {
             let record = Record {
                 format: FORMAT,
@@ -472,7 +308,9 @@ impl<B: StateBackend> AuditLog<B> {
                             .put(&scope.tip()?, Bytes::from(tip), PutMode::Overwrite)
                             .await;
                     }
-                    return decode(record.seq, &bytes);
+                    let appended = entry_of(record, &bytes);
+                    self.remember(scope, appended.seq, &appended.hash);
+                    return Ok(appended);
                 }
                 Err(Error::AlreadyExists { .. }) => {
                     // Other writers took this number (and maybe more):

@@ -25,6 +25,7 @@
 //! for how compare-and-swap works across processes.
 
 pub mod audit;
+pub mod audited;
 pub mod counting;
 pub mod doctor;
 mod local;

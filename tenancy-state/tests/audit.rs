@@ -207,8 +207,11 @@ async fn verify_names_modified_missing_moved_and_rewritten_entries() {
         )
         .await
         .ok();
+        // (by another process: this log remembers the real tail)
+        let forger = AuditLog::new(b.clone());
         for _ in 1..=10 {
-            log.append(&acme(), entry("tenant.update", "forged"))
+            forger
+                .append(&acme(), entry("tenant.update", "forged"))
                 .await
                 .unwrap();
         }
@@ -302,4 +305,35 @@ async fn eight_concurrent_writers_never_fork_a_chain() {
         targets.dedup();
         assert_eq!(targets.len(), 120, "{name}: an entry was lost or doubled");
     }
+}
+
+#[tokio::test]
+async fn an_append_after_an_append_is_one_conditional_write_and_a_stale_memory_still_chains() {
+    use tenancy_state::counting::CountingBackend;
+    let counting = Arc::new(CountingBackend::new(MemoryBackend::new()));
+    let log = AuditLog::new(counting.clone());
+    log.append(&acme(), entry("tenant.create", "tenant acme"))
+        .await
+        .unwrap();
+    counting.reset();
+    log.append(&acme(), entry("tenant.update", "tenant acme"))
+        .await
+        .unwrap();
+    let c = counting.take();
+    assert_eq!((c.get, c.put, c.list), (0, 1, 0), "{c:?}");
+    // Another process appends: this log's memory is stale, and its next
+    // append loses the race once, reads forward and chains onto it.
+    let other = AuditLog::new(counting.clone());
+    other
+        .append(&acme(), entry("tenant.suspend", "tenant acme"))
+        .await
+        .unwrap();
+    let e = log
+        .append(&acme(), entry("tenant.activate", "tenant acme"))
+        .await
+        .unwrap();
+    assert_eq!(e.seq, 4);
+    let v = log.verify(&acme(), None).await.unwrap();
+    assert!(v.is_intact(), "{:?}", v.problems);
+    assert_eq!(v.entries, 4);
 }

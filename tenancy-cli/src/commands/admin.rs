@@ -202,14 +202,16 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: AdminLoginArgs) -> anyhow::Re
             "Admin password: ",
         )?;
         let verified = match &ctx.target {
-            Target::Store(services) => match services.registry.verify_admin(&password).await {
-                Ok(_) => services
-                    .registry
-                    .admin_generation()
-                    .await
-                    .map(|generation| (Session::admin(ctx.now(), generation), None)),
-                Err(e) => Err(e),
-            },
+            Target::Store(services) => {
+                match services.login_registry().verify_admin(&password).await {
+                    Ok(_) => services
+                        .registry
+                        .admin_generation()
+                        .await
+                        .map(|generation| (Session::admin(ctx.now(), generation), None)),
+                    Err(e) => Err(e),
+                }
+            }
             Target::Server(client) => client
                 .login_admin(&password)
                 .await
@@ -467,6 +469,25 @@ pub(crate) async fn doctor(ctx: &mut Ctx<'_>, args: DoctorArgs) -> anyhow::Resul
     let report = tenancy_state::doctor::doctor(&services.store, &registry, options)
         .await
         .context("checking the store")?;
+    // Repairs change the store: one admin-log entry names them.
+    let repaired: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.repaired)
+        .map(|f| f.key.as_str())
+        .collect();
+    if !repaired.is_empty() {
+        services
+            .audit_as(tenancy_core::audit::Actor::admin())
+            .record(
+                &tenancy_core::audit::Scope::Admin,
+                "store.repair",
+                "store",
+                tenancy_core::audit::Outcome::Ok,
+                json!({ "repaired": repaired.len(), "keys": repaired.iter().take(100).collect::<Vec<_>>() }),
+            )
+            .await;
+    }
     let remaining = report.remaining().count();
     let fixable = report.remaining().filter(|f| f.repairable).count();
     if ctx.is_json() {

@@ -175,8 +175,8 @@ pub(crate) async fn force_unlock(ctx: &mut Ctx<'_>, args: LockForceArgs) -> anyh
                 .await
         }
         None => {
-            let locks = ctx.require_tenant().await?.locks();
-            locks.force_unlock(&key, lock_id).await
+            let tenant = ctx.require_tenant().await?;
+            tenant.force_unlock(&key, lock_id).await
         }
     };
     done.map_err(|e| not_the_holder(e, "force-unlock"))?;

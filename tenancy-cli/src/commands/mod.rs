@@ -4,6 +4,7 @@
 //! commands through a `TenantRegistry`, the same way in both places.
 
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub(crate) mod key;
 pub(crate) mod lock;
 pub(crate) mod session;
@@ -45,6 +46,11 @@ pub(crate) struct Services {
     /// The same store with its concrete backend, for `doctor`'s checks
     /// below the trait (local files, the S3 probe).
     pub store: tenancy_state::Store,
+    /// The audited registry (`registry` is its view as the store's
+    /// holder; commands act through views naming their actor).
+    pub audit: audit::AuditedRegistry,
+    /// Audit entries that could not be written, warned about after the command.
+    pub audit_failures: audit::Unrecorded,
 }
 
 /// For an S3 URL, " (or its bucket does not exist)": an object that is not
@@ -155,9 +161,19 @@ impl AdminAccess<'_> {
         match self {
             AdminAccess::Store(s) => {
                 s.registry.get(id).await?;
-                TenantLocks::new(s.locks.clone(), id.clone())
+                let done = TenantLocks::new(s.locks.clone(), id.clone())
                     .force_unlock(key, lock_id)
-                    .await
+                    .await;
+                s.audit_as(tenancy_core::audit::Actor::admin())
+                    .record_result(
+                        &tenancy_core::audit::Scope::Tenant(id.clone()),
+                        "lock.force_unlock",
+                        tenancy_state::audited::lock_target(key),
+                        &done,
+                        |_| tenancy_state::audited::unlock_detail(&lock_id, None),
+                    )
+                    .await;
+                done
             }
             AdminAccess::Server(r) => r.force_unlock_tenant_lock(id, key, lock_id).await,
         }
@@ -314,7 +330,7 @@ impl<'a> Ctx<'a> {
             )
             .into()),
             Err(e) => Err(e.into()),
-            Ok(()) => Ok(services.registry.clone()),
+            Ok(()) => Ok(services.acting_as(tenancy_core::audit::Actor::admin())),
         }
     }
 

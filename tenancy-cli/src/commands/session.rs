@@ -65,7 +65,7 @@ pub(crate) async fn login(ctx: &mut Ctx<'_>, args: LoginArgs) -> anyhow::Result<
             Err(mistyped())
         } else {
             match &ctx.target {
-                Target::Store(services) => match services.registry.authenticate_caller(Some(&id), &secret).await {
+                Target::Store(services) => match services.login_registry().authenticate_caller(Some(&id), &secret).await {
                     Ok(c) => Ok((Session::for_caller(&c, ctx.now()), None, Some(c.tenant))),
                     // No registry here at all: most likely --backend was forgotten.
                     Err(Error::Unauthorized { .. } | Error::NotFound { .. })

@@ -95,12 +95,22 @@ pub(crate) trait TenantApi: Send + Sync {
     async fn revoke_key(&self, id: &KeyId) -> Result<ApiKey>;
     /// Rotates a key; the old one works for `grace` (owner role).
     async fn rotate_key(&self, id: &KeyId, grace: std::time::Duration) -> Result<RotatedApiKey>;
+    /// Frees `key` whatever its lease, given its holder's lock id, and
+    /// records it in the tenant's audit log (on a store here; through a
+    /// server, the server does).
+    async fn force_unlock(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
+        self.locks().force_unlock(key, lock_id).await
+    }
 }
 
 /// A tenant on the store the CLI opened.
 #[derive(Debug)]
 pub(crate) struct StoreTenant {
+    /// The store, its registry acting as the tenant (quota refusals name it).
     services: Services,
+    /// The tenant's changes outside the registry (rollback, delete) are
+    /// recorded through this.
+    audit: super::audit::AuditedRegistry,
     tenant: Tenant,
     /// The named key the command runs as (`None`: the primary secret).
     key: Option<ApiKey>,
@@ -124,8 +134,15 @@ impl StoreTenant {
                 key: k.clone(),
             });
         }
+        let actor = match &key {
+            Some(k) => tenancy_core::audit::Actor::key(k.id.as_str(), &k.name),
+            None => tenancy_core::audit::Actor::tenant(&tenant.id),
+        };
+        let mut services = services.clone();
+        services.registry = services.acting_as(actor.clone());
         Ok(StoreTenant {
-            services: services.clone(),
+            audit: services.audit_as(actor),
+            services,
             tenant,
             key,
             stacks: StackStore::new(scoped),
@@ -145,6 +162,27 @@ impl StoreTenant {
         let key = LockKey::stack_env(stack, env)?;
         let now = self.services.clock.now();
         holder_fence(&*self.locks, &key, lock_id, None, now).await
+    }
+
+    /// Records a rollback or delete of `stack`/`env` in the tenant's log.
+    async fn record(
+        &self,
+        stack: &str,
+        env: &str,
+        action: &str,
+        to: Option<u64>,
+        done: &Result<tenancy_state::stack::StackVersion>,
+    ) {
+        use tenancy_state::audited::{stack_detail, stack_target};
+        self.audit
+            .record_result(
+                &tenancy_core::audit::Scope::Tenant(self.tenant.id.clone()),
+                action,
+                stack_target(stack, env),
+                done,
+                |v| stack_detail(v.serial, to),
+            )
+            .await;
     }
 
     fn quota(&self) -> StackQuota<'_, TenantScoped<Arc<dyn StateBackend>>> {
@@ -233,7 +271,7 @@ impl TenantApi for StoreTenant {
         self.require(Role::Operator)?;
         let fence = self.fence(stack, env, lock_id).await?;
         // A damaged state.json cannot say its serial: restore over it instead.
-        match self.stacks.current(stack, env).await {
+        let done = match self.stacks.current(stack, env).await {
             Ok(Some(cur)) => {
                 let opts = SaveOptions::new(Some(cur.serial)).fenced(fence);
                 self.quota().rollback(stack, env, to, opts).await
@@ -241,20 +279,37 @@ impl TenantApi for StoreTenant {
             Ok(None) => Err(no_state(stack, env)),
             Err(Error::Corrupt { .. }) => self.stacks.restore(stack, env, to).await,
             Err(e) => Err(e),
-        }
-        .map(written)
+        };
+        self.record(stack, env, "stack.rollback", Some(to), &done)
+            .await;
+        done.map(written)
     }
 
     async fn delete(&self, stack: &str, env: &str, lock_id: Option<LockId>) -> Result<Written> {
         self.require(Role::Operator)?;
         let fence = self.fence(stack, env, lock_id).await?;
         let opts = SaveOptions::new(Expected::Latest).fenced(fence);
-        let (v, _) = self.quota().delete(stack, env, opts).await?;
-        Ok(written(v))
+        let done = self.quota().delete(stack, env, opts).await.map(|(v, _)| v);
+        self.record(stack, env, "stack.delete", None, &done).await;
+        Ok(written(done?))
     }
 
     fn locks(&self) -> Arc<dyn LockManager> {
         self.locks.clone()
+    }
+
+    async fn force_unlock(&self, key: &LockKey, lock_id: LockId) -> Result<()> {
+        let done = self.locks.force_unlock(key, lock_id).await;
+        self.audit
+            .record_result(
+                &tenancy_core::audit::Scope::Tenant(self.tenant.id.clone()),
+                "lock.force_unlock",
+                tenancy_state::audited::lock_target(key),
+                &done,
+                |_| tenancy_state::audited::unlock_detail(&lock_id, None),
+            )
+            .await;
+        done
     }
 
     async fn keys(&self) -> Result<Vec<ApiKey>> {

@@ -29,6 +29,7 @@ use crate::views::{
     Released, ReservationList, ReserveQuota, SessionList, SessionView, StatsView, Suspend,
     TenantList, TenantView, TenantWithSecret,
 };
+use crate::views::{AuditHeadView, AuditList, AuditVerificationView};
 
 const NO_BOOTSTRAP: &str = "a tenancy-server bootstraps its own registry at its first start \
      (`tenancy init` is for stores the CLI opens directly)";
@@ -108,6 +109,74 @@ impl HttpRegistry {
         }
         self.client
             .call(Method::GET, &["v1", "tenants"], Auth::Admin(&admin))
+            .query(&query)
+            .send_json()
+            .await
+    }
+
+    /// Entries of the admin log, or of `tenant`'s (`GET /v1/audit`), oldest
+    /// first: the newest `limit` that pass the filters.
+    pub async fn audit(
+        &self,
+        tenant: Option<&TenantId>,
+        filter: &tenancy_core::audit::Filter,
+        limit: Option<u64>,
+    ) -> Result<AuditList> {
+        let admin = self.admin();
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = tenant {
+            query.push(("tenant", t.to_string()));
+        }
+        if let Some(since) = filter.since {
+            query.push((
+                "since",
+                since.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ));
+        }
+        if let Some(a) = &filter.action {
+            query.push(("action", a.clone()));
+        }
+        if let Some(n) = limit {
+            query.push(("limit", n.to_string()));
+        }
+        self.client
+            .call(Method::GET, &["v1", "audit"], Auth::Admin(&admin))
+            .query(&query)
+            .send_json()
+            .await
+    }
+
+    /// The head of the admin log, or of `tenant`'s (`GET /v1/audit/head`).
+    pub async fn audit_head(&self, tenant: Option<&TenantId>) -> Result<AuditHeadView> {
+        let admin = self.admin();
+        let query: Vec<(&str, String)> = tenant
+            .map(|t| ("tenant", t.to_string()))
+            .into_iter()
+            .collect();
+        self.client
+            .call(Method::GET, &["v1", "audit", "head"], Auth::Admin(&admin))
+            .query(&query)
+            .send_json()
+            .await
+    }
+
+    /// Verifies the admin log, or `tenant`'s, against `head` if given
+    /// (`GET /v1/audit/verify`).
+    pub async fn audit_verify(
+        &self,
+        tenant: Option<&TenantId>,
+        head: Option<&tenancy_core::audit::Head>,
+    ) -> Result<AuditVerificationView> {
+        let admin = self.admin();
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = tenant {
+            query.push(("tenant", t.to_string()));
+        }
+        if let Some(h) = head {
+            query.push(("head", h.to_string()));
+        }
+        self.client
+            .call(Method::GET, &["v1", "audit", "verify"], Auth::Admin(&admin))
             .query(&query)
             .send_json()
             .await

@@ -13,6 +13,7 @@ use tenancy_core::{
 };
 use utoipa::IntoParams;
 
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, OptionalJson, Path, Query};
@@ -31,7 +32,14 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if req.method() == axum::http::Method::POST && req.uri().path() == "/v1/admin/sessions"
+            {
+                let rid = super::audit::request_id_of(req.extensions());
+                super::audit::admin_login_refused(&state, rid, &e).await;
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -62,6 +70,7 @@ fn changed(state: &AppState, t: &Tenant) -> TenantView {
         (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    audit: Audit,
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<(StatusCode, axum::Json<TenantWithSecret>)> {
     let new = NewTenant {
@@ -74,7 +83,7 @@ pub(crate) async fn create(
         metadata: body.metadata.unwrap_or_default(),
         expires_at: body.expires_at,
     };
-    let created = state.registry().create(new).await?;
+    let created = audit.registry().create(new).await?;
     let now = state.clock().now();
     Ok((
         StatusCode::CREATED,
@@ -178,6 +187,7 @@ async fn view_of(
         (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub(crate) async fn update(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
     Json(body): Json<PatchTenant>,
 ) -> ApiResult<axum::Json<TenantView>> {
@@ -191,14 +201,14 @@ pub(crate) async fn update(
         expected_revision: body.expected_revision,
     };
     let id = tenant_id(&id)?;
-    let t = match state.registry().update(&id, update).await {
+    let t = match audit.registry().update(&id, update).await {
         Ok(t) => t,
         // The registry refuses both a stale `expected_revision` and a deleted
         // tenant as a precondition; only the first is one the client set
         // (412): a deleted tenant is a refused transition (409), like
         // suspending or deleting it again.
         Err(e @ tenancy_core::Error::Precondition { .. }) => {
-            return Err(match state.registry().get(&id).await {
+            return Err(match audit.registry().get(&id).await {
                 Ok(t) if t.status == TenantStatus::Deleted => lifecycle(e),
                 _ => e.into(),
             })
@@ -219,10 +229,11 @@ pub(crate) async fn update(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantView>> {
     let id = tenant_id(&id)?;
-    let registry = state.registry().clone();
+    let registry = audit.registry();
     // Run to the end even if the client goes away: the archive move is not
     // something to stop halfway.
     let t = tokio::spawn(async move { registry.delete(&id).await })
@@ -240,11 +251,12 @@ pub(crate) async fn delete(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn suspend(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<Suspend>,
 ) -> ApiResult<axum::Json<TenantView>> {
     let reason = body.and_then(|b| b.reason);
-    let t = state
+    let t = audit
         .registry()
         .suspend(&tenant_id(&id)?, reason)
         .await
@@ -259,9 +271,10 @@ pub(crate) async fn suspend(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn activate(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantView>> {
-    let t = state
+    let t = audit
         .registry()
         .activate(&tenant_id(&id)?)
         .await
@@ -276,9 +289,10 @@ pub(crate) async fn activate(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantWithSecret>> {
-    let created = state
+    let created = audit
         .registry()
         .rotate(&tenant_id(&id)?)
         .await
@@ -316,6 +330,7 @@ pub(crate) async fn stats(
         (status = 401, body = ErrorBody)))]
 pub(crate) async fn change_credential(
     State(state): State<AppState>,
+    audit: Audit,
     Json(body): Json<NewAdminCredential>,
 ) -> ApiResult<axum::Json<AdminCredentialChanged>> {
     let n = body.token.len();
@@ -324,7 +339,7 @@ pub(crate) async fn change_credential(
             "the admin token must be 8 to 72 bytes (this one is {n}); a longer one would be cut by bcrypt"
         )));
     }
-    let generation = state
+    let generation = audit
         .registry()
         .set_admin_password(&tenancy_core::Secret::new(body.token))
         .await?;
@@ -352,13 +367,13 @@ pub(crate) async fn credential(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn purge(
-    State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
     Json(body): Json<PurgeTenant>,
 ) -> ApiResult<axum::Json<Purged>> {
     let id = tenant_id(&id)?;
     let grace = std::time::Duration::from_secs(body.grace_seconds);
-    let registry = state.registry().clone();
+    let registry = audit.registry();
     // Deletes many objects: run to the end even if the client goes away.
     let removed = tokio::spawn(async move { registry.purge(&id, grace).await })
         .await
@@ -389,12 +404,12 @@ fn named(id: &str, reservation: &str, r: &tenancy_core::Reservation) -> ApiResul
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 429, body = ErrorBody)))]
 pub(crate) async fn reserve(
-    State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
     Json(body): Json<ReserveQuota>,
 ) -> ApiResult<(StatusCode, axum::Json<tenancy_core::Reservation>)> {
     let id = tenant_id(&id)?;
-    let r = state
+    let r = audit
         .registry()
         .reserve(&id, body.resource, body.amount)
         .await?;

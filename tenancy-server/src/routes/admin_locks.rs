@@ -6,6 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::audit::Audit;
 use super::tenant::{holder_only, lock_key, lock_list, ListLocks};
 use crate::app_state::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -59,6 +60,7 @@ pub(crate) async fn list(
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn force_unlock(
     State(state): State<AppState>,
+    audit: Audit,
     Path(p): Path<TenantLockPath>,
     Query(q): Query<ForceUnlockQuery>,
 ) -> ApiResult<StatusCode> {
@@ -68,6 +70,15 @@ pub(crate) async fn force_unlock(
     let tenant = state.registry().get(&id).await?;
     let locks = state.stores().locks(&tenant)?;
     let done = locks.force_unlock(&key, lock).await;
+    audit
+        .record(
+            &tenancy_core::audit::Scope::Tenant(id.clone()),
+            "lock.force_unlock",
+            tenancy_state::audited::lock_target(&key),
+            &done,
+            |_| tenancy_state::audited::unlock_detail(&lock, None),
+        )
+        .await;
     state.usage_cache().invalidate(&id);
     done.map_err(holder_only)?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -69,10 +70,11 @@ fn job_conflict(e: ApiError) -> ApiError {
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn create_job(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Json(new): Json<NewJob>,
 ) -> ApiResult<(StatusCode, axum::Json<Job>)> {
-    let jobs = store(&state, &who)?;
+    let jobs = state.jobs_through(who.tenant(), audit.registry())?;
     let job = detached(async move { jobs.create_job(new).await }).await?;
     refresh_usage(&state, &who);
     Ok((StatusCode::CREATED, axum::Json(job)))
@@ -309,10 +311,11 @@ pub(crate) async fn list_workers(
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn register_worker(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Json(new): Json<NewWorker>,
 ) -> ApiResult<(StatusCode, axum::Json<Worker>)> {
-    let jobs = store(&state, &who)?;
+    let jobs = state.jobs_through(who.tenant(), audit.registry())?;
     let worker = detached(async move { jobs.register_worker(new).await }).await?;
     refresh_usage(&state, &who);
     Ok((StatusCode::CREATED, axum::Json(worker)))
@@ -348,12 +351,13 @@ pub(crate) struct ClaimJob {}
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn claim(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(id): Path<String>,
     OptionalJson(_empty): OptionalJson<ClaimJob>,
 ) -> ApiResult<Response> {
     let id = parse_id("worker", &id)?;
-    let jobs = store(&state, &who)?;
+    let jobs = state.jobs_through(who.tenant(), audit.registry())?;
     match detached(async move { jobs.claim(&id).await }).await? {
         Some(job) => Ok((StatusCode::OK, axum::Json(job)).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use tenancy_core::{KeyId, NewApiKey, TenantId};
 
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -40,9 +41,17 @@ fn seconds(n: u64, what: &str) -> ApiResult<Duration> {
     Ok(Duration::from_secs(n))
 }
 
-async fn list(state: &AppState, tenant: &TenantId) -> ApiResult<axum::Json<KeyList>> {
+/// The registry a key route works through: the request's audited view, so
+/// every change is recorded with its caller and request id.
+type Registry = std::sync::Arc<dyn tenancy_core::TenantRegistry>;
+
+async fn list(
+    state: &AppState,
+    registry: Registry,
+    tenant: &TenantId,
+) -> ApiResult<axum::Json<KeyList>> {
     let now = state.clock().now();
-    let keys = state.registry().keys(tenant).await?;
+    let keys = registry.keys(tenant).await?;
     Ok(axum::Json(KeyList {
         keys: keys.iter().map(|k| KeyView::new(k, now)).collect(),
     }))
@@ -50,6 +59,7 @@ async fn list(state: &AppState, tenant: &TenantId) -> ApiResult<axum::Json<KeyLi
 
 async fn create(
     state: &AppState,
+    registry: Registry,
     tenant: &TenantId,
     body: NewKeyBody,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKeyView>)> {
@@ -65,8 +75,7 @@ async fn create(
             Some(now + tenancy_core::clock::chrono_duration(seconds(n, "expires_in_seconds")?))
         }
     };
-    let created = state
-        .registry()
+    let created = registry
         .create_key(
             tenant,
             NewApiKey {
@@ -85,14 +94,20 @@ async fn create(
     ))
 }
 
-async fn revoke(state: &AppState, tenant: &TenantId, id: &str) -> ApiResult<axum::Json<KeyView>> {
+async fn revoke(
+    state: &AppState,
+    registry: Registry,
+    tenant: &TenantId,
+    id: &str,
+) -> ApiResult<axum::Json<KeyView>> {
     let id = key_id(id)?;
-    let key = state.registry().revoke_key(tenant, &id).await?;
+    let key = registry.revoke_key(tenant, &id).await?;
     Ok(axum::Json(KeyView::new(&key, state.clock().now())))
 }
 
 async fn rotate(
     state: &AppState,
+    registry: Registry,
     tenant: &TenantId,
     id: &str,
     body: Option<RotateKeyBody>,
@@ -102,7 +117,7 @@ async fn rotate(
         body.and_then(|b| b.grace_seconds).unwrap_or(0),
         "grace_seconds",
     )?;
-    let rotated = state.registry().rotate_key(tenant, &id, grace).await?;
+    let rotated = registry.rotate_key(tenant, &id, grace).await?;
     let now = state.clock().now();
     Ok((
         StatusCode::CREATED,
@@ -123,8 +138,9 @@ async fn rotate(
 pub(crate) async fn own_list(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
+    audit: Audit,
 ) -> ApiResult<axum::Json<KeyList>> {
-    list(&state, who.id()).await
+    list(&state, audit.registry(), who.id()).await
 }
 
 /// The named key this request is made with, directly or through a session
@@ -156,9 +172,10 @@ pub(crate) async fn own_current(
 pub(crate) async fn own_create(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
+    audit: Audit,
     Json(body): Json<NewKeyBody>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKeyView>)> {
-    create(&state, who.id(), body).await
+    create(&state, audit.registry(), who.id(), body).await
 }
 
 /// Revokes one of the calling tenant's keys at once (again: a no-op).
@@ -171,9 +188,10 @@ pub(crate) async fn own_create(
 pub(crate) async fn own_revoke(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
+    audit: Audit,
     Path(key): Path<String>,
 ) -> ApiResult<axum::Json<KeyView>> {
-    revoke(&state, who.id(), &key).await
+    revoke(&state, audit.registry(), who.id(), &key).await
 }
 
 /// Replaces one of the calling tenant's keys with a new one of the same
@@ -189,10 +207,11 @@ pub(crate) async fn own_revoke(
 pub(crate) async fn own_rotate(
     State(state): State<AppState>,
     who: AuthenticatedTenant,
+    audit: Audit,
     Path(key): Path<String>,
     OptionalJson(body): OptionalJson<RotateKeyBody>,
 ) -> ApiResult<(StatusCode, axum::Json<RotatedKeyView>)> {
-    rotate(&state, who.id(), &key, body).await
+    rotate(&state, audit.registry(), who.id(), &key, body).await
 }
 
 // ---- any tenant's keys (admin) ----
@@ -208,9 +227,10 @@ fn tenant_id(raw: &str) -> ApiResult<TenantId> {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn admin_list(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<KeyList>> {
-    list(&state, &tenant_id(&id)?).await
+    list(&state, audit.registry(), &tenant_id(&id)?).await
 }
 
 /// Creates a named key for a tenant (admin); the key is in the answer once.
@@ -223,10 +243,11 @@ pub(crate) async fn admin_list(
         (status = 429, description = "100 usable keys already", body = ErrorBody)))]
 pub(crate) async fn admin_create(
     State(state): State<AppState>,
+    audit: Audit,
     Path(id): Path<String>,
     Json(body): Json<NewKeyBody>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKeyView>)> {
-    create(&state, &tenant_id(&id)?, body).await
+    create(&state, audit.registry(), &tenant_id(&id)?, body).await
 }
 
 /// Revokes one of a tenant's keys (admin).
@@ -238,9 +259,10 @@ pub(crate) async fn admin_create(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn admin_revoke(
     State(state): State<AppState>,
+    audit: Audit,
     Path(p): Path<TenantKeyPath>,
 ) -> ApiResult<axum::Json<KeyView>> {
-    revoke(&state, &tenant_id(&p.id)?, &p.key_id).await
+    revoke(&state, audit.registry(), &tenant_id(&p.id)?, &p.key_id).await
 }
 
 /// Rotates one of a tenant's keys (admin).
@@ -254,8 +276,16 @@ pub(crate) async fn admin_revoke(
         (status = 412, description = "the key is revoked, expired or already rotated", body = ErrorBody)))]
 pub(crate) async fn admin_rotate(
     State(state): State<AppState>,
+    audit: Audit,
     Path(p): Path<TenantKeyPath>,
     OptionalJson(body): OptionalJson<RotateKeyBody>,
 ) -> ApiResult<(StatusCode, axum::Json<RotatedKeyView>)> {
-    rotate(&state, &tenant_id(&p.id)?, &p.key_id, body).await
+    rotate(
+        &state,
+        audit.registry(),
+        &tenant_id(&p.id)?,
+        &p.key_id,
+        body,
+    )
+    .await
 }

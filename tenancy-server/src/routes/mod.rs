@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod admin_locks;
+pub(crate) mod audit;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod open;
@@ -117,11 +118,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/keys/current"),
     ("DELETE", "/v1/keys/{key_id}"),
     ("POST", "/v1/keys/{key_id}/rotate"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/head"),
+    ("GET", "/v1/audit/verify"),
+    ("GET", "/v1/tenant/audit"),
 ];
 
 /// The role a tenant route needs (`AuthenticatedTenant::role`): reads are
 /// `viewer`'s; writes, locks, jobs and workers `operator`'s; the tenant's
-/// keys and revoking another of its sessions `owner`'s. Logging in and
+/// keys, its audit trail and revoking another of its sessions `owner`'s. Logging in and
 /// out, and reading one's own session and key, are anyone's (a key's session has
 /// the key's role). The role guard applies it to every tenant route, so
 /// no handler can forget it; a request beyond its role gets 403 naming
@@ -129,6 +134,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub(crate) fn required_role(method: &str, route: &str) -> Role {
     match (method, route) {
         ("GET", "/v1/keys/current") => Role::Viewer,
+        ("GET", "/v1/tenant/audit") => Role::Owner,
         (_, r) if r == "/v1/keys" || r.starts_with("/v1/keys/") => Role::Owner,
         ("GET", "/v1/sessions") | ("DELETE", "/v1/sessions/{id}") => Role::Owner,
         ("POST", "/v1/sessions") | (_, "/v1/sessions/current") => Role::Viewer,
@@ -217,6 +223,9 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
             "/v1/tenants/{id}/keys/{key_id}/rotate",
             post(keys::admin_rotate),
         )
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/head", get(audit::head))
+        .route("/v1/audit/verify", get(audit::verify))
         .route_layer(from_fn_with_state(state.clone(), admin::guard))
 }
 
@@ -224,10 +233,7 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
 fn tenant_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/tenant", get(tenant::me))
-        .route(
-            "/v1/sessions",
-            post(sessions::login).get(sessions::list_own),
-        )
+        .route("/v1/sessions", get(sessions::list_own))
         .route(
             "/v1/sessions/current",
             get(sessions::current_own).delete(sessions::logout),
@@ -263,9 +269,19 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/keys/current", get(keys::own_current))
         .route("/v1/keys/{key_id}", delete(keys::own_revoke))
         .route("/v1/keys/{key_id}/rotate", post(keys::own_rotate))
+        .route("/v1/tenant/audit", get(audit::list_own))
         .merge(stack_routes(state))
         .route_layer(axum::middleware::from_fn(role_guard))
         .route_layer(state.auth().layer())
+}
+
+/// `POST /v1/sessions` (the tenant login), behind the tenant layer and, outside
+/// it, the audit of the logins that layer refuses.
+fn login_route(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", post(sessions::login))
+        .route_layer(state.auth().layer())
+        .route_layer(from_fn_with_state(state.clone(), audit::login_refusals))
 }
 
 /// The stack routes (Terraform's `http` backend), with their own body limit.
@@ -531,6 +547,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(admin_routes(&state))
         .merge(tenant_routes(&state))
+        .merge(login_route(&state))
         .merge(open_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use tenancy_core::{Secret, SessionId, SessionOwner, TenantId};
 
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::{bearer_token, presented_key, AdminCaller, AuthenticatedTenant};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -76,7 +77,7 @@ fn not_a_session() -> ApiError {
         (status = 403, description = "suspended, expired or deleted tenant, or a session token instead of the secret", body = ErrorBody),
         (status = 429, body = ErrorBody)))]
 pub(crate) async fn login(
-    State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<TenantLogin>,
@@ -92,7 +93,7 @@ pub(crate) async fn login(
         }
     }
     let secret = Secret::new(presented_key(&headers)?.key);
-    let s = state.registry().login_tenant(who.id(), &secret).await?;
+    let s = audit.registry().login_tenant(who.id(), &secret).await?;
     Ok(issued(s))
 }
 
@@ -134,12 +135,9 @@ pub(crate) async fn current_own(
     security(("api_key" = [])),
     responses((status = 204, description = "ended"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn logout(
-    State(state): State<AppState>,
-    who: AuthenticatedTenant,
-) -> ApiResult<StatusCode> {
+pub(crate) async fn logout(audit: Audit, who: AuthenticatedTenant) -> ApiResult<StatusCode> {
     let id = who.session().ok_or_else(not_a_session)?;
-    state
+    audit
         .registry()
         .revoke_session(&SessionOwner::Tenant(who.id().clone()), id)
         .await?;
@@ -153,12 +151,12 @@ pub(crate) async fn logout(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_own(
-    State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = session_id(&id)?;
-    state
+    audit
         .registry()
         .revoke_session(&SessionOwner::Tenant(who.id().clone()), &id)
         .await?;
@@ -171,7 +169,7 @@ pub(crate) async fn revoke_own(
     responses((status = 201, body = IssuedSessionView), (status = 401, body = ErrorBody),
         (status = 403, description = "a session token instead of the admin credential", body = ErrorBody)))]
 pub(crate) async fn admin_login(
-    State(state): State<AppState>,
+    audit: Audit,
     Extension(caller): Extension<AdminCaller>,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, axum::Json<IssuedSessionView>)> {
@@ -181,7 +179,7 @@ pub(crate) async fn admin_login(
         ));
     }
     let password = Secret::new(bearer_token(&headers)?);
-    let s = state.registry().login_admin(&password).await?;
+    let s = audit.registry().login_admin(&password).await?;
     Ok(issued(s))
 }
 
@@ -218,11 +216,11 @@ pub(crate) async fn admin_current(
     responses((status = 204, description = "ended"), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn admin_logout(
-    State(state): State<AppState>,
+    audit: Audit,
     Extension(caller): Extension<AdminCaller>,
 ) -> ApiResult<StatusCode> {
     let id = caller.session().ok_or_else(not_a_session)?;
-    state
+    audit
         .registry()
         .revoke_session(&SessionOwner::Admin, id)
         .await?;
@@ -234,12 +232,9 @@ pub(crate) async fn admin_logout(
     params(("id" = String, Path, description = "session id")), security(("admin" = [])),
     responses((status = 204, description = "ended"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn admin_revoke(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub(crate) async fn admin_revoke(audit: Audit, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = session_id(&id)?;
-    state
+    audit
         .registry()
         .revoke_session(&SessionOwner::Admin, &id)
         .await?;
@@ -267,12 +262,12 @@ pub(crate) async fn tenant_list(
     responses((status = 204, description = "ended"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn tenant_revoke(
-    State(state): State<AppState>,
+    audit: Audit,
     Path((id, session)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id = TenantId::new(id)?;
     let session = session_id(&session)?;
-    state
+    audit
         .registry()
         .revoke_session(&SessionOwner::Tenant(id), &session)
         .await?;

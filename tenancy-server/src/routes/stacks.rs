@@ -65,6 +65,10 @@ use tenancy_state::stack::{Expected, SaveOptions, StackStore, StateDocument};
 use tenancy_state::stack_quota::StackQuota;
 use utoipa::IntoParams;
 
+use tenancy_core::audit::Scope;
+use tenancy_state::audited::{lock_target, stack_detail, stack_target, unlock_detail};
+
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -216,17 +220,19 @@ pub(crate) async fn get_state(
         (status = 429, body = ErrorBody)))]
 pub(crate) async fn save_state(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(p): Path<StackPath>,
     Query(q): Query<LockIdQuery>,
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Response {
-    response(save_inner(state, who, p, q, headers, bytes).await)
+    response(save_inner(state, audit, who, p, q, headers, bytes).await)
 }
 
 async fn save_inner(
     state: AppState,
+    audit: Audit,
     who: AuthenticatedTenant,
     p: StackPath,
     q: LockIdQuery,
@@ -254,7 +260,7 @@ async fn save_inner(
         }
     }
     let doc = StateDocument::from_bytes(&bytes).map_err(|e| ApiError::from(e).into_response())?;
-    write(state, who, p, q, Write::Save(doc)).await
+    write(state, audit, who, p, q, Write::Save(doc)).await
 }
 
 /// What a write of a stack environment does.
@@ -268,9 +274,11 @@ enum Write {
 /// Every write of a stack environment: checked against its lock
 /// ([`under_lock`]), counted (`tenancy_state::stack_quota`), on top of the
 /// latest version, in its own task (a disconnect never stops it between
-/// quota and write).
+/// quota and write). A rollback or delete is recorded in the tenant's
+/// audit log (a save is not; a quota refusal is, by the registry).
 async fn write(
     state: AppState,
+    audit: Audit,
     who: AuthenticatedTenant,
     p: StackPath,
     q: LockIdQuery,
@@ -280,17 +288,35 @@ async fn write(
     let locks = locks(&state, &who).map_err(IntoResponse::into_response)?;
     let fence = under_lock(&state, &*locks, &key, q.id.as_deref()).await?;
     let store = store(&state, &who).map_err(IntoResponse::into_response)?;
-    let registry = state.registry().clone();
+    let registry = audit.registry();
     let tenant = who.tenant_arc();
     let (stack, env) = (p.stack.clone(), p.env.clone());
     let task = tokio::spawn(async move {
         let quota = StackQuota::new(&store, &*registry, &tenant);
         let opts = SaveOptions::new(Expected::Latest).fenced(fence);
-        match op {
-            Write::Save(doc) => quota.save(&stack, &env, &doc, opts).await,
-            Write::Rollback(to) => quota.rollback(&stack, &env, to, opts).await,
-            Write::Delete => quota.delete(&stack, &env, opts).await.map(|(v, _)| v),
-        }
+        let (action, to, done) = match op {
+            Write::Save(doc) => return quota.save(&stack, &env, &doc, opts).await,
+            Write::Rollback(to) => (
+                "stack.rollback",
+                Some(to),
+                quota.rollback(&stack, &env, to, opts).await,
+            ),
+            Write::Delete => (
+                "stack.delete",
+                None,
+                quota.delete(&stack, &env, opts).await.map(|(v, _)| v),
+            ),
+        };
+        audit
+            .record(
+                &Scope::Tenant(tenant.id.clone()),
+                action,
+                stack_target(&stack, &env),
+                &done,
+                |v| stack_detail(v.serial, to),
+            )
+            .await;
+        done
     });
     let done = task
         .await
@@ -317,16 +343,18 @@ async fn write(
         (status = 409, body = ErrorBody), (status = 423, body = TerraformLock)))]
 pub(crate) async fn delete_state(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(p): Path<StackPath>,
     Query(q): Query<LockIdQuery>,
 ) -> Response {
-    response(write(state, who, p, q, Write::Delete).await)
+    response(write(state, audit, who, p, q, Write::Delete).await)
 }
 
 /// `LOCK`/`UNLOCK` (and `POST`/`DELETE`) on a stack environment's lock.
 pub(crate) async fn lock_route(
     State(state): State<AppState>,
+    audit: Audit,
     method: Method,
     who: AuthenticatedTenant,
     Path(p): Path<StackPath>,
@@ -334,7 +362,7 @@ pub(crate) async fn lock_route(
 ) -> Response {
     let r = match method.as_str() {
         "LOCK" | "POST" => lock(&state, &who, &p, &bytes).await,
-        "UNLOCK" | "DELETE" => unlock(&state, &who, &p, &bytes).await,
+        "UNLOCK" | "DELETE" => unlock(&state, &audit, &who, &p, &bytes).await,
         _ => {
             let mut res = ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
                 .with_message("use LOCK or UNLOCK (or POST or DELETE) on a stack lock")
@@ -443,6 +471,7 @@ pub(crate) async fn unlock_doc() {}
 
 async fn unlock(
     state: &AppState,
+    audit: &Audit,
     who: &AuthenticatedTenant,
     p: &StackPath,
     bytes: &[u8],
@@ -453,7 +482,17 @@ async fn unlock(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         // force-unlock by the tenant: whoever holds it
         if let Some(h) = locks.inspect(&key).await.map_err(fail)? {
-            match locks.force_unlock(&key, h.lock_id).await {
+            let done = locks.force_unlock(&key, h.lock_id).await;
+            audit
+                .record(
+                    &Scope::Tenant(who.id().clone()),
+                    "lock.force_unlock",
+                    lock_target(&key),
+                    &done,
+                    |_| unlock_detail(&h.lock_id, Some(&h)),
+                )
+                .await;
+            match done {
                 Ok(()) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(fail(e)),
             }
@@ -570,12 +609,13 @@ pub(crate) async fn version(
         (status = 409, body = ErrorBody), (status = 423, body = TerraformLock)))]
 pub(crate) async fn rollback(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(p): Path<StackPath>,
     Query(q): Query<LockIdQuery>,
     Json(body): Json<RollbackBody>,
 ) -> Response {
-    response(write(state, who, p, q, Write::Rollback(body.to)).await)
+    response(write(state, audit, who, p, q, Write::Rollback(body.to)).await)
 }
 
 /// The default lease of a lock taken through these routes.
@@ -600,6 +640,7 @@ pub(crate) struct AdminStackPath {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn admin_force_unlock(
     State(state): State<AppState>,
+    audit: Audit,
     Path(p): Path<AdminStackPath>,
 ) -> ApiResult<axum::Json<TerraformLock>> {
     let id = tenancy_core::TenantId::new(&p.id)?;
@@ -613,6 +654,16 @@ pub(crate) async fn admin_force_unlock(
         .inspect(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{key} of tenant {id} is not locked")))?;
-    locks.force_unlock(&key, holder.lock_id).await?;
+    let done = locks.force_unlock(&key, holder.lock_id).await;
+    audit
+        .record(
+            &Scope::Tenant(id.clone()),
+            "lock.force_unlock",
+            lock_target(&key),
+            &done,
+            |_| unlock_detail(&holder.lock_id, Some(&holder)),
+        )
+        .await;
+    done?;
     Ok(axum::Json(TerraformLock::from(&holder)))
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tenancy_core::{LockId, LockKey, LockManager, LockRequest, StateBackend, StateKey, Version};
 use utoipa::IntoParams;
 
+use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -255,6 +256,7 @@ pub(crate) async fn get_state(
         (status = 429, description = "over the state_bytes or state_objects quota", body = ErrorBody)))]
 pub(crate) async fn put_state(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -286,7 +288,7 @@ pub(crate) async fn put_state(
     let conditional = want != Want::Any;
     // Its own task: a disconnect never stops it between write and settle.
     let task = tokio::spawn(state_quota::put(
-        state.registry().clone(),
+        audit.registry(),
         who.id().clone(),
         store,
         key.clone(),
@@ -515,6 +517,7 @@ pub(crate) async fn renew_lock(
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn release_lock(
     State(state): State<AppState>,
+    audit: Audit,
     who: AuthenticatedTenant,
     Path(raw): Path<String>,
     Query(q): Query<LockQuery>,
@@ -523,7 +526,17 @@ pub(crate) async fn release_lock(
     let id = lock_id(&q)?;
     let locks = tenant_locks(&state, &who)?;
     let released = if q.force == Some(true) {
-        locks.force_unlock(&key, id).await
+        let done = locks.force_unlock(&key, id).await;
+        audit
+            .record(
+                &tenancy_core::audit::Scope::Tenant(who.id().clone()),
+                "lock.force_unlock",
+                tenancy_state::audited::lock_target(&key),
+                &done,
+                |_| tenancy_state::audited::unlock_detail(&id, None),
+            )
+            .await;
+        done
     } else {
         locks.release(&key, id).await
     };

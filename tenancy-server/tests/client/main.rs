@@ -82,6 +82,7 @@ pub(crate) async fn live_on(
         registry.clone(),
         Arc::new(SharedStores::with_locks(backend.clone(), locks)),
     )
+    .audit(backend.clone())
     .config(config)
     .clock(clock_dyn)
     .build()

@@ -118,6 +118,7 @@ async fn harness_built(
         stores = stores.with_clock(clock_dyn.clone());
     }
     let state = AppState::builder(registry, Arc::new(stores))
+        .audit(backend.clone())
         .config(config)
         .clock(clock_dyn)
         .build()

@@ -8,6 +8,7 @@
 mod common;
 
 mod admin;
+mod audit;
 mod auth;
 mod jobs;
 mod keys;
