@@ -212,9 +212,13 @@ fn reserve_commit(c: &mut Criterion) {
 fn postgres(rt: &Runtime) -> Option<Arc<dyn StateBackend>> {
     let url = std::env::var("TENANCY_TEST_POSTGRES_URL").ok()?;
     let url = format!(
-        "{url}{}schema=bench_{}",
+        "{url}{}schema=bench_{}_{}",
         if url.contains('?') { '&' } else { '?' },
-        std::process::id()
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
     );
     let b = rt
         .block_on(tenancy_state::postgres::PostgresBackend::open(&url))
