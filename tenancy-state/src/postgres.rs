@@ -602,15 +602,11 @@ impl StateBackend for PostgresBackend {
     }
 
     fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
-        // Strictly below `prefix`: the keys in [prefix/, prefix0).
-        let (start, upper) = match prefix {
+        // Strictly below `prefix`: the keys in (prefix/, prefix0); no key
+        // is `prefix/` itself, so `key > prefix/` starts at the first one.
+        let (after, upper) = match prefix {
             None => (String::new(), None),
             Some(p) => (format!("{p}/"), Some(format!("{p}0"))),
-        };
-        // `key > after`: start just below the range's first key.
-        let after = match start.strip_suffix('/') {
-            Some(p) => format!("{p}/"),
-            None => start,
         };
         let state = Some((after, upper));
         stream::unfold(state, move |state| async move {

@@ -350,9 +350,9 @@ struct ReadOnlyLocks {
 
 impl ReadOnlyLocks {
     fn refuse<T>(&self) -> Result<T> {
-        Err(require_role(self.key.role, Some(&self.key), Role::Operator)
-            .err()
-            .unwrap_or_else(|| Error::forbidden("this needs the operator role")))
+        // Only keys weaker than operator get this layer, so this refuses.
+        require_role(self.key.role, Some(&self.key), Role::Operator)?;
+        Err(Error::forbidden("this needs the operator role"))
     }
 }
 

@@ -43,7 +43,8 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
-fn tenant_id(raw: &str) -> ApiResult<TenantId> {
+/// A tenant id from a path, as a 400 when it is not one.
+pub(crate) fn tenant_id(raw: &str) -> ApiResult<TenantId> {
     TenantId::new(raw).map_err(ApiError::from)
 }
 

@@ -6,10 +6,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::admin::tenant_id;
 use super::audit::Audit;
 use super::tenant::{holder_only, lock_key, lock_list, ListLocks};
 use crate::app_state::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::views::LockList;
 
@@ -26,10 +27,6 @@ pub(crate) struct TenantLockPath {
 pub(crate) struct ForceUnlockQuery {
     /// The holder's lock id (from the listing).
     pub lock_id: String,
-}
-
-fn tenant_id(raw: &str) -> ApiResult<tenancy_core::TenantId> {
-    tenancy_core::TenantId::new(raw).map_err(ApiError::from)
 }
 
 /// A tenant's held locks (below `prefix`, if given), sorted by key.

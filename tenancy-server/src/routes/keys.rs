@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use tenancy_core::{KeyId, NewApiKey, TenantId};
 
+use super::admin::tenant_id;
 use super::audit::Audit;
 use crate::app_state::AppState;
 use crate::auth::AuthenticatedTenant;
@@ -215,10 +216,6 @@ pub(crate) async fn own_rotate(
 }
 
 // ---- any tenant's keys (admin) ----
-
-fn tenant_id(raw: &str) -> ApiResult<TenantId> {
-    TenantId::new(raw).map_err(ApiError::from)
-}
 
 /// A tenant's keys (admin).
 #[utoipa::path(get, path = "/v1/tenants/{id}/keys", tag = "admin",
