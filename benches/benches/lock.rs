@@ -1,5 +1,7 @@
 //! Lock benches: acquire+release per second against the raw `Create`+delete
-//! rate of the same backend, and backend calls per uncontended operation.
+//! rate of the same backend (memory, local files, and S3 and PostgreSQL
+//! when their test servers are up), and backend calls per uncontended
+//! operation.
 //!
 //! Run with `cargo bench -p tenancy-benches --bench lock`. The call counts
 //! are printed first (they are exact, not timed); criterion then measures.
@@ -18,6 +20,8 @@ use tenancy_state::counting::CountingBackend;
 use tenancy_state::LocalBackend;
 use tokio::runtime::Runtime;
 
+mod common;
+
 const TTL: Duration = Duration::from_secs(60);
 
 /// A shared backend that counts its calls.
@@ -35,14 +39,13 @@ fn payload() -> Bytes {
     Bytes::from(vec![b'x'; 330])
 }
 
-fn raw_create_delete(c: &mut Criterion, group: &str, backend: Arc<dyn StateBackend>) {
-    let rt = runtime();
+fn raw_create_delete(c: &mut Criterion, rt: &Runtime, group: &str, backend: Arc<dyn StateBackend>) {
     let key = StateKey::new("locks/bench:raw").expect("key");
     let bytes = payload();
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     g.bench_function("raw_create_delete", |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             backend
                 .put(&key, bytes.clone(), PutMode::Create)
                 .await
@@ -55,8 +58,7 @@ fn raw_create_delete(c: &mut Criterion, group: &str, backend: Arc<dyn StateBacke
 
 /// Two conditional writes (`Update`) of a lock-sized object: what an
 /// acquire+release costs the backend at the least.
-fn raw_update_update(c: &mut Criterion, group: &str, backend: Arc<dyn StateBackend>) {
-    let rt = runtime();
+fn raw_update_update(c: &mut Criterion, rt: &Runtime, group: &str, backend: Arc<dyn StateBackend>) {
     let key = StateKey::new("locks/bench:raw-update").expect("key");
     let bytes = payload();
     let mut version = rt
@@ -79,14 +81,19 @@ fn raw_update_update(c: &mut Criterion, group: &str, backend: Arc<dyn StateBacke
     g.finish();
 }
 
-fn acquire_release(c: &mut Criterion, group: &str, name: &str, locks: Arc<dyn LockManager>) {
-    let rt = runtime();
+fn acquire_release(
+    c: &mut Criterion,
+    rt: &Runtime,
+    group: &str,
+    name: &str,
+    locks: Arc<dyn LockManager>,
+) {
     let key = LockKey::new("bench:lock").expect("key");
     let req = LockRequest::new(key.clone(), TTL).operation("bench");
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     g.bench_function(name, |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             let lease = locks.try_acquire(&req).await.expect("acquire");
             locks
                 .release(&key, black_box(lease.lock_id))
@@ -98,27 +105,31 @@ fn acquire_release(c: &mut Criterion, group: &str, name: &str, locks: Arc<dyn Lo
 }
 
 fn memory(c: &mut Criterion) {
+    let rt = runtime();
     let backend = Arc::new(MemoryBackend::new());
-    raw_create_delete(c, "lock/core-memory", backend.clone());
-    raw_update_update(c, "lock/core-memory", backend.clone());
+    raw_create_delete(c, &rt, "lock/core-memory", backend.clone());
+    raw_update_update(c, &rt, "lock/core-memory", backend.clone());
     acquire_release(
         c,
+        &rt,
         "lock/core-memory",
         "store_acquire_release",
         Arc::new(StoreLockManager::new(backend)),
     );
     acquire_release(
         c,
+        &rt,
         "lock/core-memory",
         "memory_manager_acquire_release",
         Arc::new(MemoryLockManager::new()),
     );
 
     let backend = Arc::new(MemoryBackend::new());
-    raw_create_delete(c, "lock/object-memory", backend.clone());
-    raw_update_update(c, "lock/object-memory", backend.clone());
+    raw_create_delete(c, &rt, "lock/object-memory", backend.clone());
+    raw_update_update(c, &rt, "lock/object-memory", backend.clone());
     acquire_release(
         c,
+        &rt,
         "lock/object-memory",
         "store_acquire_release",
         Arc::new(StoreLockManager::new(backend)),
@@ -126,16 +137,35 @@ fn memory(c: &mut Criterion) {
 }
 
 fn local(c: &mut Criterion) {
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let backend = Arc::new(LocalBackend::open(dir.path()).expect("local backend"));
-    raw_create_delete(c, "lock/local", backend.clone());
-    raw_update_update(c, "lock/local", backend.clone());
+    raw_create_delete(c, &rt, "lock/local", backend.clone());
+    raw_update_update(c, &rt, "lock/local", backend.clone());
     acquire_release(
         c,
+        &rt,
         "lock/local",
         "store_acquire_release",
         Arc::new(StoreLockManager::new(backend)),
     );
+}
+
+/// The same on S3 and PostgreSQL, when their test servers are up.
+fn shared(c: &mut Criterion) {
+    let rt = runtime();
+    for (name, backend) in common::shared_stores(&rt, "lock bench") {
+        let group = format!("lock/{name}");
+        raw_create_delete(c, &rt, &group, backend.clone());
+        raw_update_update(c, &rt, &group, backend.clone());
+        acquire_release(
+            c,
+            &rt,
+            &group,
+            "store_acquire_release",
+            Arc::new(StoreLockManager::new(backend)),
+        );
+    }
 }
 
 /// Backend calls of each uncontended operation, on a counting wrapper.
@@ -200,5 +230,6 @@ fn main() {
         .configure_from_args();
     memory(&mut c);
     local(&mut c);
+    shared(&mut c);
     c.final_summary();
 }

@@ -1,8 +1,11 @@
-//! State benches: get and put, raw versus `TenantScoped`, on memory and
-//! local files (in the same run, on the same physical keys), stack-state
-//! save and read, and the backend calls of one stack operation.
+//! State benches: get and put, raw versus `TenantScoped`, on memory, local
+//! files, and S3 and PostgreSQL when their test servers are up (in the same
+//! run, on the same physical keys), stack-state save and read, and the
+//! backend calls of one stack operation.
 //!
-//! Run with `cargo bench -p tenancy-benches --bench state`. The call counts
+//! Run with `cargo bench -p tenancy-benches --bench state` (after `source
+//! scripts/s3-server.sh; source scripts/postgres-server.sh` for the shared
+//! stores). The call counts
 //! are printed first (they are exact, not timed); criterion then measures.
 //! Target: scoped costs at most 1.05x raw. Also: one audit append
 //! (`AuditLog::append`) next to a plain `put` with `Create` of an object of
@@ -24,6 +27,8 @@ use tenancy_state::counting::CountingBackend;
 use tenancy_state::stack::StackStore;
 use tenancy_state::{LocalBackend, TenantScoped};
 use tokio::runtime::Runtime;
+
+mod common;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -53,11 +58,18 @@ fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn StateBackend>)>
     ]
 }
 
+/// [`backends`] and the shared stores of [`common::shared_stores`], opened on `rt`.
+fn all_backends(rt: &Runtime, dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn StateBackend>)> {
+    let mut all = backends(dir);
+    all.extend(common::shared_stores(rt, "state bench"));
+    all
+}
+
 fn get_put(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let acme = TenantId::new("acme").expect("tenant id");
-    for (name, raw) in backends(dir.path()) {
+    for (name, raw) in all_backends(&rt, dir.path()) {
         let scoped = TenantScoped::new(raw.clone(), &acme, "v1").expect("scope");
         let short = key("bench/obj.json");
         let full = scoped.prefix().join(&short).expect("joined key");
@@ -104,7 +116,7 @@ fn stack(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let acme = TenantId::new("acme").expect("tenant id");
     let doc = json!({"image": "web:1.0", "replicas": 3, "env": {"A": "1", "B": "2"}});
-    for (name, raw) in backends(dir.path()) {
+    for (name, raw) in all_backends(&rt, dir.path()) {
         let store =
             StackStore::new(TenantScoped::new(raw, &acme, "v1").expect("scope")).with_retention(20);
         let mut serial = rt

@@ -1042,11 +1042,15 @@ fn store_calls_per_command() {
         put,
         delete,
         list,
+        get_many: 0,
     };
     assert_eq!(
         calls(&["tenant", "list"], ""),
-        n(3, 0, 0, 1),
-        "admin: manifest, list, one record and its usage (STACKS, COST)"
+        CallCounts {
+            get_many: 1,
+            ..n(2, 0, 0, 1)
+        },
+        "admin: manifest, list, the records in one batch, and each usage (STACKS, COST)"
     );
     assert_eq!(
         calls(&["state", "get", "--stack", "web", "--env", "prod"], ""),

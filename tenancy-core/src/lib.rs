@@ -52,7 +52,7 @@ pub use session::{
 };
 pub use state::{
     Capabilities, DeleteMode, ListEntry, Object, PutMode, Retry, StateBackend, StateBackendExt,
-    Step, Updated, Version,
+    Step, Updated, Version, GET_MANY_CONCURRENCY,
 };
 pub use tenant::{
     CredentialInfo, LimitOverrides, Limits, Plan, Resource, StorageInfo, Tenant, TenantStatus,

@@ -131,7 +131,25 @@ pub trait StateBackend: Send + Sync + Debug {
 
     /// Streams the keys strictly below `prefix` (all keys for `None`).
     fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>>;
+
+    /// Reads several objects, answering in the order of `keys` (`None`
+    /// where one does not exist). Each object is read as [`get`] would read
+    /// it; the batch as a whole is not a snapshot. The default reads them
+    /// concurrently, [`GET_MANY_CONCURRENCY`] at a time; a backend that can
+    /// answer a batch in one round trip (PostgreSQL) overrides it.
+    ///
+    /// [`get`]: StateBackend::get
+    async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
+        futures::stream::iter(0..keys.len())
+            .map(|i| self.get(&keys[i]))
+            .buffered(GET_MANY_CONCURRENCY)
+            .try_collect()
+            .await
+    }
 }
+
+/// How many reads the default [`StateBackend::get_many`] has in flight.
+pub const GET_MANY_CONCURRENCY: usize = 64;
 
 macro_rules! forward_state_backend {
     ($ty:ty) => {
@@ -154,6 +172,9 @@ macro_rules! forward_state_backend {
             }
             fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
                 (**self).list(prefix)
+            }
+            async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
+                (**self).get_many(keys).await
             }
         }
     };

@@ -21,12 +21,14 @@ pub struct CallCounts {
     pub delete: u64,
     /// `list` calls (one per stream, however many entries it yields).
     pub list: u64,
+    /// `get_many` calls (one per batch, however many keys it reads).
+    pub get_many: u64,
 }
 
 impl CallCounts {
     /// All calls together.
     pub fn total(&self) -> u64 {
-        self.get + self.put + self.delete + self.list
+        self.get + self.put + self.delete + self.list + self.get_many
     }
 }
 
@@ -39,6 +41,7 @@ pub struct CountingBackend<B> {
     put: AtomicU64,
     delete: AtomicU64,
     list: AtomicU64,
+    get_many: AtomicU64,
 }
 
 impl<B> CountingBackend<B> {
@@ -50,6 +53,7 @@ impl<B> CountingBackend<B> {
             put: AtomicU64::new(0),
             delete: AtomicU64::new(0),
             list: AtomicU64::new(0),
+            get_many: AtomicU64::new(0),
         }
     }
 
@@ -60,12 +64,19 @@ impl<B> CountingBackend<B> {
             put: self.put.load(Ordering::Relaxed),
             delete: self.delete.load(Ordering::Relaxed),
             list: self.list.load(Ordering::Relaxed),
+            get_many: self.get_many.load(Ordering::Relaxed),
         }
     }
 
     /// Sets every counter back to zero.
     pub fn reset(&self) {
-        for c in [&self.get, &self.put, &self.delete, &self.list] {
+        for c in [
+            &self.get,
+            &self.put,
+            &self.delete,
+            &self.list,
+            &self.get_many,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -77,6 +88,7 @@ impl<B> CountingBackend<B> {
             put: self.put.swap(0, Ordering::Relaxed),
             delete: self.delete.swap(0, Ordering::Relaxed),
             list: self.list.swap(0, Ordering::Relaxed),
+            get_many: self.get_many.swap(0, Ordering::Relaxed),
         }
     }
 
@@ -114,5 +126,10 @@ impl<B: StateBackend> StateBackend for CountingBackend<B> {
     fn list(&self, prefix: Option<&StateKey>) -> BoxStream<'_, Result<ListEntry>> {
         self.list.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix)
+    }
+
+    async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
+        self.get_many.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_many(keys).await
     }
 }

@@ -30,7 +30,9 @@
 //!
 //! # Operations: each one statement, atomic without locks or transactions
 //!
-//! - `get`: one `SELECT` by primary key.
+//! - `get`: one `SELECT` by primary key; `get_many`: one `SELECT ... WHERE
+//!   key = ANY($1)` per 500 keys (the registry's `list` reads its records
+//!   so, not one round trip each).
 //! - `put Create`: `INSERT ... ON CONFLICT DO NOTHING RETURNING version`:
 //!   no row means the key exists (`AlreadyExists`). Of two creates exactly
 //!   one inserts.
@@ -50,7 +52,10 @@
 //!
 //! # Pool and failures
 //!
-//! A deadpool pool of at most `pool_size` connections (default 16). A
+//! A deadpool pool of at most `pool_size` connections (default 16); each
+//! connection prepares a statement on first use and reuses it, so every
+//! operation is one round trip (a pooler must pass prepared statements
+//! through: PgBouncer 1.21+ in transaction mode does). A
 //! request that finds it full waits up to `pool_timeout` (default 10 s),
 //! then fails with a `Backend` error saying the pool is exhausted; a
 //! database that cannot be reached fails within `connect_timeout` (default
@@ -315,6 +320,7 @@ struct Statements {
     overwrite: String,
     delete_any: String,
     delete_if: String,
+    get_many: String,
     list_all: String,
     list_range: String,
 }
@@ -340,6 +346,7 @@ impl Statements {
             ),
             delete_any: format!("DELETE FROM {t} WHERE key = $1"),
             delete_if: format!("DELETE FROM {t} WHERE key = $1 AND version = $2"),
+            get_many: format!("SELECT key, bytes, version FROM {t} WHERE key = ANY($1)"),
             list_all: format!(
                 "SELECT key, octet_length(bytes)::BIGINT, updated FROM {t} \
                  WHERE key > $1 ORDER BY key LIMIT $2"
@@ -349,6 +356,14 @@ impl Statements {
                  WHERE key > $1 AND key < $3 ORDER BY key LIMIT $2"
             ),
         }
+    }
+}
+
+/// An object from its `bytes` and `version` columns.
+fn object(bytes: Vec<u8>, version: i64) -> Object {
+    Object {
+        bytes: Bytes::from(bytes),
+        version: Version(version.to_string()),
     }
 }
 
@@ -439,6 +454,21 @@ impl PostgresBackend {
         })
     }
 
+    /// A pooled connection and `sql` prepared on it (once per connection:
+    /// after that a statement is one round trip, not two).
+    async fn prepared(
+        &self,
+        what: &str,
+        sql: &str,
+    ) -> Result<(deadpool_postgres::Object, tokio_postgres::Statement)> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.fail(what, e))?;
+        Ok((client, statement))
+    }
+
     async fn ensure_schema(&self) -> Result<()> {
         let mut client = self.client().await?;
         let s = &*self.schema;
@@ -496,13 +526,14 @@ impl PostgresBackend {
     }
 
     async fn page(&self, after: &str, upper: Option<&str>) -> Result<Vec<ListEntry>> {
-        let client = self.client().await?;
         let rows = match upper {
-            None => client.query(&self.sql.list_all, &[&after, &PAGE]).await,
+            None => {
+                let (client, st) = self.prepared("list", &self.sql.list_all).await?;
+                client.query(&st, &[&after, &PAGE]).await
+            }
             Some(hi) => {
-                client
-                    .query(&self.sql.list_range, &[&after, &PAGE, &hi])
-                    .await
+                let (client, st) = self.prepared("list", &self.sql.list_range).await?;
+                client.query(&st, &[&after, &PAGE, &hi]).await
             }
         }
         .map_err(|e| self.fail("list", e))?;
@@ -532,32 +563,52 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn get(&self, key: &StateKey) -> Result<Option<Object>> {
-        let client = self.client().await?;
+        let (client, st) = self.prepared("get", &self.sql.get).await?;
         let row = client
-            .query_opt(&self.sql.get, &[&key.as_str()])
+            .query_opt(&st, &[&key.as_str()])
             .await
             .map_err(|e| self.fail("get", e))?;
-        Ok(row.map(|r| {
-            let bytes: Vec<u8> = r.get(0);
-            let version: i64 = r.get(1);
-            Object {
-                bytes: Bytes::from(bytes),
-                version: Version(version.to_string()),
-            }
-        }))
+        Ok(row.map(|r| object(r.get(0), r.get(1))))
+    }
+
+    async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(PAGE as usize) {
+            let (client, st) = self.prepared("get", &self.sql.get_many).await?;
+            let wanted: Vec<&str> = batch.iter().map(StateKey::as_str).collect();
+            let rows = client
+                .query(&st, &[&wanted])
+                .await
+                .map_err(|e| self.fail("get", e))?;
+            let found: std::collections::HashMap<String, Object> = rows
+                .into_iter()
+                .map(|r| (r.get(0), object(r.get(1), r.get(2))))
+                .collect();
+            // A key asked twice is answered twice.
+            out.extend(batch.iter().map(|k| found.get(k.as_str()).cloned()));
+        }
+        Ok(out)
     }
 
     async fn put(&self, key: &StateKey, value: Bytes, mode: PutMode) -> Result<Version> {
-        let client = self.client().await?;
         let k = key.as_str();
         let v: &[u8] = &value;
         let row = match &mode {
-            PutMode::Create => client.query_opt(&self.sql.create, &[&k, &v]).await,
-            PutMode::Overwrite => client.query_opt(&self.sql.overwrite, &[&k, &v]).await,
+            PutMode::Create => {
+                let (client, st) = self.prepared("put", &self.sql.create).await?;
+                client.query_opt(&st, &[&k, &v]).await
+            }
+            PutMode::Overwrite => {
+                let (client, st) = self.prepared("put", &self.sql.overwrite).await?;
+                client.query_opt(&st, &[&k, &v]).await
+            }
             PutMode::Update(want) => match parse_version(want) {
                 // A version no write of this store made can never match.
                 None => Ok(None),
-                Some(want) => client.query_opt(&self.sql.update, &[&k, &v, &want]).await,
+                Some(want) => {
+                    let (client, st) = self.prepared("put", &self.sql.update).await?;
+                    client.query_opt(&st, &[&k, &v, &want]).await
+                }
             },
         }
         .map_err(|e| self.fail("put", e))?;
@@ -572,12 +623,12 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
-        let client = self.client().await?;
         let k = key.as_str();
         match &mode {
             DeleteMode::Any => {
+                let (client, st) = self.prepared("delete", &self.sql.delete_any).await?;
                 client
-                    .execute(&self.sql.delete_any, &[&k])
+                    .execute(&st, &[&k])
                     .await
                     .map_err(|e| self.fail("delete", e))?;
                 Ok(())
@@ -585,10 +636,13 @@ impl StateBackend for PostgresBackend {
             DeleteMode::IfVersion(want) => {
                 let n = match parse_version(want) {
                     None => 0,
-                    Some(want) => client
-                        .execute(&self.sql.delete_if, &[&k, &want])
-                        .await
-                        .map_err(|e| self.fail("delete", e))?,
+                    Some(want) => {
+                        let (client, st) = self.prepared("delete", &self.sql.delete_if).await?;
+                        client
+                            .execute(&st, &[&k, &want])
+                            .await
+                            .map_err(|e| self.fail("delete", e))?
+                    }
                 };
                 if n == 1 {
                     Ok(())

@@ -77,6 +77,14 @@ impl<B: StateBackend> StateBackend for Prefixed<B> {
         self.inner.put(&self.full(key)?, value, mode).await
     }
 
+    async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
+        let full = keys
+            .iter()
+            .map(|k| self.full(k))
+            .collect::<Result<Vec<_>>>()?;
+        self.inner.get_many(&full).await
+    }
+
     async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
         self.inner.delete(&self.full(key)?, mode).await
     }

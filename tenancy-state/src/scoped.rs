@@ -79,6 +79,10 @@ impl<B: StateBackend> StateBackend for TenantScoped<B> {
         self.0.put(key, value, mode).await
     }
 
+    async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
+        self.0.get_many(keys).await
+    }
+
     async fn delete(&self, key: &StateKey, mode: DeleteMode) -> Result<()> {
         self.0.delete(key, mode).await
     }

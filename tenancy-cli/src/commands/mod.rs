@@ -108,12 +108,17 @@ impl AdminAccess<'_> {
         use tenancy_core::registry::TenantRegistryExt;
         match self {
             AdminAccess::Store(s) => {
+                use futures::{StreamExt, TryStreamExt};
                 let (tenants, errors) = s.registry.list_partial(filter).await;
-                let mut out = Vec::with_capacity(tenants.len());
-                for t in tenants {
-                    let u = s.registry.usage(&t.id).await?;
-                    out.push((t, u));
-                }
+                let registry = &s.registry;
+                let out = futures::stream::iter(tenants)
+                    .map(|t| async move {
+                        let u = registry.usage(&t.id).await?;
+                        Ok::<_, tenancy_core::Error>((t, u))
+                    })
+                    .buffered(tenancy_core::GET_MANY_CONCURRENCY)
+                    .try_collect()
+                    .await?;
                 Ok((out, errors))
             }
             AdminAccess::Server(r) => Ok((r.list_with_usage(filter).await?, Vec::new())),

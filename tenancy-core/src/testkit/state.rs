@@ -37,7 +37,7 @@ impl Default for StateSuiteOptions {
 }
 
 /// The checks of this suite, in the order [`state_suite!`](crate::state_suite) lists them.
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 11] = [
     "round_trip",
     "overwrite",
     "delete",
@@ -48,6 +48,7 @@ pub const CHECKS: [&str; 10] = [
     "update_race",
     "conditional_delete",
     "list",
+    "get_many",
 ];
 
 /// Get and put round trips: missing keys, empty and 256 KiB objects.
@@ -153,6 +154,66 @@ pub async fn list(b: &dyn StateBackend, opts: StateSuiteOptions) -> Outcome {
         Outcome::skipped("backend reports no list")
     };
     finish(b, &root, out).await
+}
+
+/// `get_many` answers in the order asked, `None` for missing keys, the
+/// same objects and versions as `get`, for batches beyond one page (1,200
+/// keys), repeated keys and an empty batch.
+pub async fn get_many(b: &dyn StateBackend, _: StateSuiteOptions) -> Outcome {
+    let root = unique_prefix();
+    check_get_many(b, &root).await;
+    finish(b, &root, Outcome::Passed).await
+}
+
+async fn check_get_many(b: &dyn StateBackend, root: &StateKey) {
+    assert!(b.get_many(&[]).await.expect("empty batch").is_empty());
+    let key = |i: usize| root.child(&format!("many/k{i:05}")).expect("valid");
+    let stored: Vec<usize> = (0..1_200).filter(|i| i % 3 != 0).collect();
+    for chunk in stored.chunks(64) {
+        let puts = chunk.iter().map(|&i| {
+            let k = key(i);
+            async move {
+                b.put(&k, Bytes::from(format!("v{i}")), PutMode::Overwrite)
+                    .await
+            }
+        });
+        for r in join_all(puts.collect::<Vec<_>>()).await {
+            r.expect("put for get_many");
+        }
+    }
+    // Reversed order, every third key missing, one key asked twice.
+    let mut asked: Vec<StateKey> = (0..1_200).rev().map(key).collect();
+    asked.push(key(1));
+    let got = b.get_many(&asked).await.expect("get_many");
+    assert_eq!(got.len(), asked.len(), "one answer per key asked");
+    let mut singles = Vec::with_capacity(asked.len());
+    for chunk in asked.chunks(64) {
+        for r in join_all(chunk.iter().map(|k| b.get(k))).await {
+            singles.push(r.expect("get"));
+        }
+    }
+    for ((k, o), single) in asked.iter().zip(&got).zip(singles) {
+        match (o, single) {
+            (None, None) => {}
+            (Some(o), Some(s)) => {
+                assert_eq!(o.bytes, s.bytes, "bytes of {k}");
+                assert_eq!(o.version, s.version, "version of {k}");
+            }
+            (o, s) => panic!("{k}: get_many says {o:?}, get says {s:?}"),
+        }
+    }
+    let present = got.iter().filter(|o| o.is_some()).count();
+    assert_eq!(
+        present,
+        stored.len() + 1,
+        "every stored key, and key 1 twice"
+    );
+    assert!(got[2].is_none(), "asked[2] is key 1197, never written");
+    assert_eq!(
+        got[1].as_ref().map(|o| o.bytes.clone()),
+        Some(Bytes::from("v1198")),
+        "answers follow the order asked"
+    );
 }
 
 async fn finish(b: &dyn StateBackend, root: &StateKey, out: Outcome) -> Outcome {
@@ -543,7 +604,7 @@ macro_rules! __state_suite {
     ($strict:expr, $make:expr, $opts:expr) => {
         $crate::__testkit_tests!(state, $strict, f => ($crate::testkit::state::StateFixture::backend(&f), $opts), $make, [
             round_trip, overwrite, delete, key_charset, create_conflict, create_race,
-            update, update_race, conditional_delete, list,
+            update, update_race, conditional_delete, list, get_many,
         ]);
     };
 }

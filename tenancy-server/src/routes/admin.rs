@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tenancy_core::{
     NewTenant, Tenant, TenantFilter, TenantId, TenantRegistryExt, TenantStatus, TenantUpdate,
@@ -142,10 +143,14 @@ pub(crate) async fn list(
     };
     let with_usage = include_usage(q.include.as_deref())?;
     let now = state.clock().now();
-    let mut tenants = Vec::new();
-    for t in state.registry().list_all(filter).await? {
-        tenants.push(view_of(&state, &t, now, with_usage).await?);
-    }
+    let listed = state.registry().list_all(filter).await?;
+    // Each tenant's usage is one read: many in flight, answered in order.
+    let state = &state;
+    let tenants = futures::stream::iter(listed)
+        .map(|t| async move { view_of(state, &t, now, with_usage).await })
+        .buffered(tenancy_core::GET_MANY_CONCURRENCY)
+        .try_collect()
+        .await?;
     Ok(axum::Json(TenantList { tenants }))
 }
 

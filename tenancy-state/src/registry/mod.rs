@@ -177,8 +177,13 @@ pub const MAX_PASSWORD_BYTES: usize = 72;
 /// (bootstrap, change, login, the server's admin token).
 pub const ADMIN_PASSWORD_BYTES: std::ops::RangeInclusive<usize> =
     MIN_ADMIN_PASSWORD_LEN..=MAX_PASSWORD_BYTES;
-/// How many records `list` reads at once.
-pub const LIST_CONCURRENCY: usize = 64;
+/// How many records `list` reads in one batch ([`StateBackend::get_many`]).
+///
+/// [`StateBackend::get_many`]: tenancy_core::StateBackend::get_many
+pub const LIST_BATCH: usize = 256;
+/// How many of those batches `list` has in flight (one is read while the
+/// next keys are listed).
+pub const LIST_BATCHES_IN_FLIGHT: usize = 2;
 /// How long a tenant whose `create` stopped halfway is left to that create
 /// before another create of its id takes it over (see the module docs): 10 min.
 pub const HALF_CREATED_GRACE: Duration = Duration::from_secs(600);

@@ -18,7 +18,10 @@ use tenancy_core::{
 
 use super::records::{from_yaml, storage_info, to_yaml, Manifest, TenantConfig, TenantRecord};
 use super::usage::UsageRecord;
-use super::{layout, StoreRegistry, HALF_CREATED_GRACE, LIST_CONCURRENCY, MANIFEST_FORMAT_VERSION};
+use super::{
+    layout, StoreRegistry, HALF_CREATED_GRACE, LIST_BATCH, LIST_BATCHES_IN_FLIGHT,
+    MANIFEST_FORMAT_VERSION,
+};
 
 impl StoreRegistry {
     /// Reads the manifest; [`Error::NotFound`] when the registry is not bootstrapped.
@@ -294,22 +297,33 @@ impl StoreRegistry {
             .filter_map(|entry| async move {
                 match entry {
                     Err(e) => Some(Err(e)),
-                    Ok(e) => layout::record_id(&e.key).map(Ok),
+                    Ok(e) => layout::record_id(&e.key).map(|id| Ok((id, e.key))),
                 }
             })
-            .map(move |id| async move {
-                let id = id?;
-                match self.read_record(&id).await? {
-                    None => Ok(None),
-                    Some((rec, _)) => rec.to_tenant().map(Some),
-                }
+            .chunks(LIST_BATCH)
+            .map(move |batch| async move {
+                let (ids, keys): (Vec<TenantId>, Vec<StateKey>) = batch
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .unzip();
+                let objects = self.backend.get_many(&keys).await?;
+                // A record deleted between the listing and the read is skipped.
+                Ok(ids
+                    .iter()
+                    .zip(objects)
+                    .filter_map(|(id, o)| o.map(|o| decode_record(id, &o.bytes)?.to_tenant()))
+                    .collect::<Vec<_>>())
             })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .filter_map(move |r: Result<Option<Tenant>>| async move {
-                match r {
+            .buffered(LIST_BATCHES_IN_FLIGHT)
+            .flat_map(|batch: Result<Vec<Result<Tenant>>>| match batch {
+                Ok(tenants) => stream::iter(tenants),
+                Err(e) => stream::iter(vec![Err(e)]),
+            })
+            .filter_map(move |t| async move {
+                match t {
                     Err(e) => Some(Err(e)),
-                    Ok(None) => None,
-                    Ok(Some(mut t)) => {
+                    Ok(mut t) => {
                         let status = t.effective_status(now);
                         t.status = status;
                         filter.matches(&t, status).then_some(Ok(t))
