@@ -2629,3 +2629,90 @@ fn lock_race_on_postgres() {
         lock_race(&store, 8);
     }
 }
+
+/// The database crashes between commands and comes back (a cluster of the
+/// test's own: the shared one serves the tests beside it). While it is
+/// down every command fails with one line and exit 1 (direct: naming the
+/// database without a password; through a server: the server's 503), and
+/// a `state put` made then leaves nothing behind; once it is back the next
+/// command works, without restarting the server, on exactly what was there.
+#[test]
+fn a_database_restart_gives_one_line_errors_and_loses_nothing() {
+    let Some(pg) = tenancy_state::testing::PostgresCluster::start_or_skip(
+        "a_database_restart_gives_one_line_errors_and_loses_nothing",
+    ) else {
+        return;
+    };
+    let setups = [
+        Setup::direct(Store {
+            url: format!("{}&schema=direct", pg.url()),
+            _dir: None,
+        }),
+        Setup::remote(Store {
+            url: format!("{}&schema=remote", pg.url()),
+            _dir: None,
+        }),
+    ];
+    for setup in &setups {
+        let admin = setup.user();
+        setup.init(&admin);
+        admin.ok(
+            &["admin", "login", "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        let secret = create_tenant(&admin, "steady", &[]);
+        let team = setup.user();
+        team.login("steady", &secret);
+        let put = ["state", "put", "--stack", "web", "--env", "prod"];
+        let get = ["state", "get", "--stack", "web", "--env", "prod"];
+        team.ok(&put, "{\"n\":1}");
+        let history = team
+            .ok(&["state", "history", "--stack", "web", "--env", "prod"], "")
+            .out;
+
+        pg.crash();
+        for (args, stdin) in [
+            (&put[..], "{\"n\":2}"),
+            (&get[..], ""),
+            (&["tenant", "list"][..], ""),
+        ] {
+            let who = if args[0] == "tenant" { &admin } else { &team };
+            let r = who.run(args, stdin);
+            assert_eq!(r.code, 1, "{args:?}: {r:?}");
+            assert_eq!(r.err.trim_end().lines().count(), 1, "one line: {r:?}");
+            assert!(!r.err.contains("panicked"), "{r:?}");
+            if setup.is_remote() {
+                assert!(r.err.contains("backend_unavailable"), "{r:?}");
+            } else {
+                assert!(r.err.contains("postgres://tenancy@127.0.0.1"), "{r:?}");
+                assert!(!r.err.contains("PGPASSWORD="), "{r:?}");
+            }
+        }
+
+        pg.start();
+        let mut back = team.run(&get, "");
+        for _ in 0..100 {
+            if back.code == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            back = team.run(&get, "");
+        }
+        assert_eq!(back.code, 0, "not back within 10 s: {back:?}");
+        let doc = |r: &Run| serde_json::from_str::<Value>(&r.out).unwrap();
+        assert_eq!(
+            doc(&back),
+            json!({"n": 1}),
+            "the save made while down left nothing"
+        );
+        assert_eq!(
+            team.ok(&["state", "history", "--stack", "web", "--env", "prod"], "")
+                .out,
+            history
+        );
+        let usage = team.json(&["tenant", "usage"], "");
+        assert_eq!(usage["usage"]["stacks"], 1, "{usage}");
+        team.ok(&put, "{\"n\":3}");
+        assert_eq!(doc(&team.ok(&get, "")), json!({"n": 3}));
+    }
+}

@@ -1,9 +1,11 @@
-//! Cross-process lock race on local files.
+//! Cross-process lock race on one shared store: local files, and S3 and
+//! PostgreSQL when their test servers are up.
 //!
 //! A custom harness (`harness = false`): run normally, this binary starts
 //! several copies of itself as child processes (`TENANCY_LOCK_CHILD` set)
-//! that share one directory through `LocalBackend::open` and each take the
-//! same lock many times. Inside the lock, a child checks that nobody else is
+//! that share one store (a directory through `LocalBackend::open`, or the
+//! URL in `TENANCY_LOCK_STORE`: one S3 prefix, one PostgreSQL schema) and
+//! each take the same lock many times. Inside the lock, a child checks that nobody else is
 //! inside (a marker file made with `create_new`), increments a plain counter
 //! file with a racy read-then-write, and appends its fencing token to a log.
 //! Mutual exclusion holds only if the counter ends at the number of
@@ -21,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenancy_core::{Error, LockId, LockKey, LockManager, LockRequest, ManualClock};
+use tenancy_core::{Error, LockId, LockKey, LockManager, LockRequest, ManualClock, StateBackend};
 use tenancy_lock::{Backoff, StoreLockManager};
 use tenancy_state::LocalBackend;
 
@@ -29,6 +31,7 @@ const PROCESSES: usize = 6;
 const ACQUISITIONS: usize = 25;
 const CHILD: &str = "TENANCY_LOCK_CHILD";
 const DIR: &str = "TENANCY_LOCK_DIR";
+const STORE: &str = "TENANCY_LOCK_STORE";
 
 fn store_dir(root: &Path) -> PathBuf {
     root.join("store")
@@ -38,8 +41,13 @@ fn cs_dir(root: &Path) -> PathBuf {
     root.join("critical-section")
 }
 
-fn manager(root: &Path) -> StoreLockManager<LocalBackend> {
-    let backend = LocalBackend::open(store_dir(root)).expect("local backend");
+/// A lock manager on the shared store: `TENANCY_LOCK_STORE`'s URL, else
+/// local files under `root`.
+async fn manager(root: &Path) -> StoreLockManager<Arc<dyn StateBackend>> {
+    let backend: Arc<dyn StateBackend> = match std::env::var(STORE) {
+        Ok(url) => tenancy_state::open(&url).await.expect("the shared store"),
+        Err(_) => Arc::new(LocalBackend::open(store_dir(root)).expect("local backend")),
+    };
     StoreLockManager::new(backend).with_backoff(Backoff {
         initial: Duration::from_millis(1),
         max: Duration::from_millis(20),
@@ -50,7 +58,7 @@ fn manager(root: &Path) -> StoreLockManager<LocalBackend> {
 
 /// One contender process: take the lock `ACQUISITIONS` times.
 async fn child_race(root: &Path, id: &str) -> Result<(), String> {
-    let locks = manager(root);
+    let locks = manager(root).await;
     let key = LockKey::new("race:shared").map_err(|e| e.to_string())?;
     let req = LockRequest::new(key.clone(), Duration::from_secs(60)).who(format!("child-{id}"));
     let cs = cs_dir(root);
@@ -90,7 +98,7 @@ async fn child_race(root: &Path, id: &str) -> Result<(), String> {
 
 /// A holder that dies without releasing: prints its lease and exits.
 async fn child_crash(root: &Path) -> Result<(), String> {
-    let locks = manager(root);
+    let locks = manager(root).await;
     let key = LockKey::new("race:crash").map_err(|e| e.to_string())?;
     let lease = locks
         .try_acquire(&LockRequest::new(key, Duration::from_secs(30)).operation("doomed"))
@@ -153,7 +161,7 @@ async fn crash(root: &Path) {
     let key = LockKey::new("race:crash").expect("key");
     let req = LockRequest::new(key.clone(), Duration::from_secs(30));
     // Right after the crash the lease still holds.
-    match manager(root).try_acquire(&req).await {
+    match manager(root).await.try_acquire(&req).await {
         Err(Error::LockHeld { holder }) => {
             assert_eq!(holder.lock_id, dead);
             assert_eq!(holder.operation, "doomed");
@@ -162,11 +170,11 @@ async fn crash(root: &Path) {
     }
     // Once the TTL has passed (a clock 31 s ahead), it is taken over.
     let later = ManualClock::new(chrono::Utc::now() + chrono::Duration::seconds(31));
-    let survivor = manager(root).with_clock(Arc::new(later));
+    let survivor = manager(root).await.with_clock(Arc::new(later));
     let taken = survivor.try_acquire(&req).await.expect("takeover");
     assert!(taken.fencing_token > dead_token);
     // The dead holder's lease is refused from any process.
-    for m in [manager(root), survivor] {
+    for m in [manager(root).await, survivor] {
         let e = m
             .renew(&key, dead, Duration::from_secs(30))
             .await
@@ -184,7 +192,10 @@ async fn crash(root: &Path) {
 
 fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--list") {
-        println!("cross_process: test");
+        // No ignored tests (nextest asks for those with `--ignored`).
+        if !std::env::args().any(|a| a == "--ignored") {
+            println!("cross_process: test");
+        }
         return ExitCode::SUCCESS;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -207,10 +218,25 @@ fn main() -> ExitCode {
             }
         };
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    rt.block_on(async {
-        race(dir.path()).await;
-        crash(dir.path()).await;
-    });
+    let shared = [
+        tenancy_state::testing::s3_url_or_skip("cross_process on s3", "lock-race"),
+        tenancy_state::testing::postgres_url_or_skip("cross_process on postgres"),
+    ];
+    for url in std::iter::once(None).chain(shared.into_iter().flatten().map(Some)) {
+        // The children inherit the store through the environment.
+        match &url {
+            Some(u) => std::env::set_var(STORE, u),
+            None => std::env::remove_var(STORE),
+        }
+        println!(
+            "cross_process on {}",
+            url.as_deref().unwrap_or("local files")
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        rt.block_on(async {
+            race(dir.path()).await;
+            crash(dir.path()).await;
+        });
+    }
     ExitCode::SUCCESS
 }

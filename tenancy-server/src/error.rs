@@ -245,14 +245,21 @@ impl From<Error> for ApiError {
                 }));
             }
             Error::SessionExpired { expired_at } => err.inner.expired_at = Some(expired_at),
-            e @ (Error::Corrupt { .. } | Error::Backend { .. }) => {
+            e @ Error::Backend { .. } => {
+                // A store that is down or restarting: worth a retry soon.
+                err.inner.retry_after = Some(BACKEND_RETRY_AFTER);
                 err.inner.cause = Some(e.to_string());
             }
+            e @ Error::Corrupt { .. } => err.inner.cause = Some(e.to_string()),
             _ => {}
         }
         err
     }
 }
+
+/// The `Retry-After` of a 503 for a failed storage backend (a database or
+/// bucket that is down or restarting).
+pub(crate) const BACKEND_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -301,6 +308,13 @@ mod tests {
         .into();
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.message().contains("tenants/"));
+    }
+
+    #[test]
+    fn a_failed_backend_is_a_503_with_retry_after() {
+        let res = ApiError::from(Error::backend("postgres", "cannot connect")).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -1103,3 +1103,167 @@ async fn logs_are_json_lines_or_plain_text_on_a_pipe() {
         }
     }
 }
+
+/// What the stack writer of the restart test saw.
+#[derive(Debug, Default)]
+struct Saves {
+    /// Documents (`{"n": n}`) the server acknowledged with 200.
+    acked: Vec<u64>,
+    /// The highest `n` sent.
+    sent: u64,
+    /// Every status answered, with how often.
+    statuses: std::collections::BTreeMap<u16, u64>,
+}
+
+/// Saves `{"n": 1}`, `{"n": 2}`, ... to stack `web/prod` until `stop`.
+async fn save_loop(
+    http: Client,
+    base: String,
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Saves {
+    let mut saves = Saves::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let n = saves.sent + 1;
+        saves.sent = n;
+        let res = http
+            .post(format!("{base}/v1/stacks/web/prod/state"))
+            .header("x-api-key", &key)
+            .body(json!({ "n": n }).to_string())
+            .send()
+            .await;
+        match res {
+            Ok(r) => {
+                *saves.statuses.entry(r.status().as_u16()).or_default() += 1;
+                if r.status() == StatusCode::OK {
+                    saves.acked.push(n);
+                }
+            }
+            Err(e) => panic!("the server itself stopped answering: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    saves
+}
+
+/// The database crashes (`pg_ctl stop -m immediate`) and comes back while
+/// the server is saving a stack. While it is down, requests get 503 with a
+/// JSON error and `/readyz` says so, and the server stays up; once it is
+/// back, requests succeed again without restarting the server; and nothing
+/// is half-written: the stack's state is one of the documents sent, no
+/// older than the last one acknowledged, it is the newest version of the
+/// history, and the tenant's stack count is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_written() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(pg) = tenancy_state::testing::PostgresCluster::start_or_skip(
+        "a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_written",
+    ) else {
+        return;
+    };
+    let api = Api::new();
+    let s = Server::start(&pg.url(), Some(ADMIN), &[]);
+    let (st, t) = api
+        .admin(
+            &s,
+            "POST",
+            "/v1/tenants",
+            json!({"id": "steady", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let key = t["secret"].as_str().unwrap().to_string();
+    let path = "/v1/stacks/web/prod/state";
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(save_loop(
+        api.http.clone(),
+        s.base.clone(),
+        key.clone(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    pg.crash();
+
+    // Down: 503 with a JSON error and Retry-After (the cause, with the
+    // database's address, goes to the server's log, not to tenants), and
+    // readiness says so.
+    let res = api
+        .http
+        .get(s.url(path))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"), "{res:?}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "backend_unavailable", "{body}");
+    let ready = api.http.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    pg.start();
+    let mut back = false;
+    for _ in 0..300 {
+        let (st, _) = api.tenant(&s, &key, "GET", path, Value::Null).await;
+        if st == StatusCode::OK {
+            back = true;
+            break;
+        }
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the server did not recover within 30 s of the restart"
+    );
+    // Let the writer save a few more through the new connections.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::Relaxed);
+    let saves = writer.await.unwrap();
+
+    let only: Vec<u16> = saves.statuses.keys().copied().collect();
+    assert_eq!(only, vec![200, 503], "only saves and 503s: {saves:?}");
+    let last_acked = *saves.acked.last().unwrap();
+    assert!(
+        saves.statuses[&200] >= 2 && saves.statuses[&503] >= 1,
+        "{saves:?}"
+    );
+    let (st, current) = api.tenant(&s, &key, "GET", path, Value::Null).await;
+    assert_eq!(st, StatusCode::OK);
+    let n = current["n"].as_u64().expect("a whole document");
+    assert!(
+        n >= last_acked && n <= saves.sent,
+        "state {n}: acknowledged up to {last_acked}, sent up to {}",
+        saves.sent
+    );
+    let (_, list) = api.tenant(&s, &key, "GET", "/v1/stacks", Value::Null).await;
+    let stacks = list["stacks"].as_array().unwrap();
+    assert_eq!(stacks.len(), 1, "{list}");
+    assert!(stacks[0]["damaged"].is_null(), "{list}");
+    let serial = stacks[0]["serial"].as_u64().unwrap();
+    let (_, history) = api
+        .tenant(&s, &key, "GET", "/v1/stacks/web/prod/history", Value::Null)
+        .await;
+    assert_eq!(history["damaged"], json!([]), "{history}");
+    let newest = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["serial"].as_u64())
+        .max();
+    assert_eq!(newest, Some(serial), "{history}");
+    let (_, version) = api
+        .tenant(
+            &s,
+            &key,
+            "GET",
+            &format!("/v1/stacks/web/prod/history/{serial}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(version, current, "the newest version is the current state");
+    let (_, me) = api.tenant(&s, &key, "GET", "/v1/tenant", Value::Null).await;
+    assert_eq!(me["usage"]["stacks"], 1, "{me}");
+}

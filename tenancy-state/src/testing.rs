@@ -161,3 +161,172 @@ pub async fn postgres_or_skip(test: &str) -> Option<crate::postgres::PostgresBac
         Err(e) => panic!("{test}: the PostgreSQL test server is configured but unusable: {e}"),
     }
 }
+
+/// A PostgreSQL cluster of a test's own, on a free loopback port, for tests
+/// that stop and restart the database (the shared test server must stay up
+/// for the tests running beside them). Made with the server binaries of
+/// `scripts/postgres-server.sh` (`TENANCY_TEST_POSTGRES_BIN`), trust
+/// authentication, as the `postgres` user when the test runs as root.
+/// Dropping it stops the cluster and removes its directory.
+#[derive(Debug)]
+pub struct PostgresCluster {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PostgresCluster {
+    /// Makes and starts the cluster, or skips loudly (`None`) when there are
+    /// no server binaries, or panics when PostgreSQL is required
+    /// ([`postgres_required`]).
+    pub fn start_or_skip(test: &str) -> Option<PostgresCluster> {
+        let Some(bin) = std::env::var_os("TENANCY_TEST_POSTGRES_BIN") else {
+            if postgres_required() {
+                panic!("{test}: PostgreSQL is required but TENANCY_TEST_POSTGRES_BIN is not set; run scripts/test.sh");
+            }
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: no PostgreSQL server binaries (run scripts/test.sh)"
+            );
+            return None;
+        };
+        let dir =
+            std::env::temp_dir().join(format!("tenancy-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("cluster directory");
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "{test}: cannot give {} to the postgres user",
+                dir.display()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = PostgresCluster {
+            dir,
+            bin: bin.into(),
+            port,
+            as_postgres,
+        };
+        let data = cluster.dir.join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "--auth=trust".as_ref(),
+                "-U".as_ref(),
+                "tenancy".as_ref(),
+            ],
+        );
+        cluster.start();
+        Some(cluster)
+    }
+
+    /// The cluster's URL (its `postgres` database, schema `tenancy`).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://tenancy@127.0.0.1:{}/postgres?sslmode=disable&connect_timeout=2",
+            self.port
+        )
+    }
+
+    /// Starts the (stopped) cluster on its port and waits until it answers.
+    pub fn start(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let options = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1",
+            self.dir.display(),
+            self.port
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+    }
+
+    /// Stops the cluster the way a crash does (`pg_ctl stop -m immediate`:
+    /// no checkpoint, connections cut; the next start replays the WAL).
+    pub fn crash(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-w".as_ref(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let exe = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PostgresCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}

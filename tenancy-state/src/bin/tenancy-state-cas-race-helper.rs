@@ -1,9 +1,11 @@
 //! Test helper, not a tool: one contender of the cross-process
-//! compare-and-swap race on the local-file backend
-//! (`tests/local_cross_process.rs` starts several of these at once).
+//! compare-and-swap race on a shared store (`tests/cross_process.rs`
+//! starts several of these at once, on local files, S3 and PostgreSQL).
 //!
-//! Usage: `tenancy-state-cas-race-helper <dir> <contender> <rounds>`.
-//! Waits until `<dir>/go` exists, then
+//! Usage: `tenancy-state-cas-race-helper <dir> <contender> <rounds> [<store URL>]`.
+//! The store is the URL (`s3://...`, `postgres://...`), else the directory
+//! `<dir>` as local files. Waits until `<dir>/go` exists, then opens the
+//! store (each contender its own connections) and
 //! 1. create race: for each round r, tries `PutMode::Create` on
 //!    `race/create/r<r>` and prints `create <r>` when it won;
 //! 2. update race: for each round r, reads `race/update/obj` until it holds
@@ -18,6 +20,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use tenancy_core::{Error, PutMode, StateBackend, StateKey};
 use tenancy_state::LocalBackend;
 
@@ -29,7 +33,7 @@ fn parse_round(bytes: &[u8]) -> Result<u64, String> {
         .map_err(|e| format!("bad object content {s:?}: {e}"))
 }
 
-async fn run(dir: PathBuf, me: String, rounds: u64) -> Result<(), String> {
+async fn run(dir: PathBuf, me: String, rounds: u64, store: Option<&str>) -> Result<(), String> {
     let go = dir.join("go");
     let start = Instant::now();
     while !go.exists() {
@@ -38,7 +42,10 @@ async fn run(dir: PathBuf, me: String, rounds: u64) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let backend = LocalBackend::open(&dir).map_err(|e| e.to_string())?;
+    let backend: Arc<dyn StateBackend> = match store {
+        Some(url) => tenancy_state::open(url).await.map_err(|e| e.to_string())?,
+        None => Arc::new(LocalBackend::open(&dir).map_err(|e| e.to_string())?),
+    };
     let mut out = String::new();
 
     for r in 0..rounds {
@@ -87,14 +94,15 @@ async fn run(dir: PathBuf, me: String, rounds: u64) -> Result<(), String> {
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(me), Some(rounds)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: tenancy-state-cas-race-helper <dir> <contender> <rounds>");
+        eprintln!("usage: tenancy-state-cas-race-helper <dir> <contender> <rounds> [<store URL>]");
         return ExitCode::from(2);
     };
     let Ok(rounds) = rounds.parse::<u64>() else {
         eprintln!("rounds must be a number, got {rounds:?}");
         return ExitCode::from(2);
     };
-    match run(PathBuf::from(dir), me.clone(), rounds).await {
+    let store = args.get(4).map(String::as_str);
+    match run(PathBuf::from(dir), me.clone(), rounds, store).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("contender {me}: {e}");

@@ -1,22 +1,47 @@
-//! Cross-process compare-and-swap on local files: 8 processes x 50 rounds of
-//! a create race and an update race on one directory, exactly one winner
-//! per round.
+//! Cross-process compare-and-swap on one shared store: 8 processes x 50
+//! rounds of a create race and an update race, exactly one winner per
+//! round, on local files (one directory), S3 (one prefix of the test
+//! bucket) and PostgreSQL (one schema of the test server).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tenancy_core::{PutMode, StateBackend, StateKey};
+use tenancy_state::testing::{postgres_url_or_skip, s3_url_or_skip};
 use tenancy_state::LocalBackend;
 
 const PROCESSES: usize = 8;
 const ROUNDS: u64 = 50;
 
 #[tokio::test]
-async fn eight_processes_fifty_rounds_one_winner_each() {
+async fn eight_processes_fifty_rounds_one_winner_each_on_local_files() {
+    race(None).await;
+}
+
+#[tokio::test]
+async fn eight_processes_fifty_rounds_one_winner_each_on_s3() {
+    if let Some(url) = s3_url_or_skip("cas race on s3", "cas-race") {
+        race(Some(url)).await;
+    }
+}
+
+#[tokio::test]
+async fn eight_processes_fifty_rounds_one_winner_each_on_postgres() {
+    if let Some(url) = postgres_url_or_skip("cas race on postgres") {
+        race(Some(url)).await;
+    }
+}
+
+/// The race on the store at `url`, else on local files in the test's directory.
+async fn race(url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = LocalBackend::open(dir.path()).unwrap();
+    let backend: Arc<dyn StateBackend> = match &url {
+        Some(u) => tenancy_state::open(u).await.unwrap(),
+        None => Arc::new(LocalBackend::open(dir.path()).unwrap()),
+    };
     let obj = StateKey::new("race/update/obj").unwrap();
     backend
         .put(&obj, Bytes::from_static(b"0 start"), PutMode::Create)
@@ -29,6 +54,7 @@ async fn eight_processes_fifty_rounds_one_winner_each() {
                 .arg(dir.path())
                 .arg(format!("p{i}"))
                 .arg(ROUNDS.to_string())
+                .args(url.iter())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
