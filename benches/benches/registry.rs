@@ -163,47 +163,72 @@ fn list(c: &mut Criterion) {
     g.finish();
 }
 
-fn reserve_commit_on(c: &mut Criterion, rt: &Runtime, name: &str, backend: Arc<dyn StateBackend>) {
+/// `reserve`+`commit` pairs on `tenants` tenants at once (one pair each per
+/// iteration, all in flight together): 1 measures a pair's latency, more
+/// the store's throughput when many tenants reserve concurrently.
+fn reserve_commit_on(
+    c: &mut Criterion,
+    rt: &Runtime,
+    name: &str,
+    backend: Arc<dyn StateBackend>,
+    tenants: usize,
+) {
     let registry = StoreRegistry::new(backend).with_bcrypt_cost(BENCH_BCRYPT_COST);
-    let id = TenantId::new("busy").expect("id");
+    let ids: Vec<TenantId> = (0..tenants)
+        .map(|i| TenantId::new(format!("busy-{i:02}")).expect("id"))
+        .collect();
     rt.block_on(async {
         registry
             .bootstrap(&Secret::new("bench admin password"))
             .await
             .expect("bootstrap");
-        registry
-            .create(NewTenant {
-                limits: LimitOverrides {
-                    max_concurrent_jobs: Some(tenancy_core::tenant::MAX_LIMIT_VALUE),
-                    ..Default::default()
-                },
-                ..NewTenant::new(id.clone())
-            })
-            .await
-            .expect("create");
+        for id in &ids {
+            registry
+                .create(NewTenant {
+                    limits: LimitOverrides {
+                        max_concurrent_jobs: Some(tenancy_core::tenant::MAX_LIMIT_VALUE),
+                        ..Default::default()
+                    },
+                    ..NewTenant::new(id.clone())
+                })
+                .await
+                .expect("create");
+        }
     });
-    let mut g = c.benchmark_group("registry_reserve_commit");
-    g.throughput(Throughput::Elements(1));
-    // Only the pair is timed; each job is then released (untimed), as a
-    // finished job is, so the usage record stays at its steady size. (Timed
-    // without the release, every iteration left one more committed
+    let group = if tenants == 1 {
+        "registry_reserve_commit".to_string()
+    } else {
+        format!("registry_reserve_commit_{tenants}_tenants")
+    };
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(tenants as u64));
+    // Only the pairs are timed; each job is then released (untimed), as a
+    // finished job is, so the usage records stay at their steady size.
+    // (Timed without the release, every iteration left one more committed
     // reservation in the record, and the pair measured a record that grew
     // to thousands of entries: 17-21 ms on every backend alike.)
     g.bench_function(name, |b| {
         b.to_async(rt).iter_custom(|iters| {
             let registry = &registry;
-            let id = &id;
+            let ids = &ids;
             async move {
                 let mut timed = Duration::ZERO;
                 for _ in 0..iters {
                     let start = std::time::Instant::now();
-                    let r = registry
-                        .reserve(id, Resource::ConcurrentJobs, 1)
-                        .await
-                        .expect("reserve");
-                    registry.commit(&r).await.expect("commit");
+                    let pairs = ids.iter().map(|id| async move {
+                        let r = registry
+                            .reserve(id, Resource::ConcurrentJobs, 1)
+                            .await
+                            .expect("reserve");
+                        registry.commit(&r).await.expect("commit");
+                        r
+                    });
+                    let done = futures::future::join_all(pairs).await;
                     timed += start.elapsed();
-                    registry.release(black_box(&r)).await.expect("release");
+                    let releases = done.iter().map(|r| registry.release(black_box(r)));
+                    for r in futures::future::join_all(releases).await {
+                        r.expect("release");
+                    }
                 }
                 timed
             }
@@ -214,16 +239,19 @@ fn reserve_commit_on(c: &mut Criterion, rt: &Runtime, name: &str, backend: Arc<d
 
 fn reserve_commit(c: &mut Criterion) {
     let rt = runtime();
-    reserve_commit_on(c, &rt, "memory", Arc::new(MemoryBackend::new()));
-    let dir = tempfile::tempdir().expect("tempdir");
-    reserve_commit_on(
-        c,
-        &rt,
-        "local",
-        Arc::new(LocalBackend::open(dir.path()).expect("local backend")),
-    );
-    for (name, backend) in common::shared_stores(&rt, "registry bench") {
-        reserve_commit_on(c, &rt, name, backend);
+    for tenants in [1, 16] {
+        reserve_commit_on(c, &rt, "memory", Arc::new(MemoryBackend::new()), tenants);
+        let dir = tempfile::tempdir().expect("tempdir");
+        reserve_commit_on(
+            c,
+            &rt,
+            "local",
+            Arc::new(LocalBackend::open(dir.path()).expect("local backend")),
+            tenants,
+        );
+        for (name, backend) in common::shared_stores(&rt, "registry bench") {
+            reserve_commit_on(c, &rt, name, backend, tenants);
+        }
     }
 }
 

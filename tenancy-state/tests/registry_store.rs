@@ -437,7 +437,7 @@ async fn release_gives_capacity_back_exactly_once() {
         .unwrap()
         .unwrap();
     let text = std::str::from_utf8(&text.bytes).unwrap().to_string();
-    assert!(text.contains("finished:"), "{text}");
+    assert!(text.contains("\"finished\":"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,7 +65,7 @@ use tenancy_core::{
     TenantId, Usage, UsageEvent,
 };
 
-use super::records::{from_yaml, to_yaml};
+use super::records::from_yaml;
 use super::{layout, StoreRegistry};
 
 /// The format version written into usage records.
@@ -431,12 +431,32 @@ enum Seen<T> {
     NoRecord,
 }
 
+/// A usage record as stored: JSON (see the module docs).
+pub(crate) fn encode(rec: &UsageRecord, what: &str) -> Result<bytes::Bytes> {
+    serde_json::to_vec(rec)
+        .map(bytes::Bytes::from)
+        .map_err(|e| Error::invalid(format!("cannot encode {what}: {e}")))
+}
+
+/// A stored usage record: JSON as written now, or YAML as earlier builds
+/// wrote it; a failure is [`Error::Corrupt`] naming `what`.
+pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<UsageRecord> {
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+    } else {
+        from_yaml(bytes, what)
+    }
+}
+
 impl StoreRegistry {
     pub(crate) async fn read_usage(&self, id: &TenantId) -> Result<Option<UsageRecord>> {
         let what = format!("usage of tenant {id} (registry-usage/{id}.yaml)");
         match self.backend.get(&layout::usage(id)?).await? {
             None => Ok(None),
-            Some(o) => Ok(Some(from_yaml(&o.bytes, &what)?)),
+            Some(o) => Ok(Some(decode(&o.bytes, &what)?)),
         }
     }
 
@@ -454,7 +474,7 @@ impl StoreRegistry {
         loop {
             let step = |current: Option<&tenancy_core::Object>| {
                 let mut rec = match current {
-                    Some(o) => from_yaml(&o.bytes, &format!("{what} (registry-usage/{id}.yaml)"))?,
+                    Some(o) => decode(&o.bytes, &format!("{what} (registry-usage/{id}.yaml)"))?,
                     None if !tenant_exists => return Ok(Step::Keep(Seen::NoRecord)),
                     None => UsageRecord::new(id.clone()),
                 };
@@ -462,7 +482,7 @@ impl StoreRegistry {
                 rec.roll(now);
                 let out = f(&mut rec, now)?;
                 rec.updated_at = Some(now);
-                let bytes = to_yaml(&rec, &what)?;
+                let bytes = encode(&rec, &what)?;
                 Ok(Step::Write(bytes, Seen::Done(out, rec.usage)))
             };
             match self
@@ -574,6 +594,38 @@ mod tests {
 
     fn t(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2030, 1, 31, h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn records_are_written_as_json_and_read_as_json_or_yaml() {
+        let mut r = rec();
+        let limits = Plan::Pro.limits();
+        r.roll(t(10, 0));
+        let res = r
+            .reserve(
+                &limits,
+                Resource::ConcurrentJobs,
+                2,
+                DEFAULT_RESERVATION_TTL,
+                t(10, 0),
+            )
+            .unwrap();
+        r.release(&res, t(10, 1)).unwrap();
+        let json = encode(&r, "usage").unwrap();
+        assert!(json.starts_with(b"{"), "{json:?}");
+        assert_eq!(decode(&json, "usage").unwrap(), r);
+        // A build that reads the record as YAML reads the JSON too...
+        let as_yaml: UsageRecord = from_yaml(&json, "usage").unwrap();
+        assert_eq!(as_yaml, r);
+        // ...and a record an earlier build wrote as YAML still reads.
+        let yaml = super::super::records::to_yaml(&r, "usage").unwrap();
+        assert!(!yaml.starts_with(b"{"));
+        assert_eq!(decode(&yaml, "usage").unwrap(), r);
+        // Broken JSON is corrupt, not silently read as YAML.
+        assert!(matches!(
+            decode(b"{\"usage\": [1, 2", "usage"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

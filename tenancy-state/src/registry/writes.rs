@@ -205,7 +205,7 @@ impl StoreRegistry {
         .await?;
         self.create_if_absent(
             &layout::usage(&id)?,
-            to_yaml(&UsageRecord::new(id.clone()), "usage record")?,
+            super::usage::encode(&UsageRecord::new(id.clone()), "usage record")?,
         )
         .await?;
         Ok(CreatedTenant {
@@ -479,7 +479,7 @@ impl StoreRegistry {
             ),
             (
                 layout::usage(id)?,
-                to_yaml(&UsageRecord::new(id.clone()), "usage record")?,
+                super::usage::encode(&UsageRecord::new(id.clone()), "usage record")?,
             ),
         ];
         let mut written = Vec::new();
