@@ -123,6 +123,24 @@ async fn key_lookup_is_two_reads_and_never_a_scan() {
 }
 
 #[tokio::test]
+async fn reserve_commit_and_release_cost_one_read_and_one_write_each_beyond_the_record() {
+    let (r, b, _) = registry().await;
+    let id = tid("busy");
+    r.create(NewTenant::new(id.clone())).await.unwrap();
+    let first = r.reserve(&id, Resource::ConcurrentJobs, 1).await.unwrap();
+    r.release(&first).await.unwrap();
+    b.reset();
+    let res = r.reserve(&id, Resource::ConcurrentJobs, 1).await.unwrap();
+    assert_eq!(calls(&b), (2, 1, 0), "reserve: the record, the usage; one write");
+    b.reset();
+    r.commit(&res).await.unwrap();
+    assert_eq!(calls(&b), (1, 1, 0), "commit: the usage; one write");
+    b.reset();
+    r.release(&res).await.unwrap();
+    assert_eq!(calls(&b), (1, 1, 0), "release: the usage; one write");
+}
+
+#[tokio::test]
 async fn a_dangling_or_foreign_index_entry_is_ignored() {
     let (r, b, _) = registry().await;
     let a = r.create(NewTenant::new(tid("alpha"))).await.unwrap();
