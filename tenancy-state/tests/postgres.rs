@@ -49,6 +49,28 @@ async fn keys_with_pattern_characters_are_only_characters() {
 }
 
 #[tokio::test]
+async fn sql_metacharacters_are_refused_in_keys_and_kept_as_bytes_in_values() {
+    let Some(b) = testing::postgres_or_skip("postgres::sql_metacharacters").await else {
+        return;
+    };
+    // Quotes, backslashes, `%`, `;` and comments never reach a statement:
+    // the key type refuses them, naming the character.
+    for bad in ["a'b", "a\"b", "a\\b", "a%b", "a;b", "a--b/x y", "a\u{0}b"] {
+        let e = StateKey::new(bad).expect_err(bad);
+        assert!(e.to_string().contains("allowed are"), "{bad}: {e}");
+    }
+    // In values they are just bytes (statements take them as parameters).
+    let k = key("meta/x");
+    let value = Bytes::from_static(b"'; DROP TABLE objects; --\\ \"%_\0\xff");
+    b.put(&k, value.clone(), PutMode::Create).await.unwrap();
+    assert_eq!(b.get(&k).await.unwrap().unwrap().bytes, value);
+    let again = b.get_many(&[k.clone(), key("meta/none")]).await.unwrap();
+    assert_eq!(again[0].as_ref().map(|o| o.bytes.clone()), Some(value));
+    assert!(again[1].is_none());
+    assert_eq!(listed(&b, Some("meta")).await, ["meta/x"]);
+}
+
+#[tokio::test]
 async fn a_one_mebibyte_object_round_trips_byte_for_byte() {
     let Some(b) = testing::postgres_or_skip("postgres::big_object").await else {
         return;

@@ -131,7 +131,11 @@ async fn reserve_commit_and_release_cost_one_read_and_one_write_each_beyond_the_
     r.release(&first).await.unwrap();
     b.reset();
     let res = r.reserve(&id, Resource::ConcurrentJobs, 1).await.unwrap();
-    assert_eq!(calls(&b), (2, 1, 0), "reserve: the record, the usage; one write");
+    assert_eq!(
+        calls(&b),
+        (2, 1, 0),
+        "reserve: the record, the usage; one write"
+    );
     b.reset();
     r.commit(&res).await.unwrap();
     assert_eq!(calls(&b), (1, 1, 0), "commit: the usage; one write");
