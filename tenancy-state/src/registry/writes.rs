@@ -302,24 +302,31 @@ impl StoreRegistry {
             })
             .chunks(LIST_BATCH)
             .map(move |batch| async move {
-                let (ids, keys): (Vec<TenantId>, Vec<StateKey>) = batch
-                    .into_iter()
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter()
-                    .unzip();
-                let objects = self.backend.get_many(&keys).await?;
-                // A record deleted between the listing and the read is skipped.
-                Ok(ids
-                    .iter()
-                    .zip(objects)
-                    .filter_map(|(id, o)| o.map(|o| decode_record(id, &o.bytes)?.to_tenant()))
-                    .collect::<Vec<_>>())
+                // A listing error stays one error; the entries around it are read.
+                let mut out = Vec::with_capacity(batch.len());
+                let (mut ids, mut keys) = (Vec::new(), Vec::new());
+                for entry in batch {
+                    match entry {
+                        Ok((id, key)) => {
+                            ids.push(id);
+                            keys.push(key);
+                        }
+                        Err(e) => out.push(Err(e)),
+                    }
+                }
+                match self.backend.get_many(&keys).await {
+                    Err(e) => out.push(Err(e)),
+                    // A record deleted between the listing and the read is skipped.
+                    Ok(objects) => {
+                        out.extend(ids.iter().zip(objects).filter_map(|(id, o)| {
+                            o.map(|o| decode_record(id, &o.bytes)?.to_tenant())
+                        }))
+                    }
+                }
+                out
             })
             .buffered(LIST_BATCHES_IN_FLIGHT)
-            .flat_map(|batch: Result<Vec<Result<Tenant>>>| match batch {
-                Ok(tenants) => stream::iter(tenants),
-                Err(e) => stream::iter(vec![Err(e)]),
-            })
+            .flat_map(stream::iter)
             .filter_map(move |t| async move {
                 match t {
                     Err(e) => Some(Err(e)),
