@@ -148,17 +148,7 @@ fn list(c: &mut Criterion) {
     for n in [1_000usize, 10_000, 100_000] {
         let s = seed_local(&rt, n);
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("list", n), &n, |b, &n| {
-            b.to_async(&rt).iter(|| async {
-                let all = s
-                    .registry
-                    .list_all(TenantFilter::default())
-                    .await
-                    .expect("list");
-                assert_eq!(all.len(), n);
-                black_box(all)
-            })
-        });
+        bench_list(&mut g, &rt, &s.registry, n);
     }
     g.finish();
 }
@@ -305,6 +295,17 @@ fn list_on(c: &mut Criterion, rt: &Runtime, name: &str, backend: Arc<dyn StateBa
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(n as u64));
+    bench_list(&mut g, rt, &registry, n);
+    g.finish();
+}
+
+/// `list_all` of a registry holding `n` tenants, in group `g`.
+fn bench_list(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    registry: &StoreRegistry,
+    n: usize,
+) {
     g.bench_with_input(BenchmarkId::new("list", n), &n, |b, &n| {
         b.to_async(rt).iter(|| async {
             let all = registry
@@ -315,7 +316,6 @@ fn list_on(c: &mut Criterion, rt: &Runtime, name: &str, backend: Arc<dyn StateBa
             black_box(all)
         })
     });
-    g.finish();
 }
 
 fn main() {

@@ -1115,15 +1115,45 @@ struct Saves {
     statuses: std::collections::BTreeMap<u16, u64>,
 }
 
-/// Saves `{"n": 1}`, `{"n": 2}`, ... to stack `web/prod` until `stop`.
+/// How far the stack writer has got, for the test to wait on.
+#[derive(Debug, Default)]
+struct Progress {
+    stop: std::sync::atomic::AtomicBool,
+    acked: std::sync::atomic::AtomicU64,
+    unavailable: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Waits (a bounded poll, at most 30 s) until `counter` reaches `at_least`.
+    async fn wait(&self, what: &str, counter: fn(&Progress) -> u64, at_least: u64) {
+        for _ in 0..3000 {
+            if counter(self) >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the writer never got to {at_least} {what} in 30 s: {self:?}");
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn unavailable(&self) -> u64 {
+        self.unavailable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Saves `{"n": 1}`, `{"n": 2}`, ... to stack `web/prod` until told to stop.
 async fn save_loop(
     http: Client,
     base: String,
     key: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: std::sync::Arc<Progress>,
 ) -> Saves {
+    use std::sync::atomic::Ordering;
     let mut saves = Saves::default();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !progress.stop.load(Ordering::Relaxed) {
         let n = saves.sent + 1;
         saves.sent = n;
         let res = http
@@ -1137,6 +1167,9 @@ async fn save_loop(
                 *saves.statuses.entry(r.status().as_u16()).or_default() += 1;
                 if r.status() == StatusCode::OK {
                     saves.acked.push(n);
+                    progress.acked.fetch_add(1, Ordering::Relaxed);
+                } else if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    progress.unavailable.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) => panic!("the server itself stopped answering: {e}"),
@@ -1155,7 +1188,7 @@ async fn save_loop(
 /// history, and the tenant's stack count is 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_written() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     let Some(pg) = tenancy_state::testing::PostgresCluster::start_or_skip(
         "a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_written",
     ) else {
@@ -1175,14 +1208,14 @@ async fn a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_wr
     let key = t["secret"].as_str().unwrap().to_string();
     let path = "/v1/stacks/web/prod/state";
 
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let progress = std::sync::Arc::new(Progress::default());
     let writer = tokio::spawn(save_loop(
         api.http.clone(),
         s.base.clone(),
         key.clone(),
-        stop.clone(),
+        progress.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    progress.wait("saves", Progress::acked, 5).await;
     pg.crash();
 
     // Down: 503 with a JSON error and Retry-After (the cause, with the
@@ -1201,7 +1234,9 @@ async fn a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_wr
     assert_eq!(body["error"]["code"], "backend_unavailable", "{body}");
     let ready = api.http.get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    progress
+        .wait("refused saves", Progress::unavailable, 1)
+        .await;
 
     pg.start();
     let mut back = false;
@@ -1218,9 +1253,11 @@ async fn a_database_restart_mid_run_gives_503_then_recovers_with_nothing_half_wr
         back,
         "the server did not recover within 30 s of the restart"
     );
-    // Let the writer save a few more through the new connections.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    stop.store(true, Ordering::Relaxed);
+    // The writer saves a few more through the new connections.
+    progress
+        .wait("saves", Progress::acked, progress.acked() + 3)
+        .await;
+    progress.stop.store(true, Ordering::Relaxed);
     let saves = writer.await.unwrap();
 
     let only: Vec<u16> = saves.statuses.keys().copied().collect();

@@ -15,11 +15,37 @@ pub fn s3_required() -> bool {
         || std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-fn skip_or_panic<T>(test: &str, why: &str) -> Option<T> {
-    if s3_required() {
+/// A test server the tests may need.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    S3,
+    Postgres,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::S3 => "S3",
+            Server::Postgres => "PostgreSQL",
+        }
+    }
+
+    fn required(self) -> (bool, &'static str) {
+        match self {
+            Server::S3 => (s3_required(), "TENANCY_REQUIRE_S3"),
+            Server::Postgres => (postgres_required(), "TENANCY_REQUIRE_POSTGRES"),
+        }
+    }
+}
+
+/// `None` with a loud `SKIPPED` line when `server` is missing for `why`,
+/// or a panic when it is required.
+fn skip_or_panic<T>(test: &str, server: Server, why: &str) -> Option<T> {
+    let (required, variable) = server.required();
+    let name = server.name();
+    if required {
         panic!(
-            "{test}: S3 is required (TENANCY_REQUIRE_S3=1 or CI=true) but {why}; \
-             run scripts/test.sh"
+            "{test}: {name} is required ({variable}=1 or CI=true) but {why}; run scripts/test.sh"
         );
     }
     // Straight to stderr, not eprintln!: the test harness captures the
@@ -27,7 +53,7 @@ fn skip_or_panic<T>(test: &str, why: &str) -> Option<T> {
     use std::io::Write;
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {test}: no S3 server (run scripts/test.sh): {why}"
+        "SKIPPED {test}: no {name} server (run scripts/test.sh): {why}"
     );
     None
 }
@@ -41,9 +67,10 @@ fn test_bucket(test: &str) -> Option<String> {
         (Some(_), Some(bucket)) if cfg!(feature = "s3") => Some(bucket),
         (Some(_), Some(_)) => skip_or_panic(
             test,
+            Server::S3,
             "tenancy-state was built without feature `s3` (build with --features s3)",
         ),
-        _ => skip_or_panic(test, "AWS_ENDPOINT and AWS_BUCKET are not set"),
+        _ => skip_or_panic(test, Server::S3, "AWS_ENDPOINT and AWS_BUCKET are not set"),
     }
 }
 
@@ -94,7 +121,11 @@ async fn connect(test: &str, bucket: &str) -> Option<crate::Store> {
 #[cfg(not(feature = "s3"))]
 async fn connect(test: &str, _bucket: &str) -> Option<crate::Store> {
     // test_bucket already refused: without the feature it never returns a bucket.
-    skip_or_panic(test, "tenancy-state was built without feature `s3`")
+    skip_or_panic(
+        test,
+        Server::S3,
+        "tenancy-state was built without feature `s3`",
+    )
 }
 
 /// True when a missing PostgreSQL server must fail the test instead of
@@ -123,18 +154,7 @@ pub fn postgres_url_or_skip(test: &str) -> Option<String> {
         (None, _) => Some("TENANCY_TEST_POSTGRES_URL (or DATABASE_URL) is not set"),
     };
     if let Some(why) = why {
-        if postgres_required() {
-            panic!(
-                "{test}: PostgreSQL is required (TENANCY_REQUIRE_POSTGRES=1 or CI=true) but {why}; \
-                 run scripts/test.sh"
-            );
-        }
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: no PostgreSQL server (run scripts/test.sh): {why}"
-        );
-        return None;
+        return skip_or_panic(test, Server::Postgres, why);
     }
     let base = base?;
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -182,15 +202,11 @@ impl PostgresCluster {
     /// ([`postgres_required`]).
     pub fn start_or_skip(test: &str) -> Option<PostgresCluster> {
         let Some(bin) = std::env::var_os("TENANCY_TEST_POSTGRES_BIN") else {
-            if postgres_required() {
-                panic!("{test}: PostgreSQL is required but TENANCY_TEST_POSTGRES_BIN is not set; run scripts/test.sh");
-            }
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: no PostgreSQL server binaries (run scripts/test.sh)"
+            return skip_or_panic(
+                test,
+                Server::Postgres,
+                "TENANCY_TEST_POSTGRES_BIN (its server binaries) is not set",
             );
-            return None;
         };
         let dir =
             std::env::temp_dir().join(format!("tenancy-pg-{}", uuid::Uuid::new_v4().simple()));
