@@ -61,6 +61,16 @@ async fn race(url: Option<String>) {
                 .unwrap()
         })
         .collect();
+    // Start the race once every contender has opened the store.
+    for _ in 0..6000 {
+        let ready = (0..PROCESSES)
+            .filter(|i| dir.path().join(format!("ready-p{i}")).exists())
+            .count();
+        if ready == PROCESSES {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     std::fs::write(dir.path().join("go"), b"go").unwrap();
 
     let mut create_wins: BTreeMap<u64, Vec<usize>> = BTreeMap::new();

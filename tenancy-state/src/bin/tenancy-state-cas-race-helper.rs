@@ -4,8 +4,9 @@
 //!
 //! Usage: `tenancy-state-cas-race-helper <dir> <contender> <rounds> [<store URL>]`.
 //! The store is the URL (`s3://...`, `postgres://...`), else the directory
-//! `<dir>` as local files. Waits until `<dir>/go` exists, then opens the
-//! store (each contender its own connections) and
+//! `<dir>` as local files. Opens the store (each contender its own
+//! connections), says so with a file `<dir>/ready-<contender>`, waits
+//! until `<dir>/go` exists, then
 //! 1. create race: for each round r, tries `PutMode::Create` on
 //!    `race/create/r<r>` and prints `create <r>` when it won;
 //! 2. update race: for each round r, reads `race/update/obj` until it holds
@@ -33,7 +34,21 @@ fn parse_round(bytes: &[u8]) -> Result<u64, String> {
         .map_err(|e| format!("bad object content {s:?}: {e}"))
 }
 
+/// After a win, a moment's pause: on a store whose row locks queue writers
+/// (PostgreSQL) the winner of one round would otherwise be first in line
+/// for the next, round after round, and the race would test one process.
+async fn step_back() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
 async fn run(dir: PathBuf, me: String, rounds: u64, store: Option<&str>) -> Result<(), String> {
+    // Connected before the start, so that no contender races ahead while
+    // the others are still opening the store.
+    let backend: Arc<dyn StateBackend> = match store {
+        Some(url) => tenancy_state::open(url).await.map_err(|e| e.to_string())?,
+        None => Arc::new(LocalBackend::open(&dir).map_err(|e| e.to_string())?),
+    };
+    std::fs::write(dir.join(format!("ready-{me}")), b"ready").map_err(|e| e.to_string())?;
     let go = dir.join("go");
     let start = Instant::now();
     while !go.exists() {
@@ -42,10 +57,6 @@ async fn run(dir: PathBuf, me: String, rounds: u64, store: Option<&str>) -> Resu
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let backend: Arc<dyn StateBackend> = match store {
-        Some(url) => tenancy_state::open(url).await.map_err(|e| e.to_string())?,
-        None => Arc::new(LocalBackend::open(&dir).map_err(|e| e.to_string())?),
-    };
     let mut out = String::new();
 
     for r in 0..rounds {
@@ -54,7 +65,10 @@ async fn run(dir: PathBuf, me: String, rounds: u64, store: Option<&str>) -> Resu
             .put(&key, Bytes::from(me.clone()), PutMode::Create)
             .await
         {
-            Ok(_) => out.push_str(&format!("create {r}\n")),
+            Ok(_) => {
+                out.push_str(&format!("create {r}\n"));
+                step_back().await;
+            }
             Err(Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(format!("create round {r}: {e}")),
         }
@@ -79,6 +93,7 @@ async fn run(dir: PathBuf, me: String, rounds: u64, store: Option<&str>) -> Resu
             match backend.put(&key, next, PutMode::Update(obj.version)).await {
                 Ok(_) => {
                     out.push_str(&format!("update {r}\n"));
+                    step_back().await;
                     break;
                 }
                 Err(Error::Precondition { .. }) => continue,
