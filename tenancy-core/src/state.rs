@@ -306,21 +306,33 @@ pub trait StateBackendExt: StateBackend {
         T: Send,
         F: FnMut(Option<&Object>) -> Result<Step<T>> + Send,
     {
-        for attempt in 0..retry.attempts.max(1) {
-            let current = self.get(key).await?;
-            let mode = match &current {
-                None => PutMode::Create,
-                Some(o) => PutMode::Update(o.version.clone()),
-            };
-            match f(current.as_ref())? {
-                Step::Keep(value) => {
-                    return Ok(Updated {
-                        value,
-                        version: current.map(|o| o.version),
-                        wrote: false,
-                    })
-                }
-                Step::Write(bytes, value) => match self.put(key, bytes, mode).await {
+        update_attempts(self, key, retry, &mut f).await
+    }
+
+    /// [`update_with`](Self::update_with), starting from an object the
+    /// caller believes current (the one it last wrote, say) instead of
+    /// reading it: the first attempt passes `known` to `f` and writes
+    /// [`PutMode::Update`] of `known`'s version. A stale `known` is refused
+    /// by that write; then, and also when `f` keeps `known` or fails on it
+    /// (a stale object can justify neither), it goes on exactly as
+    /// `update_with` from a fresh read, without sleeping first and without
+    /// counting the first attempt. So whatever it returns was decided on
+    /// the object as it was when written or read, never on a stale one; a
+    /// current `known` saves the read.
+    async fn update_from<T, F>(
+        &self,
+        key: &StateKey,
+        known: Option<Object>,
+        retry: Retry<'_>,
+        mut f: F,
+    ) -> Result<Updated<T>>
+    where
+        T: Send,
+        F: FnMut(Option<&Object>) -> Result<Step<T>> + Send,
+    {
+        if let Some(known) = known {
+            if let Ok(Step::Write(bytes, value)) = f(Some(&known)) {
+                match self.put(key, bytes, PutMode::Update(known.version)).await {
                     Ok(version) => {
                         return Ok(Updated {
                             value,
@@ -328,16 +340,12 @@ pub trait StateBackendExt: StateBackend {
                             wrote: true,
                         })
                     }
-                    Err(e) if e.is_conflict() => {
-                        if attempt + 1 < retry.attempts {
-                            retry.clock.sleep(retry.backoff.next_delay(attempt)).await;
-                        }
-                    }
+                    Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e),
-                },
+                }
             }
         }
-        Err(retry.exhausted())
+        update_attempts(self, key, retry, &mut f).await
     }
 
     /// All keys below `prefix`, sorted.
@@ -394,3 +402,177 @@ pub trait StateBackendExt: StateBackend {
 }
 
 impl<B: StateBackend + ?Sized> StateBackendExt for B {}
+
+/// The attempts of [`StateBackendExt::update_with`]: read, decide, write
+/// conditionally, back off and retry on a lost race.
+async fn update_attempts<B, T, F>(
+    b: &B,
+    key: &StateKey,
+    retry: Retry<'_>,
+    f: &mut F,
+) -> Result<Updated<T>>
+where
+    B: StateBackend + ?Sized,
+    T: Send,
+    F: FnMut(Option<&Object>) -> Result<Step<T>> + Send,
+{
+    for attempt in 0..retry.attempts.max(1) {
+        let current = b.get(key).await?;
+        let mode = match &current {
+            None => PutMode::Create,
+            Some(o) => PutMode::Update(o.version.clone()),
+        };
+        match f(current.as_ref())? {
+            Step::Keep(value) => {
+                return Ok(Updated {
+                    value,
+                    version: current.map(|o| o.version),
+                    wrote: false,
+                })
+            }
+            Step::Write(bytes, value) => match b.put(key, bytes, mode).await {
+                Ok(version) => {
+                    return Ok(Updated {
+                        value,
+                        version: Some(version),
+                        wrote: true,
+                    })
+                }
+                Err(e) if e.is_conflict() => {
+                    if attempt + 1 < retry.attempts {
+                        retry.clock.sleep(retry.backoff.next_delay(attempt)).await;
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Err(retry.exhausted())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{MemoryBackend, SystemClock};
+
+    fn key() -> StateKey {
+        StateKey::new("counter").unwrap()
+    }
+
+    /// Appends `x` to whatever `f` is shown, remembering each object shown.
+    fn append(
+        seen: &mut Vec<Bytes>,
+    ) -> impl FnMut(Option<&Object>) -> Result<Step<()>> + Send + '_ {
+        move |current| {
+            let mut b = current.map_or_else(Vec::new, |o| o.bytes.to_vec());
+            seen.push(Bytes::from(b.clone()));
+            b.push(b'x');
+            Ok(Step::Write(b.into(), ()))
+        }
+    }
+
+    #[tokio::test]
+    async fn update_from_a_current_object_does_not_read_it() {
+        let store = MemoryBackend::new();
+        let v = store
+            .put(&key(), Bytes::from_static(b"a"), PutMode::Create)
+            .await
+            .unwrap();
+        // Bytes the store does not hold, at the version it does: had the
+        // update read the object, it would have appended to "a".
+        let known = Object {
+            bytes: Bytes::from_static(b"known"),
+            version: v,
+        };
+        let mut seen = Vec::new();
+        let out = store
+            .update_from(
+                &key(),
+                Some(known),
+                Retry::new(&SystemClock, "it"),
+                append(&mut seen),
+            )
+            .await
+            .unwrap();
+        assert!(out.wrote);
+        assert_eq!(seen, vec![Bytes::from_static(b"known")]);
+        assert_eq!(store.get(&key()).await.unwrap().unwrap().bytes, "knownx");
+    }
+
+    #[tokio::test]
+    async fn update_from_a_stale_object_decides_again_on_a_fresh_read() {
+        let store = MemoryBackend::new();
+        let old = store
+            .put(&key(), Bytes::from_static(b"a"), PutMode::Create)
+            .await
+            .unwrap();
+        store
+            .put(
+                &key(),
+                Bytes::from_static(b"ab"),
+                PutMode::Update(old.clone()),
+            )
+            .await
+            .unwrap();
+        let stale = Object {
+            bytes: Bytes::from_static(b"a"),
+            version: old,
+        };
+        let mut seen = Vec::new();
+        store
+            .update_from(
+                &key(),
+                Some(stale),
+                Retry::new(&SystemClock, "it"),
+                append(&mut seen),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"ab")]
+        );
+        assert_eq!(store.get(&key()).await.unwrap().unwrap().bytes, "abx");
+    }
+
+    #[tokio::test]
+    async fn update_from_never_returns_a_decision_made_on_a_stale_object() {
+        let store = MemoryBackend::new();
+        let old = store
+            .put(&key(), Bytes::from_static(b"a"), PutMode::Create)
+            .await
+            .unwrap();
+        store
+            .put(
+                &key(),
+                Bytes::from_static(b"ok"),
+                PutMode::Update(old.clone()),
+            )
+            .await
+            .unwrap();
+        let stale = Object {
+            bytes: Bytes::from_static(b"a"),
+            version: old,
+        };
+        // Refuses the stale object, keeps the current one: neither the
+        // refusal nor a keep decided on the stale object may come back.
+        for keep in [false, true] {
+            let out = store
+                .update_from(
+                    &key(),
+                    Some(stale.clone()),
+                    Retry::new(&SystemClock, "it"),
+                    |current| match current.map(|o| o.bytes.clone()) {
+                        Some(b) if b == "ok" => Ok(Step::Keep("fresh")),
+                        _ if keep => Ok(Step::Keep("stale")),
+                        _ => Err(Error::precondition("decided on the stale object")),
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.value, "fresh");
+            assert!(!out.wrote);
+        }
+    }
+}

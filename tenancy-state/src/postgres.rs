@@ -115,6 +115,34 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
+/// A driver error as messages show it: the server's own message and
+/// SQLSTATE for an error the database reported (the driver's `Display`
+/// says only "db error"), the cause for one on the connection.
+struct Pg<'a>(&'a tokio_postgres::Error);
+
+impl fmt::Display for Pg<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(db) = self.0.as_db_error() {
+            write!(
+                f,
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            )?;
+            if let Some(detail) = db.detail() {
+                write!(f, " ({detail})")?;
+            }
+            return Ok(());
+        }
+        write!(f, "{}", self.0)?;
+        if let Some(cause) = std::error::Error::source(self.0) {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
 fn invalid(shown: &str, what: impl fmt::Display) -> Error {
     Error::invalid(format!("backend URL {shown}: {what}"))
 }
@@ -450,6 +478,7 @@ impl PostgresBackend {
                     self.pool.status().max_size
                 ),
             ),
+            deadpool_postgres::PoolError::Backend(e) => self.fail("cannot connect", Pg(&e)),
             e => self.fail("cannot connect", e),
         })
     }
@@ -465,7 +494,7 @@ impl PostgresBackend {
         let statement = client
             .prepare_cached(sql)
             .await
-            .map_err(|e| self.fail(what, e))?;
+            .map_err(|e| self.fail(what, Pg(&e)))?;
         Ok((client, statement))
     }
 
@@ -476,7 +505,7 @@ impl PostgresBackend {
         let found = match client.query_opt(&check, &[]).await {
             Ok(row) => row.map(|r| r.get::<_, String>(0)),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
-            Err(e) => return Err(self.fail("reading the schema version", e)),
+            Err(e) => return Err(self.fail("reading the schema version", Pg(&e))),
         };
         let found = match found {
             Some(v) => v,
@@ -484,7 +513,7 @@ impl PostgresBackend {
                 let tx = client
                     .transaction()
                     .await
-                    .map_err(|e| self.fail("creating the schema", e))?;
+                    .map_err(|e| self.fail("creating the schema", Pg(&e)))?;
                 let create = format!(
                     "SELECT pg_advisory_xact_lock(hashtext('tenancy-schema:{s}')); \
                      CREATE SCHEMA IF NOT EXISTS \"{s}\"; \
@@ -500,15 +529,15 @@ impl PostgresBackend {
                 );
                 tx.batch_execute(&create)
                     .await
-                    .map_err(|e| self.fail("creating the schema", e))?;
+                    .map_err(|e| self.fail("creating the schema", Pg(&e)))?;
                 let v: String = tx
                     .query_one(&check, &[])
                     .await
-                    .map_err(|e| self.fail("reading the schema version", e))?
+                    .map_err(|e| self.fail("reading the schema version", Pg(&e)))?
                     .get(0);
                 tx.commit()
                     .await
-                    .map_err(|e| self.fail("creating the schema", e))?;
+                    .map_err(|e| self.fail("creating the schema", Pg(&e)))?;
                 v
             }
         };
@@ -536,7 +565,7 @@ impl PostgresBackend {
                 client.query(&st, &[&after, &PAGE, &hi]).await
             }
         }
-        .map_err(|e| self.fail("list", e))?;
+        .map_err(|e| self.fail("list", Pg(&e)))?;
         rows.iter()
             .map(|r| {
                 let key: String = r.get(0);
@@ -567,7 +596,7 @@ impl StateBackend for PostgresBackend {
         let row = client
             .query_opt(&st, &[&key.as_str()])
             .await
-            .map_err(|e| self.fail("get", e))?;
+            .map_err(|e| self.fail("get", Pg(&e)))?;
         Ok(row.map(|r| object(r.get(0), r.get(1))))
     }
 
@@ -579,7 +608,7 @@ impl StateBackend for PostgresBackend {
             let rows = client
                 .query(&st, &[&wanted])
                 .await
-                .map_err(|e| self.fail("get", e))?;
+                .map_err(|e| self.fail("get", Pg(&e)))?;
             let found: std::collections::HashMap<String, Object> = rows
                 .into_iter()
                 .map(|r| (r.get(0), object(r.get(1), r.get(2))))
@@ -611,7 +640,7 @@ impl StateBackend for PostgresBackend {
                 }
             },
         }
-        .map_err(|e| self.fail("put", e))?;
+        .map_err(|e| self.fail("put", Pg(&e)))?;
         match (row, &mode) {
             (Some(r), _) => Ok(Version(r.get::<_, i64>(0).to_string())),
             (None, PutMode::Create) => Err(Error::already_exists(format!("key {key}"))),
@@ -630,7 +659,7 @@ impl StateBackend for PostgresBackend {
                 client
                     .execute(&st, &[&k])
                     .await
-                    .map_err(|e| self.fail("delete", e))?;
+                    .map_err(|e| self.fail("delete", Pg(&e)))?;
                 Ok(())
             }
             DeleteMode::IfVersion(want) => {
@@ -641,7 +670,7 @@ impl StateBackend for PostgresBackend {
                         client
                             .execute(&st, &[&k, &want])
                             .await
-                            .map_err(|e| self.fail("delete", e))?
+                            .map_err(|e| self.fail("delete", Pg(&e)))?
                     }
                 };
                 if n == 1 {

@@ -1,8 +1,8 @@
 //! PostgreSQL-specific behaviour beyond the conformance suites (which run
 //! on PostgreSQL in `conformance.rs`, `registry_backends.rs` and
 //! tenancy-lock's tests): keys with SQL pattern characters, big objects,
-//! paging, the pool's bound, unreachable servers, passwords in URLs and the
-//! schema version. Each test works in a fresh schema of the test server
+//! paging, the pool's bound, unreachable servers, passwords in URLs, the
+//! schema version and the server's own error messages. Each test works in a fresh schema of the test server
 //! (`scripts/postgres-server.sh`), or is skipped loudly (a failure in CI).
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)]
@@ -219,4 +219,28 @@ async fn two_processes_opening_one_new_schema_at_once_both_succeed() {
     for o in opens {
         o.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_error_the_database_reports_carries_its_message_and_sqlstate() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::database_error") else {
+        return;
+    };
+    let b = PostgresBackend::open(&url).await.unwrap();
+    b.put(&key("apps/a"), Bytes::from_static(b"1"), PutMode::Create)
+        .await
+        .unwrap();
+    // Someone drops the table under a running store: the error must say
+    // what the server said, not only the driver's "db error".
+    let client = b.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!("DROP TABLE \"{}\".objects", b.schema()))
+        .await
+        .unwrap();
+    drop(client);
+    let e = b.get(&key("apps/a")).await.unwrap_err();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    let shown = e.to_string();
+    assert!(shown.contains("42P01"), "{shown}");
+    assert!(shown.contains("does not exist"), "{shown}");
 }

@@ -29,9 +29,14 @@
 //! # Stored format and caching
 //!
 //! Records are YAML through `serde_yaml_ng` (the maintained fork of the
-//! deprecated `serde_yaml`). The registry holds no cache: every call reads
-//! the store, so CLI users and server replicas sharing one store see each
-//! other's writes at once.
+//! deprecated `serde_yaml`); usage records, rewritten by every reservation,
+//! are JSON (`usage.rs`). The registry answers nothing from memory: every
+//! call reads the store, so CLI users and server replicas sharing one store
+//! see each other's writes at once. The one thing it remembers is the usage
+//! record it wrote last per tenant, where its next quota write starts
+//! instead of reading the record; that write is conditional on the
+//! remembered version, so a record someone else changed is read and
+//! decided on afresh (`last_written.rs`).
 //!
 //! # Writes (`writes.rs`)
 //!
@@ -138,6 +143,7 @@
 
 mod archive;
 mod keys;
+mod last_written;
 pub(crate) mod layout;
 pub(crate) mod records;
 mod secrets;
@@ -219,10 +225,13 @@ where
 
 /// The tenant registry on a [`StateBackend`].
 ///
-/// Cheap to share behind an `Arc`; holds no cache, so several processes and
-/// server replicas on one store always see each other's writes.
+/// Cheap to share behind an `Arc`; answers nothing from memory, so several
+/// processes and server replicas on one store always see each other's
+/// writes (the usage records it wrote last only spare the read before its
+/// next conditional write: `last_written.rs`).
 pub struct StoreRegistry {
     backend: Arc<dyn StateBackend>,
+    last_written: last_written::LastWritten,
     clock: Arc<dyn Clock>,
     cost: u32,
     reservation_ttl: Duration,
@@ -248,6 +257,7 @@ impl StoreRegistry {
     pub fn new(backend: Arc<dyn StateBackend>) -> Self {
         StoreRegistry {
             backend,
+            last_written: last_written::LastWritten::default(),
             clock: Arc::new(SystemClock),
             cost: DEFAULT_BCRYPT_COST,
             reservation_ttl: DEFAULT_RESERVATION_TTL,

@@ -62,7 +62,7 @@ use tenancy_core::quota::{hour_start, month_of, validate_amount};
 use tenancy_core::tenant::MAX_LIMIT_VALUE;
 use tenancy_core::{
     Error, Limits, ListedReservation, Reservation, Resource, Result, StateBackendExt, Step,
-    TenantId, Usage, UsageEvent,
+    TenantId, Usage, UsageEvent, Version,
 };
 
 use super::records::from_yaml;
@@ -78,11 +78,15 @@ pub(crate) const FINISHED_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// (the oldest are dropped first). They only make errors precise and
 /// repeated releases free; correctness does not depend on them (a release
 /// of an id the record no longer knows gives back only unlisted capacity).
-/// The record is rewritten on every reservation: 256 ids made it 26 KB,
-/// which PostgreSQL stores out of line and, under a steady stream of
-/// updates, grew a pair's cost from 3 to 8 ms until vacuum ran; 64 keep it
-/// near 7 KB and the pair steady.
-pub(crate) const MAX_FINISHED: usize = 64;
+/// The record is rewritten on every reservation, commit and release, so
+/// its size is paid on each: 256 ids made it 26 KB, which PostgreSQL
+/// stores out of line (a pair slowed from 3 to 8 ms under a steady stream
+/// of updates until vacuum ran); 64 made it ~7 KB, which PostgreSQL
+/// compresses on every write (pglz took a quarter of the database's CPU
+/// with 64 tenants reserving at once) and JSON took most of ours. 16 keep
+/// a busy tenant's record under 2 KB, below PostgreSQL's threshold for
+/// compressing a row at all.
+pub(crate) const MAX_FINISHED: usize = 16;
 
 /// A reservation that was made but not yet committed or released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,8 +470,11 @@ impl StoreRegistry {
         }
     }
 
-    /// Read-modify-write of a usage record with compare-and-swap. A missing
-    /// record is created, but only for a tenant that exists.
+    /// Read-modify-write of a usage record with compare-and-swap, starting
+    /// from the record this registry wrote last where that is still worth
+    /// trusting (`last_written.rs`: a stale one is refused by the write and
+    /// read afresh). A missing record is created, but only for a tenant
+    /// that exists.
     async fn modify_usage<T, F>(&self, id: &TenantId, mut f: F) -> Result<(T, Usage)>
     where
         F: FnMut(&mut UsageRecord, DateTime<Utc>) -> Result<T> + Send,
@@ -476,9 +483,16 @@ impl StoreRegistry {
         self.ensure_cas()?;
         let key = layout::usage(id)?;
         let what = format!("usage of tenant {id}");
+        let start = self.last_written.start(id);
+        let mut known = start.known.clone();
         let mut tenant_exists = false;
+        // The version of the record the latest decision was made on, and
+        // what that decision wrote.
+        let mut decided_on: Option<Option<Version>> = None;
+        let mut written: Option<bytes::Bytes> = None;
         loop {
             let step = |current: Option<&tenancy_core::Object>| {
+                decided_on = Some(current.map(|o| o.version.clone()));
                 let mut rec = match current {
                     Some(o) => decode(&o.bytes, &format!("{what} (registry-usage/{id}.yaml)"))?,
                     None if !tenant_exists => return Ok(Step::Keep(Seen::NoRecord)),
@@ -489,16 +503,36 @@ impl StoreRegistry {
                 let out = f(&mut rec, now)?;
                 rec.updated_at = Some(now);
                 let bytes = encode(&rec, &what)?;
+                written = Some(bytes.clone());
                 Ok(Step::Write(bytes, Seen::Done(out, rec.usage)))
             };
-            match self
+            let updated = self
                 .backend
-                .update_with(&key, self.retry(&what), step)
-                .await?
-                .value
-            {
-                Seen::Done(out, usage) => return Ok((out, usage)),
+                .update_from(&key, known.take(), self.retry(&what), step)
+                .await;
+            let updated = match updated {
+                Ok(u) => u,
+                Err(e) => {
+                    let seen = decided_on.as_ref().map(Option::as_ref);
+                    self.last_written.failed(id, &start, seen);
+                    return Err(e);
+                }
+            };
+            match updated.value {
+                Seen::Done(out, usage) => {
+                    if let (Some(bytes), Some(version)) = (written.take(), updated.version) {
+                        let seen = decided_on.as_ref().and_then(Option::as_ref);
+                        self.last_written.wrote(
+                            id,
+                            &start,
+                            seen,
+                            tenancy_core::Object { bytes, version },
+                        );
+                    }
+                    return Ok((out, usage));
+                }
                 Seen::NoRecord => {
+                    self.last_written.failed(id, &start, Some(None));
                     // Never create a usage record for a tenant that does not exist.
                     self.get_record(id).await?;
                     tenant_exists = true;
