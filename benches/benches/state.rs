@@ -1,6 +1,7 @@
 //! State benches: get and put, raw versus `TenantScoped`, on memory, local
 //! files, and S3 and PostgreSQL when their test servers are up (in the same
-//! run, on the same physical keys), stack-state save and read, and the
+//! run, on the same physical keys), stack-state save and read, saves of 64
+//! stacks at once (throughput), and the
 //! backend calls of one stack operation.
 //!
 //! Run with `cargo bench -p tenancy-benches --bench state` (after `source
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use tenancy_core::audit::{Actor, NewEntry, Outcome, Scope};
 use tenancy_core::{MemoryBackend, PutMode, StateBackend, StateKey, TenantId};
@@ -138,6 +139,52 @@ fn stack(c: &mut Criterion) {
         });
         g.finish();
     }
+}
+
+/// Saves of 64 stacks of one tenant at once (one save each per iteration,
+/// all in flight together): the store's throughput when many stacks are
+/// applied concurrently. The PostgreSQL pool is the URL's `pool_size`.
+fn stacks_at_once(c: &mut Criterion) {
+    const STACKS: usize = 64;
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acme = TenantId::new("acme").expect("tenant id");
+    let doc = json!({"image": "web:1.0", "replicas": 3, "env": {"A": "1", "B": "2"}});
+    let mut g = c.benchmark_group(format!("stack_save_{STACKS}_stacks"));
+    g.throughput(Throughput::Elements(STACKS as u64));
+    for (name, raw) in all_backends(&rt, dir.path()) {
+        if name == "s3" {
+            // moto answers one request at a time: an iteration takes seconds.
+            g.sample_size(10);
+        }
+        let store =
+            StackStore::new(TenantScoped::new(raw, &acme, "v1").expect("scope")).with_retention(20);
+        let envs: Vec<String> = (0..STACKS).map(|i| format!("s{i:02}")).collect();
+        let mut serials: Vec<u64> = rt.block_on(async {
+            let saves = envs.iter().map(|env| store.save("web", env, &doc, None));
+            futures::future::join_all(saves)
+                .await
+                .into_iter()
+                .map(|r| r.expect("first save").serial)
+                .collect()
+        });
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                serials = rt.block_on(async {
+                    let saves = envs
+                        .iter()
+                        .zip(&serials)
+                        .map(|(env, serial)| store.save("web", env, &doc, Some(*serial)));
+                    futures::future::join_all(saves)
+                        .await
+                        .into_iter()
+                        .map(|r| r.expect("save").serial)
+                        .collect()
+                });
+            })
+        });
+    }
+    g.finish();
 }
 
 /// Median time per call of `raw` and `scoped`, measured in alternating
@@ -391,6 +438,7 @@ fn main() {
         .configure_from_args();
     get_put(&mut c);
     stack(&mut c);
+    stacks_at_once(&mut c);
     audit(&mut c);
     c.final_summary();
 }

@@ -19,6 +19,7 @@
 //!
 //! ```text
 //! <schema>.objects  (key TEXT COLLATE "C" PRIMARY KEY, bytes BYTEA, version BIGINT, updated TIMESTAMPTZ)
+//!                   WITH (toast_tuple_target = 8160): rows under 8 KB inline, uncompressed
 //! <schema>.versions a sequence: every write takes the next number as the object's version
 //! <schema>.meta     (name, value): schema_version = 1
 //! ```
@@ -26,7 +27,10 @@
 //! Created on first use by any process, idempotently (one transaction under
 //! a transaction-scoped advisory lock, so two processes starting at once do
 //! not both create it), and its version checked: a newer schema than this
-//! build knows is refused rather than misread.
+//! build knows is refused rather than misread. A schema created by an
+//! earlier build (before `toast_tuple_target` was set) works as it is; `ALTER
+//! TABLE <schema>.objects SET (toast_tuple_target = 8160)` saves it the
+//! compression of small records.
 //!
 //! # Operations: each one statement, atomic without locks or transactions
 //!
@@ -86,6 +90,14 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The default schema name.
 pub const DEFAULT_SCHEMA: &str = "tenancy";
 const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Rows up to this size are stored inline and uncompressed (PostgreSQL's
+/// default compresses any row over about 2 KB, on every write; usage and
+/// lock records, rewritten by every reservation and renewal, are often a
+/// few KB, and with many tenants reserving at once pglz took a quarter of
+/// the database's CPU). Bigger objects (stack state) are compressed and
+/// stored out of line as usual. 8160 is the largest value an 8 KB page allows.
+const TOAST_TUPLE_TARGET: u32 = 8160;
 const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE: i64 = 500;
@@ -521,7 +533,8 @@ impl PostgresBackend {
                        key TEXT COLLATE \"C\" PRIMARY KEY, \
                        bytes BYTEA NOT NULL, \
                        version BIGINT NOT NULL, \
-                       updated TIMESTAMPTZ NOT NULL DEFAULT now()); \
+                       updated TIMESTAMPTZ NOT NULL DEFAULT now()) \
+                       WITH (toast_tuple_target = {TOAST_TUPLE_TARGET}); \
                      CREATE SEQUENCE IF NOT EXISTS \"{s}\".versions; \
                      CREATE TABLE IF NOT EXISTS \"{s}\".meta (name TEXT PRIMARY KEY, value TEXT NOT NULL); \
                      INSERT INTO \"{s}\".meta (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}') \
