@@ -500,8 +500,8 @@ mod tests {
         assert_eq!(store.get(&key()).await.unwrap().unwrap().bytes, "knownx");
     }
 
-    #[tokio::test]
-    async fn update_from_a_stale_object_decides_again_on_a_fresh_read() {
+    /// A store whose object went from "a" to `now`, and "a" as it was.
+    async fn moved_on(now: &'static [u8]) -> (MemoryBackend, Object) {
         let store = MemoryBackend::new();
         let old = store
             .put(&key(), Bytes::from_static(b"a"), PutMode::Create)
@@ -510,7 +510,7 @@ mod tests {
         store
             .put(
                 &key(),
-                Bytes::from_static(b"ab"),
+                Bytes::from_static(now),
                 PutMode::Update(old.clone()),
             )
             .await
@@ -519,6 +519,12 @@ mod tests {
             bytes: Bytes::from_static(b"a"),
             version: old,
         };
+        (store, stale)
+    }
+
+    #[tokio::test]
+    async fn update_from_a_stale_object_decides_again_on_a_fresh_read() {
+        let (store, stale) = moved_on(b"ab").await;
         let mut seen = Vec::new();
         store
             .update_from(
@@ -538,23 +544,7 @@ mod tests {
 
     #[tokio::test]
     async fn update_from_never_returns_a_decision_made_on_a_stale_object() {
-        let store = MemoryBackend::new();
-        let old = store
-            .put(&key(), Bytes::from_static(b"a"), PutMode::Create)
-            .await
-            .unwrap();
-        store
-            .put(
-                &key(),
-                Bytes::from_static(b"ok"),
-                PutMode::Update(old.clone()),
-            )
-            .await
-            .unwrap();
-        let stale = Object {
-            bytes: Bytes::from_static(b"a"),
-            version: old,
-        };
+        let (store, stale) = moved_on(b"ok").await;
         // Refuses the stale object, keeps the current one: neither the
         // refusal nor a keep decided on the stale object may come back.
         for keep in [false, true] {
