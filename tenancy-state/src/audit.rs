@@ -39,9 +39,9 @@
 //! Entries never hold a secret, hash or session token: callers pass ids,
 //! names and outcomes only ([`NewEntry`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::memo::Memo;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -176,10 +176,10 @@ pub struct AuditLog<B: StateBackend> {
     clock: Arc<dyn Clock>,
     /// The last entry this process appended or found per log (shared by
     /// clones): the next append tries right after it, with no read.
-    tails: Arc<Mutex<HashMap<Scope, (u64, String)>>>,
+    tails: Arc<Memo<Scope, (u64, String)>>,
 }
 
-/// Logs whose tail is remembered before the memory is emptied.
+/// Logs whose tail is remembered at most.
 const REMEMBERED_TAILS: usize = 100_000;
 
 impl<B: StateBackend> AuditLog<B> {
@@ -188,24 +188,16 @@ impl<B: StateBackend> AuditLog<B> {
         AuditLog {
             backend,
             clock: Arc::new(SystemClock),
-            tails: Arc::new(Mutex::new(HashMap::new())),
+            tails: Arc::new(Memo::new(REMEMBERED_TAILS)),
         }
     }
 
     fn remembered(&self, scope: &Scope) -> Option<(u64, String)> {
-        self.tails
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(scope)
-            .cloned()
+        self.tails.read(scope, |t| t.cloned())
     }
 
     fn remember(&self, scope: &Scope, seq: u64, hash: &str) {
-        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
-        if tails.len() >= REMEMBERED_TAILS && !tails.contains_key(scope) {
-            tails.clear();
-        }
-        tails.insert(scope.clone(), (seq, hash.to_string()));
+        self.tails.write(scope, |_| (seq, hash.to_string()));
     }
 
     /// Stamps entries with `clock`'s time.

@@ -29,6 +29,7 @@ pub mod audited;
 pub mod counting;
 pub mod doctor;
 mod local;
+mod memo;
 pub mod migrate;
 mod object;
 #[cfg(feature = "postgres")]

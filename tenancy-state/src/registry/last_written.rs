@@ -22,13 +22,12 @@
 //! two refused writes; a lone registry after one CLI write pays one refused
 //! write and one read.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use tenancy_core::{Object, TenantId, Version};
 
-/// How many tenants' records are remembered; beyond that an arbitrary
-/// entry makes room (a forgotten one only costs its next operation a read).
+use crate::memo::Memo;
+
+/// How many tenants' records are remembered at most (a forgotten one only
+/// costs its next operation a read).
 pub(crate) const LAST_WRITTEN_ENTRIES: usize = 4096;
 
 /// The most confirming reads an entry waits for before it is used again.
@@ -44,39 +43,47 @@ struct Entry {
 }
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LastWritten {
-    entries: Mutex<HashMap<TenantId, Entry>>,
+    entries: Memo<TenantId, Entry>,
 }
 
-/// Where one operation on a tenant's record starts.
+impl Default for LastWritten {
+    fn default() -> Self {
+        LastWritten {
+            entries: Memo::new(LAST_WRITTEN_ENTRIES),
+        }
+    }
+}
+
+/// What one operation on a tenant's record started from.
 #[derive(Debug)]
 pub(crate) struct Start {
-    /// The record to start from (a trusted entry), if any.
-    pub(crate) known: Option<Object>,
-    /// The version remembered, trusted or not.
+    /// The version remembered, used or not.
     remembered: Option<Version>,
+    /// Whether the operation was given the remembered record to start from.
+    used: bool,
 }
 
 impl LastWritten {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Entry>> {
-        // A panic while holding the lock cannot leave an entry half-made.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Where an operation on `id`'s record starts.
-    pub(crate) fn start(&self, id: &TenantId) -> Start {
-        let entries = self.entries();
-        match entries.get(id) {
-            None => Start {
-                known: None,
-                remembered: None,
-            },
-            Some(e) => Start {
-                known: (e.wait == 0).then(|| e.object.clone()),
-                remembered: Some(e.object.version.clone()),
-            },
-        }
+    /// Where an operation on `id`'s record starts: the remembered record
+    /// if it is to be used.
+    pub(crate) fn start(&self, id: &TenantId) -> (Option<Object>, Start) {
+        self.entries.read(id, |e| match e {
+            None => (
+                None,
+                Start {
+                    remembered: None,
+                    used: false,
+                },
+            ),
+            Some(e) => {
+                let known = (e.wait == 0).then(|| e.object.clone());
+                let used = known.is_some();
+                let remembered = Some(e.object.version.clone());
+                (known, Start { remembered, used })
+            }
+        })
     }
 
     /// The operation that began at `start` wrote `object`, having decided on
@@ -88,37 +95,30 @@ impl LastWritten {
         decided_on: Option<&Version>,
         object: Object,
     ) {
-        let mut entries = self.entries();
-        let (wait, penalty) = match (entries.get(id), &start.remembered) {
-            (Some(e), Some(remembered)) if decided_on == Some(remembered) => {
-                if start.known.is_some() {
-                    // Started from it, and it was current.
-                    (0, e.penalty / 2)
-                } else {
-                    // A read found the record where it was left.
-                    (e.wait.saturating_sub(1), e.penalty)
+        self.entries.write(id, |old| {
+            let (wait, penalty) = match (old, &start.remembered) {
+                (Some(e), Some(remembered)) if decided_on == Some(remembered) => {
+                    if start.used {
+                        // Started from it, and it was current.
+                        (0, e.penalty / 2)
+                    } else {
+                        // A read found the record where it was left.
+                        (e.wait.saturating_sub(1), e.penalty)
+                    }
                 }
-            }
-            (Some(e), Some(_)) => {
-                // Someone else wrote since.
-                let penalty = (e.penalty * 2).clamp(1, MAX_PENALTY);
-                (penalty, penalty)
-            }
-            _ => (0, 0),
-        };
-        if entries.len() >= LAST_WRITTEN_ENTRIES && !entries.contains_key(id) {
-            if let Some(other) = entries.keys().next().cloned() {
-                entries.remove(&other);
-            }
-        }
-        entries.insert(
-            id.clone(),
+                (Some(e), Some(_)) => {
+                    // Someone else wrote since.
+                    let penalty = (e.penalty * 2).clamp(1, MAX_PENALTY);
+                    (penalty, penalty)
+                }
+                _ => (0, 0),
+            };
             Entry {
                 object,
                 wait,
                 penalty,
-            },
-        );
+            }
+        });
     }
 
     /// The operation that began at `start` failed after deciding on the
@@ -132,7 +132,7 @@ impl LastWritten {
     ) {
         if let Some(seen) = decided_on {
             if seen != start.remembered.as_ref() {
-                self.entries().remove(id);
+                self.entries.forget(id);
             }
         }
     }
@@ -162,35 +162,35 @@ mod tests {
     fn an_entry_is_used_only_while_nobody_else_writes() {
         let lw = LastWritten::default();
         let t = id(1);
-        let s = lw.start(&t);
-        assert!(s.known.is_none());
+        let (known, s) = lw.start(&t);
+        assert!(known.is_none());
         lw.wrote(&t, &s, None, obj("1"));
         // Nothing to compare with: used.
-        let s = lw.start(&t);
-        assert_eq!(s.known.as_ref().map(|o| o.version.0.as_str()), Some("1"));
+        let (known, s) = lw.start(&t);
+        assert_eq!(known.as_ref().map(|o| o.version.0.as_str()), Some("1"));
         // Its write was refused; the read found version 7: someone else
         // wrote. The next operation reads first.
         lw.wrote(&t, &s, Some(&v("7")), obj("8"));
-        let s = lw.start(&t);
-        assert!(s.known.is_none());
+        let (known, s) = lw.start(&t);
+        assert!(known.is_none());
         // That read finds the record where this registry left it: used again.
         lw.wrote(&t, &s, Some(&v("8")), obj("9"));
-        let s = lw.start(&t);
-        assert!(s.known.is_some());
+        let (known, s) = lw.start(&t);
+        assert!(known.is_some());
         // Someone else again: two confirming reads now, then four.
         lw.wrote(&t, &s, Some(&v("10")), obj("11"));
         for (n, wait) in [(11, 2), (12, 1)] {
-            let s = lw.start(&t);
-            assert!(s.known.is_none(), "still {wait} reads to wait");
+            let (known, s) = lw.start(&t);
+            assert!(known.is_none(), "still {wait} reads to wait");
             lw.wrote(&t, &s, Some(&v(&n.to_string())), obj(&(n + 1).to_string()));
         }
-        let s = lw.start(&t);
-        assert!(s.known.is_some());
+        let (known, s) = lw.start(&t);
+        assert!(known.is_some());
         lw.wrote(&t, &s, Some(&v("20")), obj("21"));
         let mut waited = 0;
         let mut n = 21;
-        while lw.start(&t).known.is_none() {
-            let s = lw.start(&t);
+        while lw.start(&t).0.is_none() {
+            let (_, s) = lw.start(&t);
             lw.wrote(&t, &s, Some(&v(&n.to_string())), obj(&(n + 1).to_string()));
             n += 1;
             waited += 1;
@@ -202,19 +202,19 @@ mod tests {
     fn a_failure_on_a_moved_record_forgets_it() {
         let lw = LastWritten::default();
         let t = id(1);
-        let s = lw.start(&t);
+        let (_, s) = lw.start(&t);
         lw.wrote(&t, &s, None, obj("1"));
-        let s = lw.start(&t);
+        let (_, s) = lw.start(&t);
         lw.failed(&t, &s, Some(Some(&Version("1".into()))));
         assert!(
-            lw.start(&t).known.is_some(),
+            lw.start(&t).0.is_some(),
             "refused on the record it knew: kept"
         );
-        let s = lw.start(&t);
+        let (_, s) = lw.start(&t);
         lw.failed(&t, &s, Some(None));
-        let s = lw.start(&t);
+        let (known, s) = lw.start(&t);
         assert!(
-            s.known.is_none() && s.remembered.is_none(),
+            known.is_none() && s.remembered.is_none(),
             "the record is gone: forgotten"
         );
     }
@@ -223,11 +223,11 @@ mod tests {
     fn at_most_so_many_tenants_are_remembered() {
         let lw = LastWritten::default();
         for n in 0..LAST_WRITTEN_ENTRIES + 10 {
-            let s = lw.start(&id(n));
+            let (_, s) = lw.start(&id(n));
             lw.wrote(&id(n), &s, None, obj("1"));
         }
-        assert_eq!(lw.entries().len(), LAST_WRITTEN_ENTRIES);
+        assert_eq!(lw.entries.len(), LAST_WRITTEN_ENTRIES);
         let last = id(LAST_WRITTEN_ENTRIES + 9);
-        assert!(lw.start(&last).known.is_some());
+        assert!(lw.start(&last).0.is_some());
     }
 }

@@ -483,8 +483,7 @@ impl StoreRegistry {
         self.ensure_cas()?;
         let key = layout::usage(id)?;
         let what = format!("usage of tenant {id}");
-        let start = self.last_written.start(id);
-        let mut known = start.known.clone();
+        let (mut known, start) = self.last_written.start(id);
         let mut tenant_exists = false;
         // The version of the record the latest decision was made on, and
         // what that decision wrote.
