@@ -472,6 +472,22 @@ mod tests {
         }
     }
 
+    /// `update_from(known)` with [`append`]: its outcome and the objects
+    /// it was shown.
+    async fn append_from(store: &MemoryBackend, known: Object) -> (Updated<()>, Vec<Bytes>) {
+        let mut seen = Vec::new();
+        let out = store
+            .update_from(
+                &key(),
+                Some(known),
+                Retry::new(&SystemClock, "it"),
+                append(&mut seen),
+            )
+            .await
+            .unwrap();
+        (out, seen)
+    }
+
     #[tokio::test]
     async fn update_from_a_current_object_does_not_read_it() {
         let store = MemoryBackend::new();
@@ -485,16 +501,7 @@ mod tests {
             bytes: Bytes::from_static(b"known"),
             version: v,
         };
-        let mut seen = Vec::new();
-        let out = store
-            .update_from(
-                &key(),
-                Some(known),
-                Retry::new(&SystemClock, "it"),
-                append(&mut seen),
-            )
-            .await
-            .unwrap();
+        let (out, seen) = append_from(&store, known).await;
         assert!(out.wrote);
         assert_eq!(seen, vec![Bytes::from_static(b"known")]);
         assert_eq!(store.get(&key()).await.unwrap().unwrap().bytes, "knownx");
@@ -525,16 +532,7 @@ mod tests {
     #[tokio::test]
     async fn update_from_a_stale_object_decides_again_on_a_fresh_read() {
         let (store, stale) = moved_on(b"ab").await;
-        let mut seen = Vec::new();
-        store
-            .update_from(
-                &key(),
-                Some(stale),
-                Retry::new(&SystemClock, "it"),
-                append(&mut seen),
-            )
-            .await
-            .unwrap();
+        let (_, seen) = append_from(&store, stale).await;
         assert_eq!(
             seen,
             vec![Bytes::from_static(b"a"), Bytes::from_static(b"ab")]
