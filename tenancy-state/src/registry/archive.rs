@@ -124,7 +124,11 @@ impl StoreRegistry {
             )));
         }
         let root = layout::archive_root(id)?;
-        let cutoff = self.now() - chrono_duration(grace);
+        // A grace longer than time goes back keeps everything.
+        let cutoff = self
+            .now()
+            .checked_sub_signed(chrono_duration(grace))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let mut doomed = Vec::new();
         {
             let mut listing = self.backend.list(Some(&root));

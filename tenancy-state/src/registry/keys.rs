@@ -282,7 +282,9 @@ impl StoreRegistry {
                         "API key {id} was revoked, expired or rotated meanwhile; read it again with `tenancy key list`"
                     )));
                 }
-                let end = now + chrono_duration(grace);
+                let end = now
+                    .checked_add_signed(chrono_duration(grace))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
                 old.expires_at = Some(old.expires_at.map_or(end, |at| at.min(end)));
                 old.rotated_to = Some(added.id.clone());
                 let previous = old.view(tenant);
