@@ -4,16 +4,22 @@
 //!
 //! # URL
 //!
-//! `postgres://user@host[:port]/db[?schema=NAME&sslmode=disable|prefer|require&pool_size=N&pool_timeout=SECS&connect_timeout=SECS]`
-//! (`postgresql://` too). A password never sits in the URL (one that does
-//! is refused without being echoed): it comes from `PGPASSWORD`, else the
-//! `~/.pgpass` file (or `PGPASSFILE`), matched by host, port, database and
-//! user as libpq does. Every message names the URL without a password.
+//! `postgres://user@host[:port]/db[?schema=NAME&sslmode=disable|prefer|require&pool_size=N&pool_timeout=SECS&connect_timeout=SECS&statement_timeout=SECS]`
+//! (`postgresql://` too; `application_name`, `options` and
+//! `target_session_attrs` pass to the server as in libpq). A password never
+//! sits in the URL (one that does is refused without being echoed, also one
+//! whose `/`, `?` or `#` ends the host early, leaving an `@` in the path):
+//! it comes from `PGPASSWORD`, else the `~/.pgpass` file (or `PGPASSFILE`;
+//! refused when group or others may read it), matched by host (`localhost`
+//! for a Unix socket), port, database and user as libpq does. Every message
+//! names the URL without a password.
 //! `schema` (default `tenancy`; `[a-z_][a-z0-9_]*`, at most 63 bytes) keeps
 //! several stores apart in one database. TLS is rustls (ring) with the
 //! platform's certificate verifier: `sslmode=require` insists on it,
 //! `prefer` (the default, as in libpq) uses it when the server offers it,
-//! `disable` never does.
+//! `disable` never does. Unlike libpq, `prefer` verifies the certificate
+//! too and does not fall back to plaintext when the handshake fails: a
+//! server whose certificate the platform does not trust is refused.
 //!
 //! # Schema
 //!
@@ -26,7 +32,9 @@
 //!
 //! Created on first use by any process, idempotently (one transaction under
 //! a transaction-scoped advisory lock, so two processes starting at once do
-//! not both create it), and its version checked: a newer schema than this
+//! not both create it; the schema itself only when it is missing, so a role
+//! without `CREATE` on the database works in a schema the DBA made for
+//! it), and its version checked: a newer schema than this
 //! build knows is refused rather than misread. A schema created by an
 //! earlier build (before `toast_tuple_target` was set) works as it is; `ALTER
 //! TABLE <schema>.objects SET (toast_tuple_target = 8160)` saves it the
@@ -64,9 +72,18 @@
 //! then fails with a `Backend` error saying the pool is exhausted; a
 //! database that cannot be reached fails within `connect_timeout` (default
 //! 5 s) naming the URL. Both are temporary (`Error::is_temporary`): the
-//! server answers 503, the CLI prints one line. A statement that fails
-//! midway changes nothing (each is atomic), so a database restarted in the
-//! middle of a run leaves no half-written object.
+//! server answers 503, the CLI prints one line. No call waits forever: the
+//! server cancels a statement past `statement_timeout` (default 30 s; one
+//! waiting on a row someone's open transaction locked, say), and a peer
+//! that stops answering is given up within about a minute (keepalives after
+//! 30 s of silence, three probes 10 s apart; `TCP_USER_TIMEOUT` 30 s on
+//! unacknowledged writes). A statement
+//! that fails midway changes nothing (each is atomic), so a database
+//! restarted in the middle of a run leaves no half-written object; a write
+//! whose answer was lost may have committed (a retried `Create` then finds
+//! the key, a retried `Update` a newer version), as on every backend.
+//! A column whose type someone altered is reported as `Corrupt`, never a
+//! panic.
 
 use std::fmt;
 use std::str::FromStr;
@@ -100,6 +117,11 @@ const DEFAULT_POOL_SIZE: usize = 16;
 const TOAST_TUPLE_TARGET: u32 = 8160;
 const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const PAGE: i64 = 500;
 
 /// What a `postgres://` URL says, with our own parameters taken out.
@@ -186,6 +208,18 @@ impl PostgresConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::invalid(format!("backend URL is not a postgres:// URL: {e}")))?;
+        // A password holding '/', '?' or '#' ends the host early and would
+        // be shown as the path or query: such a URL is refused unseen.
+        if parsed.path().contains('@')
+            || parsed.query().is_some_and(|q| q.contains('@'))
+            || parsed.fragment().is_some()
+        {
+            return Err(Error::invalid(
+                "backend URL has an '@' after its host or a '#' (a password in it?); it is not shown. \
+                 A password must not sit in the URL: set PGPASSWORD or use a password file (~/.pgpass); \
+                 write an '@' in a database name as %40",
+            ));
+        }
         let mut shown = parsed.clone();
         let _ = shown.set_password(None);
         shown.set_query(None);
@@ -207,6 +241,8 @@ impl PostgresConfig {
         let mut pool_timeout = DEFAULT_POOL_TIMEOUT;
         let mut passed = url::form_urlencoded::Serializer::new(String::new());
         let mut connect_timeout = None;
+        let mut statement_timeout = DEFAULT_STATEMENT_TIMEOUT;
+        let mut options = None;
         for (k, v) in parsed.query_pairs() {
             match k.as_ref() {
                 "schema" => schema = v.to_string(),
@@ -237,14 +273,25 @@ impl PostgresConfig {
                             })?,
                     );
                 }
-                "sslmode" | "application_name" | "options" | "target_session_attrs" => {
+                "statement_timeout" => {
+                    statement_timeout = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=86_400).contains(n))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            invalid(&shown, "statement_timeout must be 1 to 86400 seconds")
+                        })?
+                }
+                "options" => options = Some(v.to_string()),
+                "sslmode" | "application_name" | "target_session_attrs" => {
                     passed.append_pair(&k, &v);
                 }
                 other => {
                     return Err(invalid(
                         &shown,
                         format!(
-                            "unknown parameter \"{}\" (known: schema, sslmode, pool_size, pool_timeout, connect_timeout, application_name)",
+                            "unknown parameter \"{}\" (known: schema, sslmode, pool_size, pool_timeout, connect_timeout, statement_timeout, application_name, options, target_session_attrs)",
                             other.chars().take(40).collect::<String>().escape_debug()
                         ),
                     ))
@@ -253,7 +300,9 @@ impl PostgresConfig {
         }
         validate_schema(&schema).map_err(|e| invalid(&shown, e))?;
         let mut base = parsed.clone();
-        let query = passed.finish();
+        // The form encoder writes a space as '+', which the driver reads as
+        // a '+' (and encodes a real '+' as %2B): every '+' it wrote is a space.
+        let query = passed.finish().replace('+', "%20");
         base.set_query((!query.is_empty()).then_some(query.as_str()));
         let mut pg = Config::from_str(base.as_str()).map_err(|e| invalid(&shown, e))?;
         pg.connect_timeout(
@@ -261,6 +310,22 @@ impl PostgresConfig {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         );
+        // No call waits forever: the server cancels a statement that runs
+        // (or waits on a row lock) past `statement_timeout`, and the kernel
+        // gives up on a peer that stopped answering (a failover, a pulled
+        // cable) after TCP_USER_TIMEOUT, with keepalives probing idle
+        // pooled connections. The URL's own `options` come after ours, so
+        // a `-c statement_timeout=...` there wins.
+        pg.options(format!(
+            "-c statement_timeout={}{}",
+            statement_timeout.as_millis(),
+            options.map(|o| format!(" {o}")).unwrap_or_default()
+        ));
+        pg.keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT);
         if pg.get_user().is_none_or(str::is_empty) {
             let user = std::env::var("PGUSER")
                 .ok()
@@ -273,7 +338,7 @@ impl PostgresConfig {
                 })?;
             pg.user(&user);
         }
-        if let Some(password) = password_for(&parsed, pg.get_user().unwrap_or_default()) {
+        if let Some(password) = password_for(&pg, pg.get_user().unwrap_or_default(), &shown)? {
             pg.password(password);
         }
         Ok(PostgresConfig {
@@ -288,19 +353,60 @@ impl PostgresConfig {
 
 /// `PGPASSWORD`, else the first matching line of the password file
 /// (`PGPASSFILE`, else `~/.pgpass`): `host:port:database:user:password`,
-/// `*` matching anything, `\:` and `\\` escaped, as libpq reads it.
-fn password_for(url: &url::Url, user: &str) -> Option<String> {
+/// `*` matching anything, `\:` and `\\` escaped, as libpq reads it. A file
+/// that group or others may read is refused (libpq ignores it, which leaves
+/// its user wondering why the password is wrong).
+fn password_for(pg: &Config, user: &str, shown: &str) -> Result<Option<String>> {
     if let Some(p) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
-        return Some(p);
+        return Ok(Some(p));
     }
-    let path = std::env::var_os("PGPASSFILE")
+    let Some(path) = std::env::var_os("PGPASSFILE")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
-    let text = std::fs::read_to_string(path).ok()?;
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port().unwrap_or(5432).to_string();
-    let db = url.path().trim_start_matches('/');
-    let db = if db.is_empty() { user } else { db };
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))
+    else {
+        return Ok(None);
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(invalid(
+                shown,
+                format!(
+                    "the password file {} may be read by group or others (mode {:o}); chmod 0600 it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
+    let (host, port, db) = pgpass_target(pg, user);
+    Ok(pgpass_lookup(&text, &host, &port, &db, user))
+}
+
+/// What a password file line is matched against for `pg`: the first host
+/// as libpq names it (`localhost` for a Unix socket, an IPv6 address without
+/// brackets), the port, and the database (the user's name when none).
+fn pgpass_target(pg: &Config, user: &str) -> (String, String, String) {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(_)) => "localhost".to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432).to_string();
+    let db = pg.get_dbname().filter(|d| !d.is_empty()).unwrap_or(user);
+    (host, port, db.to_string())
+}
+
+/// The password of the first line of a password file that matches.
+fn pgpass_lookup(text: &str, host: &str, port: &str, db: &str, user: &str) -> Option<String> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
         .find_map(|line| {
@@ -309,7 +415,7 @@ fn password_for(url: &url::Url, user: &str) -> Option<String> {
                 return None;
             };
             let m = |field: &str, value: &str| field == "*" || field == value;
-            (m(h, host) && m(p, &port) && m(d, db) && m(u, user)).then(|| pw.clone())
+            (m(h, host) && m(p, port) && m(d, db) && m(u, user)).then(|| pw.clone())
         })
 }
 
@@ -427,6 +533,10 @@ impl PostgresBackend {
             pool_timeout,
             shown,
         } = config;
+        let connect_timeout = pg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -447,7 +557,9 @@ impl PostgresBackend {
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .wait_timeout(Some(pool_timeout))
-            .create_timeout(Some(pool_timeout))
+            // Connecting may take connect_timeout per address the host
+            // resolves to, and then TLS and authentication.
+            .create_timeout(Some(pool_timeout.max(connect_timeout * 2)))
             .recycle_timeout(Some(pool_timeout))
             .runtime(Runtime::Tokio1)
             .build()
@@ -477,18 +589,40 @@ impl PostgresBackend {
         &self.pool
     }
 
+    /// Column `i` of a row, or `Corrupt` when the table's column is not of
+    /// the type this build made it with (someone altered it), or NULL.
+    fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
+        &self,
+        row: &'r tokio_postgres::Row,
+        i: usize,
+    ) -> Result<T> {
+        row.try_get(i).map_err(|e| Error::Corrupt {
+            what: format!("{}: schema \"{}\"", self.shown, self.schema),
+            message: format!("{e}; the table's columns are not as this build made them"),
+        })
+    }
+
     fn fail(&self, what: &str, e: impl fmt::Display) -> Error {
         Error::backend("postgres", format!("{} ({what}): {e}", self.shown))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
+        use deadpool_postgres::{PoolError, TimeoutType};
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Timeout(_) => self.fail(
+            PoolError::Timeout(TimeoutType::Wait) => self.fail(
                 "connection pool",
                 format!(
                     "no free connection within the pool timeout (all {} in use); retry, or raise pool_size",
                     self.pool.status().max_size
                 ),
+            ),
+            PoolError::Timeout(TimeoutType::Create) => self.fail(
+                "cannot connect",
+                "connecting, TLS and authentication took longer than the pool allows; check the server and network",
+            ),
+            PoolError::Timeout(TimeoutType::Recycle) => self.fail(
+                "connection pool",
+                "checking a pooled connection took too long; check the server and network",
             ),
             deadpool_postgres::PoolError::Backend(e) => self.fail("cannot connect", Pg(&e)),
             e => self.fail("cannot connect", e),
@@ -515,7 +649,7 @@ impl PostgresBackend {
         let s = &*self.schema;
         let check = format!("SELECT value FROM \"{s}\".meta WHERE name = 'schema_version'");
         let found = match client.query_opt(&check, &[]).await {
-            Ok(row) => row.map(|r| r.get::<_, String>(0)),
+            Ok(row) => row.map(|r| self.column::<String>(&r, 0)).transpose()?,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
             Err(e) => return Err(self.fail("reading the schema version", Pg(&e))),
         };
@@ -526,9 +660,12 @@ impl PostgresBackend {
                     .transaction()
                     .await
                     .map_err(|e| self.fail("creating the schema", Pg(&e)))?;
+                // The schema is created only when missing: CREATE SCHEMA IF
+                // NOT EXISTS checks the right to create in the database
+                // first, which a role the DBA made a schema for often lacks.
                 let create = format!(
                     "SELECT pg_advisory_xact_lock(hashtext('tenancy-schema:{s}')); \
-                     CREATE SCHEMA IF NOT EXISTS \"{s}\"; \
+                     DO $$ BEGIN IF to_regnamespace('\"{s}\"') IS NULL THEN CREATE SCHEMA \"{s}\"; END IF; END $$; \
                      CREATE TABLE IF NOT EXISTS \"{s}\".objects (\
                        key TEXT COLLATE \"C\" PRIMARY KEY, \
                        bytes BYTEA NOT NULL, \
@@ -543,11 +680,11 @@ impl PostgresBackend {
                 tx.batch_execute(&create)
                     .await
                     .map_err(|e| self.fail("creating the schema", Pg(&e)))?;
-                let v: String = tx
+                let row = tx
                     .query_one(&check, &[])
                     .await
-                    .map_err(|e| self.fail("reading the schema version", Pg(&e)))?
-                    .get(0);
+                    .map_err(|e| self.fail("reading the schema version", Pg(&e)))?;
+                let v: String = self.column(&row, 0)?;
                 tx.commit()
                     .await
                     .map_err(|e| self.fail("creating the schema", Pg(&e)))?;
@@ -581,9 +718,9 @@ impl PostgresBackend {
         .map_err(|e| self.fail("list", Pg(&e)))?;
         rows.iter()
             .map(|r| {
-                let key: String = r.get(0);
-                let size: i64 = r.get(1);
-                let updated: DateTime<Utc> = r.get(2);
+                let key: String = self.column(r, 0)?;
+                let size: i64 = self.column(r, 1)?;
+                let updated: DateTime<Utc> = self.column(r, 2)?;
                 Ok(ListEntry {
                     key: StateKey::new(key)?,
                     size: size.max(0) as u64,
@@ -610,7 +747,8 @@ impl StateBackend for PostgresBackend {
             .query_opt(&st, &[&key.as_str()])
             .await
             .map_err(|e| self.fail("get", Pg(&e)))?;
-        Ok(row.map(|r| object(r.get(0), r.get(1))))
+        row.map(|r| Ok(object(self.column(&r, 0)?, self.column(&r, 1)?)))
+            .transpose()
     }
 
     async fn get_many(&self, keys: &[StateKey]) -> Result<Vec<Option<Object>>> {
@@ -623,9 +761,12 @@ impl StateBackend for PostgresBackend {
                 .await
                 .map_err(|e| self.fail("get", Pg(&e)))?;
             let found: std::collections::HashMap<String, Object> = rows
-                .into_iter()
-                .map(|r| (r.get(0), object(r.get(1), r.get(2))))
-                .collect();
+                .iter()
+                .map(|r| {
+                    let o = object(self.column(r, 1)?, self.column(r, 2)?);
+                    Ok((self.column(r, 0)?, o))
+                })
+                .collect::<Result<_>>()?;
             // A key asked twice is answered twice.
             out.extend(batch.iter().map(|k| found.get(k.as_str()).cloned()));
         }
@@ -655,7 +796,7 @@ impl StateBackend for PostgresBackend {
         }
         .map_err(|e| self.fail("put", Pg(&e)))?;
         match (row, &mode) {
-            (Some(r), _) => Ok(Version(r.get::<_, i64>(0).to_string())),
+            (Some(r), _) => Ok(Version(self.column::<i64>(&r, 0)?.to_string())),
             (None, PutMode::Create) => Err(Error::already_exists(format!("key {key}"))),
             (None, PutMode::Update(want)) => Err(Error::precondition(format!(
                 "key {key} is no longer at version {want}"
@@ -722,5 +863,76 @@ impl StateBackend for PostgresBackend {
         })
         .flat_map(stream::iter)
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> (String, String, String) {
+        let config = PostgresConfig::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        pgpass_target(&config.pg, config.pg.get_user().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_password_file_line_is_matched_as_libpq_names_the_target() {
+        let t = |h: &str, p: &str, d: &str| (h.to_string(), p.to_string(), d.to_string());
+        assert_eq!(
+            target("postgres://app@db.example:6432/prod"),
+            t("db.example", "6432", "prod")
+        );
+        // IPv6 without brackets, the default port, the user's name as the database.
+        assert_eq!(target("postgres://app@[::1]/"), t("::1", "5432", "app"));
+        // A percent-encoded database name is matched decoded.
+        assert_eq!(target("postgres://app@h/my%20db"), t("h", "5432", "my db"));
+        #[cfg(unix)]
+        assert_eq!(
+            target("postgres://app@%2Fvar%2Frun%2Fpostgresql/prod"),
+            t("localhost", "5432", "prod")
+        );
+    }
+
+    #[test]
+    fn no_connection_waits_forever_and_the_urls_options_come_last() {
+        let c = PostgresConfig::from_url("postgres://app@h/db").unwrap();
+        assert_eq!(c.pg.get_options(), Some("-c statement_timeout=30000"));
+        assert!(c.pg.get_keepalives());
+        assert_eq!(c.pg.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(c.pg.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        let c = PostgresConfig::from_url(
+            "postgres://app@h/db?statement_timeout=5&options=-c%20statement_timeout%3D9s",
+        )
+        .unwrap();
+        assert_eq!(
+            c.pg.get_options(),
+            Some("-c statement_timeout=5000 -c statement_timeout=9s")
+        );
+        for bad in ["0", "86401", "x"] {
+            let e =
+                PostgresConfig::from_url(&format!("postgres://app@h/db?statement_timeout={bad}"))
+                    .unwrap_err();
+            assert!(e.to_string().contains("statement_timeout must be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_first_matching_line_gives_the_password_and_escapes_are_read() {
+        let file = "# comment\n\
+                    other:5432:prod:app:wrong\n\
+                    db:*:prod:app:pa\\:ss\\\\word\n\
+                    *:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(file, "db", "6432", "prod", "app").as_deref(),
+            Some("pa:ss\\word")
+        );
+        assert_eq!(
+            pgpass_lookup(file, "x", "1", "y", "z").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(
+            pgpass_lookup("db:5432:prod:app\n", "db", "5432", "prod", "app"),
+            None
+        );
     }
 }

@@ -291,3 +291,154 @@ async fn records_of_a_few_kilobytes_are_stored_inline_uncompressed() {
         record
     );
 }
+
+/// The schema named in a test URL.
+fn schema_of(url: &str) -> String {
+    url.rsplit("schema=").next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_schema_made_in_advance_by_the_dba_opens_without_create_on_the_database() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::premade_schema") else {
+        return;
+    };
+    // Least privilege: the DBA makes the schema for an application role
+    // that may not create schemas in the database (PostgreSQL's default for
+    // a role that does not own it). The role logs in with the test
+    // server's password, so the test needs no environment of its own.
+    let schema = schema_of(&url);
+    let role = format!("{schema}_app");
+    let password = std::env::var("PGPASSWORD").unwrap();
+    let admin = PostgresBackend::open(&url).await.unwrap();
+    let client = admin.pool().get().await.unwrap();
+    let premade = format!("{schema}_premade");
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{}'; \
+             CREATE SCHEMA \"{premade}\" AUTHORIZATION \"{role}\";",
+            password.replace('\'', "''")
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    let app_url = url
+        .replacen("postgres://tenancy@", &format!("postgres://{role}@"), 1)
+        .replace(&format!("schema={schema}"), &format!("schema={premade}"));
+    let b = PostgresBackend::open(&app_url).await.unwrap();
+    b.put(&key("apps/a"), Bytes::from_static(b"1"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(b.get(&key("apps/a")).await.unwrap().unwrap().bytes, "1");
+    // A schema the role may not create is refused with the server's reason.
+    let missing = url
+        .replacen("postgres://tenancy@", &format!("postgres://{role}@"), 1)
+        .replace(
+            &format!("schema={schema}"),
+            &format!("schema={schema}_nope"),
+        );
+    let e = PostgresBackend::open(&missing).await.unwrap_err();
+    assert!(e.to_string().contains("permission denied"), "{e}");
+}
+
+#[tokio::test]
+async fn options_and_application_name_reach_the_server_with_their_spaces() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::options") else {
+        return;
+    };
+    let b = PostgresBackend::open(&format!(
+        "{url}&options=-c%20work_mem%3D7MB&application_name=tenancy%20test%2Bone"
+    ))
+    .await
+    .unwrap();
+    let client = b.pool().get().await.unwrap();
+    let work_mem: String = client.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    let name: String = client
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(work_mem, "7MB");
+    assert_eq!(name, "tenancy test+one");
+}
+
+#[tokio::test]
+async fn a_statement_waiting_on_a_locked_row_times_out_with_a_clear_error() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::statement_timeout") else {
+        return;
+    };
+    let b = PostgresBackend::open(&format!("{url}&statement_timeout=1"))
+        .await
+        .unwrap();
+    let v = b
+        .put(&key("apps/a"), Bytes::from_static(b"1"), PutMode::Create)
+        .await
+        .unwrap();
+    // Somebody's open transaction holds the row: without a bound, the write
+    // would wait for as long as that transaction stays open.
+    let mut holder = b.pool().get().await.unwrap();
+    let tx = holder.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "SELECT 1 FROM \"{}\".objects WHERE key = 'apps/a' FOR UPDATE",
+            b.schema()
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let e = b
+        .put(&key("apps/a"), Bytes::from_static(b"2"), PutMode::Update(v))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(e.to_string().contains("57014"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    tx.rollback().await.unwrap();
+    drop(holder);
+    assert_eq!(b.get(&key("apps/a")).await.unwrap().unwrap().bytes, "1");
+}
+
+#[tokio::test]
+async fn a_password_cut_short_by_a_slash_is_refused_and_never_echoed() {
+    for url in [
+        // A password with '/', '?' or '#' ends the host early: what follows
+        // would be shown as the path.
+        "postgres://tenancy:20/hunter2@127.0.0.1/db",
+        "postgres://tenancy:x?hunter2@127.0.0.1/db",
+        "postgres://tenancy:x#hunter2@127.0.0.1/db",
+        // One slash short of a URL.
+        "postgres:/tenancy:hunter2@db/prod",
+        "postgres:tenancy:hunter2@db/prod",
+    ] {
+        let e = tenancy_state::open(url).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { .. }), "{url}: {e:?}");
+        assert!(!e.to_string().contains("hunter2"), "{url}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_column_of_the_wrong_type_is_reported_as_corrupt_not_a_panic() {
+    let Some(url) = testing::postgres_url_or_skip("postgres::wrong_column") else {
+        return;
+    };
+    let b = PostgresBackend::open(&url).await.unwrap();
+    b.put(&key("apps/a"), Bytes::from_static(b"1"), PutMode::Create)
+        .await
+        .unwrap();
+    let client = b.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE \"{}\".objects ALTER COLUMN version TYPE INTEGER",
+            b.schema()
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    // A fresh backend: the old one's prepared statements name the old type.
+    let b = PostgresBackend::open(&url).await.unwrap();
+    let e = b.get(&key("apps/a")).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+    let e = b.list(None).try_collect::<Vec<_>>().await;
+    assert!(e.is_ok(), "a listing reads no version: {e:?}");
+}
