@@ -72,12 +72,15 @@
 //! then fails with a `Backend` error saying the pool is exhausted; a
 //! database that cannot be reached fails within `connect_timeout` (default
 //! 5 s) naming the URL. Both are temporary (`Error::is_temporary`): the
-//! server answers 503, the CLI prints one line. No call waits forever: the
-//! server cancels a statement past `statement_timeout` (default 30 s; one
-//! waiting on a row someone's open transaction locked, say), and a peer
-//! that stops answering is given up within about a minute (keepalives after
-//! 30 s of silence, three probes 10 s apart; `TCP_USER_TIMEOUT` 30 s on
-//! unacknowledged writes). A statement
+//! server answers 503, the CLI prints one line. A peer that stops
+//! answering (a failover, a pulled cable) is given up within about a minute
+//! (keepalives after 30 s of silence, three probes 10 s apart;
+//! `TCP_USER_TIMEOUT` 30 s on unacknowledged writes). `statement_timeout=N`
+//! has the server cancel a statement after N seconds (one waiting on a row
+//! someone's open transaction locked, say: SQLSTATE 57014, a `Backend`
+//! error). It is off by default because PgBouncer refuses startup options
+//! it cannot track; behind one, `ALTER ROLE <user> SET statement_timeout =
+//! '30s'` does the same. A statement
 //! that fails midway changes nothing (each is atomic), so a database
 //! restarted in the middle of a run leaves no half-written object; a write
 //! whose answer was lost may have committed (a retried `Create` then finds
@@ -117,7 +120,6 @@ const DEFAULT_POOL_SIZE: usize = 16;
 const TOAST_TUPLE_TARGET: u32 = 8160;
 const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 3;
@@ -241,7 +243,7 @@ impl PostgresConfig {
         let mut pool_timeout = DEFAULT_POOL_TIMEOUT;
         let mut passed = url::form_urlencoded::Serializer::new(String::new());
         let mut connect_timeout = None;
-        let mut statement_timeout = DEFAULT_STATEMENT_TIMEOUT;
+        let mut statement_timeout: Option<Duration> = None;
         let mut options = None;
         for (k, v) in parsed.query_pairs() {
             match k.as_ref() {
@@ -274,14 +276,15 @@ impl PostgresConfig {
                     );
                 }
                 "statement_timeout" => {
-                    statement_timeout = v
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|n| (1..=86_400).contains(n))
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| {
-                            invalid(&shown, "statement_timeout must be 1 to 86400 seconds")
-                        })?
+                    statement_timeout = Some(
+                        v.parse::<u64>()
+                            .ok()
+                            .filter(|n| (1..=86_400).contains(n))
+                            .map(Duration::from_secs)
+                            .ok_or_else(|| {
+                                invalid(&shown, "statement_timeout must be 1 to 86400 seconds")
+                            })?,
+                    )
                 }
                 "options" => options = Some(v.to_string()),
                 "sslmode" | "application_name" | "target_session_attrs" => {
@@ -310,17 +313,25 @@ impl PostgresConfig {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         );
-        // No call waits forever: the server cancels a statement that runs
-        // (or waits on a row lock) past `statement_timeout`, and the kernel
-        // gives up on a peer that stopped answering (a failover, a pulled
-        // cable) after TCP_USER_TIMEOUT, with keepalives probing idle
-        // pooled connections. The URL's own `options` come after ours, so
-        // a `-c statement_timeout=...` there wins.
-        pg.options(format!(
-            "-c statement_timeout={}{}",
-            statement_timeout.as_millis(),
-            options.map(|o| format!(" {o}")).unwrap_or_default()
-        ));
+        // The kernel gives up on a peer that stopped answering (a failover,
+        // a pulled cable) after TCP_USER_TIMEOUT, with keepalives probing
+        // idle pooled connections; `statement_timeout`, when asked for, has
+        // the server cancel a statement that runs (or waits on a row lock)
+        // longer. It is not on by default: PgBouncer refuses a startup
+        // `options` it cannot track ("unsupported startup parameter in
+        // options"); there, set it on the role instead. The URL's own
+        // `options` come after ours, so a `-c statement_timeout=` there wins.
+        let options = [
+            statement_timeout.map(|t| format!("-c statement_timeout={}", t.as_millis())),
+            options,
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        if !options.is_empty() {
+            pg.options(options);
+        }
         pg.keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE)
             .keepalives_interval(KEEPALIVE_INTERVAL)
@@ -896,7 +907,8 @@ mod tests {
     #[test]
     fn no_connection_waits_forever_and_the_urls_options_come_last() {
         let c = PostgresConfig::from_url("postgres://app@h/db").unwrap();
-        assert_eq!(c.pg.get_options(), Some("-c statement_timeout=30000"));
+        // Nothing in the startup packet a pooler could refuse.
+        assert_eq!(c.pg.get_options(), None);
         assert!(c.pg.get_keepalives());
         assert_eq!(c.pg.get_keepalives_idle(), KEEPALIVE_IDLE);
         assert_eq!(c.pg.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
