@@ -45,7 +45,9 @@ impl HeartbeatState {
 ///
 /// A refused renew (the lease was taken over, force-unlocked or had expired)
 /// marks the lease lost at once. A failing backend is retried every ttl/12
-/// until the lease would have run out, then the lease is marked lost too.
+/// until the lease would have run out, then the lease is marked lost too; so
+/// is a renew still unanswered then (a hung store), and each renewed lease
+/// is counted from when its request was sent, not from its answer.
 /// [`lost`](Self::lost), [`check`](Self::check), [`watch`](Self::watch) and
 /// [`wait_lost`](Self::wait_lost) report it.
 #[derive(Debug)]
@@ -194,9 +196,22 @@ async fn renew_loop(
             _ = &mut stop => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match manager.renew(&lease.key, lease.lock_id, ttl).await {
+        // The renewed lease runs from no earlier than the request was sent;
+        // a renew that has not answered when the lease would run out (a
+        // store that hangs) cannot have kept it.
+        let sent = Instant::now();
+        let renewed = tokio::select! {
+            _ = &mut stop => return,
+            r = tokio::time::timeout_at(deadline, manager.renew(&lease.key, lease.lock_id, ttl)) => r,
+        };
+        let Ok(renewed) = renewed else {
+            let reason = "no renewal answered before the lease ran out".to_string();
+            tx.send_replace(HeartbeatState::Lost { lease, reason });
+            return;
+        };
+        match renewed {
             Ok(info) => {
-                deadline = Instant::now() + ttl;
+                deadline = sent + ttl;
                 wait = interval;
                 lease = info.clone();
                 tx.send_replace(HeartbeatState::Held(info));

@@ -131,11 +131,13 @@ async fn drop_stops_renewing() {
     }
 }
 
-/// A manager whose renew fails with a backend error while `down` is set.
+/// A manager whose renew fails with a backend error while `down` is set,
+/// and never answers while `hung` is set.
 #[derive(Debug)]
 struct Flaky {
     inner: MemoryLockManager,
     down: AtomicBool,
+    hung: AtomicBool,
 }
 
 #[async_trait]
@@ -149,6 +151,9 @@ impl LockManager for Flaky {
     async fn renew(&self, key: &LockKey, id: LockId, ttl: Duration) -> Result<LockInfo> {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::backend("flaky", "connection refused"));
+        }
+        if self.hung.load(Ordering::SeqCst) {
+            return std::future::pending().await;
         }
         self.inner.renew(key, id, ttl).await
     }
@@ -172,6 +177,7 @@ async fn rides_out_short_outages_and_reports_long_ones() {
     let flaky = Arc::new(Flaky {
         inner: MemoryLockManager::new().with_clock(Arc::new(clock.clone())),
         down: AtomicBool::new(false),
+        hung: AtomicBool::new(false),
     });
     let m: Arc<dyn LockManager> = flaky.clone();
     let key = key();
@@ -202,4 +208,36 @@ async fn rides_out_short_outages_and_reports_long_ones() {
     assert!(e.to_string().contains("connection refused"), "{e}");
     flaky.down.store(false, Ordering::SeqCst);
     assert!(guard.release().await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renew_that_never_answers_loses_the_lease_when_it_runs_out() {
+    let clock = ManualClock::starting_now();
+    let flaky = Arc::new(Flaky {
+        inner: MemoryLockManager::new().with_clock(Arc::new(clock.clone())),
+        down: AtomicBool::new(false),
+        hung: AtomicBool::new(false),
+    });
+    let m: Arc<dyn LockManager> = flaky.clone();
+    let lease = m
+        .try_acquire(&LockRequest::new(key(), TTL))
+        .await
+        .expect("acquire");
+    let guard = HeartbeatGuard::start(Arc::clone(&m), lease, TTL);
+    pass(&clock, 12).await;
+    assert!(!guard.lost());
+    // The store stops answering (a half-open connection, a stalled
+    // database): the renew sent at 20 s never returns. By 10 s + TTL the
+    // last renewed lease has run out and someone else may hold the lock.
+    flaky.hung.store(true, Ordering::SeqCst);
+    pass(&clock, TTL.as_secs()).await;
+    assert!(
+        guard.lost(),
+        "a guard whose renew hangs must not go on reporting the lock held"
+    );
+    let e = guard.check().expect_err("lost");
+    assert!(e.to_string().contains("no renewal answered"), "{e}");
+    // Releasing does not wait on the hung renew either.
+    flaky.hung.store(false, Ordering::SeqCst);
+    let _ = guard.release().await;
 }
