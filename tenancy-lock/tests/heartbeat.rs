@@ -140,6 +140,16 @@ struct Flaky {
     hung: AtomicBool,
 }
 
+impl Flaky {
+    fn on(clock: &ManualClock) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: MemoryLockManager::new().with_clock(Arc::new(clock.clone())),
+            down: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
+        })
+    }
+}
+
 #[async_trait]
 impl LockManager for Flaky {
     async fn try_acquire(&self, req: &LockRequest) -> Result<LockInfo> {
@@ -174,11 +184,7 @@ impl LockManager for Flaky {
 #[tokio::test(start_paused = true)]
 async fn rides_out_short_outages_and_reports_long_ones() {
     let clock = ManualClock::starting_now();
-    let flaky = Arc::new(Flaky {
-        inner: MemoryLockManager::new().with_clock(Arc::new(clock.clone())),
-        down: AtomicBool::new(false),
-        hung: AtomicBool::new(false),
-    });
+    let flaky = Flaky::on(&clock);
     let m: Arc<dyn LockManager> = flaky.clone();
     let key = key();
     let lease = m
@@ -213,11 +219,7 @@ async fn rides_out_short_outages_and_reports_long_ones() {
 #[tokio::test(start_paused = true)]
 async fn a_renew_that_never_answers_loses_the_lease_when_it_runs_out() {
     let clock = ManualClock::starting_now();
-    let flaky = Arc::new(Flaky {
-        inner: MemoryLockManager::new().with_clock(Arc::new(clock.clone())),
-        down: AtomicBool::new(false),
-        hung: AtomicBool::new(false),
-    });
+    let flaky = Flaky::on(&clock);
     let m: Arc<dyn LockManager> = flaky.clone();
     let lease = m
         .try_acquire(&LockRequest::new(key(), TTL))

@@ -221,23 +221,32 @@ async fn two_processes_opening_one_new_schema_at_once_both_succeed() {
     }
 }
 
-#[tokio::test]
-async fn an_error_the_database_reports_carries_its_message_and_sqlstate() {
-    let Some(url) = testing::postgres_url_or_skip("postgres::database_error") else {
-        return;
-    };
+/// A store in a fresh schema holding `apps/a` = "1", with `sql` (where
+/// `{objects}` names its table) then run on it as someone else would.
+async fn one_object_then(test: &str, sql: &str) -> Option<(String, PostgresBackend)> {
+    let url = testing::postgres_url_or_skip(test)?;
     let b = PostgresBackend::open(&url).await.unwrap();
     b.put(&key("apps/a"), Bytes::from_static(b"1"), PutMode::Create)
         .await
         .unwrap();
-    // Someone drops the table under a running store: the error must say
-    // what the server said, not only the driver's "db error".
+    let objects = format!("\"{}\".objects", b.schema());
     let client = b.pool().get().await.unwrap();
     client
-        .batch_execute(&format!("DROP TABLE \"{}\".objects", b.schema()))
+        .batch_execute(&sql.replace("{objects}", &objects))
         .await
         .unwrap();
     drop(client);
+    Some((url, b))
+}
+
+#[tokio::test]
+async fn an_error_the_database_reports_carries_its_message_and_sqlstate() {
+    // Someone drops the table under a running store: the error must say
+    // what the server said, not only the driver's "db error".
+    let Some((_, b)) = one_object_then("postgres::database_error", "DROP TABLE {objects}").await
+    else {
+        return;
+    };
     let e = b.get(&key("apps/a")).await.unwrap_err();
     assert!(matches!(e, Error::Backend { .. }), "{e:?}");
     let shown = e.to_string();
@@ -419,22 +428,14 @@ async fn a_password_cut_short_by_a_slash_is_refused_and_never_echoed() {
 
 #[tokio::test]
 async fn a_column_of_the_wrong_type_is_reported_as_corrupt_not_a_panic() {
-    let Some(url) = testing::postgres_url_or_skip("postgres::wrong_column") else {
+    let Some((url, _)) = one_object_then(
+        "postgres::wrong_column",
+        "ALTER TABLE {objects} ALTER COLUMN version TYPE INTEGER",
+    )
+    .await
+    else {
         return;
     };
-    let b = PostgresBackend::open(&url).await.unwrap();
-    b.put(&key("apps/a"), Bytes::from_static(b"1"), PutMode::Create)
-        .await
-        .unwrap();
-    let client = b.pool().get().await.unwrap();
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE \"{}\".objects ALTER COLUMN version TYPE INTEGER",
-            b.schema()
-        ))
-        .await
-        .unwrap();
-    drop(client);
     // A fresh backend: the old one's prepared statements name the old type.
     let b = PostgresBackend::open(&url).await.unwrap();
     let e = b.get(&key("apps/a")).await.unwrap_err();
