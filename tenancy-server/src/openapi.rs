@@ -345,7 +345,9 @@ fn ttl_schema(description: &str) -> Value {
 }
 
 fn u64_schema(description: &str) -> Value {
-    json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u64::MAX, "description": description})
+    // No `format: int64`: these are unsigned, and the server takes values
+    // past i64::MAX (a fuzzer reads int64 as a bound and sends 2^63).
+    json!({"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": description})
 }
 
 fn enum_schema(values: &[&str], description: &str) -> Value {
@@ -1160,5 +1162,44 @@ mod tests {
             (ttl["minimum"].as_u64(), ttl["maximum"].as_u64()),
             (Some(1), Some(86400))
         );
+    }
+
+    /// Every integer the document bounds says so in one way: an `int64`
+    /// format promises a fuzzer nothing past i64::MAX is valid, so a bound
+    /// beyond it (an unsigned field the server takes to u64::MAX) must not
+    /// carry that format, or valid values are sent as invalid ones (the
+    /// purge's `grace_seconds` of 2^63 was, and the server rightly took it).
+    #[test]
+    fn no_int64_field_allows_more_than_int64() {
+        fn walk(v: &Value, path: &str, bad: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    let past = m
+                        .get("maximum")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|n| n > i64::MAX as u64);
+                    if m.get("format").and_then(Value::as_str) == Some("int64") && past {
+                        bad.push(path.to_string());
+                    }
+                    for (k, x) in m {
+                        walk(x, &format!("{path}/{k}"), bad);
+                    }
+                }
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, x)| walk(x, &format!("{path}[{i}]"), bad)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut bad = Vec::new();
+        walk(&doc, "", &mut bad);
+        assert!(
+            bad.is_empty(),
+            "int64 fields with a maximum past i64::MAX: {bad:?}"
+        );
+        let grace = &doc["components"]["schemas"]["PurgeTenant"]["properties"]["grace_seconds"];
+        assert_eq!(grace["maximum"].as_u64(), Some(u64::MAX), "{grace}");
     }
 }
