@@ -152,14 +152,13 @@ pub async fn open_store(url: &str, options: OpenOptions) -> Result<Store> {
         if url.contains(':') && !url.starts_with('/') && !url.starts_with('.') {
             // `postgres:/user:secret@db`: one slash short, and maybe a
             // password in it; such a URL is not echoed.
-            if url.contains('@') {
-                return Err(Error::invalid(
-                    "backend URL is neither scheme://... nor a path (it is not shown: it has an '@'); \
-                     use memory://, file:///path, s3://bucket/prefix or postgres://user@host/db",
-                ));
-            }
+            let shown = if url.contains('@') {
+                "(not shown: it has an '@')".to_string()
+            } else {
+                format!("\"{url}\"")
+            };
             return Err(Error::invalid(format!(
-                "backend URL \"{url}\" is neither scheme://... nor a path; \
+                "backend URL {shown} is neither scheme://... nor a path; \
                  use memory://, file:///path, s3://bucket/prefix or postgres://user@host/db"
             )));
         }

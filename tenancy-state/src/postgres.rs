@@ -183,6 +183,16 @@ fn invalid(shown: &str, what: impl fmt::Display) -> Error {
     Error::invalid(format!("backend URL {shown}: {what}"))
 }
 
+/// A URL parameter of whole seconds, 1 to `max`.
+fn seconds(shown: &str, name: &str, value: &str, max: u64) -> Result<Duration> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .map(Duration::from_secs)
+        .ok_or_else(|| invalid(shown, format!("{name} must be 1 to {max} seconds")))
+}
+
 /// Checks a schema name: `[a-z_][a-z0-9_]*`, at most 63 bytes.
 pub fn validate_schema(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -255,36 +265,10 @@ impl PostgresConfig {
                         .filter(|n| (1..=1024).contains(n))
                         .ok_or_else(|| invalid(&shown, "pool_size must be 1 to 1024"))?
                 }
-                "pool_timeout" => {
-                    pool_timeout = v
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|n| (1..=3600).contains(n))
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| {
-                            invalid(&shown, "pool_timeout must be 1 to 3600 seconds")
-                        })?
-                }
-                "connect_timeout" => {
-                    connect_timeout = Some(
-                        v.parse::<u64>()
-                            .ok()
-                            .filter(|n| (1..=3600).contains(n))
-                            .ok_or_else(|| {
-                                invalid(&shown, "connect_timeout must be 1 to 3600 seconds")
-                            })?,
-                    );
-                }
+                "pool_timeout" => pool_timeout = seconds(&shown, &k, &v, 3600)?,
+                "connect_timeout" => connect_timeout = Some(seconds(&shown, &k, &v, 3600)?),
                 "statement_timeout" => {
-                    statement_timeout = Some(
-                        v.parse::<u64>()
-                            .ok()
-                            .filter(|n| (1..=86_400).contains(n))
-                            .map(Duration::from_secs)
-                            .ok_or_else(|| {
-                                invalid(&shown, "statement_timeout must be 1 to 86400 seconds")
-                            })?,
-                    )
+                    statement_timeout = Some(seconds(&shown, &k, &v, 86_400)?)
                 }
                 "options" => options = Some(v.to_string()),
                 "sslmode" | "application_name" | "target_session_attrs" => {
@@ -308,11 +292,7 @@ impl PostgresConfig {
         let query = passed.finish().replace('+', "%20");
         base.set_query((!query.is_empty()).then_some(query.as_str()));
         let mut pg = Config::from_str(base.as_str()).map_err(|e| invalid(&shown, e))?;
-        pg.connect_timeout(
-            connect_timeout
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-        );
+        pg.connect_timeout(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
         // The kernel gives up on a peer that stopped answering (a failover,
         // a pulled cable) after TCP_USER_TIMEOUT, with keepalives probing
         // idle pooled connections; `statement_timeout`, when asked for, has
